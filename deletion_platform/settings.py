@@ -1,0 +1,187 @@
+"""Django settings, read strictly from the environment (see deletion_platform/env.py).
+
+With no DATABASE_URL / CELERY_BROKER_URL the embedded PostgreSQL and Redis under DATA_DIR are
+used (deletion_platform/embedded.py); ``manage.py`` starts them when they are not running.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from deletion_platform import embedded
+from deletion_platform.env import (
+    ImproperlyConfiguredEnv,
+    env_bool,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+    env_url,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+
+def _dev_secret(name: str, length: int = 48) -> str:
+    """A development secret generated once and kept under DATA_DIR/secrets (never in git).
+
+    Only used when DEBUG is on and the variable is unset; production must set it."""
+    path = DATA_DIR / "secrets" / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(length)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+SECRET_KEY = env_secret("SECRET_KEY", minimum_length=32, dev_default=_dev_secret("secret_key") if DEBUG else None)
+
+# Subjects are stored as HMAC-SHA256 of the normalised identifier under a secret pepper.
+# Rotation: set a new SUBJECT_PEPPER with a higher SUBJECT_PEPPER_VERSION and keep the old ones in
+# SUBJECT_PEPPER_PREVIOUS ("1:oldsecret,2:older"); identifiers are re-keyed as they are seen.
+SUBJECT_PEPPER_VERSION = env_int("SUBJECT_PEPPER_VERSION", 1, minimum=1)
+_current_pepper = env_secret(
+    "SUBJECT_PEPPER", minimum_length=32, dev_default=_dev_secret("subject_pepper") if DEBUG else None
+)
+SUBJECT_PEPPERS: dict[int, str] = {SUBJECT_PEPPER_VERSION: _current_pepper}
+for _item in env_list("SUBJECT_PEPPER_PREVIOUS", []):
+    _version, _, _secret = _item.partition(":")
+    if not _version.isdigit() or len(_secret) < 32:
+        raise ImproperlyConfiguredEnv(
+            "SUBJECT_PEPPER_PREVIOUS must be a comma list of VERSION:SECRET with secrets of 32+ characters"
+        )
+    if int(_version) >= SUBJECT_PEPPER_VERSION:
+        raise ImproperlyConfiguredEnv("SUBJECT_PEPPER_PREVIOUS versions must be below SUBJECT_PEPPER_VERSION")
+    SUBJECT_PEPPERS[int(_version)] = _secret
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "models_registry",
+    "deletion",
+    "workers",
+    "audits",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "deletion_platform.urls"
+WSGI_APPLICATION = "deletion_platform.wsgi.application"
+ASGI_APPLICATION = "deletion_platform.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "deletion_platform" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_embedded = embedded.services_for(DATA_DIR)
+USES_EMBEDDED_DATABASE = env_str("DATABASE_URL") is None
+USES_EMBEDDED_BROKER = env_str("CELERY_BROKER_URL") is None
+DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql"), _embedded.database_url)
+DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_deletion_platform")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# Artifacts (weights, checkpoints, reports) live in a content-addressed store under the data dir.
+ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
+DATASET_ROOT = Path(env_str("DATASET_ROOT", str(DATA_DIR / "datasets"))).resolve()
+REPORT_ROOT = Path(env_str("REPORT_ROOT", str(DATA_DIR / "reports"))).resolve()
+
+# Largest import accepted through the API (bytes); the management command has no limit.
+IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "deletion_platform.api.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Data-deletion platform API",
+    "DESCRIPTION": "Erasure requests carried into trained models, with signed audit reports.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# ---------------------------------------------------------------- Celery
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL", ("redis", "rediss", "redis+socket"), _embedded.broker_url
+)
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3 * 3600, minimum=10)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3 * 3600 + 300, minimum=20)
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfiguredEnv("CELERY_TASK_TIME_LIMIT must exceed CELERY_TASK_SOFT_TIME_LIMIT")
+# Redis redelivers an unacknowledged task after visibility_timeout; it must exceed the hard time
+# limit, or a long job still running would be handed to a second worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,499 @@
+"""Bulk lineage import: a dataset's records and a training run's membership.
+
+Both go through PostgreSQL's COPY into a temporary staging table, are validated there with set
+queries, and are then moved into place — all in one transaction, so a rejected import leaves
+nothing behind. Errors name the line (1 = the CSV header or the first JSONL line) and the problem.
+
+Membership is loaded into one table per training run, indexed after the load, given a CHECK on
+run_id and attached as a partition of models_registry_trainingmembership: building the index once
+over sorted rows is several times faster than maintaining it row by row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.db import connection, transaction
+
+from deletion_platform.errors import ValidationFailed
+from models_registry.models import (
+    Dataset,
+    DataSubject,
+    SubjectIdentifier,
+    SuppressionEntry,
+    SuppressionKind,
+    TrainingRun,
+)
+from models_registry.pseudonyms import (
+    content_fingerprint,
+    current_key_version,
+    identifier_digests_all_versions,
+)
+
+MAX_ERRORS = 20
+MAX_COLUMNS = 16
+IDENTIFIER_COLUMNS = ("email", "customer_id", "phone")
+RECORD_COLUMNS = {"record_key", "split", "content", *IDENTIFIER_COLUMNS}
+MEMBERSHIP_COLUMNS = ("record_key", "shard", "slice", "position")
+# Spreadsheet formula prefixes: a key or identifier starting with one could run a formula when a
+# DPO opens an export in a spreadsheet, so such cells are refused at import.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_SPLIT = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+
+
+@dataclass
+class LineError:
+    line: int
+    problem: str
+
+
+class ImportRejected(ValidationFailed):
+    default_code = "import_rejected"
+
+    def __init__(self, errors: list[LineError], *, total: int | None = None) -> None:
+        self.errors = errors
+        first = errors[0]
+        count = total if total is not None else len(errors)
+        super().__init__(
+            f"import rejected, nothing was kept: line {first.line}: {first.problem}"
+            + (f" (and {count - 1} more problem(s))" if count > 1 else ""),
+            details={"errors": [{"line": e.line, "problem": e.problem} for e in errors]},
+        )
+
+
+@dataclass
+class ImportResult:
+    dataset: str
+    rows: int
+    subjects_created: int = 0
+    run_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: list[LineError] = []
+        self.total = 0
+
+    def add(self, line: int, problem: str) -> None:
+        self.total += 1
+        if len(self.items) < MAX_ERRORS:
+            self.items.append(LineError(line, problem))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ImportRejected(self.items, total=self.total)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _decoded_lines(source: IO) -> Iterator[str]:
+    """The source's lines as text; a line that is not UTF-8 is refused naming its number."""
+    if isinstance(source, io.TextIOBase):
+        yield from source
+        return
+    for number, raw in enumerate(source, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportRejected([LineError(number, f"not UTF-8: {exc.reason} at byte {exc.start}")]) from None
+
+
+def _check_header(header: list[str], allowed: set[str] | tuple[str, ...], required: set[str]) -> None:
+    if len(header) > MAX_COLUMNS:
+        raise ImportRejected([LineError(1, f"{len(header)} columns; at most {MAX_COLUMNS} are accepted")])
+    unknown = [h for h in header if h not in allowed]
+    if unknown:
+        raise ImportRejected([LineError(1, f"unknown column {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")])
+    duplicated = {h for h in header if header.count(h) > 1}
+    if duplicated:
+        raise ImportRejected([LineError(1, f"column {sorted(duplicated)[0]!r} appears twice")])
+    missing = required - set(header)
+    if missing:
+        raise ImportRejected([LineError(1, f"missing column {sorted(missing)[0]!r}")])
+
+
+def iter_rows(source: IO, fmt: str, *, allowed: set[str] | tuple[str, ...], required: set[str]) -> Iterator[tuple[int, dict]]:
+    """(line number, row dict) from CSV (with a header) or JSONL. Structural problems raise
+    ImportRejected at once; value checks are the caller's."""
+    stream = _decoded_lines(source)
+    if fmt == "csv":
+        csv.field_size_limit(1024 * 1024)
+        reader = csv.reader(stream)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ImportRejected([LineError(1, "the file is empty")]) from None
+        except csv.Error as exc:
+            raise ImportRejected([LineError(1, f"unreadable CSV header: {exc}")]) from None
+        header = [h.strip() for h in header]
+        _check_header(header, allowed, required)
+        try:
+            for cells in reader:
+                line = reader.line_num
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise ImportRejected([LineError(line, f"{len(cells)} cells, the header has {len(header)}")])
+                yield line, dict(zip(header, cells, strict=True))
+        except csv.Error as exc:
+            raise ImportRejected([LineError(reader.line_num, f"unreadable CSV: {exc}")]) from None
+    elif fmt == "jsonl":
+        for line, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ImportRejected([LineError(line, f"not valid JSON: {exc.msg}")]) from None
+            if not isinstance(row, dict):
+                raise ImportRejected([LineError(line, "each line must be a JSON object")])
+            if "subject" in row:
+                subject = row.pop("subject")
+                if not isinstance(subject, dict):
+                    raise ImportRejected([LineError(line, "subject must be an object")])
+                for key, value in subject.items():
+                    if key in row:
+                        raise ImportRejected([LineError(line, f"{key} given twice")])
+                    row[key] = value
+            keys = list(row)
+            if len(keys) > MAX_COLUMNS:
+                raise ImportRejected([LineError(line, f"{len(keys)} fields; at most {MAX_COLUMNS}")])
+            unknown = [k for k in keys if k not in allowed]
+            if unknown:
+                raise ImportRejected([LineError(line, f"unknown field {unknown[0]!r}")])
+            missing = required - set(keys)
+            if missing:
+                raise ImportRejected([LineError(line, f"missing field {sorted(missing)[0]!r}")])
+            yield line, row
+
+    else:
+        raise ValidationFailed(f"unknown import format {fmt!r}; use csv or jsonl", field="format")
+
+
+def _check_text(value: Any, name: str, *, max_length: int, required: bool = True) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise ValueError(f"{name} is empty")
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    if len(value) > max_length:
+        raise ValueError(f"{name} is longer than {max_length} characters")
+    if value.startswith(FORMULA_PREFIXES):
+        raise ValueError(f"{name} starts with {value[0]!r}, a spreadsheet formula prefix")
+    return value
+
+
+def _check_int(value: Any, name: str, *, low: int, high: int, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+# ---------------------------------------------------------------- records
+
+
+def _suppressed_sets(dataset: Dataset) -> tuple[set[str], set[bytes], set[tuple[str, int, bytes]]]:
+    keys, contents, subjects = set(), set(), set()
+    for entry in SuppressionEntry.objects.filter(dataset_name__in=[dataset.name, ""]).iterator():
+        if entry.kind == SuppressionKind.RECORD:
+            keys.add(entry.external_key)
+        elif entry.kind == SuppressionKind.CONTENT and entry.digest:
+            contents.add(bytes(entry.digest))
+        elif entry.kind == SuppressionKind.SUBJECT and entry.digest:
+            subjects.add((entry.identifier_kind, entry.key_version, bytes(entry.digest)))
+    return keys, contents, subjects
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def dataset_records_import(*, dataset: Dataset, source: IO, fmt: str) -> ImportResult:
+    """Register a dataset's records from CSV or JSONL (record_key, split, content and the
+    subject's identifiers: email, customer_id, phone). Raw identifiers and content are reduced to
+    keyed digests here and never stored. One transaction: any problem rejects the whole file."""
+    with transaction.atomic():
+        return _records_import(dataset, source, fmt)
+
+
+def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
+    errors = _Errors()
+    supp_keys, supp_contents, supp_subjects = _suppressed_sets(dataset)
+    current = current_key_version()
+    seen_keys: dict[str, int] = {}
+    staged: list[tuple[int, str, str, bytes, int]] = []
+    line_digests: dict[int, list[tuple[str, int, bytes]]] = {}
+
+    for line, row in iter_rows(source, fmt, allowed=RECORD_COLUMNS, required={"record_key", "content"}):
+        try:
+            key = _check_text(row.get("record_key"), "record_key", max_length=200)
+            split = row.get("split") or ""
+            if split and not _SPLIT.match(str(split)):
+                raise ValueError(f"split {split!r} must be lower-case letters, digits and _")
+            content = row.get("content")
+            if not isinstance(content, str) or not content:
+                raise ValueError("content is empty")
+            digests: list[tuple[str, int, bytes]] = []
+            for kind in IDENTIFIER_COLUMNS:
+                value = _check_text(row.get(kind), kind, max_length=320, required=False)
+                if value is not None:
+                    try:
+                        by_version = identifier_digests_all_versions(kind, value)
+                    except ValidationFailed as exc:
+                        raise ValueError(exc.message) from None
+                    digests.extend((kind, version, digest) for version, digest in by_version.items())
+        except ValueError as exc:
+            errors.add(line, str(exc))
+            continue
+        if key in seen_keys:
+            errors.add(line, f"record_key {key!r} repeats line {seen_keys[key]}")
+            continue
+        seen_keys[key] = line
+        fingerprint, fp_version = content_fingerprint(content)
+        if key in supp_keys or fingerprint in supp_contents:
+            errors.add(line, f"record {key!r} was erased and is on the suppression list")
+            continue
+        if any(d in supp_subjects for d in digests):
+            errors.add(line, "the record's subject was erased and is on the suppression list")
+            continue
+        staged.append((line, key, split, fingerprint, fp_version))
+        line_digests[line] = digests
+    if not staged and not errors.items:
+        errors.add(1, "no records in the file")
+    errors.raise_if_any()
+
+    # Records already registered under the same key.
+    with connection.cursor() as cursor:
+        # Dropped first as well as on commit: an import nested in a larger transaction (or a
+        # second import in one) must not find the previous staging table.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.stage_records, pg_temp.stage_subjects")
+        cursor.execute("CREATE TEMP TABLE stage_records (line int, external_key text, split text, "
+                       "fp bytea, fpv int2, subject_id bigint) ON COMMIT DROP")
+        with cursor.copy("COPY stage_records (line, external_key, split, fp, fpv) FROM STDIN") as copy:
+            for row in staged:
+                copy.write_row(row)
+        cursor.execute(
+            "SELECT s.line, s.external_key FROM stage_records s JOIN models_registry_datarecord r "
+            "ON r.dataset_id = %s AND r.external_key = s.external_key ORDER BY s.line LIMIT %s",
+            [dataset.id, MAX_ERRORS],
+        )
+        for line, key in cursor.fetchall():
+            errors.add(line, f"record_key {key!r} is already registered in {dataset}")
+    errors.raise_if_any()
+
+    subject_of_line, created = _resolve_subjects(line_digests, errors, current)
+    errors.raise_if_any()
+
+    with connection.cursor() as cursor:
+        if subject_of_line:
+            cursor.execute("CREATE TEMP TABLE stage_subjects (line int, subject_id bigint) ON COMMIT DROP")
+            with cursor.copy("COPY stage_subjects (line, subject_id) FROM STDIN") as copy:
+                for line, subject_id in subject_of_line.items():
+                    copy.write_row((line, subject_id))
+            cursor.execute("UPDATE stage_records s SET subject_id = t.subject_id FROM stage_subjects t "
+                           "WHERE t.line = s.line")
+        cursor.execute(
+            "INSERT INTO models_registry_datarecord (dataset_id, external_key, subject_id, split, "
+            "content_fingerprint, fingerprint_key_version, status) "
+            "SELECT %s, external_key, subject_id, split, fp, fpv, 'active' FROM stage_records ORDER BY line",
+            [dataset.id],
+        )
+    return ImportResult(dataset=str(dataset), rows=len(staged), subjects_created=created)
+
+
+def _resolve_subjects(
+    line_digests: dict[int, list[tuple[str, int, bytes]]], errors: _Errors, current: int
+) -> tuple[dict[int, int], int]:
+    """Map each line to a subject id: an existing subject any of its identifiers names (under any
+    pepper version), else a new subject shared by every line with a common identifier."""
+    all_digests = {d for digests in line_digests.values() for d in digests}
+    existing: dict[tuple[str, int, bytes], int] = {}
+    digest_list = list({d[2] for d in all_digests})
+    for start in range(0, len(digest_list), 5000):
+        chunk = digest_list[start:start + 5000]
+        for kind, version, digest, subject_id in SubjectIdentifier.objects.filter(digest__in=chunk).values_list(
+            "kind", "key_version", "digest", "subject_id"
+        ):
+            existing[(kind, version, bytes(digest))] = subject_id
+
+    groups = _UnionFind()
+    first_line_of: dict[tuple[str, int, bytes], int] = {}
+    for line, digests in line_digests.items():
+        for d in digests:
+            if d[1] != current:
+                continue
+            if d in first_line_of:
+                groups.union(line, first_line_of[d])
+            else:
+                first_line_of[d] = line
+    members: dict[int, list[int]] = {}
+    for line in line_digests:
+        if line_digests[line]:
+            members.setdefault(groups.find(line), []).append(line)
+
+    subject_of_line: dict[int, int] = {}
+    new_groups: list[list[int]] = []
+    for lines in members.values():
+        found = {existing[d] for ln in lines for d in line_digests[ln] if d in existing}
+        if len(found) > 1:
+            errors.add(min(lines), "the identifiers on this line belong to different data subjects")
+            continue
+        if found:
+            subject_id = found.pop()
+            subject_of_line.update(dict.fromkeys(lines, subject_id))
+        else:
+            new_groups.append(lines)
+    if errors.items:
+        return subject_of_line, 0
+
+    new_subjects = DataSubject.objects.bulk_create([DataSubject() for _ in new_groups], batch_size=5000)
+    for lines, subject in zip(new_groups, new_subjects, strict=True):
+        subject_of_line.update(dict.fromkeys(lines, subject.id))
+
+    # Current-version identifiers for every subject seen; old-version rows are re-keyed (removed
+    # once the current digest exists), which is how a pepper rotation completes.
+    wanted = {
+        (subject_of_line[line], d[0], d[2])
+        for line, digests in line_digests.items() if line in subject_of_line
+        for d in digests if d[1] == current
+    }
+    SubjectIdentifier.objects.bulk_create(
+        [SubjectIdentifier(subject_id=s, kind=k, key_version=current, digest=dg) for s, k, dg in wanted],
+        ignore_conflicts=True, batch_size=5000,
+    )
+    stale = [d for d in existing if d[1] != current]
+    for kind, version, digest in stale:
+        SubjectIdentifier.objects.filter(kind=kind, key_version=version, digest=digest).delete()
+    return subject_of_line, len(new_subjects)
+
+
+# ---------------------------------------------------------------- membership
+
+
+def _membership_rows_from_file(source: IO, fmt: str) -> Iterator[tuple[int, str, int, int, int]]:
+    errors = _Errors()
+    position = 0
+    for line, row in iter_rows(source, fmt, allowed=MEMBERSHIP_COLUMNS, required={"record_key"}):
+        try:
+            key = _check_text(row.get("record_key"), "record_key", max_length=200)
+            shard = _check_int(row.get("shard"), "shard", low=0, high=32767, default=0)
+            slice_ = _check_int(row.get("slice"), "slice", low=0, high=32767, default=0)
+            pos = _check_int(row.get("position"), "position", low=0, high=2**31 - 1, default=position)
+        except ValueError as exc:
+            errors.add(line, str(exc))
+            continue
+        position += 1
+        yield line, key, shard, slice_, pos
+    errors.raise_if_any()
+
+
+def training_membership_import_file(*, run: TrainingRun, dataset: Dataset, source: IO, fmt: str) -> ImportResult:
+    """A run's membership from CSV/JSONL (record_key, shard, slice, position)."""
+    return training_membership_import(run=run, dataset=dataset, rows=_membership_rows_from_file(source, fmt))
+
+
+def training_membership_import(
+    *, run: TrainingRun, dataset: Dataset, rows: Iterable[tuple[int, str, int, int, int]]
+) -> ImportResult:
+    """Load membership rows ``(line, record_key, shard, slice, position)`` for one run and one
+    dataset. Unknown, repeated, erased or suppressed record keys reject the whole import."""
+    with transaction.atomic():
+        return _membership_import(run, dataset, rows)
+
+
+def _membership_import(run: TrainingRun, dataset: Dataset, rows) -> ImportResult:
+    errors = _Errors()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.stage_membership")
+        cursor.execute("CREATE TEMP TABLE stage_membership (line int, external_key text, shard int2, "
+                       "slice int2, position int4) ON COMMIT DROP")
+        with cursor.copy("COPY stage_membership (line, external_key, shard, slice, position) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute("ANALYZE stage_membership")
+        cursor.execute("SELECT count(*) FROM stage_membership")
+        (count,) = cursor.fetchone()
+        if count == 0:
+            raise ImportRejected([LineError(1, "no membership rows")])
+        checks = [
+            ("SELECT min(line), external_key FROM stage_membership GROUP BY external_key "
+             "HAVING count(*) > 1 ORDER BY 1 LIMIT %s", [MAX_ERRORS],
+             "record_key {!r} appears more than once in this run"),
+            ("SELECT s.line, s.external_key FROM stage_membership s LEFT JOIN models_registry_datarecord r "
+             "ON r.dataset_id = %s AND r.external_key = s.external_key WHERE r.id IS NULL ORDER BY s.line LIMIT %s",
+             [dataset.id, MAX_ERRORS], "unknown record_key {!r} in " + str(dataset)),
+            ("SELECT s.line, s.external_key FROM stage_membership s JOIN models_registry_datarecord r "
+             "ON r.dataset_id = %s AND r.external_key = s.external_key WHERE r.status <> 'active' "
+             "ORDER BY s.line LIMIT %s", [dataset.id, MAX_ERRORS],
+             "record {!r} was erased and is on the suppression list"),
+            ("SELECT s.line, s.external_key FROM stage_membership s JOIN models_registry_suppressionentry e "
+             "ON e.kind = 'record' AND e.dataset_name = %s AND e.external_key = s.external_key "
+             "ORDER BY s.line LIMIT %s", [dataset.name, MAX_ERRORS],
+             "record {!r} is on the suppression list"),
+        ]
+        for sql, params, message in checks:
+            cursor.execute(sql, params)
+            for line, key in cursor.fetchall():
+                errors.add(line, message.format(key))
+            errors.raise_if_any()
+
+        partition = f"models_registry_trainingmembership_r{int(run.id)}"
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [partition])
+        (exists,) = cursor.fetchone()
+        select = (
+            "SELECT r.id, %s, s.shard, s.slice, s.position FROM stage_membership s "
+            "JOIN models_registry_datarecord r ON r.dataset_id = %s AND r.external_key = s.external_key "
+        )
+        if exists:
+            cursor.execute(
+                "SELECT s.line, s.external_key FROM stage_membership s JOIN models_registry_datarecord r "
+                "ON r.dataset_id = %s AND r.external_key = s.external_key JOIN " + partition + " m "
+                "ON m.record_id = r.id ORDER BY s.line LIMIT %s", [dataset.id, MAX_ERRORS],
+            )
+            for line, key in cursor.fetchall():
+                errors.add(line, f"record {key!r} is already a member of run {run.id}")
+            errors.raise_if_any()
+            cursor.execute("INSERT INTO models_registry_trainingmembership " + select, [run.id, dataset.id])
+        else:
+            # Load, then index once, then attach: the CHECK lets ATTACH skip its validation scan.
+            cursor.execute(f"CREATE TABLE {partition} (LIKE models_registry_trainingmembership INCLUDING DEFAULTS)")
+            cursor.execute(f"INSERT INTO {partition} " + select + "ORDER BY r.id", [run.id, dataset.id])
+            cursor.execute(f"ALTER TABLE {partition} ADD PRIMARY KEY (record_id, run_id)")
+            cursor.execute(f"ALTER TABLE {partition} ADD CONSTRAINT {partition}_run CHECK (run_id = {int(run.id)})")
+            cursor.execute(
+                f"ALTER TABLE models_registry_trainingmembership ATTACH PARTITION {partition} "
+                f"FOR VALUES IN ({int(run.id)})"
+            )
+        run.datasets.add(dataset)
+    return ImportResult(dataset=str(dataset), rows=count, run_id=run.id)
+

@@ -1,0 +1,316 @@
+"""The registry: datasets, records, subjects, models, versions, training runs and membership.
+
+Membership is record-level: record -> run -> shard -> slice (-> position). It is the platform's
+first reason to exist, so it is kept narrow (see TrainingMembership).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+
+class Modality(models.TextChoices):
+    TABULAR = "tabular"
+    IMAGE = "image"
+    TEXT = "text"
+
+
+class LegalBasis(models.TextChoices):
+    # GDPR Art. 6(1)(a)-(f)
+    CONSENT = "consent", "Consent (Art. 6(1)(a))"
+    CONTRACT = "contract", "Contract (Art. 6(1)(b))"
+    LEGAL_OBLIGATION = "legal_obligation", "Legal obligation (Art. 6(1)(c))"
+    VITAL_INTERESTS = "vital_interests", "Vital interests (Art. 6(1)(d))"
+    PUBLIC_TASK = "public_task", "Public task (Art. 6(1)(e))"
+    LEGITIMATE_INTERESTS = "legitimate_interests", "Legitimate interests (Art. 6(1)(f))"
+
+
+class Dataset(models.Model):
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=50)
+    modality = models.CharField(max_length=20, choices=Modality.choices)
+    storage_location = models.CharField(max_length=1000, help_text="Where the dataset's files live.")
+    purpose = models.TextField(help_text="Why the data is processed (GDPR Art. 5(1)(b)).")
+    legal_basis = models.CharField(max_length=30, choices=LegalBasis.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="dataset_name_version_unique")]
+        ordering = ["name", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def new_subject_reference() -> str:
+    return "subj_" + secrets.token_hex(10)
+
+
+class DataSubject(models.Model):
+    """A person, known only by keyed pseudonyms of their identifiers and a random reference."""
+
+    # Random, stable, meaningless outside the platform: what reports and the API show.
+    reference = models.CharField(max_length=40, unique=True, default=new_subject_reference)
+    created_at = models.DateTimeField(auto_now_add=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class IdentifierKind(models.TextChoices):
+    EMAIL = "email"
+    CUSTOMER_ID = "customer_id"
+    PHONE = "phone"
+
+
+class SubjectIdentifier(models.Model):
+    """HMAC-SHA256 of a normalised identifier under the pepper of ``key_version``. Never the raw value."""
+
+    subject = models.ForeignKey(DataSubject, on_delete=models.CASCADE, related_name="identifiers")
+    kind = models.CharField(max_length=20, choices=IdentifierKind.choices)
+    key_version = models.PositiveSmallIntegerField()
+    digest = models.BinaryField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "key_version", "digest"], name="identifier_digest_unique")
+        ]
+
+
+class RecordStatus(models.TextChoices):
+    ACTIVE = "active"
+    ERASED = "erased"
+
+
+class DataRecord(models.Model):
+    # 32-bit ids keep TrainingMembership narrow; 2^31 records per installation is ample.
+    id = models.AutoField(primary_key=True)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="records")
+    external_key = models.CharField(max_length=200)
+    subject = models.ForeignKey(
+        DataSubject, on_delete=models.PROTECT, null=True, blank=True, related_name="records"
+    )
+    split = models.CharField(max_length=20, blank=True, default="", help_text="train, test, ...")
+    # HMAC of the content (a plain sha256 of a short record can be reversed by guessing).
+    content_fingerprint = models.BinaryField(max_length=32)
+    fingerprint_key_version = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=RecordStatus.choices, default=RecordStatus.ACTIVE)
+    erased_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "external_key"], name="record_key_unique_per_dataset")
+        ]
+        indexes = [models.Index(fields=["subject"], name="record_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id}:{self.external_key}"
+
+
+class SuppressionKind(models.TextChoices):
+    RECORD = "record"
+    SUBJECT = "subject"
+    CONTENT = "content"
+
+
+class SuppressionEntry(models.Model):
+    """Erased data that future imports and training runs refuse to take in again.
+
+    A record is matched by (dataset name, external key) and by its content fingerprint, so a
+    re-import under a new key is refused too; a subject by any of its identifier digests."""
+
+    kind = models.CharField(max_length=10, choices=SuppressionKind.choices)
+    dataset_name = models.CharField(max_length=200, blank=True, default="")
+    external_key = models.CharField(max_length=200, blank=True, default="")
+    digest = models.BinaryField(max_length=32, null=True, blank=True)
+    key_version = models.PositiveSmallIntegerField(null=True, blank=True)
+    identifier_kind = models.CharField(max_length=20, blank=True, default="")
+    reason = models.CharField(max_length=200, help_text="e.g. the deletion request that erased it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "suppression entries"
+        indexes = [
+            models.Index(fields=["dataset_name", "external_key"], name="suppression_key_idx"),
+            models.Index(fields=["digest"], name="suppression_digest_idx"),
+        ]
+
+
+class Task(models.TextChoices):
+    CLASSIFICATION = "classification"
+    LANGUAGE_MODELING = "language_modeling"
+
+
+class RegisteredModel(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    task = models.CharField(max_length=30, choices=Task.choices)
+    training_recipe = models.CharField(max_length=50, help_text="plain, sisa, s3t, dp, ...")
+    architecture = models.JSONField(default=dict, blank=True)
+    # {"approximate_method": "finetune", "method_config": {...}, "exact_after": 5, ...};
+    # validated by models_registry.services.unlearning_policy_validate.
+    unlearning_policy = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TrainingRun(models.Model):
+    id = models.AutoField(primary_key=True)  # 32-bit: it is a column of every membership row
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="training_runs")
+    recipe = models.CharField(max_length=50)
+    config = models.JSONField(default=dict)
+    seed = models.BigIntegerField()
+    code_version = models.CharField(max_length=100)
+    datasets = models.ManyToManyField(Dataset, related_name="training_runs")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.recipe})"
+
+
+class TrainingMembership(models.Model):
+    """One record used by one training run, with its SISA shard and slice and its position.
+
+    Narrow on purpose (about 70 bytes a row with its index at tens of millions of rows): 32-bit
+    record and run ids, small-integer shard and slice, and one index — the composite primary key
+    ordered (record, run), which serves the record lookup. The table is partitioned by run (one
+    partition per training run, bulk loaded and indexed before it is attached; see
+    models_registry.importing), so it is created by SQL in the migration. It carries no foreign
+    key constraints: the import service resolves every record key to an existing record, and
+    records and runs are never deleted (erasure marks a record, it keeps the row).
+    """
+
+    pk = models.CompositePrimaryKey("record", "run")
+    record = models.ForeignKey(DataRecord, on_delete=models.DO_NOTHING, db_constraint=False, related_name="memberships")
+    run = models.ForeignKey(TrainingRun, on_delete=models.DO_NOTHING, db_constraint=False, related_name="memberships")
+    shard = models.SmallIntegerField(default=0)
+    slice = models.SmallIntegerField(default=0)
+    position = models.IntegerField(default=0)
+
+    class Meta:
+        managed = False
+        db_table = "models_registry_trainingmembership"
+
+
+class VersionStatus(models.TextChoices):
+    SERVING = "serving"
+    RETAINED = "retained"
+    RETIRED = "retired"
+    PURGED = "purged"
+    WITHDRAWN = "withdrawn", "Withdrawn from serving (GDPR Art. 18)"
+
+
+class ModelVersion(models.Model):
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+        help_text="The version this one was unlearned from.",
+    )
+    artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=20, choices=VersionStatus.choices, default=VersionStatus.RETAINED)
+    training_run = models.ForeignKey(
+        TrainingRun, on_delete=models.PROTECT, null=True, blank=True, related_name="versions",
+        help_text="The run whose membership this version holds (unlearned versions keep their run "
+        "and list what they excluded in excluded_records).",
+    )
+    guarantee_class = models.CharField(max_length=20, blank=True, default="")
+    dp_epsilon = models.FloatField(null=True, blank=True)
+    dp_delta = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "version"], name="model_version_unique")]
+        ordering = ["model_id", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.version}"
+
+
+class ExcludedRecord(models.Model):
+    """A record that an unlearned version no longer holds although its training run did."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="excluded_records")
+    record = models.ForeignKey(DataRecord, on_delete=models.PROTECT, related_name="exclusions")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "record"], name="excluded_record_unique")]
+        indexes = [models.Index(fields=["record"], name="excluded_record_idx")]
+
+
+class LineageKind(models.TextChoices):
+    FINE_TUNED_FROM = "fine_tuned_from"
+    DISTILLED_FROM = "distilled_from"
+
+
+class ModelLineageEdge(models.Model):
+    """Model-to-model lineage: ``child`` was fine-tuned or distilled from ``parent``, so it may
+    hold whatever ``parent`` held; scoping follows these edges."""
+
+    parent = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="downstream_edges")
+    child = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="upstream_edges")
+    kind = models.CharField(max_length=20, choices=LineageKind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "child", "kind"], name="lineage_edge_unique"),
+            models.CheckConstraint(condition=~models.Q(parent=models.F("child")), name="lineage_no_self_edge"),
+        ]
+
+
+class ArtifactKind(models.TextChoices):
+    WEIGHTS = "weights"
+    CHECKPOINT = "checkpoint"
+    ADAPTER = "adapter"
+    SHADOW_MODEL = "shadow_model"
+    DATASET_CACHE = "dataset_cache"
+    RECORD_CONTENT = "record_content"
+
+
+class ArtifactStatus(models.TextChoices):
+    PRESENT = "present"
+    PURGED = "purged"
+
+
+class StoredArtifact(models.Model):
+    """A stored file that may hold training data: which data is said by run, shard and slices.
+
+    It holds a record r when its run's membership has r (or, for a dataset cache, r is in its
+    dataset), its ``shard`` is null or r's shard, and ``slices`` is null or contains r's slice.
+    """
+
+    sha256 = models.CharField(max_length=64)
+    kind = models.CharField(max_length=20, choices=ArtifactKind.choices)
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="artifacts"
+    )
+    training_run = models.ForeignKey(
+        TrainingRun, on_delete=models.PROTECT, null=True, blank=True, related_name="artifacts"
+    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, null=True, blank=True, related_name="artifacts")
+    shard = models.SmallIntegerField(null=True, blank=True)
+    slices = ArrayField(models.SmallIntegerField(), null=True, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    label = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=10, choices=ArtifactStatus.choices, default=ArtifactStatus.PRESENT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["training_run", "status"], name="artifact_run_idx"),
+            models.Index(fields=["sha256"], name="artifact_sha_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.sha256[:12]}"

@@ -1,0 +1,253 @@
+"""Writes to the registry. Keyword-only functions named <entity>_<action>."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from deletion_platform.errors import Conflict, ValidationFailed
+from models_registry.models import (
+    DataRecord,
+    Dataset,
+    DataSubject,
+    IdentifierKind,
+    LineageKind,
+    ModelLineageEdge,
+    ModelVersion,
+    RecordStatus,
+    RegisteredModel,
+    StoredArtifact,
+    SubjectIdentifier,
+    SuppressionEntry,
+    SuppressionKind,
+    TrainingRun,
+    VersionStatus,
+)
+from models_registry.pseudonyms import current_key_version, identifier_digests_all_versions
+
+Identifiers = Iterable[tuple[str, str]]
+
+
+def dataset_register(
+    *, name: str, version: str, modality: str, storage_location: str, purpose: str, legal_basis: str
+) -> Dataset:
+    if Dataset.objects.filter(name=name, version=version).exists():
+        raise Conflict(f"dataset {name}@{version} already exists", code="dataset_exists", field="name")
+    dataset = Dataset(
+        name=name, version=version, modality=modality, storage_location=storage_location,
+        purpose=purpose, legal_basis=legal_basis,
+    )
+    _full_clean(dataset)
+    dataset.save()
+    return dataset
+
+
+def _full_clean(instance) -> None:
+    from django.core.exceptions import ValidationError
+
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise ValidationFailed(f"{field}: {'; '.join(messages)}", field=field) from None
+
+
+def subjects_find(*, identifiers: Identifiers) -> list[DataSubject]:
+    """The subjects any of ``identifiers`` (kind, raw value) belong to, under any pepper version.
+
+    Identifiers found only under an older pepper are re-keyed to the current one as a side effect
+    (that is how a rotation completes: as identifiers are seen)."""
+    current = current_key_version()
+    matches: dict[int, DataSubject] = {}
+    for kind, value in identifiers:
+        digests = identifier_digests_all_versions(kind, value)
+        rows = SubjectIdentifier.objects.select_related("subject").filter(
+            kind=kind, key_version__in=list(digests)
+        )
+        for version, digest in digests.items():
+            for row in rows.filter(key_version=version, digest=digest):
+                matches[row.subject_id] = row.subject
+                if version != current:
+                    _rekey(row, kind, digests[current], current)
+    return sorted(matches.values(), key=lambda s: s.id)
+
+
+def _rekey(row: SubjectIdentifier, kind: str, digest: bytes, version: int) -> None:
+    with transaction.atomic():
+        SubjectIdentifier.objects.get_or_create(
+            subject_id=row.subject_id, kind=kind, key_version=version, digest=digest
+        )
+        row.delete()
+
+
+@transaction.atomic
+def subject_get_or_create(*, identifiers: Identifiers) -> DataSubject:
+    """The one subject the identifiers name; created (with every identifier) when none matches.
+
+    Raises Conflict when the identifiers belong to two different subjects."""
+    identifiers = list(identifiers)
+    if not identifiers:
+        raise ValidationFailed("at least one subject identifier is required", field="identifiers")
+    found = subjects_find(identifiers=identifiers)
+    if len(found) > 1:
+        raise Conflict("the identifiers belong to different data subjects", code="ambiguous_subject")
+    subject = found[0] if found else DataSubject.objects.create()
+    version = current_key_version()
+    for kind, value in identifiers:
+        digest = identifier_digests_all_versions(kind, value)[version]
+        SubjectIdentifier.objects.get_or_create(subject=subject, kind=kind, key_version=version, digest=digest)
+    return subject
+
+
+def registered_model_create(
+    *, name: str, task: str, training_recipe: str, architecture: dict | None = None,
+    unlearning_policy: dict | None = None,
+) -> RegisteredModel:
+    if RegisteredModel.objects.filter(name=name).exists():
+        raise Conflict(f"model {name!r} already exists", code="model_exists", field="name")
+    policy = unlearning_policy_validate(policy=unlearning_policy or {})
+    model = RegisteredModel(
+        name=name, task=task, training_recipe=training_recipe, architecture=architecture or {},
+        unlearning_policy=policy,
+    )
+    _full_clean(model)
+    model.save()
+    return model
+
+
+POLICY_FIELDS = {
+    "approximate_method": str,  # a registered method name, used when exact is not available
+    "method_config": dict,
+    "exact_after": int,  # force an exact retrain after this many approximate deletions
+    "prefer_exact": bool,
+    "batch_window_seconds": int,
+}
+
+
+def unlearning_policy_validate(*, policy: dict[str, Any]) -> dict[str, Any]:
+    """Check an unlearning policy's shape (method names are checked by the planner, which knows
+    the registry). Returns the policy; raises ValidationFailed naming the field."""
+    if not isinstance(policy, dict):
+        raise ValidationFailed("unlearning_policy must be an object", field="unlearning_policy")
+    for key, value in policy.items():
+        expected = POLICY_FIELDS.get(key)
+        if expected is None:
+            raise ValidationFailed(
+                f"unknown unlearning_policy field {key!r}; allowed: {', '.join(sorted(POLICY_FIELDS))}",
+                field=f"unlearning_policy.{key}",
+            )
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValidationFailed(
+                f"unlearning_policy.{key} must be {expected.__name__}", field=f"unlearning_policy.{key}"
+            )
+        if expected is int and value < 0:
+            raise ValidationFailed(f"unlearning_policy.{key} must be >= 0", field=f"unlearning_policy.{key}")
+    return policy
+
+
+def training_run_start(
+    *, model: RegisteredModel, recipe: str, config: dict, seed: int, code_version: str,
+    datasets: Iterable[Dataset],
+) -> TrainingRun:
+    run = TrainingRun.objects.create(
+        model=model, recipe=recipe, config=config, seed=seed, code_version=code_version,
+        started_at=timezone.now(),
+    )
+    run.datasets.set(list(datasets))
+    return run
+
+
+def training_run_finish(*, run: TrainingRun) -> TrainingRun:
+    run.finished_at = timezone.now()
+    run.save(update_fields=["finished_at"])
+    return run
+
+
+@transaction.atomic
+def model_version_create(
+    *, model: RegisteredModel, artifact_sha256: str, training_run: TrainingRun | None,
+    parent: ModelVersion | None = None, status: str = VersionStatus.RETAINED,
+    guarantee_class: str = "", dp_epsilon: float | None = None, dp_delta: float | None = None,
+    metrics: dict | None = None, excluded_record_ids: Iterable[int] = (),
+) -> ModelVersion:
+    """A new version numbered after the model's last (row lock on the model serialises numbering)."""
+    RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    last = model.versions.order_by("-version").values_list("version", flat=True).first() or 0
+    version = ModelVersion.objects.create(
+        model=model, version=last + 1, parent=parent, artifact_sha256=artifact_sha256,
+        status=status, training_run=training_run, guarantee_class=guarantee_class,
+        dp_epsilon=dp_epsilon, dp_delta=dp_delta, metrics=metrics or {},
+    )
+    inherited = set(parent.excluded_records.values_list("record_id", flat=True)) if parent else set()
+    from models_registry.models import ExcludedRecord
+
+    ExcludedRecord.objects.bulk_create(
+        [ExcludedRecord(version=version, record_id=rid) for rid in inherited | set(excluded_record_ids)]
+    )
+    return version
+
+
+def model_lineage_edge_add(*, parent: ModelVersion, child: ModelVersion, kind: str) -> ModelLineageEdge:
+    if kind not in LineageKind.values:
+        raise ValidationFailed(f"lineage kind must be one of {', '.join(LineageKind.values)}", field="kind")
+    if parent.pk == child.pk:
+        raise ValidationFailed("a version cannot be its own lineage parent", field="parent")
+    from models_registry.selectors import downstream_version_ids
+
+    if parent.pk in downstream_version_ids(version_ids=[child.pk]):
+        raise ValidationFailed("this edge would make a lineage cycle", field="parent")
+    edge, _ = ModelLineageEdge.objects.get_or_create(parent=parent, child=child, kind=kind)
+    return edge
+
+
+def stored_artifact_register(
+    *, sha256: str, kind: str, size_bytes: int = 0, model_version: ModelVersion | None = None,
+    training_run: TrainingRun | None = None, dataset: Dataset | None = None,
+    shard: int | None = None, slices: list[int] | None = None, label: str = "",
+) -> StoredArtifact:
+    return StoredArtifact.objects.create(
+        sha256=sha256, kind=kind, size_bytes=size_bytes, model_version=model_version,
+        training_run=training_run, dataset=dataset, shard=shard, slices=slices, label=label,
+    )
+
+
+@transaction.atomic
+def records_erase(*, records: Iterable[DataRecord], reason: str) -> int:
+    """Mark records erased and put them (key and content fingerprint) on the suppression list."""
+    now = timezone.now()
+    records = list(records)
+    entries = []
+    for record in records:
+        entries.append(SuppressionEntry(
+            kind=SuppressionKind.RECORD, dataset_name=record.dataset.name,
+            external_key=record.external_key, reason=reason,
+        ))
+        entries.append(SuppressionEntry(
+            kind=SuppressionKind.CONTENT, dataset_name=record.dataset.name,
+            digest=bytes(record.content_fingerprint), key_version=record.fingerprint_key_version,
+            reason=reason,
+        ))
+    SuppressionEntry.objects.bulk_create(entries)
+    return DataRecord.objects.filter(pk__in=[r.pk for r in records]).update(
+        status=RecordStatus.ERASED, erased_at=now
+    )
+
+
+@transaction.atomic
+def subject_suppress(*, subject: DataSubject, reason: str) -> None:
+    """Put every identifier digest of a subject on the suppression list and mark it erased."""
+    SuppressionEntry.objects.bulk_create([
+        SuppressionEntry(
+            kind=SuppressionKind.SUBJECT, identifier_kind=ident.kind, key_version=ident.key_version,
+            digest=bytes(ident.digest), reason=reason,
+        )
+        for ident in subject.identifiers.all()
+    ])
+    subject.erased_at = timezone.now()
+    subject.save(update_fields=["erased_at"])
+
+
+IDENTIFIER_KINDS = tuple(IdentifierKind.values)
