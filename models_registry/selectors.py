@@ -1,27 +1,19 @@
 """Reads over the registry: who holds whose data. Keyword-only functions.
 
-Scoping is an indexed walk: subject -> records -> memberships (primary key on record) -> runs ->
-model versions that still hold the records -> versions downstream by model-to-model lineage ->
-stored artifacts that still hold the records.
+Scoping is an indexed walk done in one prepared SQL statement: subject -> records -> memberships
+(primary key on record, in every run's partition) -> model versions that still hold the records
+-> versions downstream by model-to-model lineage -> stored artifacts that still hold them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import QuerySet
 
-from models_registry.models import (
-    ArtifactStatus,
-    DataRecord,
-    DataSubject,
-    ModelVersion,
-    StoredArtifact,
-    VersionStatus,
-)
+from models_registry.models import DataRecord, DataSubject, VersionStatus
 
 HOLDING_STATUSES = (VersionStatus.SERVING, VersionStatus.RETAINED)
 
@@ -31,7 +23,7 @@ class RecordPlacement:
     record_id: int
     shard: int
     slice: int
-    via: str = "training"  # or "fine_tuned_from"/"distilled_from" for downstream versions
+    via: str = "training"  # or the lineage edge kind, for versions downstream of a trained one
 
 
 @dataclass
@@ -47,17 +39,149 @@ class AffectedVersion:
         return sorted({p.record_id for p in self.placements})
 
 
+@dataclass(frozen=True)
+class ArtifactRef:
+    id: int
+    sha256: str
+    kind: str
+    label: str
+    size_bytes: int
+
+
 @dataclass
-class SubjectScope:
-    subject_id: int | None
+class Scope:
+    """Everything that holds some records: versions (any status; see ``holding``) and artifacts."""
+
     record_ids: list[int]
     records_by_dataset: dict[str, int]
-    versions: list[AffectedVersion]
-    artifacts: list[StoredArtifact]
+    all_versions: list[AffectedVersion]
+    artifacts: list[ArtifactRef]
+    subject_id: int | None = None
 
     @property
     def is_empty(self) -> bool:
         return not self.record_ids
+
+    @property
+    def versions(self) -> list[AffectedVersion]:
+        """The versions that still serve or are retained (what a deletion must act on)."""
+        return [v for v in self.all_versions if v.status in HOLDING_STATUSES]
+
+
+SubjectScope = Scope
+
+# One statement for the whole walk. {records} is replaced by the record-selecting CTE body.
+_SCOPE_SQL = """
+WITH RECURSIVE
+rec AS ({records}),
+mem AS (
+    SELECT m.record_id, m.run_id, m.shard, m.slice FROM models_registry_trainingmembership m
+    WHERE m.record_id = ANY(ARRAY(SELECT id FROM rec))
+),
+direct AS (
+    SELECT v.id AS version_id, v.model_id, v.version, v.status, mem.record_id, mem.shard, mem.slice
+    FROM mem JOIN models_registry_modelversion v ON v.training_run_id = mem.run_id
+    WHERE NOT EXISTS (SELECT 1 FROM models_registry_excludedrecord e
+                      WHERE e.version_id = v.id AND e.record_id = mem.record_id)
+),
+down AS (
+    SELECT e.child_id AS version_id, e.parent_id AS source_id, e.kind AS via, 1 AS depth
+    FROM models_registry_modellineageedge e WHERE e.parent_id IN (SELECT version_id FROM direct)
+    UNION
+    SELECT e.child_id, down.source_id, e.kind, down.depth + 1
+    FROM models_registry_modellineageedge e JOIN down ON e.parent_id = down.version_id
+    WHERE down.depth < 64
+),
+arts AS (
+    SELECT a.id FROM models_registry_storedartifact a JOIN mem ON mem.run_id = a.training_run_id
+    WHERE a.status = 'present' AND (a.shard IS NULL OR a.shard = mem.shard)
+      AND (a.slices IS NULL OR mem.slice = ANY(a.slices))
+    UNION
+    SELECT a.id FROM models_registry_storedartifact a
+    WHERE a.status = 'present' AND a.training_run_id IS NULL AND a.dataset_id IN (SELECT dataset_id FROM rec)
+    UNION
+    SELECT a.id FROM models_registry_storedartifact a
+    WHERE a.status = 'present' AND (a.model_version_id IN (SELECT version_id FROM direct)
+                                    OR a.model_version_id IN (SELECT version_id FROM down))
+)
+SELECT 'record', r.id, NULL::bigint, NULL::bigint, NULL::int, NULL::int, d.name || '@' || d.version
+  FROM rec r JOIN models_registry_dataset d ON d.id = r.dataset_id
+UNION ALL
+SELECT 'direct', version_id, model_id, record_id, shard, slice, status || ':' || version FROM direct
+UNION ALL
+SELECT DISTINCT 'down', down.version_id, v.model_id, down.source_id, NULL::int, NULL::int,
+       v.status || ':' || v.version || ':' || down.via
+  FROM down JOIN models_registry_modelversion v ON v.id = down.version_id
+UNION ALL
+SELECT 'artifact', a.id, a.size_bytes, NULL::bigint, NULL::int, NULL::int, a.kind || ':' || a.sha256 || ':' || a.label
+  FROM models_registry_storedartifact a WHERE a.id IN (SELECT id FROM arts)
+"""
+_BY_SUBJECT = _SCOPE_SQL.format(
+    records="SELECT id, dataset_id FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active'"
+)
+_BY_RECORDS = _SCOPE_SQL.format(
+    records="SELECT id, dataset_id FROM models_registry_datarecord WHERE id = ANY(%s)"
+)
+
+
+def _run_scope(sql: str, param, subject_id: int | None) -> Scope:
+    with connection.cursor() as cursor:
+        # Prepared on the server: planning over many membership partitions costs more than running.
+        cursor.cursor.execute(sql, [param], prepare=True)
+        rows = cursor.fetchall()
+    record_ids: list[int] = []
+    by_dataset: dict[str, int] = {}
+    direct: dict[int, AffectedVersion] = {}
+    downstream: list[tuple] = []
+    artifacts: list[ArtifactRef] = []
+    for kind, a, b, c, d, e, text in rows:
+        if kind == "record":
+            record_ids.append(a)
+            by_dataset[text] = by_dataset.get(text, 0) + 1
+        elif kind == "direct":
+            status, number = text.split(":")
+            entry = direct.setdefault(a, AffectedVersion(a, b, int(number), status))
+            entry.placements.append(RecordPlacement(c, d, e))
+        elif kind == "down":
+            downstream.append((a, b, c, text))
+        else:
+            art_kind, sha, label = text.split(":", 2)
+            artifacts.append(ArtifactRef(a, sha, art_kind, label, b))
+    versions = dict(direct)
+    for version_id, model_id, source_id, text in downstream:
+        status, number, via = text.split(":")
+        entry = versions.get(version_id)
+        if entry is None:
+            entry = versions[version_id] = AffectedVersion(version_id, model_id, int(number), status)
+        held = {p.record_id for p in entry.placements}
+        for p in direct[source_id].placements:
+            if p.record_id not in held:
+                entry.placements.append(RecordPlacement(p.record_id, p.shard, p.slice, via=via))
+                held.add(p.record_id)
+    return Scope(
+        record_ids=sorted(record_ids),
+        records_by_dataset=by_dataset,
+        all_versions=sorted(versions.values(), key=lambda v: (v.model_id, v.version)),
+        artifacts=sorted(artifacts, key=lambda a: a.id),
+        subject_id=subject_id,
+    )
+
+
+def subject_scope(*, subject: DataSubject | None) -> Scope:
+    """Everything that holds a subject's active records: records by dataset, model versions
+    (``versions``: serving or retained, lineage followed) and stored artifacts still present.
+    A subject of None (nobody found) has an empty scope."""
+    if subject is None:
+        return Scope([], {}, [], [], None)
+    return _run_scope(_BY_SUBJECT, subject.id, subject.id)
+
+
+def records_scope(*, record_ids: Iterable[int]) -> Scope:
+    """The same walk for given record ids (e.g. a request naming record keys)."""
+    ids = sorted(set(record_ids))
+    if not ids:
+        return Scope([], {}, [], [], None)
+    return _run_scope(_BY_RECORDS, ids, None)
 
 
 def records_of_subject(*, subject: DataSubject, include_erased: bool = False) -> QuerySet[DataRecord]:
@@ -65,9 +189,24 @@ def records_of_subject(*, subject: DataSubject, include_erased: bool = False) ->
     return records if include_erased else records.filter(status="active")
 
 
+def versions_trained_on(
+    *, record_ids: Iterable[int], statuses: Iterable[str] = HOLDING_STATUSES
+) -> list[AffectedVersion]:
+    """Model versions that hold any of ``record_ids`` — trained on them and not unlearned since,
+    or downstream of such a version by model-to-model lineage — with shard and slice per record."""
+    wanted = set(statuses)
+    return [v for v in records_scope(record_ids=record_ids).all_versions if v.status in wanted]
+
+
+def artifacts_holding(*, record_ids: Iterable[int]) -> list[ArtifactRef]:
+    """Stored artifacts still present that hold any of the records: weights, checkpoints and
+    adapters of runs that trained on them (matching shard and slice where the artifact has them),
+    dataset caches of their datasets, and every artifact of a version that holds them."""
+    return records_scope(record_ids=record_ids).artifacts
+
+
 def downstream_version_ids(*, version_ids: Iterable[int]) -> set[int]:
-    """Every version reachable from ``version_ids`` by fine-tuned-from / distilled-from edges
-    (the starting versions excluded)."""
+    """Every version reachable from ``version_ids`` by fine-tuned-from / distilled-from edges."""
     start = list(version_ids)
     if not start:
         return set()
@@ -84,117 +223,3 @@ def downstream_version_ids(*, version_ids: Iterable[int]) -> set[int]:
             [start],
         )
         return {row[0] for row in cursor.fetchall()} - set(start)
-
-
-def versions_trained_on(
-    *, record_ids: Iterable[int], statuses: Iterable[str] = HOLDING_STATUSES
-) -> list[AffectedVersion]:
-    """Model versions that hold any of ``record_ids``: trained on them (and not unlearned since),
-    or downstream of such a version by model-to-model lineage. With shard and slice per record."""
-    record_ids = list(record_ids)
-    statuses = list(statuses)
-    if not record_ids:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT v.id, v.model_id, v.version, v.status, m.record_id, m.shard, m.slice
-            FROM models_registry_trainingmembership m
-            JOIN models_registry_modelversion v ON v.training_run_id = m.run_id
-            WHERE m.record_id = ANY(%s)
-              AND NOT EXISTS (SELECT 1 FROM models_registry_excludedrecord e
-                              WHERE e.version_id = v.id AND e.record_id = m.record_id)
-            """,
-            [record_ids],
-        )
-        rows = cursor.fetchall()
-    direct: dict[int, AffectedVersion] = {}
-    for version_id, model_id, number, status, record_id, shard, slice_ in rows:
-        entry = direct.setdefault(version_id, AffectedVersion(version_id, model_id, number, status))
-        entry.placements.append(RecordPlacement(record_id, shard, slice_))
-
-    # Downstream versions hold what their upstream held, whatever their own status filter says.
-    result = {vid: v for vid, v in direct.items() if v.status in statuses}
-    downstream = downstream_version_ids(version_ids=direct)
-    if downstream:
-        edges = _lineage_edges()
-        for version in ModelVersion.objects.filter(id__in=downstream, status__in=statuses):
-            inherited = _inherited_placements(version.id, direct, edges)
-            result[version.id] = AffectedVersion(
-                version.id, version.model_id, version.version, version.status, inherited
-            )
-    return sorted(result.values(), key=lambda v: (v.model_id, v.version))
-
-
-def _lineage_edges() -> dict[int, list[tuple[int, str]]]:
-    from models_registry.models import ModelLineageEdge
-
-    parents: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for child, parent, kind in ModelLineageEdge.objects.values_list("child_id", "parent_id", "kind"):
-        parents[child].append((parent, kind))
-    return parents
-
-
-def _inherited_placements(version_id, direct, parents) -> list[RecordPlacement]:
-    """Placements a downstream version inherits; ``via`` is the kind of its own nearest edge."""
-    seen, stack, placements = set(), [(version_id, None)], {}
-    while stack:
-        current, first_kind = stack.pop()
-        for parent, kind in parents.get(current, []):
-            if parent in seen:
-                continue
-            seen.add(parent)
-            via = first_kind or kind
-            if parent in direct:
-                for p in direct[parent].placements:
-                    placements.setdefault(p.record_id, RecordPlacement(p.record_id, p.shard, p.slice, via=via))
-            stack.append((parent, via))
-    return sorted(placements.values(), key=lambda p: p.record_id)
-
-
-def artifacts_holding(*, record_ids: Iterable[int], version_ids: Iterable[int] = ()) -> list[StoredArtifact]:
-    """Stored artifacts still present that hold any of the records: weights, checkpoints and
-    adapters of runs that trained on them (matching shard and slice where the artifact has them),
-    dataset caches of their datasets, and every artifact of the given (affected) versions."""
-    record_ids = list(record_ids)
-    if not record_ids:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT DISTINCT a.id FROM models_registry_storedartifact a
-            JOIN models_registry_trainingmembership m ON m.run_id = a.training_run_id
-            WHERE m.record_id = ANY(%s) AND a.status = 'present'
-              AND (a.shard IS NULL OR a.shard = m.shard)
-              AND (a.slices IS NULL OR m.slice = ANY(a.slices))
-            UNION
-            SELECT a.id FROM models_registry_storedartifact a
-            JOIN models_registry_datarecord r ON r.dataset_id = a.dataset_id
-            WHERE r.id = ANY(%s) AND a.status = 'present' AND a.training_run_id IS NULL
-            UNION
-            SELECT a.id FROM models_registry_storedartifact a
-            WHERE a.model_version_id = ANY(%s) AND a.status = 'present'
-            """,
-            [record_ids, record_ids, list(version_ids)],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-    return list(StoredArtifact.objects.filter(id__in=ids).order_by("id"))
-
-
-def subject_scope(*, subject: DataSubject | None) -> SubjectScope:
-    """Everything that holds a subject's data: records by dataset, model versions still serving
-    or retained (lineage followed), and stored artifacts. A subject of None has an empty scope."""
-    if subject is None:
-        return SubjectScope(None, [], {}, [], [])
-    records = list(records_of_subject(subject=subject).values_list("id", "dataset__name", "dataset__version"))
-    record_ids = [r[0] for r in records]
-    by_dataset: dict[str, int] = defaultdict(int)
-    for _, name, version in records:
-        by_dataset[f"{name}@{version}"] += 1
-    versions = versions_trained_on(record_ids=record_ids)
-    artifacts = artifacts_holding(record_ids=record_ids, version_ids=[v.version_id for v in versions])
-    return SubjectScope(subject.id, record_ids, dict(by_dataset), versions, artifacts)
-
-
-def artifacts_present(*, model_version: ModelVersion) -> QuerySet[StoredArtifact]:
-    return model_version.artifacts.filter(status=ArtifactStatus.PRESENT)

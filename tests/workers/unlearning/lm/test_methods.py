@@ -1,0 +1,188 @@
+"""The shared harness for every LM unlearning method: a method joins METHOD_CASES and inherits
+the checks (forgetting, retain bound, determinism, plain safetensors model, config errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+import workers.unlearning.lm  # noqa: F401  (registers the methods)
+from tests.workers.unlearning.lm.conftest import FORGET_KEYS
+from workers.unlearning.base import ConfigError, JobCancelled
+from workers.unlearning.lm.losses import average_token_nll
+from workers.unlearning.registry import METHODS
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodCase:
+    name: str
+    config: dict
+    # Stated bound: retain NLL after unlearning <= retain NLL before + retain_slack (nats/token).
+    # Gradient ascent has no retain term, so its bound is looser.
+    retain_slack: float
+    config_class: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+METHOD_CASES = [
+    MethodCase("gradient_ascent", {"lr": 1e-3, "epochs": 15}, 1.5, "GradientAscentConfig"),
+    MethodCase(
+        "grad_diff", {"lr": 1e-3, "epochs": 20, "retain_weight": 2.0}, 0.5, "GradDiffConfig"
+    ),
+    MethodCase(
+        "npo", {"lr": 5e-3, "epochs": 20, "beta": 0.05, "retain_weight": 2.0}, 0.5, "NPOConfig"
+    ),
+]
+# Forgetting must close at least this share of the gap between the forget texts' loss and the
+# loss of texts the model never saw.
+MIN_GAP_CLOSED = 0.5
+
+
+def _run(case: MethodCase, model, forget, retain, **overrides):
+    method = METHODS.get(case.name)({**case.config, **overrides})
+    return method.unlearn(model, forget, retain)
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module", params=METHOD_CASES, ids=str)
+def run(request, memorised_model, forget_batches, retain_batches):
+    case = request.param
+    before = {k: v.clone() for k, v in memorised_model.state_dict().items()}
+    model, result = _run(case, memorised_model, forget_batches, retain_batches)
+    return case, model, result, before
+
+
+def test_forget_loss_rises_toward_unseen_and_retain_stays_bounded(
+    run, baseline, forget_batches, retain_batches, heldout_batches
+):
+    case, model, _, _ = run
+    forget_after = average_token_nll(model, forget_batches)
+    retain_after = average_token_nll(model, retain_batches)
+    gap = baseline["heldout"] - baseline["forget"]
+    closed = (forget_after - baseline["forget"]) / gap
+    assert closed >= MIN_GAP_CLOSED, f"{case.name} closed only {closed:.0%} of the gap"
+    assert retain_after <= baseline["retain"] + case.retain_slack, (
+        f"{case.name}: retain NLL {baseline['retain']:.3f} -> {retain_after:.3f}"
+    )
+
+
+def test_result_describes_the_run(run, baseline, forget_batches):
+    case, _, result, _ = run
+    assert result.method == case.name
+    assert result.guarantee_class == "approximate"
+    assert result.steps == case.config["epochs"] * len(forget_batches)
+    assert result.config["seed"] == 0 and result.config["lr"] == case.config["lr"]
+    details = result.details
+    assert details["forget_record_keys"] == sorted(FORGET_KEYS)
+    assert details["forget_token_nll_before"] == pytest.approx(baseline["forget"], rel=1e-5)
+    assert details["forget_token_nll_after"] > details["forget_token_nll_before"]
+    assert details["lora_target_modules"] == ["c_attn", "c_fc", "c_proj"]
+    if case.name != "gradient_ascent":
+        assert details["retain_token_nll_before"] == pytest.approx(baseline["retain"], rel=1e-5)
+
+
+def test_returns_a_plain_model_that_saves_as_safetensors(run, memorised_model, tmp_path):
+    _, model, _, before = run
+    assert type(model) is GPT2LMHeadModel
+    assert not any("lora" in name for name in model.state_dict())
+    assert all(p.requires_grad for p in model.parameters())
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not list(tmp_path.glob("*.bin"))
+    reloaded = GPT2LMHeadModel.from_pretrained(tmp_path, use_safetensors=True)
+    assert _same_weights(model, reloaded)
+    # The input model is not touched.
+    assert all(torch.equal(before[k], v) for k, v in memorised_model.state_dict().items())
+
+
+def test_same_seed_same_weights_other_seed_other_weights(
+    run, memorised_model, forget_batches, retain_batches
+):
+    case, model, _, _ = run
+    again, _ = _run(case, memorised_model, forget_batches, retain_batches)
+    assert _same_weights(model, again)
+    other, _ = _run(case, memorised_model, forget_batches, retain_batches, seed=1)
+    assert not _same_weights(model, other)
+
+
+@pytest.mark.parametrize("case", METHOD_CASES, ids=str)
+def test_config_class_is_its_own_and_strict(case):
+    cls = METHODS.get(case.name)
+    assert cls.config_class.__name__ == case.config_class
+    assert cls.guarantee_class == "approximate"
+    with pytest.raises(ConfigError, match="unknown field.*learning_rat"):
+        cls({"learning_rat": 1e-3})
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        cls({"lr": -1e-3})
+    with pytest.raises(ConfigError, match="lora_r"):
+        cls({"lora_r": 0})
+    with pytest.raises(ConfigError, match="target_modules"):
+        cls({"target_modules": []})
+    stored = cls(case.config).config.to_dict()
+    assert cls(stored).config == cls(case.config).config
+
+
+@pytest.mark.parametrize("case", METHOD_CASES, ids=str)
+def test_empty_forget_set_is_refused(case, memorised_model, retain_batches):
+    with pytest.raises(ValueError, match="forget set is empty"):
+        _run(case, memorised_model, [], retain_batches)
+
+
+def test_npo_beta_must_be_positive():
+    with pytest.raises(ConfigError, match="beta"):
+        METHODS.get("npo")({"beta": 0.0})
+
+
+def test_retain_methods_refuse_an_empty_retain_set(memorised_model, forget_batches):
+    with pytest.raises(ValueError, match="retain set is empty"):
+        METHODS.get("grad_diff")({"epochs": 1}).unlearn(memorised_model, forget_batches, [])
+    # retain_weight 0 is plain NPO: no retain set needed.
+    _, result = METHODS.get("npo")({"epochs": 1, "retain_weight": 0.0}).unlearn(
+        memorised_model, forget_batches, []
+    )
+    assert "retain_token_nll_before" not in result.details
+
+
+def test_progress_reports_and_can_cancel(memorised_model, forget_batches, retain_batches):
+    seen: list[tuple[str, float]] = []
+    METHODS.get("gradient_ascent")({"epochs": 2}).unlearn(
+        memorised_model, forget_batches, retain_batches, progress=lambda s, f: seen.append((s, f))
+    )
+    assert seen[0] == ("unlearning", 0.0) and seen[-1] == ("unlearning", 1.0)
+
+    def cancel(stage: str, fraction: float) -> None:
+        if fraction > 0:
+            raise JobCancelled
+
+    with pytest.raises(JobCancelled):
+        METHODS.get("grad_diff")({"epochs": 5}).unlearn(
+            memorised_model, forget_batches, retain_batches, progress=cancel
+        )
+
+
+def test_batches_are_cut_to_max_length(memorised_model, forget_batches):
+    _, result = METHODS.get("gradient_ascent")({"epochs": 1, "max_length": 8}).unlearn(
+        memorised_model, forget_batches, []
+    )
+    cut = [{**b, **{k: b[k][:, :8] for k in ("input_ids", "attention_mask", "labels")}}
+           for b in forget_batches]  # fmt: skip
+    assert result.details["forget_token_nll_before"] == pytest.approx(
+        average_token_nll(memorised_model, cut), rel=1e-6
+    )
+
+
+def test_malformed_batch_is_refused(memorised_model):
+    with pytest.raises(ValueError, match="lacks labels, record_keys"):
+        METHODS.get("gradient_ascent")({}).unlearn(
+            memorised_model, [{"input_ids": torch.ones(1, 4, dtype=torch.long),
+                               "attention_mask": torch.ones(1, 4, dtype=torch.long)}], []
+        )  # fmt: skip
