@@ -21,3 +21,20 @@ def _isolated_stores(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.DATASET_ROOT = tmp_path / "datasets"
     settings.REPORT_ROOT = tmp_path / "reports"
+
+
+@pytest.fixture
+def api_client_for(db):
+    """``api_client_for("dpo")`` -> an APIClient authenticated with a fresh token of that role."""
+    from rest_framework.test import APIClient
+
+    from deletion.authentication import api_token_create
+
+    def make(role: str, name: str | None = None) -> APIClient:
+        _, token = api_token_create(name=name or f"{role}-client", role=role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        client.token_value = token
+        return client
+
+    return make
