@@ -186,3 +186,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# Jobs whose heartbeat is older than this lost their worker; the sweeper re-enqueues them.
+JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 120, minimum=5)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-jobs": {"task": "workers.sweep_stale_jobs", "schedule": 30.0, "options": {"queue": "default"}},
+}

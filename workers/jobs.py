@@ -1,0 +1,184 @@
+"""Job lifecycle services: create (enqueue after commit), claim exactly once, report progress,
+finish, cancel, and sweep jobs whose worker died. Heavy ML code is imported only by the runners."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from deletion_platform.errors import Conflict
+from workers.models import QUEUE_OF_KIND, Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def job_create(*, kind: str, enqueue: bool = True, **fields: Any) -> Job:
+    """Create a job row and enqueue it once the surrounding transaction commits."""
+    job = Job.objects.create(kind=kind, queue=QUEUE_OF_KIND.get(kind, "default"), **fields)
+    if enqueue:
+        transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    return job
+
+
+def job_enqueue(*, job_id: int) -> None:
+    from workers.tasks import run_job
+
+    job = Job.objects.only("queue").get(pk=job_id)
+    run_job.apply_async(args=[job_id], queue=job.queue)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def job_claim(*, job_id: int) -> bool:
+    """Claim a pending job for this process; True only for the one caller whose UPDATE changed it."""
+    now = timezone.now()
+    changed = Job.objects.filter(pk=job_id, status=JobStatus.PENDING, cancel_requested=False).update(
+        status=JobStatus.RUNNING, claimed_by=worker_identity(), claimed_at=now, heartbeat_at=now,
+        started_at=now, attempts=F("attempts") + 1, progress_stage="starting", progress_percent=0.0,
+    )
+    return changed == 1
+
+
+class ProgressReporter:
+    """The progress callback given to recipes and methods: writes stage and percent to the job row
+    at most every HEARTBEAT_SECONDS (that write is also the heartbeat) and raises JobCancelled when
+    a cancel was requested."""
+
+    def __init__(self, job_id: int, *, base: float = 0.0, span: float = 100.0) -> None:
+        self.job_id = job_id
+        self.base, self.span = base, span
+        self._last = 0.0
+
+    def scaled(self, base: float, span: float) -> ProgressReporter:
+        """A reporter for one phase of a job, mapping its 0..1 onto base..base+span percent."""
+        child = ProgressReporter(self.job_id, base=base, span=span)
+        return child
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._last < HEARTBEAT_SECONDS and fraction < 1.0:
+            return
+        self._last = now
+        percent = self.base + self.span * max(0.0, min(1.0, fraction))
+        Job.objects.filter(pk=self.job_id).update(
+            progress_stage=stage[:100], progress_percent=round(percent, 1), heartbeat_at=timezone.now()
+        )
+        if Job.objects.filter(pk=self.job_id, cancel_requested=True).exists():
+            from workers.unlearning.base import JobCancelled
+
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+def job_finish(*, job_id: int, status: str, started: float, device: str = "", result: dict | None = None,
+               error: str = "", **fields: Any) -> None:
+    Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=status, finished_at=timezone.now(), wall_seconds=time.perf_counter() - started,
+        device=device, result=result or {}, error=error[:10000],
+        progress_percent=100.0 if status == JobStatus.SUCCEEDED else F("progress_percent"),
+        progress_stage=status, **fields,
+    )
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Ask a job to stop: a pending one is cancelled at once, a running one at its next progress."""
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        raise Conflict(f"job {job.id} has already ended ({job.status})", code="job_ended")
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+        status=JobStatus.CANCELLED, finished_at=timezone.now(), progress_stage="cancelled"
+    )
+    job.refresh_from_db()
+    return job
+
+
+def jobs_sweep_stale(*, now=None) -> list[int]:
+    """Put running jobs whose worker stopped sending heartbeats back to pending and enqueue them.
+    The conditional UPDATE makes two sweepers (or a sweeper and a redelivery) safe."""
+    now = now or timezone.now()
+    released = []
+    # A running job whose heartbeat is older than this is taken to have lost its worker.
+    stale_after = timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
+    for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after):
+        changed = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at).update(
+            status=JobStatus.PENDING, claimed_by="", progress_stage="requeued after worker loss"
+        )
+        if changed:
+            logger.warning("job %s lost its worker %s; re-enqueued", job.pk, job.claimed_by)
+            job_enqueue(job_id=job.pk)
+            released.append(job.pk)
+    return released
+
+
+Runner = Callable[[Job, ProgressReporter], dict]
+RUNNERS: dict[str, str] = {
+    # kind -> "module:function"; imported lazily so the web side never imports torch.
+    "train": "workers.runners.training:run_training_job",
+    "unlearn": "workers.runners.unlearning:run_unlearning_job",
+    "shadow": "workers.runners.shadow:run_shadow_job",
+    "audit": "audits.runner:run_audit_job",
+}
+
+
+def _runner(kind: str) -> Runner:
+    import importlib
+
+    module_name, _, function = RUNNERS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+class TransientJobError(Exception):
+    """A failure worth retrying (a lost connection, a full disk being cleaned); others are permanent."""
+
+
+def job_execute(*, job_id: int) -> str:
+    """Claim and run one job. Returns the job's final status, or 'skipped' when another worker
+    holds it (a redelivered task) or it has ended."""
+    if not job_claim(job_id=job_id):
+        return "skipped"
+    job = Job.objects.get(pk=job_id)
+    started = time.perf_counter()
+    reporter = ProgressReporter(job_id)
+    from workers.unlearning.base import JobCancelled
+
+    try:
+        outcome = _runner(job.kind)(job, reporter)
+    except JobCancelled as exc:
+        job_finish(job_id=job_id, status=JobStatus.CANCELLED, started=started, error=str(exc))
+        _after_job(job_id)
+        return JobStatus.CANCELLED
+    except TransientJobError:
+        # Let Celery retry: the job goes back to pending so the retry can claim it.
+        Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(status=JobStatus.PENDING, claimed_by="")
+        raise
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        job_finish(job_id=job_id, status=JobStatus.FAILED, started=started, error=f"{type(exc).__name__}: {exc}")
+        _after_job(job_id)
+        return JobStatus.FAILED
+    job_finish(job_id=job_id, status=JobStatus.SUCCEEDED, started=started,
+               device=outcome.pop("device", ""), result=outcome)
+    _after_job(job_id)
+    return JobStatus.SUCCEEDED
+
+
+def _after_job(job_id: int) -> None:
+    """Tell the request workflow a job ended (a no-op for jobs outside any request)."""
+    try:
+        from deletion.workflow import on_job_finished
+    except ImportError:
+        return
+    on_job_finished(job_id=job_id)

@@ -1,0 +1,28 @@
+"""Celery tasks: thin (ids in, a service call). Delivery is at-least-once; the job claim makes
+execution exactly-once."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from workers import jobs
+
+
+@shared_task(
+    name="workers.run_job",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    autoretry_for=(jobs.TransientJobError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def run_job(job_id: int) -> str:
+    return jobs.job_execute(job_id=job_id)
+
+
+@shared_task(name="workers.sweep_stale_jobs", queue="default", acks_late=True)
+def sweep_stale_jobs() -> list[int]:
+    return jobs.jobs_sweep_stale()
