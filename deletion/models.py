@@ -30,3 +30,29 @@ class ApiToken(models.Model):
     @property
     def is_authenticated(self) -> bool:  # lets DRF treat the client as an authenticated user
         return True
+
+
+class LedgerHead(models.Model):
+    """The single row holding the chain's head; appends lock it, which orders the chain."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.BinaryField(max_length=32)
+
+
+class LedgerEvent(models.Model):
+    """Append-only, hash-chained: hash = sha256(prev_hash || payload), where payload is the event's
+    canonical JSON exactly as hashed. Written only by the SQL function ledger_append; a trigger
+    refuses UPDATE, DELETE and TRUNCATE."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    prev_hash = models.BinaryField(max_length=32)
+    hash = models.BinaryField(max_length=32)
+    payload = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {bytes(self.hash).hex()[:12]}"

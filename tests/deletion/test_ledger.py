@@ -1,0 +1,99 @@
+"""The ledger: append-only by trigger, and every kind of tampering is found by verify_ledger."""
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+
+from deletion.ledger import ledger_append, ledger_checkpoint_write, ledger_head, ledger_verify
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _checkpoints_in_tmp(settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+
+
+def _append(n):
+    for i in range(n):
+        ledger_append(event_type="test", actor="alice", index=i)
+
+
+def _as_attacker(sql, params=()):
+    """What someone with raw database access could do: switch triggers off and change rows."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute(sql, params)
+        cursor.execute("SET session_replication_role = DEFAULT")
+
+
+def test_chain_verifies_and_head_advances():
+    start, _ = ledger_head()
+    _append(5)
+    seq, _ = ledger_head()
+    assert seq == start + 5
+    assert ledger_verify() == []
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE deletion_ledgerevent SET payload = 'x' WHERE seq = (SELECT max(seq) FROM deletion_ledgerevent)",
+    "DELETE FROM deletion_ledgerevent",
+    "TRUNCATE deletion_ledgerevent",
+])
+def test_trigger_refuses_changes(statement):
+    _append(2)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+
+
+def test_edited_entry_is_found():
+    _append(5)
+    _as_attacker("UPDATE deletion_ledgerevent SET payload = replace(payload, 'alice', 'mallory') "
+                 "WHERE seq = (SELECT min(seq) + 2 FROM deletion_ledgerevent)")
+    problems = ledger_verify()
+    assert problems and "edited" in problems[0].problem
+    first = problems[0].seq
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(seq) + 2 FROM deletion_ledgerevent")
+        assert first == cursor.fetchone()[0]
+
+
+def test_deleted_entry_is_found():
+    _append(5)
+    _as_attacker("DELETE FROM deletion_ledgerevent WHERE seq = (SELECT min(seq) + 1 FROM deletion_ledgerevent)")
+    problems = ledger_verify()
+    assert problems and "missing" in problems[0].problem
+
+
+def test_reordered_entries_are_found():
+    _append(4)
+    _as_attacker("""
+        WITH s AS (SELECT min(seq) AS a FROM deletion_ledgerevent)
+        UPDATE deletion_ledgerevent e SET payload = CASE WHEN e.seq = s.a THEN n.payload ELSE f.payload END
+        FROM s, deletion_ledgerevent f, deletion_ledgerevent n
+        WHERE f.seq = s.a AND n.seq = s.a + 1 AND e.seq IN (s.a, s.a + 1)
+    """)
+    assert ledger_verify()
+
+
+def test_truncated_tail_is_found_by_the_anchor():
+    _append(3)
+    ledger_checkpoint_write()
+    # Cut the newest entry and rewind the head consistently: the chain alone still verifies...
+    _as_attacker("DELETE FROM deletion_ledgerevent WHERE seq = (SELECT max(seq) FROM deletion_ledgerevent)")
+    _as_attacker("UPDATE deletion_ledgerhead SET seq = seq - 1, hash = "
+                 "(SELECT hash FROM deletion_ledgerevent ORDER BY seq DESC LIMIT 1) WHERE id = 1")
+    problems = ledger_verify()
+    assert problems and "truncated" in problems[0].problem
+    # ... and the management command exits non-zero naming the entry.
+    with pytest.raises(SystemExit) as caught:
+        call_command("verify_ledger")
+    assert caught.value.code == 1
+
+
+def test_forged_checkpoint_is_refused(tmp_path):
+    _append(1)
+    path = ledger_checkpoint_write()
+    path.write_text(path.read_text().replace('"seq":', '"seq":9').replace("9", "9", 1))
+    assert any("signature" in p.problem for p in ledger_verify())
