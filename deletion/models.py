@@ -56,3 +56,128 @@ class LedgerEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {bytes(self.hash).hex()[:12]}"
+
+
+class Jurisdiction(models.TextChoices):
+    GDPR = "GDPR"
+    UK_GDPR = "UK_GDPR", "UK GDPR"
+    CCPA = "CCPA"
+
+
+class LegalGround(models.TextChoices):
+    # GDPR / UK GDPR Art. 17(1)(a)-(f)
+    ART17_1_A = "art17_1_a", "Art. 17(1)(a): no longer necessary"
+    ART17_1_B = "art17_1_b", "Art. 17(1)(b): consent withdrawn"
+    ART17_1_C = "art17_1_c", "Art. 17(1)(c): objection to processing"
+    ART17_1_D = "art17_1_d", "Art. 17(1)(d): unlawfully processed"
+    ART17_1_E = "art17_1_e", "Art. 17(1)(e): legal obligation to erase"
+    ART17_1_F = "art17_1_f", "Art. 17(1)(f): child's information-society data"
+    CCPA_DELETE = "ccpa_1798_105", "CCPA §1798.105: right to delete"
+
+
+class RejectionGround(models.TextChoices):
+    # GDPR Art. 17(3)(a)-(e)
+    ART17_3_A = "art17_3_a", "Art. 17(3)(a): freedom of expression and information"
+    ART17_3_B = "art17_3_b", "Art. 17(3)(b): legal obligation or public task"
+    ART17_3_C = "art17_3_c", "Art. 17(3)(c): public health"
+    ART17_3_D = "art17_3_d", "Art. 17(3)(d): archiving, research or statistics"
+    ART17_3_E = "art17_3_e", "Art. 17(3)(e): legal claims"
+    # CCPA §1798.105(d)(1)-(7)
+    CCPA_D1 = "ccpa_d1", "§1798.105(d)(1): complete the transaction"
+    CCPA_D2 = "ccpa_d2", "§1798.105(d)(2): security and integrity"
+    CCPA_D3 = "ccpa_d3", "§1798.105(d)(3): debug and repair errors"
+    CCPA_D4 = "ccpa_d4", "§1798.105(d)(4): free speech"
+    CCPA_D5 = "ccpa_d5", "§1798.105(d)(5): Cal. Electronic Communications Privacy Act"
+    CCPA_D6 = "ccpa_d6", "§1798.105(d)(6): research in the public interest"
+    CCPA_D7 = "ccpa_d7", "§1798.105(d)(7): legal obligation"
+
+
+class RequestStatus(models.TextChoices):
+    RECEIVED = "RECEIVED"
+    VERIFIED = "VERIFIED"
+    SCOPED = "SCOPED"
+    APPROVED = "APPROVED"
+    EXECUTING = "EXECUTING"
+    AUDITING = "AUDITING"
+    COMPLETED = "COMPLETED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+class DeletionRequest(models.Model):
+    """An erasure request. Raw identifiers never reach this row: only the subject they resolved to
+    (or none) and which kinds of identifier were given."""
+
+    public_id = models.UUIDField(unique=True, editable=False)
+    status = models.CharField(max_length=20, choices=RequestStatus.choices, default=RequestStatus.RECEIVED)
+    jurisdiction = models.CharField(max_length=10, choices=Jurisdiction.choices)
+    legal_ground = models.CharField(max_length=20, choices=LegalGround.choices)
+    channel = models.CharField(max_length=50)
+    subject = models.ForeignKey("models_registry.DataSubject", on_delete=models.PROTECT, null=True, blank=True,
+                                related_name="deletion_requests")
+    identifier_kinds = models.JSONField(default=list)
+    record_ids = models.JSONField(default=list, help_text="Records named by key in the request.")
+    verification = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(ApiToken, on_delete=models.PROTECT, null=True, blank=True, related_name="requests")
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    body_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    received_at = models.DateTimeField()
+    due_at = models.DateTimeField()
+    extended_at = models.DateTimeField(null=True, blank=True)
+    extension_reason = models.TextField(blank=True, default="")
+    scope = models.JSONField(default=dict, blank=True)
+    plan = models.JSONField(default=list, blank=True)
+    rejection_ground = models.CharField(max_length=20, choices=RejectionGround.choices, blank=True, default="")
+    decision_reason = models.TextField(blank=True, default="")
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failure = models.TextField(blank=True, default="")
+    due_soon = models.BooleanField(default=False)
+    overdue = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["created_by", "idempotency_key"], condition=~models.Q(idempotency_key=""),
+                                    name="request_idempotency_unique"),
+        ]
+        indexes = [models.Index(fields=["status", "due_at"], name="request_status_due_idx")]
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"request {self.public_id} ({self.status})"
+
+
+class OutcomeStatus(models.TextChoices):
+    PLANNED = "planned"
+    HELD = "held", "Legal hold (not erased)"
+    EXECUTING = "executing"
+    AUDITING = "auditing"
+    AWAITING_DEPLOYMENT = "awaiting_deployment"
+    CONFIRMED = "confirmed"
+    WITHDRAWN = "withdrawn", "Withdrawn from serving (Art. 18)"
+    AUDIT_FAILED = "audit_failed"
+    FAILED = "failed"
+
+
+class ModelOutcome(models.Model):
+    """What happens to one affected model version within a request."""
+
+    request = models.ForeignKey(DeletionRequest, on_delete=models.CASCADE, related_name="outcomes")
+    model_version = models.ForeignKey("models_registry.ModelVersion", on_delete=models.PROTECT, related_name="outcomes")
+    status = models.CharField(max_length=30, choices=OutcomeStatus.choices, default=OutcomeStatus.PLANNED)
+    method = models.CharField(max_length=50)
+    guarantee_class = models.CharField(max_length=20)
+    record_ids = models.JSONField(default=list)
+    estimated_seconds = models.FloatField(null=True, blank=True)
+    job = models.ForeignKey("workers.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="outcomes")
+    new_version = models.ForeignKey("models_registry.ModelVersion", on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="outcome_results")
+    verdict = models.CharField(max_length=20, blank=True, default="")
+    hold_reason = models.TextField(blank=True, default="")
+    confirmed_by = models.CharField(max_length=200, blank=True, default="")
+    confirmed_manually = models.BooleanField(default=False)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["request", "model_version"], name="outcome_unique")]

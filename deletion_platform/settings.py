@@ -191,4 +191,6 @@ LOGGING = {
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 120, minimum=5)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "workers.sweep_stale_jobs", "schedule": 30.0, "options": {"queue": "default"}},
+    "mark-deadlines": {"task": "deletion.mark_deadlines", "schedule": 3600.0, "options": {"queue": "default"}},
+    "ledger-checkpoint": {"task": "deletion.ledger_checkpoint", "schedule": 3600.0, "options": {"queue": "default"}},
 }

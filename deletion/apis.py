@@ -1,0 +1,304 @@
+"""Deletion-request REST API v1. Views validate, call one service, serialise."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from deletion import services
+from deletion.authentication import HasRole, role_of
+from deletion.models import DeletionRequest, Jurisdiction, LegalGround, RejectionGround, RequestStatus
+from deletion_platform.errors import NotFound, ValidationFailed
+from models_registry.apis import StrictSerializer
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+class IdentifiersIn(StrictSerializer):
+    email = serializers.CharField(required=False, max_length=320)
+    customer_id = serializers.CharField(required=False, max_length=200)
+    phone = serializers.CharField(required=False, max_length=40)
+
+
+class RecordKeyIn(StrictSerializer):
+    dataset = serializers.CharField(max_length=260)
+    record_key = serializers.CharField(max_length=200)
+
+
+class VerificationIn(StrictSerializer):
+    method = serializers.CharField(max_length=100)
+    verified_at = serializers.DateTimeField()
+    verifier = serializers.CharField(max_length=200)
+
+
+class DeletionRequestIn(StrictSerializer):
+    identifiers = IdentifiersIn(required=False)
+    record_keys = RecordKeyIn(many=True, required=False, max_length=1000)
+    jurisdiction = serializers.ChoiceField(Jurisdiction.choices)
+    legal_ground = serializers.ChoiceField(LegalGround.choices)
+    channel = serializers.CharField(max_length=50)
+    verification = VerificationIn(required=False)
+
+    def validate(self, data):
+        if not data.get("identifiers") and not data.get("record_keys"):
+            raise serializers.ValidationError({"identifiers": ["give at least one identifier or record key"]})
+        return data
+
+
+class OutcomeOut(serializers.Serializer):
+    model_version_id = serializers.IntegerField()
+    model = serializers.CharField(source="model_version.model.name")
+    version = serializers.IntegerField(source="model_version.version")
+    status = serializers.CharField()
+    method = serializers.CharField()
+    guarantee_class = serializers.CharField()
+    estimated_seconds = serializers.FloatField(allow_null=True)
+    new_version_id = serializers.IntegerField(allow_null=True)
+    verdict = serializers.CharField()
+    hold_reason = serializers.CharField()
+    job = serializers.SerializerMethodField()
+
+    def get_job(self, outcome) -> dict | None:
+        job = outcome.job
+        if job is None:
+            return None
+        return {"id": job.id, "status": job.status, "stage": job.progress_stage, "percent": job.progress_percent,
+                "wall_seconds": job.wall_seconds, "device": job.device}
+
+
+class DeletionRequestOut(serializers.Serializer):
+    id = serializers.UUIDField(source="public_id")
+    status = serializers.CharField()
+    jurisdiction = serializers.CharField()
+    legal_ground = serializers.CharField()
+    channel = serializers.CharField()
+    subject = serializers.SerializerMethodField()
+    received_at = serializers.DateTimeField()
+    due_at = serializers.DateTimeField()
+    days_left = serializers.SerializerMethodField()
+    overdue = serializers.SerializerMethodField()
+    extended_at = serializers.DateTimeField(allow_null=True)
+    extension_reason = serializers.CharField()
+    scope = serializers.JSONField()
+    plan = serializers.SerializerMethodField()
+    outcomes = OutcomeOut(many=True, source="outcomes.all")
+    rejection_ground = serializers.CharField()
+    decision_reason = serializers.CharField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    timeline = serializers.SerializerMethodField()
+
+    def get_subject(self, obj) -> str | None:
+        return obj.subject.reference if obj.subject else None
+
+    def get_days_left(self, obj) -> int:
+        return services.days_left(obj)
+
+    def get_overdue(self, obj) -> bool:
+        return obj.status not in _ENDED and obj.due_at < timezone.now()
+
+    def get_plan(self, obj) -> list[dict]:
+        return [{k: v for k, v in step.items() if k != "record_ids"} for step in obj.plan]
+
+    def get_timeline(self, obj) -> list[dict]:
+        from deletion.selectors import request_timeline
+
+        return request_timeline(request=obj) if self.context.get("detail") else []
+
+
+_ENDED = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.FAILED)
+
+
+def _visible_requests(request):
+    queryset = DeletionRequest.objects.select_related("subject").prefetch_related(
+        "outcomes__model_version__model", "outcomes__job")
+    if role_of(request) == "intake":
+        queryset = queryset.filter(created_by=request.user)  # intake sees only its own
+    return queryset
+
+
+def _get_visible(request, request_id) -> DeletionRequest:
+    found = _visible_requests(request).filter(public_id=request_id).first()
+    if found is None:  # another client's request is a 404 too: its existence is not leaked
+        raise NotFound("no such deletion request")
+    return found
+
+
+class DeletionRequestListApi(APIView):
+    permission_classes = [HasRole.of("intake", "dpo", read_only=("auditor",))]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
+        ],
+        request=DeletionRequestIn, responses={201: DeletionRequestOut, 200: DeletionRequestOut},
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key", "")
+        if len(key) > MAX_IDEMPOTENCY_KEY:
+            raise ValidationFailed(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters",
+                                   field="Idempotency-Key")
+        body = DeletionRequestIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = _plain(body.validated_data)
+        created_request, created = services.deletion_request_create(client=request.user, body=data,
+                                                                    idempotency_key=key)
+        out = DeletionRequestOut(created_request, context={"detail": True}).data
+        return Response(out, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=RequestStatus.values),
+            OpenApiParameter("overdue", bool),
+            OpenApiParameter("due_before", str, description="ISO date-time"),
+            OpenApiParameter("model", str, description="registered model name"),
+        ],
+        responses=DeletionRequestOut(many=True),
+    )
+    def get(self, request):
+        queryset = _visible_requests(request)
+        params = request.query_params
+        if "status" in params:
+            if params["status"] not in RequestStatus.values:
+                raise ValidationFailed(f"status must be one of {', '.join(RequestStatus.values)}", field="status")
+            queryset = queryset.filter(status=params["status"])
+        if "overdue" in params:
+            if params["overdue"] not in ("true", "false"):
+                raise ValidationFailed("overdue must be true or false", field="overdue")
+            late = Q(due_at__lt=timezone.now()) & ~Q(status__in=_ENDED)
+            queryset = queryset.filter(late) if params["overdue"] == "true" else queryset.exclude(late)
+        if "due_before" in params:
+            moment = serializers.DateTimeField().to_internal_value(params["due_before"]) if _is_datetime(
+                params["due_before"]) else None
+            if moment is None:
+                raise ValidationFailed("due_before must be an ISO date-time", field="due_before")
+            queryset = queryset.filter(due_at__lt=moment)
+        if "model" in params:
+            queryset = queryset.filter(outcomes__model_version__model__name=params["model"]).distinct()
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(queryset.order_by("due_at"), request, view=self)
+        return paginator.get_paginated_response(DeletionRequestOut(page, many=True).data)
+
+
+def _is_datetime(text: str) -> bool:
+    try:
+        serializers.DateTimeField().to_internal_value(text)
+        return True
+    except serializers.ValidationError:
+        return False
+
+
+def _plain(value):
+    """Validated data (OrderedDicts, datetimes) as JSON-like plain values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+class DeletionRequestDetailApi(APIView):
+    permission_classes = [HasRole.of("intake", "dpo", "auditor")]
+
+    @extend_schema(responses=DeletionRequestOut)
+    def get(self, request, request_id):
+        return Response(DeletionRequestOut(_get_visible(request, request_id), context={"detail": True}).data)
+
+
+class ReasonIn(StrictSerializer):
+    reason = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+
+
+class RejectIn(StrictSerializer):
+    ground = serializers.ChoiceField(RejectionGround.choices)
+    reason = serializers.CharField(max_length=5000)
+
+
+class ExtendIn(StrictSerializer):
+    reason = serializers.CharField(max_length=5000)
+    months = serializers.IntegerField(required=False, min_value=1, max_value=2)
+    days = serializers.IntegerField(required=False, min_value=1, max_value=45)
+
+
+class HoldIn(StrictSerializer):
+    model_version_id = serializers.IntegerField(min_value=1)
+    reason = serializers.CharField(max_length=5000)
+
+
+class ApproveIn(StrictSerializer):
+    legal_holds = HoldIn(many=True, required=False, max_length=500)
+
+
+class ConfirmIn(StrictSerializer):
+    new_version_id = serializers.IntegerField(min_value=1)
+
+
+class WithdrawIn(StrictSerializer):
+    model_version_id = serializers.IntegerField(min_value=1)
+    reason = serializers.CharField(max_length=5000)
+
+
+def _action(serializer_class, call, *, roles=("dpo",)):
+    class ActionApi(APIView):
+        permission_classes = [HasRole.of(*roles)]
+
+        @extend_schema(request=serializer_class, responses=DeletionRequestOut)
+        def post(self, request, request_id):
+            target = _get_visible(request, request_id)
+            body = serializer_class(data=request.data)
+            body.is_valid(raise_exception=True)
+            result = call(target, request.user, _plain(body.validated_data))
+            return Response(DeletionRequestOut(result, context={"detail": True}).data)
+
+    ActionApi.__name__ = f"{call.__name__}_api"
+    return ActionApi
+
+
+def _verify(target, actor, data):
+    return services.deletion_request_verify(request=target, actor=actor, evidence=data)
+
+
+def _approve(target, actor, data):
+    holds = {h["model_version_id"]: h["reason"] for h in data.get("legal_holds", [])}
+    return services.deletion_request_approve(request=target, actor=actor, holds=holds)
+
+
+def _reject(target, actor, data):
+    return services.deletion_request_reject(request=target, actor=actor, ground=data["ground"], reason=data["reason"])
+
+
+def _extend(target, actor, data):
+    return services.deletion_request_extend(request=target, actor=actor, reason=data["reason"],
+                                            months=data.get("months"), days=data.get("days"))
+
+
+def _cancel(target, actor, data):
+    return services.deletion_request_cancel(request=target, actor=actor, reason=data.get("reason", ""))
+
+
+def _confirm(target, actor, data):
+    from deletion.authentication import ApiToken
+
+    manual = not (isinstance(actor, ApiToken) and actor.role == "ml_engineer")
+    return services.deployment_confirm(request=target, actor=actor, new_version_id=data["new_version_id"],
+                                       manual=manual)
+
+
+def _withdraw(target, actor, data):
+    return services.model_withdraw(request=target, actor=actor, model_version_id=data["model_version_id"],
+                                   reason=data["reason"])
+
+
+VerifyApi = _action(VerificationIn, _verify)
+ApproveApi = _action(ApproveIn, _approve)
+RejectApi = _action(RejectIn, _reject)
+ExtendApi = _action(ExtendIn, _extend)
+CancelApi = _action(ReasonIn, _cancel)
+ConfirmDeploymentApi = _action(ConfirmIn, _confirm, roles=("dpo", "ml_engineer"))
+WithdrawApi = _action(WithdrawIn, _withdraw)

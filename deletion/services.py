@@ -1,0 +1,421 @@
+"""The deletion-request workflow: one module owns every state change.
+
+Each transition is a conditional UPDATE (so two racing callers cannot both move a request) and
+writes its ledger event in the same transaction. Illegal transitions raise Conflict with the
+machine-readable code ``illegal_transition``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Avg
+from django.utils import timezone
+
+from deletion.ledger import canonical_json, ledger_append
+from deletion.models import (
+    ApiToken,
+    DeletionRequest,
+    Jurisdiction,
+    LegalGround,
+    ModelOutcome,
+    OutcomeStatus,
+    RejectionGround,
+    RequestStatus,
+)
+from deletion_platform.errors import Conflict, NotFound, ValidationFailed
+from models_registry import selectors
+from models_registry.models import DataRecord, Dataset, ModelVersion, VersionStatus
+
+S = RequestStatus
+GDPR_LIKE = (Jurisdiction.GDPR, Jurisdiction.UK_GDPR)
+GROUNDS_BY_JURISDICTION = {
+    Jurisdiction.GDPR: [g for g in LegalGround.values if g.startswith("art17_1")],
+    Jurisdiction.UK_GDPR: [g for g in LegalGround.values if g.startswith("art17_1")],
+    Jurisdiction.CCPA: [LegalGround.CCPA_DELETE],
+}
+REJECTIONS_BY_JURISDICTION = {
+    Jurisdiction.GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
+    Jurisdiction.UK_GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
+    Jurisdiction.CCPA: [g for g in RejectionGround.values if g.startswith("ccpa")],
+}
+CCPA_DAYS = 45
+GDPR_MAX_EXTENSION_MONTHS = 2
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Calendar months, clamped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def due_date(*, jurisdiction: str, received_at: datetime) -> datetime:
+    """GDPR/UK GDPR Art. 12(3): one month from receipt; CCPA §1798.130: 45 days."""
+    if jurisdiction in GDPR_LIKE:
+        return add_months(received_at, 1)
+    return received_at + timedelta(days=CCPA_DAYS)
+
+
+def days_left(request: DeletionRequest, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    return (request.due_at - now).days if request.due_at >= now else -((now - request.due_at).days + 1)
+
+
+# ---------------------------------------------------------------- intake
+
+
+def _actor(client) -> str:
+    if isinstance(client, ApiToken):
+        return f"api:{client.name}({client.role})"
+    return f"user:{getattr(client, 'username', client)}"
+
+
+def _body_fingerprint(body: dict[str, Any]) -> str:
+    # Keyed: the body holds raw identifiers, and a plain hash of a short e-mail can be guessed.
+    key = hmac.new(settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION].encode(), b"idempotency",
+                   hashlib.sha256).digest()
+    return hmac.new(key, canonical_json(body).encode(), hashlib.sha256).hexdigest()
+
+
+def _resolve_record_keys(record_keys: list[dict[str, str]]) -> list[int]:
+    ids = []
+    for index, item in enumerate(record_keys):
+        name, _, version = item["dataset"].partition("@")
+        dataset = Dataset.objects.filter(name=name, version=version or "1").first()
+        if dataset is None:
+            raise ValidationFailed(f"unknown dataset {item['dataset']!r}", field=f"record_keys[{index}].dataset")
+        record = DataRecord.objects.filter(dataset=dataset, external_key=item["record_key"]).first()
+        if record is not None:  # an unknown key is not an error: it simply holds nothing
+            ids.append(record.id)
+    return ids
+
+
+def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: str = "") -> tuple[DeletionRequest, bool]:
+    """Take in a request. Returns (request, created). The same Idempotency-Key with the same body
+    returns the original; with another body it is a Conflict. Raw identifiers are pseudonymised
+    here and dropped."""
+    from models_registry.services import subjects_find
+
+    fingerprint = _body_fingerprint(body)
+    created_by = client if isinstance(client, ApiToken) else None
+    if idempotency_key:
+        existing = DeletionRequest.objects.filter(created_by=created_by, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _same_body_or_conflict(existing, fingerprint), False
+    if body["legal_ground"] not in GROUNDS_BY_JURISDICTION[body["jurisdiction"]]:
+        raise ValidationFailed(
+            f"legal_ground {body['legal_ground']} does not apply under {body['jurisdiction']}; "
+            f"allowed: {', '.join(GROUNDS_BY_JURISDICTION[body['jurisdiction']])}", field="legal_ground")
+    identifiers = [(kind, value) for kind, value in body.get("identifiers", {}).items() if value]
+    subjects = subjects_find(identifiers=identifiers) if identifiers else []
+    if len(subjects) > 1:
+        raise Conflict("the identifiers belong to different data subjects; submit one request each",
+                       code="ambiguous_subject", field="identifiers")
+    record_ids = _resolve_record_keys(body.get("record_keys", []))
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            request = DeletionRequest.objects.create(
+                public_id=uuid.uuid4(), jurisdiction=body["jurisdiction"], legal_ground=body["legal_ground"],
+                channel=body["channel"], subject=subjects[0] if subjects else None,
+                identifier_kinds=sorted(kind for kind, _ in identifiers), record_ids=record_ids,
+                verification=body.get("verification") or {}, created_by=created_by,
+                idempotency_key=idempotency_key, body_fingerprint=fingerprint, received_at=now,
+                due_at=due_date(jurisdiction=body["jurisdiction"], received_at=now),
+            )
+            ledger_append(event_type="request.received", actor=_actor(client), request=str(request.public_id),
+                          jurisdiction=request.jurisdiction, legal_ground=request.legal_ground,
+                          channel=request.channel, subject=request.subject.reference if request.subject else None,
+                          due_at=request.due_at.isoformat())
+    except IntegrityError:
+        # Another submission with the same key won the race: answer as for a repeat.
+        existing = DeletionRequest.objects.get(created_by=created_by, idempotency_key=idempotency_key)
+        return _same_body_or_conflict(existing, fingerprint), False
+    return request, True
+
+
+def _same_body_or_conflict(existing: DeletionRequest, fingerprint: str) -> DeletionRequest:
+    if not hmac.compare_digest(existing.body_fingerprint, fingerprint):
+        raise Conflict("this Idempotency-Key was used with a different body", code="idempotency_key_reused")
+    return existing
+
+
+# ---------------------------------------------------------------- transitions
+
+
+def _transition(request: DeletionRequest, allowed_from: tuple[str, ...], to: str, *, actor: str, event: str,
+                **fields: Any) -> DeletionRequest:
+    changed = DeletionRequest.objects.filter(pk=request.pk, status__in=allowed_from).update(status=to, **fields)
+    if changed != 1:
+        current = DeletionRequest.objects.values_list("status", flat=True).get(pk=request.pk)
+        raise Conflict(f"cannot go from {current} to {to}", code="illegal_transition",
+                       details={"status": current, "allowed_from": list(allowed_from)})
+    ledger_append(event_type=event, actor=actor, request=str(request.public_id), to=to,
+                  **{k: v for k, v in fields.items() if isinstance(v, (str, int, float, bool, type(None)))})
+    request.refresh_from_db()
+    return request
+
+
+@transaction.atomic
+def deletion_request_verify(*, request: DeletionRequest, actor, evidence: dict[str, Any]) -> DeletionRequest:
+    """RECEIVED -> VERIFIED with identity-verification evidence, then scope and plan -> SCOPED."""
+    request = _transition(request, (S.RECEIVED,), S.VERIFIED, actor=_actor(actor), event="request.verified",
+                          verification=evidence)
+    return deletion_request_scope(request=request, actor=actor)
+
+
+def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionRequest:
+    scope = selectors.subject_scope(subject=request.subject)
+    if request.record_ids:
+        extra = selectors.records_scope(record_ids=request.record_ids)
+        scope = _merge_scopes(scope, extra)
+    versions = {v.version_id: v for v in scope.versions}
+    plan = []
+    for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
+        method, guarantee = plan_method(version=version)
+        record_ids = versions[version.id].record_ids
+        plan.append({
+            "model_version_id": version.id, "model": version.model.name, "version": version.version,
+            "status": version.status, "method": method, "guarantee_class": guarantee,
+            "records": len(record_ids), "record_ids": record_ids,
+            "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
+        })
+    summary = {
+        "records": len(scope.record_ids), "records_by_dataset": scope.records_by_dataset,
+        "model_versions": [{"id": p["model_version_id"], "model": p["model"], "version": p["version"]} for p in plan],
+        "artifacts": [{"sha256": a.sha256, "kind": a.kind, "label": a.label} for a in scope.artifacts],
+        "empty": scope.is_empty,
+    }
+    return _transition(request, (S.VERIFIED,), S.SCOPED, actor=_actor(actor), event="request.scoped",
+                       scope=summary, plan=plan)
+
+
+def _merge_scopes(a, b):
+    versions = {v.version_id: v for v in a.all_versions}
+    for v in b.all_versions:
+        if v.version_id in versions:
+            versions[v.version_id].placements += [p for p in v.placements if p.record_id not in versions[v.version_id].record_ids]
+        else:
+            versions[v.version_id] = v
+    by_dataset = dict(a.records_by_dataset)
+    for name, count in b.records_by_dataset.items():
+        by_dataset[name] = by_dataset.get(name, 0) + count
+    artifacts = {x.id: x for x in a.artifacts + b.artifacts}
+    return selectors.Scope(sorted(set(a.record_ids) | set(b.record_ids)), by_dataset, list(versions.values()),
+                           sorted(artifacts.values(), key=lambda x: x.id), a.subject_id)
+
+
+EXACT_RECIPES = {"sisa": "sisa", "s3t": "s3t"}
+
+
+def plan_method(*, version: ModelVersion) -> tuple[str, str]:
+    """What the model's unlearning policy allows for this version: exact for sharded recipes,
+    the DP bound for DP-trained models, else the configured approximate method (an exact retrain
+    after ``exact_after`` approximate deletions), else a full retrain."""
+    model = version.model
+    policy = model.unlearning_policy or {}
+    if model.training_recipe in EXACT_RECIPES:
+        return EXACT_RECIPES[model.training_recipe], "exact"
+    if model.training_recipe == "dp" and not policy.get("prefer_exact"):
+        return "dp_bounded", "dp_bounded"
+    method = policy.get("approximate_method")
+    if method and not policy.get("prefer_exact"):
+        limit = policy.get("exact_after")
+        done = ModelOutcome.objects.filter(model_version__model=model, guarantee_class="approximate",
+                                           status__in=[OutcomeStatus.CONFIRMED, OutcomeStatus.AWAITING_DEPLOYMENT]).count()
+        if limit is None or done < limit:
+            return method, ("suppressed" if method == "verifier_guard" else "approximate")
+    return "retrain", "exact"
+
+
+def estimated_cost(*, model_id: int, method: str) -> float | None:
+    """Mean wall seconds of past successful jobs of this model and method (None without history)."""
+    from workers.models import Job
+
+    mean = Job.objects.filter(registered_model_id=model_id, method=method, status="succeeded").aggregate(
+        mean=Avg("wall_seconds"))["mean"]
+    return round(mean, 1) if mean is not None else None
+
+
+@transaction.atomic
+def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int, str] | None = None) -> DeletionRequest:
+    """SCOPED -> APPROVED, then one job per affected version (except those on legal hold, which
+    keep the data with the stated reason) -> EXECUTING; an empty scope completes at once."""
+    from workers.jobs import job_create
+
+    holds = holds or {}
+    planned = {p["model_version_id"]: p for p in request.plan}
+    unknown = set(holds) - set(planned)
+    if unknown:
+        raise ValidationFailed(f"model version(s) {sorted(unknown)} are not in this request's plan", field="holds")
+    request = _transition(request, (S.SCOPED,), S.APPROVED, actor=_actor(actor), event="request.approved",
+                          decision_reason="partial: legal hold on some models" if holds else "")
+    for version_id, step in planned.items():
+        held = version_id in holds
+        outcome = ModelOutcome.objects.create(
+            request=request, model_version_id=version_id, method=step["method"],
+            guarantee_class=step["guarantee_class"], record_ids=step["record_ids"],
+            estimated_seconds=step["estimated_seconds"], status=OutcomeStatus.HELD if held else OutcomeStatus.PLANNED,
+            hold_reason=holds.get(version_id, ""),
+        )
+        if held:
+            ledger_append(event_type="outcome.held", actor=_actor(actor), request=str(request.public_id),
+                          model_version=version_id, reason=holds[version_id])
+            continue
+        version = ModelVersion.objects.select_related("model").get(pk=version_id)
+        job = job_create(kind="unlearn", registered_model=version.model, source_version=version,
+                         method=step["method"], guarantee_class=step["guarantee_class"],
+                         config=(version.model.unlearning_policy or {}).get("method_config", {}),
+                         forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"])
+        outcome.job = job
+        outcome.status = OutcomeStatus.EXECUTING
+        outcome.save(update_fields=["job", "status"])
+        ledger_append(event_type="job.created", actor=_actor(actor), request=str(request.public_id),
+                      job=job.id, model_version=version_id, method=step["method"])
+    if not request.outcomes.exclude(status=OutcomeStatus.HELD).exists():
+        return _transition(request, (S.APPROVED,), S.COMPLETED, actor="platform", event="request.completed",
+                           completed_at=timezone.now())
+    return _transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
+
+
+@transaction.atomic
+def deletion_request_reject(*, request: DeletionRequest, actor, ground: str, reason: str) -> DeletionRequest:
+    allowed = REJECTIONS_BY_JURISDICTION[request.jurisdiction]
+    if ground not in allowed:
+        raise ValidationFailed(f"{ground!r} is not a ground for refusal under {request.jurisdiction}; "
+                               f"allowed: {', '.join(allowed)}", field="ground")
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    return _transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.REJECTED, actor=_actor(actor),
+                       event="request.rejected", rejection_ground=ground, decision_reason=reason,
+                       completed_at=timezone.now())
+
+
+@transaction.atomic
+def deletion_request_extend(*, request: DeletionRequest, actor, reason: str, months: int | None = None,
+                            days: int | None = None) -> DeletionRequest:
+    """Extend the deadline once: GDPR Art. 12(3) by up to two further months; CCPA by 45 days."""
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    if request.extended_at is not None:
+        raise Conflict("the deadline was already extended once", code="already_extended")
+    if request.jurisdiction in GDPR_LIKE:
+        months = GDPR_MAX_EXTENSION_MONTHS if months is None else months
+        if days is not None or not 1 <= months <= GDPR_MAX_EXTENSION_MONTHS:
+            raise ValidationFailed("GDPR extensions are 1 or 2 months", field="months")
+        new_due = add_months(request.due_at, months)
+    else:
+        days = CCPA_DAYS if days is None else days
+        if months is not None or not 1 <= days <= CCPA_DAYS:
+            raise ValidationFailed(f"CCPA extensions are up to {CCPA_DAYS} days", field="days")
+        new_due = request.due_at + timedelta(days=days)
+    open_states = (S.RECEIVED, S.VERIFIED, S.SCOPED, S.APPROVED, S.EXECUTING, S.AUDITING)
+    return _transition(request, open_states, request.status, actor=_actor(actor), event="request.extended",
+                       due_at=new_due, extended_at=timezone.now(), extension_reason=reason, overdue=False)
+
+
+@transaction.atomic
+def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = "") -> DeletionRequest:
+    return _transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.CANCELLED, actor=_actor(actor),
+                       event="request.cancelled", decision_reason=reason, completed_at=timezone.now())
+
+
+# ---------------------------------------------------------------- after the workers
+
+
+@transaction.atomic
+def on_job_finished(*, job_id: int) -> None:
+    """A job ended: move its outcome on, and the request when every outcome has moved."""
+    from workers.models import Job
+
+    job = Job.objects.get(pk=job_id)
+    for outcome in ModelOutcome.objects.select_for_update().filter(job=job).select_related("request"):
+        request = outcome.request
+        if job.status == "succeeded":
+            outcome.new_version = job.result_version
+            outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
+        else:
+            outcome.status = OutcomeStatus.FAILED
+        outcome.save(update_fields=["new_version", "status"])
+        ledger_append(event_type="job.finished", actor="worker", request=str(request.public_id), job=job.id,
+                      status=job.status, new_version=job.result_version_id)
+        _advance(request)
+
+
+def _advance(request: DeletionRequest) -> None:
+    outcomes = list(request.outcomes.all())
+    statuses = {o.status for o in outcomes}
+    if OutcomeStatus.FAILED in statuses and request.status == S.EXECUTING:
+        _transition(request, (S.EXECUTING,), S.FAILED, actor="platform", event="request.failed",
+                    failure="an unlearning job failed; see the jobs")
+        return
+    if request.status == S.EXECUTING and not statuses & {OutcomeStatus.EXECUTING, OutcomeStatus.PLANNED}:
+        request = _transition(request, (S.EXECUTING,), S.AUDITING, actor="platform", event="request.auditing")
+    done = {OutcomeStatus.CONFIRMED, OutcomeStatus.WITHDRAWN, OutcomeStatus.HELD}
+    if request.status == S.AUDITING and statuses <= done:
+        _transition(request, (S.AUDITING,), S.COMPLETED, actor="platform", event="request.completed",
+                    completed_at=timezone.now())
+
+
+@transaction.atomic
+def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, manual: bool) -> DeletionRequest:
+    """The serving side (or a DPO, recorded as manual) confirms a new version is what now serves."""
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, new_version_id=new_version_id).first()
+    if outcome is None:
+        raise NotFound(f"model version {new_version_id} is not a result of this request")
+    if outcome.status != OutcomeStatus.AWAITING_DEPLOYMENT:
+        raise Conflict(f"this outcome is {outcome.status}, not awaiting deployment", code="illegal_transition")
+    ModelVersion.objects.filter(pk=new_version_id).update(status=VersionStatus.SERVING)
+    outcome.status = OutcomeStatus.CONFIRMED
+    outcome.confirmed_by = _actor(actor)
+    outcome.confirmed_manually = manual
+    outcome.confirmed_at = timezone.now()
+    outcome.save()
+    ledger_append(event_type="deployment.confirmed", actor=_actor(actor), request=str(request.public_id),
+                  model_version=new_version_id, manual=manual)
+    request.refresh_from_db()
+    _advance(request)
+    request.refresh_from_db()
+    return request
+
+
+@transaction.atomic
+def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, reason: str) -> DeletionRequest:
+    """Restrict processing (GDPR Art. 18): take an affected version out of serving instead."""
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
+    if outcome is None:
+        raise NotFound(f"model version {model_version_id} is not affected by this request")
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    ModelVersion.objects.filter(pk=model_version_id).update(status=VersionStatus.WITHDRAWN)
+    outcome.status = OutcomeStatus.WITHDRAWN
+    outcome.hold_reason = reason
+    outcome.save(update_fields=["status", "hold_reason"])
+    ledger_append(event_type="model.withdrawn", actor=_actor(actor), request=str(request.public_id),
+                  model_version=model_version_id, reason=reason)
+    request.refresh_from_db()
+    _advance(request)
+    request.refresh_from_db()
+    return request
+
+
+def deadlines_mark(*, now: datetime | None = None, soon_days: int = 7) -> tuple[int, int]:
+    """Beat task: flag open requests due within ``soon_days`` and those overdue."""
+    now = now or timezone.now()
+    open_states = [S.RECEIVED, S.VERIFIED, S.SCOPED, S.APPROVED, S.EXECUTING, S.AUDITING]
+    base = DeletionRequest.objects.filter(status__in=open_states)
+    overdue = base.filter(due_at__lt=now).update(overdue=True, due_soon=False)
+    soon = base.filter(due_at__gte=now, due_at__lt=now + timedelta(days=soon_days)).update(due_soon=True)
+    return soon, overdue

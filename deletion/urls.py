@@ -1,0 +1,17 @@
+from django.urls import path
+
+from deletion import apis
+
+urlpatterns = [
+    path("deletion-requests/", apis.DeletionRequestListApi.as_view(), name="deletion-requests"),
+    path("deletion-requests/<uuid:request_id>/", apis.DeletionRequestDetailApi.as_view(), name="deletion-request"),
+    path("deletion-requests/<uuid:request_id>/verify/", apis.VerifyApi.as_view(), name="deletion-request-verify"),
+    path("deletion-requests/<uuid:request_id>/approve/", apis.ApproveApi.as_view(), name="deletion-request-approve"),
+    path("deletion-requests/<uuid:request_id>/reject/", apis.RejectApi.as_view(), name="deletion-request-reject"),
+    path("deletion-requests/<uuid:request_id>/extend/", apis.ExtendApi.as_view(), name="deletion-request-extend"),
+    path("deletion-requests/<uuid:request_id>/cancel/", apis.CancelApi.as_view(), name="deletion-request-cancel"),
+    path("deletion-requests/<uuid:request_id>/confirm-deployment/", apis.ConfirmDeploymentApi.as_view(),
+         name="deletion-request-confirm"),
+    path("deletion-requests/<uuid:request_id>/withdraw-model/", apis.WithdrawApi.as_view(),
+         name="deletion-request-withdraw"),
+]

@@ -1,0 +1,229 @@
+"""Deletion requests through the API: intake, idempotency, access, every transition, deadlines."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from deletion import services
+from deletion.models import DeletionRequest, ModelOutcome, RequestStatus
+from models_registry.models import DataRecord
+from tests import factories
+from workers.models import Job
+
+pytestmark = pytest.mark.django_db
+
+BODY = {
+    "identifiers": {"email": "p0@example.org"},
+    "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "web-form",
+}
+EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
+
+
+@pytest.fixture
+def trained(db):
+    ds = factories.dataset()
+    factories.import_records(ds, [{"record_key": f"r{i}", "content": f"c{i}", "email": f"p{i % 3}@example.org"}
+                                  for i in range(9)])
+    model = factories.registered_model(recipe="sisa")
+    run, version = factories.trained_version(model, ds, [(f"r{i}", i % 2, 0) for i in range(9)])
+    return dict(ds=ds, model=model, version=version)
+
+
+def _create(client, body=BODY, key="k1"):
+    return client.post("/api/v1/deletion-requests/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def test_intake_pseudonymises_and_stores_no_raw_identifier(api_client_for, trained):
+    response = _create(api_client_for("intake"))
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["status"] == "RECEIVED" and data["subject"].startswith("subj_")
+    row = DeletionRequest.objects.get()
+    assert "p0@example.org" not in str(row.__dict__)
+    assert data["timeline"][0]["event"] == "request.received"
+
+
+def test_idempotency_same_body_200_other_body_409(api_client_for, trained):
+    client = api_client_for("intake")
+    first = _create(client)
+    again = _create(client)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    other = _create(client, {**BODY, "channel": "email"})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert DeletionRequest.objects.count() == 1
+
+
+def test_intake_sees_only_its_own_requests(api_client_for, trained):
+    alice, bob = api_client_for("intake", "alice"), api_client_for("intake", "bob")
+    request_id = _create(alice).json()["id"]
+    assert alice.get(f"/api/v1/deletion-requests/{request_id}/").status_code == 200
+    assert bob.get(f"/api/v1/deletion-requests/{request_id}/").status_code == 404
+    assert bob.get("/api/v1/deletion-requests/").json()["count"] == 0
+    assert api_client_for("auditor").get(f"/api/v1/deletion-requests/{request_id}/").status_code == 200
+
+
+def test_auditor_and_intake_cannot_act(api_client_for, trained):
+    request_id = _create(api_client_for("intake")).json()["id"]
+    for role in ("auditor", "ml_engineer"):
+        response = api_client_for(role).post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+        assert response.status_code == 403
+
+
+def test_full_path_to_completion(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
+    assert scoped["status"] == "SCOPED"
+    assert scoped["scope"]["records"] == 3
+    assert [(p["method"], p["guarantee_class"]) for p in scoped["plan"]] == [("sisa", "exact")]
+    executing = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json").json()
+    assert executing["status"] == "EXECUTING"
+    job = Job.objects.get()
+    assert job.method == "sisa" and sorted(job.forget_record_ids) == sorted(
+        DataRecord.objects.filter(external_key__in=["r0", "r3", "r6"]).values_list("id", flat=True))
+    # The worker finishes: a new version exists.
+    from models_registry.services import model_version_create
+
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    Job.objects.filter(pk=job.pk).update(status="succeeded", result_version=new)
+    services.on_job_finished(job_id=job.pk)
+    assert DeletionRequest.objects.get().status == RequestStatus.AUDITING
+    done = dpo.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": new.id},
+                    format="json").json()
+    assert done["status"] == "COMPLETED"
+    assert done["outcomes"][0]["status"] == "confirmed"
+    events = [e["event"] for e in done["timeline"]]
+    assert events[:4] == ["request.received", "request.verified", "request.scoped", "request.approved"]
+    assert events[-1] == "request.completed"
+
+
+def test_subject_with_no_data_completes_with_empty_scope(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo, {**BODY, "identifiers": {"email": "stranger@example.org"}}).json()["id"]
+    scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
+    assert scoped["scope"]["empty"] and scoped["plan"] == []
+    done = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json").json()
+    assert done["status"] == "COMPLETED"
+
+
+def test_partial_approval_with_legal_hold(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    held = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/",
+                    {"legal_holds": [{"model_version_id": trained["version"].id, "reason": "litigation hold"}]},
+                    format="json").json()
+    assert held["status"] == "COMPLETED"
+    assert held["outcomes"][0]["status"] == "held" and held["outcomes"][0]["hold_reason"] == "litigation hold"
+    assert not Job.objects.exists()
+
+
+def test_illegal_transition_is_409_with_code(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    response = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "illegal_transition"
+    assert response.json()["error"]["details"]["status"] == "RECEIVED"
+
+
+@pytest.mark.parametrize("jurisdiction,ground,expected", [
+    ("GDPR", "art17_3_e", 200), ("GDPR", "ccpa_d1", 400), ("CCPA", "ccpa_d7", 200), ("CCPA", "art17_3_a", 400),
+])
+def test_rejection_grounds_follow_the_jurisdiction(api_client_for, trained, jurisdiction, ground, expected):
+    dpo = api_client_for("dpo")
+    legal = "ccpa_1798_105" if jurisdiction == "CCPA" else "art17_1_a"
+    request_id = _create(dpo, {**BODY, "jurisdiction": jurisdiction, "legal_ground": legal}).json()["id"]
+    response = dpo.post(f"/api/v1/deletion-requests/{request_id}/reject/", {"ground": ground, "reason": "why"},
+                        format="json")
+    assert response.status_code == expected, response.content
+    if expected == 200:
+        assert response.json()["status"] == "REJECTED"
+
+
+def test_legal_ground_must_fit_the_jurisdiction(api_client_for, trained):
+    response = _create(api_client_for("intake"), {**BODY, "jurisdiction": "CCPA"})
+    assert response.status_code == 400 and response.json()["error"]["fields"]["legal_ground"]
+
+
+def test_cancel_then_no_further_action(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    assert dpo.post(f"/api/v1/deletion-requests/{request_id}/cancel/", {}, format="json").json()["status"] == "CANCELLED"
+    assert dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").status_code == 409
+
+
+def test_failed_job_fails_the_request_and_withdrawal_completes_another(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    job = Job.objects.get()
+    Job.objects.filter(pk=job.pk).update(status="failed", error="boom")
+    services.on_job_finished(job_id=job.pk)
+    assert DeletionRequest.objects.get().status == RequestStatus.FAILED
+
+
+def test_withdrawal_under_article_18(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    job = Job.objects.get()
+    Job.objects.filter(pk=job.pk).update(status="succeeded")
+    services.on_job_finished(job_id=job.pk)
+    response = dpo.post(f"/api/v1/deletion-requests/{request_id}/withdraw-model/",
+                        {"model_version_id": trained["version"].id, "reason": "audit failed"}, format="json")
+    assert response.json()["status"] == "COMPLETED"
+    trained["version"].refresh_from_db()
+    assert trained["version"].status == "withdrawn"
+    assert ModelOutcome.objects.get().status == "withdrawn"
+
+
+def test_due_dates_per_jurisdiction():
+    received = datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert services.due_date(jurisdiction="GDPR", received_at=received) == datetime(2026, 2, 28, 12, tzinfo=UTC)
+    assert services.due_date(jurisdiction="UK_GDPR", received_at=received) == datetime(2026, 2, 28, 12, tzinfo=UTC)
+    assert services.due_date(jurisdiction="CCPA", received_at=received) == received + timedelta(days=45)
+
+
+@pytest.mark.parametrize("jurisdiction,legal,body,delta", [
+    ("GDPR", "art17_1_a", {"reason": "complex", "months": 2}, "2 months"),
+    ("CCPA", "ccpa_1798_105", {"reason": "volume"}, timedelta(days=45)),
+])
+def test_extension_once(api_client_for, trained, jurisdiction, legal, body, delta):
+    dpo = api_client_for("dpo")
+    created = _create(dpo, {**BODY, "jurisdiction": jurisdiction, "legal_ground": legal}).json()
+    before = DeletionRequest.objects.get().due_at
+    response = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", body, format="json")
+    assert response.status_code == 200, response.content
+    after = DeletionRequest.objects.get().due_at
+    expected = services.add_months(before, 2) if delta == "2 months" else before + delta
+    assert after == expected
+    again = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", body, format="json")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_extended"
+
+
+def test_gdpr_extension_beyond_two_months_refused(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    created = _create(dpo).json()
+    response = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", {"reason": "x", "months": 3},
+                        format="json")
+    assert response.status_code == 400
+
+
+def test_deadline_marking_and_overdue_filter(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    late = _create(dpo, key="a").json()["id"]
+    soon = _create(dpo, {**BODY, "channel": "phone"}, key="b").json()["id"]
+    _create(dpo, {**BODY, "channel": "post"}, key="c")
+    now = datetime.now(UTC)
+    DeletionRequest.objects.filter(public_id=late).update(due_at=now - timedelta(days=1))
+    DeletionRequest.objects.filter(public_id=soon).update(due_at=now + timedelta(days=3))
+    assert services.deadlines_mark() == (1, 1)
+    listed = dpo.get("/api/v1/deletion-requests/?overdue=true").json()
+    assert [r["id"] for r in listed["results"]] == [late]
+    assert listed["results"][0]["days_left"] < 0
+    assert dpo.get("/api/v1/deletion-requests/?status=BOGUS").status_code == 400
