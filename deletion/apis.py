@@ -302,3 +302,42 @@ ExtendApi = _action(ExtendIn, _extend)
 CancelApi = _action(ReasonIn, _cancel)
 ConfirmDeploymentApi = _action(ConfirmIn, _confirm, roles=("dpo", "ml_engineer"))
 WithdrawApi = _action(WithdrawIn, _withdraw)
+
+
+class WebhookIn(StrictSerializer):
+    url = serializers.URLField(max_length=2000)
+
+
+class WebhookOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    active = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+class WebhookListApi(APIView):
+    permission_classes = [HasRole.of("intake", "dpo", "auditor")]
+
+    @extend_schema(responses=WebhookOut(many=True))
+    def get(self, request):
+        return Response(WebhookOut(request.user.webhooks.filter(active=True), many=True).data)
+
+    @extend_schema(request=WebhookIn, responses={201: WebhookOut})
+    def post(self, request):
+        from deletion.webhooks import webhook_register
+
+        body = WebhookIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        endpoint, secret = webhook_register(client=request.user, url=body.validated_data["url"])
+        return Response({**WebhookOut(endpoint).data, "secret": secret}, status=status.HTTP_201_CREATED)
+
+
+class WebhookDetailApi(APIView):
+    permission_classes = [HasRole.of("intake", "dpo", "auditor")]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, webhook_id: int):
+        changed = request.user.webhooks.filter(pk=webhook_id, active=True).update(active=False)
+        if not changed:
+            raise NotFound("no such webhook")
+        return Response(status=status.HTTP_204_NO_CONTENT)

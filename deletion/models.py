@@ -181,3 +181,24 @@ class ModelOutcome(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["request", "model_version"], name="outcome_unique")]
+
+
+class WebhookEndpoint(models.Model):
+    """A client's callback URL. State changes of the requests the client may see are POSTed to it,
+    signed with HMAC-SHA256 under ``secret`` (shown to the client once, kept to sign)."""
+
+    client = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class WebhookDelivery(models.Model):
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.JSONField()
+    status = models.CharField(max_length=20, default="pending")  # pending, delivered, failed
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)

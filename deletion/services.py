@@ -165,6 +165,9 @@ def _transition(request: DeletionRequest, allowed_from: tuple[str, ...], to: str
     ledger_append(event_type=event, actor=actor, request=str(request.public_id), to=to,
                   **{k: v for k, v in fields.items() if isinstance(v, (str, int, float, bool, type(None)))})
     request.refresh_from_db()
+    from deletion.webhooks import webhooks_notify
+
+    webhooks_notify(request=request, event=event)
     return request
 
 

@@ -1,0 +1,99 @@
+"""Webhooks: request state changes POSTed to clients' callback URLs, signed and retried.
+
+Signature header: ``X-Deletion-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``;
+a receiver recomputes it and rejects old timestamps, as with Stripe's scheme.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+import requests
+from django.db import transaction
+from django.utils import timezone
+
+from deletion.ledger import canonical_json
+from deletion.models import ApiToken, DeletionRequest, WebhookDelivery, WebhookEndpoint
+from deletion_platform.errors import ValidationFailed
+
+MAX_ATTEMPTS = 8
+TIMEOUT_SECONDS = 10
+
+
+def webhook_register(*, client: ApiToken, url: str) -> tuple[WebhookEndpoint, str]:
+    if not url.startswith(("https://", "http://")):
+        raise ValidationFailed("url must be http(s)", field="url")
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    return WebhookEndpoint.objects.create(client=client, url=url, secret=secret), secret
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(secret: str, body: bytes, header: str, *, tolerance: int = 300) -> bool:
+    """What a receiver does; used by the tests and offered to clients as reference code."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs(time.time() - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp), header)
+
+
+def webhooks_notify(*, request: DeletionRequest, event: str) -> None:
+    """Queue a delivery to every active endpoint whose client may see ``request`` (after commit)."""
+    endpoints = WebhookEndpoint.objects.filter(active=True).select_related("client")
+    payload = {"event": event, "request": str(request.public_id), "status": request.status,
+               "at": timezone.now().isoformat()}
+    for endpoint in endpoints:
+        role = endpoint.client.role
+        if endpoint.client.revoked_at or role == "ml_engineer":
+            continue
+        if role == "intake" and request.created_by_id != endpoint.client_id:
+            continue
+        delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=payload)
+        transaction.on_commit(lambda d=delivery.id: _enqueue(d))
+
+
+def _enqueue(delivery_id: int) -> None:
+    from deletion.tasks import deliver_webhook
+
+    deliver_webhook.apply_async(args=[delivery_id], queue="default")
+
+
+class DeliveryFailed(Exception):
+    pass
+
+
+def webhook_deliver(*, delivery_id: int) -> str:
+    """POST one delivery; raises DeliveryFailed (so the task retries with backoff) until
+    MAX_ATTEMPTS, then marks it failed."""
+    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    if delivery.status != "pending":
+        return delivery.status
+    body = canonical_json(delivery.event).encode()
+    header = sign(delivery.endpoint.secret, body, int(time.time()))
+    WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=delivery.attempts + 1)
+    try:
+        response = requests.post(delivery.endpoint.url, data=body, timeout=TIMEOUT_SECONDS,
+                                 headers={"Content-Type": "application/json", "X-Deletion-Signature": header},
+                                 allow_redirects=False)
+        if 200 <= response.status_code < 300:
+            WebhookDelivery.objects.filter(pk=delivery_id).update(status="delivered", delivered_at=timezone.now(),
+                                                                  last_error="")
+            return "delivered"
+        error = f"HTTP {response.status_code}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+    final = delivery.attempts + 1 >= MAX_ATTEMPTS
+    WebhookDelivery.objects.filter(pk=delivery_id).update(last_error=error, status="failed" if final else "pending")
+    if final:
+        return "failed"
+    raise DeliveryFailed(error)
