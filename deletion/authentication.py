@@ -92,3 +92,16 @@ class HasRole(permissions.BasePermission):
         if role in self.allowed:
             return True
         return role in self.read_only and request.method in permissions.SAFE_METHODS
+
+
+try:  # describe the scheme in the OpenAPI schema (drf-spectacular is installed with the web side)
+    from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+    class HashedTokenScheme(OpenApiAuthenticationExtension):
+        target_class = "deletion.authentication.HashedTokenAuthentication"
+        name = "bearerToken"
+
+        def get_security_definition(self, auto_schema):
+            return {"type": "http", "scheme": "bearer", "description": "API token (create_api_token)"}
+except ImportError:  # pragma: no cover
+    pass
