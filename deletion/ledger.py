@@ -31,7 +31,7 @@ def ledger_append(*, event_type: str, actor: str, **data: Any) -> tuple[int, byt
         {"type": event_type, "actor": actor, "at": datetime.now(UTC).isoformat(), "data": data}
     )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT seq, hash FROM ledger_append(%s)", [payload])
+        cursor.execute("SELECT seq, hash FROM ledger_append(%s, %s)", [payload, data.get("request")])
         seq, digest = cursor.fetchone()
     return seq, bytes(digest)
 

@@ -49,6 +49,8 @@ class LedgerEvent(models.Model):
     prev_hash = models.BinaryField(max_length=32)
     hash = models.BinaryField(max_length=32)
     payload = models.TextField()
+    # The request an event belongs to (also inside the payload): indexed, for timelines.
+    request_ref = models.UUIDField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField()
 
     class Meta:

@@ -9,7 +9,7 @@ from deletion.models import DeletionRequest, LedgerEvent
 
 def request_timeline(*, request: DeletionRequest) -> list[dict]:
     """The request's ledger events, oldest first (the ledger is the timeline's source of truth)."""
-    events = LedgerEvent.objects.filter(payload__contains=f'"request":"{request.public_id}"').order_by("seq")
+    events = LedgerEvent.objects.filter(request_ref=request.public_id).order_by("seq")
     timeline = []
     for event in events:
         body = json.loads(event.payload)

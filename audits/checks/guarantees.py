@@ -1,0 +1,113 @@
+"""Plain-words text for each guarantee class, for the report: what it promises, what it does not,
+and what evidence the verdict rests on. Written for a reader who is not a statistician.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.unlearning.base import GUARANTEE_CLASSES
+
+
+@dataclass(frozen=True)
+class GuaranteeText:
+    """The report's paragraph on one guarantee class."""
+
+    name: str
+    title: str
+    promises: str
+    does_not_promise: str
+    evidence: str
+
+
+GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
+    "exact": GuaranteeText(
+        name="exact",
+        title="Exact deletion",
+        promises=(
+            "The new model was computed only from data that never contained the records. It is "
+            "the model the company would have had if the records had never been collected. "
+            "Every older copy of the model that was trained on the records has been deleted."
+        ),
+        does_not_promise=(
+            "It does not cover other copies of the same information that were not identified as "
+            "this person's records (for example a duplicate stored under another name), and it "
+            "does not undo what anyone learned from the old model while it was in use."
+        ),
+        evidence=(
+            "The training records of the new model, which list every record it was trained on, "
+            "and the list of deleted copies with their fingerprints (sha256). Statistical tests "
+            "are run as a cross-check only."
+        ),
+    ),
+    "dp_bounded": GuaranteeText(
+        name="dp_bounded",
+        title="Bounded influence (differential privacy)",
+        promises=(
+            "The model was trained with a mathematical limit on how much any one record can "
+            "change it. For this person's records together the limit is the stated (epsilon, "
+            "delta): the model behaves almost the same as one trained without them, and the "
+            "numbers say how close."
+        ),
+        does_not_promise=(
+            "Nothing was removed from the model: the records were used in training and still "
+            "had their small, bounded effect. A larger epsilon means a weaker limit; the limit "
+            "grows with the number of records a person has."
+        ),
+        evidence=(
+            "The privacy accountant of the training run, the number of this person's records, "
+            "and the limits the company's policy sets."
+        ),
+    ),
+    "approximate": GuaranteeText(
+        name="approximate",
+        title="Approximate unlearning, statistically tested",
+        promises=(
+            "The model was changed to remove the records' influence, and statistical tests found "
+            "it indistinguishable from models that never saw the records, within the stated "
+            "error rates and margins. The tests were shown to be able to detect the records in a "
+            "model that did contain them."
+        ),
+        does_not_promise=(
+            "It is not a proof: a test can only show that no difference was found at the stated "
+            "level, not that none exists. Some information may remain below what the tests can "
+            "detect. Where the tests could not reach a conclusion, the report says so instead of "
+            "claiming the records are forgotten."
+        ),
+        evidence=(
+            "A membership test per record against reference models trained with and without it, "
+            "with a correction for testing many records at once; a demonstration that the test "
+            "works; equivalence tests on aggregate measures with margins fixed in advance."
+        ),
+    ),
+    "suppressed": GuaranteeText(
+        name="suppressed",
+        title="Suppressed at output",
+        promises=(
+            "The model's answers pass through a filter that blocks this person's data. The "
+            "filter was measured on test prompts: its leak rate is below the stated rate, except "
+            "with the stated small probability."
+        ),
+        does_not_promise=(
+            "The data are still inside the model. Anyone with access to the model itself, rather "
+            "than to its filtered answers, could recover them; the promise holds only for answers "
+            "that go through the filter."
+        ),
+        evidence=(
+            "The filter's calibration: how many test prompts were tried, how many leaked, and the "
+            "resulting upper bound on the leak rate at the stated confidence."
+        ),
+    ),
+}
+
+if set(GUARANTEE_TEXTS) != set(GUARANTEE_CLASSES):  # pragma: no cover - a programming error
+    raise RuntimeError("every guarantee class needs its plain-words text")
+
+
+def guarantee_text(guarantee_class: str) -> GuaranteeText:
+    """The plain-words text of a class; an unknown class raises ``ValueError``."""
+    try:
+        return GUARANTEE_TEXTS[guarantee_class]
+    except KeyError:
+        known = ", ".join(GUARANTEE_CLASSES)
+        raise ValueError(f"unknown guarantee class {guarantee_class!r}; known: {known}") from None

@@ -1,0 +1,138 @@
+"""Power of the per-record test: could it have detected membership at all?
+
+"Not detected" on the unlearned model means something only if the same test detects the same
+records on a model that did train on them. Two sources of such a model:
+
+* ``original_model``: the model version before unlearning (it saw every forgotten record);
+* ``canaries``: records planted in training for this purpose, scored on a model that saw them.
+
+The same corrected test (:func:`audits.checks.membership.corrected_membership_test`) runs on
+those scores; the detected fraction, with an exact binomial interval, is the demonstrated power.
+When the shadow models give IN scores, the expected power under the IN Gaussian is reported
+beside it. Low power is never a FAIL: it makes a "not detected" uninformative (INCONCLUSIVE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from audits.checks.membership import (
+    DEFAULT_ALPHA,
+    ShadowReference,
+    corrected_membership_test,
+    expected_power,
+)
+from audits.checks.registry import register_check
+from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
+from audits.checks.stats import clopper_pearson
+
+PowerSource = Literal["original_model", "canaries"]
+# A claim about every forgotten record needs every record detected on the original model.
+# Canaries stand in for the records statistically, so most (not all) of them must be detected.
+DEFAULT_MIN_DETECTED_FRACTION: dict[str, float] = {"original_model": 1.0, "canaries": 0.8}
+INTERVAL_LEVEL = 0.95
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PowerResult(CheckResult):
+    """Detection of records on a model that trained on them (arrays in ``record_ids`` order)."""
+
+    source: str
+    alpha: float
+    n_tests: int
+    min_detected_fraction: float
+    record_ids: tuple[str, ...]
+    detected: NDArray[np.bool_]
+    adjusted_p_values: NDArray[np.float64]
+    n_tested: int
+    n_detected: int
+    detected_fraction: float
+    detected_fraction_interval: tuple[float, float]
+    expected_power: NDArray[np.float64] | None
+    powered_ids: tuple[str, ...]
+
+
+@register_check("membership_power")
+def membership_power(
+    *,
+    record_ids: Sequence[str],
+    seen_scores: ArrayLike,
+    reference: ShadowReference,
+    source: PowerSource,
+    alpha: float = DEFAULT_ALPHA,
+    n_tests: int | None = None,
+    min_detected_fraction: float | None = None,
+) -> PowerResult:
+    """Run the per-record test on scores from a model that saw the records.
+
+    In: record (or canary) ids; their LiRA scores on the original model (or on the model the
+    canaries were planted in); a :class:`ShadowReference` fitted for those same records; the
+    ``alpha`` of the forget-set test; ``n_tests``, the Holm family size (defaults to the number
+    of records given; for canaries pass the forget-set size so they face the same correction);
+    ``min_detected_fraction`` (defaults per source: 1.0 for the original model, 0.8 for
+    canaries). Out: :class:`PowerResult`, PASS when the detected fraction reaches the minimum,
+    INCONCLUSIVE otherwise.
+    """
+    if source not in DEFAULT_MIN_DETECTED_FRACTION:
+        raise ValueError(f"unknown power source {source!r}")
+    minimum = (
+        DEFAULT_MIN_DETECTED_FRACTION[source]
+        if min_detected_fraction is None
+        else float(min_detected_fraction)
+    )
+    if not 0.0 < minimum <= 1.0:
+        raise ValueError("min_detected_fraction must lie in (0, 1]")
+    ids = record_id_tuple(record_ids, reference.n_records)
+    test = corrected_membership_test(seen_scores, reference, alpha=alpha, n_tests=n_tests)
+    n_tested = int(test.tested.sum())
+    n_detected = int(test.detected.sum())
+    fraction = n_detected / n_tested if n_tested else 0.0
+    interval = clopper_pearson(n_detected, n_tested, INTERVAL_LEVEL)
+    what = "the original model" if source == "original_model" else "the canary model"
+
+    rule = (
+        f"The per-record test (same alpha = {fmt(alpha)}, Holm over {test.n_tests} tests) is run "
+        f"on {what}, which trained on the records. PASS if at least {fmt(minimum)} of the "
+        "tested records are detected (demonstrated power); otherwise INCONCLUSIVE, because a "
+        "test that cannot detect a member cannot show that a record was forgotten."
+    )
+    if n_tested == 0:
+        verdict, reason = Verdict.INCONCLUSIVE, "No record could be tested (too few OUT scores)."
+    elif fraction >= minimum:
+        verdict = Verdict.PASS
+        reason = (
+            f"{n_detected} of {n_tested} records detected on {what} "
+            f"(fraction {fmt(fraction)}, {int(INTERVAL_LEVEL * 100)}% CI "
+            f"{fmt(interval[0])}-{fmt(interval[1])})."
+        )
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        reason = (
+            f"Only {n_detected} of {n_tested} records detected on {what} "
+            f"(fraction {fmt(fraction)} < {fmt(minimum)}): the test lacks the power to show "
+            "forgetting for the others."
+        )
+    return PowerResult(
+        check="membership_power",
+        verdict=verdict,
+        rule=rule,
+        reason=reason,
+        source=source,
+        alpha=alpha,
+        n_tests=test.n_tests,
+        min_detected_fraction=minimum,
+        record_ids=ids,
+        detected=test.detected,
+        adjusted_p_values=test.adjusted_p_values,
+        n_tested=n_tested,
+        n_detected=n_detected,
+        detected_fraction=fraction,
+        detected_fraction_interval=interval,
+        expected_power=expected_power(reference, alpha, max(test.n_tests, 1)),
+        powered_ids=tuple(r for r, d in zip(ids, test.detected, strict=True) if d),
+    )

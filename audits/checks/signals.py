@@ -1,0 +1,65 @@
+"""Per-example signals computed from a classifier's logits: the inputs of every attack.
+
+Both functions take ``logits`` of shape ``(..., n_classes)`` and integer ``labels`` of shape
+``(...)`` (so one model's ``(n_records, C)`` or a stack of shadow models' ``(n_models, n_records,
+C)`` both work) and return one float per example, computed in float64 without forming
+probabilities, because members' probabilities round to exactly 1.0 in float32 and the LiRA
+statistic would become infinite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import logsumexp
+
+
+def _validated(
+    logits: ArrayLike, labels: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    if z.ndim < 1 or z.shape[-1] < 2:
+        raise ValueError(f"logits need a last axis of at least 2 classes, got shape {z.shape}")
+    if y.shape != z.shape[:-1]:
+        raise ValueError(f"labels shape {y.shape} does not match logits shape {z.shape[:-1]}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= z.shape[-1]):
+        raise ValueError(f"labels must lie in [0, {z.shape[-1]})")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or infinite values")
+    return z, y.astype(np.intp)
+
+
+def logit_scaled_confidence(logits: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
+    """LiRA's statistic ``log(p / (1 - p))`` of the true class's softmax probability ``p``.
+
+    In: logits ``(..., C)``, labels ``(...)``. Out: float64 array ``(...)``; higher means more
+    member-like. Computed as ``z_y - logsumexp(z_j, j != y)``, which is exactly
+    ``log p - log(1 - p)`` and stays finite however confident the model is.
+    """
+    z, y = _validated(logits, labels)
+    true_logit = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    others = z.copy()
+    np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
+    return true_logit - logsumexp(others, axis=-1)
+
+
+def per_example_loss(logits: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
+    """Cross-entropy ``-log p_y`` per example. In: logits ``(..., C)``, labels ``(...)``.
+
+    Out: float64 array ``(...)``; lower means more member-like (negate it for attacks that
+    treat higher as member).
+    """
+    z, y = _validated(logits, labels)
+    true_logit = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    return logsumexp(z, axis=-1) - true_logit
+
+
+def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of examples whose arg-max class equals the label. In: ``(n, C)``, ``(n,)``."""
+    z, y = _validated(logits, labels)
+    if y.size == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    return float(np.mean(np.argmax(z, axis=-1) == y))

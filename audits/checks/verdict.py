@@ -1,0 +1,300 @@
+"""The verdict for one model version under one guarantee class: PASS, FAIL or INCONCLUSIVE.
+
+Never a silent pass: PASS needs positive evidence of the class's own kind, every missing piece
+makes the verdict INCONCLUSIVE and is named, and every FAIL names the check that caused it.
+The rule for the class is printed in the result.
+
+What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words promises):
+
+* ``approximate``: statistics decide. FAIL when a forgotten record is still detected by the
+  corrected per-record test, or a forget-side metric is significantly on the member side. PASS
+  only when the per-record test ran on every record without a detection, its power was
+  demonstrated, and every aggregate metric is TOST-equivalent to the reference.
+* ``exact``: the lineage proof decides (new version trained on none of the records, every older
+  copy purged); the statistics are sanity checks, and a member-side FAIL among them is a FAIL
+  (a proof that the data contradict usually means a duplicate of the record was missed).
+* ``dp_bounded``: the subject's group-privacy bound within the policy's limits decides; the
+  statistics are sanity checks as for ``exact``.
+* ``suppressed``: the weights hold the data by design, so statistics on the weights do not
+  count; the guard's calibrated leak bound decides, and LM memorisation measured through the
+  guard FAILs it when the guard lets a record through.
+
+Utility and retain-set privacy are not about the subject's data; their failures are reported as
+warnings beside the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from audits.checks.result import CheckResult, Verdict, fmt
+from workers.unlearning.base import GUARANTEE_CLASSES
+
+# Checks whose FAIL means "a forgotten record (or the forget set) still looks like a member".
+# Equivalence and forgetting quality can also fail on the over-forgetting side; their ``side``
+# field tells the two apart.
+FORGET_SIDE_CHECKS = (
+    "membership_lira",
+    "population_attack",
+    "equivalence_tost",
+    "forgetting_quality",
+    "lm_memorisation",
+)
+WARNING_CHECKS = ("utility", "retain_privacy")
+# On a suppressed model the weights hold the data by design; only checks run through the guard
+# (LM memorisation of guarded outputs) say anything about what leaves the system.
+WEIGHT_CHECKS = (
+    "membership_lira",
+    "membership_power",
+    "population_attack",
+    "equivalence_tost",
+    "forgetting_quality",
+)
+
+RULES: dict[str, str] = {
+    "approximate": (
+        "approximate: FAIL if any forgotten record is still detected as a member after Holm "
+        "correction, or a forget-set metric is significantly on the member side (population "
+        "attack, equivalence or forgetting quality beyond the member margin, LM memorisation "
+        "above the reference). PASS only if the per-record test ran on every record without a "
+        "detection AND its power was demonstrated on a model that saw the records (or on "
+        "canaries) AND every declared aggregate metric is equivalent to the reference within "
+        "its margins (TOST). INCONCLUSIVE otherwise."
+    ),
+    "exact": (
+        "exact: FAIL if the lineage proof fails (the new version trained on a forgotten record, "
+        "or an older copy is not purged), or a statistical sanity check finds a forgotten "
+        "record on the member side. PASS if the lineage proof holds and no sanity check fails. "
+        "INCONCLUSIVE if the lineage proof is missing."
+    ),
+    "dp_bounded": (
+        "dp_bounded: FAIL if the subject's group-privacy bound exceeds the declared limits or is "
+        "vacuous, or a statistical sanity check finds a forgotten record on the member side. "
+        "PASS if the bound is within the limits and no sanity check fails. INCONCLUSIVE if the "
+        "bound is missing."
+    ),
+    "suppressed": (
+        "suppressed: statistics on the weights do not count (the weights hold the data). FAIL "
+        "if the guard's calibrated upper bound on the leak rate exceeds its target alpha, or a "
+        "forgotten record is reproduced through the guard (LM memorisation). PASS if the bound "
+        "is at most alpha. INCONCLUSIVE if the bound is missing, inconsistent, or the "
+        "calibration set is too small for any bound to reach alpha."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LineageProof:
+    """The two facts an exact deletion rests on, established by the lineage and purge records."""
+
+    new_version_holds_none: bool
+    older_copies_purged: bool
+
+
+@dataclass(frozen=True)
+class SuppressionBound:
+    """The verifier guard's calibrated claim: leak rate <= ``alpha`` except with prob. ``delta``.
+
+    ``n`` calibration probes gave ``upper_bound``, an upper confidence bound on the leak rate at
+    confidence ``1 - delta``.
+    """
+
+    alpha: float
+    delta: float
+    n: int
+    upper_bound: float
+
+    def smallest_possible_bound(self) -> float:
+        """The exact (Clopper-Pearson) upper bound with zero leaks in ``n`` probes."""
+        return 1.0 - self.delta ** (1.0 / self.n)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalVerdict(CheckResult):
+    """The verdict of one model version under one guarantee class, with what decided it."""
+
+    guarantee_class: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    checks: tuple[tuple[str, str], ...]
+    lineage: LineageProof | None
+    suppression: SuppressionBound | None
+
+
+def _member_side_fail(result: CheckResult) -> bool:
+    if result.verdict != Verdict.FAIL or result.check not in FORGET_SIDE_CHECKS:
+        return False
+    return getattr(result, "side", "member") != "non_member"
+
+
+def _over_forgetting_fail(result: CheckResult) -> bool:
+    return result.verdict == Verdict.FAIL and getattr(result, "side", None) == "non_member"
+
+
+def _describe(result: CheckResult) -> str:
+    return f"{result.check} {result.verdict.value}: {result.reason}"
+
+
+def final_verdict(
+    *,
+    guarantee_class: str,
+    checks: Sequence[CheckResult],
+    lineage: LineageProof | None = None,
+    suppression: SuppressionBound | None = None,
+) -> FinalVerdict:
+    """Combine the check results of one model version into its verdict under ``guarantee_class``.
+
+    In: the class; every check result for the version (any order; the ``dp_group_privacy``
+    result is how the DP bound comes in); for ``exact`` the lineage proof, for ``suppressed``
+    the guard's bound. Out: :class:`FinalVerdict` with the class's rule, the reasons that
+    decided, warnings (utility, retain privacy) and notes (checks that did not count).
+    """
+    if guarantee_class not in GUARANTEE_CLASSES:
+        raise ValueError(
+            f"unknown guarantee class {guarantee_class!r}; known: {', '.join(GUARANTEE_CLASSES)}"
+        )
+    by_name: dict[str, list[CheckResult]] = {}
+    for result in checks:
+        if result.check == "final_verdict":
+            raise ValueError("a final verdict cannot be an input of another")
+        by_name.setdefault(result.check, []).append(result)
+
+    notes: list[str] = [
+        f"{r.check} NOT_APPLICABLE: {r.reason}"
+        for r in checks
+        if r.verdict == Verdict.NOT_APPLICABLE
+    ]
+    warnings = [
+        _describe(r)
+        for r in checks
+        if r.check in WARNING_CHECKS and r.verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE)
+    ]
+    counted = list(checks)
+    if guarantee_class == "suppressed":
+        counted = [r for r in checks if r.check not in WEIGHT_CHECKS]
+        notes += [
+            f"{r.check} {r.verdict.value} not counted: the weights of a suppressed model hold "
+            "the data by design."
+            for r in checks
+            if r.check in WEIGHT_CHECKS
+        ]
+    member_fails = [_describe(r) for r in counted if _member_side_fail(r)]
+
+    if guarantee_class == "approximate":
+        verdict, reasons = _approximate(by_name, member_fails, counted)
+    elif guarantee_class == "exact":
+        verdict, reasons = _exact(lineage, member_fails)
+    elif guarantee_class == "dp_bounded":
+        verdict, reasons = _dp_bounded(by_name.get("dp_group_privacy", []), member_fails)
+    else:
+        verdict, reasons = _suppressed(suppression, member_fails)
+
+    return FinalVerdict(
+        check="final_verdict",
+        verdict=verdict,
+        rule=RULES[guarantee_class],
+        reason=" ".join(reasons),
+        guarantee_class=guarantee_class,
+        reasons=tuple(reasons),
+        warnings=tuple(warnings),
+        notes=tuple(notes),
+        checks=tuple((r.check, r.verdict.value) for r in checks),
+        lineage=lineage,
+        suppression=suppression,
+    )
+
+
+def _approximate(
+    by_name: dict[str, list[CheckResult]], member_fails: list[str], counted: list[CheckResult]
+) -> tuple[Verdict, list[str]]:
+    if member_fails:
+        return Verdict.FAIL, member_fails
+    missing: list[str] = []
+    membership = by_name.get("membership_lira", [])
+    power = by_name.get("membership_power", [])
+    equivalence = by_name.get("equivalence_tost", [])
+    if not membership:
+        missing.append("the per-record membership test was not run")
+    missing += [_describe(r) for r in membership if r.verdict != Verdict.PASS]
+    if not power:
+        missing.append("the per-record test's power was not demonstrated (no power check)")
+    missing += [_describe(r) for r in power if r.verdict != Verdict.PASS]
+    if not equivalence:
+        missing.append("no aggregate metric was tested for equivalence (TOST)")
+    missing += [_describe(r) for r in equivalence if r.verdict != Verdict.PASS]
+    # Over-forgetting makes the deletion detectable: not a member-side FAIL, but no PASS either.
+    missing += [
+        _describe(r) for r in counted if _over_forgetting_fail(r) and r.check != "equivalence_tost"
+    ]
+    if missing:
+        return Verdict.INCONCLUSIVE, missing
+    return Verdict.PASS, [
+        "No forgotten record is detected, the test's power is demonstrated, and every aggregate "
+        "metric is equivalent to the reference within its declared margins."
+    ]
+
+
+def _exact(lineage: LineageProof | None, member_fails: list[str]) -> tuple[Verdict, list[str]]:
+    reasons: list[str] = []
+    if lineage is not None and not lineage.new_version_holds_none:
+        reasons.append("The lineage shows the new version trained on a forgotten record.")
+    if lineage is not None and not lineage.older_copies_purged:
+        reasons.append("An older copy that holds the records is not purged.")
+    if member_fails:
+        reasons += [f"Sanity check contradicts the lineage proof: {m}" for m in member_fails]
+    if reasons:
+        return Verdict.FAIL, reasons
+    if lineage is None:
+        return Verdict.INCONCLUSIVE, ["No lineage proof was given for an exact deletion."]
+    return Verdict.PASS, [
+        "The new version was trained only on data without the records, every older copy is "
+        "purged, and no statistical sanity check contradicts it."
+    ]
+
+
+def _dp_bounded(
+    dp_results: list[CheckResult], member_fails: list[str]
+) -> tuple[Verdict, list[str]]:
+    reasons = [_describe(r) for r in dp_results if r.verdict == Verdict.FAIL]
+    reasons += [f"Sanity check: {m}" for m in member_fails]
+    if reasons:
+        return Verdict.FAIL, reasons
+    if not dp_results:
+        return Verdict.INCONCLUSIVE, ["No group-privacy bound was given for a dp_bounded model."]
+    if any(r.verdict != Verdict.PASS for r in dp_results):
+        return Verdict.INCONCLUSIVE, [_describe(r) for r in dp_results]
+    return Verdict.PASS, [_describe(r) for r in dp_results]
+
+
+def _suppressed(
+    bound: SuppressionBound | None, member_fails: list[str]
+) -> tuple[Verdict, list[str]]:
+    reasons = [f"Through the guard: {m}" for m in member_fails]
+    if bound is not None:
+        if not (0 < bound.alpha < 1 and 0 < bound.delta < 1 and bound.n >= 1):
+            raise ValueError("suppression bound needs 0 < alpha, delta < 1 and n >= 1")
+        stated = (
+            f"guard bound: leak rate <= {fmt(bound.upper_bound)} with confidence "
+            f"{fmt(1 - bound.delta)} from {bound.n} probes, target alpha {fmt(bound.alpha)}"
+        )
+        floor = bound.smallest_possible_bound()
+        if bound.upper_bound < floor - 1e-12 or not math.isfinite(bound.upper_bound):
+            return Verdict.INCONCLUSIVE, reasons + [
+                f"Inconsistent {stated}: {bound.n} probes cannot give a bound below {fmt(floor)}."
+            ]
+        if floor > bound.alpha and not reasons:
+            return Verdict.INCONCLUSIVE, [
+                f"{stated}: {bound.n} probes cannot show a rate below alpha even with no leak "
+                f"(smallest possible bound {fmt(floor)})."
+            ]
+        if bound.upper_bound > bound.alpha:
+            reasons.append(f"{stated}: the bound exceeds the target.")
+        if reasons:
+            return Verdict.FAIL, reasons
+        return Verdict.PASS, [f"{stated}: within the target."]
+    if reasons:
+        return Verdict.FAIL, reasons
+    return Verdict.INCONCLUSIVE, ["No calibrated guard bound was given for a suppressed model."]
