@@ -39,8 +39,8 @@ def ledger_append(*, event_type: str, actor: str, **data: Any) -> tuple[int, byt
 def ledger_head() -> tuple[int, bytes]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT seq, hash FROM deletion_ledgerhead WHERE id = 1")
-        seq, digest = cursor.fetchone()
-    return seq, bytes(digest)
+        row = cursor.fetchone()
+    return (row[0], bytes(row[1])) if row else (0, GENESIS)
 
 
 @dataclass

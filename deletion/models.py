@@ -43,7 +43,7 @@ class LedgerHead(models.Model):
 class LedgerEvent(models.Model):
     """Append-only, hash-chained: hash = sha256(prev_hash || payload), where payload is the event's
     canonical JSON exactly as hashed. Written only by the SQL function ledger_append; a trigger
-    refuses UPDATE, DELETE and TRUNCATE."""
+    refuses UPDATE and DELETE, and TRUNCATE is revoked from every role but the owner."""
 
     seq = models.BigIntegerField(primary_key=True)
     prev_hash = models.BinaryField(max_length=32)

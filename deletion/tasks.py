@@ -4,17 +4,17 @@ from deletion import services
 from deletion.ledger import ledger_checkpoint_write
 
 
-@shared_task(name="deletion.mark_deadlines", queue="default")
+@shared_task(name="deletion.mark_deadlines")
 def mark_deadlines() -> tuple[int, int]:
     return services.deadlines_mark()
 
 
-@shared_task(name="deletion.ledger_checkpoint", queue="default")
+@shared_task(name="deletion.ledger_checkpoint")
 def ledger_checkpoint() -> str:
     return str(ledger_checkpoint_write())
 
 
-@shared_task(name="deletion.deliver_webhook", queue="default", acks_late=True,
+@shared_task(name="deletion.deliver_webhook", acks_late=True,
              autoretry_for=(Exception,), retry_backoff=5, retry_backoff_max=3600, retry_jitter=True,
              max_retries=10)
 def deliver_webhook(delivery_id: int) -> str:

@@ -38,3 +38,14 @@ def api_client_for(db):
         return client
 
     return make
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real `celery worker` subprocess on the test broker and the test database."""
+    from tests.worker_process import WorkerProcess, purge_broker
+
+    purge_broker()
+    worker = WorkerProcess(tmp_path / "worker.log").start()
+    yield worker
+    worker.stop()

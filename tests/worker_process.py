@@ -1,0 +1,93 @@
+"""A real `celery worker` process for tests of the worker path (no eager mode, no in-process
+worker): it reads the test database and the test broker, and stores artifacts where the test's
+settings say."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    host = db["HOST"]
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{db['NAME']}?host={host}"
+    return f"postgresql://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None, queues: str = "gpu,audit,default"):
+        self.log_path = log_path
+        self.queues = queues
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
+            "DATASET_ROOT": str(settings.DATASET_ROOT),
+            "REPORT_ROOT": str(settings.REPORT_ROOT),
+            "DATA_DIR": str(settings.DATA_DIR),
+            "SECRET_KEY": settings.SECRET_KEY,
+            "SUBJECT_PEPPER": settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION],
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "deletion_platform", "worker", "-Q", self.queues,
+             "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "--without-gossip",
+             "--without-mingle", "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h",
+             "--loglevel", "INFO"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while b"ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{self.log_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or an OOM kill does; nothing is acknowledged or cleaned up."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def purge_broker() -> None:
+    from deletion_platform.celery import app
+
+    app.control.purge()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.3, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,50 @@
+"""Registering what a recipe stored, so that scoping and purging know which artifact holds what."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from models_registry import services as registry
+from models_registry.models import ArtifactKind, ModelVersion, StoredArtifact, TrainingRun
+
+
+def artifact_store():
+    from workers.artifacts import ArtifactStore
+
+    return ArtifactStore(settings.ARTIFACT_ROOT)
+
+
+def _artifact_bytes(store, artifact_id: str) -> int:
+    manifest = store.manifest(artifact_id)
+    return sum(int(f.get("bytes", 0)) for f in manifest.files.values())
+
+
+def stored_artifacts_register(*, store, top_id: str, run: TrainingRun, version: ModelVersion) -> list[StoredArtifact]:
+    """One StoredArtifact row per artifact in ``top_id``'s closure (checkpoints and adapters with
+    the shard and slices whose records they hold; the top-level one as the version's weights).
+    Rows that exist already (shared with a parent version) are reused."""
+    rows = []
+    for artifact_id in store.closure(top_id):
+        manifest = store.manifest(artifact_id)
+        shard = slices = None
+        if artifact_id == top_id:
+            kind = ArtifactKind.WEIGHTS
+        elif manifest.kind == "checkpoint":
+            kind = ArtifactKind.CHECKPOINT
+            shard, stage = manifest.config["shard"], manifest.config["slice"]
+            slices = list(range(stage + 1))  # a checkpoint after slice j saw slices 0..j
+        elif manifest.kind == "lora_adapter":
+            kind = ArtifactKind.ADAPTER
+            shard, slices = manifest.config["shard"], list(manifest.config["slices"])
+        else:
+            kind = ArtifactKind.WEIGHTS
+        existing = StoredArtifact.objects.filter(sha256=artifact_id, status="present").first()
+        if existing is not None:
+            rows.append(existing)
+            continue
+        rows.append(registry.stored_artifact_register(
+            sha256=artifact_id, kind=kind, size_bytes=_artifact_bytes(store, artifact_id),
+            model_version=version if artifact_id == top_id else None, training_run=run,
+            shard=shard, slices=slices, label=f"{manifest.kind} of {version}",
+        ))
+    return rows

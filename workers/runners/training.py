@@ -1,0 +1,79 @@
+"""Training jobs: run a recipe on a registered dataset and record its lineage.
+
+Membership comes from what the recipe's loaders yielded and goes through the platform's own
+import service (so suppressed or erased records are refused). The job's final transaction
+creates the run, its membership, the version and the artifact rows, and marks the job's result,
+so a job redelivered after that commit finds its result and does nothing twice.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from models_registry import services as registry
+from models_registry.importing import training_membership_import
+from models_registry.models import Dataset, DataRecord, RecordStatus, VersionStatus
+from workers.models import Job
+from workers.runners.storage import artifact_store, stored_artifacts_register
+
+
+def training_dataset(dataset: Dataset, split: str = "train"):
+    """The dataset's split as a RecordDataset, limited to records that are still active."""
+    from workers.datasets.reference import load_reference_split
+
+    data = load_reference_split(dataset.storage_location, split)
+    active = set(DataRecord.objects.filter(dataset=dataset, status=RecordStatus.ACTIVE)
+                 .values_list("external_key", flat=True))
+    return data.subset([k for k in data.record_keys if k in active])
+
+
+def load_recipes():
+    """Import every recipe module (they register themselves) and return the registry."""
+    import workers.training.dp  # noqa: F401
+    import workers.training.plain  # noqa: F401
+    import workers.training.s3t  # noqa: F401
+    import workers.training.sisa  # noqa: F401
+    from workers.training.base import RECIPES
+
+    return RECIPES
+
+
+def run_training_job(job: Job, progress) -> dict:
+    from workers.artifacts import code_version
+    from workers.training.device import select_device
+
+    RECIPES = load_recipes()
+
+    if job.result_version_id:  # finished before a crash lost the job's last update
+        return {"skipped": "result already recorded", "version": job.result_version_id}
+    dataset = Dataset.objects.get(pk=job.config["dataset_id"])
+    recipe_name = job.config["recipe"]
+    recipe = RECIPES.get(recipe_name)(job.config.get("recipe_config", {}))
+    data = training_dataset(dataset, job.config.get("split", "train"))
+    device = select_device()
+    result = recipe.train(data, device=device, progress=progress.scaled(0, 90))
+    store = artifact_store()
+    ref = recipe.save(store, result)
+    progress("recording lineage", 0.95)
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.result_version_id:
+            return {"skipped": "result already recorded", "version": locked.result_version_id}
+        run = registry.training_run_start(
+            model=job.registered_model, recipe=recipe_name, config=recipe.config.to_dict(),
+            seed=recipe.config.seed, code_version=code_version(), datasets=[dataset],
+        )
+        rows = [(i + 1, row.record_key, row.shard, row.slice, row.position)
+                for i, row in enumerate(result.membership)]
+        training_membership_import(run=run, dataset=dataset, rows=rows)
+        registry.training_run_finish(run=run)
+        version = registry.model_version_create(
+            model=job.registered_model, artifact_sha256=ref.artifact_id, training_run=run,
+            status=VersionStatus.SERVING, guarantee_class="",
+            dp_epsilon=result.metrics.get("epsilon"), dp_delta=result.metrics.get("delta"),
+            metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))},
+        )
+        stored_artifacts_register(store=store, top_id=ref.artifact_id, run=run, version=version)
+        Job.objects.filter(pk=job.pk).update(result_version=version)
+    return {"device": str(device), "artifact": ref.artifact_id, "version": version.id,
+            "members": len(result.membership), "metrics": version.metrics}
