@@ -49,3 +49,13 @@ def celery_worker_process(transactional_db, tmp_path):
     worker = WorkerProcess(tmp_path / "worker.log").start()
     yield worker
     worker.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only with RUN_SLOW=1 (they load the pretrained SmolLM2, etc.)."""
+    if os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow; set RUN_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,207 @@
+"""The shared loop of the language-model unlearning methods.
+
+A method is a config dataclass plus :meth:`LMUnlearningMethod.loss`; this class does the rest:
+copy the model, attach a LoRA adapter (peft), run ``epochs`` passes over the forget batches (one
+optimiser step per forget batch, paired with the next retain batch when the method uses one),
+merge the adapter and return a plain transformers model with an :class:`UnlearningResult`.
+
+The input model is never changed: the job still needs the parent version for audits and for
+the purge that follows.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from workers.unlearning.base import (
+    ConfigError,
+    MethodConfig,
+    ProgressCallback,
+    UnlearningMethod,
+    UnlearningResult,
+    no_progress,
+)
+from workers.unlearning.lm.lora import attach_lora, merge_lora, optimise_lora, rng_scope
+from workers.unlearning.lm.losses import average_token_nll, to_device
+
+
+@dataclass
+class LMUnlearningConfig(MethodConfig):
+    """Settings every LM method shares. ``target_modules=None`` finds them from the model."""
+
+    lr: float = 2e-4
+    epochs: int = 5
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None
+    max_length: int = 256
+    max_grad_norm: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        owner = type(self).__name__
+        if self.lora_r < 1:
+            raise ConfigError(f"{owner}.lora_r must be >= 1, got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"{owner}.lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"{owner}.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.max_length < 2:
+            raise ConfigError(f"{owner}.max_length must be >= 2, got {self.max_length}")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"{owner}.max_grad_norm must be >= 0 (0 = no clipping)")
+        if self.target_modules is not None and (
+            not isinstance(self.target_modules, list)
+            or not self.target_modules
+            or not all(isinstance(name, str) and name for name in self.target_modules)
+        ):
+            raise ConfigError(f"{owner}.target_modules must be null or a non-empty list of names")
+
+
+class LMUnlearningMethod(UnlearningMethod):
+    """Base of the LM methods (guarantee ``approximate``). Subclasses implement :meth:`loss`."""
+
+    guarantee_class: ClassVar[str] = "approximate"
+    config_class: ClassVar[type[MethodConfig]] = LMUnlearningConfig
+    config: LMUnlearningConfig
+
+    @property
+    def uses_retain(self) -> bool:
+        """Whether :meth:`loss` reads a retain batch (then the retain set must not be empty)."""
+        return False
+
+    @abstractmethod
+    def loss(
+        self, model: Any, forget_batch: dict[str, Any], retain_batch: dict[str, Any] | None
+    ) -> torch.Tensor:
+        """The loss to minimise for one step.
+
+        ``model`` is the ``PeftModel``; ``with model.disable_adapter():`` gives the frozen
+        reference (the model before unlearning). ``retain_batch`` is None unless ``uses_retain``.
+        """
+
+    def unlearn(
+        self,
+        model: Any,
+        forget: Iterable[dict[str, Any]],
+        retain: Iterable[dict[str, Any]],
+        *,
+        device: str = "cpu",
+        progress: ProgressCallback = no_progress,
+        **context: Any,
+    ) -> tuple[Any, UnlearningResult]:
+        """Unlearn the forget batches from a causal LM; reads no ``context`` keys.
+
+        In: a transformers causal LM (not changed), LM batches to forget and to retain (the retain
+        set must be re-iterable if the method uses it, e.g. a list or a DataLoader). Out: a new
+        model with the LoRA merged (plain transformers, eval mode) and a result whose details
+        name the forgotten record keys and the forget/retain token NLL before and after.
+        """
+        started = time.perf_counter()
+        cfg = self.config
+        forget_batches = [self._prepare(b, device) for b in forget]
+        if not forget_batches:
+            raise ValueError(f"{self.name}: the forget set is empty")
+        retain_stream = _Cycle(retain, "retain") if self.uses_retain else None
+        forget_keys = sorted({k for b in forget_batches for k in b["record_keys"]})
+
+        work = copy.deepcopy(model).to(device)
+        requires_grad = {n: p.requires_grad for n, p in work.named_parameters()}
+        forget_nll_before = average_token_nll(work, forget_batches, device)
+        probe: list[dict[str, Any]] = []
+        if retain_stream is not None:
+            # The retain batches the loop will pair with the forget batches first.
+            probe = [self._prepare(b, device) for b in retain_stream.peek(len(forget_batches))]
+            retain_nll_before = average_token_nll(work, probe, device)
+
+        def step_loss(step: int) -> torch.Tensor:
+            forget_batch = forget_batches[step % len(forget_batches)]
+            retain_batch = None
+            if retain_stream is not None:
+                retain_batch = self._prepare(retain_stream.next(), device)
+            return self.loss(peft_model, forget_batch, retain_batch)
+
+        with rng_scope(device):
+            peft_model = attach_lora(
+                work,
+                r=cfg.lora_r,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                target_modules=cfg.target_modules,
+                seed=cfg.seed,
+            )
+            targets = sorted(peft_model.peft_config["default"].target_modules)
+            losses = optimise_lora(
+                peft_model,
+                step_loss,
+                steps=cfg.epochs * len(forget_batches),
+                lr=cfg.lr,
+                max_grad_norm=cfg.max_grad_norm,
+                progress=progress,
+                stage="unlearning",
+            )
+        unlearned = merge_lora(peft_model, requires_grad)
+        details: dict[str, Any] = {
+            "forget_records": len(forget_keys),
+            "forget_record_keys": forget_keys,
+            "forget_token_nll_before": forget_nll_before,
+            "forget_token_nll_after": average_token_nll(unlearned, forget_batches, device),
+            "loss_first": losses[0],
+            "loss_last": losses[-1],
+            "lora_target_modules": targets,
+            "weights_changed_via": "lora_merged",
+        }
+        if probe:
+            details["retain_token_nll_before"] = retain_nll_before
+            details["retain_token_nll_after"] = average_token_nll(unlearned, probe, device)
+        return unlearned, self._result(started, device, steps=len(losses), **details)
+
+    def _prepare(self, batch: dict[str, Any], device: str) -> dict[str, Any]:
+        """Check an LM batch, cut it to ``max_length`` tokens and move it to ``device``."""
+        missing = {"input_ids", "attention_mask", "labels", "record_keys"} - set(batch)
+        if missing:
+            raise ValueError(f"{self.name}: LM batch lacks {', '.join(sorted(missing))}")
+        limit = self.config.max_length
+        cut = {k: v[:, :limit] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return to_device(cut, device)
+
+
+class _Cycle:
+    """Endless batches from a re-iterable; an empty one raises ``ValueError`` at once."""
+
+    def __init__(self, batches: Iterable[dict[str, Any]], name: str) -> None:
+        self._batches = batches
+        self._name = name
+        self._buffer: list[dict[str, Any]] = []
+        self._iterator: Iterator[dict[str, Any]] = iter(batches)
+        self._buffer.append(self._pull(first=True))
+
+    def _pull(self, first: bool = False) -> dict[str, Any]:
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self._batches)
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                what = (
+                    "empty" if first else "exhausted (pass a list or DataLoader, not a generator)"
+                )
+                raise ValueError(f"the {self._name} set is {what}") from None
+
+    def peek(self, count: int) -> list[dict[str, Any]]:
+        """The next ``count`` batches, without consuming them."""
+        while len(self._buffer) < count:
+            self._buffer.append(self._pull())
+        return self._buffer[:count]
+
+    def next(self) -> dict[str, Any]:
+        return self._buffer.pop(0) if self._buffer else self._pull()
