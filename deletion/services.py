@@ -288,6 +288,7 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         ledger_append(event_type="job.created", actor=_actor(actor), request=str(request.public_id),
                       job=job.id, model_version=version_id, method=step["method"])
     if not request.outcomes.exclude(status=OutcomeStatus.HELD).exists():
+        _erase_request_data(request)
         return _transition(request, (S.APPROVED,), S.COMPLETED, actor="platform", event="request.completed",
                            completed_at=timezone.now())
     return _transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
@@ -365,11 +366,29 @@ def _advance(request: DeletionRequest) -> None:
                     failure="an unlearning job failed; see the jobs")
         return
     if request.status == S.EXECUTING and not statuses & {OutcomeStatus.EXECUTING, OutcomeStatus.PLANNED}:
+        _erase_request_data(request)
         request = _transition(request, (S.EXECUTING,), S.AUDITING, actor="platform", event="request.auditing")
     done = {OutcomeStatus.CONFIRMED, OutcomeStatus.WITHDRAWN, OutcomeStatus.HELD}
     if request.status == S.AUDITING and statuses <= done:
         _transition(request, (S.AUDITING,), S.COMPLETED, actor="platform", event="request.completed",
                     completed_at=timezone.now())
+
+
+def _erase_request_data(request: DeletionRequest) -> None:
+    """Once every model has been unlearned: mark the request's records erased, suppress them and
+    the subject, and rewrite the dataset files that hold them. Records still held by a version
+    under legal hold are kept (the hold is the legal ground for keeping them)."""
+    from workers.purge import request_data_erase
+
+    scoped = set(request.record_ids) | set(selectors.subject_scope(subject=request.subject).record_ids)
+    held = {rid for o in request.outcomes.filter(status=OutcomeStatus.HELD) for rid in o.record_ids}
+    to_erase = sorted(scoped - held)
+    if not to_erase:
+        return
+    purged = request_data_erase(record_ids=to_erase, subject=request.subject if not held else None,
+                                reason=f"deletion request {request.public_id}")
+    ledger_append(event_type="data.erased", actor="platform", request=str(request.public_id),
+                  records=len(to_erase), dataset_files_purged=[p["sha256"] for p in purged])
 
 
 @transaction.atomic

@@ -1,12 +1,23 @@
 """Admin registration for the registry. Raw identifiers are never stored, so digests are shown
 only as short hex prefixes; TrainingMembership (composite key, which the admin cannot register)
-is shown inside its run and its record."""
+is shown inside its run and its record.
+
+For ML engineers, a model's page shows its versions as a tree (parent to child, with the job that
+made each version and the open requests that touch it), and a version's page shows its lineage,
+the training run and datasets behind it, its model's unlearning policy and its open requests.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.utils.html import format_html_join
+import json
 
+from django import forms
+from django.contrib import admin
+from django.template.loader import render_to_string
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from deletion_platform.errors import DomainError
 from models_registry.models import (
     DataRecord,
     Dataset,
@@ -107,11 +118,58 @@ class ModelVersionInline(admin.TabularInline):
     show_change_link = True
 
 
+def version_tree(model: RegisteredModel) -> list[dict]:
+    """A model's versions in tree order (each parent before its children, depth-first), each as
+    ``{"version", "depth", "job", "open_requests"}``; ``job`` is the job that made it, if any."""
+    from deletion.selectors import open_request_counts_by_version
+
+    versions = list(model.versions.select_related("training_run", "created_by_job").order_by("version"))
+    by_id = {v.id: v for v in versions}
+    children: dict[int | None, list[ModelVersion]] = {}
+    for version in versions:
+        # A parent in another model (or none) makes the version a root of this model's tree.
+        children.setdefault(version.parent_id if version.parent_id in by_id else None, []).append(version)
+    counts = open_request_counts_by_version(version_ids=list(by_id))
+    rows: list[dict] = []
+
+    def walk(parent_id: int | None, depth: int) -> None:
+        for version in children.get(parent_id, []):
+            rows.append({"version": version, "depth": depth, "indent": depth * 22,
+                         "job": getattr(version, "created_by_job", None), "open_requests": counts.get(version.id, 0)})
+            walk(version.id, depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
+class RegisteredModelForm(forms.ModelForm):
+    class Meta:
+        model = RegisteredModel
+        fields = "__all__"
+
+    def clean_unlearning_policy(self):
+        from models_registry.services import unlearning_policy_validate
+
+        policy = self.cleaned_data["unlearning_policy"]
+        try:
+            return unlearning_policy_validate(policy=policy if policy is not None else {})
+        except DomainError as error:
+            raise forms.ValidationError(error.message) from error
+
+
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
     list_display = ("name", "task", "training_recipe", "created_at")
     search_fields = ("name",)
     inlines = [ModelVersionInline]
+    form = RegisteredModelForm
+    readonly_fields = ("versions_tree",)
+
+    @admin.display(description="version tree")
+    def versions_tree(self, obj: RegisteredModel) -> SafeString | str:
+        if obj is None or obj.pk is None:
+            return "—"
+        return render_to_string("admin/models_registry/version_tree.html", {"rows": version_tree(obj)})
 
 
 class ExcludedRecordInline(admin.TabularInline):
@@ -126,6 +184,60 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ("status", "model", "guarantee_class")
     raw_id_fields = ("parent", "training_run")
     inlines = [ExcludedRecordInline]
+    readonly_fields = ("lineage", "training_data", "unlearning_policy")
+    change_form_template = "admin/models_registry/modelversion/change_form.html"
+
+    @admin.display(description="lineage")
+    def lineage(self, obj: ModelVersion | None):
+        if obj is None or obj.pk is None:
+            return "—"
+        job = getattr(obj, "created_by_job", None)
+        made_by = (format_html("job #{} ({} {}, {}, {})", job.id, job.kind, job.method or "—",
+                               job.guarantee_class or "no class", job.status)
+                   if job else "a training run" if obj.training_run_id else "registered by hand")
+        children = format_html_join(", ", "v{}", ((c.version,) for c in obj.children.order_by("version"))) or "none"
+        edges = [(e.kind, str(e.parent)) for e in obj.upstream_edges.select_related("parent__model")]
+        downstream = [(e.kind, str(e.child)) for e in obj.downstream_edges.select_related("child__model")]
+        return format_html(
+            "parent: {} · children: {} · made by {}{}{}",
+            f"v{obj.parent.version}" if obj.parent else "none", children, made_by,
+            format_html_join("", " · {} from {}", edges),
+            format_html_join("", " · {} into {}", downstream),
+        )
+
+    @admin.display(description="training data")
+    def training_data(self, obj: ModelVersion | None):
+        run = obj.training_run if obj is not None else None
+        if run is None:
+            return "—"
+        datasets = format_html_join(", ", "{}@{} ({}, {})", run.datasets.values_list(
+            "name", "version", "modality", "legal_basis")) or "no datasets"
+        excluded = obj.excluded_records.count()
+        return format_html(
+            "run {} · recipe {} · seed {} · code {} · {} training records · datasets: {}{}",
+            run.id, run.recipe, run.seed, run.code_version, TrainingMembership.objects.filter(run=run).count(),
+            datasets, f" · {excluded} records excluded by unlearning" if excluded else "",
+        )
+
+    @admin.display(description="unlearning policy")
+    def unlearning_policy(self, obj: ModelVersion | None):
+        if obj is None or obj.pk is None:
+            return "—"
+        policy = obj.model.unlearning_policy or {}
+        return format_html("<pre style=\"margin:0\">{}</pre><div>recipe {}{}</div>",
+                           json.dumps(policy, indent=2, sort_keys=True) if policy else "{} (none: full retrain)",
+                           obj.model.training_recipe, f" · guarantee of this version: {obj.guarantee_class}"
+                           if obj.guarantee_class else "")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The change page, with the open requests that touch the version below the form (links to
+        the requests only for those who may see them: the template checks ``perms``)."""
+        from deletion.selectors import requests_touching_version
+
+        extra = dict(extra_context or {})
+        if str(object_id).isdigit():
+            extra["open_requests"] = requests_touching_version(version_id=int(object_id))
+        return super().change_view(request, object_id, form_url, extra_context=extra)
 
 
 @admin.register(ModelLineageEdge)

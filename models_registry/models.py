@@ -286,7 +286,8 @@ class StoredArtifact(models.Model):
     """A stored file that may hold training data: which data is said by run, shard and slices.
 
     It holds a record r when its run's membership has r (or, for a dataset cache, r is in its
-    dataset), its ``shard`` is null or r's shard, and ``slices`` is null or contains r's slice.
+    dataset), its ``shard`` is null or r's shard, ``slices`` is null or contains r's slice, and
+    its origin version did not exclude r (an artifact retrained without r does not hold it).
     """
 
     sha256 = models.CharField(max_length=64)
@@ -298,6 +299,11 @@ class StoredArtifact(models.Model):
         TrainingRun, on_delete=models.PROTECT, null=True, blank=True, related_name="artifacts"
     )
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, null=True, blank=True, related_name="artifacts")
+    # The version whose making wrote this artifact: records that version excluded (unlearned)
+    # are not held by it even where its run, shard and slices would say so.
+    origin_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="originated_artifacts"
+    )
     shard = models.SmallIntegerField(null=True, blank=True)
     slices = ArrayField(models.SmallIntegerField(), null=True, blank=True)
     size_bytes = models.BigIntegerField(default=0)

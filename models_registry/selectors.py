@@ -96,9 +96,12 @@ arts AS (
     SELECT a.id FROM models_registry_storedartifact a JOIN mem ON mem.run_id = a.training_run_id
     WHERE a.status = 'present' AND (a.shard IS NULL OR a.shard = mem.shard)
       AND (a.slices IS NULL OR mem.slice = ANY(a.slices))
+      AND NOT EXISTS (SELECT 1 FROM models_registry_excludedrecord x
+                      WHERE x.version_id = a.origin_version_id AND x.record_id = mem.record_id)
     UNION
     SELECT a.id FROM models_registry_storedartifact a
-    WHERE a.status = 'present' AND a.training_run_id IS NULL AND a.dataset_id IN (SELECT dataset_id FROM rec)
+    WHERE a.status = 'present' AND a.training_run_id IS NULL
+      AND a.dataset_id IN (SELECT dataset_id FROM rec WHERE status = 'active')
     UNION
     SELECT a.id FROM models_registry_storedartifact a
     WHERE a.status = 'present' AND (a.model_version_id IN (SELECT version_id FROM direct)
@@ -117,10 +120,10 @@ SELECT 'artifact', a.id, a.size_bytes, NULL::bigint, NULL::int, NULL::int, a.kin
   FROM models_registry_storedartifact a WHERE a.id IN (SELECT id FROM arts)
 """
 _BY_SUBJECT = _SCOPE_SQL.format(
-    records="SELECT id, dataset_id FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active'"
+    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active'"
 )
 _BY_RECORDS = _SCOPE_SQL.format(
-    records="SELECT id, dataset_id FROM models_registry_datarecord WHERE id = ANY(%s)"
+    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE id = ANY(%s)"
 )
 
 

@@ -207,10 +207,12 @@ def stored_artifact_register(
     *, sha256: str, kind: str, size_bytes: int = 0, model_version: ModelVersion | None = None,
     training_run: TrainingRun | None = None, dataset: Dataset | None = None,
     shard: int | None = None, slices: list[int] | None = None, label: str = "",
+    origin_version: ModelVersion | None = None,
 ) -> StoredArtifact:
     return StoredArtifact.objects.create(
         sha256=sha256, kind=kind, size_bytes=size_bytes, model_version=model_version,
         training_run=training_run, dataset=dataset, shard=shard, slices=slices, label=label,
+        origin_version=origin_version,
     )
 
 

@@ -45,6 +45,6 @@ def stored_artifacts_register(*, store, top_id: str, run: TrainingRun, version: 
         rows.append(registry.stored_artifact_register(
             sha256=artifact_id, kind=kind, size_bytes=_artifact_bytes(store, artifact_id),
             model_version=version if artifact_id == top_id else None, training_run=run,
-            shard=shard, slices=slices, label=f"{manifest.kind} of {version}",
+            shard=shard, slices=slices, label=f"{manifest.kind} of {version}", origin_version=version,
         ))
     return rows

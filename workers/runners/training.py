@@ -28,12 +28,8 @@ def training_dataset(dataset: Dataset, split: str = "train"):
 
 
 def load_recipes():
-    """Import every recipe module (they register themselves) and return the registry."""
-    import workers.training.dp  # noqa: F401
-    import workers.training.plain  # noqa: F401
-    import workers.training.s3t  # noqa: F401
-    import workers.training.sisa  # noqa: F401
-    from workers.training.base import RECIPES
+    """Import the recipes (the package registers them) and return the registry."""
+    from workers.training import RECIPES
 
     return RECIPES
 

@@ -1,0 +1,124 @@
+"""Deletions on a real Celery worker process: a SISA model unlearns a subject's records through
+the API, the new version excludes them, every older copy is purged and nothing on disk still
+holds them; a worker killed mid-job finishes the job exactly once after a restart."""
+
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from deletion.models import DeletionRequest, ModelOutcome
+from models_registry import selectors
+from models_registry.models import DataRecord, ModelVersion, StoredArtifact, TrainingMembership
+from tests import factories
+from tests.worker_process import WorkerProcess, wait_for
+from workers.jobs import job_create, jobs_sweep_stale
+from workers.models import Job
+from workers.reference_data import reference_dataset_register
+from workers.services import model_train
+
+pytestmark = [pytest.mark.worker]
+
+MLP = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16]}}
+EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
+
+
+def _train(model, dataset, config, timeout=300):
+    job = model_train(model=model, dataset=dataset, recipe_config=config)
+    wait_for(lambda: Job.objects.get(pk=job.pk).status in ("succeeded", "failed"), timeout=timeout,
+             message="training")
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    return job.result_version
+
+
+def _files_containing(needle: bytes, *roots: Path) -> list[str]:
+    hits = []
+    for root in roots:
+        for path in Path(root).rglob("*"):
+            if path.is_file() and needle in path.read_bytes():
+                hits.append(str(path))
+    return hits
+
+
+def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_client_for):
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name="bc-sisa", recipe="sisa")
+    version = _train(model, dataset, {"architecture": MLP, "shards": 3, "slices": 2, "epochs": 2, "seed": 3})
+    record = DataRecord.objects.filter(dataset=dataset, split="train").order_by("id")[5]
+    subject_records = list(DataRecord.objects.filter(subject=record.subject))
+    ids = [r.id for r in subject_records]
+    keys = [r.external_key.encode() for r in subject_records]
+    assert _files_containing(keys[0], settings.ARTIFACT_ROOT, settings.DATASET_ROOT)  # held before
+
+    dpo = api_client_for("dpo")
+    from workers.datasets.reference import reference_records
+
+    email = next(r["subject"]["email"] for r in reference_records(dataset.storage_location)
+                 if r["record_key"] == record.external_key)
+    created = dpo.post("/api/v1/deletion-requests/", {"identifiers": {"email": email}, "jurisdiction": "GDPR",
+                                                      "legal_ground": "art17_1_b", "channel": "test"}, format="json")
+    request_id = created.json()["id"]
+    scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
+    assert [(p["method"], p["guarantee_class"]) for p in scoped["plan"]] == [("sisa", "exact")]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    wait_for(lambda: DeletionRequest.objects.get(public_id=request_id).status in ("AUDITING", "FAILED"),
+             timeout=300, message="the unlearning job")
+    request = DeletionRequest.objects.get(public_id=request_id)
+    outcome = ModelOutcome.objects.get(request=request)
+    assert request.status == "AUDITING", outcome.job.error + celery_worker_process.log_text()[-3000:]
+    new = outcome.new_version
+    assert new.parent_id == version.id and new.guarantee_class == "exact"
+    version.refresh_from_db()
+    assert version.status == "purged"
+    # The new version provably excludes the records; nothing present still holds them.
+    assert set(new.excluded_records.values_list("record_id", flat=True)) == set(ids)
+    assert selectors.versions_trained_on(record_ids=ids) == []
+    assert selectors.artifacts_holding(record_ids=ids) == []
+    purged = outcome.job.result["purged"]
+    assert purged and all(len(p["sha256"]) == 64 for p in purged)
+    assert not StoredArtifact.objects.filter(sha256__in=[p["sha256"] for p in purged], status="present").exists()
+    # Records erased and suppressed; the files on disk and the worker's log no longer hold them.
+    assert set(DataRecord.objects.filter(id__in=ids).values_list("status", flat=True)) == {"erased"}
+    for key in keys:
+        assert _files_containing(key, settings.ARTIFACT_ROOT, settings.DATASET_ROOT) == []
+        assert key.decode() not in celery_worker_process.log_text()
+    # Rolling back to the purged version is refused.
+    from deletion_platform.errors import Conflict
+    from workers.purge import model_version_rollback
+
+    with pytest.raises(Conflict):
+        model_version_rollback(version=version)
+    # The surviving records are still members of the run (the membership table keeps history).
+    assert TrainingMembership.objects.filter(run=version.training_run).count() > len(ids)
+
+
+def test_killed_worker_finishes_the_job_exactly_once(transactional_db, tmp_path, settings):
+    settings.JOB_STALE_AFTER_SECONDS = 3
+    worker = WorkerProcess(tmp_path / "w1.log").start()
+    try:
+        dataset = reference_dataset_register(name="breast_cancer")
+        model = factories.registered_model(name="bc-plain-kill")
+        source = _train(model, dataset, {"architecture": MLP, "epochs": 60, "seed": 1})
+        record = DataRecord.objects.filter(dataset=dataset, split="train").first()
+        job = job_create(kind="unlearn", registered_model=model, source_version=source, method="retrain",
+                         guarantee_class="exact", forget_record_ids=[record.id])
+        wait_for(lambda: Job.objects.get(pk=job.pk).progress_percent > 5, timeout=120, message="the job to run")
+        worker.kill()  # SIGKILL mid-job
+        assert Job.objects.get(pk=job.pk).status == "running"
+    finally:
+        worker.stop()
+    time.sleep(settings.JOB_STALE_AFTER_SECONDS + 1)
+    second = WorkerProcess(tmp_path / "w2.log").start()
+    try:
+        assert jobs_sweep_stale() == [job.pk]
+        wait_for(lambda: Job.objects.get(pk=job.pk).status in ("succeeded", "failed"), timeout=300,
+                 message="the re-run")
+    finally:
+        second.stop()
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+    assert ModelVersion.objects.filter(parent=source).count() == 1  # exactly one new version
+    assert ModelVersion.objects.filter(model=model).count() == 2

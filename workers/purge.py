@@ -1,0 +1,96 @@
+"""Purging every copy that still holds forgotten data, and refusing to bring it back.
+
+After a successful unlearning job, the copies of the job's model lineage that hold the forgotten
+records — the parent version's top-level artifact, SISA checkpoints after the affected slice,
+deactivated adapters — are destroyed in the store (not just retired), their rows marked purged,
+and the parent version marked purged. When a whole request has run, its records are marked
+erased, go on the suppression list (with the subject), and the dataset files that hold them are
+rewritten without them. Every purged sha256 is returned for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from deletion_platform.errors import Conflict
+from models_registry import selectors
+from models_registry.models import ArtifactStatus, ModelVersion, StoredArtifact, VersionStatus
+
+logger = logging.getLogger(__name__)
+
+
+def _purge_rows(store, artifacts: list[StoredArtifact]) -> list[dict]:
+    purged = []
+    for artifact in artifacts:
+        removed = []
+        if artifact.kind != "dataset_cache" and store.exists(artifact.sha256):
+            report = store.purge(artifact.sha256, include_parts=False)
+            removed = [{"sha256": f.sha256, "kind": f.kind, "bytes": f.bytes} for f in report.removed]
+        StoredArtifact.objects.filter(pk=artifact.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
+        purged.append({"sha256": artifact.sha256, "kind": artifact.kind, "label": artifact.label,
+                       "files": removed})
+    return purged
+
+
+def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int]) -> list[dict]:
+    """Destroy the artifacts of ``source``'s model that still hold ``record_ids`` (call after the
+    new version, which excludes them, is recorded); mark ``source`` purged."""
+    holding = {a.id for a in selectors.artifacts_holding(record_ids=record_ids)}
+    candidates = StoredArtifact.objects.filter(id__in=holding).exclude(kind="dataset_cache").filter(
+        models_q_same_model(source))
+    purged = _purge_rows(store, list(candidates))
+    for artifact in StoredArtifact.objects.filter(model_version=source, status=ArtifactStatus.PRESENT):
+        purged += _purge_rows(store, [artifact])  # the parent's top level, even if shared parts stay
+    ModelVersion.objects.filter(pk=source.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
+    return purged
+
+
+def models_q_same_model(source: ModelVersion):
+    from django.db.models import Q
+
+    return Q(training_run_id=source.training_run_id) | Q(model_version__model_id=source.model_id)
+
+
+def model_version_rollback(*, version: ModelVersion) -> ModelVersion:
+    """Make ``version`` serve again; refused for a purged version (its data must not return)."""
+    if version.status == VersionStatus.PURGED:
+        raise Conflict(f"{version} was purged after an erasure and cannot be restored", code="version_purged")
+    ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.SERVING)
+    version.refresh_from_db()
+    return version
+
+
+@transaction.atomic
+def request_data_erase(*, record_ids: list[int], subject, reason: str) -> list[dict]:
+    """Mark the records erased, put them and the subject on the suppression list, and rewrite the
+    dataset files (caches) that still hold them. Returns the purged dataset files."""
+    from models_registry.models import DataRecord
+    from models_registry.services import records_erase, subject_suppress
+    from workers.datasets.purge import dataset_files_without
+
+    records = list(DataRecord.objects.filter(id__in=record_ids).select_related("dataset"))
+    caches = [a for a in selectors.artifacts_holding(record_ids=record_ids) if a.kind == "dataset_cache"]
+    purged = []
+    by_dataset: dict[int, list[str]] = {}
+    for record in records:
+        by_dataset.setdefault(record.dataset_id, []).append(record.external_key)
+    for dataset_id, keys in by_dataset.items():
+        dataset = records[0].dataset.__class__.objects.get(pk=dataset_id)
+        rewritten = dataset_files_without(dataset.storage_location, set(keys))
+        cache_rows = StoredArtifact.objects.filter(dataset=dataset, kind="dataset_cache", status="present")
+        for row in cache_rows:
+            if row.id in {c.id for c in caches}:
+                StoredArtifact.objects.filter(pk=row.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
+                purged.append({"sha256": row.sha256, "kind": row.kind, "label": row.label, "files": []})
+        from models_registry.services import stored_artifact_register
+
+        for path, digest, size in rewritten:
+            stored_artifact_register(sha256=digest, kind="dataset_cache", size_bytes=size, dataset=dataset,
+                                     label=f"{dataset.name} {path.name} (rewritten after erasure)")
+    records_erase(records=records, reason=reason)
+    if subject is not None and subject.erased_at is None:
+        subject_suppress(subject=subject, reason=reason)
+    return purged

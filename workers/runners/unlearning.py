@@ -1,0 +1,87 @@
+"""Unlearning jobs: a new model version without the forget set, then the purge of every older
+copy of that model that still holds it.
+
+Exact methods (retrain, sisa, s3t) take the stored TrainingRun; approximate classifier methods take
+the model and loaders over the forget and retain records. The final transaction records the new
+version (parent = source, membership = the run's minus the forgotten records), its artifacts and
+the purge, and marks the job's result, so a redelivered job never makes a second version.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from models_registry import services as registry
+from models_registry.models import DataRecord, VersionStatus
+from workers.models import Job
+from workers.purge import lineage_copies_purge
+from workers.runners.storage import artifact_store, stored_artifacts_register
+
+LOADER_BATCH = 64
+
+
+def run_unlearning_job(job: Job, progress) -> dict:
+    from torch.utils.data import DataLoader
+
+    from workers.datasets.reference import load_reference_split
+    from workers.runners.training import load_recipes
+    from workers.training.device import select_device
+    from workers.training.membership import collate_records
+    from workers.training.storage import load_run, save_run
+    from workers.unlearning.methods import load_all_methods
+    from workers.unlearning.registry import METHODS
+
+    if job.result_version_id:
+        return {"skipped": "result already recorded", "version": job.result_version_id}
+    load_recipes()
+    load_all_methods()
+    source = job.source_version
+    dataset = source.training_run.datasets.get()
+    forget_records = list(DataRecord.objects.filter(id__in=job.forget_record_ids, dataset=dataset))
+    forget_keys = {r.external_key for r in forget_records}
+    store = artifact_store()
+    progress("loading the model", 0.02)
+    trained = load_run(store, source.artifact_sha256)
+    member_keys = {row.record_key for row in trained.membership}
+    data = load_reference_split(dataset.storage_location, "train")
+    forget = data.subset(sorted(forget_keys & member_keys))
+    retain = data.subset(sorted(member_keys - forget_keys))
+    method_class = METHODS.get(job.method)
+    method = method_class(job.config or None)
+    device = str(select_device())
+    phase = progress.scaled(5, 80)
+    if method.guarantee_class == "exact":
+        new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
+    else:
+        from workers.training.base import TrainingRun
+
+        forget_loader = DataLoader(forget, batch_size=LOADER_BATCH, collate_fn=collate_records)
+        retain_loader = DataLoader(retain, batch_size=LOADER_BATCH, shuffle=False, collate_fn=collate_records)
+        new_model, result = method.unlearn(trained.model, forget_loader, retain_loader, device=device,
+                                           progress=phase)
+        kept = [row for row in trained.membership if row.record_key not in forget_keys]
+        new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics)
+    progress("storing the new version", 0.9)
+    ref = save_run(store, new_run, parent=source.artifact_sha256, extra={"unlearning": _jsonable(result.to_dict())})
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.result_version_id:
+            return {"skipped": "result already recorded", "version": locked.result_version_id}
+        version = registry.model_version_create(
+            model=source.model, artifact_sha256=ref.artifact_id, training_run=source.training_run,
+            parent=source, status=VersionStatus.RETAINED, guarantee_class=result.guarantee_class,
+            dp_epsilon=source.dp_epsilon, dp_delta=source.dp_delta,
+            excluded_record_ids=[r.id for r in forget_records],
+        )
+        stored_artifacts_register(store=store, top_id=ref.artifact_id, run=source.training_run, version=version)
+        purged = lineage_copies_purge(store=store, source=source, record_ids=[r.id for r in forget_records])
+        Job.objects.filter(pk=job.pk).update(result_version=version)
+    return {"device": device, "artifact": ref.artifact_id, "version": version.id, "purged": purged,
+            "unlearning": _jsonable(result.to_dict())}
+
+
+def _jsonable(value):
+    """Method results hold numpy numbers or tuples now and then; the job row stores JSON."""
+    import json
+
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
