@@ -118,6 +118,9 @@ class DeletionRequest(models.Model):
     channel = models.CharField(max_length=50)
     subject = models.ForeignKey("models_registry.DataSubject", on_delete=models.PROTECT, null=True, blank=True,
                                 related_name="deletion_requests")
+    # A person may be registered as several subjects (an e-mail in one system, a customer id in
+    # another); the verified identifiers link them in this request.
+    linked_subjects = models.ManyToManyField("models_registry.DataSubject", blank=True, related_name="+")
     identifier_kinds = models.JSONField(default=list)
     record_ids = models.JSONField(default=list, help_text="Records named by key in the request.")
     verification = models.JSONField(default=dict, blank=True)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from deletion.models import DeletionRequest, LedgerEvent
+from django.apps import apps
+from django.db import connection
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
+
+from deletion.models import DeletionRequest, LedgerEvent, ModelOutcome, RequestStatus
 
 
 def request_timeline(*, request: DeletionRequest) -> list[dict]:
@@ -16,3 +25,156 @@ def request_timeline(*, request: DeletionRequest) -> list[dict]:
         timeline.append({"seq": event.seq, "at": body["at"], "event": body["type"], "actor": body["actor"],
                          "data": {k: v for k, v in body["data"].items() if k != "request"}})
     return timeline
+
+
+# ---------------------------------------------------------------- the DPO workspace (admin)
+
+ENDED_STATUSES = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.FAILED)
+OPEN_STATUSES = tuple(s for s in RequestStatus.values if s not in ENDED_STATUSES)
+DUE_SOON_DAYS = 7
+
+
+def requests_open() -> QuerySet[DeletionRequest]:
+    """Requests that have not ended (completed, rejected, cancelled or failed)."""
+    return DeletionRequest.objects.filter(status__in=OPEN_STATUSES)
+
+
+def requests_overdue(*, now: datetime | None = None) -> QuerySet[DeletionRequest]:
+    """Open requests past their due date."""
+    return requests_open().filter(due_at__lt=now or timezone.now())
+
+
+def requests_due_soon(*, days: int = DUE_SOON_DAYS, now: datetime | None = None) -> QuerySet[DeletionRequest]:
+    """Open requests due within ``days`` from now and not yet overdue."""
+    now = now or timezone.now()
+    return requests_open().filter(due_at__gte=now, due_at__lt=now + timedelta(days=days))
+
+
+def requests_for_model(*, model_name: str) -> QuerySet[DeletionRequest]:
+    """Requests that touch a registered model: by an outcome, or (before approval) by their plan."""
+    return DeletionRequest.objects.filter(
+        Q(outcomes__model_version__model__name=model_name) | Q(plan__contains=[{"model": model_name}])
+    ).distinct()
+
+
+def request_outcomes(*, request: DeletionRequest) -> list[ModelOutcome]:
+    """The request's outcomes with their version, model, job and new version, ordered by model."""
+    return list(request.outcomes.select_related("model_version__model", "job", "new_version")
+                .order_by("model_version__model__name", "model_version__version"))
+
+
+def request_jobs_progress(*, request: DeletionRequest) -> list[dict[str, Any]]:
+    """The request's jobs as plain dicts: id, status, stage, percent (what the progress bars poll)."""
+    from workers.models import Job
+
+    jobs = Job.objects.filter(outcomes__request=request).distinct().order_by("id")
+    return [{"id": job.id, "status": job.status, "stage": job.progress_stage,
+             "percent": round(job.progress_percent, 1)} for job in jobs]
+
+
+def request_reports(*, request: DeletionRequest) -> list[Any]:
+    """The request's audit reports, newest first; empty while the audits app has no Report model
+    (or one not linked to requests), so that the admin works before reports exist."""
+    if not apps.is_installed("audits"):
+        return []
+    try:
+        report_model = apps.get_model("audits", "Report")
+    except LookupError:
+        return []
+    if "request" not in {f.name for f in report_model._meta.get_fields()}:
+        return []
+    return list(report_model.objects.filter(request=request).order_by("-pk"))
+
+
+def requests_touching_version(*, version_id: int) -> list[dict[str, Any]]:
+    """Open requests that act on a model version: its outcome rows, and scoped requests whose plan
+    names it (no outcome yet). Each item: request, outcome status (or "planned" from the plan)."""
+    touching = []
+    outcomes = (ModelOutcome.objects.filter(model_version_id=version_id, request__status__in=OPEN_STATUSES)
+                .select_related("request").order_by("request__due_at"))
+    seen = set()
+    for outcome in outcomes:
+        seen.add(outcome.request_id)
+        touching.append({"request": outcome.request, "outcome_status": outcome.status})
+    planned = (requests_open().filter(plan__contains=[{"model_version_id": version_id}])
+               .exclude(pk__in=seen).order_by("due_at"))
+    touching += [{"request": request, "outcome_status": "in plan"} for request in planned]
+    return touching
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """Figures for the dashboard. Durations are seconds from receipt to completion."""
+
+    open_by_status: dict[str, int]
+    open_total: int
+    due_this_week: int
+    overdue: int
+    completed: int
+    median_seconds: float | None
+    p95_seconds: float | None
+
+
+def request_stats(*, now: datetime | None = None) -> RequestStats:
+    """Open requests by status, due within a week, overdue, and the median and 95th percentile
+    of receipt-to-completion time over completed requests (computed in PostgreSQL)."""
+    now = now or timezone.now()
+    counts = dict(requests_open().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    open_by_status = {status: counts.get(status, 0) for status in OPEN_STATUSES}
+    table = DeletionRequest._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT count(*),
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - received_at)),
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - received_at))
+                FROM {table} WHERE status = %s AND completed_at IS NOT NULL""",
+            [RequestStatus.COMPLETED],
+        )
+        completed, median, p95 = cursor.fetchone()
+    return RequestStats(
+        open_by_status=open_by_status, open_total=sum(open_by_status.values()),
+        due_this_week=requests_due_soon(now=now).count(), overdue=requests_overdue(now=now).count(),
+        completed=completed, median_seconds=None if median is None else float(median),
+        p95_seconds=None if p95 is None else float(p95),
+    )
+
+
+@dataclass(frozen=True)
+class WeekCount:
+    week: date  # the Monday the week starts on
+    received: int
+    completed: int
+
+
+def requests_per_week(*, weeks: int = 12, now: datetime | None = None) -> list[WeekCount]:
+    """Requests received and completed in each of the last ``weeks`` calendar weeks, oldest first
+    (weeks without any are included with zeros)."""
+    now = now or timezone.now()
+    this_monday = now.date() - timedelta(days=now.weekday())
+    first = this_monday - timedelta(weeks=weeks - 1)
+    start = datetime.combine(first, time.min, tzinfo=now.tzinfo)
+
+    def by_week(queryset: QuerySet, field: str) -> dict[date, int]:
+        rows = (queryset.filter(**{f"{field}__gte": start}).annotate(week=TruncWeek(field))
+                .values("week").annotate(n=Count("id")).values_list("week", "n"))
+        return {week.date(): n for week, n in rows}
+
+    received = by_week(DeletionRequest.objects.all(), "received_at")
+    completed = by_week(DeletionRequest.objects.filter(status=RequestStatus.COMPLETED), "completed_at")
+    return [WeekCount(week, received.get(week, 0), completed.get(week, 0))
+            for week in (first + timedelta(weeks=i) for i in range(weeks))]
+
+
+def open_request_counts_by_version(*, version_ids: list[int]) -> dict[int, int]:
+    """For each version id, how many open requests act on it (by an outcome or by their plan)."""
+    wanted = set(version_ids)
+    touching: dict[int, set[int]] = {v: set() for v in wanted}
+    for version_id, request_id in ModelOutcome.objects.filter(
+            model_version_id__in=wanted, request__status__in=OPEN_STATUSES).values_list("model_version_id", "request_id"):
+        touching[version_id].add(request_id)
+    # Plans before approval have no outcome rows; open requests are few, so read their plans.
+    for request_id, plan in requests_open().filter(outcomes__isnull=True).exclude(plan=[]).values_list("id", "plan"):
+        for step in plan:
+            if step.get("model_version_id") in wanted:
+                touching[step["model_version_id"]].add(request_id)
+    return {version_id: len(requests) for version_id, requests in touching.items()}

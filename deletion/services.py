@@ -120,9 +120,6 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
             f"allowed: {', '.join(GROUNDS_BY_JURISDICTION[body['jurisdiction']])}", field="legal_ground")
     identifiers = [(kind, value) for kind, value in body.get("identifiers", {}).items() if value]
     subjects = subjects_find(identifiers=identifiers) if identifiers else []
-    if len(subjects) > 1:
-        raise Conflict("the identifiers belong to different data subjects; submit one request each",
-                       code="ambiguous_subject", field="identifiers")
     record_ids = _resolve_record_keys(body.get("record_keys", []))
     now = timezone.now()
     try:
@@ -135,9 +132,11 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
                 idempotency_key=idempotency_key, body_fingerprint=fingerprint, received_at=now,
                 due_at=due_date(jurisdiction=body["jurisdiction"], received_at=now),
             )
+            request.linked_subjects.set(subjects[1:])
             ledger_append(event_type="request.received", actor=_actor(client), request=str(request.public_id),
                           jurisdiction=request.jurisdiction, legal_ground=request.legal_ground,
                           channel=request.channel, subject=request.subject.reference if request.subject else None,
+                          linked_subjects=[x.reference for x in subjects[1:]],
                           due_at=request.due_at.isoformat())
     except IntegrityError:
         # Another submission with the same key won the race: answer as for a repeat.
@@ -179,11 +178,23 @@ def deletion_request_verify(*, request: DeletionRequest, actor, evidence: dict[s
     return deletion_request_scope(request=request, actor=actor)
 
 
-def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionRequest:
-    scope = selectors.subject_scope(subject=request.subject)
+def request_subjects(request: DeletionRequest) -> list:
+    """The request's subject and every subject its verified identifiers linked to it."""
+    return ([request.subject] if request.subject else []) + list(request.linked_subjects.all())
+
+
+def request_scope(request: DeletionRequest):
+    """The merged scope of every subject of the request and the records it named."""
+    scope = selectors.subject_scope(subject=None)
+    for subject in request_subjects(request):
+        scope = _merge_scopes(scope, selectors.subject_scope(subject=subject))
     if request.record_ids:
-        extra = selectors.records_scope(record_ids=request.record_ids)
-        scope = _merge_scopes(scope, extra)
+        scope = _merge_scopes(scope, selectors.records_scope(record_ids=request.record_ids))
+    return scope
+
+
+def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionRequest:
+    scope = request_scope(request)
     versions = {v.version_id: v for v in scope.versions}
     plan = []
     for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
@@ -380,12 +391,12 @@ def _erase_request_data(request: DeletionRequest) -> None:
     under legal hold are kept (the hold is the legal ground for keeping them)."""
     from workers.purge import request_data_erase
 
-    scoped = set(request.record_ids) | set(selectors.subject_scope(subject=request.subject).record_ids)
+    scoped = set(request_scope(request).record_ids)
     held = {rid for o in request.outcomes.filter(status=OutcomeStatus.HELD) for rid in o.record_ids}
     to_erase = sorted(scoped - held)
     if not to_erase:
         return
-    purged = request_data_erase(record_ids=to_erase, subject=request.subject if not held else None,
+    purged = request_data_erase(record_ids=to_erase, subjects=[] if held else request_subjects(request),
                                 reason=f"deletion request {request.public_id}")
     ledger_append(event_type="data.erased", actor="platform", request=str(request.public_id),
                   records=len(to_erase), dataset_files_purged=[p["sha256"] for p in purged])

@@ -64,7 +64,7 @@ def model_version_rollback(*, version: ModelVersion) -> ModelVersion:
 
 
 @transaction.atomic
-def request_data_erase(*, record_ids: list[int], subject, reason: str) -> list[dict]:
+def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) -> list[dict]:
     """Mark the records erased, put them and the subject on the suppression list, and rewrite the
     dataset files (caches) that still hold them. Returns the purged dataset files."""
     from models_registry.models import DataRecord
@@ -91,6 +91,7 @@ def request_data_erase(*, record_ids: list[int], subject, reason: str) -> list[d
             stored_artifact_register(sha256=digest, kind="dataset_cache", size_bytes=size, dataset=dataset,
                                      label=f"{dataset.name} {path.name} (rewritten after erasure)")
     records_erase(records=records, reason=reason)
-    if subject is not None and subject.erased_at is None:
-        subject_suppress(subject=subject, reason=reason)
+    for subject in subjects:
+        if subject.erased_at is None:
+            subject_suppress(subject=subject, reason=reason)
     return purged

@@ -227,3 +227,19 @@ def test_deadline_marking_and_overdue_filter(api_client_for, trained):
     assert [r["id"] for r in listed["results"]] == [late]
     assert listed["results"][0]["days_left"] < 0
     assert dpo.get("/api/v1/deletion-requests/?status=BOGUS").status_code == 400
+
+
+def test_identifiers_of_two_registered_subjects_are_linked_in_one_request(api_client_for, trained):
+    from models_registry import services as registry
+
+    other_ds = factories.dataset()
+    factories.import_records(other_ds, [{"record_key": "x1", "content": "other system", "customer_id": "C-77"}])
+    other_model = factories.registered_model()
+    factories.trained_version(other_model, other_ds, [("x1", 0, 0)])
+    assert len(registry.subjects_find(identifiers=[("email", "p0@example.org"), ("customer_id", "C-77")])) == 2
+    dpo = api_client_for("dpo")
+    body = {**BODY, "identifiers": {"email": "p0@example.org", "customer_id": "C-77"}}
+    request_id = _create(dpo, body).json()["id"]
+    scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
+    assert scoped["scope"]["records"] == 4
+    assert sorted(p["model"] for p in scoped["plan"]) == sorted([trained["model"].name, other_model.name])

@@ -1,0 +1,419 @@
+"""The data-protection officer's workspace on the Django admin site.
+
+- The request queue (the DeletionRequest changelist): status, jurisdiction, due date and days left
+  with overdue requests badged red; filters by status, jurisdiction, due date and model; search by
+  request id or subject reference.
+- The request page (replaces the change form, which would let a row be edited past the services):
+  the ledger timeline, scope, plan, jobs with live progress, audit verdicts and reports, and one
+  POST form per action. Each action calls one service with the user as actor; a DomainError's
+  message comes back as an admin message.
+- The dashboard (``dashboard/``): see deletion/admin_dashboard.py.
+
+Who may do what is Django model permissions (granted to groups by ``manage.py setup_roles``):
+viewing needs ``deletion.view_deletionrequest``, acting ``deletion.change_deletionrequest``. The
+views check them; hiding a button is only a courtesy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
+
+from deletion import selectors, services
+from deletion.admin_dashboard import dashboard_view, duration_text
+from deletion.admin_forms import (
+    ApproveForm,
+    CancelForm,
+    ConfirmDeploymentForm,
+    ExtendForm,
+    RejectForm,
+    VerifyForm,
+    VersionReasonForm,
+)
+from deletion.models import (
+    DeletionRequest,
+    LedgerEvent,
+    OutcomeStatus,
+    RejectionGround,
+    RequestStatus,
+)
+from deletion_platform.errors import DomainError
+
+VIEW_PERMISSION = "deletion.view_deletionrequest"
+ACT_PERMISSION = "deletion.change_deletionrequest"
+S = RequestStatus
+
+# Where each request-wide action is offered (the services decide what is legal; this only keeps
+# buttons that cannot work off the page).
+UNDECIDED = (S.RECEIVED, S.VERIFIED, S.SCOPED)
+STATUS_TONE = {
+    S.RECEIVED: "new", S.VERIFIED: "new", S.SCOPED: "new", S.APPROVED: "busy", S.EXECUTING: "busy",
+    S.AUDITING: "busy", S.COMPLETED: "ok", S.REJECTED: "off", S.CANCELLED: "off", S.FAILED: "bad",
+}
+VERDICT_TONE = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "warn"}
+ACTIVE_JOB_STATUSES = ("pending", "running")
+
+
+# ---------------------------------------------------------------- presentation helpers
+
+
+def deadline_badge(request: DeletionRequest, now=None) -> tuple[str, str]:
+    """(tone, text) for a request's deadline: ``bad`` overdue, ``warn`` due within a week, ``ok``
+    later, ``off`` for a request that has ended."""
+    if request.status in selectors.ENDED_STATUSES:
+        return "off", "ended"
+    left = services.days_left(request, now)
+    if left < 0:
+        return "bad", f"overdue {-left} d"
+    if left < selectors.DUE_SOON_DAYS:
+        return "warn", f"{left} d left"
+    return "ok", f"{left} d left"
+
+
+def badge(tone: str, text: str):
+    return format_html('<span class="dp-badge dp-{}">{}</span>', tone, text)
+
+
+def scalar_metrics(metrics: Any) -> list[tuple[str, Any]]:
+    """The top-level numbers and words of a metrics dict (nested values are for the report)."""
+    if not isinstance(metrics, dict):
+        return []
+    return [(k, round(v, 4) if isinstance(v, float) else v) for k, v in sorted(metrics.items())
+            if isinstance(v, (int, float, str, bool))]
+
+
+# ---------------------------------------------------------------- the queue's filters
+
+
+class DueFilter(admin.SimpleListFilter):
+    title = "due"
+    parameter_name = "due"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Open (not ended)"), ("week", "Due this week"), ("overdue", "Overdue")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(status__in=selectors.OPEN_STATUSES)
+        if self.value() == "week":
+            return queryset.filter(pk__in=selectors.requests_due_soon().values("pk"))
+        if self.value() == "overdue":
+            return queryset.filter(pk__in=selectors.requests_overdue().values("pk"))
+        return queryset
+
+
+class ModelFilter(admin.SimpleListFilter):
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        from models_registry.models import RegisteredModel
+
+        return [(name, name) for name in RegisteredModel.objects.order_by("name").values_list("name", flat=True)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(pk__in=selectors.requests_for_model(model_name=self.value()).values("pk"))
+        return queryset
+
+
+# ---------------------------------------------------------------- actions: form -> one service
+
+
+@dataclass(frozen=True)
+class Action:
+    form: Callable[[dict, DeletionRequest], forms.Form]
+    call: Callable[[HttpRequest, DeletionRequest, forms.Form], Any]
+    done: str
+
+
+def _verify(http: HttpRequest, target: DeletionRequest, form: VerifyForm):
+    evidence = form.evidence(default_verifier=http.user.get_username())
+    return services.deletion_request_verify(request=target, actor=http.user, evidence=evidence)
+
+
+def _approve(http: HttpRequest, target: DeletionRequest, form: ApproveForm):
+    return services.deletion_request_approve(request=target, actor=http.user, holds=form.holds())
+
+
+def _reject(http: HttpRequest, target: DeletionRequest, form: RejectForm):
+    data = form.cleaned_data
+    return services.deletion_request_reject(request=target, actor=http.user, ground=data["ground"],
+                                            reason=data["reason"])
+
+
+def _extend(http: HttpRequest, target: DeletionRequest, form: ExtendForm):
+    data = form.cleaned_data
+    return services.deletion_request_extend(request=target, actor=http.user, reason=data["reason"],
+                                            months=data["months"], days=data["days"])
+
+
+def _cancel(http: HttpRequest, target: DeletionRequest, form: CancelForm):
+    return services.deletion_request_cancel(request=target, actor=http.user, reason=form.cleaned_data["reason"])
+
+
+def _withdraw(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm):
+    data = form.cleaned_data
+    return services.model_withdraw(request=target, actor=http.user, model_version_id=data["model_version_id"],
+                                   reason=data["reason"])
+
+
+def _confirm(http: HttpRequest, target: DeletionRequest, form: ConfirmDeploymentForm):
+    # A person confirming in the admin is a manual confirmation, whoever they are.
+    return services.deployment_confirm(request=target, actor=http.user,
+                                       new_version_id=form.cleaned_data["new_version_id"], manual=True)
+
+
+def _escalate(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm):
+    escalate = getattr(services, "outcome_escalate", None)
+    if escalate is None:
+        raise Http404("escalation is not available")
+    return escalate(request=target, actor=http.user, model_version_id=form.cleaned_data["model_version_id"])
+
+
+def _plan_version_ids(target: DeletionRequest) -> list[int]:
+    return [step["model_version_id"] for step in target.plan]
+
+
+ACTIONS: dict[str, Action] = {
+    "verify": Action(lambda data, t: VerifyForm(data), _verify, "Identity verified; the request is scoped."),
+    "approve": Action(lambda data, t: ApproveForm(data, plan_version_ids=_plan_version_ids(t)), _approve,
+                      "Approved."),
+    "reject": Action(lambda data, t: RejectForm(data), _reject, "Rejected."),
+    "extend": Action(lambda data, t: ExtendForm(data), _extend, "Deadline extended."),
+    "cancel": Action(lambda data, t: CancelForm(data), _cancel, "Cancelled."),
+    "withdraw": Action(lambda data, t: VersionReasonForm(data), _withdraw,
+                       "Model version withdrawn from serving (Art. 18)."),
+    "confirm": Action(lambda data, t: ConfirmDeploymentForm(data), _confirm, "Deployment confirmed."),
+    "escalate": Action(lambda data, t: VersionReasonForm(data), _escalate, "Escalated to an exact retrain."),
+}
+
+
+def _form_errors(form: forms.Form) -> str:
+    return "; ".join(f"{'' if name == '__all__' else name + ': '}{' '.join(errors)}"
+                     for name, errors in form.errors.items())
+
+
+# ---------------------------------------------------------------- the admin
+
+
+@admin.register(DeletionRequest)
+class DeletionRequestAdmin(admin.ModelAdmin):
+    list_display = ("request_id", "status_badge", "jurisdiction", "legal_ground", "received_at", "due_at",
+                    "deadline", "models")
+    list_display_links = ("request_id",)
+    list_filter = ("status", "jurisdiction", DueFilter, ModelFilter)
+    search_fields = ("public_id", "subject__reference")
+    search_help_text = "Request id (or its first characters), or the subject's reference."
+    list_select_related = ("subject",)
+    ordering = ("due_at",)
+    list_per_page = 50
+    change_list_template = "admin/deletion/deletionrequest/change_list.html"
+    detail_template = "admin/deletion/deletionrequest/detail.html"
+
+    # Requests come in through the API and are never deleted (the ledger outlives them anyway).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DeletionRequest | None = None) -> bool:
+        return False
+
+    # ------------------------------------------------------------ queue columns
+
+    @admin.display(description="request", ordering="public_id")
+    def request_id(self, obj: DeletionRequest) -> str:
+        return str(obj.public_id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: DeletionRequest):
+        return badge(STATUS_TONE.get(obj.status, "off"), obj.status)
+
+    @admin.display(description="days left", ordering="due_at")
+    def deadline(self, obj: DeletionRequest):
+        return badge(*deadline_badge(obj))
+
+    @admin.display(description="models")
+    def models(self, obj: DeletionRequest) -> str:
+        return ", ".join(f"{step['model']} v{step['version']}" for step in obj.plan) or "—"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra = {"dashboard_url": reverse("admin:deletion_deletionrequest_dashboard"), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
+    # ------------------------------------------------------------ URLs
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        own = [
+            path("dashboard/", wrap(self.dashboard), name="deletion_deletionrequest_dashboard"),
+            path("<int:object_id>/progress/", wrap(self.progress_view), name="deletion_deletionrequest_progress"),
+            path("<int:object_id>/act/<slug:action>/", wrap(self.action_view),
+                 name="deletion_deletionrequest_act"),
+        ]
+        return own + super().get_urls()
+
+    def _visible(self, request: HttpRequest, object_id) -> DeletionRequest:
+        if not request.user.has_perm(VIEW_PERMISSION):
+            raise PermissionDenied
+        target = DeletionRequest.objects.select_related("subject").filter(pk=object_id).first()
+        if target is None:
+            raise Http404("no such deletion request")
+        return target
+
+    # ------------------------------------------------------------ the request page
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        """The request page. Read-only: every change goes through an action (a service)."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        if not str(object_id).isdigit():
+            raise Http404("no such deletion request")
+        target = self._visible(request, object_id)
+        context = {
+            **self.admin_site.each_context(request),
+            **self.request_page_context(request, target),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.detail_template, context)
+
+    def request_page_context(self, request: HttpRequest, target: DeletionRequest) -> dict[str, Any]:
+        can_act = request.user.has_perm(ACT_PERMISSION)
+        ended = target.status in selectors.ENDED_STATUSES
+        timeline = [{**item, "at": parse_datetime(item["at"]) or item["at"]}
+                    for item in selectors.request_timeline(request=target)]
+        plan = [{k: v for k, v in step.items() if k != "record_ids"} for step in target.plan]
+        estimates = [step.get("estimated_seconds") for step in plan]
+        outcomes = selectors.request_outcomes(request=target)
+        escalation = hasattr(services, "outcome_escalate")
+        rows = [{
+            "outcome": outcome,
+            "job": outcome.job,
+            "verdict_tone": VERDICT_TONE.get(outcome.verdict, "off"),
+            "metrics": scalar_metrics(outcome.new_version.metrics) if outcome.new_version else [],
+            "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
+            "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
+            and outcome.new_version_id is not None,
+            "can_escalate": can_act and escalation and outcome.verdict == "FAIL",
+        } for outcome in outcomes]
+        grounds = dict(RejectionGround.choices)
+        tone, deadline_text = deadline_badge(target)
+        return {
+            "title": f"Deletion request {target.public_id}",
+            "subtitle": None,
+            "opts": self.model._meta,
+            "original": target,
+            "target": target,
+            "status_tone": STATUS_TONE.get(target.status, "off"),
+            "deadline_tone": tone,
+            "deadline_text": deadline_text,
+            "timeline": timeline,
+            "scope": target.scope or {},
+            "plan": plan,
+            "estimated_total": (duration_text(sum(estimates)) if plan and None not in estimates
+                                else "no history for some methods" if plan else "—"),
+            "outcomes": rows,
+            "has_jobs": any(row["job"] for row in rows),
+            "jobs_active": any(row["job"] and row["job"].status in ACTIVE_JOB_STATUSES for row in rows),
+            "reports": selectors.request_reports(request=target),
+            "can_act": can_act,
+            "offer": {
+                "verify": can_act and target.status == S.RECEIVED,
+                "approve": can_act and target.status == S.SCOPED,
+                "reject": can_act and target.status in UNDECIDED,
+                "cancel": can_act and target.status in UNDECIDED,
+                "extend": can_act and not ended and target.extended_at is None,
+            },
+            "rejection_grounds": [(g, grounds[g]) for g in services.REJECTIONS_BY_JURISDICTION[target.jurisdiction]],
+            "extend_in_months": target.jurisdiction in services.GDPR_LIKE,
+            "extend_days_max": services.CCPA_DAYS,
+            "now": timezone.now(),
+            "progress_url": reverse("admin:deletion_deletionrequest_progress", args=[target.pk]),
+        }
+
+    def progress_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """What the progress bars poll: the request's status and each job's stage and percent."""
+        target = self._visible(request, object_id)
+        return JsonResponse({"status": target.status, "jobs": selectors.request_jobs_progress(request=target)})
+
+    def action_view(self, request: HttpRequest, object_id: int, action: str) -> HttpResponse:
+        """POST only: parse the form, call the action's service, say how it went, go back."""
+        if not request.user.has_perm(ACT_PERMISSION):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        spec = ACTIONS.get(action)
+        if spec is None:
+            raise Http404("no such action")
+        target = self._visible(request, object_id)
+        back = redirect("admin:deletion_deletionrequest_change", target.pk)
+        form = spec.form(request.POST, target)
+        if not form.is_valid():
+            messages.error(request, f"{action}: {_form_errors(form)}")
+            return back
+        try:
+            spec.call(request, target, form)
+        except DomainError as error:
+            messages.error(request, f"{action}: {error.message}")
+            return back
+        self.log_change(request, target, f"{action} (recorded in the ledger)")
+        messages.success(request, spec.done)
+        return back
+
+    def dashboard(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm(VIEW_PERMISSION):
+            raise PermissionDenied
+        return dashboard_view(request, self.admin_site, self.model._meta)
+
+
+@admin.register(LedgerEvent)
+class LedgerEventAdmin(admin.ModelAdmin):
+    """The ledger, read-only for everyone (the database refuses changes anyway)."""
+
+    list_display = ("seq", "created_at", "event_type", "request_ref", "hash_prefix")
+    search_fields = ("request_ref",)
+    fields = ("seq", "created_at", "request_ref", "payload", "hash_hex", "prev_hash_hex")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LedgerEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LedgerEvent | None = None) -> bool:
+        return False
+
+    @admin.display(description="event")
+    def event_type(self, obj: LedgerEvent) -> str:
+        import json
+
+        return json.loads(obj.payload).get("type", "")
+
+    @admin.display(description="hash")
+    def hash_prefix(self, obj: LedgerEvent) -> str:
+        return bytes(obj.hash).hex()[:16] + "…"
+
+    @admin.display(description="hash")
+    def hash_hex(self, obj: LedgerEvent) -> str:
+        return bytes(obj.hash).hex()
+
+    @admin.display(description="previous hash")
+    def prev_hash_hex(self, obj: LedgerEvent) -> str:
+        return bytes(obj.prev_hash).hex()
+
+
+# The admin index links to the dashboard (for those who may see requests).
+admin.site.index_template = "admin/deletion/index.html"
