@@ -295,7 +295,16 @@ def _withdraw(target, actor, data):
                                    reason=data["reason"])
 
 
+class EscalateIn(StrictSerializer):
+    model_version_id = serializers.IntegerField(min_value=1)
+
+
+def _escalate(target, actor, data):
+    return services.outcome_escalate(request=target, actor=actor, model_version_id=data["model_version_id"])
+
+
 VerifyApi = _action(VerificationIn, _verify)
+EscalateApi = _action(EscalateIn, _escalate)
 ApproveApi = _action(ApproveIn, _approve)
 RejectApi = _action(RejectIn, _reject)
 ExtendApi = _action(ExtendIn, _extend)

@@ -179,6 +179,9 @@ class ModelOutcome(models.Model):
     new_version = models.ForeignKey("models_registry.ModelVersion", on_delete=models.PROTECT, null=True, blank=True,
                                     related_name="outcome_results")
     verdict = models.CharField(max_length=20, blank=True, default="")
+    # The audit of the new version: checks, metrics, charts' data, the verdict and its rule.
+    audit = models.JSONField(default=dict, blank=True)
+    audit_job = models.ForeignKey("workers.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     hold_reason = models.TextField(blank=True, default="")
     confirmed_by = models.CharField(max_length=200, blank=True, default="")
     confirmed_manually = models.BooleanField(default=False)

@@ -63,13 +63,18 @@ def request_outcomes(*, request: DeletionRequest) -> list[ModelOutcome]:
                 .order_by("model_version__model__name", "model_version__version"))
 
 
-def request_jobs_progress(*, request: DeletionRequest) -> list[dict[str, Any]]:
-    """The request's jobs as plain dicts: id, status, stage, percent (what the progress bars poll)."""
+def request_jobs(*, request: DeletionRequest) -> list[Any]:
+    """Every job of the request (unlearning, audit, report), oldest first, with its model version."""
     from workers.models import Job
 
-    jobs = Job.objects.filter(outcomes__request=request).distinct().order_by("id")
-    return [{"id": job.id, "status": job.status, "stage": job.progress_stage,
-             "percent": round(job.progress_percent, 1)} for job in jobs]
+    return list(Job.objects.filter(Q(deletion_request=request) | Q(outcomes__request=request)).distinct()
+                .select_related("source_version__model").order_by("id"))
+
+
+def request_jobs_progress(*, request: DeletionRequest) -> list[dict[str, Any]]:
+    """The request's jobs as plain dicts: id, kind, status, stage, percent (what progress bars poll)."""
+    return [{"id": job.id, "kind": job.kind, "status": job.status, "stage": job.progress_stage,
+             "percent": round(job.progress_percent, 1)} for job in request_jobs(request=request)]
 
 
 def request_reports(*, request: DeletionRequest) -> list[Any]:

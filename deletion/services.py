@@ -236,14 +236,12 @@ EXACT_RECIPES = {"sisa": "sisa", "s3t": "s3t"}
 
 def plan_method(*, version: ModelVersion) -> tuple[str, str]:
     """What the model's unlearning policy allows for this version: exact for sharded recipes,
-    the DP bound for DP-trained models, else the configured approximate method (an exact retrain
-    after ``exact_after`` approximate deletions), else a full retrain."""
+    else the configured approximate method (an exact retrain after ``exact_after`` approximate
+    deletions), else a full retrain."""
     model = version.model
     policy = model.unlearning_policy or {}
     if model.training_recipe in EXACT_RECIPES:
         return EXACT_RECIPES[model.training_recipe], "exact"
-    if model.training_recipe == "dp" and not policy.get("prefer_exact"):
-        return "dp_bounded", "dp_bounded"
     method = policy.get("approximate_method")
     if method and not policy.get("prefer_exact"):
         limit = policy.get("exact_after")
@@ -290,7 +288,7 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
             continue
         version = ModelVersion.objects.select_related("model").get(pk=version_id)
         job = job_create(kind="unlearn", registered_model=version.model, source_version=version,
-                         method=step["method"], guarantee_class=step["guarantee_class"],
+                         deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
                          config=(version.model.unlearning_policy or {}).get("method_config", {}),
                          forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"])
         outcome.job = job
@@ -299,9 +297,12 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         ledger_append(event_type="job.created", actor=_actor(actor), request=str(request.public_id),
                       job=job.id, model_version=version_id, method=step["method"])
     if not request.outcomes.exclude(status=OutcomeStatus.HELD).exists():
-        _erase_request_data(request)
-        return _transition(request, (S.APPROVED,), S.COMPLETED, actor="platform", event="request.completed",
-                           completed_at=timezone.now())
+        # Nothing to unlearn (no model holds the data, or every one is on hold): straight to the
+        # report, which erases the records and says what was (not) done.
+        request = _transition(request, (S.APPROVED,), S.AUDITING, actor="platform", event="request.auditing")
+        _advance(request)
+        request.refresh_from_db()
+        return request
     return _transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
 
 
@@ -352,37 +353,111 @@ def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = ""
 
 @transaction.atomic
 def on_job_finished(*, job_id: int) -> None:
-    """A job ended: move its outcome on, and the request when every outcome has moved."""
+    """A job ended: move its outcome (and then the request) on.
+
+    unlearn succeeded -> the outcome is audited (an audit job); failed -> the request fails.
+    audit done -> PASS/INCONCLUSIVE await deployment, FAIL needs escalation or withdrawal.
+    report done -> the request completes (done by the report job itself)."""
+    from workers.jobs import job_create
     from workers.models import Job
 
     job = Job.objects.get(pk=job_id)
-    for outcome in ModelOutcome.objects.select_for_update().filter(job=job).select_related("request"):
-        request = outcome.request
-        if job.status == "succeeded":
-            outcome.new_version = job.result_version
-            outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
-        else:
-            outcome.status = OutcomeStatus.FAILED
-        outcome.save(update_fields=["new_version", "status"])
-        ledger_append(event_type="job.finished", actor="worker", request=str(request.public_id), job=job.id,
-                      status=job.status, new_version=job.result_version_id)
-        _advance(request)
+    if job.kind == "unlearn":
+        for outcome in ModelOutcome.objects.select_for_update().filter(job=job).select_related("request"):
+            if job.status == "succeeded":
+                outcome.new_version = job.result_version
+                outcome.status = OutcomeStatus.AUDITING
+                outcome.audit_job = job_create(kind="audit", registered_model=job.registered_model,
+                                               source_version=outcome.model_version,
+                                               deletion_request=outcome.request,
+                                               config={"outcome_id": outcome.id})
+            else:
+                outcome.status = OutcomeStatus.FAILED
+            outcome.save(update_fields=["new_version", "status", "audit_job"])
+            ledger_append(event_type="job.finished", actor="worker", request=str(outcome.request.public_id),
+                          job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id)
+            _advance(outcome.request)
+    elif job.kind == "audit":
+        for outcome in ModelOutcome.objects.select_for_update().filter(audit_job=job).select_related("request"):
+            if job.status != "succeeded":
+                outcome.status = OutcomeStatus.FAILED
+            elif outcome.verdict == "FAIL":
+                outcome.status = OutcomeStatus.AUDIT_FAILED
+            else:
+                outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
+            outcome.save(update_fields=["status"])
+            ledger_append(event_type="audit.finished", actor="worker", request=str(outcome.request.public_id),
+                          job=job.id, model_version=outcome.new_version_id, verdict=outcome.verdict,
+                          status=job.status)
+            _advance(outcome.request)
+    elif job.kind == "report" and job.status != "succeeded" and job.deletion_request_id:
+        request = DeletionRequest.objects.get(pk=job.deletion_request_id)
+        _transition(request, (S.AUDITING,), S.FAILED, actor="platform", event="request.failed",
+                    failure=f"the report could not be made: {job.error[:500]}")
 
 
 def _advance(request: DeletionRequest) -> None:
-    outcomes = list(request.outcomes.all())
-    statuses = {o.status for o in outcomes}
-    if OutcomeStatus.FAILED in statuses and request.status == S.EXECUTING:
-        _transition(request, (S.EXECUTING,), S.FAILED, actor="platform", event="request.failed",
-                    failure="an unlearning job failed; see the jobs")
+    from workers.jobs import job_create
+
+    request.refresh_from_db()
+    statuses = {o.status for o in request.outcomes.all()}
+    if OutcomeStatus.FAILED in statuses and request.status in (S.EXECUTING, S.AUDITING):
+        _transition(request, (S.EXECUTING, S.AUDITING), S.FAILED, actor="platform", event="request.failed",
+                    failure="a job failed; see the jobs (the request can be retried by a new approval)")
         return
     if request.status == S.EXECUTING and not statuses & {OutcomeStatus.EXECUTING, OutcomeStatus.PLANNED}:
-        _erase_request_data(request)
         request = _transition(request, (S.EXECUTING,), S.AUDITING, actor="platform", event="request.auditing")
     done = {OutcomeStatus.CONFIRMED, OutcomeStatus.WITHDRAWN, OutcomeStatus.HELD}
     if request.status == S.AUDITING and statuses <= done:
+        if not request.jobs.filter(kind="report").exclude(status__in=["failed", "cancelled"]).exists():
+            job_create(kind="report", deletion_request=request)
+            ledger_append(event_type="report.queued", actor="platform", request=str(request.public_id))
+
+
+def request_finalize(*, request_id: int, progress=None) -> dict:
+    """The last step (report job): erase the request's data, build and sign its report, and
+    complete the request. Returns the report's summary."""
+    from audits.report_builder import report_build_and_sign
+
+    request = DeletionRequest.objects.get(pk=request_id)
+    if request.status == S.COMPLETED:
+        return {"skipped": "already completed"}
+    with transaction.atomic():
+        _erase_request_data(request)
+    summary = report_build_and_sign(request=request)
+    with transaction.atomic():
         _transition(request, (S.AUDITING,), S.COMPLETED, actor="platform", event="request.completed",
                     completed_at=timezone.now())
+    return summary
+
+
+@transaction.atomic
+def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) -> DeletionRequest:
+    """After an audit FAIL: unlearn the same records again with an exact retrain of the model
+    the failed version came from."""
+    from workers.jobs import job_create
+
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
+    if outcome is None:
+        raise NotFound(f"model version {model_version_id} is not affected by this request")
+    if outcome.status != OutcomeStatus.AUDIT_FAILED:
+        raise Conflict(f"only a failed audit can be escalated (this outcome is {outcome.status})",
+                       code="illegal_transition")
+    version = outcome.model_version
+    outcome.method, outcome.guarantee_class = "retrain", "exact"
+    outcome.status = OutcomeStatus.EXECUTING
+    outcome.job = job_create(kind="unlearn", registered_model=version.model, source_version=version,
+                             deletion_request=request, method="retrain", guarantee_class="exact",
+                             forget_record_ids=outcome.record_ids)
+    outcome.verdict = ""
+    outcome.save()
+    ledger_append(event_type="outcome.escalated", actor=_actor(actor), request=str(request.public_id),
+                  model_version=model_version_id, method="retrain", job=outcome.job.id)
+    if request.status == S.AUDITING:
+        DeletionRequest.objects.filter(pk=request.pk, status=S.AUDITING).update(status=S.EXECUTING)
+        ledger_append(event_type="request.executing", actor="platform", request=str(request.public_id))
+    request.refresh_from_db()
+    return request
 
 
 def _erase_request_data(request: DeletionRequest) -> None:

@@ -14,6 +14,8 @@ urlpatterns = [
          name="deletion-request-confirm"),
     path("deletion-requests/<uuid:request_id>/withdraw-model/", apis.WithdrawApi.as_view(),
          name="deletion-request-withdraw"),
+    path("deletion-requests/<uuid:request_id>/escalate/", apis.EscalateApi.as_view(),
+         name="deletion-request-escalate"),
     path("webhooks/", apis.WebhookListApi.as_view(), name="webhooks"),
     path("webhooks/<int:webhook_id>/", apis.WebhookDetailApi.as_view(), name="webhook"),
 ]

@@ -130,6 +130,7 @@ RUNNERS: dict[str, str] = {
     "unlearn": "workers.runners.unlearning:run_unlearning_job",
     "shadow": "workers.runners.shadow:run_shadow_job",
     "audit": "audits.runner:run_audit_job",
+    "report": "audits.runner:run_report_job",
 }
 
 

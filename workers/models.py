@@ -11,6 +11,7 @@ class JobKind(models.TextChoices):
     UNLEARN = "unlearn", "Unlearn records from a model version"
     SHADOW = "shadow", "Train shadow models for audits"
     AUDIT = "audit", "Audit a new version"
+    REPORT = "report", "Erase the request's data and sign its report"
 
 
 class JobStatus(models.TextChoices):
@@ -21,7 +22,8 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-QUEUE_OF_KIND = {JobKind.TRAIN: "gpu", JobKind.UNLEARN: "gpu", JobKind.SHADOW: "gpu", JobKind.AUDIT: "audit"}
+QUEUE_OF_KIND = {JobKind.TRAIN: "gpu", JobKind.UNLEARN: "gpu", JobKind.SHADOW: "gpu", JobKind.AUDIT: "audit",
+                 JobKind.REPORT: "audit"}
 
 
 class Job(models.Model):
@@ -30,6 +32,9 @@ class Job(models.Model):
     queue = models.CharField(max_length=20, default="gpu")
     registered_model = models.ForeignKey(
         "models_registry.RegisteredModel", on_delete=models.PROTECT, null=True, blank=True, related_name="jobs"
+    )
+    deletion_request = models.ForeignKey(
+        "deletion.DeletionRequest", on_delete=models.PROTECT, null=True, blank=True, related_name="jobs"
     )
     source_version = models.ForeignKey(
         "models_registry.ModelVersion", on_delete=models.PROTECT, null=True, blank=True,

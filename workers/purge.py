@@ -49,9 +49,12 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int]) 
 
 
 def models_q_same_model(source: ModelVersion):
+    """Artifacts of ``source``'s lineage: its run (weights, checkpoints, adapters, and versions
+    unlearned from it), the shadow models made for it, and the version's own artifacts."""
     from django.db.models import Q
 
-    return Q(training_run_id=source.training_run_id) | Q(model_version__model_id=source.model_id)
+    return (Q(training_run_id=source.training_run_id) | Q(training_run__config__shadow_of=source.id)
+            | Q(model_version_id=source.id))
 
 
 def model_version_rollback(*, version: ModelVersion) -> ModelVersion:

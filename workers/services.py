@@ -20,3 +20,11 @@ def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict
         config={"dataset_id": dataset.id, "recipe": model.training_recipe, "recipe_config": recipe_config,
                 "split": split},
     )
+
+
+def shadow_models_train(*, version, count: int = 16, enqueue: bool = True) -> Job:
+    """Queue the training of ``count`` shadow models of ``version`` (at least 16 for audits)."""
+    if count < 2:
+        raise ValidationFailed("at least 2 shadow models are needed (16 for audits)", field="count")
+    return job_create(kind=JobKind.SHADOW, registered_model=version.model, source_version=version,
+                      method=version.model.training_recipe, config={"count": count}, enqueue=enqueue)

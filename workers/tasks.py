@@ -23,6 +23,6 @@ def run_job(job_id: int) -> str:
     return jobs.job_execute(job_id=job_id)
 
 
-@shared_task(name="workers.sweep_stale_jobs", queue="default", acks_late=True)
+@shared_task(name="workers.sweep_stale_jobs", acks_late=True)
 def sweep_stale_jobs() -> list[int]:
     return jobs.jobs_sweep_stale()

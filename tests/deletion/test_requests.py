@@ -19,6 +19,30 @@ BODY = {
 EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
 
 
+@pytest.fixture(autouse=True)
+def _report_signing_stubbed(monkeypatch):
+    """These tests are about the workflow; the report itself is built and signed for real in
+    tests/audits and in the worker end-to-end tests."""
+    import audits.report_builder
+
+    monkeypatch.setattr(audits.report_builder, "report_build_and_sign",
+                        lambda *, request: {"id": 0, "pdf_path": "stub.pdf", "pdf_sha256": "0" * 64})
+
+
+def _finish_unlearning_and_audit(job, new_version, verdict="PASS"):
+    Job.objects.filter(pk=job.pk).update(status="succeeded", result_version=new_version)
+    services.on_job_finished(job_id=job.pk)
+    outcome = ModelOutcome.objects.get(job=job)
+    ModelOutcome.objects.filter(pk=outcome.pk).update(verdict=verdict)
+    Job.objects.filter(pk=outcome.audit_job_id).update(status="succeeded")
+    services.on_job_finished(job_id=outcome.audit_job_id)
+
+
+def _run_report_job(request_id):
+    report_job = Job.objects.get(kind="report", deletion_request__public_id=request_id)
+    services.request_finalize(request_id=report_job.deletion_request_id)
+
+
 @pytest.fixture
 def trained(db):
     ds = factories.dataset()
@@ -79,7 +103,7 @@ def test_full_path_to_completion(api_client_for, trained):
     assert [(p["method"], p["guarantee_class"]) for p in scoped["plan"]] == [("sisa", "exact")]
     executing = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json").json()
     assert executing["status"] == "EXECUTING"
-    job = Job.objects.get()
+    job = Job.objects.get(kind="unlearn")
     assert job.method == "sisa" and sorted(job.forget_record_ids) == sorted(
         DataRecord.objects.filter(external_key__in=["r0", "r3", "r6"]).values_list("id", flat=True))
     # The worker finishes: a new version exists.
@@ -87,13 +111,14 @@ def test_full_path_to_completion(api_client_for, trained):
 
     new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
                                parent=trained["version"])
-    Job.objects.filter(pk=job.pk).update(status="succeeded", result_version=new)
-    services.on_job_finished(job_id=job.pk)
+    _finish_unlearning_and_audit(job, new)
     assert DeletionRequest.objects.get().status == RequestStatus.AUDITING
-    done = dpo.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": new.id},
-                    format="json").json()
+    confirmed = dpo.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": new.id},
+                         format="json").json()
+    assert confirmed["status"] == "AUDITING" and confirmed["outcomes"][0]["status"] == "confirmed"
+    _run_report_job(request_id)
+    done = dpo.get(f"/api/v1/deletion-requests/{request_id}/").json()
     assert done["status"] == "COMPLETED"
-    assert done["outcomes"][0]["status"] == "confirmed"
     events = [e["event"] for e in done["timeline"]]
     assert events[:4] == ["request.received", "request.verified", "request.scoped", "request.approved"]
     assert events[-1] == "request.completed"
@@ -104,8 +129,10 @@ def test_subject_with_no_data_completes_with_empty_scope(api_client_for, trained
     request_id = _create(dpo, {**BODY, "identifiers": {"email": "stranger@example.org"}}).json()["id"]
     scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
     assert scoped["scope"]["empty"] and scoped["plan"] == []
-    done = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json").json()
-    assert done["status"] == "COMPLETED"
+    approved = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json").json()
+    assert approved["status"] == "AUDITING"
+    _run_report_job(request_id)
+    assert DeletionRequest.objects.get().status == "COMPLETED"
 
 
 def test_partial_approval_with_legal_hold(api_client_for, trained):
@@ -115,9 +142,10 @@ def test_partial_approval_with_legal_hold(api_client_for, trained):
     held = dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/",
                     {"legal_holds": [{"model_version_id": trained["version"].id, "reason": "litigation hold"}]},
                     format="json").json()
-    assert held["status"] == "COMPLETED"
     assert held["outcomes"][0]["status"] == "held" and held["outcomes"][0]["hold_reason"] == "litigation hold"
-    assert not Job.objects.exists()
+    assert not Job.objects.filter(kind="unlearn").exists()
+    _run_report_job(request_id)
+    assert DeletionRequest.objects.get().status == "COMPLETED"
 
 
 def test_illegal_transition_is_409_with_code(api_client_for, trained):
@@ -160,7 +188,7 @@ def test_failed_job_fails_the_request_and_withdrawal_completes_another(api_clien
     request_id = _create(dpo).json()["id"]
     dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
     dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    job = Job.objects.get()
+    job = Job.objects.get(kind="unlearn")
     Job.objects.filter(pk=job.pk).update(status="failed", error="boom")
     services.on_job_finished(job_id=job.pk)
     assert DeletionRequest.objects.get().status == RequestStatus.FAILED
@@ -171,12 +199,18 @@ def test_withdrawal_under_article_18(api_client_for, trained):
     request_id = _create(dpo).json()["id"]
     dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
     dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    job = Job.objects.get()
-    Job.objects.filter(pk=job.pk).update(status="succeeded")
-    services.on_job_finished(job_id=job.pk)
+    job = Job.objects.get(kind="unlearn")
+    from models_registry.services import model_version_create
+
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(job, new, verdict="FAIL")
+    assert ModelOutcome.objects.get().status == "audit_failed"
     response = dpo.post(f"/api/v1/deletion-requests/{request_id}/withdraw-model/",
                         {"model_version_id": trained["version"].id, "reason": "audit failed"}, format="json")
-    assert response.json()["status"] == "COMPLETED"
+    assert response.json()["status"] == "AUDITING"
+    _run_report_job(request_id)
+    assert DeletionRequest.objects.get().status == "COMPLETED"
     trained["version"].refresh_from_db()
     assert trained["version"].status == "withdrawn"
     assert ModelOutcome.objects.get().status == "withdrawn"
@@ -243,3 +277,26 @@ def test_identifiers_of_two_registered_subjects_are_linked_in_one_request(api_cl
     scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
     assert scoped["scope"]["records"] == 4
     assert sorted(p["model"] for p in scoped["plan"]) == sorted([trained["model"].name, other_model.name])
+
+
+def test_escalation_after_a_failed_audit(api_client_for, trained):
+    from models_registry.services import model_version_create
+
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    job = Job.objects.get(kind="unlearn")
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(job, new, verdict="FAIL")
+    request = DeletionRequest.objects.get()
+    escalated = services.outcome_escalate(request=request, actor=None, model_version_id=trained["version"].id)
+    assert escalated.status == "EXECUTING"
+    retrain = Job.objects.filter(kind="unlearn").order_by("-id").first()
+    assert retrain.method == "retrain" and retrain.guarantee_class == "exact" and retrain.pk != job.pk
+    outcome = ModelOutcome.objects.get()
+    assert outcome.status == "executing" and outcome.method == "retrain"
+    from deletion.selectors import request_timeline
+
+    assert "outcome.escalated" in [e["event"] for e in request_timeline(request=request)]

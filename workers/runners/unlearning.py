@@ -1,10 +1,10 @@
-"""Unlearning jobs: a new model version without the forget set, then the purge of every older
-copy of that model that still holds it.
+"""Unlearning jobs: a new model version without the forget set (the audit job then purges every
+older copy of that model that still holds it).
 
 Exact methods (retrain, sisa, s3t) take the stored TrainingRun; approximate classifier methods take
 the model and loaders over the forget and retain records. The final transaction records the new
-version (parent = source, membership = the run's minus the forgotten records), its artifacts and
-the purge, and marks the job's result, so a redelivered job never makes a second version.
+version (parent = source, membership = the run's minus the forgotten records) and its artifacts,
+and marks the job's result, so a redelivered job never makes a second version.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from django.db import transaction
 from models_registry import services as registry
 from models_registry.models import DataRecord, VersionStatus
 from workers.models import Job
-from workers.purge import lineage_copies_purge
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
 LOADER_BATCH = 64
@@ -74,9 +73,9 @@ def run_unlearning_job(job: Job, progress) -> dict:
             excluded_record_ids=[r.id for r in forget_records],
         )
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=source.training_run, version=version)
-        purged = lineage_copies_purge(store=store, source=source, record_ids=[r.id for r in forget_records])
         Job.objects.filter(pk=job.pk).update(result_version=version)
-    return {"device": device, "artifact": ref.artifact_id, "version": version.id, "purged": purged,
+    # Older copies are purged by the audit job, once it has taken its evidence from them.
+    return {"device": device, "artifact": ref.artifact_id, "version": version.id,
             "unlearning": _jsonable(result.to_dict())}
 
 

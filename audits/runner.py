@@ -1,0 +1,196 @@
+"""Audit jobs (audit queue): evidence that a new version forgot what it should.
+
+For one outcome of a request: the unlearned model, the original and the shadow models score the
+forgotten records, a retain sample and held-out test records; the pure checks in audits/checks
+turn the scores into numbers and verdicts. Then, with the evidence taken, every older copy of the
+model that still holds the records is purged (parent weights, superseded checkpoints, shadow
+models that saw them), which is what the exact class's lineage proof rests on. The report job
+erases the request's data (records, dataset files) and signs the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from django.db import transaction
+
+from deletion.models import ModelOutcome
+from models_registry import selectors
+from models_registry.models import ArtifactKind, DataRecord, StoredArtifact
+from workers.models import Job
+from workers.runners.storage import artifact_store
+
+logger = logging.getLogger(__name__)
+
+RETAIN_SAMPLE = 500
+TEST_SAMPLE = 1000
+HISTOGRAM_BINS = 30
+ROC_POINTS = 60
+
+
+def _scores_and_accuracy(model, dataset, device: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """LiRA scores (logit-scaled confidence of the true class) and the accuracy of ``model``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from audits.checks.signals import logit_scaled_confidence
+    from workers.training.membership import collate_records
+
+    model = model.to(device).eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for _keys, inputs, targets in DataLoader(dataset, batch_size=256, collate_fn=collate_records):
+            logits.append(model(inputs.to(device)).float().cpu().numpy())
+            labels.append(targets.numpy())
+    if not logits:
+        return np.zeros(0), np.zeros(0), float("nan")
+    z, y = np.concatenate(logits), np.concatenate(labels)
+    return logit_scaled_confidence(z, y), y, float((z.argmax(-1) == y).mean())
+
+
+def _histogram(groups: dict[str, np.ndarray]) -> dict:
+    finite = np.concatenate([g[np.isfinite(g)] for g in groups.values() if len(g)])
+    low, high = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99))) if len(finite) else (0.0, 1.0)
+    edges = np.linspace(low, high if high > low else low + 1, HISTOGRAM_BINS + 1)
+    return {"edges": edges.round(4).tolist(),
+            "counts": {name: np.histogram(np.clip(g, low, high), bins=edges)[0].tolist() for name, g in groups.items()}}
+
+
+def _roc(forget: np.ndarray, test: np.ndarray) -> dict:
+    from sklearn.metrics import roc_curve
+
+    if len(forget) == 0 or len(test) == 0:
+        return {"fpr": [], "tpr": []}
+    labels = np.r_[np.ones(len(forget)), np.zeros(len(test))]
+    fpr, tpr, _ = roc_curve(labels, np.r_[forget, test])
+    pick = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).astype(int))
+    return {"fpr": fpr[pick].round(4).tolist(), "tpr": tpr[pick].round(4).tolist()}
+
+
+def _sample(keys: list[str], n: int, seed: int) -> list[str]:
+    if len(keys) <= n:
+        return sorted(keys)
+    return sorted(np.random.default_rng(seed).choice(sorted(keys), size=n, replace=False).tolist())
+
+
+def run_audit_job(job: Job, progress) -> dict:
+    from audits.checks.membership import fit_shadow_reference, membership_test
+    from audits.checks.population_attack import population_attack
+    from audits.checks.power import membership_power
+    from audits.checks.retain_privacy import retain_privacy
+    from audits.checks.utility import utility
+    from audits.checks.verdict import LineageProof, final_verdict
+    from workers.datasets.reference import load_reference_split
+    from workers.purge import lineage_copies_purge
+    from workers.runners.shadow import shadow_runs
+    from workers.runners.training import load_recipes
+    from workers.training.device import select_device
+    from workers.training.storage import load_run
+
+    started = time.perf_counter()
+    load_recipes()
+    outcome = ModelOutcome.objects.select_related("model_version__model", "new_version").get(pk=job.config["outcome_id"])
+    source, new = outcome.model_version, outcome.new_version
+    dataset = source.training_run.datasets.get()
+    records = list(DataRecord.objects.filter(id__in=outcome.record_ids, dataset=dataset).order_by("id"))
+    forget_keys = [r.external_key for r in records]
+    store = artifact_store()
+    device = str(select_device())
+    progress("loading models", 0.02)
+    original = load_run(store, source.artifact_sha256)
+    unlearned = load_run(store, new.artifact_sha256)
+    train = load_reference_split(dataset.storage_location, "train")
+    test = load_reference_split(dataset.storage_location, "test")
+    member_keys = [row.record_key for row in unlearned.membership]
+    retain_keys = _sample(member_keys, RETAIN_SAMPLE, seed=new.id)
+    test_keys = _sample(list(test.record_keys), TEST_SAMPLE, seed=new.id)
+    forget_ds, retain_ds, test_ds = train.subset(forget_keys), train.subset(retain_keys), test.subset(test_keys)
+
+    progress("scoring the unlearned and original models", 0.1)
+    f_after, _, forget_acc_after = _scores_and_accuracy(unlearned.model, forget_ds, device)
+    r_after, _, retain_acc_after = _scores_and_accuracy(unlearned.model, retain_ds, device)
+    t_after, _, test_acc_after = _scores_and_accuracy(unlearned.model, test_ds, device)
+    f_before, _, forget_acc_before = _scores_and_accuracy(original.model, forget_ds, device)
+    r_before, _, retain_acc_before = _scores_and_accuracy(original.model, retain_ds, device)
+    t_before, _, test_acc_before = _scores_and_accuracy(original.model, test_ds, device)
+
+    shadows = shadow_runs(version=source)
+    shadow_scores, shadow_in = [], []
+    for i, run in enumerate(shadows):
+        progress(f"scoring shadow model {i + 1} of {len(shadows)}", 0.2 + 0.5 * i / max(1, len(shadows)))
+        artifact = StoredArtifact.objects.get(training_run=run, kind=ArtifactKind.SHADOW_MODEL, status="present")
+        shadow = load_run(store, artifact.sha256)
+        members = {row.record_key for row in shadow.membership}
+        scores, _, _ = _scores_and_accuracy(shadow.model, forget_ds, device)
+        shadow_scores.append(scores)
+        shadow_in.append([key in members for key in forget_keys])
+
+    checks = []
+    ids = [str(k) for k in forget_keys]
+    if len(shadows) >= 2 and forget_keys:
+        reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in))
+        checks.append(membership_test(record_ids=ids, unlearned_scores=f_after, reference=reference))
+        checks.append(membership_power(record_ids=ids, seen_scores=f_before, reference=reference,
+                                       source="original_model"))
+    checks.append(population_attack(forget_scores=f_after, nonmember_scores=t_after))
+    checks.append(utility(retain=retain_acc_after, test=test_acc_after, original_retain=retain_acc_before,
+                          original_test=test_acc_before))
+    checks.append(retain_privacy(retain_scores_before=r_before, retain_scores_after=r_after,
+                                 nonmember_scores_before=t_before, nonmember_scores_after=t_after))
+
+    # Evidence taken: now destroy every older copy that still holds the records.
+    progress("purging older copies", 0.8)
+    record_ids = [r.id for r in records]
+    with transaction.atomic():
+        purged = lineage_copies_purge(store=store, source=source, record_ids=record_ids)
+    remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
+                 if a.kind != "dataset_cache" and _same_model(a, source)]
+    holds_none = not {v.version_id for v in selectors.versions_trained_on(
+        record_ids=record_ids, statuses=("serving", "retained", "retired", "withdrawn"))} & {new.id}
+    lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=not remaining)
+    verdict = final_verdict(guarantee_class=outcome.guarantee_class, checks=checks, lineage=lineage)
+
+    audit = {
+        "shadow_models": len(shadows),
+        "records": len(forget_keys),
+        "metrics": {
+            "forget_accuracy": {"original": forget_acc_before, "unlearned": forget_acc_after},
+            "retain_accuracy": {"original": retain_acc_before, "unlearned": retain_acc_after},
+            "test_accuracy": {"original": test_acc_before, "unlearned": test_acc_after},
+            "retain_sample": len(retain_keys), "test_sample": len(test_keys),
+        },
+        "checks": [c.to_dict() for c in checks],
+        "verdict": verdict.to_dict(),
+        "roc": _roc(f_after, t_after),
+        "histograms": _histogram({"forget": f_after, "retain": r_after, "test": t_after}),
+        "lineage": {"new_version_holds_none": lineage.new_version_holds_none,
+                    "older_copies_purged": lineage.older_copies_purged},
+        "purged": purged,
+        "audit_seconds": round(time.perf_counter() - started, 2),
+    }
+    ModelOutcome.objects.filter(pk=outcome.pk).update(audit=_jsonable(audit), verdict=verdict.verdict.value
+                                                      if hasattr(verdict.verdict, "value") else str(verdict.verdict))
+    return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purged)}
+
+
+def _same_model(artifact, source) -> bool:
+    row = StoredArtifact.objects.select_related("training_run", "model_version").get(pk=artifact.id)
+    model_of = row.training_run.model_id if row.training_run_id else (
+        row.model_version.model_id if row.model_version_id else None)
+    return model_of == source.model_id
+
+
+def _jsonable(value):
+    import json
+
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def run_report_job(job: Job, progress) -> dict:
+    """Erase the request's data and build, sign and store its report; the request completes."""
+    from deletion.services import request_finalize
+
+    report = request_finalize(request_id=job.deletion_request_id, progress=progress)
+    return {"report": report}

@@ -1,0 +1,620 @@
+"""A content-addressed artifact store for model weights, optimizer and RNG state.
+
+Layout under the store's root::
+
+    blobs/<sha256>.safetensors   tensors (weights, optimizer state, RNG state, ...), named by the
+                                 sha256 of the file bytes, so identical content is one file
+    manifests/<sha256>.json      canonical JSON naming the blobs of one artifact (by role), its
+                                 architecture, config, recipe, parent, code version and extras;
+                                 the sha256 of the manifest bytes is the artifact's id
+
+An artifact may reference other artifacts (``parts``: a SISA ensemble names its per-slice
+checkpoints). Purging an artifact removes its manifest and every blob and part that no remaining
+artifact still references, and returns what was removed (path, sha256, bytes) for the report.
+
+Loading never unpickles: a blob is read into memory, its safetensors header is parsed and checked
+here (length, JSON, dtypes, shapes, offsets against the file size) and only then handed to the
+safetensors library. A pickle, a ``torch.save`` zip, a truncated file or a header that claims
+gigabytes is refused with :class:`UnsafeArtifactError`. Writes are atomic (temporary file in the
+same folder, fsync, rename). Plain Python + torch, no Django.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as _safetensors_load
+from safetensors.torch import save as _safetensors_save
+
+# The safetensors library itself refuses headers above 100 MB; a header of a real checkpoint is
+# a few hundred bytes per tensor, so 100 MB is far beyond anything legitimate.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+DTYPE_SIZES: dict[str, int] = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArtifactError(Exception):
+    """Base class of artifact store errors."""
+
+
+class UnsafeArtifactError(ArtifactError):
+    """A file is not a well-formed safetensors file (pickle, truncated, lying header, ...)."""
+
+
+class ArtifactNotFound(ArtifactError, KeyError):
+    """No artifact or blob with that id exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "artifact not found"
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """A stored file's bytes no longer match the sha256 it is named by."""
+
+
+class ArtifactInUse(ArtifactError):
+    """The artifact to purge is still a part of another artifact (``refuse_if_referenced``)."""
+
+
+# ---------------------------------------------------------------- safetensors checking
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def check_safetensors_bytes(data: bytes, *, source: str = "file") -> dict[str, TensorInfo]:
+    """Validate a complete safetensors file held in ``data``; return its tensor table.
+
+    Raises UnsafeArtifactError naming ``source`` and the problem. Nothing is deserialised
+    beyond a JSON header, so a hostile file cannot run code here.
+    """
+    size = len(data)
+    if size < 8:
+        raise UnsafeArtifactError(f"{source}: {size} bytes, too short for a safetensors header")
+    _refuse_known_foreign_formats(data, source)
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES:
+        raise UnsafeArtifactError(
+            f"{source}: header claims {header_len} bytes (cap {MAX_HEADER_BYTES}); refused"
+        )
+    if 8 + header_len > size:
+        raise UnsafeArtifactError(
+            f"{source}: header claims {header_len} bytes but the file has only {size - 8} after "
+            "the length field (truncated?)"
+        )
+    try:
+        header = json.loads(
+            data[8 : 8 + header_len].decode("utf-8"), object_pairs_hook=_no_duplicate_keys
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise UnsafeArtifactError(f"{source}: header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise UnsafeArtifactError(f"{source}: header is not a JSON object")
+
+    buffer_len = size - 8 - header_len
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise UnsafeArtifactError(f"{source}: __metadata__ must map strings to strings")
+
+    table: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        table[name] = _check_entry(source, name, entry, buffer_len)
+
+    # The tensors must tile the data buffer exactly: no gaps, no overlaps, no trailing bytes.
+    cursor = 0
+    for name, info in sorted(table.items(), key=lambda item: (item[1].start, item[1].end)):
+        if info.start != cursor:
+            raise UnsafeArtifactError(
+                f"{source}: tensor {name!r} starts at {info.start}, expected {cursor} "
+                "(gap or overlap in the data buffer)"
+            )
+        cursor = info.end
+    if cursor != buffer_len:
+        raise UnsafeArtifactError(
+            f"{source}: tensors cover {cursor} bytes but the data buffer has {buffer_len}"
+        )
+    return table
+
+
+def _refuse_known_foreign_formats(data: bytes, source: str) -> None:
+    """Name the usual suspects so that the error says what the file really is."""
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise UnsafeArtifactError(f"{source}: this is a Python pickle; pickles are never loaded")
+    if data[:4] == b"PK\x03\x04":
+        raise UnsafeArtifactError(
+            f"{source}: this is a zip archive (torch.save checkpoint?); only safetensors is loaded"
+        )
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _check_entry(source: str, name: str, entry: Any, buffer_len: int) -> TensorInfo:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise UnsafeArtifactError(
+            f"{source}: tensor {name!r} must have exactly dtype, shape and data_offsets"
+        )
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_SIZES:
+        raise UnsafeArtifactError(f"{source}: tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+        raise UnsafeArtifactError(f"{source}: tensor {name!r} has a bad shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_index(o) for o in offsets)):
+        raise UnsafeArtifactError(f"{source}: tensor {name!r} has bad data_offsets {offsets!r}")
+    start, end = offsets
+    if not start <= end <= buffer_len:
+        raise UnsafeArtifactError(
+            f"{source}: tensor {name!r} offsets {offsets} fall outside the {buffer_len}-byte buffer"
+        )
+    expected = math.prod(shape) * DTYPE_SIZES[dtype]
+    if end - start != expected:
+        raise UnsafeArtifactError(
+            f"{source}: tensor {name!r} spans {end - start} bytes, its dtype and shape need {expected}"
+        )
+    return TensorInfo(dtype=dtype, shape=tuple(shape), start=start, end=end)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def safetensors_from_bytes(data: bytes, *, source: str = "file") -> dict[str, torch.Tensor]:
+    """Check ``data`` (see :func:`check_safetensors_bytes`) and return its tensors."""
+    check_safetensors_bytes(data, source=source)
+    try:
+        return _safetensors_load(data)
+    except Exception as exc:  # the library's own checks; keep one error type for callers
+        raise UnsafeArtifactError(f"{source}: safetensors refused the file: {exc}") from None
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read, check and load a safetensors file (never unpickles). Raises UnsafeArtifactError."""
+    path = Path(path)
+    data = path.read_bytes()
+    return safetensors_from_bytes(data, source=str(path))
+
+
+def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """Serialise tensors to safetensors bytes (CPU, contiguous, unshared copies)."""
+    prepared = {}
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name!r} is a {type(tensor).__name__}, not a tensor")
+        prepared[name] = tensor.detach().to("cpu").contiguous().clone()
+    return _safetensors_save(prepared)
+
+
+# ---------------------------------------------------------------- nested state <-> tensors
+
+
+def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested structure (an optimizer state_dict, RNG states) into tensors and JSON.
+
+    Returns ``(tensors, skeleton)``: tensors under dotted names, and a JSON-able skeleton in which
+    each tensor is ``{"__tensor__": name}``. Dicts with non-string keys and tuples are tagged so
+    :func:`unflatten_state` restores them exactly. Anything that is neither JSON nor a tensor
+    raises TypeError (it could not be restored without pickle).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value
+            return {"__tensor__": path}
+        if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return {"__float__": repr(value)}
+            return value
+        if isinstance(value, tuple):
+            return {"__tuple__": [walk(v, f"{path}.{i}") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) and not k.startswith("__") for k in value):
+                return {k: walk(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+            items = []
+            for k, v in value.items():
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise TypeError(f"cannot store a {type(k).__name__} dict key at {path!r}")
+                items.append([k, walk(v, f"{path}.{k}" if path else str(k))])
+            return {"__items__": items}
+        raise TypeError(f"cannot store a {type(value).__name__} at {path or 'top level'!r}")
+
+    skeleton = walk(state, prefix)
+    return tensors, skeleton
+
+
+def unflatten_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
+    """Inverse of :func:`flatten_state`."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            if set(node) == {"__tensor__"}:
+                return tensors[node["__tensor__"]]
+            if set(node) == {"__tuple__"}:
+                return tuple(walk(v) for v in node["__tuple__"])
+            if set(node) == {"__float__"}:
+                return float(node["__float__"])
+            if set(node) == {"__items__"}:
+                return {k: walk(v) for k, v in node["__items__"]}
+            return {k: walk(v) for k, v in node.items()}
+        return node
+
+    return walk(skeleton)
+
+
+# ---------------------------------------------------------------- manifests and the store
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON bytes: sorted keys, no whitespace, UTF-8, finite numbers only."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+@dataclass
+class ArtifactManifest:
+    """What an artifact is. Stored as canonical JSON; its sha256 is the artifact id.
+
+    ``kind``: "model", "checkpoint", "sisa_ensemble", "s3t_ensemble", ...
+    ``architecture``: ``{"name": ..., "config": {...}}`` so the model can be rebuilt.
+    ``recipe``: ``{"name": ..., "config": {...}}`` of the training recipe that made it.
+    ``parent``: the artifact id this one was derived from (unlearning), or None.
+    ``parts``: named references to other artifacts (a SISA ensemble's checkpoints).
+    ``state``: JSON skeletons of flattened non-tensor state (optimizer param groups, RNG).
+    ``files``: role -> ``{"sha256", "bytes"}``; filled in by the store.
+    """
+
+    kind: str
+    architecture: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    parent: str | None = None
+    code_version: str = ""
+    parts: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "kind": self.kind,
+            "architecture": self.architecture,
+            "config": self.config,
+            "recipe": self.recipe,
+            "parent": self.parent,
+            "code_version": self.code_version,
+            "parts": dict(self.parts),
+            "state": self.state,
+            "extra": self.extra,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArtifactManifest:
+        if data.get("format") != 1:
+            raise ArtifactError(f"unknown manifest format {data.get('format')!r}")
+        known = {
+            "kind", "architecture", "config", "recipe", "parent", "code_version", "parts",
+            "state", "extra", "files",
+        }
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A stored artifact: its id (manifest sha256) and the sha256 of each of its blobs."""
+
+    artifact_id: str
+    files: dict[str, str]
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return self.files.get("weights")
+
+
+@dataclass(frozen=True)
+class RemovedFile:
+    kind: str  # "manifest" or "blob"
+    path: str
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class PurgeReport:
+    """What a purge removed, and what it kept because another artifact still references it."""
+
+    artifact_ids: list[str] = field(default_factory=list)
+    removed: list[RemovedFile] = field(default_factory=list)
+    kept_shared: list[str] = field(default_factory=list)
+    referenced_by: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact_ids": list(self.artifact_ids),
+            "removed": [vars(r) for r in self.removed],
+            "kept_shared": list(self.kept_shared),
+            "referenced_by": list(self.referenced_by),
+        }
+
+
+class ArtifactStore:
+    """The content-addressed store rooted at ``root`` (created if missing)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs"
+        self.manifest_dir = self.root / "manifests"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- writing
+
+    def put_blob(self, tensors: Mapping[str, torch.Tensor]) -> str:
+        """Store tensors as one safetensors blob; return its sha256 (the file's name)."""
+        data = tensors_to_bytes(tensors)
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.blob_path(digest)
+        if not path.exists():  # identical content stored twice is one file
+            _atomic_write(path, data)
+        return digest
+
+    def put(
+        self,
+        manifest: ArtifactManifest,
+        files: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    ) -> ArtifactRef:
+        """Store the blobs of ``files`` (role -> tensors) and the manifest naming them.
+
+        Every artifact named in ``manifest.parts`` must already be in the store. Returns the
+        artifact's reference; storing the same manifest and content again returns the same id.
+        """
+        recorded = dict(manifest.files)
+        for role, tensors in (files or {}).items():
+            digest = self.put_blob(tensors)
+            recorded[role] = {"sha256": digest, "bytes": self.blob_path(digest).stat().st_size}
+        for role, entry in recorded.items():
+            if not self.blob_path(_check_sha(entry.get("sha256"))).exists():
+                raise ArtifactNotFound(f"blob {entry['sha256']} of role {role!r} is not stored")
+        for part, artifact_id in manifest.parts.items():
+            if not self.manifest_path(_check_sha(artifact_id)).exists():
+                raise ArtifactNotFound(f"part {part!r} refers to unknown artifact {artifact_id}")
+        manifest.files = recorded
+        data = canonical_json(manifest.to_dict())
+        artifact_id = hashlib.sha256(data).hexdigest()
+        path = self.manifest_path(artifact_id)
+        if not path.exists():
+            _atomic_write(path, data)
+        return ArtifactRef(artifact_id, {role: e["sha256"] for role, e in recorded.items()})
+
+    # -- reading
+
+    def exists(self, artifact_id: str) -> bool:
+        return self.manifest_path(_check_sha(artifact_id)).exists()
+
+    def manifest(self, artifact_id: str) -> ArtifactManifest:
+        """The manifest of ``artifact_id``, checked against its name."""
+        path = self.manifest_path(_check_sha(artifact_id))
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {artifact_id}") from None
+        if size > MAX_MANIFEST_BYTES:
+            raise UnsafeArtifactError(f"manifest {artifact_id} is {size} bytes; refused")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != artifact_id:
+            raise ArtifactIntegrityError(f"manifest {artifact_id} does not match its sha256")
+        try:
+            return ArtifactManifest.from_dict(json.loads(data))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ArtifactError(f"manifest {artifact_id} is not a valid manifest: {exc}") from None
+
+    def load_blob(self, sha256: str) -> dict[str, torch.Tensor]:
+        """Load one blob by sha256: integrity, then header checks, then safetensors."""
+        path = self.blob_path(_check_sha(sha256))
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no blob {sha256}") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ArtifactIntegrityError(f"blob {sha256} does not match its sha256")
+        return safetensors_from_bytes(data, source=f"blob {sha256}")
+
+    def load(self, artifact_id: str, role: str = "weights") -> dict[str, torch.Tensor]:
+        """The tensors of one role ("weights", "optimizer", "rng", ...) of an artifact."""
+        manifest = self.manifest(artifact_id)
+        try:
+            entry = manifest.files[role]
+        except KeyError:
+            raise ArtifactNotFound(
+                f"artifact {artifact_id} has no {role!r} file; it has {sorted(manifest.files)}"
+            ) from None
+        return self.load_blob(entry["sha256"])
+
+    def artifact_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.manifest_dir.glob("*.json") if _SHA256.match(p.stem))
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blob_dir / f"{sha256}.safetensors"
+
+    def manifest_path(self, artifact_id: str) -> Path:
+        return self.manifest_dir / f"{artifact_id}.json"
+
+    def closure(self, artifact_id: str, *, skip_missing: bool = False) -> list[str]:
+        """``artifact_id`` and every artifact reachable through ``parts``, each once.
+        ``skip_missing`` passes over parts already purged instead of raising ArtifactNotFound."""
+        seen: list[str] = []
+        stack = [artifact_id]
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            if skip_missing and current != artifact_id and not self.exists(current):
+                continue
+            seen.append(current)
+            stack.extend(self.manifest(current).parts.values())
+        return seen
+
+    # -- purging
+
+    def purge(
+        self, artifact_id: str, *, include_parts: bool = True, refuse_if_referenced: bool = False
+    ) -> PurgeReport:
+        """Remove an artifact's manifest and every file no other artifact still references.
+
+        With ``include_parts`` the artifacts it references through ``parts`` are purged too,
+        except those another remaining artifact still references (an unlearned SISA version
+        shares its unaffected shards' checkpoints with its parent). The artifact asked for is
+        removed even when another manifest names it as a part (its data must go; that manifest
+        is listed in ``referenced_by`` and can no longer be loaded whole) unless
+        ``refuse_if_referenced``, which raises ArtifactInUse instead. Blobs whose bytes another
+        remaining artifact also holds are kept and listed in ``kept_shared``.
+        """
+        if not self.exists(artifact_id):
+            raise ArtifactNotFound(f"no artifact {artifact_id}")
+        targets = self.closure(artifact_id, skip_missing=True) if include_parts else [artifact_id]
+        target_set = set(targets)
+        referenced_by: list[str] = []
+        # References held by artifacts that stay.
+        kept_parts: set[str] = set()
+        kept_blobs: set[str] = set()
+        for other in self.artifact_ids():
+            if other in target_set:
+                continue
+            manifest = self.manifest(other)
+            if artifact_id in manifest.parts.values():
+                referenced_by.append(other)
+            kept_parts.update(manifest.parts.values())
+            kept_blobs.update(e["sha256"] for e in manifest.files.values())
+        if referenced_by and refuse_if_referenced:
+            raise ArtifactInUse(f"artifact {artifact_id} is a part of {', '.join(referenced_by)}")
+        # A part referenced from outside keeps its own parts and blobs alive too (never the
+        # artifact asked for).
+        protected: set[str] = set()
+        for part in [t for t in targets if t in kept_parts and t != artifact_id]:
+            protected.update(self.closure(part, skip_missing=True))
+        protected.discard(artifact_id)
+        report = PurgeReport(referenced_by=referenced_by)
+        blobs_to_check: list[str] = []
+        for target in targets:
+            if target in protected:
+                report.kept_shared.append(target)
+                continue
+            manifest = self.manifest(target)
+            blobs_to_check.extend(e["sha256"] for e in manifest.files.values())
+            report.removed.append(self._remove(self.manifest_path(target), "manifest", target))
+            report.artifact_ids.append(target)
+        for target in protected:
+            kept_blobs.update(e["sha256"] for e in self.manifest(target).files.values())
+        for digest in dict.fromkeys(blobs_to_check):
+            if digest in kept_blobs:
+                report.kept_shared.append(digest)
+                continue
+            path = self.blob_path(digest)
+            if path.exists():
+                report.removed.append(self._remove(path, "blob", digest))
+        return report
+
+    @staticmethod
+    def _remove(path: Path, kind: str, sha256: str) -> RemovedFile:
+        size = path.stat().st_size
+        path.unlink()
+        return RemovedFile(kind=kind, path=str(path), sha256=sha256, bytes=size)
+
+    def iter_files(self) -> Iterator[Path]:
+        yield from sorted(self.blob_dir.glob("*"))
+        yield from sorted(self.manifest_dir.glob("*"))
+
+
+def _check_sha(value: Any) -> str:
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ArtifactError(f"{value!r} is not a sha256 hex digest")
+    return value
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The version of the worker code that produced an artifact.
+
+    ``DELETION_PLATFORM_CODE_VERSION`` when set (a release or git sha), else a digest of the
+    worker sources, so a manifest says which code made it even from an uncommitted tree.
+    """
+    explicit = os.environ.get("DELETION_PLATFORM_CODE_VERSION")
+    if explicit:
+        return explicit
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return "src-" + digest.hexdigest()[:16]

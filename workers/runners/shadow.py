@@ -1,0 +1,77 @@
+"""Shadow models: the audit's reference. Per model version, N models of the same recipe and
+config, each trained on a random half of the version's training records (its own seed), so that
+every record has shadow models that saw it (IN) and models that did not (OUT). Each shadow is a
+training run with its own membership and a stored artifact, so scoping finds it and a deletion
+purges the shadows that saw a forgotten record like any other copy."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import transaction
+
+from models_registry import services as registry
+from models_registry.importing import training_membership_import
+from models_registry.models import ArtifactKind, ModelVersion, StoredArtifact, TrainingRun
+from workers.models import Job
+from workers.runners.storage import artifact_store
+
+SHADOW_FRACTION = 0.5
+
+
+def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
+    """A deterministic half of ``keys``: each key goes in by a hash of (version, index, key)."""
+    def draw(key: str) -> int:
+        return hashlib.sha256(f"shadow:{version_id}:{index}:{key}".encode()).digest()[0]
+
+    return sorted(k for k in keys if draw(k) < 256 * SHADOW_FRACTION)
+
+
+def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
+    """The runs of ``version``'s shadow models whose artifacts are still present."""
+    present = StoredArtifact.objects.filter(kind=ArtifactKind.SHADOW_MODEL, status="present")
+    return list(TrainingRun.objects.filter(model=version.model, config__shadow_of=version.id,
+                                           artifacts__in=present).distinct().order_by("id"))
+
+
+def run_shadow_job(job: Job, progress) -> dict:
+    from workers.artifacts import code_version
+    from workers.datasets.reference import load_reference_split
+    from workers.runners.training import load_recipes
+    from workers.training.device import select_device
+    from workers.training.storage import load_run
+
+    recipes = load_recipes()
+    version = job.source_version
+    count = int(job.config.get("count", 16))
+    store = artifact_store()
+    original = load_run(store, version.artifact_sha256)
+    keys = sorted(row.record_key for row in original.membership)
+    dataset = version.training_run.datasets.get()
+    data = load_reference_split(dataset.storage_location, "train")
+    device = select_device()
+    done = {run.config.get("shadow_index") for run in shadow_runs(version=version)}
+    trained = []
+    for index in range(count):
+        if index in done:  # a re-run after a crash keeps the shadows already recorded
+            continue
+        config = {**original.config, "seed": 10_000 + index}
+        recipe = recipes.get(original.recipe)(config)
+        half = shadow_half(keys, version_id=version.id, index=index)
+        result = recipe.train(data.subset(half), device=device,
+                              progress=progress.scaled(100 * index / count, 100 / count))
+        ref = recipe.save(store, result, extra={"shadow_of": version.artifact_sha256, "shadow_index": index})
+        with transaction.atomic():
+            run = registry.training_run_start(
+                model=version.model, recipe=original.recipe,
+                config={**recipe.config.to_dict(), "shadow_of": version.id, "shadow_index": index},
+                seed=config["seed"], code_version=code_version(), datasets=[dataset])
+            rows = [(i + 1, r.record_key, r.shard, r.slice, r.position) for i, r in enumerate(result.membership)]
+            training_membership_import(run=run, dataset=dataset, rows=rows)
+            registry.training_run_finish(run=run)
+            registry.stored_artifact_register(
+                sha256=ref.artifact_id, kind=ArtifactKind.SHADOW_MODEL, training_run=run,
+                label=f"shadow model {index} of {version}",
+            )
+        trained.append(index)
+    return {"device": str(device), "shadows_trained": trained, "shadows_total": count}

@@ -1,0 +1,246 @@
+"""The one interface of every training recipe, and the loop they share.
+
+A recipe is a small class: a config dataclass (stored with the run, reproducible from it; the
+seed is part of it), ``train`` and the pair ``save``/``load`` that put a run into the artifact
+store and back. ``train`` returns a :class:`TrainingRun`: the model (an ``nn.Module``; ensembles
+return log-probabilities from ``forward``), the membership rows written from what the training
+loaders actually yielded, and metrics.
+
+Every recipe is deterministic on CPU for a given config: seeds come from ``config.seed`` through
+:func:`workers.training.device.derive_seed`, deterministic kernels are switched on while it
+trains, and data order comes from explicit generators.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore
+from workers.datasets.base import RecordDataset
+from workers.registry import Registry
+from workers.training.membership import (
+    MembershipRow,
+    MembershipSink,
+    RecordingLoader,
+    collate_records,
+)
+from workers.unlearning.base import (
+    ConfigError,
+    MethodConfig,
+    ProgressCallback,
+    no_progress,
+)
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class RecipeConfig(MethodConfig):
+    """Shared fields of every recipe config.
+
+    ``architecture`` is ``{"name": ..., "config": {...}}`` (see workers.training.architectures).
+    """
+
+    architecture: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        name = type(self).__name__
+        if not isinstance(self.architecture, dict) or not isinstance(self.architecture.get("name"), str):
+            raise ConfigError(f"{name}.architecture must be {{'name': ..., 'config': {{...}}}}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{name}.optimizer must be one of {', '.join(OPTIMIZERS)}")
+
+
+@dataclass
+class TrainingRun:
+    """What a recipe produced: enough to serve the model, write lineage and store artifacts."""
+
+    recipe: str
+    config: dict[str, Any]
+    model: nn.Module
+    membership: list[MembershipRow]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def membership_dicts(self) -> list[dict[str, Any]]:
+        return [row.to_dict() for row in self.membership]
+
+
+class TrainingRecipe(ABC):
+    """Base class of every recipe. Subclasses set ``name``, ``config_class`` and implement
+    ``train``, ``save`` and ``load``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[RecipeConfig]] = RecipeConfig
+
+    def __init__(self, config: RecipeConfig | dict[str, Any] | None = None) -> None:
+        if config is None or isinstance(config, dict):
+            config = self.config_class.from_dict(config)
+        elif not isinstance(config, self.config_class):
+            raise ConfigError(
+                f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        else:
+            config.validate()
+        self.config: Any = config
+
+    @abstractmethod
+    def train(
+        self,
+        dataset: RecordDataset,
+        *,
+        device: str | torch.device = "cpu",
+        progress: ProgressCallback = no_progress,
+    ) -> TrainingRun:
+        """Train on ``dataset`` and return the run (model, membership, metrics)."""
+
+    @abstractmethod
+    def save(
+        self,
+        store: ArtifactStore,
+        run: TrainingRun,
+        *,
+        parent: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ArtifactRef:
+        """Store the run's artifacts; return the reference of its top-level manifest."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        """Rebuild a stored run (model, membership) from its manifest."""
+
+
+RECIPES: Registry[type[TrainingRecipe]] = Registry("training recipe")
+register_recipe = RECIPES.register
+
+
+# ---------------------------------------------------------------- shared loop
+
+
+def make_optimizer(params: Sequence[nn.Parameter] | Any, config: RecipeConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def sorted_by_key(dataset: RecordDataset, keys: set[str] | None = None) -> RecordDataset:
+    """The records of ``dataset`` (or only ``keys``) ordered by record key.
+
+    Training stages order their data by key, not by the dataset's item order, so that the same
+    records give the same model whichever order a caller's dataset lists them in."""
+    all_keys = dataset.record_keys
+    index = sorted(range(len(all_keys)), key=all_keys.__getitem__)
+    if keys is not None:
+        index = [i for i in index if all_keys[i] in keys]
+    from workers.datasets.base import RecordSubset
+
+    return RecordSubset(dataset, index)
+
+
+@dataclass
+class StageStats:
+    steps: int = 0
+    examples: int = 0
+    loss_sum: float = 0.0
+
+
+def train_stage(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: RecordDataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    sink: MembershipSink,
+    shard: int,
+    slice: int,
+    device: torch.device,
+    on_epoch: Any = None,
+) -> StageStats:
+    """Train ``model`` on ``data`` for ``epochs`` epochs, batches in an order drawn from
+    ``generator``; report every yielded record to ``sink`` at (shard, slice).
+
+    ``on_epoch(epoch)`` is called after each epoch (progress; may raise JobCancelled).
+    """
+    stats = StageStats()
+    model.train()
+    for epoch in range(epochs):
+        if len(data) == 0:
+            break
+        order = torch.randperm(len(data), generator=generator).tolist()
+        loader = DataLoader(data, batch_size=batch_size, sampler=order, collate_fn=collate_records)
+        for keys, inputs, targets in RecordingLoader(loader, sink, shard=shard, slice=slice):
+            if not keys:  # every record of the batch was unreadable
+                continue
+            inputs, targets = inputs.to(device), targets.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            stats.steps += 1
+            stats.examples += len(keys)
+            stats.loss_sum += float(loss.detach()) * len(keys)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return stats
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def rng_state_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random state a resumed stage needs: the data-order generator and torch's global RNG
+    (used by dropout and by DataLoader's seeding), plus CUDA's when present."""
+    state = {"order_generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"torch_cuda_{index}"] = cuda_state
+    return state
+
+
+def restore_rng_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+    generator.set_state(state["order_generator"].clone())
+    torch.set_rng_state(state["torch_cpu"].clone())
+    if torch.cuda.is_available():
+        cuda_keys = sorted((k for k in state if k.startswith("torch_cuda_")), key=lambda k: int(k[11:]))
+        cuda_states = [state[k] for k in cuda_keys]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+
+def optimizer_state_to_cpu(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu").clone()
+    if isinstance(state, dict):
+        return {k: optimizer_state_to_cpu(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [optimizer_state_to_cpu(v) for v in state]
+    return state

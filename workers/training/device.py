@@ -1,0 +1,52 @@
+"""Where training runs, and how it is made reproducible."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+
+def select_device(prefer: str | None = None) -> torch.device:
+    """CUDA when present, else CPU. ``prefer`` ("cpu", "cuda", "cuda:1") or the environment
+    variable ``WORKERS_DEVICE`` overrides; asking for CUDA without one raises RuntimeError."""
+    choice = prefer or os.environ.get("WORKERS_DEVICE") or ""
+    if not choice:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {choice!r} was asked for but CUDA is not available")
+    return device
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from a base seed and names/indices (shard, slice, epoch, ...).
+
+    Hashing keeps seeds of neighbouring shards unrelated and stable when others are added."""
+    text = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int | None = None) -> Iterator[None]:
+    """Deterministic kernels (and a seeded global RNG) for the duration of the block.
+
+    On CUDA the cuBLAS workspace must be fixed for determinism; the variable is set when absent.
+    The previous settings are restored on exit.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_cudnn = torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+        torch.backends.cudnn.benchmark = previous_cudnn

@@ -1,0 +1,162 @@
+"""DP-SGD through Opacus: per-sample clipping, Gaussian noise, Poisson sampling, and the
+accountant's (epsilon, delta).
+
+Batches are drawn by Opacus' Poisson sampler (each record independently with probability
+``batch_size / n`` per step) from an explicit generator, and the noise comes from another, so a
+run is reproducible from its seed (not ``secure_mode``: a production deployment that needs
+cryptographic randomness sets ``secure_mode`` and gives up bit-for-bit reproducibility).
+A record that was never sampled never reached the model and is not in the membership.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore
+from workers.datasets.base import RecordDataset
+from workers.training.architectures import build_model, has_running_stats
+from workers.training.base import (
+    RecipeConfig,
+    Timer,
+    TrainingRecipe,
+    TrainingRun,
+    cpu_state_dict,
+    make_optimizer,
+    register_recipe,
+    sorted_by_key,
+)
+from workers.training.device import derive_seed, deterministic
+from workers.training.membership import MembershipSink, RecordingLoader, collate_records
+from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
+from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
+
+
+@dataclass
+class DPConfig(RecipeConfig):
+    """``target_epsilon`` > 0 makes Opacus choose the noise multiplier for that budget;
+    otherwise ``noise_multiplier`` is used. ``delta`` 0 means 1 / (10 n)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 0.0
+    target_epsilon: float = 0.0
+    accountant: str = "prv"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.noise_multiplier < 0 or self.max_grad_norm <= 0:
+            raise ConfigError("DPConfig.noise_multiplier must be >= 0 and max_grad_norm > 0")
+        if not 0 <= self.delta < 1 or self.target_epsilon < 0:
+            raise ConfigError("DPConfig.delta must be in [0, 1) and target_epsilon >= 0")
+        if self.accountant not in ("prv", "rdp", "gdp"):
+            raise ConfigError("DPConfig.accountant must be prv, rdp or gdp")
+
+
+@register_recipe("dp")
+class DPRecipe(TrainingRecipe):
+    name = "dp"
+    config_class = DPConfig
+
+    def train(
+        self,
+        dataset: RecordDataset,
+        *,
+        device: str | torch.device = "cpu",
+        progress: ProgressCallback = no_progress,
+    ) -> TrainingRun:
+        from opacus import PrivacyEngine
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        config: DPConfig = self.config
+        device = torch.device(device)
+        timer = Timer()
+        data = sorted_by_key(dataset)
+        n = len(data)
+        if n < 2:
+            raise ValueError("DP training needs at least two records")
+        delta = config.delta or 1.0 / (10 * n)
+        steps_per_epoch = max(n // config.batch_size, 1)
+        sink = MembershipSink()
+        with deterministic(derive_seed(config.seed, "init", 0)):
+            model = build_model(config.architecture).to(device)
+            if has_running_stats(model):
+                raise ConfigError("dp needs an architecture without BatchNorm (per-sample "
+                                  "gradients are undefined for it)")
+            optimizer = make_optimizer(model.parameters(), config)
+            sampler = UniformWithReplacementSampler(
+                num_samples=n, sample_rate=1.0 / steps_per_epoch,
+                generator=torch.Generator().manual_seed(derive_seed(config.seed, "poisson")),
+            )
+            loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_records)
+            noise = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "noise"))
+            common = dict(module=model, optimizer=optimizer, data_loader=loader,
+                          max_grad_norm=config.max_grad_norm, poisson_sampling=False,
+                          noise_generator=noise)
+            with warnings.catch_warnings():
+                # Opacus warns about the non-secure RNG; reproducibility is the point here.
+                warnings.filterwarnings("ignore", message="Secure RNG turned off")
+                engine = PrivacyEngine(accountant=config.accountant)
+                if config.target_epsilon > 0:
+                    private_model, private_optimizer, private_loader = engine.make_private_with_epsilon(
+                        target_epsilon=config.target_epsilon, target_delta=delta,
+                        epochs=config.epochs, **common)
+                else:
+                    private_model, private_optimizer, private_loader = engine.make_private(
+                        noise_multiplier=config.noise_multiplier, **common)
+            steps = 0
+            private_model.train()
+            with warnings.catch_warnings():
+                # Inputs never require grad, so torch warns that Opacus' full backward hooks
+                # fire on outputs only; that is all they need.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                for epoch in range(config.epochs):
+                    for keys, inputs, targets in RecordingLoader(private_loader, sink):
+                        if not keys:  # empty Poisson batch: nothing to compute
+                            continue
+                        inputs, targets = inputs.to(device), targets.to(device)
+                        private_optimizer.zero_grad(set_to_none=True)
+                        F.cross_entropy(private_model(inputs), targets).backward()
+                        private_optimizer.step()
+                        steps += 1
+                    progress("train", (epoch + 1) / config.epochs)
+            epsilon = float(engine.get_epsilon(delta))
+        # Hand back the plain module: without Opacus' hooks and per-sample gradient buffers,
+        # so later fine-tuning (approximate unlearning) sees an ordinary model.
+        private_model.remove_hooks()
+        model = private_model._module
+        for parameter in model.parameters():
+            for attribute in ("grad_sample", "summed_grad"):
+                if hasattr(parameter, attribute):
+                    delattr(parameter, attribute)
+            parameter.grad = None
+        model.eval()
+        return TrainingRun(
+            recipe=self.name, config=config.to_dict(), model=model, membership=sink.rows(),
+            metrics={"wall_seconds": timer.seconds, "steps": steps, "epsilon": epsilon,
+                     "delta": delta, "noise_multiplier": float(private_optimizer.noise_multiplier),
+                     "sample_rate": 1.0 / steps_per_epoch, "accountant": config.accountant,
+                     "records_yielded": len(sink.keys()), "records_given": n,
+                     "device": str(device)},
+        )
+
+    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
+             extra: dict[str, Any] | None = None) -> ArtifactRef:
+        manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
+        return store.put(manifest, {"weights": cpu_state_dict(run.model),
+                                    "membership": membership_to_tensors(run.membership)})
+
+    @classmethod
+    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        model = build_model(manifest.architecture or {})
+        model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
+        membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
+        return TrainingRun(cls.name, manifest.recipe["config"], model, membership,
+                           manifest.extra.get("metrics", {}))

@@ -1,0 +1,78 @@
+"""The plain recipe: one model, all records, shard 0 slice 0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore
+from workers.datasets.base import RecordDataset
+from workers.training.architectures import build_model
+from workers.training.base import (
+    RecipeConfig,
+    Timer,
+    TrainingRecipe,
+    TrainingRun,
+    cpu_state_dict,
+    make_optimizer,
+    register_recipe,
+    sorted_by_key,
+    train_stage,
+)
+from workers.training.device import derive_seed, deterministic
+from workers.training.membership import MembershipSink
+from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
+from workers.unlearning.base import ProgressCallback, no_progress
+
+
+@register_recipe("plain")
+class PlainRecipe(TrainingRecipe):
+    name = "plain"
+    config_class = RecipeConfig
+
+    def train(
+        self,
+        dataset: RecordDataset,
+        *,
+        device: str | torch.device = "cpu",
+        progress: ProgressCallback = no_progress,
+    ) -> TrainingRun:
+        config = self.config
+        device = torch.device(device)
+        timer = Timer()
+        sink = MembershipSink()
+        with deterministic(derive_seed(config.seed, "init", 0)):
+            model = build_model(config.architecture).to(device)
+            optimizer = make_optimizer(model.parameters(), config)
+            generator = torch.Generator().manual_seed(derive_seed(config.seed, "order", 0))
+            stats = train_stage(
+                model, optimizer, sorted_by_key(dataset),
+                epochs=config.epochs, batch_size=config.batch_size, generator=generator,
+                sink=sink, shard=0, slice=0, device=device,
+                on_epoch=lambda e: progress("train", (e + 1) / config.epochs),
+            )
+        model.eval()
+        return TrainingRun(
+            recipe=self.name,
+            config=config.to_dict(),
+            model=model,
+            membership=sink.rows(),
+            metrics={"wall_seconds": timer.seconds, "steps": stats.steps,
+                     "records_yielded": len(sink.keys()), "records_given": len(dataset),
+                     "device": str(device)},
+        )
+
+    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
+             extra: dict[str, Any] | None = None) -> ArtifactRef:
+        manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
+        return store.put(manifest, {"weights": cpu_state_dict(run.model),
+                                    "membership": membership_to_tensors(run.membership)})
+
+    @classmethod
+    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        model = build_model(manifest.architecture or {})
+        model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
+        membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
+        return TrainingRun(cls.name, manifest.recipe["config"], model, membership,
+                           manifest.extra.get("metrics", {}))

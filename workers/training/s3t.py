@@ -1,0 +1,383 @@
+"""S3T: sequence-aware sharded sliced training with one LoRA adapter per slice (peft).
+
+Each shard starts from the same frozen base model (initialised from the seed; no data touches
+it). For each slice ordering ``o`` of a shard, adapter ``p`` is trained on the shard's slices
+``o[0..p]`` (cumulative) with adapters ``0..p-1`` of that ordering active and frozen and the base
+frozen. The served model of a shard is the base plus a prefix of one ordering's adapters; the
+ensemble averages the shards' class probabilities.
+
+Deleting a record of slice ``j`` deactivates, in every ordering of its shard, the adapter at
+``j``'s position and every later one (they were trained on data that held the record); what
+remains was computed only from other slices, so no retraining is needed. With several orderings,
+the shard serves the ordering whose clean prefix is longest. Orderings are rotations of
+``0..R-1`` (the first is the identity), evenly spaced.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore, code_version
+from workers.datasets.base import RecordDataset
+from workers.training.architectures import build_model, has_running_stats
+from workers.training.base import (
+    RecipeConfig,
+    Timer,
+    TrainingRecipe,
+    TrainingRun,
+    cpu_state_dict,
+    make_optimizer,
+    register_recipe,
+    sorted_by_key,
+    train_stage,
+)
+from workers.training.device import derive_seed, deterministic
+from workers.training.membership import MembershipRow, MembershipSink
+from workers.training.sisa import partition
+from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
+from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
+
+AdapterId = tuple[int, int, int]  # (shard, ordering, position)
+_PART_NAME = re.compile(r"shard(\d+)/ordering(\d+)/adapter(\d+)")
+
+
+@dataclass
+class S3TConfig(RecipeConfig):
+    """``orderings``: slice orderings trained per shard (1 = the identity only).
+    ``lora_targets``: "linear" (every nn.Linear) or "linear_conv" (and every nn.Conv2d)."""
+
+    shards: int = 1
+    slices: int = 4
+    orderings: int = 1
+    shard_key: str = "s3t-shard-key-v1"
+    slice_epochs: list[int] = field(default_factory=list)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: str = "linear"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.shards < 1 or self.slices < 1:
+            raise ConfigError("S3TConfig.shards and .slices must be >= 1")
+        if not 1 <= self.orderings <= self.slices:
+            raise ConfigError("S3TConfig.orderings must be between 1 and slices")
+        if not self.shard_key:
+            raise ConfigError("S3TConfig.shard_key must not be empty")
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise ConfigError("S3TConfig.lora_rank must be >= 1 and lora_alpha > 0")
+        if self.lora_targets not in ("linear", "linear_conv"):
+            raise ConfigError("S3TConfig.lora_targets must be 'linear' or 'linear_conv'")
+        if self.slice_epochs and (
+            len(self.slice_epochs) != self.slices
+            or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in self.slice_epochs)
+        ):
+            raise ConfigError(f"S3TConfig.slice_epochs must be {self.slices} integers >= 0")
+
+    def stage_epochs(self) -> list[int]:
+        return list(self.slice_epochs) if self.slice_epochs else [self.epochs] * self.slices
+
+    def slice_orderings(self) -> list[list[int]]:
+        # Rotations spread evenly, so each slice sits early in some ordering.
+        offsets = [int(i * self.slices / self.orderings + 0.5) for i in range(self.orderings)]
+        return [[(j + offset) % self.slices for j in range(self.slices)] for offset in offsets]
+
+
+def adapter_name(adapter: AdapterId) -> str:
+    shard, ordering, position = adapter
+    return f"s{shard}o{ordering}p{position}"
+
+
+def lora_target_modules(model: nn.Module, targets: str) -> list[str]:
+    kinds: tuple[type[nn.Module], ...] = (nn.Linear,) if targets == "linear" else (nn.Linear, nn.Conv2d)
+    names = [name for name, module in model.named_modules() if isinstance(module, kinds)]
+    if not names:
+        raise ConfigError("the architecture has no layer a LoRA adapter can target")
+    return names
+
+
+class S3TEnsemble(nn.Module):
+    """Frozen base + LoRA adapters per shard. ``active[shard] = (ordering, n)`` serves the first
+    ``n`` adapters of that ordering (n = 0: the shard is out of the ensemble).
+
+    ``adapters`` holds every stored adapter's weights (keys without the adapter name), including
+    clean prefixes of orderings that are not served, which later deletions may fall back on.
+    """
+
+    def __init__(self, config: S3TConfig, base_state: dict[str, torch.Tensor],
+                 adapters: dict[AdapterId, dict[str, torch.Tensor]],
+                 active: dict[int, tuple[int, int]]) -> None:
+        super().__init__()
+        self.config = config
+        self.base_state = base_state
+        self.adapters = dict(adapters)
+        self.active = dict(active)
+        self.orderings = config.slice_orderings()
+        shard_models = {}
+        for shard in range(config.shards):
+            names = [a for a in sorted(self.adapters) if a[0] == shard]
+            if names:
+                shard_models[str(shard)] = self._compose(shard, names)
+        self.shard_models = nn.ModuleDict(shard_models)
+
+    def _compose(self, shard: int, adapter_ids: list[AdapterId]) -> nn.Module:
+        from peft import get_peft_model, set_peft_model_state_dict
+
+        base = build_model(self.config.architecture)
+        base.load_state_dict(self.base_state)
+        lora = _lora_config(self.config, base)
+        peft_model = get_peft_model(base, lora, adapter_name=adapter_name(adapter_ids[0]))
+        for adapter in adapter_ids[1:]:
+            peft_model.add_adapter(adapter_name(adapter), lora)
+        for adapter in adapter_ids:
+            set_peft_model_state_dict(peft_model, self.adapters[adapter], adapter_name=adapter_name(adapter))
+        for parameter in peft_model.parameters():
+            parameter.requires_grad_(False)
+        return peft_model
+
+    def active_adapters(self, shard: int) -> list[AdapterId]:
+        ordering, count = self.active.get(shard, (0, 0))
+        return [(shard, ordering, p) for p in range(count)]
+
+    def serving_shards(self) -> list[int]:
+        return [s for s in range(self.config.shards) if self.active.get(s, (0, 0))[1] > 0]
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        shards = self.serving_shards()
+        if not shards:
+            raise RuntimeError("no shard of this S3T ensemble has an active adapter")
+        probs = []
+        for shard in shards:
+            model = self.shard_models[str(shard)]
+            model.base_model.set_adapter([adapter_name(a) for a in self.active_adapters(shard)],
+                                         inference_mode=True)
+            probs.append(torch.softmax(model(inputs), dim=-1))
+        return torch.log(torch.stack(probs).mean(0).clamp_min(1e-12))
+
+
+def _lora_config(config: S3TConfig, base: nn.Module) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      bias="none", init_lora_weights=True,
+                      target_modules=lora_target_modules(base, config.lora_targets))
+
+
+def _adapter_weights(peft_model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model, adapter_name=name)
+    return {k: v.detach().to("cpu").clone() for k, v in state.items()}
+
+
+@register_recipe("s3t")
+class S3TRecipe(TrainingRecipe):
+    name = "s3t"
+    config_class = S3TConfig
+
+    def train(
+        self,
+        dataset: RecordDataset,
+        *,
+        device: str | torch.device = "cpu",
+        progress: ProgressCallback = no_progress,
+    ) -> TrainingRun:
+        from peft import get_peft_model
+
+        config: S3TConfig = self.config
+        device = torch.device(device)
+        timer = Timer()
+        with deterministic(derive_seed(config.seed, "base")):
+            base = build_model(config.architecture)
+        if has_running_stats(base):
+            raise ConfigError("s3t needs an architecture without running statistics (BatchNorm): "
+                              "they would change the frozen base while adapters train")
+        base_state = cpu_state_dict(base)
+        groups = partition(dataset.record_keys, key=config.shard_key, shards=config.shards,
+                           slices=config.slices)
+        orderings = config.slice_orderings()
+        epochs = config.stage_epochs()
+        sinks = [MembershipSink() for _ in orderings]
+        adapters: dict[AdapterId, dict[str, torch.Tensor]] = {}
+        total = config.shards * len(orderings) * config.slices
+        done, steps = 0, 0
+        for shard in range(config.shards):
+            for o, ordering in enumerate(orderings):
+                peft_model = None
+                for p in range(config.slices):
+                    adapter = (shard, o, p)
+                    name = adapter_name(adapter)
+                    with deterministic(derive_seed(config.seed, "adapter", shard, o, p)):
+                        if peft_model is None:
+                            fresh = build_model(config.architecture)
+                            fresh.load_state_dict(base_state)
+                            peft_model = get_peft_model(fresh, _lora_config(config, fresh), adapter_name=name)
+                            peft_model.to(device)
+                        else:
+                            peft_model.add_adapter(name, _lora_config(config, base))
+                            peft_model.to(device)
+                        prefix = [adapter_name((shard, o, q)) for q in range(p + 1)]
+                        peft_model.base_model.set_adapter(prefix)
+                        trainable = []
+                        for param_name, parameter in peft_model.named_parameters():
+                            mine = f".{name}." in param_name and "lora_" in param_name
+                            parameter.requires_grad_(mine)
+                            if mine:
+                                trainable.append(parameter)
+                        optimizer = make_optimizer(trainable, config)
+                        generator = torch.Generator().manual_seed(derive_seed(config.seed, "order", shard, o, p))
+                        keys: set[str] = set()
+                        for k in ordering[: p + 1]:
+                            keys |= groups.get((shard, k), set())
+                        stats = train_stage(
+                            peft_model, optimizer, sorted_by_key(dataset, keys),
+                            epochs=epochs[p], batch_size=config.batch_size, generator=generator,
+                            sink=sinks[o], shard=shard, slice=p, device=device,
+                        )
+                    steps += stats.steps
+                    adapters[adapter] = _adapter_weights(peft_model, name)
+                    done += 1
+                    progress(f"shard {shard} ordering {o} adapter {p}", done / total)
+        membership = _merge_membership(sinks, orderings)
+        active = {shard: (0, config.slices) for shard in range(config.shards)}
+        ensemble = S3TEnsemble(config, base_state, adapters, active).eval()
+        return TrainingRun(
+            recipe=self.name, config=config.to_dict(), model=ensemble, membership=membership,
+            metrics={"wall_seconds": timer.seconds, "steps": steps, "adapters": len(adapters),
+                     "records_yielded": len(membership), "records_given": len(dataset),
+                     "device": str(device)},
+        )
+
+    # -- storage
+
+    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
+             extra: dict[str, Any] | None = None) -> ArtifactRef:
+        ensemble: S3TEnsemble = run.model  # type: ignore[assignment]
+        parts = {}
+        for adapter, weights in sorted(ensemble.adapters.items()):
+            shard, o, p = adapter
+            manifest = ArtifactManifest(
+                kind="lora_adapter", architecture=run.config.get("architecture"),
+                recipe={"name": run.recipe, "config": run.config}, code_version=code_version(),
+                config={"shard": shard, "ordering": o, "position": p,
+                        "slices": ensemble.orderings[o][: p + 1]},
+            )
+            parts[f"shard{shard}/ordering{o}/adapter{p}"] = store.put(manifest, {"weights": weights}).artifact_id
+        manifest = base_manifest(
+            "s3t_ensemble", run, parent=parent, parts=parts,
+            state={"active": {str(s): list(v) for s, v in sorted(ensemble.active.items())}},
+            extra={"metrics": run.metrics, **(extra or {})},
+        )
+        return store.put(manifest, {"base": ensemble.base_state,
+                                    "membership": membership_to_tensors(run.membership)})
+
+    @classmethod
+    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        config = S3TConfig.from_dict(manifest.recipe["config"])
+        adapters = {}
+        for name, artifact_id in manifest.parts.items():
+            match = _PART_NAME.fullmatch(name)
+            if match is None:
+                raise ValueError(f"unexpected part {name!r} in an s3t manifest")
+            adapters[(int(match[1]), int(match[2]), int(match[3]))] = store.load(artifact_id, "weights")
+        active = {int(s): (int(v[0]), int(v[1])) for s, v in manifest.state["active"].items()}
+        ensemble = S3TEnsemble(config, store.load_blob(manifest.files["base"]["sha256"]), adapters, active)
+        membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
+        return TrainingRun(cls.name, config.to_dict(), ensemble.eval(), membership,
+                           manifest.extra.get("metrics", {}))
+
+
+def _merge_membership(sinks: list[MembershipSink], orderings: list[list[int]]) -> list[MembershipRow]:
+    """One row per record: its shard, the slice id at which it first reached an adapter (stage
+    labels of each ordering mapped back to slice ids) and its position from the first ordering
+    that yielded it. Orderings must agree on a record's shard and slice."""
+    merged: dict[str, MembershipRow] = {}
+    for sink, ordering in zip(sinks, orderings, strict=True):
+        for row in sink.rows():
+            slice_id = ordering[row.slice]
+            existing = merged.get(row.record_key)
+            if existing is None:
+                merged[row.record_key] = MembershipRow(row.record_key, row.shard, slice_id, row.position)
+            elif (existing.shard, existing.slice) != (row.shard, slice_id):
+                raise RuntimeError(f"record {row.record_key!r} reached different slices in two orderings")
+    return sorted(merged.values(), key=lambda r: (r.shard, r.slice, r.position))
+
+
+# ---------------------------------------------------------------- unlearning
+
+
+@dataclass
+class S3TDeactivation:
+    run: TrainingRun
+    forgotten: list[str]
+    not_members: list[str]
+    deactivated: list[AdapterId]
+    serving: dict[int, tuple[int, int]]  # shard -> (ordering, active adapters)
+    shards_out: list[int]
+
+
+def s3t_deactivate(run: TrainingRun, forget_keys: Iterable[str]) -> S3TDeactivation:
+    """Exact S3T unlearning: drop every adapter whose training data held a forgotten record.
+
+    For each shard and ordering the adapters from the first affected slice's position on are
+    deactivated and removed from the new model; each shard then serves the ordering with the
+    longest clean prefix. The new membership holds the records of the slices some remaining
+    adapter was trained on, minus the forgotten ones. Raises ValueError when no adapter is left
+    in any shard (the model must be retrained).
+    """
+    if run.recipe != "s3t" or not isinstance(run.model, S3TEnsemble):
+        raise ValueError(f"s3t unlearning needs a run of the s3t recipe, got {run.recipe!r}")
+    ensemble: S3TEnsemble = run.model
+    config = ensemble.config
+    orderings = ensemble.orderings
+    forget = set(forget_keys)
+    by_key = {row.record_key: row for row in run.membership}
+    members = sorted(forget & by_key.keys())
+    not_members = sorted(forget - by_key.keys())
+    affected: dict[int, set[int]] = {}
+    for key in members:
+        affected.setdefault(by_key[key].shard, set()).add(by_key[key].slice)
+
+    adapters = dict(ensemble.adapters)
+    deactivated: list[AdapterId] = []
+    for shard, slices in affected.items():
+        for o, ordering in enumerate(orderings):
+            cut = min(ordering.index(j) for j in slices)
+            for adapter in [a for a in adapters if a[0] == shard and a[1] == o and a[2] >= cut]:
+                deactivated.append(adapter)
+                del adapters[adapter]
+    active: dict[int, tuple[int, int]] = {}
+    for shard in range(config.shards):
+        if shard not in affected:
+            active[shard] = ensemble.active.get(shard, (0, 0))
+            continue
+        prefixes = [(_prefix_length(adapters, shard, o), -o) for o in range(len(orderings))]
+        length, neg_o = max(prefixes)
+        active[shard] = (-neg_o, length)
+    shards_out = [s for s in range(config.shards) if active[s][1] == 0]
+    if len(shards_out) == config.shards:
+        raise ValueError("no adapter is left in any shard after deactivation; retrain the model")
+    covered: dict[int, set[int]] = {}
+    for shard, o, p in adapters:
+        covered.setdefault(shard, set()).add(orderings[o][p])
+    membership = [
+        row for row in run.membership
+        if row.record_key not in forget and row.slice in covered.get(row.shard, set())
+    ]
+    new_ensemble = S3TEnsemble(config, ensemble.base_state, adapters, active).eval()
+    new_run = TrainingRun(recipe=run.recipe, config=run.config, model=new_ensemble,
+                          membership=membership,
+                          metrics={**run.metrics, "adapters": len(adapters)})
+    return S3TDeactivation(new_run, members, not_members, sorted(deactivated), active, shards_out)
+
+
+def _prefix_length(adapters: dict[AdapterId, Any], shard: int, ordering: int) -> int:
+    length = 0
+    while (shard, ordering, length) in adapters:
+        length += 1
+    return length
