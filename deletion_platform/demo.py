@@ -1,0 +1,342 @@
+"""`make demo`: the main job end to end, on embedded services, as a user would run it.
+
+Starts the embedded PostgreSQL and Redis, a real Celery worker process and the web API under
+gunicorn; registers the reference datasets with their records and subjects; trains a SISA model on
+MNIST and a plain model on the breast-cancer table (lineage recorded by the recipes) and their
+shadow models; then acts as outside clients over HTTP with API tokens: submits deletion requests
+(one person with data in both models, one with data in one, one with none, and a duplicate
+submission with the same Idempotency-Key), approves them as the DPO, waits for the workers,
+confirms the new versions as the serving side, and prints per request its final status, method and
+guarantee class per model, verdict, signed PDF and time from receipt to completion.
+Exits 0 only if every request completed and every PDF verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DONE_JOB = ("succeeded", "failed", "cancelled")
+
+MNIST_SISA = {
+    "architecture": {"name": "small_cnn", "config": {"num_classes": 10, "channels": [8, 16], "hidden": 32}},
+    "shards": 5, "slices": 4, "slice_epochs": [6, 3, 2, 1], "lr": 3e-3, "batch_size": 32, "seed": 7,
+}
+BC_PLAIN = {
+    "architecture": {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [32, 16]}},
+    "epochs": 30, "lr": 3e-3, "batch_size": 32, "seed": 7,
+}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+class Bar:
+    """A progress bar (tqdm) fed with absolute percentages."""
+
+    def __init__(self, label: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=f"  {label:<34}", bar_format="{desc} {bar} {n:3.0f}% {postfix}",
+                        file=sys.stdout, ncols=100)
+        self.last = 0.0
+
+    def update(self, percent: float, note: str = "") -> None:
+        percent = max(self.last, min(100.0, percent))
+        self.bar.update(percent - self.last)
+        self.last = percent
+        self.bar.set_postfix_str(note[:28], refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def wait_jobs(jobs, label_of) -> None:
+    from workers.models import Job
+
+    bars = {job.pk: Bar(label_of(job)) for job in jobs}
+    pending = set(bars)
+    while pending:
+        for job in Job.objects.filter(pk__in=pending):
+            bars[job.pk].update(job.progress_percent, job.progress_stage)
+            if job.status in DONE_JOB:
+                if job.status != "succeeded":
+                    for bar in bars.values():
+                        bar.close()
+                    raise SystemExit(f"job {job.pk} ({job.kind}) {job.status}: {job.error}")
+                bars[job.pk].update(100, "done")
+                pending.discard(job.pk)
+        time.sleep(0.5)
+    for bar in bars.values():
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the deletion platform end to end on bundled data.")
+    parser.add_argument("--shadows", type=int, default=16, help="shadow models per model (audits need 16)")
+    args = parser.parse_args(argv)
+    started_demo = time.perf_counter()
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deletion_platform.settings")
+    from deletion_platform import embedded
+
+    say("== 1. Services")
+    services = embedded.ensure_running() if not os.environ.get("DATABASE_URL") else None
+    if services:
+        say(f"  PostgreSQL and Redis running under {services.data_dir} (Unix sockets, nothing on the network)")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("setup_roles", verbosity=0) if _has_command("setup_roles") else None
+    from audits.signing import ensure_dev_signing_identity
+
+    note = ensure_dev_signing_identity()
+    if note:
+        say(f"  {note}")
+
+    logs = Path(settings.DATA_DIR) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ}
+    port = _free_port(8000)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "deletion_platform", "worker", "-Q", "gpu,audit,default",
+         "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "-n", f"demo-{os.getpid()}@%h",
+         "--loglevel", "INFO"], cwd=REPO, env=env, stdout=(logs / "demo-worker.log").open("ab"),
+        stderr=subprocess.STDOUT)
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "deletion_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "2", "--log-level", "warning"], cwd=REPO, env=env,
+        stdout=(logs / "demo-web.log").open("ab"), stderr=subprocess.STDOUT)
+    try:
+        return _run(args, port, started_demo)
+    finally:
+        for process in (web, worker):
+            process.terminate()
+        for process in (web, worker):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _has_command(name: str) -> bool:
+    from django.core.management import get_commands
+
+    return name in get_commands()
+
+
+def _run(args, port: int, started_demo: float) -> int:
+    import requests
+
+    from audits.reports import report_verify
+    from deletion.authentication import api_token_create
+    from deletion.models import DeletionRequest
+    from models_registry.models import DataRecord, RegisteredModel
+    from models_registry.services import registered_model_create
+    from workers.datasets.reference import reference_records
+    from workers.reference_data import reference_dataset_register
+    from workers.services import model_train, shadow_models_train
+
+    base = f"http://127.0.0.1:{port}"
+    _wait_http(base)
+    say(f"  web API on {base}, one Celery worker process (queues gpu, audit, default)")
+
+    say("\n== 2. Reference datasets (records and subjects; identifiers pseudonymised on import)")
+    datasets = {}
+    for name in ("mnist", "breast_cancer"):
+        t = time.perf_counter()
+        datasets[name] = reference_dataset_register(name=name)
+        count = DataRecord.objects.filter(dataset=datasets[name]).count()
+        subjects = DataRecord.objects.filter(dataset=datasets[name]).values("subject").distinct().count()
+        say(f"  {name:<14} {count:>5} records of {subjects:>4} subjects ({time.perf_counter() - t:.1f} s)")
+
+    say("\n== 3. Training with record-level lineage, then shadow models for the audits")
+    run_id = uuid.uuid4().hex[:6]
+    mnist_model = registered_model_create(name=f"mnist-sisa-{run_id}", task="classification",
+                                          training_recipe="sisa", architecture=MNIST_SISA["architecture"])
+    bc_model = registered_model_create(name=f"breast-cancer-{run_id}", task="classification",
+                                       training_recipe="plain", architecture=BC_PLAIN["architecture"],
+                                       unlearning_policy={"approximate_method": "finetune", "exact_after": 3})
+    trainings = [model_train(model=mnist_model, dataset=datasets["mnist"], recipe_config=MNIST_SISA),
+                 model_train(model=bc_model, dataset=datasets["breast_cancer"], recipe_config=BC_PLAIN)]
+    wait_jobs(trainings, lambda job: f"train {job.registered_model.name}")
+    versions = {}
+    for job in trainings:
+        job.refresh_from_db()
+        versions[job.registered_model.name] = job.result_version
+        metrics = job.result_version.metrics
+        say(f"  {job.registered_model.name} v1: {job.result.get('members')} training records in its lineage, "
+            f"test accuracy {metrics.get('test_accuracy', metrics.get('accuracy', 'n/a'))}")
+    shadow_jobs = [shadow_models_train(version=v, count=args.shadows) for v in versions.values()]
+    wait_jobs(shadow_jobs, lambda job: f"{args.shadows} shadows of {job.registered_model.name}")
+
+    say("\n== 4. API clients")
+    _, intake_token = api_token_create(name="web-form", role="intake")
+    _, dpo_token = api_token_create(name="dpo-console", role="dpo")
+    _, serving_token = api_token_create(name="serving-side", role="ml_engineer")
+    say("  tokens created for: web-form (intake), dpo-console (dpo), serving-side (ml_engineer)")
+
+    rows = {name: [r for r in reference_records(datasets[name].storage_location) if r["split"] == "train"]
+            for name in datasets}
+    patient, writer, other_writer = rows["breast_cancer"][3], rows["mnist"][3], rows["mnist"][40]
+    submissions = [
+        ("person in both models", {"email": patient["subject"]["email"],
+                                   "customer_id": writer["subject"]["customer_id"]}, "key-both"),
+        ("person in one model", {"email": other_writer["subject"]["email"]}, "key-one"),
+        ("person with no data", {"email": "nobody.here@example.org"}, "key-none"),
+        ("duplicate submission", {"email": other_writer["subject"]["email"]}, "key-one"),
+    ]
+    say("\n== 5. Deletion requests over HTTP")
+    intake = requests.Session()
+    intake.headers["Authorization"] = f"Bearer {intake_token}"
+    dpo = requests.Session()
+    dpo.headers["Authorization"] = f"Bearer {dpo_token}"
+    serving = requests.Session()
+    serving.headers["Authorization"] = f"Bearer {serving_token}"
+    request_ids: dict[str, str] = {}
+    for label, identifiers, key in submissions:
+        response = intake.post(f"{base}/api/v1/deletion-requests/", headers={"Idempotency-Key": f"{run_id}-{key}"},
+                               json={"identifiers": identifiers, "jurisdiction": "GDPR", "legal_ground": "art17_1_b",
+                                     "channel": "web-form"}, timeout=30)
+        response.raise_for_status()
+        body = response.json()
+        say(f"  {label:<22} -> HTTP {response.status_code} request {body['id']}"
+            + (" (the original, not a new one)" if response.status_code == 200 else ""))
+        request_ids.setdefault(body["id"], label)
+    for request_id in request_ids:
+        verified = dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/verify/", timeout=60, json={
+            "method": "signed-in account + e-mail link", "verified_at": "2026-11-25T09:00:00Z", "verifier": "dpo"})
+        verified.raise_for_status()
+        plan = verified.json()["plan"]
+        steps = ", ".join(f"{p['model']}: {p['method']} ({p['guarantee_class']})" for p in plan) or "nothing holds the data"
+        say(f"  scoped {request_id[:8]}: {verified.json()['scope']['records']} records; plan: {steps}")
+        dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/approve/", json={}, timeout=60).raise_for_status()
+
+    say("\n== 6. Workers unlearn, audit and purge; the serving side confirms the new versions")
+    bars = {rid: Bar(f"request {rid[:8]} ({request_ids[rid]})") for rid in request_ids}
+    finished: dict[str, dict] = {}
+    deadline = time.monotonic() + 3600
+    while len(finished) < len(request_ids) and time.monotonic() < deadline:
+        for request_id in request_ids:
+            if request_id in finished:
+                continue
+            state = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
+            jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
+            percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
+            stage = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 1.0 if state["status"] == "COMPLETED" else 0.1)
+            bars[request_id].update(min(percent * stage, 99) if state["status"] != "COMPLETED" else 100,
+                                    state["status"].lower())
+            for outcome in state["outcomes"]:
+                if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
+                    serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
+                                 json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
+            if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
+                finished[request_id] = state
+                bars[request_id].update(100, state["status"].lower())
+        time.sleep(1)
+    for bar in bars.values():
+        bar.close()
+
+    say("\n== 7. Results")
+    ok = True
+    from audits.models import Report
+
+    for request_id, label in request_ids.items():
+        state = finished.get(request_id) or {"status": "TIMED OUT", "outcomes": []}
+        request = DeletionRequest.objects.get(public_id=request_id)
+        seconds = (request.completed_at - request.received_at).total_seconds() if request.completed_at else None
+        say(f"  {label}: request {request_id}")
+        say(f"    status {state['status']}; receipt to completion {seconds:.1f} s" if seconds else
+            f"    status {state['status']}")
+        for outcome in state["outcomes"]:
+            say(f"    {outcome['model']} v{outcome['version']} -> v{_version_number(outcome['new_version_id'])}: "
+                f"{outcome['method']} ({outcome['guarantee_class']}), verdict {outcome['verdict'] or 'none'}, "
+                f"{outcome['status']}")
+        if not state["outcomes"]:
+            say("    no model held this person's data")
+        report = Report.objects.filter(request=request).order_by("-id").first()
+        if report is None:
+            ok = False
+            say("    NO REPORT")
+        else:
+            problems = report_verify(report.pdf_path)
+            say(f"    signed report: {report.pdf_path} ({'signature and ledger head verified' if not problems else '; '.join(problems)})")
+            ok = ok and not problems
+        ok = ok and state["status"] == "COMPLETED"
+
+    password = _dpo_login()
+    say(f"\n== Done in {time.perf_counter() - started_demo:.0f} s. {'All requests completed and every PDF verifies.' if ok else 'SOMETHING FAILED (see above).'}")
+    say("  Browse: make serve, then http://127.0.0.1:8000/admin/ "
+        f"(DPO login: dpo / {password}); API docs at /api/docs/")
+    return 0 if ok else 1
+
+
+def _version_number(version_id) -> str:
+    from models_registry.models import ModelVersion
+
+    if not version_id:
+        return "-"
+    return str(ModelVersion.objects.get(pk=version_id).version)
+
+
+def _wait_http(base: str, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(f"{base}/api/schema/", timeout=5)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the web server on {base} did not start (see .data/logs/demo-web.log)") from None
+            time.sleep(0.3)
+
+
+def _dpo_login() -> str:
+    """A staff user 'dpo' in the dpo group; its password is generated once and kept under DATA_DIR."""
+    from django.conf import settings
+    from django.contrib.auth.models import Group, User
+
+    path = Path(settings.DATA_DIR) / "secrets" / "dpo_password"
+    if path.exists():
+        password = path.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(12)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(password)
+        path.chmod(0o600)
+    user, _ = User.objects.get_or_create(username="dpo", defaults={"is_staff": True})
+    user.is_staff = True
+    user.set_password(password)
+    user.save()
+    group, _ = Group.objects.get_or_create(name="dpo")
+    user.groups.add(group)
+    return password
+
+
+if __name__ == "__main__":
+    sys.exit(main())
