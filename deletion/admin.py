@@ -23,10 +23,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Case, Value, When
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
@@ -86,12 +87,33 @@ def badge(tone: str, text: str):
     return format_html('<span class="dp-badge dp-{}">{}</span>', tone, text)
 
 
-def scalar_metrics(metrics: Any) -> list[tuple[str, Any]]:
-    """The top-level numbers and words of a metrics dict (nested values are for the report)."""
-    if not isinstance(metrics, dict):
-        return []
-    return [(k, round(v, 4) if isinstance(v, float) else v) for k, v in sorted(metrics.items())
-            if isinstance(v, (int, float, str, bool))]
+AUDIT_METRICS = {
+    "forget_accuracy": "accuracy on the erased records",
+    "retain_accuracy": "accuracy on kept training records",
+    "test_accuracy": "accuracy on held-out records",
+}
+
+
+def audit_summary(audit: Any) -> dict[str, Any]:
+    """The key figures of an outcome's audit (the JSON the audit job writes): accuracy before and
+    after, each check's verdict, the verdict's rule. Empty lists where the audit has not run."""
+    audit = audit if isinstance(audit, dict) else {}
+    metrics = audit.get("metrics") or {}
+    rows = [(label, metrics[key].get("original"), metrics[key].get("unlearned"))
+            for key, label in AUDIT_METRICS.items() if isinstance(metrics.get(key), dict)]
+    checks = [(str(check.get("check", "check")), str(check.get("verdict", "")))
+              for check in audit.get("checks", []) if isinstance(check, dict)]
+    verdict = audit.get("verdict") if isinstance(audit.get("verdict"), dict) else {}
+    return {"metrics": rows, "checks": checks, "rule": verdict.get("rule", ""),
+            "shadow_models": audit.get("shadow_models")}
+
+
+def report_pdf_url(report_id: int) -> str:
+    """The reports API's PDF download (session-authenticated for staff with a DPO or auditor role)."""
+    try:
+        return reverse("report-pdf", kwargs={"report_id": report_id})
+    except NoReverseMatch:  # the reports API is not routed (yet): its documented address
+        return f"/api/v1/reports/{report_id}/pdf/"
 
 
 # ---------------------------------------------------------------- the queue's filters
@@ -218,10 +240,18 @@ class DeletionRequestAdmin(admin.ModelAdmin):
     search_fields = ("public_id", "subject__reference")
     search_help_text = "Request id (or its first characters), or the subject's reference."
     list_select_related = ("subject",)
-    ordering = ("due_at",)
     list_per_page = 50
     change_list_template = "admin/deletion/deletionrequest/change_list.html"
     detail_template = "admin/deletion/deletionrequest/detail.html"
+
+    def get_queryset(self, request: HttpRequest):
+        # The queue puts open requests first (most urgent at the top) and ended ones after.
+        ended = Case(When(status__in=selectors.ENDED_STATUSES, then=Value(1)), default=Value(0))
+        queryset = self.model._default_manager.get_queryset().annotate(queue_rank=ended)
+        return queryset.order_by(*self.get_ordering(request))
+
+    def get_ordering(self, request: HttpRequest):
+        return ("queue_rank", "due_at")
 
     # Requests come in through the API and are never deleted (the ledger outlives them anyway).
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -297,16 +327,17 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         plan = [{k: v for k, v in step.items() if k != "record_ids"} for step in target.plan]
         estimates = [step.get("estimated_seconds") for step in plan]
         outcomes = selectors.request_outcomes(request=target)
+        jobs = selectors.request_jobs(request=target)
         escalation = hasattr(services, "outcome_escalate")
         rows = [{
             "outcome": outcome,
-            "job": outcome.job,
             "verdict_tone": VERDICT_TONE.get(outcome.verdict, "off"),
-            "metrics": scalar_metrics(outcome.new_version.metrics) if outcome.new_version else [],
+            "audit": audit_summary(getattr(outcome, "audit", None)),
             "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,
-            "can_escalate": can_act and escalation and outcome.verdict == "FAIL",
+            "can_escalate": can_act and escalation and outcome.verdict == "FAIL"
+            and outcome.status == OutcomeStatus.AUDIT_FAILED,
         } for outcome in outcomes]
         grounds = dict(RejectionGround.choices)
         tone, deadline_text = deadline_badge(target)
@@ -325,9 +356,10 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "estimated_total": (duration_text(sum(estimates)) if plan and None not in estimates
                                 else "no history for some methods" if plan else "—"),
             "outcomes": rows,
-            "has_jobs": any(row["job"] for row in rows),
-            "jobs_active": any(row["job"] and row["job"].status in ACTIVE_JOB_STATUSES for row in rows),
-            "reports": selectors.request_reports(request=target),
+            "jobs": jobs,
+            "jobs_active": any(job.status in ACTIVE_JOB_STATUSES for job in jobs),
+            "reports": [{"report": report, "pdf_url": report_pdf_url(report.pk)}
+                        for report in selectors.request_reports(request=target)],
             "can_act": can_act,
             "offer": {
                 "verify": can_act and target.status == S.RECEIVED,

@@ -92,7 +92,7 @@ def weekly_bar_chart(weeks: list[selectors.WeekCount], *, width: int = 760, heig
                             title=f"week of {label}: {value} {series}"))
         if i % 2 == 0 or len(weeks) <= 8:
             x_ticks.append(Tick(round(left + (i + 0.5) * group, 1), label))
-    steps = min(top_value, 4)
+    steps = top_value if top_value <= 2 else 4 if str(top_value)[0] == "2" else 5  # whole-number ticks
     y_ticks = [Tick(round(y_of(top_value * k / steps), 1), f"{top_value * k / steps:g}") for k in range(steps + 1)]
     return BarChart(width, height, left, right, top, bottom, bars, y_ticks, x_ticks)
 

@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from deletion import services
@@ -128,8 +129,22 @@ def _get_visible(request, request_id) -> DeletionRequest:
     return found
 
 
+class IntakeThrottle(ScopedRateThrottle):
+    """Rate limit on creates, per API client (INTAKE_RATE_LIMIT, e.g. "6000/minute")."""
+
+    scope_attr = "throttle_scope"
+
+    def get_cache_key(self, request, view):
+        if request.method != "POST":
+            return None
+        ident = f"token:{request.user.pk}" if getattr(request.user, "pk", None) else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
 class DeletionRequestListApi(APIView):
     permission_classes = [HasRole.of("intake", "dpo", read_only=("auditor",))]
+    throttle_classes = [IntakeThrottle]
+    throttle_scope = "intake"
 
     @extend_schema(
         parameters=[

@@ -6,6 +6,7 @@ used (deletion_platform/embedded.py); ``manage.py`` starts them when they are no
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -136,6 +137,41 @@ ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).reso
 DATASET_ROOT = Path(env_str("DATASET_ROOT", str(DATA_DIR / "datasets"))).resolve()
 REPORT_ROOT = Path(env_str("REPORT_ROOT", str(DATA_DIR / "reports"))).resolve()
 
+
+# ---------------------------------------------------------------- report signing (audits/signing.py)
+def _env_file(name: str) -> Path | None:
+    """An optional path setting that must name a readable file when it is set."""
+    value = env_str(name)
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ImproperlyConfiguredEnv(f"{name}={value!r} is not a readable file")
+    return path
+
+
+# The organisation's signing identity: a PEM key and certificate (+ an optional PEM chain of the
+# intermediate CAs), or a PKCS#12 file. REPORT_SIGNING_PASSPHRASE (or _FILE) unlocks either.
+# With none set and DJANGO_DEBUG on, a development root CA and signer are generated under
+# DATA_DIR/secrets/signing on first use; with it off, signing refuses until they are set.
+REPORT_SIGNING_KEY = _env_file("REPORT_SIGNING_KEY")
+REPORT_SIGNING_CERT = _env_file("REPORT_SIGNING_CERT")
+REPORT_SIGNING_CHAIN = _env_file("REPORT_SIGNING_CHAIN")
+REPORT_SIGNING_PKCS12 = _env_file("REPORT_SIGNING_PKCS12")
+REPORT_SIGNING_PASSPHRASE = env_str("REPORT_SIGNING_PASSPHRASE")
+if bool(REPORT_SIGNING_KEY) != bool(REPORT_SIGNING_CERT):
+    raise ImproperlyConfiguredEnv("REPORT_SIGNING_KEY and REPORT_SIGNING_CERT must be set together")
+if REPORT_SIGNING_PKCS12 and REPORT_SIGNING_KEY:
+    raise ImproperlyConfiguredEnv("set REPORT_SIGNING_PKCS12 or REPORT_SIGNING_KEY/REPORT_SIGNING_CERT, not both")
+# An RFC 3161 time-stamping service: signatures become PAdES B-T (B-LT with validation data).
+REPORT_TSA_URL = env_url("REPORT_TSA_URL", ("http", "https"))
+# Whether the development identity may be used when none is configured: DEBUG as configured at
+# start-up (test runners switch settings.DEBUG off later; this stays as the environment says).
+REPORT_DEV_SIGNING = DEBUG
+# The roots (PEM, one or more) a verifier trusts: the signer's root and, with REPORT_TSA_URL, the
+# TSA's root. Default: the development root, if one was generated.
+REPORT_TRUST_ROOT = _env_file("REPORT_TRUST_ROOT")
+
 # Largest import accepted through the API (bytes); the management command has no limit.
 IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024)
@@ -197,3 +233,24 @@ CELERY_BEAT_SCHEDULE = {
     "mark-deadlines": {"task": "deletion.mark_deadlines", "schedule": 3600.0, "options": {"queue": "default"}},
     "ledger-checkpoint": {"task": "deletion.ledger_checkpoint", "schedule": 3600.0, "options": {"queue": "default"}},
 }
+
+# ---------------------------------------------------------------- production hardening
+# Off in development; `python manage.py check --deploy` is clean with DJANGO_DEBUG=false.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", not DEBUG) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Shared cache (throttling counters must be shared by every web process): Redis, db 1.
+_redis_cache = env_str("CACHE_URL", None) or (
+    f"unix://{_embedded.socket_dir / 'redis.sock'}?db=1" if USES_EMBEDDED_BROKER
+    else CELERY_BROKER_URL.rsplit("/", 1)[0] + "/1")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_cache}}
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"intake": env_str("INTAKE_RATE_LIMIT", "6000/minute")}
