@@ -30,6 +30,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from deletion import selectors, services
@@ -45,6 +46,7 @@ from deletion.admin_forms import (
 )
 from deletion.models import (
     DeletionRequest,
+    Jurisdiction,
     LedgerEvent,
     OutcomeStatus,
     RejectionGround,
@@ -87,6 +89,15 @@ def badge(tone: str, text: str):
     return format_html('<span class="dp-badge dp-{}">{}</span>', tone, text)
 
 
+def estimated_total(estimates: list[float | None]) -> str:
+    """The plan's total estimated cost; methods without past jobs have no estimate."""
+    known = [e for e in estimates if e is not None]
+    if not known:
+        return "no history yet" if estimates else "—"
+    total = duration_text(sum(known))
+    return total if len(known) == len(estimates) else f"at least {total} (some methods have no history)"
+
+
 AUDIT_METRICS = {
     "forget_accuracy": "accuracy on the erased records",
     "retain_accuracy": "accuracy on kept training records",
@@ -117,6 +128,21 @@ def report_pdf_url(report_id: int) -> str:
 
 
 # ---------------------------------------------------------------- the queue's filters
+
+
+def jurisdiction_label(code: str) -> str:
+    return code.replace("_", " ")  # GDPR, UK GDPR, CCPA: how the law names itself
+
+
+class JurisdictionFilter(admin.SimpleListFilter):
+    title = "jurisdiction"
+    parameter_name = "jurisdiction"
+
+    def lookups(self, request, model_admin):
+        return [(code, jurisdiction_label(code)) for code in Jurisdiction.values]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(jurisdiction=self.value()) if self.value() else queryset
 
 
 class DueFilter(admin.SimpleListFilter):
@@ -233,10 +259,9 @@ def _form_errors(form: forms.Form) -> str:
 
 @admin.register(DeletionRequest)
 class DeletionRequestAdmin(admin.ModelAdmin):
-    list_display = ("request_id", "status_badge", "jurisdiction", "legal_ground", "received_at", "due_at",
-                    "deadline", "models")
+    list_display = ("request_id", "status_badge", "jurisdiction_code", "received", "due", "models")
     list_display_links = ("request_id",)
-    list_filter = ("status", "jurisdiction", DueFilter, ModelFilter)
+    list_filter = ("status", JurisdictionFilter, DueFilter, ModelFilter)
     search_fields = ("public_id", "subject__reference")
     search_help_text = "Request id (or its first characters), or the subject's reference."
     list_select_related = ("subject",)
@@ -270,16 +295,26 @@ class DeletionRequestAdmin(admin.ModelAdmin):
     def status_badge(self, obj: DeletionRequest):
         return badge(STATUS_TONE.get(obj.status, "off"), obj.status)
 
-    @admin.display(description="days left", ordering="due_at")
-    def deadline(self, obj: DeletionRequest):
-        return badge(*deadline_badge(obj))
+    @admin.display(description="jurisdiction", ordering="jurisdiction")
+    def jurisdiction_code(self, obj: DeletionRequest) -> str:
+        return jurisdiction_label(obj.jurisdiction)
+
+    @admin.display(description="received", ordering="received_at")
+    def received(self, obj: DeletionRequest) -> str:
+        return date_format(timezone.localtime(obj.received_at), "j M Y")
+
+    @admin.display(description="due", ordering="due_at")
+    def due(self, obj: DeletionRequest):
+        return format_html("{}&nbsp; {}", date_format(timezone.localtime(obj.due_at), "j M Y"),
+                           badge(*deadline_badge(obj)))
 
     @admin.display(description="models")
     def models(self, obj: DeletionRequest) -> str:
         return ", ".join(f"{step['model']} v{step['version']}" for step in obj.plan) or "—"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
-        extra = {"dashboard_url": reverse("admin:deletion_deletionrequest_dashboard"), **(extra_context or {})}
+        extra = {"dashboard_url": reverse("admin:deletion_deletionrequest_dashboard"),
+                 "title": "Deletion requests: the queue", **(extra_context or {})}
         return super().changelist_view(request, extra_context=extra)
 
     # ------------------------------------------------------------ URLs
@@ -353,8 +388,8 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "timeline": timeline,
             "scope": target.scope or {},
             "plan": plan,
-            "estimated_total": (duration_text(sum(estimates)) if plan and None not in estimates
-                                else "no history for some methods" if plan else "—"),
+            "estimated_total": estimated_total(estimates),
+            "jurisdiction_label": jurisdiction_label(target.jurisdiction),
             "outcomes": rows,
             "jobs": jobs,
             "jobs_active": any(job.status in ACTIVE_JOB_STATUSES for job in jobs),

@@ -71,7 +71,7 @@ def nice_ceiling(value: float) -> int:
     return int(10 * magnitude)  # pragma: no cover
 
 
-def weekly_bar_chart(weeks: list[selectors.WeekCount], *, width: int = 760, height: int = 240) -> BarChart:
+def weekly_bar_chart(weeks: list[selectors.WeekCount], *, width: int = 720, height: int = 240) -> BarChart:
     """Geometry for a grouped bar chart: per week, one bar for received and one for completed."""
     left, right, top, bottom = 40, width - 10, 14, height - 30
     top_value = nice_ceiling(max([w.received for w in weeks] + [w.completed for w in weeks] + [1]))
@@ -90,7 +90,7 @@ def weekly_bar_chart(weeks: list[selectors.WeekCount], *, width: int = 760, heig
             bars.append(Bar(x=round(start + offset * bar_width, 1), y=round(y_of(value), 1),
                             width=round(bar_width, 1), height=round(bottom - y_of(value), 1), series=series,
                             title=f"week of {label}: {value} {series}"))
-        if i % 2 == 0 or len(weeks) <= 8:
+        if (len(weeks) - 1 - i) % 2 == 0 or len(weeks) <= 8:  # always label the current week
             x_ticks.append(Tick(round(left + (i + 0.5) * group, 1), label))
     steps = top_value if top_value <= 2 else 4 if str(top_value)[0] == "2" else 5  # whole-number ticks
     y_ticks = [Tick(round(y_of(top_value * k / steps), 1), f"{top_value * k / steps:g}") for k in range(steps + 1)]

@@ -13,7 +13,13 @@ from rest_framework.views import APIView
 
 from deletion import services
 from deletion.authentication import HasRole, role_of
-from deletion.models import DeletionRequest, Jurisdiction, LegalGround, RejectionGround, RequestStatus
+from deletion.models import (
+    DeletionRequest,
+    Jurisdiction,
+    LegalGround,
+    RejectionGround,
+    RequestStatus,
+)
 from deletion_platform.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
 

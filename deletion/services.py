@@ -265,7 +265,6 @@ def estimated_cost(*, model_id: int, method: str) -> float | None:
 def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int, str] | None = None) -> DeletionRequest:
     """SCOPED -> APPROVED, then one job per affected version (except those on legal hold, which
     keep the data with the stated reason) -> EXECUTING; an empty scope completes at once."""
-    from workers.jobs import job_create
 
     holds = holds or {}
     planned = {p["model_version_id"]: p for p in request.plan}
@@ -287,10 +286,7 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
                           model_version=version_id, reason=holds[version_id])
             continue
         version = ModelVersion.objects.select_related("model").get(pk=version_id)
-        job = job_create(kind="unlearn", registered_model=version.model, source_version=version,
-                         deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
-                         config=(version.model.unlearning_policy or {}).get("method_config", {}),
-                         forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"])
+        job = _unlearning_job_for(request, version, step)
         outcome.job = job
         outcome.status = OutcomeStatus.EXECUTING
         outcome.save(update_fields=["job", "status"])
@@ -304,6 +300,35 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         request.refresh_from_db()
         return request
     return _transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
+
+
+def _batch_window(version: ModelVersion) -> int:
+    policy = version.model.unlearning_policy or {}
+    return int(policy.get("batch_window_seconds", settings.UNLEARNING_BATCH_WINDOW_SECONDS))
+
+
+def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: dict):
+    """Requests approved for the same version within the batching window share one job: a job
+    still pending (enqueued with the window as its countdown) takes the new records in."""
+    from datetime import timedelta as _td
+
+    from workers.jobs import job_create
+    from workers.models import Job
+
+    window = _batch_window(version)
+    if window > 0:
+        pending = (Job.objects.select_for_update()
+                   .filter(kind="unlearn", status="pending", source_version=version, method=step["method"],
+                           created_at__gte=timezone.now() - _td(seconds=window)).order_by("id").first())
+        if pending is not None:
+            pending.forget_record_ids = sorted(set(pending.forget_record_ids) | set(step["record_ids"]))
+            pending.save(update_fields=["forget_record_ids"])
+            return pending
+    return job_create(kind="unlearn", registered_model=version.model, source_version=version,
+                      deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
+                      config=(version.model.unlearning_policy or {}).get("method_config", {}),
+                      forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"],
+                      countdown=window)
 
 
 @transaction.atomic

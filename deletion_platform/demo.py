@@ -154,7 +154,7 @@ def _run(args, port: int, started_demo: float) -> int:
     from audits.reports import report_verify
     from deletion.authentication import api_token_create
     from deletion.models import DeletionRequest
-    from models_registry.models import DataRecord, RegisteredModel
+    from models_registry.models import DataRecord
     from models_registry.services import registered_model_create
     from workers.datasets.reference import reference_records
     from workers.reference_data import reference_dataset_register

@@ -254,3 +254,7 @@ _redis_cache = env_str("CACHE_URL", None) or (
     else CELERY_BROKER_URL.rsplit("/", 1)[0] + "/1")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_cache}}
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"intake": env_str("INTAKE_RATE_LIMIT", "6000/minute")}
+
+# Requests approved for the same model version within this many seconds share one unlearning
+# job (a model's unlearning_policy.batch_window_seconds overrides it).
+UNLEARNING_BATCH_WINDOW_SECONDS = env_int("UNLEARNING_BATCH_WINDOW_SECONDS", 0, minimum=0)

@@ -14,7 +14,14 @@ from rest_framework.views import APIView
 from deletion.authentication import HasRole
 from deletion_platform.errors import ValidationFailed
 from models_registry import importing, services
-from models_registry.models import Dataset, LegalBasis, Modality, ModelVersion, RegisteredModel, TrainingRun
+from models_registry.models import (
+    Dataset,
+    LegalBasis,
+    Modality,
+    ModelVersion,
+    RegisteredModel,
+    TrainingRun,
+)
 
 RegistryAccess = HasRole.of("ml_engineer", read_only=("dpo", "auditor"))
 

@@ -24,19 +24,20 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
 
 
-def job_create(*, kind: str, enqueue: bool = True, **fields: Any) -> Job:
-    """Create a job row and enqueue it once the surrounding transaction commits."""
+def job_create(*, kind: str, enqueue: bool = True, countdown: float = 0, **fields: Any) -> Job:
+    """Create a job row and enqueue it once the surrounding transaction commits (after
+    ``countdown`` seconds: the batching window in which later requests may join the job)."""
     job = Job.objects.create(kind=kind, queue=QUEUE_OF_KIND.get(kind, "default"), **fields)
     if enqueue:
-        transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+        transaction.on_commit(lambda: job_enqueue(job_id=job.id, countdown=countdown))
     return job
 
 
-def job_enqueue(*, job_id: int) -> None:
+def job_enqueue(*, job_id: int, countdown: float = 0) -> None:
     from workers.tasks import run_job
 
     job = Job.objects.only("queue").get(pk=job_id)
-    run_job.apply_async(args=[job_id], queue=job.queue)
+    run_job.apply_async(args=[job_id], queue=job.queue, countdown=countdown or None)
 
 
 def worker_identity() -> str:

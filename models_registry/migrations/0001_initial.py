@@ -2,8 +2,9 @@
 
 import django.contrib.postgres.fields
 import django.db.models.deletion
-import models_registry.models
 from django.db import migrations, models
+
+import models_registry.models
 
 
 class Migration(migrations.Migration):

@@ -300,3 +300,22 @@ def test_escalation_after_a_failed_audit(api_client_for, trained):
     from deletion.selectors import request_timeline
 
     assert "outcome.escalated" in [e["event"] for e in request_timeline(request=request)]
+
+
+def test_requests_for_one_version_within_the_window_share_a_job(api_client_for, trained, settings):
+    settings.UNLEARNING_BATCH_WINDOW_SECONDS = 60
+    dpo = api_client_for("dpo")
+    ids = []
+    for n, email in enumerate(["p0@example.org", "p1@example.org"]):
+        request_id = _create(dpo, {**BODY, "identifiers": {"email": email}}, key=f"batch-{n}").json()["id"]
+        dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+        dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+        ids.append(request_id)
+    job = Job.objects.get(kind="unlearn")
+    assert len(job.forget_record_ids) == 6  # both subjects' three records, one job
+    assert ModelOutcome.objects.filter(job=job).count() == 2
+    settings.UNLEARNING_BATCH_WINDOW_SECONDS = 0
+    request_id = _create(dpo, {**BODY, "identifiers": {"email": "p2@example.org"}}, key="batch-3").json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    assert Job.objects.filter(kind="unlearn").count() == 2

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from models_registry import services as registry
 from models_registry.importing import training_membership_import
-from models_registry.models import Dataset, DataRecord, RecordStatus, VersionStatus
+from models_registry.models import DataRecord, Dataset, RecordStatus, VersionStatus
 from workers.models import Job
 from workers.runners.storage import artifact_store, stored_artifacts_register
 

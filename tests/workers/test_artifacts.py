@@ -1,0 +1,267 @@
+"""The content-addressed artifact store: round trips, deduplication, purging, and refusing every
+file that is not an honest safetensors file (without ever unpickling it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from workers.artifacts import (
+    ArtifactIntegrityError,
+    ArtifactInUse,
+    ArtifactManifest,
+    ArtifactStore,
+    UnsafeArtifactError,
+    check_safetensors_bytes,
+    flatten_state,
+    read_safetensors,
+    tensors_to_bytes,
+    unflatten_state,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_stores() -> None:
+    """Overrides the root conftest's Django fixture: this module needs no settings."""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "store")
+
+
+def weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"layer.weight": torch.randn(4, 3, generator=generator), "layer.bias": torch.zeros(4),
+            "steps": torch.tensor([7], dtype=torch.int64)}
+
+
+def manifest(**fields) -> ArtifactManifest:
+    return ArtifactManifest(kind="model", architecture={"name": "mlp", "config": {"in_features": 3}},
+                            recipe={"name": "plain", "config": {"seed": 0}}, code_version="test", **fields)
+
+
+class _RunsCode:
+    """Unpickling this calls Path.touch(marker): the classic pickle code-execution payload."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_weights_round_trip_and_manifest_records_what_made_them(store: ArtifactStore) -> None:
+    ref = store.put(manifest(parent=None, extra={"note": "x"}), {"weights": weights()})
+    loaded = store.load(ref.artifact_id)
+    assert loaded.keys() == weights().keys()
+    assert all(torch.equal(loaded[k], weights()[k]) for k in loaded)
+    stored = store.manifest(ref.artifact_id)
+    assert stored.architecture == {"name": "mlp", "config": {"in_features": 3}}
+    assert stored.recipe["name"] == "plain" and stored.code_version == "test"
+    blob = store.blob_path(ref.weights_sha256).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == ref.weights_sha256
+    manifest_bytes = store.manifest_path(ref.artifact_id).read_bytes()
+    assert hashlib.sha256(manifest_bytes).hexdigest() == ref.artifact_id
+
+
+def test_identical_content_is_stored_once(store: ArtifactStore) -> None:
+    first = store.put(manifest(), {"weights": weights()})
+    second = store.put(manifest(), {"weights": weights()})
+    other = store.put(manifest(extra={"run": 2}), {"weights": weights()})
+    assert first == second
+    assert other.artifact_id != first.artifact_id and other.weights_sha256 == first.weights_sha256
+    assert len(list(store.blob_dir.iterdir())) == 1
+    assert len(list(store.manifest_dir.iterdir())) == 2
+    assert not [p for p in store.root.rglob("*.tmp")]
+
+
+def test_optimizer_state_flattens_to_tensors_and_json_and_back() -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(5, 3)).sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    tensors, skeleton = flatten_state(state)
+    json.dumps(skeleton)  # JSON-able, no pickle needed
+    restored = unflatten_state(safetensors_round_trip(tensors), skeleton)
+    assert restored["param_groups"] == state["param_groups"]
+    assert restored["state"].keys() == state["state"].keys()  # int keys survive
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            assert torch.equal(restored["state"][index][name], value)
+    clone = torch.optim.Adam(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+    clone.load_state_dict(restored)
+    assert clone.param_groups[0]["lr"] == 0.01
+
+
+def test_flatten_refuses_what_only_pickle_could_store() -> None:
+    with pytest.raises(TypeError, match="cannot store"):
+        flatten_state({"callback": print})
+
+
+def safetensors_round_trip(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from workers.artifacts import safetensors_from_bytes
+
+    return safetensors_from_bytes(tensors_to_bytes(tensors))
+
+
+# ---------------------------------------------------------------- refusing bad files
+
+
+def test_a_pickle_whose_reduce_runs_code_is_refused_and_never_run(tmp_path: Path, store: ArtifactStore) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"weights": _RunsCode(marker)})
+    # The payload is live: unpickling it would create the marker.
+    pickle.loads(payload)
+    assert marker.exists()
+    marker.unlink()
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(UnsafeArtifactError, match="pickle"):
+        read_safetensors(path)
+    # Smuggled into the store under its own sha256, it is refused there too.
+    digest = hashlib.sha256(payload).hexdigest()
+    store.blob_path(digest).write_bytes(payload)
+    with pytest.raises(UnsafeArtifactError):
+        store.load_blob(digest)
+    assert not marker.exists()
+
+
+def test_a_torch_save_checkpoint_is_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": _RunsCode(marker)}, path)
+    with pytest.raises(UnsafeArtifactError, match="zip"):
+        read_safetensors(path)
+    assert not marker.exists()
+
+
+def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
+    data = tensors_to_bytes(weights())
+    for cut in (4, 20, len(data) - 1):
+        path = tmp_path / f"cut{cut}.safetensors"
+        path.write_bytes(data[:cut])
+        with pytest.raises(UnsafeArtifactError):
+            read_safetensors(path)
+
+
+def test_a_header_claiming_ten_gigabytes_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(struct.pack("<Q", 10 * 1024**3) + b"{}" + b"\0" * 64)
+    with pytest.raises(UnsafeArtifactError, match=r"header claims 10737418240 bytes \(cap"):
+        read_safetensors(path)
+
+
+def _with_header(header: dict, buffer: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + buffer
+
+
+@pytest.mark.parametrize(
+    ("header", "buffer", "problem"),
+    [
+        ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "outside"),
+        ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, b"\0" * 8, "need 16"),
+        ({"a": {"dtype": "PICKLE", "shape": [1], "data_offsets": [0, 1]}}, b"\0", "unknown dtype"),
+        ({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 1]}}, b"\0", "bad shape"),
+        ({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+          "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]}}, b"\0" * 3, "overlap"),
+        ({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 4, "cover 2 bytes"),
+        ({"__metadata__": {"x": 1}}, b"", "__metadata__"),
+    ],
+)
+def test_headers_inconsistent_with_the_file_are_refused(header: dict, buffer: bytes, problem: str) -> None:
+    with pytest.raises(UnsafeArtifactError, match=problem):
+        check_safetensors_bytes(_with_header(header, buffer))
+
+
+def test_header_that_is_not_json_is_refused() -> None:
+    bad = struct.pack("<Q", 5) + b"\xff\xfe{}x"
+    with pytest.raises(UnsafeArtifactError, match="not valid JSON"):
+        check_safetensors_bytes(bad)
+
+
+def test_a_valid_file_passes_the_same_checks() -> None:
+    table = check_safetensors_bytes(tensors_to_bytes(weights()))
+    assert table["layer.weight"].shape == (4, 3) and table["layer.weight"].dtype == "F32"
+
+
+def test_a_blob_changed_on_disk_is_detected(store: ArtifactStore) -> None:
+    ref = store.put(manifest(), {"weights": weights()})
+    path = store.blob_path(ref.weights_sha256)
+    tampered = bytearray(path.read_bytes())
+    tampered[-1] ^= 0xFF
+    path.write_bytes(bytes(tampered))
+    with pytest.raises(ArtifactIntegrityError):
+        store.load(ref.artifact_id)
+
+
+# ---------------------------------------------------------------- purging
+
+
+def test_purge_removes_the_files_and_says_which(store: ArtifactStore) -> None:
+    ref = store.put(manifest(), {"weights": weights(), "optimizer": {"m": torch.ones(2)}})
+    paths = {store.blob_path(s) for s in ref.files.values()} | {store.manifest_path(ref.artifact_id)}
+    report = store.purge(ref.artifact_id)
+    assert {Path(r.path) for r in report.removed} == paths
+    assert {r.sha256 for r in report.removed} == set(ref.files.values()) | {ref.artifact_id}
+    assert not any(p.exists() for p in paths)
+    assert not store.exists(ref.artifact_id)
+
+
+def test_purge_keeps_what_another_artifact_still_references(store: ArtifactStore) -> None:
+    shared = store.put(ArtifactManifest(kind="checkpoint", config={"slice": 0}), {"weights": weights(1)})
+    only_parent = store.put(ArtifactManifest(kind="checkpoint", config={"slice": 1}), {"weights": weights(2)})
+    parent = store.put(manifest(parts={"s0": shared.artifact_id, "s1": only_parent.artifact_id}))
+    replaced = store.put(ArtifactManifest(kind="checkpoint", config={"slice": 1}), {"weights": weights(3)})
+    child = store.put(manifest(parent=parent.artifact_id,
+                               parts={"s0": shared.artifact_id, "s1": replaced.artifact_id}))
+    with pytest.raises(ArtifactInUse):
+        store.purge(shared.artifact_id, refuse_if_referenced=True)
+    report = store.purge(parent.artifact_id)
+    removed = {r.sha256 for r in report.removed}
+    assert removed == {parent.artifact_id, only_parent.artifact_id, only_parent.weights_sha256}
+    assert shared.artifact_id in report.kept_shared
+    assert store.exists(child.artifact_id) and store.exists(shared.artifact_id)
+    assert torch.equal(store.load(shared.artifact_id)["layer.weight"], weights(1)["layer.weight"])
+
+
+def test_writes_are_atomic_renames(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    ref = store.put(manifest(), {"weights": weights()})
+    assert {dst for _, dst in calls} == {f"{ref.weights_sha256}.safetensors", f"{ref.artifact_id}.json"}
+    assert all(src.endswith(".tmp") for src, _ in calls)
+
+
+def test_purging_a_part_by_itself_removes_it_and_names_who_referenced_it(store: ArtifactStore) -> None:
+    """The unlearning job purges superseded checkpoints one by one, before or after the parent's
+    top level: the data must go either way."""
+    checkpoint = store.put(ArtifactManifest(kind="checkpoint"), {"weights": weights(4)})
+    parent = store.put(manifest(parts={"s0": checkpoint.artifact_id}))
+    report = store.purge(checkpoint.artifact_id, include_parts=False)
+    assert report.referenced_by == [parent.artifact_id]
+    assert {r.sha256 for r in report.removed} == {checkpoint.artifact_id, checkpoint.weights_sha256}
+    assert not store.blob_path(checkpoint.weights_sha256).exists()
+    store.purge(parent.artifact_id)  # the parent goes afterwards without complaint
+    assert store.artifact_ids() == []
