@@ -18,6 +18,7 @@ EXPECTED = {
     "training-runs": {"post": {"ml_engineer"}},
     "training-membership-import": {"post": {"ml_engineer"}},
     "models": {"get": {"ml_engineer", "dpo", "auditor"}},
+    "model-version-upload": {"post": {"ml_engineer"}},
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},
     **{f"deletion-request-{action}": {"post": {"dpo"}}
@@ -42,6 +43,7 @@ def _api_patterns(patterns=None, prefix=""):
 def _concrete(route: str) -> str:
     route = re.sub(r"<uuid:\w+>", str(uuid.uuid4()), route)
     route = re.sub(r"<int:\w+>", "999999", route)
+    route = re.sub(r"<str:\w+>", "no-such-name", route)
     return "/" + route
 
 
