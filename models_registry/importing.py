@@ -45,6 +45,7 @@ MEMBERSHIP_COLUMNS = ("record_key", "shard", "slice", "position")
 # DPO opens an export in a spreadsheet, so such cells are refused at import.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _SPLIT = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+_PHONE = re.compile(r"^\+[\d\s().-]{6,30}$")  # "+44 20 ..." is a phone number, not a formula
 
 
 @dataclass
@@ -187,7 +188,7 @@ def _check_text(value: Any, name: str, *, max_length: int, required: bool = True
         raise ValueError(f"{name} must be a string")
     if len(value) > max_length:
         raise ValueError(f"{name} is longer than {max_length} characters")
-    if value.startswith(FORMULA_PREFIXES):
+    if value.startswith(FORMULA_PREFIXES) and not (name == "phone" and _PHONE.match(value)):
         raise ValueError(f"{name} starts with {value[0]!r}, a spreadsheet formula prefix")
     return value
 
