@@ -258,3 +258,8 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"intake": env_str("INTAKE_RATE_LIMIT
 # Requests approved for the same model version within this many seconds share one unlearning
 # job (a model's unlearning_policy.batch_window_seconds overrides it).
 UNLEARNING_BATCH_WINDOW_SECONDS = env_int("UNLEARNING_BATCH_WINDOW_SECONDS", 0, minimum=0)
+
+# Envelope encryption of stored record content: per-subject data keys in a keystore folder kept
+# apart from the database (and its backups), wrapped by RECORD_KEK.
+KEYSTORE_DIR = Path(env_str("KEYSTORE_DIR", str(DATA_DIR / "keystore"))).resolve()
+RECORD_KEK = env_secret("RECORD_KEK", minimum_length=32, dev_default=_dev_secret("record_kek") if DEBUG else None)

@@ -165,6 +165,13 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     form = RegisteredModelForm
     readonly_fields = ("versions_tree",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # How a model was trained decides the guarantee its deletions can claim (a sharded recipe
+        # plans exact unlearning), and plans name the model: neither is edited after creation.
+        # What stays editable is the architecture note and the unlearning policy.
+        fixed = ("name", "task", "training_recipe") if obj is not None else ()
+        return fixed + tuple(super().get_readonly_fields(request, obj))
+
     @admin.display(description="version tree")
     def versions_tree(self, obj: RegisteredModel) -> SafeString | str:
         if obj is None or obj.pk is None:

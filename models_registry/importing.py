@@ -253,6 +253,7 @@ def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
     current = current_key_version()
     seen_keys: dict[str, int] = {}
     staged: list[tuple[int, str, str, bytes, int]] = []
+    contents: dict[int, str] = {}
     line_digests: dict[int, list[tuple[str, int, bytes]]] = {}
 
     for line, row in iter_rows(source, fmt, allowed=RECORD_COLUMNS, required={"record_key", "content"}):
@@ -288,6 +289,7 @@ def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
             errors.add(line, "the record's subject was erased and is on the suppression list")
             continue
         staged.append((line, key, split, fingerprint, fp_version))
+        contents[line] = content
         line_digests[line] = digests
     if not staged and not errors.items:
         errors.add(1, "no records in the file")
@@ -329,7 +331,25 @@ def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
             "SELECT %s, external_key, subject_id, split, fp, fpv, 'active' FROM stage_records ORDER BY line",
             [dataset.id],
         )
+        _store_encrypted_content(cursor, dataset, contents, subject_of_line)
     return ImportResult(dataset=str(dataset), rows=len(staged), subjects_created=created)
+
+
+def _store_encrypted_content(cursor, dataset: Dataset, contents: dict[int, str], subject_of_line: dict[int, int]) -> None:
+    """Each record's content, encrypted under its subject's data key (crypto-shredding at erasure)."""
+    from models_registry.keystore import keystore, subject_key_ref
+
+    cursor.execute(
+        "SELECT s.line, r.id FROM stage_records s JOIN models_registry_datarecord r "
+        "ON r.dataset_id = %s AND r.external_key = s.external_key", [dataset.id])
+    record_of_line = dict(cursor.fetchall())
+    references = dict(DataSubject.objects.filter(id__in=set(subject_of_line.values())).values_list("id", "reference"))
+    keys = keystore()
+    with cursor.copy("COPY models_registry_recordcontent (record_id, key_ref, nonce, ciphertext) FROM STDIN") as copy:
+        for line, content in contents.items():
+            key_ref = subject_key_ref(references.get(subject_of_line.get(line)), dataset.id)
+            nonce, ciphertext = keys.encrypt(key_ref, content.encode())
+            copy.write_row((record_of_line[line], key_ref, nonce, ciphertext))
 
 
 def _resolve_subjects(

@@ -320,3 +320,12 @@ class StoredArtifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.sha256[:12]}"
+
+
+class RecordContent(models.Model):
+    """A record's content, AES-256-GCM encrypted under its subject's data key (see keystore)."""
+
+    record = models.OneToOneField(DataRecord, on_delete=models.CASCADE, primary_key=True, related_name="content")
+    key_ref = models.CharField(max_length=80)
+    nonce = models.BinaryField(max_length=12)
+    ciphertext = models.BinaryField()

@@ -59,3 +59,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_keystore(settings, tmp_path):
+    settings.KEYSTORE_DIR = tmp_path / "keystore"

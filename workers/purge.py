@@ -94,7 +94,16 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
             stored_artifact_register(sha256=digest, kind="dataset_cache", size_bytes=size, dataset=dataset,
                                      label=f"{dataset.name} {path.name} (rewritten after erasure)")
     records_erase(records=records, reason=reason)
+    # Stored content goes, and each subject's data key is destroyed: copies of the content in
+    # backups the platform cannot reach become unreadable (crypto-shredding).
+    from models_registry.keystore import keystore, subject_key_ref
+    from models_registry.models import RecordContent
+
+    RecordContent.objects.filter(record_id__in=[r.id for r in records]).delete()
+    keys = keystore()
     for subject in subjects:
         if subject.erased_at is None:
             subject_suppress(subject=subject, reason=reason)
+        if not DataRecord.objects.filter(subject=subject, status="active").exists():
+            keys.destroy(subject_key_ref(subject.reference, 0))
     return purged
