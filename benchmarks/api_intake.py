@@ -90,7 +90,8 @@ def main() -> None:
 
     # Production mode (DEBUG off: no query log), with this data directory's secrets.
     env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "false",
-           "SECRET_KEY": settings.SECRET_KEY, "SUBJECT_PEPPER": settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION]}
+           "SECRET_KEY": settings.SECRET_KEY, "SUBJECT_PEPPER": settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION],
+           "RECORD_KEK": settings.RECORD_KEK, "KEYSTORE_DIR": str(settings.KEYSTORE_DIR)}
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "deletion_platform.wsgi:application", "--workers", str(args.workers),
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], cwd=REPO, env=env)

@@ -16,6 +16,7 @@ views check them; hiding a button is only a courtesy.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from deletion import selectors, services
 from deletion.admin_dashboard import dashboard_view, duration_text
@@ -66,7 +68,6 @@ STATUS_TONE = {
     S.AUDITING: "busy", S.COMPLETED: "ok", S.REJECTED: "off", S.CANCELLED: "off", S.FAILED: "bad",
 }
 VERDICT_TONE = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "warn"}
-ACTIVE_JOB_STATUSES = ("pending", "running")
 
 
 # ---------------------------------------------------------------- presentation helpers
@@ -85,7 +86,7 @@ def deadline_badge(request: DeletionRequest, now=None) -> tuple[str, str]:
     return "ok", f"{left} d left"
 
 
-def badge(tone: str, text: str):
+def badge(tone: str, text: str) -> SafeString:
     return format_html('<span class="dp-badge dp-{}">{}</span>', tone, text)
 
 
@@ -150,7 +151,7 @@ class DueFilter(admin.SimpleListFilter):
     parameter_name = "due"
 
     def lookups(self, request, model_admin):
-        return [("open", "Open (not ended)"), ("week", "Due this week"), ("overdue", "Overdue")]
+        return [("open", "Open (not ended)"), ("week", "Due within 7 days"), ("overdue", "Overdue")]
 
     def queryset(self, request, queryset):
         if self.value() == "open":
@@ -187,44 +188,44 @@ class Action:
     done: str
 
 
-def _verify(http: HttpRequest, target: DeletionRequest, form: VerifyForm):
+def _verify(http: HttpRequest, target: DeletionRequest, form: VerifyForm) -> DeletionRequest:
     evidence = form.evidence(default_verifier=http.user.get_username())
     return services.deletion_request_verify(request=target, actor=http.user, evidence=evidence)
 
 
-def _approve(http: HttpRequest, target: DeletionRequest, form: ApproveForm):
+def _approve(http: HttpRequest, target: DeletionRequest, form: ApproveForm) -> DeletionRequest:
     return services.deletion_request_approve(request=target, actor=http.user, holds=form.holds())
 
 
-def _reject(http: HttpRequest, target: DeletionRequest, form: RejectForm):
+def _reject(http: HttpRequest, target: DeletionRequest, form: RejectForm) -> DeletionRequest:
     data = form.cleaned_data
     return services.deletion_request_reject(request=target, actor=http.user, ground=data["ground"],
                                             reason=data["reason"])
 
 
-def _extend(http: HttpRequest, target: DeletionRequest, form: ExtendForm):
+def _extend(http: HttpRequest, target: DeletionRequest, form: ExtendForm) -> DeletionRequest:
     data = form.cleaned_data
     return services.deletion_request_extend(request=target, actor=http.user, reason=data["reason"],
                                             months=data["months"], days=data["days"])
 
 
-def _cancel(http: HttpRequest, target: DeletionRequest, form: CancelForm):
+def _cancel(http: HttpRequest, target: DeletionRequest, form: CancelForm) -> DeletionRequest:
     return services.deletion_request_cancel(request=target, actor=http.user, reason=form.cleaned_data["reason"])
 
 
-def _withdraw(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm):
+def _withdraw(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
     data = form.cleaned_data
     return services.model_withdraw(request=target, actor=http.user, model_version_id=data["model_version_id"],
                                    reason=data["reason"])
 
 
-def _confirm(http: HttpRequest, target: DeletionRequest, form: ConfirmDeploymentForm):
+def _confirm(http: HttpRequest, target: DeletionRequest, form: ConfirmDeploymentForm) -> DeletionRequest:
     # A person confirming in the admin is a manual confirmation, whoever they are.
     return services.deployment_confirm(request=target, actor=http.user,
                                        new_version_id=form.cleaned_data["new_version_id"], manual=True)
 
 
-def _escalate(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm):
+def _escalate(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
     escalate = getattr(services, "outcome_escalate", None)
     if escalate is None:
         raise Http404("escalation is not available")
@@ -292,7 +293,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         return str(obj.public_id)[:8]
 
     @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: DeletionRequest):
+    def status_badge(self, obj: DeletionRequest) -> SafeString:
         return badge(STATUS_TONE.get(obj.status, "off"), obj.status)
 
     @admin.display(description="jurisdiction", ordering="jurisdiction")
@@ -304,7 +305,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         return date_format(timezone.localtime(obj.received_at), "j M Y")
 
     @admin.display(description="due", ordering="due_at")
-    def due(self, obj: DeletionRequest):
+    def due(self, obj: DeletionRequest) -> SafeString:
         return format_html("{}&nbsp; {}", date_format(timezone.localtime(obj.due_at), "j M Y"),
                            badge(*deadline_badge(obj)))
 
@@ -355,6 +356,8 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         return TemplateResponse(request, self.detail_template, context)
 
     def request_page_context(self, request: HttpRequest, target: DeletionRequest) -> dict[str, Any]:
+        """Everything the request page shows; ``offer`` and ``can_*`` say which forms to show
+        (the action view checks the permission again, and the services check the state)."""
         can_act = request.user.has_perm(ACT_PERMISSION)
         ended = target.status in selectors.ENDED_STATUSES
         timeline = [{**item, "at": parse_datetime(item["at"]) or item["at"]}
@@ -378,7 +381,6 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         tone, deadline_text = deadline_badge(target)
         return {
             "title": f"Deletion request {target.public_id}",
-            "subtitle": None,
             "opts": self.model._meta,
             "original": target,
             "target": target,
@@ -392,7 +394,6 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "jurisdiction_label": jurisdiction_label(target.jurisdiction),
             "outcomes": rows,
             "jobs": jobs,
-            "jobs_active": any(job.status in ACTIVE_JOB_STATUSES for job in jobs),
             "reports": [{"report": report, "pdf_url": report_pdf_url(report.pk)}
                         for report in selectors.request_reports(request=target)],
             "can_act": can_act,
@@ -406,7 +407,6 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "rejection_grounds": [(g, grounds[g]) for g in services.REJECTIONS_BY_JURISDICTION[target.jurisdiction]],
             "extend_in_months": target.jurisdiction in services.GDPR_LIKE,
             "extend_days_max": services.CCPA_DAYS,
-            "now": timezone.now(),
             "progress_url": reverse("admin:deletion_deletionrequest_progress", args=[target.pk]),
         }
 
@@ -440,6 +440,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         return back
 
     def dashboard(self, request: HttpRequest) -> HttpResponse:
+        """The dashboard, for those who may see requests."""
         if not request.user.has_perm(VIEW_PERMISSION):
             raise PermissionDenied
         return dashboard_view(request, self.admin_site, self.model._meta)
@@ -465,8 +466,6 @@ class LedgerEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="event")
     def event_type(self, obj: LedgerEvent) -> str:
-        import json
-
         return json.loads(obj.payload).get("type", "")
 
     @admin.display(description="hash")

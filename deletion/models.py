@@ -61,9 +61,9 @@ class LedgerEvent(models.Model):
 
 
 class Jurisdiction(models.TextChoices):
-    GDPR = "GDPR"
+    GDPR = "GDPR", "GDPR"
     UK_GDPR = "UK_GDPR", "UK GDPR"
-    CCPA = "CCPA"
+    CCPA = "CCPA", "CCPA"
 
 
 class LegalGround(models.TextChoices):

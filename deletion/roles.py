@@ -4,8 +4,10 @@ user's admin rights and their API rights (session authentication) agree.
 
 - dpo: views and changes deletion requests (acting on a request needs the change permission),
   views the registry, jobs and reports.
-- ml_engineer: views and changes registered models (their unlearning policies) and versions, views
-  the rest of the registry that describes models and training, and jobs. No requests.
+- ml_engineer: views and changes registered models (their unlearning policies), views versions,
+  the rest of the registry that describes models and training, and jobs. No requests, no
+  subjects. Versions are not changed by hand: their status and exclusions decide what scoping
+  finds, so they change only through the services (with the ledger).
 - auditor: views everything, changes nothing, and downloads reports.
 """
 
@@ -34,7 +36,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     ],
     Role.ML_ENGINEER: [
         ("models_registry", "registeredmodel", ("view", "change")),
-        ("models_registry", "modelversion", ("view", "change")),
+        ("models_registry", "modelversion", ("view",)),
         ("models_registry", "dataset", ("view",)),
         ("models_registry", "trainingrun", ("view",)),
         ("models_registry", "modellineageedge", ("view",)),

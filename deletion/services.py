@@ -77,6 +77,8 @@ def days_left(request: DeletionRequest, now: datetime | None = None) -> int:
 
 
 def _actor(client) -> str:
+    if client is None:
+        return "platform"
     if isinstance(client, ApiToken):
         return f"api:{client.name}({client.role})"
     return f"user:{getattr(client, 'username', client)}"

@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("models_registry.urls")),
     path("api/v1/", include("deletion.urls")),
+    path("api/v1/", include("audits.urls")),
 ]

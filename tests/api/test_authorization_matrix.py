@@ -110,7 +110,7 @@ def test_check_deploy_is_clean_under_production_settings():
     import sys
 
     env = {**os.environ, "DJANGO_DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50),
-           "SUBJECT_PEPPER": "p" * 40, "ALLOWED_HOSTS": "platform.example.org"}
+           "SUBJECT_PEPPER": "p" * 40, "RECORD_KEK": "k" * 40, "ALLOWED_HOSTS": "platform.example.org"}
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,387 @@
+"""The erasure report as data: its schema (TypedDicts), ``validate_report`` and small builders.
+
+A report is a plain JSON-serialisable dict. It is stored on the ``Report`` row, embedded in the
+signed PDF as ``erasure-report.json`` and rendered into the PDF's text and charts, so the PDF says
+nothing the data do not. Field by field (``?`` marks a key that may be left out):
+
+* ``schema_version``: 1.
+* ``request_id``: the deletion request's public UUID.
+* ``subject_reference``: the pseudonymous subject reference (``subj_...``), never a name or an
+  e-mail address.
+* ``jurisdiction``: ``GDPR``, ``UK_GDPR`` or ``CCPA``.
+* ``legal_ground``: ``{code, text}``, e.g. ``{"code": "art17_1_b", "text": "Art. 17(1)(b): consent
+  withdrawn"}``.
+* ``generated_at``: when the report data were assembled (ISO 8601 with time zone).
+* ``timeline``: ``received``, ``verified``, ``approved``, ``due``, ``extended``,
+  ``extension_reason``, ``completed`` (ISO 8601 with time zone; all but ``received`` and ``due``
+  may be null; ``extension_reason`` is text, empty when there was no extension).
+* ``scope``: ``records`` (how many of the subject's records), ``datasets`` (``[{name, version,
+  records}]``), ``model_versions`` (``[{model, version, status}]``: the affected versions as
+  scoped) and ``purged_artifacts`` (``[{description, sha256}]``: every copy deleted, e.g. the
+  parent's weights, checkpoints, adapters, shadow models, cached datasets).
+* ``model_versions``: one entry per affected model version:
+
+  - ``model``, ``version``, ``new_version`` (null when no new version was made), ``outcome``
+    (the ModelOutcome status: ``confirmed``, ``withdrawn``, ``held``, ...);
+  - ``method`` (the unlearning method's registered name) and ``guarantee``: ``{guarantee_class,
+    title, promises, does_not_promise, evidence}`` (see :func:`guarantee_entry`);
+  - ``old_artifact_sha256``, ``new_artifact_sha256`` (null with no new version),
+    ``code_version`` (the code's commit), ``shadow_model_count`` (reference models the tests
+    compared with);
+  - ``metrics``: ``[{name, description?, before, after, reference, result?}]`` (numbers or null;
+    ``result`` is the check's verdict or a short word);
+  - ``roc_curves``: ``[{label, false_positive_rate, true_positive_rate, auc}]`` (rates in
+    [0, 1], same length, at least two points; ``auc`` may be null);
+  - ``score_histograms``: null or ``{score, bin_edges, forget, retain, test}`` (counts per bin:
+    ``len(bin_edges) == len(counts) + 1``; ``score`` says in words what was measured);
+  - ``cost``: ``{estimated_seconds, actual_seconds, device?}`` (null when unknown);
+  - ``verdict``: ``{verdict, rule, reasons, warnings, notes}`` (PASS, FAIL or INCONCLUSIVE and the
+    rule that produced it; see :func:`verdict_entry`).
+
+* ``limitations``: what these tests cannot show, in short sentences (at least one; see
+  :data:`STANDARD_LIMITATIONS`).
+* ``ledger_head``: ``{seq, hash}``: the ledger's head when the report was signed (hash as 64 hex
+  characters). Filled in by ``report_create``.
+* ``signer``: ``{name, organisation, certificate_sha256}``: who signed. Filled in by
+  ``report_create`` from the signing certificate.
+
+Unknown keys are refused: a misspelt field fails validation instead of vanishing from the PDF.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import types
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    TypedDict,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
+
+from workers.unlearning.base import GUARANTEE_CLASSES
+
+SCHEMA_VERSION = 1
+REPORT_ATTACHMENT = "erasure-report.json"
+
+
+class _Constraint:
+    """A check beyond the type, named in the error; used inside ``Annotated``."""
+
+    def __init__(self, description: str, test: Callable[[Any], bool]) -> None:
+        self.description = description
+        self.test = test
+
+    def __call__(self, value: Any, path: str) -> None:
+        if not self.test(value):
+            raise ValueError(f"{path} must be {self.description}, got {value!r:.80}")
+
+
+def _is_timestamp(value: str) -> bool:
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+_SHA256 = _Constraint("64 lowercase hex characters (a sha256)",
+                      lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is not None)
+_NON_EMPTY = _Constraint("non-empty", lambda v: len(v) > 0)
+_NON_NEGATIVE = _Constraint("zero or more", lambda v: v >= 0)
+_RATE = _Constraint("a list of rates between 0 and 1", lambda v: all(0.0 <= x <= 1.0 for x in v))
+
+Sha256 = Annotated[str, _SHA256]
+Timestamp = Annotated[str, _Constraint("an ISO 8601 date-time with a time zone", _is_timestamp)]
+Text = Annotated[str, _NON_EMPTY]
+Count = Annotated[int, _NON_NEGATIVE]
+Seconds = Annotated[float, _NON_NEGATIVE]
+GuaranteeClass = Literal["exact", "dp_bounded", "approximate", "suppressed"]
+VerdictValue = Literal["PASS", "FAIL", "INCONCLUSIVE"]
+
+if set(get_args(GuaranteeClass)) != set(GUARANTEE_CLASSES):  # pragma: no cover - a programming error
+    raise RuntimeError("report_schema.GuaranteeClass is out of step with GUARANTEE_CLASSES")
+
+
+class LegalGroundEntry(TypedDict):
+    code: Text
+    text: Text  # the ground in words, as the request's choices label it
+
+
+class Timeline(TypedDict):
+    received: Timestamp
+    verified: Timestamp | None
+    approved: Timestamp | None
+    due: Timestamp
+    extended: Timestamp | None
+    extension_reason: str
+    completed: Timestamp | None
+
+
+class DatasetScope(TypedDict):
+    name: Text
+    version: str
+    records: Count
+
+
+class ModelVersionScope(TypedDict):
+    model: Text
+    version: Count
+    status: str
+
+
+class PurgedArtifact(TypedDict):
+    description: Text  # what the copy was, e.g. "weights of credit-risk v3"
+    sha256: Sha256
+
+
+class Scope(TypedDict):
+    records: Count
+    datasets: list[DatasetScope]
+    model_versions: list[ModelVersionScope]
+    purged_artifacts: list[PurgedArtifact]
+
+
+class GuaranteeEntry(TypedDict):
+    guarantee_class: GuaranteeClass
+    title: Text
+    promises: Text
+    does_not_promise: Text
+    evidence: Text
+
+
+class Metric(TypedDict):
+    name: Text
+    description: NotRequired[str]
+    before: float | None  # on the old model
+    after: float | None  # on the new model
+    reference: float | None  # on the reference (models that never saw the records)
+    result: NotRequired[str]
+
+
+class RocCurve(TypedDict):
+    label: Text
+    false_positive_rate: Annotated[list[float], _RATE]
+    true_positive_rate: Annotated[list[float], _RATE]
+    auc: float | None
+
+
+class ScoreHistograms(TypedDict):
+    score: Text  # what the score is, in words
+    bin_edges: list[float]
+    forget: list[Count]  # the records erased
+    retain: list[Count]  # training records kept
+    test: list[Count]  # records no model was trained on
+
+
+class Cost(TypedDict):
+    estimated_seconds: Seconds | None
+    actual_seconds: Seconds | None
+    device: NotRequired[str]
+
+
+class VerdictEntry(TypedDict):
+    verdict: VerdictValue
+    rule: Text
+    reasons: list[str]
+    warnings: list[str]
+    notes: list[str]
+
+
+class ModelVersionReport(TypedDict):
+    model: Text
+    version: Count
+    new_version: Count | None
+    outcome: str
+    method: Text
+    guarantee: GuaranteeEntry
+    old_artifact_sha256: Sha256
+    new_artifact_sha256: Sha256 | None
+    code_version: Text
+    shadow_model_count: Count
+    metrics: list[Metric]
+    roc_curves: list[RocCurve]
+    score_histograms: ScoreHistograms | None
+    cost: Cost
+    verdict: VerdictEntry
+
+
+class LedgerHeadEntry(TypedDict):
+    seq: Count
+    hash: Sha256
+
+
+class SignerEntry(TypedDict):
+    name: Text
+    organisation: str
+    certificate_sha256: Sha256
+
+
+class ReportData(TypedDict):
+    """The whole report; see the module docstring for each field."""
+
+    schema_version: Literal[1]
+    request_id: Annotated[str, _Constraint("a UUID", _is_uuid)]
+    subject_reference: Text
+    jurisdiction: Literal["GDPR", "UK_GDPR", "CCPA"]
+    legal_ground: LegalGroundEntry
+    generated_at: Timestamp
+    timeline: Timeline
+    scope: Scope
+    model_versions: list[ModelVersionReport]
+    limitations: Annotated[list[Text], _NON_EMPTY]
+    ledger_head: LedgerHeadEntry
+    signer: SignerEntry
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Check a report dict against :class:`ReportData`; returns None or raises ``ValueError``
+    naming the first missing or bad field by its path (e.g. ``model_versions[0].verdict.verdict``).
+    """
+    _check(report, ReportData, "report")
+    for index, entry in enumerate(report["model_versions"]):
+        path = f"model_versions[{index}]"
+        for number, curve in enumerate(entry["roc_curves"]):
+            where = f"{path}.roc_curves[{number}]"
+            if len(curve["false_positive_rate"]) != len(curve["true_positive_rate"]):
+                raise ValueError(f"{where}: false_positive_rate and true_positive_rate differ in length")
+            if len(curve["false_positive_rate"]) < 2:
+                raise ValueError(f"{where} needs at least two points")
+        histograms = entry["score_histograms"]
+        if histograms is not None:
+            edges = histograms["bin_edges"]
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"{path}.score_histograms.bin_edges must be at least two increasing numbers")
+            for group in ("forget", "retain", "test"):
+                if len(histograms[group]) != len(edges) - 1:
+                    raise ValueError(f"{path}.score_histograms.{group} must have one count per bin "
+                                     f"({len(edges) - 1}), got {len(histograms[group])}")
+        if (entry["new_version"] is None) != (entry["new_artifact_sha256"] is None):
+            raise ValueError(f"{path}: new_version and new_artifact_sha256 must be given together")
+    try:
+        json.dumps(report, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - the walk above refuses these first
+        raise ValueError(f"report is not plain JSON: {exc}") from None
+
+
+def _check(value: Any, hint: Any, path: str) -> None:
+    origin = get_origin(hint)
+    if origin in (Required, NotRequired):
+        _check(value, get_args(hint)[0], path)
+    elif origin is Annotated:
+        base, *constraints = get_args(hint)
+        _check(value, base, path)
+        for constraint in constraints:
+            constraint(value, path)
+    elif value is None and origin not in (Union, types.UnionType):
+        raise ValueError(f"{path} must not be null")
+    elif is_typeddict(hint):
+        _check_typeddict(value, hint, path)
+    elif origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path} must be a list, got {type(value).__name__}")
+        for index, item in enumerate(value):
+            _check(item, get_args(hint)[0], f"{path}[{index}]")
+    elif origin is Literal:
+        allowed = get_args(hint)
+        if isinstance(value, bool) or value not in allowed:
+            raise ValueError(f"{path} must be one of {', '.join(map(str, allowed))}, got {value!r:.80}")
+    elif origin in (Union, types.UnionType):
+        options = [option for option in get_args(hint) if option is not type(None)]
+        if value is None:
+            if len(options) == len(get_args(hint)):
+                raise ValueError(f"{path} must not be null")
+            return
+        if len(options) != 1:  # pragma: no cover - the schema has no such unions
+            raise TypeError(f"unsupported union at {path}")
+        _check(value, options[0], path)
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{path} must be a finite number, got {value!r:.80}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path} must be an integer, got {value!r:.80}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path} must be text, got {type(value).__name__}")
+    else:  # pragma: no cover - a programming error in the schema
+        raise TypeError(f"unsupported schema type {hint!r} at {path}")
+
+
+def _check_typeddict(value: Any, hint: Any, path: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must be an object, got {type(value).__name__}")
+    fields = get_type_hints(hint, include_extras=True)
+    # Requiredness from the resolved hints: with postponed annotations Python 3.11's
+    # __required_keys__ does not see NotRequired.
+    required = [key for key, field_hint in fields.items() if get_origin(field_hint) is not NotRequired]
+    for key in required:
+        if key not in value:
+            raise ValueError(f"{path}.{key} is missing")
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}.{unknown[0]} is not a field of the report schema")
+    for key, field_hint in fields.items():
+        if key in value:
+            _check(value[key], field_hint, f"{path}.{key}")
+
+
+# ---------------------------------------------------------------- builders
+
+
+STANDARD_LIMITATIONS: tuple[str, ...] = (
+    "The tests cover only the records that were identified as this person's. A copy of the same "
+    "information stored under another name, or in a dataset not linked to this person, was not "
+    "tested.",
+    "A statistical test can show that no difference was found at the stated error rates. It "
+    "cannot prove that no trace of the data remains.",
+    "The comparison uses reference models trained with and without the records. The result is "
+    "only as good as these reference models are similar to the model in use.",
+    "The tests cover the model versions listed here. They do not cover outputs the old models "
+    "produced while they were in use, such as predictions, generated text or logs.",
+    "A small number of records gives a test little power. Where the report says the power was "
+    "not shown, the result is INCONCLUSIVE rather than PASS.",
+)
+
+
+def guarantee_entry(guarantee_class: str) -> GuaranteeEntry:
+    """The plain-words text of a guarantee class as the report stores it (``ValueError`` if
+    the class is unknown)."""
+    from audits.checks.guarantees import guarantee_text
+
+    text = guarantee_text(guarantee_class)
+    return {"guarantee_class": text.name, "title": text.title, "promises": text.promises,
+            "does_not_promise": text.does_not_promise, "evidence": text.evidence}
+
+
+def verdict_entry(final_verdict: Any) -> VerdictEntry:
+    """The report's verdict entry from :func:`audits.checks.verdict.final_verdict`'s result."""
+    return {
+        "verdict": str(getattr(final_verdict.verdict, "value", final_verdict.verdict)),
+        "rule": final_verdict.rule,
+        "reasons": list(final_verdict.reasons),
+        "warnings": list(final_verdict.warnings),
+        "notes": list(final_verdict.notes),
+    }
