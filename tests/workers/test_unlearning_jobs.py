@@ -43,9 +43,16 @@ def _files_containing(needle: bytes, *roots: Path) -> list[str]:
 
 
 def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_client_for):
+    from audits.models import Report
+    from audits.reports import report_verify
+    from workers.services import shadow_models_train
+
     dataset = reference_dataset_register(name="breast_cancer")
     model = factories.registered_model(name="bc-sisa", recipe="sisa")
     version = _train(model, dataset, {"architecture": MLP, "shards": 3, "slices": 2, "epochs": 2, "seed": 3})
+    shadows = shadow_models_train(version=version, count=4)
+    wait_for(lambda: Job.objects.get(pk=shadows.pk).status in ("succeeded", "failed"), timeout=300,
+             message="shadow models")
     record = DataRecord.objects.filter(dataset=dataset, split="train").order_by("id")[5]
     subject_records = list(DataRecord.objects.filter(subject=record.subject))
     ids = [r.id for r in subject_records]
@@ -53,6 +60,7 @@ def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_cl
     assert _files_containing(keys[0], settings.ARTIFACT_ROOT, settings.DATASET_ROOT)  # held before
 
     dpo = api_client_for("dpo")
+    serving = api_client_for("ml_engineer")
     from workers.datasets.reference import reference_records
 
     email = next(r["subject"]["email"] for r in reference_records(dataset.storage_location)
@@ -63,20 +71,31 @@ def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_cl
     scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
     assert [(p["method"], p["guarantee_class"]) for p in scoped["plan"]] == [("sisa", "exact")]
     dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    wait_for(lambda: DeletionRequest.objects.get(public_id=request_id).status in ("AUDITING", "FAILED"),
-             timeout=300, message="the unlearning job")
-    request = DeletionRequest.objects.get(public_id=request_id)
-    outcome = ModelOutcome.objects.get(request=request)
-    assert request.status == "AUDITING", outcome.job.error + celery_worker_process.log_text()[-3000:]
+
+    def outcome_ready():
+        outcome = ModelOutcome.objects.filter(request__public_id=request_id).first()
+        return outcome is not None and outcome.status not in ("planned", "executing", "auditing")
+
+    wait_for(outcome_ready, timeout=400, message="unlearning and audit")
+    outcome = ModelOutcome.objects.get(request__public_id=request_id)
+    assert outcome.status == "awaiting_deployment", (outcome.status, celery_worker_process.log_text()[-3000:])
     new = outcome.new_version
     assert new.parent_id == version.id and new.guarantee_class == "exact"
+    assert outcome.audit["shadow_models"] >= 2 and outcome.verdict in ("PASS", "INCONCLUSIVE")
+    confirm = serving.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/",
+                           {"new_version_id": new.id}, format="json")
+    assert confirm.status_code == 200, confirm.content
+    wait_for(lambda: DeletionRequest.objects.get(public_id=request_id).status in ("COMPLETED", "FAILED"),
+             timeout=300, message="the report")
+    request = DeletionRequest.objects.get(public_id=request_id)
+    assert request.status == "COMPLETED", request.failure
     version.refresh_from_db()
     assert version.status == "purged"
     # The new version provably excludes the records; nothing present still holds them.
     assert set(new.excluded_records.values_list("record_id", flat=True)) == set(ids)
     assert selectors.versions_trained_on(record_ids=ids) == []
     assert selectors.artifacts_holding(record_ids=ids) == []
-    purged = outcome.job.result["purged"]
+    purged = outcome.audit["purged"]
     assert purged and all(len(p["sha256"]) == 64 for p in purged)
     assert not StoredArtifact.objects.filter(sha256__in=[p["sha256"] for p in purged], status="present").exists()
     # Records erased and suppressed; the files on disk and the worker's log no longer hold them.
@@ -84,6 +103,10 @@ def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_cl
     for key in keys:
         assert _files_containing(key, settings.ARTIFACT_ROOT, settings.DATASET_ROOT) == []
         assert key.decode() not in celery_worker_process.log_text()
+    # The signed report verifies and is reachable from the API.
+    report = Report.objects.get(request=request)
+    assert report_verify(report.pdf_path) == []
+    assert dpo.get(f"/api/v1/reports/{report.id}/pdf/").status_code == 200
     # Rolling back to the purged version is refused.
     from deletion_platform.errors import Conflict
     from workers.purge import model_version_rollback
