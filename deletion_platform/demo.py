@@ -14,6 +14,7 @@ Exits 0 only if every request completed and every PDF verifies.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import secrets
 import socket
@@ -106,40 +107,52 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    call_command("setup_roles", verbosity=0) if _has_command("setup_roles") else None
+    if _has_command("setup_roles"):
+        call_command("setup_roles", stdout=io.StringIO())
     from audits.signing import ensure_dev_signing_identity
 
     note = ensure_dev_signing_identity()
     if note:
         say(f"  {note}")
 
+    port = _free_port(8000)
+    web, worker = start_stack(port)
+    try:
+        return _run(args, port, started_demo)
+    finally:
+        stop_stack(web, worker)
+
+
+def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, subprocess.Popen]:
+    """A real Celery worker process (all queues) and the web API under gunicorn on ``port``."""
+    from django.conf import settings
+
     logs = Path(settings.DATA_DIR) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ}
-    port = _free_port(8000)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "deletion_platform", "worker", "-Q", "gpu,audit,default",
-         "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "-n", f"demo-{os.getpid()}@%h",
-         "--loglevel", "INFO"], cwd=REPO, env=env, stdout=(logs / "demo-worker.log").open("ab"),
+         "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "-n", f"{name}-{os.getpid()}@%h",
+         "--loglevel", "INFO"], cwd=REPO, env=env, stdout=(logs / f"{name}-worker.log").open("ab"),
         stderr=subprocess.STDOUT)
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "deletion_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", "--log-level", "warning"], cwd=REPO, env=env,
-        stdout=(logs / "demo-web.log").open("ab"), stderr=subprocess.STDOUT)
-    try:
-        return _run(args, port, started_demo)
-    finally:
-        for process in (web, worker):
-            process.terminate()
-        for process in (web, worker):
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stdout=(logs / f"{name}-web.log").open("ab"), stderr=subprocess.STDOUT)
+    return web, worker
+
+
+def stop_stack(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _has_command(name: str) -> bool:
