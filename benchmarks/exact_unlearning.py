@@ -10,8 +10,15 @@ time of making a model without them and that model's test accuracy:
 
 A single deletion's cost depends on the slice the record sits in, so the 1-deletion row is the
 mean over ``--trials`` records spread evenly over the slices (the expected cost of a random
-deletion). Speed-up is full retrain time / method time. Prints markdown tables; the last stdout
-line is one JSON object.
+deletion). Speed-up is full retrain time / method time, in wall time and in this process's CPU
+time (on a shared machine other load stretches wall time only; with one torch thread, CPU time is
+the wall time of an idle machine). On CPU the SISA target is judged on CPU time, on CUDA on wall
+time. Prints markdown tables; the last stdout line is one JSON object.
+
+SISA here trains each shard with small batches (16) and fewer epochs on later stages
+(``--sisa-slice-epochs``): a deletion reruns only the stages from its slice on, so cheap late
+stages make deletions cheap, while the many small-batch steps of the early stages keep a shard
+model of a few hundred images accurate.
 
     python benchmarks/exact_unlearning.py                      # the full run
     python benchmarks/exact_unlearning.py --quick              # a reduced run (minutes)

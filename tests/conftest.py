@@ -9,18 +9,30 @@ import pytest
 
 
 def pytest_configure(config):
+    if not config.pluginmanager.hasplugin("django"):
+        return
     if not os.environ.get("DATABASE_URL") or not os.environ.get("CELERY_BROKER_URL"):
         from deletion_platform import embedded
 
         embedded.ensure_running()
 
 
+def _django_settings(request):
+    """pytest-django's ``settings`` fixture, or None in a run without Django (-p no:django: the
+    pure ML and audit-check tests)."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return None
+    return request.getfixturevalue("settings")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_stores(settings, tmp_path):
+def _isolated_stores(request, tmp_path):
     """Artifacts, datasets and reports of a test go to its own temporary folder."""
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.DATASET_ROOT = tmp_path / "datasets"
-    settings.REPORT_ROOT = tmp_path / "reports"
+    settings = _django_settings(request)
+    if settings is not None:
+        settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+        settings.DATASET_ROOT = tmp_path / "datasets"
+        settings.REPORT_ROOT = tmp_path / "reports"
 
 
 @pytest.fixture
@@ -62,5 +74,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_keystore(settings, tmp_path):
-    settings.KEYSTORE_DIR = tmp_path / "keystore"
+def _isolated_keystore(request, tmp_path):
+    settings = _django_settings(request)
+    if settings is not None:
+        settings.KEYSTORE_DIR = tmp_path / "keystore"

@@ -107,8 +107,9 @@ def job_cancel(*, job: Job) -> Job:
 
 
 def jobs_sweep_stale(*, now=None) -> list[int]:
-    """Put running jobs whose worker stopped sending heartbeats back to pending and enqueue them.
-    The conditional UPDATE makes two sweepers (or a sweeper and a redelivery) safe."""
+    """Put running jobs whose worker stopped sending heartbeats back to pending and enqueue them,
+    and re-send pending jobs whose message was lost. The conditional UPDATE (and the claim) make
+    two sweepers, or a sweeper and a redelivery, safe. Returns the ids re-enqueued."""
     now = now or timezone.now()
     released = []
     # A running job whose heartbeat is older than this is taken to have lost its worker.
@@ -121,7 +122,29 @@ def jobs_sweep_stale(*, now=None) -> list[int]:
             logger.warning("job %s lost its worker %s; re-enqueued", job.pk, job.claimed_by)
             job_enqueue(job_id=job.pk)
             released.append(job.pk)
+    # A job whose message never reached the broker (Redis down at commit time) or was lost with a
+    # Redis that had not yet written it to disk: pending long after it was due, enqueue it again.
+    # Duplicates are harmless: only one claim can succeed.
+    for job in Job.objects.filter(status=JobStatus.PENDING, cancel_requested=False, claimed_at__isnull=True,
+                                  created_at__lt=now - stale_after):
+        if _overdue_in_queue(job, now, stale_after):
+            try:
+                job_enqueue(job_id=job.pk)
+            except Exception:  # the broker is still down: the next sweep tries again
+                logger.warning("could not re-enqueue pending job %s", job.pk)
+                continue
+            Job.objects.filter(pk=job.pk).update(progress_stage="re-enqueued (message lost)")
+            released.append(job.pk)
     return released
+
+
+def _overdue_in_queue(job: Job, now, stale_after) -> bool:
+    """Pending jobs are re-sent at most once per stale period (tracked in progress_stage time)."""
+    last = job.heartbeat_at or job.created_at
+    if now - last < stale_after:
+        return False
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=now)
+    return True
 
 
 Runner = Callable[[Job, ProgressReporter], dict]

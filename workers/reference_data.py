@@ -31,7 +31,12 @@ REFERENCE_META = {
 
 def reference_dataset_register(*, name: str, seed: int = 0, version: str = "1") -> Dataset:
     """Materialise and register reference dataset ``name`` (idempotent: returns the existing row)."""
-    from workers.datasets.reference import dataset_info, materialise_reference, record_import_row, reference_records
+    from workers.datasets.reference import (
+        dataset_info,
+        materialise_reference,
+        record_import_row,
+        reference_records,
+    )
 
     existing = Dataset.objects.filter(name=name, version=version).first()
     if existing is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.workers.training.data import settings  # noqa: F401  (no Django settings needed)
 from workers.artifacts import (
     ArtifactIntegrityError,
     ArtifactInUse,
@@ -27,11 +28,6 @@ from workers.artifacts import (
 )
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _isolated_stores() -> None:
-    """Overrides the root conftest's Django fixture: this module needs no settings."""
 
 
 @pytest.fixture

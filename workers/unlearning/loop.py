@@ -254,7 +254,7 @@ class LossMethod(ApproximateMethod):
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"{self.name}: loss became {loss.item()} in phase {phase.name!r} at step "
-                            f"{run.step}; lower lr or raise max_grad_norm's strictness"
+                            f"{run.step}; try a lower lr or a smaller max_grad_norm"
                         )
                     loss.backward()
                     if run.gradient_mask is not None:

@@ -1,0 +1,54 @@
+"""Job lifecycle without a worker: claim, cancel, sweep."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from deletion_platform.errors import Conflict
+from workers import jobs
+from workers.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jobs, "job_enqueue", lambda *, job_id, countdown=0: calls.append(job_id))
+    return calls
+
+
+def test_claim_once_then_refused():
+    job = jobs.job_create(kind="unlearn", enqueue=False)
+    assert jobs.job_claim(job_id=job.pk) is True
+    assert jobs.job_claim(job_id=job.pk) is False
+    job.refresh_from_db()
+    assert job.status == "running" and job.attempts == 1 and job.claimed_by
+
+
+def test_cancel_pending_and_ended(sent):
+    job = jobs.job_create(kind="unlearn", enqueue=False)
+    assert jobs.job_cancel(job=job).status == "cancelled"
+    assert jobs.job_claim(job_id=job.pk) is False
+    with pytest.raises(Conflict):
+        jobs.job_cancel(job=job)
+
+
+def test_sweeper_requeues_lost_running_and_lost_pending_jobs(settings, sent):
+    settings.JOB_STALE_AFTER_SECONDS = 60
+    now = timezone.now()
+    lost_worker = jobs.job_create(kind="unlearn", enqueue=False)
+    jobs.job_claim(job_id=lost_worker.pk)
+    Job.objects.filter(pk=lost_worker.pk).update(heartbeat_at=now - timedelta(minutes=5))
+    alive = jobs.job_create(kind="unlearn", enqueue=False)
+    jobs.job_claim(job_id=alive.pk)
+    lost_message = jobs.job_create(kind="unlearn", enqueue=False)
+    Job.objects.filter(pk=lost_message.pk).update(created_at=now - timedelta(minutes=5))
+    fresh = jobs.job_create(kind="unlearn", enqueue=False)
+    assert sorted(jobs.jobs_sweep_stale(now=now)) == sorted([lost_worker.pk, lost_message.pk])
+    assert sorted(sent) == sorted([lost_worker.pk, lost_message.pk])
+    assert Job.objects.get(pk=lost_worker.pk).status == "pending"
+    assert Job.objects.get(pk=alive.pk).status == "running" and fresh.pk not in sent
+    # Not re-sent again within the same stale period.
+    assert jobs.jobs_sweep_stale(now=now + timedelta(seconds=10)) == []
