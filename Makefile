@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATA_DIR := $(CURDIR)/.data/test
 
-.PHONY: help venv test test-fast demo demo-llm serve services-up services-down lint benchmarks reliability clean system-deps
+.PHONY: help venv test demo serve services-up services-down lint reliability clean system-deps
 
 help:
 	@echo "make demo    - install, start embedded PostgreSQL + Redis + a Celery worker, run the main job"
@@ -54,3 +54,11 @@ clean:
 	-$(PY) -m deletion_platform.embedded stop --data-dir $(TEST_DATA_DIR)
 	-$(PY) -m deletion_platform.embedded stop
 	rm -rf .data
+
+# Long fault-injection runs and a bigger fuzz run; prints figures (see README "Reliability").
+reliability: $(STAMP)
+	$(PY) benchmarks/reliability.py
+	@set -o pipefail; export DATA_DIR=$(TEST_DATA_DIR) FUZZ_MAX_EXAMPLES=200; unset DATABASE_URL CELERY_BROKER_URL; \
+	$(PY) -m deletion_platform.embedded start --data-dir $(TEST_DATA_DIR) || exit 1; \
+	$(PY) -m pytest -q -s tests/api/test_fuzz_schema.py; status=$$?; \
+	$(PY) -m deletion_platform.embedded stop --data-dir $(TEST_DATA_DIR); exit $$status
