@@ -92,7 +92,9 @@ def run_audit_job(job: Job, progress) -> dict:
     started = time.perf_counter()
     load_recipes()
     outcome = ModelOutcome.objects.select_related("model_version__model", "new_version").get(pk=job.config["outcome_id"])
-    source, new = outcome.model_version, outcome.new_version
+    # The version actually unlearned from (a later request may build on an earlier one's result).
+    new = outcome.new_version
+    source = new.parent
     dataset = source.training_run.datasets.get()
     records = list(DataRecord.objects.filter(id__in=outcome.record_ids, dataset=dataset).order_by("id"))
     forget_keys = [r.external_key for r in records]

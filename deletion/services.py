@@ -471,6 +471,15 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
         raise Conflict(f"only a failed audit can be escalated (this outcome is {outcome.status})",
                        code="illegal_transition")
     version = outcome.model_version
+    failed = outcome.new_version
+    if failed is not None:
+        # The failed version may still hold the records: it is destroyed, not kept as a base.
+        from workers.purge import version_purge
+
+        purged = version_purge(version=failed)
+        ledger_append(event_type="version.purged", actor=_actor(actor), request=str(request.public_id),
+                      model_version=failed.id, reason="audit failed", artifacts=[p["sha256"] for p in purged])
+    outcome.new_version = None
     outcome.method, outcome.guarantee_class = "retrain", "exact"
     outcome.status = OutcomeStatus.EXECUTING
     outcome.job = job_create(kind="unlearn", registered_model=version.model, source_version=version,

@@ -214,7 +214,12 @@ def _run(args, port: int, started_demo: float) -> int:
 
     rows = {name: [r for r in reference_records(datasets[name].storage_location) if r["split"] == "train"]
             for name in datasets}
-    patient, writer, other_writer = rows["breast_cancer"][3], rows["mnist"][3], rows["mnist"][40]
+    # People whose records are still active (a re-run of the demo must not pick someone erased).
+    active = set(DataRecord.objects.filter(status="active").values_list("external_key", flat=True))
+    patients = [r for r in rows["breast_cancer"] if r["record_key"] in active]
+    writers = [r for r in rows["mnist"] if r["record_key"] in active]
+    patient, writer = patients[3], writers[3]
+    other_writer = next(r for r in writers[40:] if r["subject"]["email"] != writer["subject"]["email"])
     submissions = [
         ("person in both models", {"email": patient["subject"]["email"],
                                    "customer_id": writer["subject"]["customer_id"]}, "key-both"),
@@ -266,6 +271,12 @@ def _run(args, port: int, started_demo: float) -> int:
                 if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
                     serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
                                  json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
+                if outcome["status"] == "audit_failed":
+                    # The audit could still detect the records: the DPO escalates to an exact retrain.
+                    bars[request_id].bar.write(f"  audit FAIL on {outcome['model']} ({outcome['method']}): "
+                                               "the DPO escalates to an exact retrain")
+                    dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/escalate/",
+                             json={"model_version_id": outcome["model_version_id"]}, timeout=30).raise_for_status()
             if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
                 finished[request_id] = state
                 bars[request_id].update(100, state["status"].lower())

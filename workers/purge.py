@@ -48,13 +48,25 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int]) 
     return purged
 
 
+def version_purge(*, version: ModelVersion) -> list[dict]:
+    """Destroy a version's own artifacts (not parts it shares with its parent) and mark it purged."""
+    from workers.runners.storage import artifact_store
+
+    purged = _purge_rows(artifact_store(), list(StoredArtifact.objects.filter(model_version=version,
+                                                                              status=ArtifactStatus.PRESENT)))
+    ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
+    return purged
+
+
 def models_q_same_model(source: ModelVersion):
     """Artifacts of ``source``'s lineage: its run (weights, checkpoints, adapters, and versions
     unlearned from it), the shadow models made for it, and the version's own artifacts."""
     from django.db.models import Q
 
-    return (Q(training_run_id=source.training_run_id) | Q(training_run__config__shadow_of=source.id)
-            | Q(model_version_id=source.id))
+    from workers.runners.shadow import lineage_root
+
+    return (Q(training_run_id=source.training_run_id)
+            | Q(training_run__config__shadow_of=lineage_root(source).id) | Q(model_version_id=source.id))
 
 
 def model_version_rollback(*, version: ModelVersion) -> ModelVersion:

@@ -43,7 +43,12 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
 
     from models_registry import services as registry
     from models_registry.models import VersionStatus
-    from workers.artifacts import ArtifactManifest, UnsafeArtifactError, check_safetensors_bytes, code_version
+    from workers.artifacts import (
+        ArtifactManifest,
+        UnsafeArtifactError,
+        check_safetensors_bytes,
+        code_version,
+    )
     from workers.runners.storage import artifact_store
 
     if training_run.model_id != model.id:

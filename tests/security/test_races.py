@@ -57,7 +57,7 @@ def test_fifty_concurrent_identical_submissions_create_one_request(api_client_fo
 def test_two_claims_one_winner():
     for _ in range(10):
         job = job_create(kind="unlearn", enqueue=False)
-        wins = _in_threads(2, lambda _: job_claim(job_id=job.pk))
+        wins = _in_threads(2, lambda _, j=job: job_claim(job_id=j.pk))
         assert sorted(wins) == [False, True]
         job.refresh_from_db()
         assert job.attempts == 1

@@ -27,10 +27,18 @@ def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
     return sorted(k for k in keys if draw(k) < 256 * SHADOW_FRACTION)
 
 
+def lineage_root(version: ModelVersion) -> ModelVersion:
+    """The trained version at the top of ``version``'s unlearning chain (shadows are made for it)."""
+    while version.parent_id is not None:
+        version = version.parent
+    return version
+
+
 def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
-    """The runs of ``version``'s shadow models whose artifacts are still present."""
+    """The runs of the shadow models of ``version``'s lineage whose artifacts are still present."""
     present = StoredArtifact.objects.filter(kind=ArtifactKind.SHADOW_MODEL, status="present")
-    return list(TrainingRun.objects.filter(model=version.model, config__shadow_of=version.id,
+    root = lineage_root(version)
+    return list(TrainingRun.objects.filter(model=version.model, config__shadow_of=root.id,
                                            artifacts__in=present).distinct().order_by("id"))
 
 

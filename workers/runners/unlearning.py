@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from models_registry import services as registry
-from models_registry.models import DataRecord, VersionStatus
+from models_registry.models import DataRecord, ModelVersion, VersionStatus
 from workers.models import Job
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
@@ -34,7 +34,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
         return {"skipped": "result already recorded", "version": job.result_version_id}
     load_recipes()
     load_all_methods()
-    source = job.source_version
+    source = current_source(job.source_version)
     dataset = source.training_run.datasets.get()
     forget_records = list(DataRecord.objects.filter(id__in=job.forget_record_ids, dataset=dataset))
     forget_keys = {r.external_key for r in forget_records}
@@ -77,6 +77,20 @@ def run_unlearning_job(job: Job, progress) -> dict:
     # Older copies are purged by the audit job, once it has taken its evidence from them.
     return {"device": device, "artifact": ref.artifact_id, "version": version.id,
             "unlearning": _jsonable(result.to_dict())}
+
+
+def current_source(version: ModelVersion) -> ModelVersion:
+    """The version to unlearn from: ``version``, or the newest version an earlier unlearning job
+    made from it (and so on down), so that a second request for the same model builds on the
+    first one's result — its new version then excludes both requests' records — instead of on a
+    parent that still holds them (and that the first request's audit purges)."""
+    while True:
+        child = (ModelVersion.objects.filter(parent=version, created_by_job__kind="unlearn",
+                                             created_by_job__status="succeeded")
+                 .exclude(status=VersionStatus.PURGED).order_by("-id").first())
+        if child is None:
+            return version
+        version = child
 
 
 def _jsonable(value):

