@@ -26,6 +26,7 @@ APPROXIMATE_CLASSIFIER_MODULES = (
 METHOD_PACKAGES = (
     "workers.unlearning.exact",
     "workers.unlearning.lm",
+    "workers.unlearning.guard",
 )
 
 
