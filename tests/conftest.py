@@ -78,3 +78,13 @@ def _isolated_keystore(request, tmp_path):
     settings = _django_settings(request)
     if settings is not None:
         settings.KEYSTORE_DIR = tmp_path / "keystore"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fuzz run's count of cases (make test's output shows how much was fuzzed)."""
+    import sys
+
+    fuzz = sys.modules.get("tests.api.test_fuzz_schema")
+    line = fuzz.fuzz_summary() if fuzz else None
+    if line:
+        terminalreporter.write_line(line)

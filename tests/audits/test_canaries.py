@@ -19,7 +19,7 @@ depend on the seed: detected fraction 0.90 / 0.25 / 0.40 / 0.35 against the 0.8 
 asks for (the OUT scores of a mislabelled tabular record spread over a pooled ~4 logit units, so
 the IN-OUT gap of ~11 sits right at Holm's threshold), and TPR 0.00 / 0.95 / 0.10 / 0.55 (the few
 held-out records the model misclassifies score, once relabelled, as high as memorised canaries).
-Those two claims are marked xfail for breast cancer, with this reason; MNIST must meet both
+Those two claims are therefore asserted for MNIST only (a test that cannot fail is no test); MNIST meets both
 (seeds 0-3: detected fraction 0.97-1.00, TPR 1.00).
 """
 
@@ -94,16 +94,9 @@ SPECS = {
     ),
 }
 
-BREAST_CANCER_SEED_DEPENDENT = pytest.mark.xfail(
-    strict=False,
-    reason="breast cancer: holds for some seeds only (seeds 0-3: detected fraction 0.25-0.90 vs "
-    "0.8 needed, TPR@1%FPR 0.00-0.95); see the module docstring",
-)
 BOTH = ["breast_cancer", "mnist"]
-MNIST_STRICT_BREAST_CANCER_XFAIL = [
-    pytest.param("breast_cancer", marks=BREAST_CANCER_SEED_DEPENDENT),
-    "mnist",
-]
+# Power and TPR@1%FPR hold on breast cancer for some seeds only (see the module docstring).
+MNIST_ONLY = ["mnist"]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +133,7 @@ def test_retrained_model_passes_the_per_record_test(audit: CanaryAudit) -> None:
     assert audit.retrained.n_detected == 0
 
 
-@pytest.mark.parametrize("audit", MNIST_STRICT_BREAST_CANCER_XFAIL, indirect=True)
+@pytest.mark.parametrize("audit", MNIST_ONLY, indirect=True)
 def test_power_check_shows_the_canaries_were_detectable(audit: CanaryAudit) -> None:
     assert audit.power.verdict == Verdict.PASS
     assert audit.power.detected_fraction >= audit.power.min_detected_fraction
@@ -155,7 +148,7 @@ def test_population_attack_flags_canaries_on_the_original_model_only(audit: Cana
     assert tpr_retrained.value < MIN_TPR_AT_1PCT_FPR
 
 
-@pytest.mark.parametrize("audit", MNIST_STRICT_BREAST_CANCER_XFAIL, indirect=True)
+@pytest.mark.parametrize("audit", MNIST_ONLY, indirect=True)
 def test_population_attack_reaches_the_tpr_bar_at_1pct_fpr(audit: CanaryAudit) -> None:
     tpr = figure_named(audit.attack_original, "tpr_at_fpr_0.01")
     assert tpr.applicable, tpr.not_applicable_reason
