@@ -119,7 +119,7 @@ def run_audit_job(job: Job, progress) -> dict:
     t_before, _, test_acc_before = _scores_and_accuracy(original.model, test_ds, device)
 
     shadows = shadow_runs(version=source)
-    shadow_scores, shadow_in = [], []
+    shadow_scores, shadow_in, shadow_test = [], [], []
     for i, run in enumerate(shadows):
         progress(f"scoring shadow model {i + 1} of {len(shadows)}", 0.2 + 0.5 * i / max(1, len(shadows)))
         artifact = StoredArtifact.objects.get(training_run=run, kind=ArtifactKind.SHADOW_MODEL, status="present")
@@ -128,13 +128,32 @@ def run_audit_job(job: Job, progress) -> dict:
         scores, _, _ = _scores_and_accuracy(shadow.model, forget_ds, device)
         shadow_scores.append(scores)
         shadow_in.append([key in members for key in forget_keys])
+        shadow_test.append(_scores_and_accuracy(shadow.model, test_ds, device)[0])
+
+    # Shadows train on half the data, the target on all of it, so the target is more (and
+    # differently) confident on everything, members or not. Each model's scores are therefore put
+    # on the scale of its own held-out records (non-members of every model): median 0, spread 1.
+    def standardise(scores, held_out):
+        if len(held_out) < 10:
+            return scores, {"median": 0.0, "iqr": 1.0}
+        median = float(np.median(held_out))
+        iqr = float(np.subtract(*np.percentile(held_out, [75, 25]))) or 1.0
+        return (np.asarray(scores) - median) / iqr, {"median": round(median, 4), "iqr": round(iqr, 4)}
+
+    calibration = {}
+    if shadow_test:
+        shadow_scores = [standardise(sc, te)[0] for sc, te in zip(shadow_scores, shadow_test, strict=True)]
+        f_after_z, calibration["unlearned"] = standardise(f_after, t_after)
+        f_before_z, calibration["original"] = standardise(f_before, t_before)
+    else:
+        f_after_z, f_before_z = f_after, f_before
 
     checks = []
     ids = [str(k) for k in forget_keys]
     if len(shadows) >= 2 and forget_keys:
         reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in))
-        checks.append(membership_test(record_ids=ids, unlearned_scores=f_after, reference=reference))
-        checks.append(membership_power(record_ids=ids, seen_scores=f_before, reference=reference,
+        checks.append(membership_test(record_ids=ids, unlearned_scores=f_after_z, reference=reference))
+        checks.append(membership_power(record_ids=ids, seen_scores=f_before_z, reference=reference,
                                        source="original_model"))
     checks.append(population_attack(forget_scores=f_after, nonmember_scores=t_after))
     checks.append(utility(retain=retain_acc_after, test=test_acc_after, original_retain=retain_acc_before,
@@ -142,16 +161,24 @@ def run_audit_job(job: Job, progress) -> dict:
     checks.append(retain_privacy(retain_scores_before=r_before, retain_scores_after=r_after,
                                  nonmember_scores_before=t_before, nonmember_scores_after=t_after))
 
-    # Evidence taken: now destroy every older copy that still holds the records.
-    progress("purging older copies", 0.8)
     record_ids = [r.id for r in records]
-    with transaction.atomic():
-        purged = lineage_copies_purge(store=store, source=source, record_ids=record_ids)
-    remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
-                 if a.kind != "dataset_cache" and _same_model(a, source)]
     holds_none = not {v.version_id for v in selectors.versions_trained_on(
         record_ids=record_ids, statuses=("serving", "retained", "retired", "withdrawn"))} & {new.id}
-    lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=not remaining)
+    preliminary = final_verdict(guarantee_class=outcome.guarantee_class, checks=checks,
+                                lineage=LineageProof(new_version_holds_none=holds_none, older_copies_purged=True))
+    purged, deferred, replenish = [], [], None
+    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) != "FAIL":
+        # Evidence taken and not failed: destroy every older copy that still holds the records.
+        # (After a FAIL the parent stays: an escalation retrains from it and its audit purges.)
+        progress("purging older copies", 0.8)
+        with transaction.atomic():
+            purged, deferred = lineage_copies_purge(store=store, source=source, record_ids=record_ids,
+                                                    keep_versions=_versions_in_use(outcome))
+        if any(p["kind"] == ArtifactKind.SHADOW_MODEL for p in purged):
+            replenish = shadow_models_replenish(version=source)
+    remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
+                 if a.kind != "dataset_cache" and _same_model(a, source)]
+    lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=bool(purged) and not remaining)
     verdict = final_verdict(guarantee_class=outcome.guarantee_class, checks=checks, lineage=lineage)
 
     audit = {
@@ -170,11 +197,41 @@ def run_audit_job(job: Job, progress) -> dict:
         "lineage": {"new_version_holds_none": lineage.new_version_holds_none,
                     "older_copies_purged": lineage.older_copies_purged},
         "purged": purged,
+        "purge_deferred": deferred,
+        "score_standardisation": calibration,
+        "shadow_replenish_job": replenish,
         "audit_seconds": round(time.perf_counter() - started, 2),
     }
     ModelOutcome.objects.filter(pk=outcome.pk).update(audit=_jsonable(audit), verdict=verdict.verdict.value
                                                       if hasattr(verdict.verdict, "value") else str(verdict.verdict))
     return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purged)}
+
+
+def shadow_models_replenish(*, version) -> int:
+    """Queue the retraining of the shadow models a purge removed (they saw forgotten records);
+    the new ones train on halves of the lineage's current membership. Returns the job id."""
+    from workers.jobs import job_create
+    from workers.runners.shadow import SHADOW_COUNT_DEFAULT, lineage_root
+
+    root = lineage_root(version)
+    count = root.model.training_runs.filter(config__shadow_of=root.id).values(
+        "config__shadow_index").distinct().count() or SHADOW_COUNT_DEFAULT
+    return job_create(kind="shadow", registered_model=root.model, source_version=root, method=root.model.training_recipe,
+                      config={"count": count}).id
+
+
+def _versions_in_use(outcome) -> set[int]:
+    """Versions another open request or a queued job still unlearns from (their copies wait)."""
+    from deletion.models import OutcomeStatus
+
+    open_outcomes = (ModelOutcome.objects.exclude(pk=outcome.pk)
+                     .filter(status__in=[OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING, OutcomeStatus.AUDITING,
+                                         OutcomeStatus.AUDIT_FAILED]))
+    versions = set(open_outcomes.values_list("model_version_id", flat=True))
+    versions |= set(open_outcomes.exclude(new_version=None).values_list("new_version__parent_id", flat=True))
+    versions |= set(Job.objects.filter(kind="unlearn", status__in=["pending", "running"])
+                    .exclude(pk=outcome.job_id).values_list("source_version_id", flat=True))
+    return {v for v in versions if v}
 
 
 def _same_model(artifact, source) -> bool:

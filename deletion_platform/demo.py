@@ -244,6 +244,9 @@ def _run(args, port: int, started_demo: float) -> int:
         say(f"  {label:<22} -> HTTP {response.status_code} request {body['id']}"
             + (" (the original, not a new one)" if response.status_code == 200 else ""))
         request_ids.setdefault(body["id"], label)
+    say("\n== 6. One request after another: the DPO verifies and approves, workers unlearn, audit and")
+    say("   purge, the serving side confirms the new versions, the report is signed")
+    finished: dict[str, dict] = {}
     for request_id in request_ids:
         verified = dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/verify/", timeout=60, json={
             "method": "signed-in account + e-mail link", "verified_at": "2026-11-25T09:00:00Z", "verifier": "dpo"})
@@ -252,37 +255,7 @@ def _run(args, port: int, started_demo: float) -> int:
         steps = ", ".join(f"{p['model']}: {p['method']} ({p['guarantee_class']})" for p in plan) or "nothing holds the data"
         say(f"  scoped {request_id[:8]}: {verified.json()['scope']['records']} records; plan: {steps}")
         dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/approve/", json={}, timeout=60).raise_for_status()
-
-    say("\n== 6. Workers unlearn, audit and purge; the serving side confirms the new versions")
-    bars = {rid: Bar(f"request {rid[:8]} ({request_ids[rid]})") for rid in request_ids}
-    finished: dict[str, dict] = {}
-    deadline = time.monotonic() + 3600
-    while len(finished) < len(request_ids) and time.monotonic() < deadline:
-        for request_id in request_ids:
-            if request_id in finished:
-                continue
-            state = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
-            jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
-            percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
-            stage = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 1.0 if state["status"] == "COMPLETED" else 0.1)
-            bars[request_id].update(min(percent * stage, 99) if state["status"] != "COMPLETED" else 100,
-                                    state["status"].lower())
-            for outcome in state["outcomes"]:
-                if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
-                    serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
-                                 json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
-                if outcome["status"] == "audit_failed":
-                    # The audit could still detect the records: the DPO escalates to an exact retrain.
-                    bars[request_id].bar.write(f"  audit FAIL on {outcome['model']} ({outcome['method']}): "
-                                               "the DPO escalates to an exact retrain")
-                    dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/escalate/",
-                             json={"model_version_id": outcome["model_version_id"]}, timeout=30).raise_for_status()
-            if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
-                finished[request_id] = state
-                bars[request_id].update(100, state["status"].lower())
-        time.sleep(1)
-    for bar in bars.values():
-        bar.close()
+        finished[request_id] = _follow(base, request_id, request_ids[request_id], dpo, serving)
 
     say("\n== 7. Results")
     ok = True
@@ -316,6 +289,42 @@ def _run(args, port: int, started_demo: float) -> int:
     say("  Browse: make serve, then http://127.0.0.1:8000/admin/ "
         f"(DPO login: dpo / {password}); API docs at /api/docs/")
     return 0 if ok else 1
+
+
+def _follow(base: str, request_id: str, label: str, dpo, serving) -> dict:
+    """Poll one request to its end, confirming deployments and escalating failed audits."""
+    bar = Bar(f"request {request_id[:8]} ({label})")
+    escalated: set[int] = set()
+    deadline = time.monotonic() + 3600
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
+        jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
+        percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
+        share = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 0.1)
+        bar.update(100 if state["status"] == "COMPLETED" else min(percent * share, 99), state["status"].lower())
+        for outcome in state["outcomes"]:
+            if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
+                serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
+                             json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
+            if outcome["status"] == "audit_failed" and outcome["model_version_id"] in escalated:
+                # Failed again after an exact retrain: take the model out of serving (Art. 18).
+                bar.bar.write(f"  audit FAIL again on {outcome['model']}: the DPO withdraws it from serving")
+                dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/withdraw-model/",
+                         json={"model_version_id": outcome["model_version_id"],
+                               "reason": "audit failed after an exact retrain"}, timeout=30).raise_for_status()
+            elif outcome["status"] == "audit_failed":
+                # The audit could still detect the records: the DPO escalates to an exact retrain.
+                escalated.add(outcome["model_version_id"])
+                bar.bar.write(f"  audit FAIL on {outcome['model']} ({outcome['method']}): "
+                              "the DPO escalates to an exact retrain")
+                dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/escalate/",
+                         json={"model_version_id": outcome["model_version_id"]}, timeout=30).raise_for_status()
+        if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
+            break
+        time.sleep(1)
+    bar.close()
+    return state
 
 
 def _version_number(version_id) -> str:

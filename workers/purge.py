@@ -35,17 +35,26 @@ def _purge_rows(store, artifacts: list[StoredArtifact]) -> list[dict]:
     return purged
 
 
-def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int]) -> list[dict]:
+def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
+                         keep_versions: set[int] = frozenset()) -> tuple[list[dict], list[dict]]:
     """Destroy the artifacts of ``source``'s model that still hold ``record_ids`` (call after the
-    new version, which excludes them, is recorded); mark ``source`` purged."""
+    new version, which excludes them, is recorded); mark ``source`` purged. Artifacts that a
+    version in ``keep_versions`` still needs (another open request unlearns from it) are deferred:
+    returned second, and purged by that request's own audit. Returns (purged, deferred)."""
+    needed = set()
+    for version in ModelVersion.objects.filter(id__in=keep_versions - {source.id}):
+        if version.artifact_sha256 and store.exists(version.artifact_sha256):
+            needed |= set(store.closure(version.artifact_sha256))
     holding = {a.id for a in selectors.artifacts_holding(record_ids=record_ids)}
-    candidates = StoredArtifact.objects.filter(id__in=holding).exclude(kind="dataset_cache").filter(
-        models_q_same_model(source))
-    purged = _purge_rows(store, list(candidates))
-    for artifact in StoredArtifact.objects.filter(model_version=source, status=ArtifactStatus.PRESENT):
-        purged += _purge_rows(store, [artifact])  # the parent's top level, even if shared parts stay
-    ModelVersion.objects.filter(pk=source.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
-    return purged
+    candidates = list(StoredArtifact.objects.filter(id__in=holding).exclude(kind="dataset_cache").filter(
+        models_q_same_model(source)))
+    deferred = [{"sha256": a.sha256, "kind": a.kind, "label": a.label} for a in candidates if a.sha256 in needed]
+    purged = _purge_rows(store, [a for a in candidates if a.sha256 not in needed])
+    if source.id not in keep_versions:
+        for artifact in StoredArtifact.objects.filter(model_version=source, status=ArtifactStatus.PRESENT):
+            purged += _purge_rows(store, [artifact])  # the parent's top level, even if shared parts stay
+        ModelVersion.objects.filter(pk=source.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
+    return purged, deferred
 
 
 def version_purge(*, version: ModelVersion) -> list[dict]:

@@ -65,9 +65,10 @@ RULES: dict[str, str] = {
     ),
     "exact": (
         "exact: FAIL if the lineage proof fails (the new version trained on a forgotten record, "
-        "or an older copy is not purged), or a statistical sanity check finds a forgotten "
-        "record on the member side. PASS if the lineage proof holds and no sanity check fails. "
-        "INCONCLUSIVE if the lineage proof is missing."
+        "or an older copy is not purged). INCONCLUSIVE if the lineage proof is missing, or if it "
+        "holds but a statistical sanity check finds a forgotten record on the member side (a "
+        "near-duplicate may remain in the kept data, or the test erred: to be investigated). "
+        "PASS if the lineage proof holds and no sanity check fails."
     ),
     "dp_bounded": (
         "dp_bounded: FAIL if the subject's group-privacy bound exceeds the declared limits or is "
@@ -243,10 +244,16 @@ def _exact(lineage: LineageProof | None, member_fails: list[str]) -> tuple[Verdi
         reasons.append("The lineage shows the new version trained on a forgotten record.")
     if lineage is not None and not lineage.older_copies_purged:
         reasons.append("An older copy that holds the records is not purged.")
-    if member_fails:
-        reasons += [f"Sanity check contradicts the lineage proof: {m}" for m in member_fails]
     if reasons:
         return Verdict.FAIL, reasons
+    if member_fails:
+        # The weights provably never saw the record; member-like behaviour then means a
+        # near-duplicate in the kept data or a false positive. Neither supports a PASS, and a
+        # FAIL would send a provably clean model back to retraining for ever.
+        return Verdict.INCONCLUSIVE, [
+            f"Sanity check contradicts the lineage proof: {m} (a near-duplicate of the record may "
+            "remain in the kept training data, or the test erred; investigate)" for m in member_fails
+        ]
     if lineage is None:
         return Verdict.INCONCLUSIVE, ["No lineage proof was given for an exact deletion."]
     return Verdict.PASS, [

@@ -17,6 +17,7 @@ from workers.models import Job
 from workers.runners.storage import artifact_store
 
 SHADOW_FRACTION = 0.5
+SHADOW_COUNT_DEFAULT = 16
 
 
 def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
@@ -47,14 +48,23 @@ def run_shadow_job(job: Job, progress) -> dict:
     from workers.datasets.reference import load_reference_split
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
-    from workers.training.storage import load_run
 
     recipes = load_recipes()
     version = job.source_version
     count = int(job.config.get("count", 16))
     store = artifact_store()
-    original = load_run(store, version.artifact_sha256)
-    keys = sorted(row.record_key for row in original.membership)
+    # Recipe, config and membership come from the registry, not the (possibly purged) weights:
+    # halves of what the lineage holds now, so records forgotten since are never taken in again.
+    from models_registry.models import DataRecord
+    from workers.runners.unlearning import current_source
+
+    run_row = version.training_run
+    latest = current_source(version)
+    excluded = set(latest.excluded_records.values_list("record_id", flat=True))
+    keys = sorted(DataRecord.objects.filter(memberships__run=run_row, status="active")
+                  .exclude(id__in=excluded).values_list("external_key", flat=True))
+    recipe_name = run_row.recipe
+    base_config = {k: v for k, v in run_row.config.items() if k not in ("shadow_of", "shadow_index")}
     dataset = version.training_run.datasets.get()
     data = load_reference_split(dataset.storage_location, "train")
     device = select_device()
@@ -63,15 +73,15 @@ def run_shadow_job(job: Job, progress) -> dict:
     for index in range(count):
         if index in done:  # a re-run after a crash keeps the shadows already recorded
             continue
-        config = {**original.config, "seed": 10_000 + index}
-        recipe = recipes.get(original.recipe)(config)
+        config = {**base_config, "seed": 10_000 + index}
+        recipe = recipes.get(recipe_name)(config)
         half = shadow_half(keys, version_id=version.id, index=index)
         result = recipe.train(data.subset(half), device=device,
                               progress=progress.scaled(100 * index / count, 100 / count))
         ref = recipe.save(store, result, extra={"shadow_of": version.artifact_sha256, "shadow_index": index})
         with transaction.atomic():
             run = registry.training_run_start(
-                model=version.model, recipe=original.recipe,
+                model=version.model, recipe=recipe_name,
                 config={**recipe.config.to_dict(), "shadow_of": version.id, "shadow_index": index},
                 seed=config["seed"], code_version=code_version(), datasets=[dataset])
             rows = [(i + 1, r.record_key, r.shard, r.slice, r.position) for i, r in enumerate(result.membership)]

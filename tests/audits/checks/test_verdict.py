@@ -118,12 +118,12 @@ def test_exact_rests_on_the_lineage_proof():
     assert final_verdict(guarantee_class="exact", checks=[], lineage=copies).verdict == FAIL
 
 
-def test_exact_fails_when_a_sanity_check_contradicts_the_proof():
+def test_exact_is_inconclusive_when_a_sanity_check_contradicts_the_proof():
     proof = LineageProof(new_version_holds_none=True, older_copies_purged=True)
     verdict = final_verdict(
         guarantee_class="exact", checks=[r("membership_lira", FAIL)], lineage=proof
     )
-    assert verdict.verdict == FAIL
+    assert verdict.verdict == INCONCLUSIVE
     assert "contradicts" in verdict.reason
     # Low power is not a contradiction: the proof still decides.
     quiet = final_verdict(
