@@ -249,9 +249,14 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # Shared cache (throttling counters must be shared by every web process): Redis, db 1.
-_redis_cache = env_str("CACHE_URL", None) or (
-    f"unix://{_embedded.socket_dir / 'redis.sock'}?db=1" if USES_EMBEDDED_BROKER
-    else CELERY_BROKER_URL.rsplit("/", 1)[0] + "/1")
+def _cache_url(broker: str) -> str:
+    """Redis db 1 on the broker's server (kombu's redis+socket:// becomes redis-py's unix://)."""
+    if broker.startswith("redis+socket://"):
+        return "unix://" + broker[len("redis+socket://"):].split("?", 1)[0] + "?db=1"
+    return broker.rsplit("/", 1)[0] + "/1"
+
+
+_redis_cache = env_url("CACHE_URL", ("redis", "rediss", "unix"), None) or _cache_url(CELERY_BROKER_URL)
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_cache}}
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"intake": env_str("INTAKE_RATE_LIMIT", "6000/minute")}
 
