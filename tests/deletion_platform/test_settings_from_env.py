@@ -37,3 +37,16 @@ def test_good_environment_loads():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "prod"
+
+
+@pytest.mark.parametrize("broker,cache", [
+    ("redis+socket:///srv/run/redis.sock", "unix:///srv/run/redis.sock?db=1"),
+    ("redis://redis:6379/0", "redis://redis:6379/1"),
+])
+def test_cache_shares_the_brokers_redis(broker, cache):
+    result = subprocess.run(
+        [sys.executable, "-c", "import deletion_platform.settings as s; print(s.CACHES['default']['LOCATION'])"],
+        env={**os.environ, "CELERY_BROKER_URL": broker}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == cache
