@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore
 from workers.datasets.base import RecordDataset
 from workers.training.architectures import build_model, has_running_stats
 from workers.training.base import (
@@ -26,14 +24,13 @@ from workers.training.base import (
     Timer,
     TrainingRecipe,
     TrainingRun,
-    cpu_state_dict,
     make_optimizer,
     register_recipe,
     sorted_by_key,
 )
 from workers.training.device import derive_seed, deterministic
 from workers.training.membership import MembershipSink, RecordingLoader, collate_records
-from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
+from workers.training.plain import SingleModelStorage
 from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
 
 
@@ -61,7 +58,7 @@ class DPConfig(RecipeConfig):
 
 
 @register_recipe("dp")
-class DPRecipe(TrainingRecipe):
+class DPRecipe(SingleModelStorage, TrainingRecipe):
     name = "dp"
     config_class = DPConfig
 
@@ -147,16 +144,3 @@ class DPRecipe(TrainingRecipe):
                      "device": str(device)},
         )
 
-    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
-             extra: dict[str, Any] | None = None) -> ArtifactRef:
-        manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
-        return store.put(manifest, {"weights": cpu_state_dict(run.model),
-                                    "membership": membership_to_tensors(run.membership)})
-
-    @classmethod
-    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
-        model = build_model(manifest.architecture or {})
-        model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
-        membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
-        return TrainingRun(cls.name, manifest.recipe["config"], model, membership,
-                           manifest.extra.get("metrics", {}))

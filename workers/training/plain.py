@@ -26,8 +26,28 @@ from workers.training.storage import base_manifest, membership_from_tensors, mem
 from workers.unlearning.base import ProgressCallback, no_progress
 
 
+class SingleModelStorage:
+    """save/load for recipes whose run is one model: weights and membership as two blobs."""
+
+    name: str
+
+    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
+             extra: dict[str, Any] | None = None) -> ArtifactRef:
+        manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
+        return store.put(manifest, {"weights": cpu_state_dict(run.model),
+                                    "membership": membership_to_tensors(run.membership)})
+
+    @classmethod
+    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        model = build_model(manifest.architecture or {})
+        model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
+        membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
+        return TrainingRun(cls.name, manifest.recipe["config"], model, membership,
+                           manifest.extra.get("metrics", {}))
+
+
 @register_recipe("plain")
-class PlainRecipe(TrainingRecipe):
+class PlainRecipe(SingleModelStorage, TrainingRecipe):
     name = "plain"
     config_class = RecipeConfig
 
@@ -62,17 +82,3 @@ class PlainRecipe(TrainingRecipe):
                      "records_yielded": len(sink.keys()), "records_given": len(dataset),
                      "device": str(device)},
         )
-
-    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
-             extra: dict[str, Any] | None = None) -> ArtifactRef:
-        manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
-        return store.put(manifest, {"weights": cpu_state_dict(run.model),
-                                    "membership": membership_to_tensors(run.membership)})
-
-    @classmethod
-    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
-        model = build_model(manifest.architecture or {})
-        model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
-        membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
-        return TrainingRun(cls.name, manifest.recipe["config"], model, membership,
-                           manifest.extra.get("metrics", {}))
