@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from deletion_platform.errors import DomainError
+from models_registry import selectors
 from models_registry.models import (
     DataRecord,
     Dataset,
@@ -95,10 +96,8 @@ class DataRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="training runs")
     def memberships(self, obj):
-        rows = TrainingMembership.objects.filter(record=obj).values_list("run_id", "shard", "slice", "position")
-        return format_html_join(
-            ", ", "run {} (shard {}, slice {}, position {})", rows[:MEMBERSHIP_PREVIEW]
-        ) or "none"
+        rows = [row[1:] for row in selectors.memberships_of_records(record_ids=[obj.id])]
+        return format_html_join(", ", "run {} (shard {}, slice {})", rows[:MEMBERSHIP_PREVIEW]) or "none"
 
 
 @admin.register(SuppressionEntry)

@@ -104,9 +104,10 @@ class DataRecord(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["dataset", "external_key"], name="record_key_unique_per_dataset")
+            # Covering: a membership import resolves its keys by index-only scans (id, status).
+            models.UniqueConstraint(fields=["dataset", "external_key"], name="record_key_unique_per_dataset",
+                                    include=["id", "status"])
         ]
-        indexes = [models.Index(fields=["subject"], name="record_subject_idx")]
 
     def __str__(self) -> str:
         return f"{self.dataset_id}:{self.external_key}"
@@ -178,13 +179,14 @@ class TrainingRun(models.Model):
 class TrainingMembership(models.Model):
     """One record used by one training run, with its SISA shard and slice and its position.
 
-    Narrow on purpose (about 70 bytes a row with its index at tens of millions of rows): 32-bit
-    record and run ids, small-integer shard and slice, and one index — the composite primary key
-    ordered (record, run), which serves the record lookup. The table is partitioned by run (one
-    partition per training run, bulk loaded and indexed before it is attached; see
-    models_registry.importing), so it is created by SQL in the migration. It carries no foreign
-    key constraints: the import service resolves every record key to an existing record, and
-    records and runs are never deleted (erasure marks a record, it keeps the row).
+    A read-only view (migration 0005) over models_registry_membershipblock, where membership is
+    stored by record block: one row per (256 record ids, run) with parallel arrays of offsets,
+    placements and positions, its primary key covering the offsets and placements so that the
+    record-side lookup ("which runs hold record r": see models_registry.selectors) is an
+    index-only scan, about 35 bytes a membership with indexes. Rows are written only by the
+    import service (models_registry.importing), which resolves every record key to an existing
+    record and refuses duplicates; records and runs are never deleted (erasure marks a record,
+    it keeps the row). Filter it by run; for records, use selectors.memberships_of_records.
     """
 
     pk = models.CompositePrimaryKey("record", "run")

@@ -1,7 +1,7 @@
 """Reads over the registry: who holds whose data. Keyword-only functions.
 
 Scoping is an indexed walk done in one prepared SQL statement: subject -> records -> memberships
-(primary key on record, in every run's partition) -> model versions that still hold the records
+(the record's block of the membership index, one index-only scan) -> model versions that hold them
 -> versions downstream by model-to-model lineage -> stored artifacts that still hold them.
 """
 
@@ -70,13 +70,25 @@ class Scope:
 
 SubjectScope = Scope
 
-# One statement for the whole walk. {records} is replaced by the record-selecting CTE body.
+# The runs that hold one record, with its shard and slice: an index-only scan of the record's
+# block in models_registry_membershipblock (migration 0005; the placements pack shard and slice). OFFSET 0 keeps it a per-record
+# parameterised scan instead of letting the planner join the whole table.
+_RUNS_OF_RECORD = """
+    SELECT b.run_id,
+           (b.placements[array_position(b.offsets, ({record} & 255)::int2)] >> 16)::int AS shard,
+           ((b.placements[array_position(b.offsets, ({record} & 255)::int2)] << 16) >> 16)::int AS slice
+    FROM models_registry_membershipblock b
+    WHERE b.block = {record} >> 8 AND ({record} & 255)::int2 = ANY(b.offsets)
+    OFFSET 0
+"""
+
+# One statement for the whole walk. {records} is replaced by the record-selecting CTE body and
+# {blocks} by the per-record run lookup.
 _SCOPE_SQL = """
 WITH RECURSIVE
-rec AS ({records}),
-mem AS (
-    SELECT m.record_id, m.run_id, m.shard, m.slice FROM models_registry_trainingmembership m
-    WHERE m.record_id = ANY(ARRAY(SELECT id FROM rec))
+rec AS MATERIALIZED ({records}),
+mem AS MATERIALIZED (
+    SELECT rec.id AS record_id, b.run_id, b.shard, b.slice FROM rec CROSS JOIN LATERAL ({blocks}) b
 ),
 direct AS (
     SELECT v.id AS version_id, v.model_id, v.version, v.status, mem.record_id, mem.shard, mem.slice
@@ -120,16 +132,18 @@ SELECT 'artifact', a.id, a.size_bytes, NULL::bigint, NULL::int, NULL::int, a.kin
   FROM models_registry_storedartifact a WHERE a.id IN (SELECT id FROM arts)
 """
 _BY_SUBJECT = _SCOPE_SQL.format(
-    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active'"
+    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active'",
+    blocks=_RUNS_OF_RECORD.format(record="rec.id"),
 )
 _BY_RECORDS = _SCOPE_SQL.format(
-    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE id = ANY(%s)"
+    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE id = ANY(%s)",
+    blocks=_RUNS_OF_RECORD.format(record="rec.id"),
 )
 
 
 def _run_scope(sql: str, param, subject_id: int | None) -> Scope:
     with connection.cursor() as cursor:
-        # Prepared on the server: planning over many membership partitions costs more than running.
+        # Prepared on the server: the statement is long, and planning it costs more than running it.
         cursor.cursor.execute(sql, [param], prepare=True)
         rows = cursor.fetchall()
     record_ids: list[int] = []
@@ -226,3 +240,17 @@ def downstream_version_ids(*, version_ids: Iterable[int]) -> set[int]:
             [start],
         )
         return {row[0] for row in cursor.fetchall()} - set(start)
+
+
+def memberships_of_records(*, record_ids: Iterable[int]) -> list[tuple[int, int, int, int]]:
+    """``(record_id, run_id, shard, slice)`` for every run that trained on any of the records."""
+    ids = sorted(set(record_ids))
+    if not ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.id, b.run_id, b.shard, b.slice FROM unnest(%s::int[]) AS r(id) CROSS JOIN LATERAL ("
+            + _RUNS_OF_RECORD.format(record="r.id") + ") b ORDER BY 1, 2",
+            [ids],
+        )
+        return cursor.fetchall()

@@ -30,10 +30,10 @@ def _snapshot():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM models_registry_trainingmembership")
         memberships = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'models_registry_trainingmembership_r%%'")
-        partitions = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*), coalesce(sum(cardinality(offsets)), 0) FROM models_registry_membershipblock")
+        blocks = cursor.fetchone()
     return (DataRecord.objects.count(), DataSubject.objects.count(), SubjectIdentifier.objects.count(),
-            memberships, partitions)
+            memberships, blocks)
 
 
 def test_records_import_creates_records_and_subjects():
@@ -161,3 +161,22 @@ def test_membership_of_a_record_from_another_dataset_is_unknown():
     run = services.training_run_start(model=model, recipe="plain", config={}, seed=1, code_version="t", datasets=[ds])
     with pytest.raises(ImportRejected):
         training_membership_import_file(run=run, dataset=ds, source=io.BytesIO(b"record_key\nelsewhere\n"), fmt="csv")
+
+
+def test_second_import_into_a_run_adds_rows_and_refuses_records_already_in_it():
+    ds = factories.dataset()
+    dataset_records_import(dataset=ds, source=io.StringIO(
+        "record_key,content\n" + "".join(f"k{i},c{i}\n" for i in range(600))), fmt="csv")
+    run = services.training_run_start(model=factories.registered_model(), recipe="plain", config={}, seed=0,
+                                      code_version="t", datasets=[ds])
+    first = "record_key,shard,slice,position\n" + "".join(f"k{i},{i % 3},{i % 5},{i}\n" for i in range(0, 600, 2))
+    training_membership_import_file(run=run, dataset=ds, source=io.StringIO(first), fmt="csv")
+    before = _snapshot()
+    clash = "record_key,shard,slice,position\nk1,0,0,0\nk4,0,0,1\n"  # k4 is already in the run
+    with pytest.raises(ImportRejected) as refused:
+        training_membership_import_file(run=run, dataset=ds, source=io.StringIO(clash), fmt="csv")
+    assert refused.value.errors[0].line == 3 and "already a member" in refused.value.errors[0].problem
+    assert _snapshot() == before
+    second = "record_key,shard,slice,position\n" + "".join(f"k{i},{i % 3},{i % 5},{i}\n" for i in range(1, 600, 2))
+    training_membership_import_file(run=run, dataset=ds, source=io.StringIO(second), fmt="csv")
+    assert TrainingMembership.objects.filter(run=run).count() == 600

@@ -102,3 +102,31 @@ def test_scope_counts_records_by_dataset(registry):
     scope = selectors.subject_scope(subject=registry["subject"])
     assert scope.records_by_dataset == {f"{registry['ds'].name}@1": 3}
     assert len(scope.record_ids) == 3
+
+
+def test_record_side_index_agrees_with_the_membership_table():
+    """The block index (offsets and packed placements per 256 record ids and run) gives back, for
+    every record, exactly the runs, shards and slices the membership table holds — across block
+    boundaries, two runs, a run imported in two parts, and shard/slice values beyond one byte."""
+    import random
+
+    from models_registry.importing import training_membership_import
+    from models_registry.models import TrainingMembership
+
+    ds = factories.dataset()
+    factories.import_records(ds, [{"record_key": f"k{i}", "content": f"c{i}"} for i in range(700)])
+    model = factories.registered_model(recipe="sisa")
+    rng = random.Random(3)
+    factories.trained_version(model, ds, [(f"k{i}", rng.randrange(4000), rng.randrange(300))
+                                          for i in rng.sample(range(700), 400)])
+    run_b = services.training_run_start(model=model, recipe="sisa", config={}, seed=1, code_version="t", datasets=[ds])
+    keys = rng.sample(range(700), 500)
+    for part in (keys[:250], keys[250:]):
+        rows = [(n + 1, f"k{i}", rng.randrange(50), rng.randrange(7), n) for n, i in enumerate(part)]
+        training_membership_import(run=run_b, dataset=ds, rows=rows)
+    ids = list(DataRecord.objects.filter(dataset=ds).values_list("id", flat=True))
+    expected = sorted(TrainingMembership.objects.filter(record_id__in=ids).values_list("record_id", "run_id", "shard", "slice"))
+    assert len(expected) == 900
+    assert selectors.memberships_of_records(record_ids=ids) == expected
+    one = expected[123][0]
+    assert selectors.memberships_of_records(record_ids=[one]) == [row for row in expected if row[0] == one]
