@@ -134,7 +134,8 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
                 idempotency_key=idempotency_key, body_fingerprint=fingerprint, received_at=now,
                 due_at=due_date(jurisdiction=body["jurisdiction"], received_at=now),
             )
-            request.linked_subjects.set(subjects[1:])
+            if subjects[1:]:
+                request.linked_subjects.add(*subjects[1:])
             ledger_append(event_type="request.received", actor=_actor(client), request=str(request.public_id),
                           jurisdiction=request.jurisdiction, legal_ground=request.legal_ground,
                           channel=request.channel, subject=request.subject.reference if request.subject else None,

@@ -130,9 +130,14 @@ def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, sub
     """A real Celery worker process (all queues) and the web API under gunicorn on ``port``."""
     from django.conf import settings
 
+    from deletion_platform import embedded
+
     logs = Path(settings.DATA_DIR) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ}
+    # The processes run as the application's role (ledger: SELECT and INSERT only), not as the
+    # schema owner that migrated.
+    url = os.environ.get("DATABASE_URL") or embedded.services_for(Path(settings.DATA_DIR)).database_url
+    env = {**os.environ, "DATABASE_URL": embedded.app_database_url(url)}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "deletion_platform", "worker", "-Q", "gpu,audit,default",
          "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "-n", f"{name}-{os.getpid()}@%h",

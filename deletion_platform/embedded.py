@@ -30,6 +30,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "deletion_platform"
 SUPERUSER = "postgres"
+# The web and worker processes connect as APP_LOGIN_ROLE, a member of APP_GROUP_ROLE, which the
+# migrations grant what the application needs — and on the ledger only SELECT and INSERT.
+# Migrations and management commands connect as SUPERUSER (the schema's owner).
+APP_GROUP_ROLE = "deletion_platform_app"
+APP_LOGIN_ROLE = "deletion_app"
 UNPRIVILEGED_USER = "pgserver"
 # Unix socket paths are limited to 107 bytes (sun_path); leave room for ".s.PGSQL.5432".
 MAX_SOCKET_DIR_LENGTH = 80
@@ -45,6 +50,7 @@ class EmbeddedServices:
     socket_dir: Path
     database_url: str
     broker_url: str
+    app_database_url: str = ""
 
 
 def default_data_dir() -> Path:
@@ -69,7 +75,16 @@ def services_for(data_dir: Path | None = None) -> EmbeddedServices:
         socket_dir=sockets,
         database_url=f"postgresql://{SUPERUSER}@/{DATABASE_NAME}?host={sockets}",
         broker_url=f"redis+socket://{sockets}/redis.sock",
+        app_database_url=f"postgresql://{APP_LOGIN_ROLE}@/{DATABASE_NAME}?host={sockets}",
     )
+
+
+def app_database_url(database_url: str) -> str:
+    """The URL the web and worker processes use: ``database_url`` with the embedded superuser
+    replaced by the application's login role. Any other URL is returned unchanged (a deployment
+    gives its processes their own role; see README "Production")."""
+    prefix = f"postgresql://{SUPERUSER}@/"
+    return f"postgresql://{APP_LOGIN_ROLE}@/" + database_url[len(prefix):] if database_url.startswith(prefix) else database_url
 
 
 # ---------------------------------------------------------------- binaries and users
@@ -180,6 +195,7 @@ def _pg_accepts(services: EmbeddedServices) -> bool:
 def start_postgres(services: EmbeddedServices) -> None:
     pgdata, log_file = _pg_paths(services)
     if postgres_running(services):
+        _create_database(_postgres_bindir(), services, _postgres_user())  # roles of a newer version
         return
     bindir = _postgres_bindir()
     user = _postgres_user()
@@ -223,6 +239,15 @@ def _create_database(bindir: Path, services: EmbeddedServices, user) -> None:
         created = _run_as(user, psql + [f'CREATE DATABASE "{DATABASE_NAME}"'])
         if created.returncode != 0:
             raise EmbeddedServiceError(f"cannot create database: {created.stderr.strip()}")
+    roles = _run_as(user, psql + [
+        "DO $$ BEGIN "
+        f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_GROUP_ROLE}') THEN "
+        f"CREATE ROLE {APP_GROUP_ROLE} NOLOGIN; END IF; "
+        f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_LOGIN_ROLE}') THEN "
+        f"CREATE ROLE {APP_LOGIN_ROLE} LOGIN IN ROLE {APP_GROUP_ROLE}; END IF; END $$"
+    ])
+    if roles.returncode != 0:
+        raise EmbeddedServiceError(f"cannot create the application's roles: {roles.stderr.strip()}")
 
 
 def stop_postgres(services: EmbeddedServices, mode: str = "fast") -> None:

@@ -22,11 +22,14 @@ def main() -> int:
         embedded.ensure_running()
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=REPO, check=True)
+    # Migrations ran as the schema owner; the web and the worker run as the application's role.
+    url = os.environ.get("DATABASE_URL") or embedded.services_for().database_url
+    env = {**os.environ, "DATABASE_URL": embedded.app_database_url(url)}
     children = [
-        subprocess.Popen([python, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], cwd=REPO),
+        subprocess.Popen([python, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], cwd=REPO, env=env),
         subprocess.Popen([python, "-m", "celery", "-A", "deletion_platform", "worker", "-B",
                           "-Q", "gpu,audit,default", "--concurrency", "1", "--prefetch-multiplier", "1",
-                          "--loglevel", "INFO"], cwd=REPO),
+                          "--loglevel", "INFO"], cwd=REPO, env=env),
     ]
     print("web: http://127.0.0.1:8000/admin/  API: http://127.0.0.1:8000/api/docs/  (Ctrl-C stops everything)")
     stopping = False

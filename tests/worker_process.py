@@ -17,10 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_database_url() -> str:
+    """The test database, as the worker processes of a deployment reach it: on the embedded
+    server, as the application's login role (no UPDATE or DELETE on the ledger; see
+    deletion/migrations/0012_application_role.py), not as the superuser the tests use."""
+    from django.db import connection
+
+    from deletion_platform.embedded import APP_LOGIN_ROLE
+
     db = settings.DATABASES["default"]
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
     host = db["HOST"]
     if host.startswith("/"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_LOGIN_ROLE])
+            if cursor.fetchone():
+                auth = APP_LOGIN_ROLE
         return f"postgresql://{auth}@/{db['NAME']}?host={host}"
     return f"postgresql://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 

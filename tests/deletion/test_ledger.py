@@ -96,3 +96,40 @@ def test_forged_checkpoint_is_refused(tmp_path):
     path = ledger_checkpoint_write()
     path.write_text(path.read_text().replace('"seq":', '"seq":9').replace("9", "9", 1))
     assert any("signature" in p.problem for p in ledger_verify())
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE deletion_ledgerevent SET payload = '{}'",
+    "DELETE FROM deletion_ledgerevent",
+    "TRUNCATE deletion_ledgerevent",
+])
+def test_the_application_role_may_only_append_and_read(statement):
+    """As the role the web and worker processes use, the ledger is SELECT and INSERT only —
+    refused by privilege even with the triggers switched off — while the request tables stay
+    writable and the append function works."""
+    from psycopg.errors import InsufficientPrivilege
+
+    from deletion.models import LedgerEvent
+
+    _append(2)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL ROLE deletion_platform_app")
+        ledger_append(event_type="test", actor="app-role", index=3)
+        assert LedgerEvent.objects.count() == 3
+        cursor.execute("UPDATE deletion_ledgerhead SET seq = seq")  # ordinary tables: writable
+        with pytest.raises(DatabaseError) as refused, transaction.atomic():
+            cursor.execute(statement)
+        assert isinstance(refused.value.__cause__, InsufficientPrivilege)
+        with pytest.raises(DatabaseError), transaction.atomic():
+            cursor.execute("SET LOCAL session_replication_role = replica")  # superuser only
+    assert ledger_verify() == []
+
+
+def test_worker_processes_of_the_tests_connect_as_the_application_role(settings):
+    """The real worker processes of the worker-path tests use the application's role, so those
+    tests show the whole job path works without UPDATE or DELETE on the ledger."""
+    from tests import worker_process
+
+    if not settings.DATABASES["default"]["HOST"].startswith("/"):
+        pytest.skip("an external database: its roles are the deployment's")
+    assert worker_process.test_database_url().startswith("postgresql://deletion_app@/")
