@@ -169,6 +169,29 @@ class TransientJobError(Exception):
     """A failure worth retrying (a lost connection, a full disk being cleaned); others are permanent."""
 
 
+class JobDeferred(Exception):
+    """The job cannot start yet (it must build on a result that is not ready): it goes back to
+    pending, says why in its progress stage, and is sent again after ``countdown`` seconds."""
+
+    def __init__(self, reason: str, *, countdown: float = 10.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+
+
+def _defer(job_id: int, deferred: JobDeferred) -> None:
+    # claimed_at is cleared and heartbeat_at set, so that the sweeper re-sends the job if this
+    # message is lost, but not before a stale period has passed.
+    now = timezone.now()
+    changed = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=JobStatus.PENDING, claimed_by="", claimed_at=None, heartbeat_at=now,
+        progress_stage=f"waiting: {deferred.reason}"[:100], progress_percent=0.0,
+    )
+    if changed:
+        logger.info("job %s deferred %.0f s: %s", job_id, deferred.countdown, deferred.reason)
+        job_enqueue(job_id=job_id, countdown=deferred.countdown)
+
+
 def job_execute(*, job_id: int) -> str:
     """Claim and run one job. Returns the job's final status, or 'skipped' when another worker
     holds it (a redelivered task) or it has ended."""
@@ -185,6 +208,9 @@ def job_execute(*, job_id: int) -> str:
         job_finish(job_id=job_id, status=JobStatus.CANCELLED, started=started, error=str(exc))
         _after_job(job_id)
         return JobStatus.CANCELLED
+    except JobDeferred as deferred:
+        _defer(job_id, deferred)
+        return "deferred"
     except TransientJobError:
         # Let Celery retry: the job goes back to pending so the retry can claim it.
         Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(status=JobStatus.PENDING, claimed_by="")

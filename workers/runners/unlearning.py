@@ -13,7 +13,8 @@ from django.db import transaction
 
 from models_registry import services as registry
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
-from workers.models import Job
+from workers.jobs import JobDeferred
+from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
 LOADER_BATCH = 64
@@ -32,6 +33,9 @@ def run_unlearning_job(job: Job, progress) -> dict:
 
     if job.result_version_id:
         return {"skipped": "result already recorded", "version": job.result_version_id}
+    blocker = lineage_blocker(job)
+    if blocker:
+        raise JobDeferred(blocker)
     load_recipes()
     load_all_methods()
     source = current_source(job.source_version)
@@ -77,6 +81,30 @@ def run_unlearning_job(job: Job, progress) -> dict:
     # Older copies are purged by the audit job, once it has taken its evidence from them.
     return {"device": device, "artifact": ref.artifact_id, "version": version.id,
             "unlearning": _jsonable(result.to_dict())}
+
+
+def lineage_blocker(job: Job) -> str:
+    """Why ``job`` must wait, or "" when it may run. Unlearning jobs on one model run one after
+    another, each on the result of the one before (see current_source), and only once that
+    result's audit has not failed: a result still being audited may yet fail and be destroyed
+    (escalation), and a new version built on it would carry what it failed to forget. So a job
+    waits while an earlier unlearning job on the same model is pending or running, and while the
+    version it would build on is being audited or has failed its audit (until the DPO escalates,
+    which destroys that version, or withdraws the model)."""
+    from deletion.models import ModelOutcome, OutcomeStatus
+
+    earlier = (Job.objects.filter(kind="unlearn", registered_model=job.registered_model, id__lt=job.id,
+                                  status__in=[JobStatus.PENDING, JobStatus.RUNNING]).order_by("id").first())
+    if earlier is not None:
+        return f"unlearning job {earlier.id} on the same model runs first"
+    head = current_source(job.source_version)
+    unsettled = (ModelOutcome.objects.filter(new_version=head,
+                                             status__in=[OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED])
+                 .select_related("request").first())
+    if unsettled is not None:
+        state = "being audited" if unsettled.status == OutcomeStatus.AUDITING else "failed its audit"
+        return f"version {head.version} ({unsettled.request.public_id}) is {state}"
+    return ""
 
 
 def current_source(version: ModelVersion) -> ModelVersion:
