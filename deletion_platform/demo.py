@@ -52,23 +52,40 @@ def _free_port(preferred: int) -> int:
 
 
 class Bar:
-    """A progress bar (tqdm) fed with absolute percentages."""
+    """A progress bar (tqdm) fed with absolute percentages; in a log (stdout not a terminal) one
+    plain line at each quarter instead, so that CI logs stay readable."""
 
     def __init__(self, label: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=100, desc=f"  {label:<34}", bar_format="{desc} {bar} {n:3.0f}% {postfix}",
-                        file=sys.stdout, ncols=100)
+        self.label = label
         self.last = 0.0
+        self.tty = sys.stdout.isatty()
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=f"  {label:<34}", bar_format="{desc} {bar} {n:3.0f}% {postfix}",
+                            file=sys.stdout, ncols=100)
+        self.printed = -1
 
     def update(self, percent: float, note: str = "") -> None:
         percent = max(self.last, min(100.0, percent))
-        self.bar.update(percent - self.last)
+        if self.bar is not None:
+            self.bar.update(percent - self.last)
+            self.bar.set_postfix_str(note[:28], refresh=True)
+        elif int(percent // 25) > self.printed:
+            self.printed = int(percent // 25)
+            print(f"  {self.label:<34} {percent:3.0f}% {note[:40]}", flush=True)
         self.last = percent
-        self.bar.set_postfix_str(note[:28], refresh=True)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def wait_jobs(jobs, label_of) -> None:
@@ -96,6 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadows", type=int, default=16, help="shadow models per model (audits need 16)")
     args = parser.parse_args(argv)
     started_demo = time.perf_counter()
+    prepare_platform()
+    port = _free_port(8000)
+    web, worker = start_stack(port)
+    try:
+        return _run(args, port, started_demo)
+    finally:
+        stop_stack(web, worker)
+
+
+def prepare_platform() -> None:
+    """Embedded PostgreSQL and Redis (unless DATABASE_URL is set), Django, migrations, roles and
+    the development signing identity."""
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deletion_platform.settings")
     from deletion_platform import embedded
@@ -117,13 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     note = ensure_dev_signing_identity()
     if note:
         say(f"  {note}")
-
-    port = _free_port(8000)
-    web, worker = start_stack(port)
-    try:
-        return _run(args, port, started_demo)
-    finally:
-        stop_stack(web, worker)
 
 
 def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, subprocess.Popen]:
@@ -249,9 +271,9 @@ def _run(args, port: int, started_demo: float) -> int:
         say(f"  {label:<22} -> HTTP {response.status_code} request {body['id']}"
             + (" (the original, not a new one)" if response.status_code == 200 else ""))
         request_ids.setdefault(body["id"], label)
-    say("\n== 6. One request after another: the DPO verifies and approves, workers unlearn, audit and")
-    say("   purge, the serving side confirms the new versions, the report is signed")
-    finished: dict[str, dict] = {}
+    say("\n== 6. The DPO verifies and approves every request; workers unlearn, audit and purge, the")
+    say("   serving side confirms the new versions, the reports are signed. Requests on the same model")
+    say("   queue behind each other: each unlearns from the version the one before produced, once audited.")
     for request_id in request_ids:
         verified = dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/verify/", timeout=60, json={
             "method": "signed-in account + e-mail link", "verified_at": "2026-11-25T09:00:00Z", "verifier": "dpo"})
@@ -260,7 +282,7 @@ def _run(args, port: int, started_demo: float) -> int:
         steps = ", ".join(f"{p['model']}: {p['method']} ({p['guarantee_class']})" for p in plan) or "nothing holds the data"
         say(f"  scoped {request_id[:8]}: {verified.json()['scope']['records']} records; plan: {steps}")
         dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/approve/", json={}, timeout=60).raise_for_status()
-        finished[request_id] = _follow(base, request_id, request_ids[request_id], dpo, serving)
+    finished = _follow(base, request_ids, dpo, serving)
 
     say("\n== 7. Results")
     ok = True
@@ -296,40 +318,50 @@ def _run(args, port: int, started_demo: float) -> int:
     return 0 if ok else 1
 
 
-def _follow(base: str, request_id: str, label: str, dpo, serving) -> dict:
-    """Poll one request to its end, confirming deployments and escalating failed audits."""
-    bar = Bar(f"request {request_id[:8]} ({label})")
-    escalated: set[int] = set()
+def _follow(base: str, request_ids: dict[str, str], dpo, serving) -> dict[str, dict]:
+    """Poll the requests to their ends, confirming deployments and escalating failed audits (and
+    withdrawing a model that fails again after an exact retrain). Returns each request's state."""
+    bars = {rid: Bar(f"request {rid[:8]} ({label})") for rid, label in request_ids.items()}
+    escalated: set[tuple[str, int]] = set()
     deadline = time.monotonic() + 3600
-    state: dict = {}
-    while time.monotonic() < deadline:
-        state = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
-        jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
-        percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
-        share = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 0.1)
-        bar.update(100 if state["status"] == "COMPLETED" else min(percent * share, 99), state["status"].lower())
-        for outcome in state["outcomes"]:
-            if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
-                serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
-                             json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
-            if outcome["status"] == "audit_failed" and outcome["model_version_id"] in escalated:
-                # Failed again after an exact retrain: take the model out of serving (Art. 18).
-                bar.bar.write(f"  audit FAIL again on {outcome['model']}: the DPO withdraws it from serving")
-                dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/withdraw-model/",
-                         json={"model_version_id": outcome["model_version_id"],
-                               "reason": "audit failed after an exact retrain"}, timeout=30).raise_for_status()
-            elif outcome["status"] == "audit_failed":
-                # The audit could still detect the records: the DPO escalates to an exact retrain.
-                escalated.add(outcome["model_version_id"])
-                bar.bar.write(f"  audit FAIL on {outcome['model']} ({outcome['method']}): "
-                              "the DPO escalates to an exact retrain")
-                dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/escalate/",
-                         json={"model_version_id": outcome["model_version_id"]}, timeout=30).raise_for_status()
-        if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
-            break
+    states: dict[str, dict] = {}
+    open_ids = list(request_ids)
+    while open_ids and time.monotonic() < deadline:
+        for request_id in list(open_ids):
+            state = states[request_id] = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
+            _act_on_outcomes(base, request_id, state, dpo, serving, escalated, bars[request_id])
+            jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
+            percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
+            share = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 0.1)
+            stages = [j.get("stage", "") for j in jobs if str(j.get("stage", "")).startswith("waiting")]
+            note = "waiting for the model" if stages and state["status"] == "EXECUTING" else state["status"].lower()
+            bars[request_id].update(100 if state["status"] == "COMPLETED" else min(percent * share, 99), note)
+            if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
+                open_ids.remove(request_id)
         time.sleep(1)
-    bar.close()
-    return state
+    for bar in bars.values():
+        bar.close()
+    return states
+
+
+def _act_on_outcomes(base: str, request_id: str, state: dict, dpo, serving, escalated: set, bar) -> None:
+    for outcome in state["outcomes"]:
+        if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
+            serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
+                         json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
+        if outcome["status"] == "audit_failed" and (request_id, outcome["model_version_id"]) in escalated:
+            # Failed again after an exact retrain: take the model out of serving (Art. 18).
+            bar.write(f"  audit FAIL again on {outcome['model']}: the DPO withdraws it from serving")
+            dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/withdraw-model/",
+                     json={"model_version_id": outcome["model_version_id"],
+                           "reason": "audit failed after an exact retrain"}, timeout=30).raise_for_status()
+        elif outcome["status"] == "audit_failed":
+            # The audit could still detect the records: the DPO escalates to an exact retrain.
+            escalated.add((request_id, outcome["model_version_id"]))
+            bar.write(f"  audit FAIL on {outcome['model']} ({outcome['method']}): "
+                          "the DPO escalates to an exact retrain")
+            dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/escalate/",
+                     json={"model_version_id": outcome["model_version_id"]}, timeout=30).raise_for_status()
 
 
 def _version_number(version_id) -> str:

@@ -223,3 +223,30 @@ def population_attack(
         n_bootstrap=n_bootstrap,
         figures=figures,
     )
+
+
+def shadow_calibrated_scores(scores: ArrayLike, out_scores: ArrayLike) -> np.ndarray:
+    """Each record's score on the model, in units of its own OUT distribution: ``(s - mean) / sd``
+    of the scores shadow models that never trained on it give it (offline LiRA's calibration).
+
+    A population threshold on raw scores confuses "memorised" with "easy": a held-out record that
+    every model gets confidently right (or, relabelled, confidently wrong) scores like a member.
+    Calibrated per record, only what this model does beyond what models without the record do
+    counts. In: ``scores`` ``(n_records,)``; ``out_scores`` ``(n_out_models, n_records)`` with NaN
+    where that shadow model trained on the record. Out: calibrated scores; NaN for a record with
+    fewer than two OUT scores. The spread has a floor (a tenth of the median spread) so that a
+    record every OUT model scores alike does not get an infinite score.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    out = np.asarray(out_scores, dtype=np.float64)
+    if out.ndim != 2 or out.shape[1] != s.shape[0]:
+        raise ValueError(f"out_scores must be (models, {s.shape[0]}), got {out.shape}")
+    seen = np.isfinite(out)
+    n = seen.sum(axis=0)
+    filled = np.where(seen, out, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(n, 1)
+    var = np.where(seen, (out - mean) ** 2, 0.0).sum(axis=0) / np.maximum(n - 1, 1)
+    sd = np.sqrt(var)
+    testable = n >= 2
+    floor = max(0.1 * float(np.median(sd[testable])), 1e-6) if testable.any() else 1.0
+    return np.where(testable, (s - mean) / np.maximum(sd, floor), np.nan)

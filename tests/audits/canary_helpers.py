@@ -38,7 +38,11 @@ import numpy as np
 import torch
 
 from audits.checks.membership import MembershipTestResult, fit_shadow_reference, membership_test
-from audits.checks.population_attack import PopulationAttackResult, population_attack
+from audits.checks.population_attack import (
+    PopulationAttackResult,
+    population_attack,
+    shadow_calibrated_scores,
+)
 from audits.checks.power import PowerResult, membership_power
 from audits.checks.signals import accuracy, logit_scaled_confidence
 from workers.datasets.base import RecordDataset
@@ -102,6 +106,8 @@ class CanaryAudit:
     power: PowerResult
     attack_original: PopulationAttackResult
     attack_retrained: PopulationAttackResult
+    attack_original_calibrated: PopulationAttackResult
+    attack_retrained_calibrated: PopulationAttackResult
     # The same attack against the held-out records' true labels: reported, not a claim (a
     # memorised mislabelled record is less confident than most correctly classified ones).
     attack_original_true_labels: PopulationAttackResult
@@ -135,6 +141,11 @@ class CanaryAudit:
                 f"TPR@1%FPR {tpr(self.attack_original)}, AUC {auc.value:.3f}",
                 f"  population attack, retrained vs relabelled held-out: "
                 f"{self.attack_retrained.verdict}, TPR@1%FPR {tpr(self.attack_retrained)}",
+                f"  calibrated attack (per-record OUT shadows), original: "
+                f"{self.attack_original_calibrated.verdict}, TPR@1%FPR {tpr(self.attack_original_calibrated)}, "
+                f"AUC {figure_named(self.attack_original_calibrated, 'auc').value:.3f}",
+                f"  calibrated attack, retrained: {self.attack_retrained_calibrated.verdict}, "
+                f"TPR@1%FPR {tpr(self.attack_retrained_calibrated)}",
                 f"  population attack, original vs held-out with true labels (not a claim): "
                 f"TPR@1%FPR {tpr(self.attack_original_true_labels)}, AUC "
                 f"{figure_named(self.attack_original_true_labels, 'auc').value:.3f}",
@@ -216,6 +227,10 @@ def run_canary_audit(spec: CanarySpec, root: Path) -> CanaryAudit:
     canary_columns = [members.index(k) for k in canaries]
     canary_labels = labels_of(train, canaries)
     shadow_scores = []
+    test_keys = list(test.record_keys)
+    test_labels = labels_of(test, test_keys)
+    nonmember_labels = relabel_like_canaries(test_labels, num_classes, rng)
+    shadow_test_scores = []
     tick = time.perf_counter()
     for s in range(spec.n_shadow):
         half = [k for k, is_in in zip(members, shadow_in_all[s], strict=True) if is_in]
@@ -225,12 +240,12 @@ def run_canary_audit(spec: CanarySpec, root: Path) -> CanaryAudit:
         shadow_scores.append(
             logit_scaled_confidence(logits_of(shadow, train, canaries), canary_labels)
         )
+        shadow_test_scores.append(
+            logit_scaled_confidence(logits_of(shadow, test, test_keys), nonmember_labels)
+        )
     seconds["shadows"] = time.perf_counter() - tick
     shadow_in = shadow_in_all[:, canary_columns]
 
-    test_keys = list(test.record_keys)
-    test_labels = labels_of(test, test_keys)
-    nonmember_labels = relabel_like_canaries(test_labels, num_classes, rng)
     original_canary_logits = logits_of(original, train, canaries)
     original_test_logits = logits_of(original, test, test_keys)
     retrained_test_logits = logits_of(retrained, test, test_keys)
@@ -238,6 +253,10 @@ def run_canary_audit(spec: CanarySpec, root: Path) -> CanaryAudit:
     retrained_scores = logit_scaled_confidence(logits_of(retrained, train, canaries), canary_labels)
 
     reference = fit_shadow_reference(np.array(shadow_scores), shadow_in)
+    # OUT scores per record for the calibrated attack: NaN where the shadow trained on it; held-out
+    # records are OUT for every shadow.
+    canary_out = np.where(shadow_in, np.nan, np.array(shadow_scores))
+    test_out = np.array(shadow_test_scores)
     audit = CanaryAudit(
         spec=spec,
         canary_keys=list(canaries),
@@ -267,6 +286,18 @@ def run_canary_audit(spec: CanarySpec, root: Path) -> CanaryAudit:
         attack_retrained=population_attack(
             forget_scores=retrained_scores,
             nonmember_scores=logit_scaled_confidence(retrained_test_logits, nonmember_labels),
+        ),
+        attack_original_calibrated=population_attack(
+            forget_scores=shadow_calibrated_scores(original_scores, canary_out),
+            nonmember_scores=shadow_calibrated_scores(
+                logit_scaled_confidence(original_test_logits, nonmember_labels), test_out),
+            signal="shadow-calibrated logit-scaled confidence",
+        ),
+        attack_retrained_calibrated=population_attack(
+            forget_scores=shadow_calibrated_scores(retrained_scores, canary_out),
+            nonmember_scores=shadow_calibrated_scores(
+                logit_scaled_confidence(retrained_test_logits, nonmember_labels), test_out),
+            signal="shadow-calibrated logit-scaled confidence",
         ),
         attack_original_true_labels=population_attack(
             forget_scores=original_scores,

@@ -31,6 +31,15 @@ def test_training_job_on_worker_records_lineage(celery_worker_process):
     assert members == train_keys  # every training record, and no test record
     assert StoredArtifact.objects.filter(model_version=version, kind="weights").exists()
     assert job.progress_percent == 100.0 and job.wall_seconds > 0 and job.device == "cpu"
+    # Measured on the held-out split: the stored model, evaluated here, gives the same figure.
+    from workers.datasets.reference import load_reference_split
+    from workers.runners.storage import artifact_store
+    from workers.training.evaluate import accuracy
+    from workers.training.storage import load_run
+
+    stored = load_run(artifact_store(), version.artifact_sha256)
+    test = load_reference_split(dataset.storage_location, "test")
+    assert version.metrics["test_accuracy"] == pytest.approx(accuracy(stored.model, test), abs=1e-4)
     # The subject of one training record now has this version in scope.
     record = DataRecord.objects.filter(dataset=dataset, split="train").first()
     scope = selectors.subject_scope(subject=record.subject)

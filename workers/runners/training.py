@@ -48,6 +48,8 @@ def run_training_job(job: Job, progress) -> dict:
     data = training_dataset(dataset, job.config.get("split", "train"))
     device = select_device()
     result = recipe.train(data, device=device, progress=progress.scaled(0, 90))
+    if job.registered_model.task == "classification":
+        result.metrics["test_accuracy"] = _held_out_accuracy(result.model, dataset, device)
     store = artifact_store()
     ref = recipe.save(store, result)
     progress("recording lineage", 0.95)
@@ -73,3 +75,15 @@ def run_training_job(job: Job, progress) -> dict:
         Job.objects.filter(pk=job.pk).update(result_version=version)
     return {"device": str(device), "artifact": ref.artifact_id, "version": version.id,
             "members": len(result.membership), "metrics": version.metrics}
+
+
+def _held_out_accuracy(model, dataset: Dataset, device) -> float | None:
+    """Accuracy on the dataset's test split (records no training run may use), when it has one."""
+    from workers.datasets.reference import load_reference_split
+    from workers.training.evaluate import accuracy
+
+    try:
+        test = load_reference_split(dataset.storage_location, "test")
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    return round(accuracy(model.to(device), test, device=device), 4) if len(test) else None

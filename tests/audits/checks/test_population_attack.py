@@ -88,3 +88,27 @@ def test_reference_figures_move_chance():
     )
     assert plain.verdict == Verdict.FAIL
     assert shifted.verdict == Verdict.PASS
+
+
+def test_shadow_calibration_removes_per_record_difficulty():
+    """Hard and easy records differ in raw score by far more than membership moves them; in units
+    of each record's OUT shadow scores, the members stand out and the easy non-members do not."""
+    from audits.checks.population_attack import shadow_calibrated_scores
+
+    rng = np.random.default_rng(1)
+    n = 400
+    difficulty = rng.normal(0, 5, n)  # per-record offset, shared by every model
+    out = difficulty + rng.normal(0, 1, (16, n))
+    member = np.arange(n) < 100
+    scores = difficulty + rng.normal(0, 1, n) + 3.0 * member
+    raw = population_attack(forget_scores=scores[member], nonmember_scores=scores[~member], n_bootstrap=200)
+    calibrated = shadow_calibrated_scores(scores, out)
+    fixed = population_attack(forget_scores=calibrated[member], nonmember_scores=calibrated[~member],
+                              n_bootstrap=200)
+    assert _figures(raw)["auc"].value < 0.75
+    assert _figures(fixed)["auc"].value > 0.95
+    out_with_in = out.copy()
+    out_with_in[:9, 0] = np.nan  # shadows that trained on record 0 are left out
+    assert np.isfinite(shadow_calibrated_scores(scores, out_with_in)[0])
+    out_with_in[:15, 1] = np.nan  # one OUT score: no spread, no calibrated score
+    assert np.isnan(shadow_calibrated_scores(scores, out_with_in)[1])
