@@ -60,7 +60,8 @@ def mlp(
         raise ConfigError(f"mlp.input_norm must be asinh, batchnorm or none, got {input_norm!r}")
     if asinh_scale <= 0:
         raise ConfigError("mlp.asinh_scale must be > 0")
-    layers: dict[str, nn.Module] = {}
+    # Flatten (no parameters, identity on [batch, features]) lets the MLP take images too.
+    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     if input_norm == "asinh":
         layers["norm"] = Asinh(asinh_scale)
     elif input_norm == "batchnorm":

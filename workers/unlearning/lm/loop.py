@@ -44,6 +44,10 @@ class LMUnlearningConfig(MethodConfig):
     target_modules: list[str] | None = None
     max_length: int = 256
     max_grad_norm: float = 1.0
+    # Stop at the end of the first epoch whose forget-set token NLL reaches this (e.g. the model's
+    # NLL on texts it never saw, which is where a retrained model would be): pushing past it only
+    # damages the model (gradient ascent has nothing else to stop it). None: run every epoch.
+    stop_at_forget_nll: float | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -58,6 +62,8 @@ class LMUnlearningConfig(MethodConfig):
             raise ConfigError(f"{owner}.max_length must be >= 2, got {self.max_length}")
         if self.max_grad_norm < 0:
             raise ConfigError(f"{owner}.max_grad_norm must be >= 0 (0 = no clipping)")
+        if self.stop_at_forget_nll is not None and not self.stop_at_forget_nll > 0:
+            raise ConfigError(f"{owner}.stop_at_forget_nll must be > 0 or null, got {self.stop_at_forget_nll}")
         if self.target_modules is not None and (
             not isinstance(self.target_modules, list)
             or not self.target_modules
@@ -122,6 +128,11 @@ class LMUnlearningMethod(UnlearningMethod):
             probe = [self._prepare(b, device) for b in retain_stream.peek(len(forget_batches))]
             retain_nll_before = average_token_nll(work, probe, device)
 
+        def reached_target(step: int) -> bool:
+            if cfg.stop_at_forget_nll is None or (step + 1) % len(forget_batches):
+                return False
+            return average_token_nll(peft_model, forget_batches, device) >= cfg.stop_at_forget_nll
+
         def step_loss(step: int) -> torch.Tensor:
             forget_batch = forget_batches[step % len(forget_batches)]
             retain_batch = None
@@ -147,6 +158,7 @@ class LMUnlearningMethod(UnlearningMethod):
                 max_grad_norm=cfg.max_grad_norm,
                 progress=progress,
                 stage="unlearning",
+                stop_after=reached_target,
             )
         unlearned = merge_lora(peft_model, requires_grad)
         details: dict[str, Any] = {
@@ -156,6 +168,7 @@ class LMUnlearningMethod(UnlearningMethod):
             "forget_token_nll_after": average_token_nll(unlearned, forget_batches, device),
             "loss_first": losses[0],
             "loss_last": losses[-1],
+            "stopped_early": len(losses) < cfg.epochs * len(forget_batches),
             "lora_target_modules": targets,
             "weights_changed_via": "lora_merged",
         }

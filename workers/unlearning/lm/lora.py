@@ -117,8 +117,10 @@ def optimise_lora(
     max_grad_norm: float,
     progress: ProgressCallback = no_progress,
     stage: str = "training",
+    stop_after: Callable[[int], bool] | None = None,
 ) -> list[float]:
     """Run ``steps`` AdamW steps on the adapter's parameters; returns the loss of every step.
+    ``stop_after(step)``, when given, is asked after every step and ends the run early when true.
 
     ``step_loss(step)`` builds the loss of one step (it picks its own batches). The base model
     stays in eval mode: dropout off keeps runs replayable and lets a frozen reference (the same
@@ -143,6 +145,9 @@ def optimise_lora(
         optimizer.step()
         losses.append(value)
         progress(stage, (step + 1) / steps)
+        if stop_after is not None and stop_after(step):
+            progress(stage, 1.0)
+            break
     return losses
 
 

@@ -1,0 +1,152 @@
+"""Forgetting quality (NeurIPS 2023 unlearning challenge) of every approximate method.
+
+The challenge's question: over many runs, can the outputs of unlearned models be told apart from
+those of models retrained without the forget set? Per forget record, N unlearned and N retrained
+models give two samples of its loss; audits/checks/forgetting_quality.py turns them into the
+challenge's per-example epsilons and score (1.0 = indistinguishable) and compares the score with
+its noise floor (the score's distribution when both samples come from one distribution, at the
+same N): FAIL when the score is below the floor's 5% quantile.
+
+Set-up (one reference set, the platform's ``plain`` recipe): N originals (seeds 1..N) trained on
+all training records, N retrained models (seeds 1001..1000+N) trained without the forget set;
+each method unlearns original i with seed i. Control rows: ``none`` (the originals themselves,
+nothing forgotten: should FAIL when the models memorise the forget set) and ``retrain`` (a second
+set of N retrained models, seeds 2001..2000+N: should PASS). The default forget set is the reference set's
+mislabelled canaries on MNIST, which a model only fits by memorising them. Prints a markdown table;
+the last stdout line is one JSON object.
+
+    python benchmarks/forgetting_quality.py                                   # MNIST canaries, N = 16
+    python benchmarks/forgetting_quality.py --dataset breast_cancer --forget random --models 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from approximate_unlearning import canary_sources, per_record  # noqa: E402
+
+from audits.checks.forgetting_quality import forgetting_quality  # noqa: E402
+from workers.datasets.reference import load_reference_split, materialise_reference, plant_canaries  # noqa: E402
+from workers.training import RECIPES  # noqa: E402
+from workers.unlearning.loop import ApproximateMethod  # noqa: E402
+from workers.unlearning.methods import load_all_methods  # noqa: E402
+from workers.unlearning.registry import METHODS  # noqa: E402
+
+RECIPE_CONFIGS = {
+    # An MLP on the pixels: 2N + N x methods models must be trained, and a small CNN costs ~3x.
+    "mnist": {"architecture": {"name": "mlp", "config": {"in_features": 784, "num_classes": 10, "hidden": [256],
+                                                         "input_norm": "none"}},
+              "batch_size": 64, "lr": 3e-3},
+    "breast_cancer": {"architecture": {"name": "mlp", "config": {"in_features": 30, "num_classes": 2,
+                                                                   "hidden": [32, 16]}},
+                      "lr": 3e-3, "batch_size": 32},
+}
+DEFAULT_EPOCHS = {"mnist": 20, "breast_cancer": 30}
+CANARIES = 25
+RANDOM_SHARE = 0.02
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(RECIPE_CONFIGS), default="mnist")
+    parser.add_argument("--forget", choices=("canary", "random"), default="canary")
+    parser.add_argument("--models", type=int, default=16, help="models per side (the check needs >= 16)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--methods", default="", help="comma-separated; default: every approximate method")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    load_all_methods()
+    methods = [m for m in args.methods.split(",") if m] or [
+        name for name in METHODS.names() if issubclass(METHODS.get(name), ApproximateMethod)
+    ]
+    epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
+
+    def recipe(seed: int):
+        return RECIPES.get("plain")({**RECIPE_CONFIGS[args.dataset], "epochs": epochs, "seed": seed})
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = materialise_reference(args.dataset, Path(scratch), seed=0)
+        train = load_reference_split(path, "train")
+        if args.forget == "canary":
+            info = json.loads((path / "dataset.json").read_text())
+            forget_keys = [k for c in info.get("canaries", []) if c["kind"] == "mislabel" for k in c["record_keys"]]
+            if not forget_keys:
+                forget_keys = plant_canaries(path, kind="mislabel", count=CANARIES, seed=0)
+            train = load_reference_split(path, "train").without(canary_sources(path))
+        else:
+            rng = np.random.default_rng(7)
+            keys = train.record_keys
+            forget_keys = [keys[i] for i in sorted(rng.choice(len(keys), size=max(1, round(RANDOM_SHARE * len(keys))),
+                                                              replace=False))]
+    forget, retain = train.subset(forget_keys), train.without(forget_keys)
+    n = args.models
+    print(f"# Forgetting quality, {args.dataset} ({len(train)} train records, forget set: {args.forget}, "
+          f"{len(forget)} records), plain recipe, {epochs} epochs, {n} models per side", flush=True)
+
+    started = time.perf_counter()
+    signals: dict[str, list[np.ndarray]] = {"none": [], "retrain": [], **{m: [] for m in methods}}
+    reference: list[np.ndarray] = []
+    seconds: dict[str, float] = {m: 0.0 for m in methods}
+    for i in range(1, n + 1):
+        original = recipe(i).train(train).model
+        signals["none"].append(per_record(original, forget)[0])
+        # Seeds apart from the originals' (a shared seed would correlate a method's start with
+        # its reference and flatter it), and apart from each other.
+        reference.append(per_record(recipe(1000 + i).train(retain).model, forget)[0])
+        signals["retrain"].append(per_record(recipe(2000 + i).train(retain).model, forget)[0])
+        for name in methods:
+            method = METHODS.get(name)({"seed": i})
+            forget_loader = DataLoader(forget, batch_size=32, shuffle=True)
+            retain_loader = DataLoader(retain, batch_size=64, shuffle=True)
+            model, result = method.unlearn(original, forget_loader, retain_loader)
+            seconds[name] += result.wall_seconds
+            signals[name].append(per_record(model, forget)[0])
+        print(f"  model set {i}/{n} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    retrained = np.stack(reference)
+    rows = {}
+    print("\n| method | score | noise floor (median, 5%) | p (score <= floor) | verdict | leans to | "
+          "mean forget loss (retrained) | seconds per run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, runs in signals.items():
+        check = forgetting_quality(record_ids=forget_keys, unlearned_signals=np.stack(runs),
+                                   retrained_signals=retrained, higher_is_member=False, signal="loss")
+        rows[name] = {
+            "score": check.score, "null_median": check.null.quantiles["0.5"] if check.null else None,
+            "null_p05": check.null.quantiles.get("0.05") if check.null else None,
+            "p_value": check.null_p_value, "verdict": str(check.verdict.value), "side": check.side,
+            "mean_forget_loss": float(np.stack(runs).mean()),
+            "seconds_per_run": seconds[name] / n if name in seconds else None,
+        }
+        r = rows[name]
+        print(f"| {name} | {_f(r['score'])} | {_f(r['null_median'])}, {_f(r['null_p05'])} | {_f(r['p_value'])} "
+              f"| {r['verdict']} | {r['side']} | {r['mean_forget_loss']:.3f} ({retrained.mean():.3f}) "
+              f"| {_f(r['seconds_per_run'])} |")
+    print(json.dumps({"benchmark": "forgetting_quality", "dataset": args.dataset, "forget": args.forget,
+                      "forget_records": len(forget), "models_per_side": n, "epochs": epochs,
+                      "wall_seconds": round(time.perf_counter() - started, 1), "rows": rows}))
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()
