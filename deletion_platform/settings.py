@@ -228,8 +228,14 @@ LOGGING = {
 
 # Jobs whose heartbeat is older than this lost their worker; the sweeper re-enqueues them.
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 120, minimum=5)
+# Artifact files no registry row reaches are removed once older than this (workers/artifact_gc.py);
+# files written since a live job started are kept whatever their age.
+ARTIFACT_GC_MIN_AGE_SECONDS = env_int("ARTIFACT_GC_MIN_AGE_SECONDS", 3600, minimum=60)
+ARTIFACT_GC_EVERY_SECONDS = env_int("ARTIFACT_GC_EVERY_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "workers.sweep_stale_jobs", "schedule": 30.0, "options": {"queue": "default"}},
+    "collect-orphaned-artifacts": {"task": "workers.collect_orphaned_artifacts",
+                                   "schedule": float(ARTIFACT_GC_EVERY_SECONDS), "options": {"queue": "default"}},
     "mark-deadlines": {"task": "deletion.mark_deadlines", "schedule": 3600.0, "options": {"queue": "default"}},
     "ledger-checkpoint": {"task": "deletion.ledger_checkpoint", "schedule": 3600.0, "options": {"queue": "default"}},
 }

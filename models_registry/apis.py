@@ -7,12 +7,13 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deletion.authentication import HasRole
-from deletion_platform.errors import ValidationFailed
+from deletion_platform.errors import NotFound, ValidationFailed
 from models_registry import importing, services
 from models_registry.models import (
     Dataset,
@@ -35,6 +36,15 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
         return super().to_internal_value(data)
+
+
+class UploadFormatNegotiation(DefaultContentNegotiation):
+    """On the import operations ``?format=`` names the body's format (csv, jsonl), not the
+    response's, which is always JSON; DRF's own reading of it would answer 404 (no such renderer)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = next(r for r in renderers if r.format == "json")
+        return renderer, renderer.media_type
 
 
 class RawUploadParser(BaseParser):
@@ -100,6 +110,8 @@ def _upload_format(request) -> str:
     if fmt not in ("csv", "jsonl"):
         raise ValidationFailed("send text/csv or application/x-ndjson (or ?format=csv|jsonl)", field="format")
     length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if request.stream is None:  # DRF gives no stream for a body of length 0 (or none given)
+        raise ValidationFailed("the body is empty; send the file with its Content-Length", field="body")
     if length > settings.IMPORT_MAX_UPLOAD_BYTES:
         raise ValidationFailed(f"upload larger than {settings.IMPORT_MAX_UPLOAD_BYTES} bytes; use the "
                                "import_records management command", field="body")
@@ -109,6 +121,7 @@ def _upload_format(request) -> str:
 class DatasetRecordsImportApi(APIView):
     permission_classes = [HasRole.of("ml_engineer")]
     parser_classes = [RawUploadParser]
+    content_negotiation_class = UploadFormatNegotiation
 
     @extend_schema(request={"text/csv": bytes, "application/x-ndjson": bytes}, parameters=[_FORMAT_PARAM],
                    responses={201: ImportOut})
@@ -157,6 +170,7 @@ class TrainingRunListApi(APIView):
 class TrainingMembershipImportApi(APIView):
     permission_classes = [HasRole.of("ml_engineer")]
     parser_classes = [RawUploadParser]
+    content_negotiation_class = UploadFormatNegotiation
 
     @extend_schema(request={"text/csv": bytes, "application/x-ndjson": bytes},
                    parameters=[_FORMAT_PARAM, OpenApiParameter("dataset", int, required=True)],
@@ -164,9 +178,11 @@ class TrainingMembershipImportApi(APIView):
     def post(self, request, run_id: int):
         run = get_object_or_404(TrainingRun, pk=run_id)
         dataset_id = request.query_params.get("dataset", "")
-        if not dataset_id.isdigit():
+        if not (dataset_id.isascii() and dataset_id.isdigit()):  # "١".isdigit() too
             raise ValidationFailed("dataset (an id) is required as a query parameter", field="dataset")
-        dataset = get_object_or_404(Dataset, pk=int(dataset_id))
+        dataset = Dataset.objects.filter(pk=int(dataset_id)).first()
+        if dataset is None:
+            raise NotFound(f"no dataset {dataset_id}", field="dataset")
         fmt = _upload_format(request)
         result = importing.training_membership_import_file(run=run, dataset=dataset, source=request.stream, fmt=fmt)
         return Response(ImportOut(result).data, status=status.HTTP_201_CREATED)

@@ -85,6 +85,7 @@ def pytest_terminal_summary(terminalreporter):
     import sys
 
     fuzz = sys.modules.get("tests.api.test_fuzz_schema")
-    line = fuzz.fuzz_summary() if fuzz else None
-    if line:
-        terminalreporter.write_line(line)
+    uploads = sys.modules.get("tests.api.test_fuzz_uploads")
+    for line in (fuzz.fuzz_summary() if fuzz else None, uploads.upload_fuzz_summary() if uploads else None):
+        if line:
+            terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ Layout under the store's root::
     manifests/<sha256>.json      canonical JSON naming the blobs of one artifact (by role), its
                                  architecture, config, recipe, parent, code version and extras;
                                  the sha256 of the manifest bytes is the artifact's id
+    .lock                        writers hold it shared, the garbage collector and purges alone
 
 An artifact may reference other artifacts (``parts``: a SISA ensemble names its per-slice
 checkpoints). Purging an artifact removes its manifest and every blob and part that no remaining
@@ -16,11 +17,16 @@ Loading never unpickles: a blob is read into memory, its safetensors header is p
 here (length, JSON, dtypes, shapes, offsets against the file size) and only then handed to the
 safetensors library. A pickle, a ``torch.save`` zip, a truncated file or a header that claims
 gigabytes is refused with :class:`UnsafeArtifactError`. Writes are atomic (temporary file in the
-same folder, fsync, rename). Plain Python + torch, no Django.
+same folder, fsync, rename). Putting content that is already stored refreshes the file's
+modification time, so that its age is the time since it was last put: the garbage collector
+(workers/artifact_gc.py) spares young files, which a job may be about to register. Plain Python +
+torch, no Django.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -404,11 +410,13 @@ class ArtifactStore:
 
     def put_blob(self, tensors: Mapping[str, torch.Tensor]) -> str:
         """Store tensors as one safetensors blob; return its sha256 (the file's name)."""
+        with self._lock(fcntl.LOCK_SH):
+            return self._put_blob(tensors)
+
+    def _put_blob(self, tensors: Mapping[str, torch.Tensor]) -> str:
         data = tensors_to_bytes(tensors)
         digest = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(digest)
-        if not path.exists():  # identical content stored twice is one file
-            _atomic_write(path, data)
+        _write_once(self.blob_path(digest), data)  # identical content stored twice is one file
         return digest
 
     def put(
@@ -421,9 +429,14 @@ class ArtifactStore:
         Every artifact named in ``manifest.parts`` must already be in the store. Returns the
         artifact's reference; storing the same manifest and content again returns the same id.
         """
+        with self._lock(fcntl.LOCK_SH):
+            return self._put(manifest, files)
+
+    def _put(self, manifest: ArtifactManifest,
+             files: Mapping[str, Mapping[str, torch.Tensor]] | None) -> ArtifactRef:
         recorded = dict(manifest.files)
         for role, tensors in (files or {}).items():
-            digest = self.put_blob(tensors)
+            digest = self._put_blob(tensors)
             recorded[role] = {"sha256": digest, "bytes": self.blob_path(digest).stat().st_size}
         for role, entry in recorded.items():
             if not self.blob_path(_check_sha(entry.get("sha256"))).exists():
@@ -434,9 +447,7 @@ class ArtifactStore:
         manifest.files = recorded
         data = canonical_json(manifest.to_dict())
         artifact_id = hashlib.sha256(data).hexdigest()
-        path = self.manifest_path(artifact_id)
-        if not path.exists():
-            _atomic_write(path, data)
+        _write_once(self.manifest_path(artifact_id), data)
         return ArtifactRef(artifact_id, {role: e["sha256"] for role, e in recorded.items()})
 
     # -- reading
@@ -492,6 +503,22 @@ class ArtifactStore:
     def manifest_path(self, artifact_id: str) -> Path:
         return self.manifest_dir / f"{artifact_id}.json"
 
+    @contextlib.contextmanager
+    def _lock(self, mode: int) -> Iterator[None]:
+        """The store's lock (``flock`` on ``.lock``): writers share it; :meth:`exclusively` holds
+        it alone. Not re-entrant across modes: never put while holding it exclusively."""
+        with open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def exclusively(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store alone: no put runs meanwhile, so what is referenced, and how old each
+        file is, cannot change between a check and a removal (garbage collection, purges)."""
+        return self._lock(fcntl.LOCK_EX)
+
     def closure(self, artifact_id: str, *, skip_missing: bool = False) -> list[str]:
         """``artifact_id`` and every artifact reachable through ``parts``, each once.
         ``skip_missing`` passes over parts already purged instead of raising ArtifactNotFound."""
@@ -520,8 +547,13 @@ class ArtifactStore:
         removed even when another manifest names it as a part (its data must go; that manifest
         is listed in ``referenced_by`` and can no longer be loaded whole) unless
         ``refuse_if_referenced``, which raises ArtifactInUse instead. Blobs whose bytes another
-        remaining artifact also holds are kept and listed in ``kept_shared``.
+        remaining artifact also holds are kept and listed in ``kept_shared``. The store is held
+        alone meanwhile: a put that shares a blob cannot slip in between the check and the removal.
         """
+        with self.exclusively():
+            return self._purge(artifact_id, include_parts, refuse_if_referenced)
+
+    def _purge(self, artifact_id: str, include_parts: bool, refuse_if_referenced: bool) -> PurgeReport:
         if not self.exists(artifact_id):
             raise ArtifactNotFound(f"no artifact {artifact_id}")
         targets = self.closure(artifact_id, skip_missing=True) if include_parts else [artifact_id]
@@ -582,6 +614,15 @@ def _check_sha(value: Any) -> str:
     if not isinstance(value, str) or not _SHA256.match(value):
         raise ArtifactError(f"{value!r} is not a sha256 hex digest")
     return value
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """Write a content-addressed file, or, when it is there already, refresh its modification
+    time (its age is the time since it was last put; see the module's docstring)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        _atomic_write(path, data)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

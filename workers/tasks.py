@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from workers import jobs
+from workers import artifact_gc, jobs
 
 
 @shared_task(
@@ -26,3 +26,8 @@ def run_job(job_id: int) -> str:
 @shared_task(name="workers.sweep_stale_jobs", acks_late=True)
 def sweep_stale_jobs() -> list[int]:
     return jobs.jobs_sweep_stale()
+
+
+@shared_task(name="workers.collect_orphaned_artifacts", acks_late=True)
+def collect_orphaned_artifacts() -> dict:
+    return artifact_gc.artifact_store_gc().summary()

@@ -1,0 +1,304 @@
+"""Garbage collection of the artifact store against the registry.
+
+A job writes its artifacts first and registers them (StoredArtifact rows, the version's
+``artifact_sha256``) in its final transaction; a worker killed in between leaves files that no
+row names. Such orphans may hold training data, so they are found and removed here, and what was
+removed goes to the log and the ledger.
+
+Kept, always:
+- every artifact a registry row names — a present StoredArtifact row, or a version that is not
+  purged — with everything it reaches: the artifacts in its ``parts`` (SISA checkpoints, S3T
+  adapters) and the blobs of each (``parent`` is provenance, not containment: not followed);
+- every file younger than the grace period, and everything a young manifest reaches: a job may be
+  about to register it. A put of content already stored refreshes the file's age;
+- every file written since the start of a job that is running with a fresh heartbeat, less the
+  grace period again (a long job registers at its end what it stored on the way).
+
+The store is held alone from the scan to the last removal (ArtifactStore.exclusively), so no put
+can make a file referenced, or young, between its check and its removal. When a file that
+decides what is referenced cannot be read, nothing is removed.
+
+The reverse — a row whose manifest or blob is missing — is reported (``missing``), never fixed
+here: a missing copy of a model is for a person to look into. While a row's manifest is missing,
+no blob is removed (``blobs_held``): the blobs it named cannot be told from orphans, and they may
+be what recovers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from models_registry.models import (
+    ArtifactKind,
+    ArtifactStatus,
+    ModelVersion,
+    StoredArtifact,
+    VersionStatus,
+)
+from workers.models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+# Registry rows whose sha256 names a manifest in the store (dataset caches are files elsewhere).
+STORE_KINDS = (ArtifactKind.WEIGHTS, ArtifactKind.CHECKPOINT, ArtifactKind.ADAPTER, ArtifactKind.SHADOW_MODEL)
+_PLACEHOLDER = "0" * 64  # a version registered without weights in the store
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class StoreFile:
+    kind: str  # "manifest", "blob" or "partial" (a temporary file a killed writer left)
+    sha256: str  # the file's name (for a partial: the name it was being written as)
+    path: str
+    bytes: int
+    age_seconds: float
+
+
+@dataclass
+class MissingFile:
+    """A registry row that names something the store no longer holds."""
+
+    source: str  # "stored_artifact" or "model_version"
+    row_id: int
+    sha256: str  # the artifact the row names
+    missing: str  # what is missing: the artifact itself, or a part or blob of it
+    label: str = ""
+
+
+@dataclass
+class ArtifactGcReport:
+    dry_run: bool
+    min_age_seconds: float
+    protected_since: str  # files modified at or after this are young
+    manifests: int = 0
+    blobs: int = 0
+    referenced_manifests: int = 0
+    referenced_blobs: int = 0
+    young_kept: int = 0
+    orphans: list[StoreFile] = field(default_factory=list)
+    removed: list[StoreFile] = field(default_factory=list)
+    missing: list[MissingFile] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    refused: str = ""  # why nothing was removed, when something made it unsafe
+    blobs_held: str = ""  # why no blob was removed (a row's manifest is missing: they may be its)
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(f.bytes for f in self.removed)
+
+    def summary(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "manifests": self.manifests, "blobs": self.blobs,
+                "referenced_manifests": self.referenced_manifests, "referenced_blobs": self.referenced_blobs,
+                "young_kept": self.young_kept, "orphans_found": len(self.orphans),
+                "orphans_removed": len(self.removed), "removed_bytes": self.removed_bytes,
+                "missing": len(self.missing), "unreadable": len(self.unreadable), "refused": self.refused,
+                "blobs_held": self.blobs_held}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "removed_bytes": self.removed_bytes}
+
+
+def artifact_store_gc(*, dry_run: bool = False, min_age_seconds: float | None = None, store=None,
+                      actor: str = "platform") -> ArtifactGcReport:
+    """Find the store's orphans (files no registry row reaches, older than ``min_age_seconds``,
+    default ARTIFACT_GC_MIN_AGE_SECONDS) and, unless ``dry_run``, remove them, writing what was
+    removed to the ledger. Returns the report (orphans found, removed, rows with missing files)."""
+    from workers.runners.storage import artifact_store
+
+    store = store or artifact_store()
+    min_age = float(settings.ARTIFACT_GC_MIN_AGE_SECONDS if min_age_seconds is None else min_age_seconds)
+    if min_age < 0:
+        raise ValueError("min_age_seconds must not be negative")
+    with store.exclusively():
+        report = _collect(store, min_age=min_age, dry_run=dry_run, actor=actor)
+    for row in report.missing:
+        logger.warning("registry row %s %s names %s, which is missing: %s", row.source, row.row_id,
+                       row.sha256, row.missing)
+    logger.info("artifact gc%s: %d orphans found, %d removed (%d bytes), %d rows with missing files%s%s",
+                " (dry run)" if dry_run else "", len(report.orphans), len(report.removed),
+                report.removed_bytes, len(report.missing), f"; refused: {report.refused}" if report.refused else "",
+                f"; {report.blobs_held}" if report.blobs_held else "")
+    return report
+
+
+def _collect(store, *, min_age: float, dry_run: bool, actor: str) -> ArtifactGcReport:
+    now = time.time()
+    protected_since = min(now, _oldest_live_job_start(now)) - min_age
+    report = ArtifactGcReport(dry_run=dry_run, min_age_seconds=min_age,
+                              protected_since=datetime.fromtimestamp(protected_since, tz=UTC).isoformat())
+    manifests, blobs, partials = _scan(store, now)
+    report.manifests, report.blobs = len(manifests), len(blobs)
+    reader = _ManifestReader(store, report)
+
+    # What the registry reaches. Missing files are reported for StoredArtifact rows, the record
+    # of what is stored; a version's own artifact_sha256 only adds protection (an unlearned
+    # sibling's weights are purged while its version row stays).
+    live_manifests, live_blobs = set(), set()
+    for source, row_id, label, artifact_id in _registry_roots():
+        reported = source == "stored_artifact"
+        if artifact_id not in manifests:
+            if reported:
+                report.missing.append(MissingFile(source, row_id, artifact_id, "the artifact's manifest", label))
+            continue
+        for missing in reader.reach(artifact_id, manifests, blobs, live_manifests, live_blobs):
+            if reported:
+                report.missing.append(MissingFile(source, row_id, artifact_id, missing, label))
+    report.referenced_manifests, report.referenced_blobs = len(live_manifests), len(live_blobs)
+
+    # What is young, and what young manifests reach.
+    young_manifests, young_blobs = set(), set()
+    for name, entry in manifests.items():
+        if entry.mtime >= protected_since and name not in live_manifests:
+            reader.reach(name, manifests, blobs, young_manifests, young_blobs)
+    young_blobs |= {name for name, entry in blobs.items() if entry.mtime >= protected_since}
+    keep_manifests = live_manifests | young_manifests
+    keep_blobs = live_blobs | young_blobs
+    report.young_kept = (len(young_manifests - live_manifests) + len(young_blobs - live_blobs)
+                         + sum(1 for e in partials.values() if e.mtime >= protected_since))
+
+    report.orphans = (
+        [manifests[n].file("manifest", now) for n in sorted(set(manifests) - keep_manifests)]
+        + [blobs[n].file("blob", now) for n in sorted(set(blobs) - keep_blobs)]
+        + [e.file("partial", now) for n, e in sorted(partials.items()) if e.mtime < protected_since]
+    )
+    if reader.unsafe:
+        report.refused = ("a manifest that decides what is referenced could not be read "
+                          f"({reader.unsafe}); nothing removed")
+        return report
+    lost = [m for m in report.missing if not m.missing.startswith("blob ")]
+    if lost:
+        report.blobs_held = (f"{len(lost)} registry row(s) name a manifest the store lacks; its blobs cannot be "
+                             "told from orphans, so no blob is removed until a person has looked")
+    removable = [f for f in report.orphans if not (report.blobs_held and f.kind == "blob")]
+    if dry_run or not removable:
+        return report
+    # The attempt is recorded before the files go, the outcome after.
+    _ledger("artifacts.gc_started", actor, orphans=len(removable),
+            files=[{"kind": f.kind, "sha256": f.sha256, "bytes": f.bytes} for f in removable])
+    for orphan in removable:
+        try:
+            Path(orphan.path).unlink()
+        except FileNotFoundError:  # removed meanwhile by something that ignores the lock
+            continue
+        logger.info("artifact gc removed %s %s (%d bytes, %.0f s old)", orphan.kind, orphan.sha256,
+                    orphan.bytes, orphan.age_seconds)
+        report.removed.append(orphan)
+    _ledger("artifacts.gc_finished", actor, removed=len(report.removed), removed_bytes=report.removed_bytes,
+            files=[{"kind": f.kind, "sha256": f.sha256, "bytes": f.bytes} for f in report.removed],
+            missing=[asdict(m) for m in report.missing])
+    return report
+
+
+@dataclass
+class _Entry:
+    path: Path
+    size: int
+    mtime: float
+
+    def file(self, kind: str, now: float) -> StoreFile:
+        name = self.path.name.split(".")[0] if kind != "partial" else self.path.name
+        return StoreFile(kind=kind, sha256=name, path=str(self.path), bytes=self.size,
+                         age_seconds=round(now - self.mtime, 1))
+
+
+def _scan(store, now: float) -> tuple[dict[str, _Entry], dict[str, _Entry], dict[str, _Entry]]:
+    """The store's manifests and blobs by sha256, and the temporary files killed writers left."""
+    found: list[dict[str, _Entry]] = [{}, {}]
+    partials: dict[str, _Entry] = {}
+    for index, (folder, suffix) in enumerate(((store.manifest_dir, ".json"), (store.blob_dir, ".safetensors"))):
+        for path in folder.iterdir():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            entry = _Entry(path, stat.st_size, stat.st_mtime)
+            stem = path.name.removesuffix(suffix)
+            if path.name.endswith(suffix) and _SHA256.fullmatch(stem):
+                found[index][stem] = entry
+            elif path.name.startswith(".") and path.name.endswith(".tmp"):
+                partials[str(path)] = entry
+            else:
+                logger.warning("artifact gc: %s is not a store file; left alone", path)
+    return found[0], found[1], partials
+
+
+class _ManifestReader:
+    """Follows manifests through their parts to their blobs, noting what it could not read."""
+
+    def __init__(self, store, report: ArtifactGcReport) -> None:
+        self.store, self.report = store, report
+        self.unsafe = ""
+        self._cache: dict[str, Any] = {}
+
+    def _manifest(self, artifact_id: str):
+        if artifact_id not in self._cache:
+            try:
+                self._cache[artifact_id] = self.store.manifest(artifact_id)
+            except Exception as exc:  # integrity, size, JSON: any of them hides its references
+                self.report.unreadable.append({"sha256": artifact_id, "problem": f"{type(exc).__name__}: {exc}"})
+                self._cache[artifact_id] = None
+                self.unsafe = self.unsafe or artifact_id
+        return self._cache[artifact_id]
+
+    def reach(self, artifact_id: str, manifests, blobs, seen_manifests: set[str], seen_blobs: set[str]) -> list[str]:
+        """Add ``artifact_id`` and all it reaches to the seen sets; return what is missing."""
+        missing, stack = [], [artifact_id]
+        while stack:
+            current = stack.pop()
+            if current in seen_manifests:
+                continue
+            if current not in manifests:
+                missing.append(f"part {current}")
+                continue
+            seen_manifests.add(current)
+            manifest = self._manifest(current)
+            if manifest is None:
+                continue
+            for role, entry in manifest.files.items():
+                digest = entry.get("sha256") if isinstance(entry, dict) else None
+                if digest not in blobs:
+                    missing.append(f"blob {digest} ({role}) of {current}")
+                    continue
+                seen_blobs.add(digest)
+            stack.extend(manifest.parts.values())
+        return missing
+
+
+def _registry_roots() -> list[tuple[str, int, str, str]]:
+    """(source, row id, label, artifact id) for every registry row that says its artifact is
+    present: StoredArtifact rows of store kinds, versions not purged."""
+    rows = StoredArtifact.objects.filter(status=ArtifactStatus.PRESENT, kind__in=STORE_KINDS).order_by("id")
+    roots = [("stored_artifact", row_id, label, sha256)
+             for row_id, sha256, label in rows.values_list("id", "sha256", "label")]
+    versions = (ModelVersion.objects.exclude(status=VersionStatus.PURGED)
+                .exclude(artifact_sha256__in=["", _PLACEHOLDER]).order_by("id"))
+    roots += [("model_version", row_id, f"{model_name} v{number}", sha256)
+              for row_id, sha256, model_name, number in versions.values_list("id", "artifact_sha256", "model__name",
+                                                                            "version")]
+    return roots
+
+
+def _oldest_live_job_start(now: float) -> float:
+    """When the oldest job still running with a fresh heartbeat started (``now`` if none)."""
+    fresh = timezone.now() - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
+    started = (Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__gte=fresh)
+               .aggregate(first=Min("started_at"))["first"])
+    return started.timestamp() if started else now
+
+
+def _ledger(event_type: str, actor: str, **data: Any) -> None:
+    from deletion.ledger import ledger_append
+
+    with transaction.atomic():
+        ledger_append(event_type=event_type, actor=actor, **data)
