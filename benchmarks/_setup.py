@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def django_setup(*, data_dir: Path | None = None, fresh_database: str | None = None) -> None:
+def django_setup(*, data_dir: Path | None = None, fresh_database: str | None = None, reuse: bool = False) -> None:
     """Start the embedded services under ``data_dir`` when DATABASE_URL is unset, optionally
     point Django at a freshly created database ``fresh_database``, migrate, and set Django up."""
     sys.path.insert(0, str(REPO))
@@ -25,8 +25,9 @@ def django_setup(*, data_dir: Path | None = None, fresh_database: str | None = N
 
             admin_url = services.database_url.replace(f"/{embedded.DATABASE_NAME}?", "/postgres?")
             with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{fresh_database}"')
-                conn.execute(f'CREATE DATABASE "{fresh_database}"')
+                if not reuse:  # reuse: keep what an earlier run of the benchmark loaded
+                    conn.execute(f'DROP DATABASE IF EXISTS "{fresh_database}"')
+                    conn.execute(f'CREATE DATABASE "{fresh_database}"')
             os.environ["DATABASE_URL"] = services.database_url.replace(
                 f"/{embedded.DATABASE_NAME}?", f"/{fresh_database}?"
             )
