@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATA_DIR := $(CURDIR)/.data/test
 
-.PHONY: help venv test demo serve services-up services-down lint reliability clean system-deps
+.PHONY: help venv test demo demo-llm serve services-up services-down lint reliability clean system-deps
 
 help:
 	@echo "make demo    - install, start embedded PostgreSQL + Redis + a Celery worker, run the main job"
 	@echo "make test    - install, start throwaway services, run the test suite, stop them"
+	@echo "make demo-llm - a fine-tuned SmolLM2 forgets a person (NPO and the verifier guard); tens of minutes on CPU"
 	@echo "make serve   - web server on 127.0.0.1:8000 + one Celery worker + services (Ctrl-C stops all)"
 	@echo "make lint    - ruff"
 
@@ -38,6 +39,9 @@ test: $(STAMP) system-deps
 demo: $(STAMP)
 	$(PY) -m deletion_platform.demo
 
+demo-llm: $(STAMP)
+	$(PY) -m deletion_platform.demo_llm $(DEMO_LLM_ARGS)
+
 serve: $(STAMP)
 	$(PY) scripts/serve.py
 
@@ -60,5 +64,5 @@ reliability: $(STAMP)
 	$(PY) benchmarks/reliability.py
 	@set -o pipefail; export DATA_DIR=$(TEST_DATA_DIR) FUZZ_MAX_EXAMPLES=200; unset DATABASE_URL CELERY_BROKER_URL; \
 	$(PY) -m deletion_platform.embedded start --data-dir $(TEST_DATA_DIR) || exit 1; \
-	$(PY) -m pytest -q -s tests/api/test_fuzz_schema.py; status=$$?; \
+	$(PY) -m pytest -q -s tests/api/test_fuzz_schema.py tests/api/test_fuzz_uploads.py; status=$$?; \
 	$(PY) -m deletion_platform.embedded stop --data-dir $(TEST_DATA_DIR); exit $$status

@@ -493,7 +493,47 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
         story += [CondPageBreak(40 * mm), _p("Measurements", styles["h2"]), _metrics_table(entry["metrics"], styles),
                   _p("Before: the old model. After: the new model. Reference: the value to compare "
                      "with (from models trained without the records, or the target).", styles["small"])]
+    if entry.get("language_model"):
+        story += _language_model_section(entry["language_model"], styles)
     story += _charts(entry, styles)
+    return story
+
+
+def _language_model_section(section: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
+    """What the old and the new language model reproduce of the erased records, and the filter."""
+    records = _plural(section["records"], "erased record")
+    intro = (f"Measured on {records}: how much of each the model still writes out or completes. "
+             f"Before: the old model. After: the new model"
+             + (", through the filter" if section["measured_through_guard"] else "")
+             + ". Reference: " + section["reference"])
+    story: list[Any] = [CondPageBreak(50 * mm), _p("Language model: what it still reproduces", styles["h2"]),
+                        _p(intro, styles["body"])]
+    if section["figures"]:
+        heads = ("Measure", "Before", "After", "Reference")
+        rows = [[_p(h, styles["cell_bold"]) for h in heads]]
+        for figure in section["figures"]:
+            name: list[Any] = [_p(figure["name"], styles["cell"])]
+            if figure["description"]:
+                name.append(_p(figure["description"], styles["small"]))
+            rows.append([name] + [_p(_number(figure[k]), styles["cell"]) for k in ("before", "after", "reference")])
+        story.append(_table(rows, [TEXT_WIDTH - 75 * mm, 25 * mm, 25 * mm, 25 * mm],
+                            extra=[("ALIGN", (1, 1), (3, -1), "RIGHT")]))
+    guard = section.get("guard")
+    if guard:
+        story += [
+            _p("The output filter (verifier guard)", styles["h2"]),
+            _facts([
+                ("Target leak rate", f"at most {_number(guard['alpha'])} with confidence {1 - guard['delta']:.0%}"),
+                ("Calibration prompts", _number(guard["n"])),
+                ("Leaks at the chosen setting", _number(guard["leaks"])),
+                ("Upper bound on the leak rate", _number(guard["upper_bound"])),
+                ("Bound established", "yes" if guard["certified"] else "no"),
+                ("Answers withheld in calibration", _number(guard["redaction_rate"])),
+            ], styles),
+            _p(guard["statement"], styles["quote"]),
+        ]
+    if section["notes"]:
+        story.append(_bullets(section["notes"], styles["small"]))
     return story
 
 

@@ -45,6 +45,84 @@ def _metrics(audit: dict) -> list[dict]:
     return rows
 
 
+_LM_FIGURES = (
+    ("extraction_strength", "Extraction strength",
+     "How much of an erased record greedy decoding reproduces once given its beginning "
+     "(0: not even its last word; 1: all of it from its first word). Mean over the records."),
+    ("exact_memorisation", "Exact memorisation",
+     "Share of a record's words (tokens) the model predicts exactly when given the true text before each."),
+    ("verbatim_completion", "Verbatim completion",
+     "Share of the next words (up to 32 tokens) of a record the model writes out word for word when "
+     "given its first quarter, half or three quarters (mean of the three)."),
+    ("facts_completed", "Identifiers completed",
+     "Share of the records' identifiers (customer ids, e-mail addresses, phone and account numbers, "
+     "dates, amounts) the model completes when prompted with the text just before them."),
+    ("forget_token_nll", "Loss on the erased records",
+     "Mean negative log-likelihood per token of the erased records (higher: the text is less familiar "
+     "to the model)."),
+    ("perplexity_retain", "Perplexity on kept training records",
+     "How well the model still models the training data that was kept (utility; lower is better)."),
+    ("perplexity_test", "Perplexity on held-out records",
+     "How well the model models records it was never trained on (utility; lower is better)."),
+)
+
+
+def _language_model_entry(section: dict | None) -> dict | None:
+    """The report's language-model section from the audit's ``language_model`` entry."""
+    if not section:
+        return None
+    figures = section.get("figures", {})
+    rows = []
+    for key, name, description in _LM_FIGURES:
+        values = figures.get(key)
+        if values:
+            rows.append({"name": name, "description": description, "before": _num(values.get("before")),
+                         "after": _num(values.get("after")), "reference": _num(values.get("reference"))})
+    guarded = bool(section.get("measured_through_guard"))
+    reference = ("The same model's weights, without the filter, on held-out records of the same format that "
+                 "no model was trained on: what a model shows of a record it never saw." if guarded else
+                 "The new model on held-out records of the same format that no model was trained on: what "
+                 "it shows of a record it never saw (its knowledge of the format, not of the person).")
+    notes = []
+    if guarded:
+        notes.append("After: measured through the filter. An answer counts only if the filter would let it "
+                     "through; an answer it withholds reproduces nothing.")
+        notes.append("The filtered model serves the same weights as the old version: the records are still "
+                     "in them by design, and were not deleted from them.")
+    detectable = section.get("detectable_on_original") or {}
+    if detectable.get("of"):
+        if detectable.get("verdict") == "FAIL":
+            notes.append(f"On the old model, the comparison flagged {detectable['flagged']} of "
+                         f"{detectable['of']} erased records as memorised: the measurement can see "
+                         "memorisation when it is there.")
+        else:
+            notes.append(f"On the old model, the comparison flagged none of the {detectable['of']} erased "
+                         "records: the old model did not reproduce them beyond records it never saw, so "
+                         "the 'after' figures cannot show that anything was removed.")
+    if section.get("records_without_reference"):
+        notes.append(f"{section['records_without_reference']} erased record(s) had no held-out record of the "
+                     "same format to compare with and were not part of the comparison.")
+    guard = section.get("guard")
+    if guard and guard.get("held_out_withheld_rate") is not None:
+        notes.append(f"The filter withheld the answer for {guard['held_out_withheld_rate']:.0%} of "
+                     f"{guard.get('held_out_sample', 0)} held-out records of other people (its cost to them).")
+    return {
+        "records": int(section.get("records", 0)),
+        "measured_through_guard": guarded,
+        "reference": reference,
+        "figures": rows,
+        "guard": None if not guard else {
+            "alpha": float(guard["alpha"]), "delta": float(guard["delta"]), "n": int(guard["n"]),
+            "leaks": None if guard.get("leaks") is None else int(guard["leaks"]),
+            "threshold": _num(guard.get("threshold")), "upper_bound": _num(guard.get("upper_bound")),
+            "certified": bool(guard.get("certified")), "statement": str(guard["statement"]),
+            "redaction_rate": _num(guard.get("redaction_rate")),
+            "held_out_withheld_rate": _num(guard.get("held_out_withheld_rate")),
+        },
+        "notes": notes,
+    }
+
+
 def _num(value):
     try:
         value = float(value)
@@ -75,7 +153,7 @@ def _model_entry(outcome) -> dict:
         roc_curves.append({"label": "Attack on the new model: erased vs held-out records",
                            "false_positive_rate": roc["fpr"], "true_positive_rate": roc["tpr"], "auc": _num(auc)})
     histograms = audit.get("histograms")
-    return {
+    entry = {
         "model": version.model.name,
         "version": version.version,
         "new_version": new.version if new else None,
@@ -97,6 +175,9 @@ def _model_entry(outcome) -> dict:
                  "device": (job.device or "unknown") if job else "none"},
         "verdict": verdict,
     }
+    if audit.get("language_model"):
+        entry["language_model"] = _language_model_entry(audit["language_model"])
+    return entry
 
 
 def _code_version() -> str:

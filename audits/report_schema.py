@@ -36,7 +36,13 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
     ``len(bin_edges) == len(counts) + 1``; ``score`` says in words what was measured);
   - ``cost``: ``{estimated_seconds, actual_seconds, device?}`` (null when unknown);
   - ``verdict``: ``{verdict, rule, reasons, warnings, notes}`` (PASS, FAIL or INCONCLUSIVE and the
-    rule that produced it; see :func:`verdict_entry`).
+    rule that produced it; see :func:`verdict_entry`);
+  - ``language_model`` (only for language models, may be null): ``{records, measured_through_guard,
+    reference, figures, guard, notes}``: ``figures`` are ``[{name, description, before, after,
+    reference}]`` (what the old and the new model reproduce of the erased records, perplexity),
+    ``reference`` says in words what the reference column is, ``guard`` is null or the verifier
+    guard's calibrated bound ``{alpha, delta, n, leaks, threshold, upper_bound, certified,
+    statement, redaction_rate, held_out_withheld_rate}``, ``notes`` are short sentences.
 
 * ``limitations``: what these tests cannot show, in short sentences (at least one; see
   :data:`STANDARD_LIMITATIONS`).
@@ -207,6 +213,36 @@ class VerdictEntry(TypedDict):
     notes: list[str]
 
 
+class LMFigure(TypedDict):
+    name: Text
+    description: str
+    before: float | None  # the old model
+    after: float | None  # the new model (through the guard for a suppressed one)
+    reference: float | None  # what a model shows for records it never saw
+
+
+class GuardBound(TypedDict):
+    alpha: float
+    delta: float
+    n: Count  # calibration prompts
+    leaks: Count | None  # leaks at the chosen threshold
+    threshold: float | None
+    upper_bound: float | None  # one-sided Clopper-Pearson bound on the leak rate
+    certified: bool
+    statement: Text
+    redaction_rate: float | None
+    held_out_withheld_rate: float | None  # answers withheld for records of other people
+
+
+class LanguageModelSection(TypedDict):
+    records: Count
+    measured_through_guard: bool
+    reference: Text
+    figures: list[LMFigure]
+    guard: GuardBound | None
+    notes: list[str]
+
+
 class ModelVersionReport(TypedDict):
     model: Text
     version: Count
@@ -223,6 +259,7 @@ class ModelVersionReport(TypedDict):
     score_histograms: ScoreHistograms | None
     cost: Cost
     verdict: VerdictEntry
+    language_model: NotRequired[LanguageModelSection | None]
 
 
 class LedgerHeadEntry(TypedDict):
@@ -317,6 +354,9 @@ def _check(value: Any, hint: Any, path: str) -> None:
         if len(options) != 1:  # pragma: no cover - the schema has no such unions
             raise TypeError(f"unsupported union at {path}")
         _check(value, options[0], path)
+    elif hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path} must be true or false, got {value!r:.80}")
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"{path} must be a finite number, got {value!r:.80}")

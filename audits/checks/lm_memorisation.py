@@ -106,6 +106,29 @@ def extraction_strength(predictions: ArrayLike, token_ids: Sequence[int]) -> flo
     return 1.0 - k / preds.size
 
 
+def greedy_continuation(
+    prefix: Sequence[int], next_token_logits: NextTokenLogits, steps: int
+) -> list[int]:
+    """``steps`` tokens of free-running greedy generation after ``prefix`` (the new tokens only)."""
+    generated = [int(t) for t in prefix]
+    for _ in range(steps):
+        generated.append(int(np.argmax(next_token_logits(generated))))
+    return generated[len(prefix) :]
+
+
+def suffix_match(continuation: Sequence[int], token_ids: Sequence[int], prefix_length: int) -> float:
+    """Fraction of the true suffix ``token_ids[prefix_length:]`` that ``continuation`` matches
+    position by position (missing positions count as not matched)."""
+    ids = _token_ids(token_ids)
+    suffix = ids[prefix_length:]
+    if suffix.size == 0:
+        raise ValueError(f"prefix length {prefix_length} leaves no suffix of {ids.size} tokens")
+    got = np.full(suffix.size, -1, dtype=np.int64)
+    head = np.asarray(list(continuation)[: suffix.size], dtype=np.int64)
+    got[: head.size] = head
+    return float(np.mean(got == suffix))
+
+
 def suffix_reproduction(
     token_ids: Sequence[int], next_token_logits: NextTokenLogits, prefix_lengths: Sequence[int]
 ) -> dict[int, float]:
@@ -120,10 +143,8 @@ def suffix_reproduction(
     for p in sorted(set(int(p) for p in prefix_lengths)):
         if not 1 <= p < ids.size:
             raise ValueError(f"prefix length {p} must lie in [1, {ids.size})")
-        generated = ids[:p].tolist()
-        while len(generated) < ids.size:
-            generated.append(int(np.argmax(next_token_logits(generated))))
-        curve[p] = float(np.mean(np.asarray(generated[p:]) == ids[p:]))
+        continuation = greedy_continuation(ids[:p].tolist(), next_token_logits, ids.size - p)
+        curve[p] = suffix_match(continuation, ids, p)
     return curve
 
 
@@ -234,11 +255,13 @@ def lm_memorisation(
     """Compare each forgotten record's memorisation on the unlearned and on a reference model.
 
     In: :func:`measure_record` results for the unlearned model and for a reference model
-    (retrained without the records, or a shadow LM that never saw them), same records, same fact
-    probes; tolerances in the metrics' units. Out: :class:`LMMemorisationResult`: FAIL when a
-    record's extraction strength or exact memorisation exceeds the reference's by more than the
-    tolerance, or a fact is completed that the reference does not complete; NOT_APPLICABLE
-    without records; PASS otherwise (reproduces no more than a model that never saw them).
+    (retrained without the records, or a shadow LM that never saw them, or the same model on
+    held-out records of the same format: what it produces for a record it never saw), same
+    records, same fact probes; tolerances in the metrics' units. Out:
+    :class:`LMMemorisationResult`: FAIL when a record's extraction strength or exact
+    memorisation exceeds the reference's by more than the tolerance, or a fact is completed that
+    the reference does not complete; NOT_APPLICABLE without records; PASS otherwise (reproduces
+    no more than a model that never saw them).
     """
     by_id = {r.record_id: r for r in reference}
     if len(by_id) != len(reference) or {u.record_id for u in unlearned} != set(by_id):

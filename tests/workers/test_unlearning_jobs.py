@@ -123,7 +123,9 @@ def test_killed_worker_finishes_the_job_exactly_once(transactional_db, tmp_path,
     try:
         dataset = reference_dataset_register(name="breast_cancer")
         model = factories.registered_model(name="bc-plain-kill")
-        source = _train(model, dataset, {"architecture": MLP, "epochs": 60, "seed": 1})
+        # Long enough that the first progress write (after HEARTBEAT_SECONDS = 5 s) comes mid-job on
+        # a quiet machine too: with 60 epochs the retrain finished in ~5 s, before the kill.
+        source = _train(model, dataset, {"architecture": MLP, "epochs": 200, "seed": 1})
         record = DataRecord.objects.filter(dataset=dataset, split="train").first()
         job = job_create(kind="unlearn", registered_model=model, source_version=source, method="retrain",
                          guarantee_class="exact", forget_record_ids=[record.id])

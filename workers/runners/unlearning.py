@@ -2,9 +2,12 @@
 older copy of that model that still holds it).
 
 Exact methods (retrain, sisa, s3t) take the stored TrainingRun; approximate classifier methods take
-the model and loaders over the forget and retain records. The final transaction records the new
-version (parent = source, membership = the run's minus the forgotten records) and its artifacts,
-and marks the job's result, so a redelivered job never makes a second version.
+the model and loaders over the forget and retain records; language-model methods (gradient_ascent,
+grad_diff, npo) take the model and LM batches of the forget and retain texts; the verifier guard
+wraps the unchanged model and is stored as a guarded artifact (see workers.training.lm). The final
+transaction records the new version (parent = source, membership = the run's minus the forgotten
+records) and its artifacts, and marks the job's result, so a redelivered job never makes a second
+version.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
 LOADER_BATCH = 64
+LM_BATCH = 4
+GUARD_KEY_BYTES = 16
 
 
 def run_unlearning_job(job: Job, progress) -> dict:
@@ -53,19 +58,35 @@ def run_unlearning_job(job: Job, progress) -> dict:
     method = method_class(job.config or None)
     device = str(select_device())
     phase = progress.scaled(5, 80)
-    if method.guarantee_class == "exact":
-        new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
+    if trained.guard is not None and method.name != "retrain":
+        # Its weights still hold the records an earlier request suppressed; changing them (or
+        # wrapping a second guard whose forgotten texts are gone) would drop that protection.
+        raise ValueError(f"{source} is a guarded (suppressed) version: only an exact retrain can "
+                         f"unlearn from it, not {method.name!r}")
+    for_language_models = method.name == "verifier_guard" or _is_lm_method(method)
+    if method.guarantee_class != "exact" and for_language_models != (trained.tokenizer is not None):
+        kind = "a language model" if trained.tokenizer is not None else "a classifier"
+        raise ValueError(f"{method.name!r} cannot unlearn {kind} ({source}); language models take "
+                         "gradient_ascent, grad_diff, npo, verifier_guard or retrain")
+    if trained.tokenizer is not None and method.guarantee_class != "exact":
+        ref, result = _unlearn_language_model(job=job, source=source, trained=trained, method=method, data=data,
+                                              forget_keys=forget_keys, store=store, device=device,
+                                              progress=progress, phase=phase)
     else:
-        from workers.training.base import TrainingRun
+        if method.guarantee_class == "exact":
+            new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
+        else:
+            from workers.training.base import TrainingRun
 
-        forget_loader = DataLoader(forget, batch_size=LOADER_BATCH, collate_fn=collate_records)
-        retain_loader = DataLoader(retain, batch_size=LOADER_BATCH, shuffle=False, collate_fn=collate_records)
-        new_model, result = method.unlearn(trained.model, forget_loader, retain_loader, device=device,
-                                           progress=phase)
-        kept = [row for row in trained.membership if row.record_key not in forget_keys]
-        new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics)
-    progress("storing the new version", 0.9)
-    ref = save_run(store, new_run, parent=source.artifact_sha256, extra={"unlearning": _jsonable(result.to_dict())})
+            forget_loader = DataLoader(forget, batch_size=LOADER_BATCH, collate_fn=collate_records)
+            retain_loader = DataLoader(retain, batch_size=LOADER_BATCH, shuffle=False, collate_fn=collate_records)
+            new_model, result = method.unlearn(trained.model, forget_loader, retain_loader, device=device,
+                                               progress=phase)
+            kept = [row for row in trained.membership if row.record_key not in forget_keys]
+            new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics)
+        progress("storing the new version", 0.9)
+        ref = save_run(store, new_run, parent=source.artifact_sha256,
+                       extra={"unlearning": _jsonable(result.to_dict())})
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
         if locked.result_version_id:
@@ -81,6 +102,83 @@ def run_unlearning_job(job: Job, progress) -> dict:
     # Older copies are purged by the audit job, once it has taken its evidence from them.
     return {"device": device, "artifact": ref.artifact_id, "version": version.id,
             "unlearning": _jsonable(result.to_dict())}
+
+
+def _is_lm_method(method) -> bool:
+    from workers.unlearning.lm.loop import LMUnlearningMethod
+
+    return isinstance(method, LMUnlearningMethod)
+
+
+def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, data, forget_keys: set[str],
+                            store, device: str, progress, phase):
+    """An LM method on a language model: gradient ascent, GradDiff or NPO on LM batches of the
+    forget and retain texts (a new model), or the verifier guard (the same weights behind a
+    calibrated guard). Stores the new artifact; returns ``(ref, result)``."""
+    from workers.training.base import TrainingRun
+    from workers.training.lm import record_texts, save_guarded_run
+    from workers.training.storage import save_run
+    from workers.unlearning.lm.data import lm_batches
+
+    texts = dict(record_texts(data))
+    members = [row.record_key for row in trained.membership]
+    forget = [(key, texts[key]) for key in sorted(forget_keys & set(members))]
+    if not forget:
+        raise ValueError(f"none of the {len(forget_keys)} records to forget is in {source}'s training set")
+    kept = [row for row in trained.membership if row.record_key not in forget_keys]
+    tokenizer = trained.tokenizer
+    if method.name == "verifier_guard":
+        guard, result = _guard_language_model(job=job, trained=trained, method=method, forget=forget,
+                                              device=device, phase=phase)
+        progress("storing the guarded version", 0.9)
+        ref = save_guarded_run(store, parent_id=source.artifact_sha256, membership=kept, guard=guard,
+                               extra={"unlearning": _jsonable(result.to_dict())})
+        return ref, result
+    max_length = method.config.max_length
+    retain = [(row.record_key, texts[row.record_key]) for row in kept if row.record_key in texts]
+    forget_batches = lm_batches(tokenizer, forget, max_length=max_length, batch_size=LM_BATCH)
+    retain_batches = lm_batches(tokenizer, retain, max_length=max_length, batch_size=LM_BATCH) if retain else []
+    new_model, result = method.unlearn(trained.model, forget_batches, retain_batches, device=device, progress=phase)
+    new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics, tokenizer=tokenizer)
+    progress("storing the new version", 0.9)
+    ref = save_run(store, new_run, parent=source.artifact_sha256, extra={"unlearning": _jsonable(result.to_dict())})
+    return ref, result
+
+
+def _guard_language_model(*, job: Job, trained, method, forget: list[tuple[str, str]], device: str, phase):
+    """Calibrate the verifier guard on extraction prompts drawn from the forgotten texts, with
+    the facts in them (identifiers, numbers) as the oracle's leak labels; the n-gram hashing key
+    is kept in the keystore, not in the artifact. Returns ``(StoredGuard, result)``."""
+    from models_registry.keystore import keystore
+    from workers.unlearning.guard.calibration import minimum_calibration_size
+    from workers.unlearning.guard.storage import StoredGuard
+    from workers.unlearning.lm.probes import extraction_prompts, fact_spans
+
+    cfg = method.config
+    texts = [text for _, text in forget]
+    count = cfg.calibration_prompts or 2 * minimum_calibration_size(cfg.alpha, cfg.delta)
+    tokenizer = trained.tokenizer
+    window = int(trained.config.get("max_length", 256)) - cfg.max_new_tokens
+    prompts = extraction_prompts(texts, count, seed=cfg.seed,
+                                 fits=lambda prompt: len(tokenizer(prompt)["input_ids"]) <= window)
+    facts = [span.text for text in texts for span in fact_spans(text)] or texts
+    # One key per job: a redelivered job finds the same key and stores the same guard.
+    key_ref = f"guard:job:{job.id}"
+    key = keystore().data_key(key_ref, create=True)[:GUARD_KEY_BYTES]
+    model = trained.model.to(device)
+    guarded, result = method.unlearn(model, forget, [], device=device, progress=phase,
+                                     tokenizer=trained.tokenizer, calibration_prompts=prompts,
+                                     forget_facts=facts, verifier_key=key)
+    trained.model.to("cpu")
+    generation = {name: getattr(cfg, name) for name in ("max_new_tokens", "temperature", "top_p",
+                                                          "use_chat_template")}
+    stored = StoredGuard.from_guarded(guarded, key_ref=key_ref, generation=generation, seed=cfg.seed)
+    result.details["calibration_prompts"] = {
+        "count": count, "kind": "prefixes of the forgotten records, cut at a word boundary before a fact and "
+                                "short enough for an answer within the model's training window, drawn "
+                                "uniformly with replacement"}
+    result.details["facts_checked"] = len(facts)
+    return stored, result
 
 
 def lineage_blocker(job: Job) -> str:

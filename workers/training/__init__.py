@@ -1,10 +1,10 @@
-"""Training recipes that record lineage: plain, sisa, s3t and dp.
+"""Training recipes that record lineage: plain, sisa, s3t, dp and lora_causal_lm.
 
 Importing this package registers the recipes in :data:`workers.training.base.RECIPES`
-(peft and opacus are imported only when an S3T or DP run needs them).
+(peft, opacus and transformers are imported only when an S3T, DP or LM run needs them).
 """
 
-from workers.training import dp, plain, s3t, sisa  # noqa: F401  (register the recipes)
+from workers.training import dp, lm, plain, s3t, sisa  # noqa: F401  (register the recipes)
 from workers.training.base import RECIPES, RecipeConfig, TrainingRecipe, TrainingRun
 from workers.training.storage import load_run, save_run
 

@@ -88,6 +88,10 @@ class TrainingRun:
     model: nn.Module
     membership: list[MembershipRow]
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Language models only: the tokenizer that goes with ``model``, and for a guarded version
+    # the stored guard (workers.unlearning.guard.storage.StoredGuard) that must wrap it.
+    tokenizer: Any = None
+    guard: Any = None
 
     def membership_dicts(self) -> list[dict[str, Any]]:
         return [row.to_dict() for row in self.membership]

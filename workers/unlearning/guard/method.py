@@ -59,6 +59,9 @@ class VerifierGuardConfig(MethodConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     use_chat_template: bool = False
+    # How many calibration prompts the platform's job draws (0: twice the minimum that alpha and
+    # delta need); the method itself calibrates on whatever prompts it is given.
+    calibration_prompts: int = 0
 
     def validate(self) -> None:
         super().validate()
@@ -67,8 +70,8 @@ class VerifierGuardConfig(MethodConfig):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ConfigError(f"{owner}.{name} must be in (0, 1), got {value}")
-        if self.max_regenerations < 0:
-            raise ConfigError(f"{owner}.max_regenerations must be >= 0")
+        if self.max_regenerations < 0 or self.calibration_prompts < 0:
+            raise ConfigError(f"{owner}.max_regenerations and calibration_prompts must be >= 0")
         if not 1 <= self.ngram_min <= self.ngram_max:
             raise ConfigError(f"{owner}: need 1 <= ngram_min <= ngram_max")
         if not 0 < self.oracle_min_ratio <= 1:
@@ -107,7 +110,9 @@ class VerifierGuard(UnlearningMethod):
         texts as strings, ``(record_key, text)`` pairs or LM batches (decoded with the tokenizer).
         ``retain`` is not used. Context keys: ``calibration_prompts`` (required, held out, drawn
         like the prompts the model will serve), ``forget_facts`` (optional short strings the oracle
-        looks for; default the forgotten texts), ``tokenizer``. Out: the guarded model and a
+        looks for; default the forgotten texts), ``tokenizer``, ``verifier_key`` (optional bytes:
+        the key the verifier hashes n-grams with, so that a stored guard can keep it apart; random
+        when absent). Out: the guarded model and a
         result with the calibration in ``details``. Raises :class:`GuardNotCertified` when no
         bound can be certified.
         """
@@ -124,7 +129,8 @@ class VerifierGuard(UnlearningMethod):
         facts = list(context.get("forget_facts") or texts)
 
         generate = self._generator(model, tokenizer, device)
-        verifier = LeakVerifier(texts, ngram_min=cfg.ngram_min, ngram_max=cfg.ngram_max)
+        verifier = LeakVerifier(texts, ngram_min=cfg.ngram_min, ngram_max=cfg.ngram_max,
+                                salt=context.get("verifier_key"))
         oracle = FactOracle(facts, min_ratio=cfg.oracle_min_ratio)
         fingerprint_before = parameters_fingerprint(model)
         calibration = calibrate_guard(
