@@ -64,7 +64,20 @@ def version_purge(*, version: ModelVersion) -> list[dict]:
     purged = _purge_rows(artifact_store(), list(StoredArtifact.objects.filter(model_version=version,
                                                                               status=ArtifactStatus.PRESENT)))
     ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
+    _guard_key_destroy(version)
     return purged
+
+
+def _guard_key_destroy(version: ModelVersion) -> None:
+    """A guarded version's hashing key (keystore ``guard:job:<id>``, see the unlearning runner)
+    goes with it: with the key, the stored n-gram hashes of the forgotten texts could be tested
+    against guesses."""
+    from models_registry.keystore import keystore
+    from workers.models import Job
+
+    job = Job.objects.filter(result_version=version, method="verifier_guard").first()
+    if job is not None:
+        keystore().destroy(f"guard:job:{job.id}")
 
 
 def models_q_same_model(source: ModelVersion):

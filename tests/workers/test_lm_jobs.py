@@ -193,6 +193,14 @@ def test_guard_job_stores_a_guard_beside_unchanged_weights_and_no_forgotten_text
     served = loaded.guard.guarded_model(loaded.model, loaded.tokenizer, secret).respond(text[:30], base_seed=1)
     assert served.attempts >= 1 and all(score < 1.01 for score in served.scores)
     assert served.redacted == all(score >= loaded.guard.threshold for score in served.scores)
+    # Purging the guarded version destroys its key with it.
+    from workers.purge import version_purge
+
+    version_purge(version=new)
+    from models_registry.keystore import KeyDestroyed
+
+    with pytest.raises(KeyDestroyed):
+        keystore().data_key(meta["key_ref"])
 
 
 def _request_for(api_client_for, dataset, key: str) -> tuple[str, dict]:
