@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
@@ -25,15 +25,19 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def ledger_append(*, event_type: str, actor: str, **data: Any) -> tuple[int, bytes]:
-    """Append one event in the current transaction (one SQL statement); returns (seq, hash)."""
-    payload = canonical_json(
-        {"type": event_type, "actor": actor, "at": datetime.now(UTC).isoformat(), "data": data}
-    )
+class LedgerEntry(NamedTuple):
+    seq: int
+    hash: bytes
+    event: dict[str, Any]  # what was hashed: {"type", "actor", "at", "data"}
+
+
+def ledger_append(*, event_type: str, actor: str, **data: Any) -> LedgerEntry:
+    """Append one event in the current transaction (one SQL statement)."""
+    event = {"type": event_type, "actor": actor, "at": datetime.now(UTC).isoformat(), "data": data}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT seq, hash FROM ledger_append(%s, %s)", [payload, data.get("request")])
+        cursor.execute("SELECT seq, hash FROM ledger_append(%s, %s)", [canonical_json(event), data.get("request")])
         seq, digest = cursor.fetchone()
-    return seq, bytes(digest)
+    return LedgerEntry(seq, bytes(digest), event)
 
 
 def ledger_head() -> tuple[int, bytes]:

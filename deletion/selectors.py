@@ -19,12 +19,13 @@ from deletion.models import DeletionRequest, LedgerEvent, ModelOutcome, RequestS
 def request_timeline(*, request: DeletionRequest) -> list[dict]:
     """The request's ledger events, oldest first (the ledger is the timeline's source of truth)."""
     events = LedgerEvent.objects.filter(request_ref=request.public_id).order_by("seq")
-    timeline = []
-    for event in events:
-        body = json.loads(event.payload)
-        timeline.append({"seq": event.seq, "at": body["at"], "event": body["type"], "actor": body["actor"],
-                         "data": {k: v for k, v in body["data"].items() if k != "request"}})
-    return timeline
+    return [timeline_entry(seq=event.seq, event=json.loads(event.payload)) for event in events]
+
+
+def timeline_entry(*, seq: int, event: dict) -> dict:
+    """One ledger event as the API's timeline shows it (the request's own id left out)."""
+    return {"seq": seq, "at": event["at"], "event": event["type"], "actor": event["actor"],
+            "data": {k: v for k, v in event["data"].items() if k != "request"}}
 
 
 # ---------------------------------------------------------------- the DPO workspace (admin)

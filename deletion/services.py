@@ -30,6 +30,7 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
+from deletion.selectors import timeline_entry
 from deletion_platform.errors import Conflict, NotFound, ValidationFailed
 from models_registry import selectors
 from models_registry.models import DataRecord, Dataset, ModelVersion, VersionStatus
@@ -107,15 +108,14 @@ def _resolve_record_keys(record_keys: list[dict[str, str]]) -> list[int]:
 def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: str = "") -> tuple[DeletionRequest, bool]:
     """Take in a request. Returns (request, created). The same Idempotency-Key with the same body
     returns the original; with another body it is a Conflict. Raw identifiers are pseudonymised
-    here and dropped."""
+    here and dropped.
+
+    A new key is the common case, so the insert comes first and the unique (client, key)
+    constraint finds repeats; a repeat costs one failed insert and one read."""
     from models_registry.services import subjects_find
 
     fingerprint = _body_fingerprint(body)
     created_by = client if isinstance(client, ApiToken) else None
-    if idempotency_key:
-        existing = DeletionRequest.objects.filter(created_by=created_by, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _same_body_or_conflict(existing, fingerprint), False
     if body["legal_ground"] not in GROUNDS_BY_JURISDICTION[body["jurisdiction"]]:
         raise ValidationFailed(
             f"legal_ground {body['legal_ground']} does not apply under {body['jurisdiction']}; "
@@ -136,15 +136,20 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
             )
             if subjects[1:]:
                 request.linked_subjects.add(*subjects[1:])
-            ledger_append(event_type="request.received", actor=_actor(client), request=str(request.public_id),
-                          jurisdiction=request.jurisdiction, legal_ground=request.legal_ground,
-                          channel=request.channel, subject=request.subject.reference if request.subject else None,
-                          linked_subjects=[x.reference for x in subjects[1:]],
-                          due_at=request.due_at.isoformat())
+            received = ledger_append(
+                event_type="request.received", actor=_actor(client), request=str(request.public_id),
+                jurisdiction=request.jurisdiction, legal_ground=request.legal_ground, channel=request.channel,
+                subject=request.subject.reference if request.subject else None,
+                linked_subjects=[x.reference for x in subjects[1:]], due_at=request.due_at.isoformat())
     except IntegrityError:
-        # Another submission with the same key won the race: answer as for a repeat.
-        existing = DeletionRequest.objects.get(created_by=created_by, idempotency_key=idempotency_key)
+        existing = DeletionRequest.objects.filter(created_by=created_by, idempotency_key=idempotency_key).first()
+        if not idempotency_key or existing is None:
+            raise
         return _same_body_or_conflict(existing, fingerprint), False
+    # What a reader of the new request would find, known without reading it back: no outcomes yet,
+    # and one ledger event.
+    request._prefetched_objects_cache = {"outcomes": ModelOutcome.objects.none()}
+    request.known_timeline = [timeline_entry(seq=received.seq, event=received.event)]
     return request, True
 
 

@@ -78,6 +78,27 @@ def test_idempotency_same_body_200_other_body_409(api_client_for, trained):
     assert DeletionRequest.objects.count() == 1
 
 
+def test_the_201_body_is_what_a_read_returns(api_client_for, trained, django_assert_max_num_queries):
+    """The create answer is built without reading the request back: it must not differ from a read."""
+    client = api_client_for("intake")
+    # token, subject lookup, BEGIN, INSERT, ledger append, COMMIT (the token's last_used_at is
+    # written at most once a minute; this client is new, so it is written here too)
+    with django_assert_max_num_queries(7):
+        created = _create(client)
+    assert created.status_code == 201
+    read = client.get(f"/api/v1/deletion-requests/{created.json()['id']}/")
+    assert created.json() == read.json()
+    assert [e["event"] for e in read.json()["timeline"]] == ["request.received"]
+
+
+def test_a_repeat_after_the_first_failed_validation_is_a_new_request(api_client_for, trained):
+    client = api_client_for("intake")
+    refused = _create(client, {**BODY, "legal_ground": "ccpa_1798_105"}, key="k9")
+    assert refused.status_code == 400 and "legal_ground" in refused.json()["error"]["fields"]
+    assert DeletionRequest.objects.count() == 0
+    assert _create(client, key="k9").status_code == 201
+
+
 def test_intake_sees_only_its_own_requests(api_client_for, trained):
     alice, bob = api_client_for("intake", "alice"), api_client_for("intake", "bob")
     request_id = _create(alice).json()["id"]
