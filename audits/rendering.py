@@ -303,13 +303,17 @@ def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
     verdicts = [entry["verdict"]["verdict"] for entry in entries]
     passed = verdicts.count("PASS")
     worst = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
+    retried = [_model_name(e) for e in entries if e.get("earlier_attempts")]
+    retried_sentence = (f" For {'; '.join(retried)} an earlier attempt did not pass its audit; it was "
+                        "escalated and its result destroyed (see that model's section).") if retried else ""
     if worst == "PASS":
         return worst, (f"All {_plural(len(entries), 'affected model version')} passed their checks. "
-                       "What each result promises, and what it does not, is set out per model below.")
+                       "What each result promises, and what it does not, is set out per model below."
+                       + retried_sentence)
     failed = [_model_name(e) for e in entries if e["verdict"]["verdict"] != "PASS"]
     return worst, (f"{passed} of {_plural(len(entries), 'affected model version')} passed. Erasure is "
                    f"NOT confirmed for: {'; '.join(failed)}. It is confirmed only where the result "
-                   "is PASS.")
+                   "is PASS." + retried_sentence)
 
 
 def _deadline_sentence(timeline: dict[str, Any]) -> str:
@@ -496,6 +500,42 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
     if entry.get("language_model"):
         story += _language_model_section(entry["language_model"], styles)
     story += _charts(entry, styles)
+    for number, attempt in enumerate(entry.get("earlier_attempts") or [], start=1):
+        story += _attempt_section(attempt, number, len(entry["earlier_attempts"]), styles)
+    return story
+
+
+def _attempt_section(attempt: dict[str, Any], number: int, total: int, styles: dict[str, Any]) -> list[Any]:
+    """An earlier attempt whose audit failed: what was tried, what the audit found, who escalated
+    it and what of it was destroyed. The result above is the one that counts."""
+    verdict = attempt["verdict"]
+    made = (f"version {attempt['new_version']}" if attempt["new_version"] is not None
+            else "no new version")
+    title = "Earlier attempt" + (f" {number} of {total}" if total > 1 else "")
+    story: list[Any] = [
+        CondPageBreak(60 * mm),
+        _p(f"{title}: {verdict['verdict']}, escalated", styles["h2"]),
+        _p("Before the result above, this model was unlearned by another method. Its audit did not "
+           "pass, so the attempt was escalated to the method above and its result was destroyed; "
+           "it was never confirmed for serving.", styles["body"]),
+        _facts([
+            ("Method", f"{attempt['method']} ({attempt['guarantee']})"),
+            ("It made", made),
+            ("Its fingerprint", _p(attempt["new_artifact_sha256"], styles["mono"])
+             if attempt["new_artifact_sha256"] else "none"),
+            ("Audit result", verdict["verdict"]),
+            ("Escalated", f"{_when(attempt['escalated_at'])} by {attempt['escalated_by']}"),
+            ("Files destroyed", _plural(len(attempt["purged_artifacts"]), "file")
+             + (" (fingerprints in section 2)" if attempt["purged_artifacts"] else "")),
+        ], styles),
+        _p("The rule applied to it:", styles["small"]),
+        _p(verdict["rule"], styles["quote"]),
+    ]
+    if verdict["reasons"]:
+        story += [_p("What decided it:", styles["body"]), _bullets(verdict["reasons"], styles["body"])]
+    if attempt["metrics"]:
+        story += [_metrics_table(attempt["metrics"], styles),
+                  _p("Before: the old model. After: the attempt's model, since destroyed.", styles["small"])]
     return story
 
 

@@ -140,11 +140,7 @@ def _model_entry(outcome) -> dict:
         verdict = {"verdict": "INCONCLUSIVE", "rule": _NOT_UNLEARNED[outcome.status].format(reason=outcome.hold_reason),
                    "reasons": ["the data were not removed from this model"], "warnings": [], "notes": []}
     else:
-        verdict = {"verdict": str(verdict_data.get("verdict", "INCONCLUSIVE")),
-                   "rule": str(verdict_data.get("rule") or "no audit result was recorded"),
-                   "reasons": [str(r) for r in verdict_data.get("reasons", [])],
-                   "warnings": [str(w) for w in verdict_data.get("warnings", [])],
-                   "notes": [str(n) for n in verdict_data.get("notes", [])]}
+        verdict = _verdict_entry(verdict_data)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -177,7 +173,34 @@ def _model_entry(outcome) -> dict:
     }
     if audit.get("language_model"):
         entry["language_model"] = _language_model_entry(audit["language_model"])
+    if outcome.attempts:
+        entry["earlier_attempts"] = [_attempt_entry(a) for a in outcome.attempts]
     return entry
+
+
+def _verdict_entry(verdict_data: dict) -> dict:
+    return {"verdict": str(verdict_data.get("verdict", "INCONCLUSIVE")),
+            "rule": str(verdict_data.get("rule") or "no audit result was recorded"),
+            "reasons": [str(r) for r in verdict_data.get("reasons", [])],
+            "warnings": [str(w) for w in verdict_data.get("warnings", [])],
+            "notes": [str(n) for n in verdict_data.get("notes", [])]}
+
+
+def _attempt_entry(attempt: dict) -> dict:
+    """An earlier attempt on the version: its audit failed, it was escalated and its result destroyed."""
+    audit = attempt.get("audit") or {}
+    return {
+        "method": str(attempt["method"]),
+        "guarantee": guarantee_entry(attempt["guarantee_class"])["title"],
+        "new_version": attempt.get("new_version"),
+        "new_artifact_sha256": attempt.get("new_artifact_sha256"),
+        "verdict": _verdict_entry(audit.get("verdict") or {"verdict": attempt.get("verdict") or "INCONCLUSIVE"}),
+        "metrics": _metrics(audit),
+        "escalated_at": attempt["escalated_at"],
+        "escalated_by": str(attempt["escalated_by"]),
+        "purged_artifacts": [{"description": str(p["description"]), "sha256": p["sha256"]}
+                             for p in attempt.get("purged_artifacts", [])],
+    }
 
 
 def _code_version() -> str:
@@ -195,6 +218,10 @@ def report_data(*, request: DeletionRequest) -> dict:
     for outcome in outcomes:
         for item in (outcome.audit or {}).get("purged", []):
             purged.append({"description": item.get("label") or item.get("kind", "artifact"), "sha256": item["sha256"]})
+        for attempt in outcome.attempts:
+            purged += [{"description": f"{p['description']} of the failed attempt (version {attempt['new_version']} "
+                                       f"of {outcome.model_version.model.name}, audit {attempt['verdict'] or 'failed'})",
+                        "sha256": p["sha256"]} for p in attempt.get("purged_artifacts", [])]
     for event in timeline:
         if event["event"] == "data.erased":
             purged += [{"description": "dataset file holding the erased records", "sha256": sha}

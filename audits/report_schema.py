@@ -42,7 +42,12 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
     reference}]`` (what the old and the new model reproduce of the erased records, perplexity),
     ``reference`` says in words what the reference column is, ``guard`` is null or the verifier
     guard's calibrated bound ``{alpha, delta, n, leaks, threshold, upper_bound, certified,
-    statement, redaction_rate, held_out_withheld_rate}``, ``notes`` are short sentences.
+    statement, redaction_rate, held_out_withheld_rate}``, ``notes`` are short sentences;
+  - ``earlier_attempts`` (only when there were any): ``[{method, guarantee, new_version,
+    new_artifact_sha256, verdict, metrics, escalated_at, escalated_by, purged_artifacts}]``: an
+    attempt whose audit failed, which was escalated (to an exact retrain) and whose result was
+    destroyed; ``guarantee`` is the class's title, ``verdict`` and ``metrics`` as above,
+    ``purged_artifacts`` as in ``scope``.
 
 * ``limitations``: what these tests cannot show, in short sentences (at least one; see
   :data:`STANDARD_LIMITATIONS`).
@@ -243,6 +248,18 @@ class LanguageModelSection(TypedDict):
     notes: list[str]
 
 
+class EarlierAttempt(TypedDict):
+    method: Text
+    guarantee: Text
+    new_version: Count | None
+    new_artifact_sha256: Sha256 | None
+    verdict: VerdictEntry
+    metrics: list[Metric]
+    escalated_at: Timestamp
+    escalated_by: Text
+    purged_artifacts: list[PurgedArtifact]
+
+
 class ModelVersionReport(TypedDict):
     model: Text
     version: Count
@@ -260,6 +277,7 @@ class ModelVersionReport(TypedDict):
     cost: Cost
     verdict: VerdictEntry
     language_model: NotRequired[LanguageModelSection | None]
+    earlier_attempts: NotRequired[list[EarlierAttempt]]
 
 
 class LedgerHeadEntry(TypedDict):
@@ -317,6 +335,10 @@ def validate_report(report: dict[str, Any]) -> None:
                                      f"({len(edges) - 1}), got {len(histograms[group])}")
         if (entry["new_version"] is None) != (entry["new_artifact_sha256"] is None):
             raise ValueError(f"{path}: new_version and new_artifact_sha256 must be given together")
+        for number, attempt in enumerate(entry.get("earlier_attempts") or []):
+            if (attempt["new_version"] is None) != (attempt["new_artifact_sha256"] is None):
+                raise ValueError(f"{path}.earlier_attempts[{number}]: new_version and new_artifact_sha256 "
+                                 "must be given together")
     try:
         json.dumps(report, allow_nan=False)
     except (TypeError, ValueError) as exc:  # pragma: no cover - the walk above refuses these first

@@ -69,6 +69,7 @@ class OutcomeOut(serializers.Serializer):
     verdict = serializers.CharField()
     hold_reason = serializers.CharField()
     job = serializers.SerializerMethodField()
+    earlier_attempts = serializers.SerializerMethodField()
 
     def get_job(self, outcome) -> dict | None:
         job = outcome.job
@@ -76,6 +77,11 @@ class OutcomeOut(serializers.Serializer):
             return None
         return {"id": job.id, "status": job.status, "stage": job.progress_stage, "percent": job.progress_percent,
                 "wall_seconds": job.wall_seconds, "device": job.device}
+
+    def get_earlier_attempts(self, outcome) -> list[dict]:
+        """Attempts whose audit failed and which were escalated (their audits are in the report)."""
+        keys = ("method", "guarantee_class", "job_id", "new_version_id", "verdict", "escalated_at", "escalated_by")
+        return [{k: attempt.get(k) for k in keys} for attempt in outcome.attempts]
 
 
 class DeletionRequestOut(serializers.Serializer):

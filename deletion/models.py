@@ -183,6 +183,10 @@ class ModelOutcome(models.Model):
     audit = models.JSONField(default=dict, blank=True)
     audit_job = models.ForeignKey("workers.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     hold_reason = models.TextField(blank=True, default="")
+    # Earlier attempts on this version whose audit failed and which were escalated, oldest first:
+    # [{method, guarantee_class, job_id, new_version_id, new_version, new_artifact_sha256, verdict,
+    #   audit, escalated_at, escalated_by, purged_artifacts}]. The report shows them.
+    attempts = models.JSONField(default=list, blank=True)
     confirmed_by = models.CharField(max_length=200, blank=True, default="")
     confirmed_manually = models.BooleanField(default=False)
     confirmed_at = models.DateTimeField(null=True, blank=True)

@@ -478,6 +478,7 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
                        code="illegal_transition")
     version = outcome.model_version
     failed = outcome.new_version
+    purged: list[dict] = []
     if failed is not None:
         # The failed version may still hold the records: it is destroyed, not kept as a base.
         from workers.purge import version_purge
@@ -485,6 +486,17 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
         purged = version_purge(version=failed)
         ledger_append(event_type="version.purged", actor=_actor(actor), request=str(request.public_id),
                       model_version=failed.id, reason="audit failed", artifacts=[p["sha256"] for p in purged])
+    # The failed attempt stays on the record (and in the report): what was tried, what its audit
+    # found, who escalated it and which files of it were destroyed.
+    outcome.attempts = [*outcome.attempts, {
+        "method": outcome.method, "guarantee_class": outcome.guarantee_class, "job_id": outcome.job_id,
+        "new_version_id": failed.id if failed else None, "new_version": failed.version if failed else None,
+        "new_artifact_sha256": failed.artifact_sha256 if failed else None, "verdict": outcome.verdict,
+        "audit": outcome.audit, "escalated_at": timezone.now().isoformat(), "escalated_by": _actor(actor),
+        "purged_artifacts": [{"description": p.get("label") or p.get("kind", "artifact"), "sha256": p["sha256"]}
+                             for p in purged],
+    }]
+    outcome.audit, outcome.audit_job = {}, None
     outcome.new_version = None
     outcome.method, outcome.guarantee_class = "retrain", "exact"
     outcome.status = OutcomeStatus.EXECUTING

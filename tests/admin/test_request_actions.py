@@ -238,6 +238,8 @@ def test_escalate_after_an_audit_fail(client_for, trained):
         "Escalated to an exact retrain."]
     outcome = request.outcomes.get()
     assert (outcome.method, outcome.guarantee_class, outcome.job.method) == ("retrain", "exact", "retrain")
+    page = alice.get(page_url(request)).content.decode()
+    assert f"audit FAIL, escalated by {outcome.attempts[0]['escalated_by']}" in page
     assert post(alice, request, "escalate", {"model_version_id": trained["version"].id})[0].startswith(
         "escalate: only a failed audit can be escalated")
 

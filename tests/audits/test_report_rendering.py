@@ -114,3 +114,38 @@ def test_invalid_report_is_refused_naming_the_field():
     del report["model_versions"][0]["verdict"]["rule"]
     with pytest.raises(ValueError, match=r"model_versions\[0\]\.verdict\.rule is missing"):
         render_report_pdf(report)
+
+
+def test_an_escalated_attempt_is_shown_with_its_failed_audit(tmp_path):
+    from tests.audits.report_factory import fake_sha256
+
+    report = build_report()
+    exact = report["model_versions"][0]
+    attempt = {
+        "method": "npo", "guarantee": "Approximate unlearning", "new_version": 4,
+        "new_artifact_sha256": fake_sha256("failed attempt v4"),
+        "verdict": {"verdict": "FAIL", "rule": "FAIL when any erased record is still detected",
+                    "reasons": ["5 of 12 erased records still detected by the population attack"],
+                    "warnings": [], "notes": []},
+        "metrics": [{"name": "Test accuracy", "before": 0.91, "after": 0.873, "reference": None}],
+        "escalated_at": "2026-11-30T09:15:00+00:00", "escalated_by": "user:alice",
+        "purged_artifacts": [{"description": "weights", "sha256": fake_sha256("failed attempt v4")}],
+    }
+    exact["earlier_attempts"] = [attempt]
+    pdf = tmp_path / "escalated.pdf"
+    pdf.write_bytes(render_report_pdf(report))
+    text = " ".join(subprocess.run([require_tool("pdftotext"), str(pdf), "-"], check=True, capture_output=True,
+                                   text=True).stdout.split())
+    assert "Earlier attempt: FAIL, escalated" in text
+    assert "npo (Approximate unlearning)" in text and "version 4" in text
+    assert "5 of 12 erased records still detected by the population attack" in text
+    assert "by user:alice" in text and "0.873" in text
+    assert f"For {exact['model']}, version {exact['version']} an earlier attempt did not pass its audit" in text
+
+    attempt["new_version"] = None
+    with pytest.raises(ValueError, match=r"model_versions\[0\]\.earlier_attempts\[0\]: new_version and "
+                                         r"new_artifact_sha256 must be given together"):
+        render_report_pdf(report)
+    attempt["new_version"], attempt["escalated_at"] = 4, "yesterday"
+    with pytest.raises(ValueError, match=r"model_versions\[0\]\.earlier_attempts\[0\]\.escalated_at"):
+        render_report_pdf(report)

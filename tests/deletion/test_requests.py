@@ -323,6 +323,62 @@ def test_escalation_after_a_failed_audit(api_client_for, trained):
     assert "outcome.escalated" in [e["event"] for e in request_timeline(request=request)]
 
 
+FAILED_AUDIT = {"verdict": {"verdict": "FAIL", "rule": "FAIL when the attack still tells the records apart",
+                            "reasons": ["population attack: TPR@1%FPR 0.62 on the erased records"]},
+                "metrics": {"accuracy_test": {"original": 0.97, "unlearned": 0.95}},
+                "checks": [{"check": "population_attack", "verdict": "FAIL", "rule": "TPR@1%FPR <= 0.05"}]}
+
+
+def test_an_escalated_attempt_stays_on_record_and_in_the_report(api_client_for, trained):
+    from audits.report_builder import report_data
+    from audits.report_schema import validate_report
+    from models_registry.services import model_version_create
+
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    first_job = Job.objects.get(kind="unlearn")
+    failed = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                                  parent=trained["version"])
+    _finish_unlearning_and_audit(first_job, failed, verdict="FAIL")
+    ModelOutcome.objects.update(audit=FAILED_AUDIT)
+    request = DeletionRequest.objects.get()
+    dpo_token = api_client_for("dpo", "dpo-alice")
+    response = dpo_token.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
+                              {"model_version_id": trained["version"].id}, format="json")
+    assert response.status_code == 200, response.content
+
+    outcome = ModelOutcome.objects.get()
+    assert outcome.audit == {} and outcome.verdict == "" and outcome.audit_job is None
+    [attempt] = outcome.attempts
+    assert attempt["method"] == first_job.method and attempt["guarantee_class"] == first_job.guarantee_class
+    assert (attempt["new_version"], attempt["new_artifact_sha256"]) == (failed.version, "9" * 64)
+    assert attempt["verdict"] == "FAIL" and attempt["audit"] == FAILED_AUDIT
+    assert attempt["escalated_by"] == "api:dpo-alice(dpo)" and attempt["job_id"] == first_job.id
+    shown_by_api = response.json()["outcomes"][0]["earlier_attempts"]
+    assert shown_by_api == [{k: attempt[k] for k in ("method", "guarantee_class", "job_id", "new_version_id",
+                                                      "verdict", "escalated_at", "escalated_by")}]
+
+    retrain = Job.objects.filter(kind="unlearn").exclude(pk=first_job.pk).get()
+    retrained = model_version_create(model=trained["model"], artifact_sha256="8" * 64, training_run=None,
+                                     parent=trained["version"])
+    _finish_unlearning_and_audit(retrain, retrained, verdict="PASS")
+    ModelOutcome.objects.update(audit={"verdict": {"verdict": "PASS", "rule": "exact retrain"}})
+    report = report_data(request=DeletionRequest.objects.get())
+    report["ledger_head"] = {"seq": 1, "hash": "0" * 64}
+    report["signer"] = {"name": "test", "organisation": "", "certificate_sha256": "0" * 64}
+    validate_report(report)
+    [entry] = report["model_versions"]
+    assert entry["verdict"]["verdict"] == "PASS" and entry["method"] == "retrain"
+    assert entry["new_artifact_sha256"] == "8" * 64
+    [shown] = entry["earlier_attempts"]
+    assert shown["verdict"]["verdict"] == "FAIL" and shown["new_artifact_sha256"] == "9" * 64
+    assert shown["verdict"]["reasons"] == FAILED_AUDIT["verdict"]["reasons"]
+    assert [m["name"] for m in shown["metrics"]][-1] == "population_attack"
+    assert shown["escalated_by"] == "api:dpo-alice(dpo)"
+
+
 def test_requests_for_one_version_within_the_window_share_a_job(api_client_for, trained, settings):
     settings.UNLEARNING_BATCH_WINDOW_SECONDS = 60
     dpo = api_client_for("dpo")
