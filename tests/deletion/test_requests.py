@@ -343,7 +343,6 @@ def test_an_escalated_attempt_stays_on_record_and_in_the_report(api_client_for, 
                                   parent=trained["version"])
     _finish_unlearning_and_audit(first_job, failed, verdict="FAIL")
     ModelOutcome.objects.update(audit=FAILED_AUDIT)
-    request = DeletionRequest.objects.get()
     dpo_token = api_client_for("dpo", "dpo-alice")
     response = dpo_token.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
                               {"model_version_id": trained["version"].id}, format="json")
