@@ -397,6 +397,7 @@ def on_job_finished(*, job_id: int) -> None:
     job = Job.objects.get(pk=job_id)
     if job.kind == "unlearn":
         for outcome in ModelOutcome.objects.select_for_update().filter(job=job).select_related("request"):
+            not_met = (job.result or {}).get("guarantee_not_met")
             if job.status == "succeeded":
                 outcome.new_version = job.result_version
                 outcome.status = OutcomeStatus.AUDITING
@@ -404,11 +405,20 @@ def on_job_finished(*, job_id: int) -> None:
                                                source_version=outcome.model_version,
                                                deletion_request=outcome.request,
                                                config={"outcome_id": outcome.id})
+            elif not_met:
+                # The method ran but could not establish its guarantee: a failed audit with no new
+                # version, for the DPO to escalate (exact retrain) or withdraw the model.
+                outcome.status, outcome.verdict = OutcomeStatus.AUDIT_FAILED, "FAIL"
+                outcome.audit = {"verdict": {
+                    "verdict": "FAIL", "reasons": [not_met["reason"]],
+                    "rule": f"FAIL when the method ({not_met['method']}) cannot establish its guarantee; "
+                            "no new version was made"}, "guarantee_not_met": not_met}
             else:
                 outcome.status = OutcomeStatus.FAILED
-            outcome.save(update_fields=["new_version", "status", "audit_job"])
+            outcome.save(update_fields=["new_version", "status", "audit_job", "verdict", "audit"])
             ledger_append(event_type="job.finished", actor="worker", request=str(outcome.request.public_id),
-                          job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id)
+                          job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id,
+                          **({"guarantee_not_met": not_met["reason"]} if not_met else {}))
             _advance(outcome.request)
     elif job.kind == "audit":
         for outcome in ModelOutcome.objects.select_for_update().filter(audit_job=job).select_related("request"):

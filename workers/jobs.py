@@ -169,6 +169,17 @@ class TransientJobError(Exception):
     """A failure worth retrying (a lost connection, a full disk being cleaned); others are permanent."""
 
 
+class GuaranteeNotMet(Exception):
+    """The method ran but could not establish its guarantee (a guard whose calibration cannot
+    certify the bound), so no new version was made. Not a crash: the request treats it as a
+    failed audit, which the DPO escalates (exact retrain) or answers by withdrawing the model."""
+
+    def __init__(self, reason: str, *, details: dict | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details or {}
+
+
 class JobDeferred(Exception):
     """The job cannot start yet (it must build on a result that is not ready): it goes back to
     pending, says why in its progress stage, and is sent again after ``countdown`` seconds."""
@@ -211,6 +222,11 @@ def job_execute(*, job_id: int) -> str:
     except JobDeferred as deferred:
         _defer(job_id, deferred)
         return "deferred"
+    except GuaranteeNotMet as exc:
+        job_finish(job_id=job_id, status=JobStatus.FAILED, started=started, error=f"guarantee not met: {exc.reason}",
+                   result={"guarantee_not_met": {"method": job.method, "reason": exc.reason, "details": exc.details}})
+        _after_job(job_id)
+        return JobStatus.FAILED
     except TransientJobError:
         # Let Celery retry: the job goes back to pending so the retry can claim it.
         Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(status=JobStatus.PENDING, claimed_by="")

@@ -299,3 +299,38 @@ def test_deletion_request_on_two_lm_models_unlearns_guards_audits_and_reports(te
     assert "The output filter (verifier guard)" in text and "Extraction strength" in text
     # The report carries figures, never the erased text.
     assert _texts(texts_dataset)[member.record.external_key][:40] not in json.dumps(data)
+
+
+def test_a_guard_that_cannot_be_certified_is_a_failed_audit_the_dpo_can_escalate(texts_dataset, api_client_for):
+    from deletion.models import DeletionRequest
+    from models_registry.keystore import KeyDestroyed, keystore
+
+    # 5 calibration prompts cannot support a leak rate of 1% (0 leaks in 5 bounds it only by 0.37).
+    uncertifiable = {**GUARD, "alpha": 0.01, "calibration_prompts": 5}
+    model = _lm_model("support-lm-thin-guard", {"approximate_method": "verifier_guard",
+                                                 "method_config": uncertifiable})
+    version = _train(model, texts_dataset)
+    member = (TrainingMembership.objects.filter(run=version.training_run).exclude(record__subject=None)
+              .order_by("record__external_key").first())
+    request_id, _ = _request_for(api_client_for, texts_dataset, member.record.external_key)
+    outcome = ModelOutcome.objects.get(request__public_id=request_id)
+    assert job_execute(job_id=outcome.job_id) == "failed"
+
+    job = Job.objects.get(pk=outcome.job_id)
+    assert job.result_version is None and job.error.startswith("guarantee not met: the verifier guard could not")
+    assert job.result["guarantee_not_met"]["details"]["calibration"]["certified"] is False
+    with pytest.raises(KeyDestroyed):
+        keystore().data_key(f"guard:job:{job.id}")
+    outcome.refresh_from_db()
+    request = DeletionRequest.objects.get(public_id=request_id)
+    # Not a crashed request: a failed audit waiting for the DPO.
+    assert (outcome.status, outcome.verdict, request.status) == ("audit_failed", "FAIL", "AUDITING")
+    assert "could not certify a leak rate of at most 0.01" in outcome.audit["verdict"]["reasons"][0]
+    dpo = api_client_for("dpo")
+    escalated = dpo.post(f"/api/v1/deletion-requests/{request_id}/escalate/", {"model_version_id": version.id},
+                         format="json")
+    assert escalated.status_code == 200, escalated.content
+    outcome.refresh_from_db()
+    assert (outcome.method, outcome.guarantee_class, outcome.job.method) == ("retrain", "exact", "retrain")
+    [attempt] = outcome.attempts
+    assert attempt["method"] == "verifier_guard" and attempt["new_version"] is None and attempt["verdict"] == "FAIL"

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from models_registry import services as registry
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
-from workers.jobs import JobDeferred
+from workers.jobs import GuaranteeNotMet, JobDeferred
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
@@ -165,11 +165,19 @@ def _guard_language_model(*, job: Job, trained, method, forget: list[tuple[str, 
     # One key per job: a redelivered job finds the same key and stores the same guard.
     key_ref = f"guard:job:{job.id}"
     key = keystore().data_key(key_ref, create=True)[:GUARD_KEY_BYTES]
+    from workers.unlearning.guard.method import GuardNotCertified
+
     model = trained.model.to(device)
-    guarded, result = method.unlearn(model, forget, [], device=device, progress=phase,
-                                     tokenizer=trained.tokenizer, calibration_prompts=prompts,
-                                     forget_facts=facts, verifier_key=key)
-    trained.model.to("cpu")
+    try:
+        guarded, result = method.unlearn(model, forget, [], device=device, progress=phase,
+                                         tokenizer=trained.tokenizer, calibration_prompts=prompts,
+                                         forget_facts=facts, verifier_key=key)
+    except GuardNotCertified as exc:
+        keystore().destroy(key_ref)  # nothing is stored under it
+        raise GuaranteeNotMet(f"the verifier guard could not certify a leak rate of at most {cfg.alpha}: {exc}",
+                              details={"calibration": exc.calibration.to_dict(), "prompts": count}) from exc
+    finally:
+        trained.model.to("cpu")
     generation = {name: getattr(cfg, name) for name in ("max_new_tokens", "temperature", "top_p",
                                                           "use_chat_template")}
     stored = StoredGuard.from_guarded(guarded, key_ref=key_ref, generation=generation, seed=cfg.seed)
