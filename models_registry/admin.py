@@ -150,8 +150,10 @@ class RegisteredModelForm(forms.ModelForm):
         from models_registry.services import unlearning_policy_validate
 
         policy = self.cleaned_data["unlearning_policy"]
+        # task is read-only once a model exists; on the add form it is cleaned before the policy.
+        task = self.instance.task if self.instance.pk else self.cleaned_data.get("task")
         try:
-            return unlearning_policy_validate(policy=policy if policy is not None else {})
+            return unlearning_policy_validate(policy=policy if policy is not None else {}, task=task or None)
         except DomainError as error:
             raise forms.ValidationError(error.message) from error
 

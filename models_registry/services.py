@@ -108,7 +108,7 @@ def registered_model_create(
 ) -> RegisteredModel:
     if RegisteredModel.objects.filter(name=name).exists():
         raise Conflict(f"model {name!r} already exists", code="model_exists", field="name")
-    policy = unlearning_policy_validate(policy=unlearning_policy or {})
+    policy = unlearning_policy_validate(policy=unlearning_policy or {}, task=task)
     model = RegisteredModel(
         name=name, task=task, training_recipe=training_recipe, architecture=architecture or {},
         unlearning_policy=policy,
@@ -127,9 +127,12 @@ POLICY_FIELDS = {
 }
 
 
-def unlearning_policy_validate(*, policy: dict[str, Any]) -> dict[str, Any]:
-    """Check an unlearning policy's shape (method names are checked by the planner, which knows
-    the registry). Returns the policy; raises ValidationFailed naming the field."""
+def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = None) -> dict[str, Any]:
+    """Check an unlearning policy: its fields, their types, and that ``approximate_method`` is a
+    method that exists and unlearns models of ``task`` (when given). Returns the policy; raises
+    ValidationFailed naming the field."""
+    from workers.unlearning.catalogue import approximate_method_problem
+
     if not isinstance(policy, dict):
         raise ValidationFailed("unlearning_policy must be an object", field="unlearning_policy")
     for key, value in policy.items():
@@ -145,6 +148,11 @@ def unlearning_policy_validate(*, policy: dict[str, Any]) -> dict[str, Any]:
             )
         if expected is int and value < 0:
             raise ValidationFailed(f"unlearning_policy.{key} must be >= 0", field=f"unlearning_policy.{key}")
+    if "approximate_method" in policy:
+        problem = approximate_method_problem(policy["approximate_method"], task)
+        if problem:
+            raise ValidationFailed(f"unlearning_policy.approximate_method: {problem}",
+                                   field="unlearning_policy.approximate_method")
     return policy
 
 

@@ -106,3 +106,8 @@ def test_ml_engineer_saves_a_policy_through_the_admin(client_for, lineage):
     assert model.unlearning_policy == {"approximate_method": "finetune", "exact_after": 3}
     bad = client_for("charlie").post(url, {**form, "unlearning_policy": '{"exact_after": -1}'})
     assert bad.status_code == 200 and "unlearning_policy.exact_after must be &gt;= 0" in bad.content.decode()
+    wrong_kind = client_for("charlie").post(url, {**form, "unlearning_policy": '{"approximate_method": "npo"}'})
+    assert wrong_kind.status_code == 200
+    assert "&#x27;npo&#x27; unlearns language modeling models, not classification" in wrong_kind.content.decode()
+    model.refresh_from_db()
+    assert model.unlearning_policy == {"approximate_method": "finetune", "exact_after": 3}
