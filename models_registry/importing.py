@@ -35,6 +35,7 @@ from models_registry.pseudonyms import (
     current_key_version,
     identifier_digests_all_versions,
 )
+from workers.strict_json import fields_once
 
 MAX_ERRORS = 20
 MAX_COLUMNS = 16
@@ -151,7 +152,7 @@ def iter_rows(source: IO, fmt: str, *, allowed: set[str] | tuple[str, ...], requ
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw, object_pairs_hook=_fields_once, parse_constant=_no_constant)
+                row = json.loads(raw, object_pairs_hook=fields_once, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
                 raise ImportRejected([LineError(line, f"not valid JSON: {exc.msg}")]) from None
             except RecursionError:
@@ -181,16 +182,6 @@ def iter_rows(source: IO, fmt: str, *, allowed: set[str] | tuple[str, ...], requ
 
     else:
         raise ValidationFailed(f"unknown import format {fmt!r}; use csv or jsonl", field="format")
-
-
-def _fields_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose fields are each given once (parsers disagree on which repeat wins)."""
-    row: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in row:
-            raise ValueError(f"field {key[:100]!r} given twice")
-        row[key] = value
-    return row
 
 
 def _no_constant(name: str) -> Any:

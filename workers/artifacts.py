@@ -44,6 +44,8 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
+from workers.strict_json import fields_once
+
 # The safetensors library itself refuses headers above 100 MB; a header of a real checkpoint is
 # a few hundred bytes per tensor, so 100 MB is far beyond anything legitimate.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -126,7 +128,7 @@ def check_safetensors_bytes(data: bytes, *, source: str = "file") -> dict[str, T
         )
     try:
         header = json.loads(
-            data[8 : 8 + header_len].decode("utf-8"), object_pairs_hook=_no_duplicate_keys
+            data[8 : 8 + header_len].decode("utf-8"), object_pairs_hook=fields_once
         )
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise UnsafeArtifactError(f"{source}: header is not valid JSON ({exc})") from None
@@ -169,15 +171,6 @@ def _refuse_known_foreign_formats(data: bytes, source: str) -> None:
         raise UnsafeArtifactError(
             f"{source}: this is a zip archive (torch.save checkpoint?); only safetensors is loaded"
         )
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
 
 
 def _check_entry(source: str, name: str, entry: Any, buffer_len: int) -> TensorInfo:
