@@ -71,7 +71,8 @@ def run_unlearning_job(job: Job, progress) -> dict:
     if trained.tokenizer is not None and method.guarantee_class != "exact":
         ref, result = _unlearn_language_model(job=job, source=source, trained=trained, method=method, data=data,
                                               forget_keys=forget_keys, store=store, device=device,
-                                              progress=progress, phase=phase)
+                                              progress=progress, phase=phase,
+                                              held_out_dir=dataset.storage_location)
     else:
         if method.guarantee_class == "exact":
             new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
@@ -111,7 +112,7 @@ def _is_lm_method(method) -> bool:
 
 
 def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, data, forget_keys: set[str],
-                            store, device: str, progress, phase):
+                            store, device: str, progress, phase, held_out_dir: str):
     """An LM method on a language model: gradient ascent, GradDiff or NPO on LM batches of the
     forget and retain texts (a new model), or the verifier guard (the same weights behind a
     calibrated guard). Stores the new artifact; returns ``(ref, result)``."""
@@ -138,11 +139,32 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, 
     retain = [(row.record_key, texts[row.record_key]) for row in kept if row.record_key in texts]
     forget_batches = lm_batches(tokenizer, forget, max_length=max_length, batch_size=LM_BATCH)
     retain_batches = lm_batches(tokenizer, retain, max_length=max_length, batch_size=LM_BATCH) if retain else []
-    new_model, result = method.unlearn(trained.model, forget_batches, retain_batches, device=device, progress=phase)
+    held_out = _held_out_texts(held_out_dir, exclude=set(members), seed=method.config.seed)
+    new_model, result = method.unlearn(trained.model, forget_batches, retain_batches, device=device, progress=phase,
+                                       held_out=lm_batches(tokenizer, held_out, max_length=max_length,
+                                                           batch_size=LM_BATCH) if held_out else [])
     new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics, tokenizer=tokenizer)
     progress("storing the new version", 0.9)
     ref = save_run(store, new_run, parent=source.artifact_sha256, extra={"unlearning": _jsonable(result.to_dict())})
     return ref, result
+
+
+HELD_OUT_FOR_STOP = 32
+
+
+def _held_out_texts(directory: str, *, exclude: set[str], seed: int) -> list[tuple[str, str]]:
+    """Up to HELD_OUT_FOR_STOP texts of the dataset's held-out split that the model never saw:
+    their NLL is where a model retrained without the forgotten texts would put them, so LM
+    methods stop there (see LMUnlearningConfig.stop_at_held_out). None without a held-out split."""
+    import random
+
+    from workers.datasets.reference import dataset_info, load_reference_split
+    from workers.training.lm import record_texts
+
+    if "test" not in dataset_info(directory)["splits"]:
+        return []
+    texts = sorted((k, t) for k, t in record_texts(load_reference_split(directory, "test")) if k not in exclude)
+    return random.Random(seed).sample(texts, min(HELD_OUT_FOR_STOP, len(texts)))
 
 
 def _guard_language_model(*, job: Job, trained, method, forget: list[tuple[str, str]], device: str, phase):

@@ -48,6 +48,9 @@ class LMUnlearningConfig(MethodConfig):
     # NLL on texts it never saw, which is where a retrained model would be): pushing past it only
     # damages the model (gradient ascent has nothing else to stop it). None: run every epoch.
     stop_at_forget_nll: float | None = None
+    # With no stop_at_forget_nll, and held-out texts given (context "held_out": LM batches of
+    # records the model never saw), the target is the original model's NLL on those texts.
+    stop_at_held_out: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -104,7 +107,8 @@ class LMUnlearningMethod(UnlearningMethod):
         progress: ProgressCallback = no_progress,
         **context: Any,
     ) -> tuple[Any, UnlearningResult]:
-        """Unlearn the forget batches from a causal LM; reads no ``context`` keys.
+        """Unlearn the forget batches from a causal LM; reads ``context["held_out"]`` (optional LM
+        batches of texts the model never saw: their NLL is the stop target, see the config).
 
         In: a transformers causal LM (not changed), LM batches to forget and to retain (the retain
         set must be re-iterable if the method uses it, e.g. a list or a DataLoader). Out: a new
@@ -128,10 +132,16 @@ class LMUnlearningMethod(UnlearningMethod):
             probe = [self._prepare(b, device) for b in retain_stream.peek(len(forget_batches))]
             retain_nll_before = average_token_nll(work, probe, device)
 
+        target, target_source = cfg.stop_at_forget_nll, "configured"
+        held_out = list(context.get("held_out") or [])
+        if target is None and cfg.stop_at_held_out and held_out:
+            target = average_token_nll(work, [self._prepare(b, device) for b in held_out], device)
+            target_source = "held_out"
+
         def reached_target(step: int) -> bool:
-            if cfg.stop_at_forget_nll is None or (step + 1) % len(forget_batches):
+            if target is None or (step + 1) % len(forget_batches):
                 return False
-            return average_token_nll(peft_model, forget_batches, device) >= cfg.stop_at_forget_nll
+            return average_token_nll(peft_model, forget_batches, device) >= target
 
         def step_loss(step: int) -> torch.Tensor:
             forget_batch = forget_batches[step % len(forget_batches)]
@@ -169,6 +179,9 @@ class LMUnlearningMethod(UnlearningMethod):
             "loss_first": losses[0],
             "loss_last": losses[-1],
             "stopped_early": len(losses) < cfg.epochs * len(forget_batches),
+            "stop_target_nll": target,
+            "stop_target_source": target_source if target is not None else None,
+            "held_out_records": len({k for b in held_out for k in b["record_keys"]}) if target_source == "held_out" else 0,
             "lora_target_modules": targets,
             "weights_changed_via": "lora_merged",
         }

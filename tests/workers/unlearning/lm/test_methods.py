@@ -34,7 +34,7 @@ METHOD_CASES = [
     # forget loss to the unseen level costs the retain loss about as much (measured here: +1.8 to
     # +2.2 nats, the old fixed 1.5-nat bound held on one CPU and not on another). Its stated bound
     # is relative (None): retain rises no more than forget does. It stops once the forget texts
-    # are as unlikely as unseen ones (target set from the held-out loss in the fixture below).
+    # are as unlikely as unseen ones (target: the held-out texts' loss, given as the job gives them).
     MethodCase("gradient_ascent", {"lr": 1e-4, "epochs": 100}, None, "GradientAscentConfig"),
     MethodCase(
         "grad_diff", {"lr": 1e-3, "epochs": 20, "retain_weight": 2.0}, 0.5, "GradDiffConfig"
@@ -48,9 +48,9 @@ METHOD_CASES = [
 MIN_GAP_CLOSED = 0.5
 
 
-def _run(case: MethodCase, model, forget, retain, **overrides):
+def _run(case: MethodCase, model, forget, retain, context: dict | None = None, **overrides):
     method = METHODS.get(case.name)({**case.config, **overrides})
-    return method.unlearn(model, forget, retain)
+    return method.unlearn(model, forget, retain, **(context or {}))
 
 
 def _same_weights(a, b) -> bool:
@@ -59,13 +59,16 @@ def _same_weights(a, b) -> bool:
 
 
 @pytest.fixture(scope="module", params=METHOD_CASES, ids=str)
-def run(request, memorised_model, forget_batches, retain_batches, baseline):
+def run(request, memorised_model, forget_batches, retain_batches, heldout_batches):
     case = request.param
     before = {k: v.clone() for k, v in memorised_model.state_dict().items()}
-    if case.name == "gradient_ascent":
-        case = dataclasses.replace(case, config={**case.config, "stop_at_forget_nll": baseline["heldout"]})
-    model, result = _run(case, memorised_model, forget_batches, retain_batches)
+    model, result = _run(case, memorised_model, forget_batches, retain_batches, _context(case, heldout_batches))
     return case, model, result, before
+
+
+def _context(case: MethodCase, heldout_batches) -> dict | None:
+    """Gradient ascent gets held-out texts, as the unlearning job passes them: their NLL is its stop target."""
+    return {"held_out": heldout_batches} if case.name == "gradient_ascent" else None
 
 
 def test_forget_loss_rises_toward_unseen_and_retain_stays_bounded(
@@ -101,6 +104,22 @@ def test_result_describes_the_run(run, baseline, forget_batches):
     assert details["lora_target_modules"] == ["c_attn", "c_fc", "c_proj"]
     if case.name != "gradient_ascent":
         assert details["retain_token_nll_before"] == pytest.approx(baseline["retain"], rel=1e-5)
+        assert details["stop_target_nll"] is None and details["stop_target_source"] is None
+    else:
+        assert details["stop_target_source"] == "held_out" and details["held_out_records"] > 0
+        assert details["stop_target_nll"] == pytest.approx(baseline["heldout"], rel=1e-5)
+        assert details["stopped_early"]
+
+
+def test_a_configured_target_wins_over_held_out_texts(memorised_model, forget_batches, heldout_batches, baseline):
+    case = METHOD_CASES[0]
+    target = baseline["forget"] + 0.5 * (baseline["heldout"] - baseline["forget"])
+    _, result = _run(case, memorised_model, forget_batches, [], {"held_out": heldout_batches},
+                     stop_at_forget_nll=target, epochs=30)
+    assert result.details["stop_target_source"] == "configured" and result.details["stop_target_nll"] == target
+    _, unguided = _run(case, memorised_model, forget_batches, [], {"held_out": heldout_batches},
+                       stop_at_held_out=False, epochs=2)
+    assert unguided.details["stop_target_nll"] is None and not unguided.details["stopped_early"]
 
 
 def test_returns_a_plain_model_that_saves_as_safetensors(run, memorised_model, tmp_path):
@@ -118,12 +137,13 @@ def test_returns_a_plain_model_that_saves_as_safetensors(run, memorised_model, t
 
 
 def test_same_seed_same_weights_other_seed_other_weights(
-    run, memorised_model, forget_batches, retain_batches
+    run, memorised_model, forget_batches, retain_batches, heldout_batches
 ):
     case, model, _, _ = run
-    again, _ = _run(case, memorised_model, forget_batches, retain_batches)
+    context = _context(case, heldout_batches)
+    again, _ = _run(case, memorised_model, forget_batches, retain_batches, context)
     assert _same_weights(model, again)
-    other, _ = _run(case, memorised_model, forget_batches, retain_batches, seed=1)
+    other, _ = _run(case, memorised_model, forget_batches, retain_batches, context, seed=1)
     assert not _same_weights(model, other)
 
 
