@@ -195,7 +195,7 @@ def _pg_accepts(services: EmbeddedServices) -> bool:
 def start_postgres(services: EmbeddedServices) -> None:
     pgdata, log_file = _pg_paths(services)
     if postgres_running(services):
-        _create_database(_postgres_bindir(), services, _postgres_user())  # roles of a newer version
+        _create_database(services)  # roles of a newer version
         return
     bindir = _postgres_bindir()
     user = _postgres_user()
@@ -227,27 +227,29 @@ def start_postgres(services: EmbeddedServices) -> None:
     if result.returncode != 0:
         tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
         raise EmbeddedServiceError(f"PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
-    _create_database(bindir, services, user)
+    _create_database(services)
 
 
-def _create_database(bindir: Path, services: EmbeddedServices, user) -> None:
-    psql = [str(bindir / "psql"), "-h", str(services.socket_dir), "-U", SUPERUSER, "-d", "postgres", "-tAc"]
-    exists = _run_as(user, psql + [f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"])
-    if exists.returncode != 0:
-        raise EmbeddedServiceError(f"cannot query PostgreSQL: {exists.stderr.strip()}")
-    if exists.stdout.strip() != "1":
-        created = _run_as(user, psql + [f'CREATE DATABASE "{DATABASE_NAME}"'])
-        if created.returncode != 0:
-            raise EmbeddedServiceError(f"cannot create database: {created.stderr.strip()}")
-    roles = _run_as(user, psql + [
-        "DO $$ BEGIN "
-        f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_GROUP_ROLE}') THEN "
-        f"CREATE ROLE {APP_GROUP_ROLE} NOLOGIN; END IF; "
-        f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_LOGIN_ROLE}') THEN "
-        f"CREATE ROLE {APP_LOGIN_ROLE} LOGIN IN ROLE {APP_GROUP_ROLE}; END IF; END $$"
-    ])
-    if roles.returncode != 0:
-        raise EmbeddedServiceError(f"cannot create the application's roles: {roles.stderr.strip()}")
+def _create_database(services: EmbeddedServices) -> None:
+    """The platform's database and the application's roles, if missing (an older data directory
+    may lack the roles). One connection with psycopg: this runs on every start, and two psql
+    processes as another user cost about 0.3 s."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(host=str(services.socket_dir), user=SUPERUSER, dbname="postgres",
+                             autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+            conn.execute(
+                "DO $$ BEGIN "
+                f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_GROUP_ROLE}') THEN "
+                f"CREATE ROLE {APP_GROUP_ROLE} NOLOGIN; END IF; "
+                f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_LOGIN_ROLE}') THEN "
+                f"CREATE ROLE {APP_LOGIN_ROLE} LOGIN IN ROLE {APP_GROUP_ROLE}; END IF; END $$")
+    except psycopg.Error as exc:
+        raise EmbeddedServiceError(f"cannot prepare the platform's database and roles: {exc}") from exc
 
 
 def stop_postgres(services: EmbeddedServices, mode: str = "fast") -> None:
