@@ -536,17 +536,21 @@ def _attempt_section(attempt: dict[str, Any], number: int, total: int, styles: d
     if attempt["metrics"]:
         story += [_metrics_table(attempt["metrics"], styles),
                   _p("Before: the old model. After: the attempt's model, since destroyed.", styles["small"])]
+    if attempt.get("language_model"):
+        story += _language_model_section(attempt["language_model"], styles,
+                                         title="The attempt's model: what it still reproduced")
     return story
 
 
-def _language_model_section(section: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
+def _language_model_section(section: dict[str, Any], styles: dict[str, Any], *,
+                            title: str = "Language model: what it still reproduces") -> list[Any]:
     """What the old and the new language model reproduce of the erased records, and the filter."""
     records = _plural(section["records"], "erased record")
     intro = (f"Measured on {records}: how much of each the model still writes out or completes. "
              f"Before: the old model. After: the new model"
              + (", through the filter" if section["measured_through_guard"] else "")
              + ". Reference: " + section["reference"])
-    story: list[Any] = [CondPageBreak(50 * mm), _p("Language model: what it still reproduces", styles["h2"]),
+    story: list[Any] = [CondPageBreak(50 * mm), _p(title, styles["h2"]),
                         _p(intro, styles["body"])]
     if section["figures"]:
         heads = ("Measure", "Before", "After", "Reference")

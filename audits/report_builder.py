@@ -189,7 +189,7 @@ def _verdict_entry(verdict_data: dict) -> dict:
 def _attempt_entry(attempt: dict) -> dict:
     """An earlier attempt on the version: its audit failed, it was escalated and its result destroyed."""
     audit = attempt.get("audit") or {}
-    return {
+    entry = {
         "method": str(attempt["method"]),
         "guarantee": guarantee_entry(attempt["guarantee_class"])["title"],
         "new_version": attempt.get("new_version"),
@@ -201,6 +201,9 @@ def _attempt_entry(attempt: dict) -> dict:
         "purged_artifacts": [{"description": str(p["description"]), "sha256": p["sha256"]}
                              for p in attempt.get("purged_artifacts", [])],
     }
+    if audit.get("language_model"):
+        entry["language_model"] = _language_model_entry(audit["language_model"])
+    return entry
 
 
 def _code_version() -> str:

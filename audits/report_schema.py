@@ -46,8 +46,8 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
   - ``earlier_attempts`` (only when there were any): ``[{method, guarantee, new_version,
     new_artifact_sha256, verdict, metrics, escalated_at, escalated_by, purged_artifacts}]``: an
     attempt whose audit failed, which was escalated (to an exact retrain) and whose result was
-    destroyed; ``guarantee`` is the class's title, ``verdict`` and ``metrics`` as above,
-    ``purged_artifacts`` as in ``scope``.
+    destroyed; ``guarantee`` is the class's title, ``verdict``, ``metrics`` and
+    ``language_model`` as above, ``purged_artifacts`` as in ``scope``.
 
 * ``limitations``: what these tests cannot show, in short sentences (at least one; see
   :data:`STANDARD_LIMITATIONS`).
@@ -258,6 +258,7 @@ class EarlierAttempt(TypedDict):
     escalated_at: Timestamp
     escalated_by: Text
     purged_artifacts: list[PurgedArtifact]
+    language_model: NotRequired[LanguageModelSection | None]
 
 
 class ModelVersionReport(TypedDict):

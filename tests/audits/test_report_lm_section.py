@@ -69,3 +69,28 @@ def test_the_pdf_shows_before_after_and_the_guard(report, tmp_path):
     assert "The output filter (verifier guard)" in text and "0.02507" in text and "118" in text
     assert "through the filter" in text
     assert "the records are still in them by design" in text
+
+
+def test_an_escalated_lm_attempt_shows_what_its_model_still_reproduced(tmp_path):
+    from audits.report_builder import _attempt_entry
+
+    report = build_report()
+    failed_audit = {"verdict": {"verdict": "FAIL", "rule": "FAIL when a record is still reproduced",
+                                "reasons": ["lm_memorisation FAIL: exact memorisation 0.9433 vs 0.3402"]},
+                    "language_model": AUDIT_SECTION}
+    attempt = _attempt_entry({"method": "npo", "guarantee_class": "approximate", "new_version": 8,
+                              "new_artifact_sha256": "ab" * 32, "verdict": "FAIL", "audit": failed_audit,
+                              "escalated_at": "2026-12-01T15:24:00+00:00", "escalated_by": "api:dpo-console(dpo)",
+                              "purged_artifacts": []})
+    report["model_versions"][1]["earlier_attempts"] = [attempt]
+    validate_report(report)
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(render_report_pdf(report))
+    text = " ".join(subprocess.run([require_tool("pdftotext"), str(pdf), "-"], check=True, capture_output=True,
+                                   text=True).stdout.split())
+    assert "Earlier attempt: FAIL, escalated" in text
+    assert "The attempt's model: what it still reproduced" in text and "0.9433" in text
+    broken = {**attempt, "language_model": {**attempt["language_model"], "records": -1}}
+    report["model_versions"][1]["earlier_attempts"] = [broken]
+    with pytest.raises(ValueError, match=r"earlier_attempts\[0\]\.language_model\.records"):
+        validate_report(report)
