@@ -23,6 +23,18 @@ def require_tool(name: str) -> str:
     pytest.fail(message)
 
 
+def rendered_text(report: dict, path) -> str:
+    """Render ``report`` to ``path`` (a PDF) and return its text as pdftotext reads it, each run of
+    whitespace one space."""
+    import subprocess
+
+    from audits.rendering import render_report_pdf
+
+    path.write_bytes(render_report_pdf(report))
+    out = subprocess.run([require_tool("pdftotext"), str(path), "-"], check=True, capture_output=True, text=True)
+    return " ".join(out.stdout.split())
+
+
 @pytest.fixture(scope="session")
 def dev_identity(tmp_path_factory):
     """The development identity's files (test root CA + signer), generated once for the session;

@@ -3,14 +3,11 @@ rendered with its before/after figures and the guard's bound."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from audits.rendering import render_report_pdf
 from audits.report_builder import _language_model_entry
 from audits.report_schema import validate_report
-from tests.audits.conftest import require_tool
+from tests.audits.conftest import rendered_text
 from tests.audits.report_factory import build_report
 
 AUDIT_SECTION = {
@@ -59,10 +56,7 @@ def test_the_section_fits_the_schema_and_bad_values_are_named(report):
 
 
 def test_the_pdf_shows_before_after_and_the_guard(report, tmp_path):
-    pdf = tmp_path / "report.pdf"
-    pdf.write_bytes(render_report_pdf(report))
-    text = " ".join(subprocess.run([require_tool("pdftotext"), str(pdf), "-"], check=True, capture_output=True,
-                                   text=True).stdout.split())
+    text = rendered_text(report, tmp_path / "report.pdf")
     assert text.count("Language model: what it still reproduces") == 2
     assert "Extraction strength" in text and "0.8125" in text and "0.0417" in text
     assert "Identifiers completed" in text and "Perplexity on held-out records" in text
@@ -84,10 +78,7 @@ def test_an_escalated_lm_attempt_shows_what_its_model_still_reproduced(tmp_path)
                               "purged_artifacts": []})
     report["model_versions"][1]["earlier_attempts"] = [attempt]
     validate_report(report)
-    pdf = tmp_path / "report.pdf"
-    pdf.write_bytes(render_report_pdf(report))
-    text = " ".join(subprocess.run([require_tool("pdftotext"), str(pdf), "-"], check=True, capture_output=True,
-                                   text=True).stdout.split())
+    text = rendered_text(report, tmp_path / "report.pdf")
     assert "Earlier attempt: FAIL, escalated" in text
     assert "The attempt's model: what it still reproduced" in text and "0.9433" in text
     broken = {**attempt, "language_model": {**attempt["language_model"], "records": -1}}

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from audits.rendering import render_report_pdf
-from tests.audits.conftest import require_tool
+from tests.audits.conftest import rendered_text, require_tool
 from tests.audits.report_factory import build_report
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "_screenshots"
@@ -100,10 +100,7 @@ def test_report_without_models_and_a_late_extended_request(tmp_path):
     report["scope"]["model_versions"] = []
     report["timeline"].update(extended="2025-03-20T10:00:00+00:00", extension_reason="Complex request: 9 datasets",
                               completed="2025-05-06T10:00:00+00:00")
-    pdf = tmp_path / "empty.pdf"
-    pdf.write_bytes(render_report_pdf(report))
-    text = " ".join(subprocess.run([require_tool("pdftotext"), str(pdf), "-"], check=True, capture_output=True,
-                                   text=True).stdout.split())
+    text = rendered_text(report, tmp_path / "empty.pdf")
     assert "No model version was trained on this person's records" in text
     assert "Reason for the extension: Complex request: 9 datasets" in text
     assert "completed 34 days after the legal deadline" in text
@@ -132,10 +129,7 @@ def test_an_escalated_attempt_is_shown_with_its_failed_audit(tmp_path):
         "purged_artifacts": [{"description": "weights", "sha256": fake_sha256("failed attempt v4")}],
     }
     exact["earlier_attempts"] = [attempt]
-    pdf = tmp_path / "escalated.pdf"
-    pdf.write_bytes(render_report_pdf(report))
-    text = " ".join(subprocess.run([require_tool("pdftotext"), str(pdf), "-"], check=True, capture_output=True,
-                                   text=True).stdout.split())
+    text = rendered_text(report, tmp_path / "escalated.pdf")
     assert "Earlier attempt: FAIL, escalated" in text
     assert "npo (Approximate unlearning)" in text and "version 4" in text
     assert "5 of 12 erased records still detected by the population attack" in text

@@ -43,6 +43,21 @@ def _run_report_job(request_id):
     services.request_finalize(request_id=report_job.deletion_request_id)
 
 
+def _approved_then_failed(dpo, trained) -> tuple[str, Job, object]:
+    """A request by ``dpo`` verified and approved, its unlearning job finished with a new version
+    whose audit FAILed. Returns (request id, that job, the failed version)."""
+    from models_registry.services import model_version_create
+
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    job = Job.objects.get(kind="unlearn")
+    failed = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                                  parent=trained["version"])
+    _finish_unlearning_and_audit(job, failed, verdict="FAIL")
+    return request_id, job, failed
+
+
 @pytest.fixture
 def trained(db):
     ds = factories.dataset()
@@ -217,15 +232,7 @@ def test_failed_job_fails_the_request_and_withdrawal_completes_another(api_clien
 
 def test_withdrawal_under_article_18(api_client_for, trained):
     dpo = api_client_for("dpo")
-    request_id = _create(dpo).json()["id"]
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    job = Job.objects.get(kind="unlearn")
-    from models_registry.services import model_version_create
-
-    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                               parent=trained["version"])
-    _finish_unlearning_and_audit(job, new, verdict="FAIL")
+    request_id, _, _ = _approved_then_failed(dpo, trained)
     assert ModelOutcome.objects.get().status == "audit_failed"
     response = dpo.post(f"/api/v1/deletion-requests/{request_id}/withdraw-model/",
                         {"model_version_id": trained["version"].id, "reason": "audit failed"}, format="json")
@@ -301,16 +308,7 @@ def test_identifiers_of_two_registered_subjects_are_linked_in_one_request(api_cl
 
 
 def test_escalation_after_a_failed_audit(api_client_for, trained):
-    from models_registry.services import model_version_create
-
-    dpo = api_client_for("dpo")
-    request_id = _create(dpo).json()["id"]
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    job = Job.objects.get(kind="unlearn")
-    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                               parent=trained["version"])
-    _finish_unlearning_and_audit(job, new, verdict="FAIL")
+    _, job, _ = _approved_then_failed(api_client_for("dpo"), trained)
     request = DeletionRequest.objects.get()
     escalated = services.outcome_escalate(request=request, actor=None, model_version_id=trained["version"].id)
     assert escalated.status == "EXECUTING"
@@ -334,14 +332,7 @@ def test_an_escalated_attempt_stays_on_record_and_in_the_report(api_client_for, 
     from audits.report_schema import validate_report
     from models_registry.services import model_version_create
 
-    dpo = api_client_for("dpo")
-    request_id = _create(dpo).json()["id"]
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    first_job = Job.objects.get(kind="unlearn")
-    failed = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                                  parent=trained["version"])
-    _finish_unlearning_and_audit(first_job, failed, verdict="FAIL")
+    request_id, first_job, failed = _approved_then_failed(api_client_for("dpo"), trained)
     ModelOutcome.objects.update(audit=FAILED_AUDIT)
     dpo_token = api_client_for("dpo", "dpo-alice")
     response = dpo_token.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
