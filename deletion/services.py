@@ -517,10 +517,11 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
     outcome.save()
     ledger_append(event_type="outcome.escalated", actor=_actor(actor), request=str(request.public_id),
                   model_version=model_version_id, method="retrain", job=outcome.job.id)
+    # Back to EXECUTING through the guarded transition (ledger, webhooks). The row is locked first:
+    # another model's escalation or audit may move the request at the same time.
+    request = DeletionRequest.objects.select_for_update().get(pk=request.pk)
     if request.status == S.AUDITING:
-        DeletionRequest.objects.filter(pk=request.pk, status=S.AUDITING).update(status=S.EXECUTING)
-        ledger_append(event_type="request.executing", actor="platform", request=str(request.public_id))
-    request.refresh_from_db()
+        request = _transition(request, (S.AUDITING,), S.EXECUTING, actor="platform", event="request.executing")
     return request
 
 

@@ -321,6 +321,24 @@ def test_escalation_after_a_failed_audit(api_client_for, trained):
     assert "outcome.escalated" in [e["event"] for e in request_timeline(request=request)]
 
 
+def test_an_escalation_moves_the_request_back_to_executing_like_any_transition(api_client_for, trained):
+    from deletion.models import WebhookDelivery
+    from deletion.selectors import request_timeline
+
+    dpo = api_client_for("dpo")
+    assert dpo.post("/api/v1/webhooks/", {"url": "https://hooks.example.org/dpo"}, format="json").status_code == 201
+    request_id, _, _ = _approved_then_failed(dpo, trained)
+    assert DeletionRequest.objects.get().status == "AUDITING"
+    before = WebhookDelivery.objects.count()
+    response = dpo.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
+                        {"model_version_id": trained["version"].id}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "EXECUTING"
+    sent = [d.event for d in WebhookDelivery.objects.order_by("id")[before:]]
+    assert [(e["event"], e["status"]) for e in sent] == [("request.executing", "EXECUTING")]
+    executing = [e for e in request_timeline(request=DeletionRequest.objects.get()) if e["event"] == "request.executing"]
+    assert executing[-1]["data"]["to"] == "EXECUTING"
+
+
 FAILED_AUDIT = {"verdict": {"verdict": "FAIL", "rule": "FAIL when the attack still tells the records apart",
                             "reasons": ["population attack: TPR@1%FPR 0.62 on the erased records"]},
                 "metrics": {"accuracy_test": {"original": 0.97, "unlearned": 0.95}},
