@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import Q
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from redis.exceptions import RedisError
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -22,6 +25,8 @@ from deletion.models import (
 )
 from deletion_platform.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
+
+logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -178,11 +183,17 @@ class IntakeThrottle(ScopedRateThrottle):
         elapsed = (now - current * window) / window
         client = rate_counter_client()
         this_key, previous_key = f"{key}:{current}", f"{key}:{current - 1}"
-        with client.pipeline(transaction=False) as pipe:
-            pipe.incr(this_key)
-            pipe.expire(this_key, int(2 * window) + 1)
-            pipe.get(previous_key)
-            count, _, previous = pipe.execute()
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.incr(this_key)
+                pipe.expire(this_key, int(2 * window) + 1)
+                pipe.get(previous_key)
+                count, _, previous = pipe.execute()
+        except RedisError as exc:
+            # The limit protects the service; an erasure request is a legal right. With the counter
+            # store down the request is let through (the database is the record), not refused.
+            logger.warning("intake rate limit not applied: the counter store is unavailable (%s)", exc)
+            return True
         previous = int(previous or 0)
         if previous * (1 - elapsed) + count <= self.num_requests:
             return True
@@ -210,11 +221,20 @@ def rate_counter_client():
     """A Redis client on the shared cache's server and database (one pool per process)."""
     global _rate_counter_client
     if _rate_counter_client is None:
-        import redis
         from django.conf import settings
 
-        _rate_counter_client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+        _rate_counter_client = counter_client_for(settings.CACHES["default"]["LOCATION"])
     return _rate_counter_client
+
+
+def counter_client_for(url: str):
+    """Short timeouts and one retry: with the store down a create must not wait seconds for
+    retries (it goes ahead without the limit)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
 
 
 class DeletionRequestListApi(APIView):
