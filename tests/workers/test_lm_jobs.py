@@ -137,7 +137,9 @@ def test_gradient_ascent_job_makes_a_version_without_the_records_that_knows_them
     # It aims at the loss of texts the model never saw (32 of the dataset's held-out split) and
     # stops at the end of the first epoch that reaches it; pushing further only damages the model.
     target = details["stop_target_nll"]
-    assert details["stop_target_source"] == "held_out" and details["held_out_records"] == 32
+    assert details["stop_target_source"] == "held_out" and len(details["held_out_record_keys"]) == 32
+    # None of them is a training text (nor a record of the person: see the test below).
+    assert not set(details["held_out_record_keys"]) & {r.record_key for r in original.membership}
     assert target > before
     assert details["stopped_early"] and after >= target, (before, target, after)
 
@@ -341,3 +343,21 @@ def test_a_guard_that_cannot_be_certified_is_a_failed_audit_the_dpo_can_escalate
     assert (outcome.method, outcome.guarantee_class, outcome.job.method) == ("retrain", "exact", "retrain")
     [attempt] = outcome.attempts
     assert attempt["method"] == "verifier_guard" and attempt["new_version"] is None and attempt["verdict"] == "FAIL"
+
+
+def test_the_stop_target_leaves_out_the_forgotten_peoples_held_out_records(texts_dataset, monkeypatch):
+    import workers.runners.unlearning as runner
+
+    # A person with records on both sides of the split (here made so: the reference set keeps each
+    # person on one side): their held-out record is their data too.
+    record = DataRecord.objects.filter(dataset=texts_dataset, split="train").exclude(subject=None).order_by("id").first()
+    other = DataRecord.objects.filter(dataset=texts_dataset, split="test").exclude(subject=None).order_by("id").first()
+    DataRecord.objects.filter(pk=other.pk).update(subject=record.subject)
+    test_keys = set(DataRecord.objects.filter(dataset=texts_dataset, split="test").exclude(subject=None)
+                    .values_list("external_key", flat=True))
+    theirs = runner._keys_of_the_same_people([record])
+    assert {record.external_key, other.external_key} <= theirs
+    monkeypatch.setattr(runner, "HELD_OUT_FOR_STOP", 10_000)  # every held-out text that may be used
+    used = {key for key, _ in runner._held_out_texts(texts_dataset.storage_location, exclude=theirs, seed=0)}
+    assert used and not used & theirs
+    assert test_keys - theirs <= used  # everyone else's held-out records stay in

@@ -72,7 +72,8 @@ def run_unlearning_job(job: Job, progress) -> dict:
         ref, result = _unlearn_language_model(job=job, source=source, trained=trained, method=method, data=data,
                                               forget_keys=forget_keys, store=store, device=device,
                                               progress=progress, phase=phase,
-                                              held_out_dir=dataset.storage_location)
+                                              held_out_dir=dataset.storage_location,
+                                              erased_people_keys=_keys_of_the_same_people(forget_records))
     else:
         if method.guarantee_class == "exact":
             new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
@@ -112,7 +113,7 @@ def _is_lm_method(method) -> bool:
 
 
 def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, data, forget_keys: set[str],
-                            store, device: str, progress, phase, held_out_dir: str):
+                            store, device: str, progress, phase, held_out_dir: str, erased_people_keys: set[str]):
     """An LM method on a language model: gradient ascent, GradDiff or NPO on LM batches of the
     forget and retain texts (a new model), or the verifier guard (the same weights behind a
     calibrated guard). Stores the new artifact; returns ``(ref, result)``."""
@@ -139,7 +140,7 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, 
     retain = [(row.record_key, texts[row.record_key]) for row in kept if row.record_key in texts]
     forget_batches = lm_batches(tokenizer, forget, max_length=max_length, batch_size=LM_BATCH)
     retain_batches = lm_batches(tokenizer, retain, max_length=max_length, batch_size=LM_BATCH) if retain else []
-    held_out = _held_out_texts(held_out_dir, exclude=set(members), seed=method.config.seed)
+    held_out = _held_out_texts(held_out_dir, exclude=set(members) | erased_people_keys, seed=method.config.seed)
     new_model, result = method.unlearn(trained.model, forget_batches, retain_batches, device=device, progress=phase,
                                        held_out=lm_batches(tokenizer, held_out, max_length=max_length,
                                                            batch_size=LM_BATCH) if held_out else [])
@@ -150,6 +151,14 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, 
 
 
 HELD_OUT_FOR_STOP = 32
+
+
+def _keys_of_the_same_people(records: list[DataRecord]) -> set[str]:
+    """Keys of every record of the people whose records are being forgotten (a held-out record of
+    theirs is their data too: it is not used as a reference)."""
+    subjects = {r.subject_id for r in records if r.subject_id is not None}
+    return set(DataRecord.objects.filter(subject_id__in=subjects, dataset_id__in={r.dataset_id for r in records})
+               .values_list("external_key", flat=True))
 
 
 def _held_out_texts(directory: str, *, exclude: set[str], seed: int) -> list[tuple[str, str]]:

@@ -181,7 +181,8 @@ class LMUnlearningMethod(UnlearningMethod):
             "stopped_early": len(losses) < cfg.epochs * len(forget_batches),
             "stop_target_nll": target,
             "stop_target_source": target_source if target is not None else None,
-            "held_out_records": len({k for b in held_out for k in b["record_keys"]}) if target_source == "held_out" else 0,
+            "held_out_record_keys": sorted({k for b in held_out for k in b["record_keys"]})
+            if target_source == "held_out" else [],
             "lora_target_modules": targets,
             "weights_changed_via": "lora_merged",
         }
