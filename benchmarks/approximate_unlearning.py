@@ -45,7 +45,7 @@ from workers.datasets.reference import (  # noqa: E402
     plant_canaries,
 )
 from workers.training import RECIPES  # noqa: E402
-from workers.unlearning.loop import ApproximateMethod  # noqa: E402
+from workers.unlearning.catalogue import CLASSIFICATION, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
 from workers.unlearning.registry import METHODS  # noqa: E402
 
@@ -137,9 +137,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     load_all_methods()
-    methods = [m for m in args.methods.split(",") if m] or [
-        name for name in METHODS.names() if issubclass(METHODS.get(name), ApproximateMethod)
-    ]
+    methods = [m for m in args.methods.split(",") if m] or approximate_methods_for(CLASSIFICATION)
     recipe = RECIPES.get("plain")(
         {
             "architecture": {"name": "small_cnn", "config": {}},

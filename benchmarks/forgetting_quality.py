@@ -40,7 +40,7 @@ from approximate_unlearning import canary_sources, per_record  # noqa: E402
 from audits.checks.forgetting_quality import forgetting_quality  # noqa: E402
 from workers.datasets.reference import load_reference_split, materialise_reference, plant_canaries  # noqa: E402
 from workers.training import RECIPES  # noqa: E402
-from workers.unlearning.loop import ApproximateMethod  # noqa: E402
+from workers.unlearning.catalogue import CLASSIFICATION, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
 from workers.unlearning.registry import METHODS  # noqa: E402
 
@@ -73,9 +73,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     load_all_methods()
-    methods = [m for m in args.methods.split(",") if m] or [
-        name for name in METHODS.names() if issubclass(METHODS.get(name), ApproximateMethod)
-    ]
+    methods = [m for m in args.methods.split(",") if m] or approximate_methods_for(CLASSIFICATION)
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
 
     def recipe(seed: int):

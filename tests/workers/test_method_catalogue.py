@@ -7,7 +7,12 @@ import pytest
 
 from deletion_platform.errors import ValidationFailed
 from models_registry.services import registered_model_create
-from workers.unlearning.catalogue import APPROXIMATE_METHODS, EXACT_METHODS, LANGUAGE_MODELING
+from workers.unlearning.catalogue import (
+    APPROXIMATE_METHODS,
+    CLASSIFICATION,
+    EXACT_METHODS,
+    LANGUAGE_MODELING,
+)
 
 
 def test_the_catalogue_is_the_registry():
@@ -16,8 +21,11 @@ def test_the_catalogue_is_the_registry():
     from workers.unlearning.registry import METHODS
 
     assert set(load_all_methods()) == set(APPROXIMATE_METHODS) | set(EXACT_METHODS)
+    from workers.unlearning.loop import ApproximateMethod
+
     for name, task in APPROXIMATE_METHODS.items():
         method = METHODS.get(name)()
+        assert isinstance(method, ApproximateMethod) == (task == CLASSIFICATION), name
         assert method.guarantee_class != "exact", name
         for_language_models = name == "verifier_guard" or _is_lm_method(method)
         assert for_language_models == (task == LANGUAGE_MODELING), name

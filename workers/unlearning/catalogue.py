@@ -30,9 +30,14 @@ APPROXIMATE_METHODS: dict[str, str] = {
 EXACT_METHODS = ("retrain", "sisa", "s3t")
 
 
+def approximate_methods_for(task: str) -> list[str]:
+    """The approximate methods that unlearn models of ``task``, by name."""
+    return sorted(name for name, applies_to in APPROXIMATE_METHODS.items() if applies_to == task)
+
+
 def approximate_method_problem(name: str, task: str | None) -> str | None:
     """Why ``name`` cannot be a policy's approximate method for a model of ``task`` (None: it can)."""
-    fitting = sorted(m for m, t in APPROXIMATE_METHODS.items() if task is None or t == task)
+    fitting = approximate_methods_for(task) if task is not None else sorted(APPROXIMATE_METHODS)
     if name in EXACT_METHODS:
         return (f"{name!r} is an exact method; the planner picks it from the training recipe. Name an "
                 f"approximate method: {', '.join(fitting)}")
