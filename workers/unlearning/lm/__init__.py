@@ -14,6 +14,8 @@ Adding a method
    ``@register_method("<name>")``.
 3. Import it below and add a row to ``METHOD_CASES`` in
    ``tests/workers/unlearning/lm/test_methods.py``; the shared checks then run on it.
+4. Add ``"<name>": LANGUAGE_MODELING`` to ``APPROXIMATE_METHODS`` in
+   ``workers/unlearning/catalogue.py`` (policies are checked against it when saved).
 """
 
 from workers.unlearning.lm.data import LMBatch, batch_texts, lm_batches
