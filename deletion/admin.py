@@ -163,6 +163,19 @@ class DueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AwaitingFilter(admin.SimpleListFilter):
+    title = "waiting for"
+    parameter_name = "awaiting"
+
+    def lookups(self, request, model_admin):
+        return list(selectors.DECISIONS.items())
+
+    def queryset(self, request, queryset):
+        if self.value() in selectors.DECISIONS:
+            return queryset.filter(pk__in=selectors.requests_awaiting(decision=self.value()).values("pk"))
+        return queryset
+
+
 class ModelFilter(admin.SimpleListFilter):
     title = "model"
     parameter_name = "model"
@@ -262,7 +275,7 @@ def _form_errors(form: forms.Form) -> str:
 class DeletionRequestAdmin(admin.ModelAdmin):
     list_display = ("request_id", "status_badge", "jurisdiction_code", "received", "due", "models")
     list_display_links = ("request_id",)
-    list_filter = ("status", JurisdictionFilter, DueFilter, ModelFilter)
+    list_filter = ("status", AwaitingFilter, JurisdictionFilter, DueFilter, ModelFilter)
     search_fields = ("public_id", "subject__reference")
     search_help_text = "Request id (or its first characters), or the subject's reference."
     list_select_related = ("subject",)

@@ -104,12 +104,15 @@ def dashboard_view(request: HttpRequest, admin_site: AdminSite, opts: Any) -> Ht
     queue = reverse("admin:deletion_deletionrequest_changelist")
     status_rows = [{"status": status, "count": count, "url": f"{queue}?status__exact={status}"}
                    for status, count in stats.open_by_status.items()]
+    decision_rows = [{"key": key, "label": label, "count": stats.awaiting[key], "url": f"{queue}?awaiting={key}"}
+                     for key, label in selectors.DECISIONS.items()]
     context = {
         **admin_site.each_context(request),
         "title": "Deletion requests: dashboard",
         "opts": opts,
         "stats": stats,
         "status_rows": status_rows,
+        "decision_rows": decision_rows,
         "status_max": max([row["count"] for row in status_rows] + [1]),
         "median_text": duration_text(stats.median_seconds),
         "p95_text": duration_text(stats.p95_seconds),

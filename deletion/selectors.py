@@ -13,7 +13,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
-from deletion.models import DeletionRequest, LedgerEvent, ModelOutcome, RequestStatus
+from deletion.models import DeletionRequest, LedgerEvent, ModelOutcome, OutcomeStatus, RequestStatus
 
 
 def request_timeline(*, request: DeletionRequest) -> list[dict]:
@@ -108,6 +108,31 @@ def requests_touching_version(*, version_id: int) -> list[dict[str, Any]]:
     return touching
 
 
+# What a person has to do next on an open request, by key: the queue filters on these and the
+# dashboard counts them.
+DECISIONS = {
+    "verify": "Verify the requester's identity",
+    "approve": "Approve the scope and plan",
+    "audit_failed": "Audit failed: escalate or withdraw",
+    "confirm": "Confirm the new version is serving",
+}
+
+
+def requests_awaiting(*, decision: str) -> QuerySet[DeletionRequest]:
+    """Open requests waiting for ``decision`` (a key of DECISIONS): received and not verified,
+    scoped and not approved, with an outcome whose audit failed, or with a new version waiting
+    for deployment confirmation. A request may wait for more than one decision."""
+    if decision == "verify":
+        return requests_open().filter(status=RequestStatus.RECEIVED)
+    if decision == "approve":
+        return requests_open().filter(status=RequestStatus.SCOPED)
+    outcome_status = {"audit_failed": OutcomeStatus.AUDIT_FAILED, "confirm": OutcomeStatus.AWAITING_DEPLOYMENT}
+    if decision not in outcome_status:
+        raise ValueError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}")
+    waiting = ModelOutcome.objects.filter(status=outcome_status[decision]).values("request_id")
+    return requests_open().filter(pk__in=waiting)
+
+
 @dataclass(frozen=True)
 class RequestStats:
     """Figures for the dashboard. Durations are seconds from receipt to completion."""
@@ -119,6 +144,7 @@ class RequestStats:
     completed: int
     median_seconds: float | None
     p95_seconds: float | None
+    awaiting: dict[str, int]  # open requests per DECISIONS key
 
 
 def request_stats(*, now: datetime | None = None) -> RequestStats:
@@ -142,6 +168,7 @@ def request_stats(*, now: datetime | None = None) -> RequestStats:
         due_this_week=requests_due_soon(now=now).count(), overdue=requests_overdue(now=now).count(),
         completed=completed, median_seconds=None if median is None else float(median),
         p95_seconds=None if p95 is None else float(p95),
+        awaiting={key: requests_awaiting(decision=key).count() for key in DECISIONS},
     )
 
 

@@ -130,3 +130,31 @@ def test_chart_geometry():
     assert [t.label for t in chart.y_ticks] == ["0", "1", "2", "3", "4", "5"]
     assert [t.label for t in weekly_bar_chart([selectors.WeekCount(date(2026, 1, 5), 17, 3)]).y_ticks] == [
         "0", "5", "10", "15", "20"]
+
+
+def test_what_waits_for_a_decision(client_for, queue, trained):
+    from deletion import services
+    from deletion.models import ModelOutcome
+    from tests.admin.conftest import finish_job
+
+    for name, verdict in (("overdue", "FAIL"), ("soon", "PASS")):
+        approved = services.deletion_request_approve(request=queue[name], actor="tests")
+        finish_job(approved.outcomes.get(), trained, verdict=verdict)
+    assert set(ModelOutcome.objects.values_list("request__public_id", "status")) == {
+        (queue["overdue"].public_id, "audit_failed"), (queue["soon"].public_id, "awaiting_deployment")}
+    waiting = {key: set(selectors.requests_awaiting(decision=key)) for key in selectors.DECISIONS}
+    assert waiting == {"verify": {queue["later"]}, "approve": set(), "audit_failed": {queue["overdue"]},
+                       "confirm": {queue["soon"]}}
+    assert selectors.request_stats().awaiting == {"verify": 1, "approve": 0, "audit_failed": 1, "confirm": 1}
+    with pytest.raises(ValueError, match="unknown decision 'later'"):
+        selectors.requests_awaiting(decision="later")
+
+    alice = client_for("alice")
+    for key, expected in (("audit_failed", {"overdue"}), ("confirm", {"soon"}), ("verify", {"later"})):
+        html = alice.get(f"{QUEUE}?awaiting={key}").content.decode().split('id="result_list"')[1]
+        assert {name for name, r in queue.items() if short(r) in html} == expected, key
+    dashboard = client_for("bob").get(DASHBOARD).content.decode()
+    row = re.search(r'<tr id="dp-awaiting-audit_failed">.*?</tr>', dashboard, flags=re.S).group(0)
+    assert f'href="{QUEUE}?awaiting=audit_failed"' in row and 'dp-bad">1<' in row
+    approve_row = re.search(r'<tr id="dp-awaiting-approve">.*?</tr>', dashboard, flags=re.S).group(0)
+    assert 'dp-muted">0<' in approve_row
