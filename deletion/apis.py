@@ -23,6 +23,7 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
+from deletion.selectors import DECISIONS, requests_awaiting
 from deletion_platform.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
 
@@ -267,6 +268,8 @@ class DeletionRequestListApi(APIView):
             OpenApiParameter("overdue", bool),
             OpenApiParameter("due_before", str, description="ISO date-time"),
             OpenApiParameter("model", str, description="registered model name"),
+            OpenApiParameter("awaiting", str, enum=list(DECISIONS),
+                             description="open requests waiting for this decision"),
         ],
         responses=DeletionRequestOut(many=True),
     )
@@ -290,6 +293,10 @@ class DeletionRequestListApi(APIView):
             queryset = queryset.filter(due_at__lt=moment)
         if "model" in params:
             queryset = queryset.filter(outcomes__model_version__model__name=params["model"]).distinct()
+        if "awaiting" in params:
+            if params["awaiting"] not in DECISIONS:
+                raise ValidationFailed(f"awaiting must be one of {', '.join(DECISIONS)}", field="awaiting")
+            queryset = queryset.filter(pk__in=requests_awaiting(decision=params["awaiting"]).values("pk"))
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(queryset.order_by("due_at"), request, view=self)
         return paginator.get_paginated_response(DeletionRequestOut(page, many=True).data)

@@ -307,6 +307,23 @@ def test_identifiers_of_two_registered_subjects_are_linked_in_one_request(api_cl
     assert sorted(p["model"] for p in scoped["plan"]) == sorted([trained["model"].name, other_model.name])
 
 
+def test_the_list_filters_what_waits_for_a_decision(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    failed_id, _, _ = _approved_then_failed(dpo, trained)
+    received_id = _create(dpo, {**BODY, "channel": "phone"}, key="k2").json()["id"]
+
+    def listed(query: str) -> list[str]:
+        response = dpo.get(f"/api/v1/deletion-requests/?{query}")
+        assert response.status_code == 200, response.content
+        return [r["id"] for r in response.json()["results"]]
+
+    assert listed("awaiting=audit_failed") == [failed_id]
+    assert listed("awaiting=verify") == [received_id]
+    assert listed("awaiting=approve") == [] and listed("awaiting=confirm") == []
+    refused = dpo.get("/api/v1/deletion-requests/?awaiting=soon")
+    assert refused.status_code == 400 and "awaiting" in refused.json()["error"]["fields"]
+
+
 def test_escalation_after_a_failed_audit(api_client_for, trained):
     _, job, _ = _approved_then_failed(api_client_for("dpo"), trained)
     request = DeletionRequest.objects.get()
