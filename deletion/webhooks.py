@@ -47,11 +47,12 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance: int = 
     return hmac.compare_digest(sign(secret, body, timestamp), header)
 
 
-def webhooks_notify(*, request: DeletionRequest, event: str) -> None:
-    """Queue a delivery to every active endpoint whose client may see ``request`` (after commit)."""
+def webhooks_notify(*, request: DeletionRequest, event: str, **data) -> None:
+    """Queue a delivery to every active endpoint whose client may see ``request`` (after commit).
+    ``data`` (plain JSON values) is added to the payload, e.g. the model version an event is about."""
     endpoints = WebhookEndpoint.objects.filter(active=True).select_related("client")
     payload = {"event": event, "request": str(request.public_id), "status": request.status,
-               "at": timezone.now().isoformat()}
+               "at": timezone.now().isoformat(), **data}
     for endpoint in endpoints:
         role = endpoint.client.role
         if endpoint.client.revoked_at or role == "ml_engineer":

@@ -346,6 +346,10 @@ def test_an_escalation_moves_the_request_back_to_executing_like_any_transition(a
     assert dpo.post("/api/v1/webhooks/", {"url": "https://hooks.example.org/dpo"}, format="json").status_code == 201
     request_id, _, _ = _approved_then_failed(dpo, trained)
     assert DeletionRequest.objects.get().status == "AUDITING"
+    # No transition announces a failed audit (the request stays AUDITING): its own event does.
+    failed = WebhookDelivery.objects.order_by("id").last().event
+    assert (failed["event"], failed["status"], failed["model_version"]) == (
+        "outcome.audit_failed", "AUDITING", trained["version"].id)
     before = WebhookDelivery.objects.count()
     response = dpo.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
                         {"model_version_id": trained["version"].id}, format="json")
