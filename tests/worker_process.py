@@ -91,9 +91,13 @@ class WorkerProcess:
 
 
 def purge_broker() -> None:
+    """Empty the queues, and drop what stopped workers of earlier tests left unacknowledged
+    (kombu's Redis transport restores those to the queues when a new worker starts)."""
     from deletion_platform.celery import app
 
     app.control.purge()
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.delete("unacked", "unacked_index", "unacked_mutex")
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.3, message: str = "condition") -> None:
