@@ -23,7 +23,7 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
-from deletion.selectors import DECISIONS, requests_awaiting
+from deletion.selectors import DECISIONS, deployments_pending, requests_awaiting
 from deletion_platform.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
 
@@ -443,7 +443,7 @@ class WebhookOut(serializers.Serializer):
 
 
 class WebhookListApi(APIView):
-    permission_classes = [HasRole.of("intake", "dpo", "auditor")]
+    permission_classes = [HasRole.of("intake", "dpo", "auditor", "ml_engineer")]
 
     @extend_schema(responses=WebhookOut(many=True))
     def get(self, request):
@@ -460,7 +460,7 @@ class WebhookListApi(APIView):
 
 
 class WebhookDetailApi(APIView):
-    permission_classes = [HasRole.of("intake", "dpo", "auditor")]
+    permission_classes = [HasRole.of("intake", "dpo", "auditor", "ml_engineer")]
 
     @extend_schema(responses={204: None})
     def delete(self, request, webhook_id: int):
@@ -468,3 +468,31 @@ class WebhookDetailApi(APIView):
         if not changed:
             raise NotFound("no such webhook")
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PendingDeploymentOut(serializers.Serializer):
+    request_id = serializers.UUIDField(source="request.public_id")
+    due_at = serializers.DateTimeField(source="request.due_at")
+    model = serializers.CharField(source="model_version.model.name")
+    model_version_id = serializers.IntegerField()
+    version = serializers.IntegerField(source="model_version.version")
+    new_version_id = serializers.IntegerField()
+    new_version = serializers.IntegerField(source="new_version.version")
+    new_artifact_sha256 = serializers.CharField(source="new_version.artifact_sha256")
+    guarantee_class = serializers.CharField()
+    verdict = serializers.CharField()
+    confirm_url = serializers.SerializerMethodField()
+
+    def get_confirm_url(self, outcome) -> str:
+        return f"/api/v1/deletion-requests/{outcome.request.public_id}/confirm-deployment/"
+
+
+class PendingDeploymentsApi(APIView):
+    """What the serving side has to deploy: new versions whose audit let them through, oldest
+    deadline first. Deploy the artifact, then POST its new_version_id to confirm_url."""
+
+    permission_classes = [HasRole.of("ml_engineer", "dpo")]
+
+    @extend_schema(responses=PendingDeploymentOut(many=True))
+    def get(self, request):
+        return Response(PendingDeploymentOut(deployments_pending(), many=True).data)

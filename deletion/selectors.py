@@ -133,6 +133,14 @@ def requests_awaiting(*, decision: str) -> QuerySet[DeletionRequest]:
     return requests_open().filter(pk__in=waiting)
 
 
+def deployments_pending() -> QuerySet[ModelOutcome]:
+    """New versions that passed (or were inconclusive in) their audit and wait for the serving
+    side to deploy them and confirm: the most urgent request first."""
+    return (ModelOutcome.objects.filter(status=OutcomeStatus.AWAITING_DEPLOYMENT, request__status__in=OPEN_STATUSES)
+            .select_related("request", "model_version__model", "new_version")
+            .order_by("request__due_at", "id"))
+
+
 @dataclass(frozen=True)
 class RequestStats:
     """Figures for the dashboard. Durations are seconds from receipt to completion."""

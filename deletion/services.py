@@ -437,6 +437,8 @@ def on_job_finished(*, job_id: int) -> None:
             _advance(outcome.request)
             if outcome.status == OutcomeStatus.AUDIT_FAILED:
                 _notify_decision_needed(outcome)
+            elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
+                _notify_deployment_requested(outcome)
     elif job.kind == "report" and job.status != "succeeded" and job.deletion_request_id:
         request = DeletionRequest.objects.get(pk=job.deletion_request_id)
         _transition(request, (S.AUDITING,), S.FAILED, actor="platform", event="request.failed",
@@ -451,6 +453,17 @@ def _notify_decision_needed(outcome: ModelOutcome) -> None:
     request = DeletionRequest.objects.get(pk=outcome.request_id)
     webhooks_notify(request=request, event="outcome.audit_failed", model_version=outcome.model_version_id,
                     decision="escalate or withdraw")
+
+
+def _notify_deployment_requested(outcome: ModelOutcome) -> None:
+    """Tell the serving side a new version is ready to replace the affected one; it deploys it
+    and confirms (POST .../confirm-deployment/ with new_version_id)."""
+    from deletion.webhooks import webhooks_notify
+
+    request = DeletionRequest.objects.get(pk=outcome.request_id)
+    webhooks_notify(request=request, event="deployment.requested", audience="serving",
+                    model=outcome.model_version.model.name, model_version=outcome.model_version_id,
+                    new_version=outcome.new_version_id, verdict=outcome.verdict)
 
 
 def _advance(request: DeletionRequest) -> None:

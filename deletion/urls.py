@@ -16,6 +16,7 @@ urlpatterns = [
          name="deletion-request-withdraw"),
     path("deletion-requests/<uuid:request_id>/escalate/", apis.EscalateApi.as_view(),
          name="deletion-request-escalate"),
+    path("deployments/pending/", apis.PendingDeploymentsApi.as_view(), name="deployments-pending"),
     path("webhooks/", apis.WebhookListApi.as_view(), name="webhooks"),
     path("webhooks/<int:webhook_id>/", apis.WebhookDetailApi.as_view(), name="webhook"),
 ]

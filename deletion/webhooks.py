@@ -47,15 +47,21 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance: int = 
     return hmac.compare_digest(sign(secret, body, timestamp), header)
 
 
-def webhooks_notify(*, request: DeletionRequest, event: str, **data) -> None:
-    """Queue a delivery to every active endpoint whose client may see ``request`` (after commit).
-    ``data`` (plain JSON values) is added to the payload, e.g. the model version an event is about."""
+# Who hears what: request events go to the clients that may read the request (intake only its
+# own); deployment events go to the serving side (ml_engineer) and the DPO.
+AUDIENCES = {"requests": ("intake", "dpo", "auditor"), "serving": ("ml_engineer", "dpo")}
+
+
+def webhooks_notify(*, request: DeletionRequest, event: str, audience: str = "requests", **data) -> None:
+    """Queue a delivery to every active endpoint of ``audience`` whose client may see ``request``
+    (after commit). ``data`` (plain JSON values) is added to the payload, e.g. the model version
+    an event is about."""
     endpoints = WebhookEndpoint.objects.filter(active=True).select_related("client")
     payload = {"event": event, "request": str(request.public_id), "status": request.status,
                "at": timezone.now().isoformat(), **data}
     for endpoint in endpoints:
         role = endpoint.client.role
-        if endpoint.client.revoked_at or role == "ml_engineer":
+        if endpoint.client.revoked_at or role not in AUDIENCES[audience]:
             continue
         if role == "intake" and request.created_by_id != endpoint.client_id:
             continue

@@ -327,9 +327,10 @@ def _follow(base: str, request_ids: dict[str, str], dpo, serving) -> dict[str, d
     states: dict[str, dict] = {}
     open_ids = list(request_ids)
     while open_ids and time.monotonic() < deadline:
+        _deploy_pending(base, serving)
         for request_id in list(open_ids):
             state = states[request_id] = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
-            _act_on_outcomes(base, request_id, state, dpo, serving, escalated, bars[request_id])
+            _act_on_outcomes(base, request_id, state, dpo, escalated, bars[request_id])
             jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
             percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
             share = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 0.1)
@@ -344,11 +345,17 @@ def _follow(base: str, request_ids: dict[str, str], dpo, serving) -> dict[str, d
     return states
 
 
-def _act_on_outcomes(base: str, request_id: str, state: dict, dpo, serving, escalated: set, bar) -> None:
+def _deploy_pending(base: str, serving) -> None:
+    """The serving side: deploy what the platform lists as ready, then confirm each."""
+    pending = serving.get(f"{base}/api/v1/deployments/pending/", timeout=30)
+    pending.raise_for_status()
+    for item in pending.json():
+        serving.post(f"{base}{item['confirm_url']}", json={"new_version_id": item["new_version_id"]},
+                     timeout=30).raise_for_status()
+
+
+def _act_on_outcomes(base: str, request_id: str, state: dict, dpo, escalated: set, bar) -> None:
     for outcome in state["outcomes"]:
-        if outcome["status"] == "awaiting_deployment" and outcome["new_version_id"]:
-            serving.post(f"{base}/api/v1/deletion-requests/{request_id}/confirm-deployment/",
-                         json={"new_version_id": outcome["new_version_id"]}, timeout=30).raise_for_status()
         if outcome["status"] == "audit_failed" and (request_id, outcome["model_version_id"]) in escalated:
             # Failed again after an exact retrain: take the model out of serving (Art. 18).
             bar.write(f"  audit FAIL again on {outcome['model']}: the DPO withdraws it from serving")

@@ -24,8 +24,9 @@ EXPECTED = {
     **{f"deletion-request-{action}": {"post": {"dpo"}}
        for action in ("verify", "approve", "reject", "extend", "cancel", "withdraw", "escalate")},
     "deletion-request-confirm": {"post": {"dpo", "ml_engineer"}},
-    "webhooks": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo", "auditor"}},
-    "webhook": {"delete": {"intake", "dpo", "auditor"}},
+    "deployments-pending": {"get": {"ml_engineer", "dpo"}},
+    "webhooks": {"get": ALL, "post": ALL},
+    "webhook": {"delete": ALL},
     "report": {"get": {"dpo", "auditor"}},
     "report-pdf": {"get": {"dpo", "auditor"}},
 }

@@ -324,6 +324,33 @@ def test_the_list_filters_what_waits_for_a_decision(api_client_for, trained):
     assert refused.status_code == 400 and "awaiting" in refused.json()["error"]["fields"]
 
 
+def test_the_serving_side_is_told_what_to_deploy_and_confirms_it(api_client_for, trained):
+    from deletion.models import WebhookDelivery
+    from models_registry.services import model_version_create
+
+    serving, dpo, intake = api_client_for("ml_engineer"), api_client_for("dpo"), api_client_for("intake")
+    for client, url in ((serving, "https://serving.example.org/hook"), (intake, "https://portal.example.org/hook")):
+        assert client.post("/api/v1/webhooks/", {"url": url}, format="json").status_code == 201
+    request_id = _create(intake).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    assert serving.get("/api/v1/deployments/pending/").json() == []
+    new = model_version_create(model=trained["model"], artifact_sha256="7" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict="PASS")
+
+    [pending] = serving.get("/api/v1/deployments/pending/").json()
+    assert (pending["request_id"], pending["model"], pending["version"]) == (request_id, trained["model"].name, 1)
+    assert (pending["new_version_id"], pending["new_artifact_sha256"]) == (new.id, "7" * 64)
+    by_url = {d.endpoint.url: d.event for d in WebhookDelivery.objects.filter(event__event="deployment.requested")}
+    assert set(by_url) == {"https://serving.example.org/hook"}  # not the intake portal's
+    assert by_url["https://serving.example.org/hook"]["new_version"] == new.id
+    confirmed = serving.post(pending["confirm_url"], {"new_version_id": new.id}, format="json")
+    assert confirmed.status_code == 200 and confirmed.json()["outcomes"][0]["status"] == "confirmed"
+    assert serving.get("/api/v1/deployments/pending/").json() == []
+    assert intake.get("/api/v1/deployments/pending/").status_code == 403
+
+
 def test_escalation_after_a_failed_audit(api_client_for, trained):
     _, job, _ = _approved_then_failed(api_client_for("dpo"), trained)
     request = DeletionRequest.objects.get()
