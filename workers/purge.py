@@ -49,11 +49,18 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
     candidates = list(StoredArtifact.objects.filter(id__in=holding).exclude(kind="dataset_cache").filter(
         models_q_same_model(source)))
     deferred = [{"sha256": a.sha256, "kind": a.kind, "label": a.label} for a in candidates if a.sha256 in needed]
-    purged = _purge_rows(store, [a for a in candidates if a.sha256 not in needed])
+    destroyed = [a for a in candidates if a.sha256 not in needed]
+    purged = _purge_rows(store, destroyed)
     if source.id not in keep_versions:
         for artifact in StoredArtifact.objects.filter(model_version=source, status=ArtifactStatus.PRESENT):
             purged += _purge_rows(store, [artifact])  # the parent's top level, even if shared parts stay
         ModelVersion.objects.filter(pk=source.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
+    # A version whose own artifact was just destroyed is gone too, whichever request it was
+    # scoped under: an earlier version a queued request kept for a while (its copies were deferred
+    # then) must not stay "serving" without weights, in scope for every later request.
+    ModelVersion.objects.filter(id__in={a.model_version_id for a in destroyed if a.model_version_id},
+                                artifact_sha256__in={a.sha256 for a in destroyed}).exclude(
+        status=VersionStatus.PURGED).update(status=VersionStatus.PURGED, purged_at=timezone.now())
     return purged, deferred
 
 

@@ -1,0 +1,68 @@
+"""Requests that queue on one model, run for real in this process: the second unlearns from the
+first one's result, and afterwards no version whose weights were destroyed is still in scope, so
+a third request on the model runs too (it failed on a missing artifact before)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deletion import services
+from deletion.models import DeletionRequest, ModelOutcome
+from models_registry.models import DataRecord, ModelVersion
+from tests import factories
+from workers.jobs import job_execute
+from workers.models import Job
+from workers.reference_data import reference_dataset_register
+from workers.services import model_train
+
+pytestmark = pytest.mark.django_db
+
+MLP = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [8]}}
+SISA = {"architecture": MLP, "shards": 2, "slices": 2, "epochs": 1, "seed": 1}
+EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
+
+
+def _run(job: Job) -> Job:
+    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
+    job.refresh_from_db()
+    return job
+
+
+def _approved_request(record: DataRecord) -> DeletionRequest:
+    request, _ = services.deletion_request_create(client=None, body={
+        "identifiers": {}, "record_keys": [{"dataset": f"{record.dataset.name}@{record.dataset.version}",
+                                            "record_key": record.external_key}],
+        "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
+    request = services.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
+    return services.deletion_request_approve(request=request, actor="tests")
+
+
+def _unlearn_audit_confirm(request: DeletionRequest) -> ModelOutcome:
+    outcome = ModelOutcome.objects.get(request=request)
+    _run(outcome.job)
+    outcome.refresh_from_db()
+    _run(outcome.audit_job)
+    outcome.refresh_from_db()
+    assert outcome.status == "awaiting_deployment", (outcome.status, outcome.verdict)
+    services.deployment_confirm(request=request, actor="tests", new_version_id=outcome.new_version_id, manual=True)
+    return outcome
+
+
+def test_after_two_queued_requests_a_third_on_the_same_model_still_runs():
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name="bc-queue", recipe="sisa")
+    v1 = _run(model_train(model=model, dataset=dataset, recipe_config=SISA, enqueue=False)).result_version
+    records = list(DataRecord.objects.filter(dataset=dataset, split="train").order_by("id")[:3])
+    first, second = _approved_request(records[0]), _approved_request(records[1])  # both scoped on v1
+
+    v2 = _unlearn_audit_confirm(first).new_version
+    v3 = _unlearn_audit_confirm(second).new_version
+    assert (v2.parent_id, v3.parent_id) == (v1.id, v2.id)  # the second built on the first's result
+    statuses = dict(ModelVersion.objects.filter(model=model).values_list("id", "status"))
+    assert statuses == {v1.id: "purged", v2.id: "purged", v3.id: "serving"}
+
+    third = _approved_request(records[2])
+    [step] = third.plan
+    assert step["model_version_id"] == v3.id  # only the version that still exists is in scope
+    outcome = ModelOutcome.objects.get(request=third)
+    assert _run(outcome.job).result_version.parent_id == v3.id
