@@ -514,6 +514,11 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
         raise Conflict(f"only a failed audit can be escalated (this outcome is {outcome.status})",
                        code="illegal_transition")
     version = outcome.model_version
+    if version.status == VersionStatus.PURGED:
+        # The retrain reads the version's stored run (its recipe, config and membership).
+        raise Conflict(f"{version} was purged, so there is nothing to retrain from; withdraw the model from "
+                       "serving instead (GDPR Art. 18)", code="escalation_impossible",
+                       details={"model_version": version.id})
     failed = outcome.new_version
     purged: list[dict] = []
     if failed is not None:

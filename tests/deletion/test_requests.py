@@ -351,6 +351,25 @@ def test_the_serving_side_is_told_what_to_deploy_and_confirms_it(api_client_for,
     assert intake.get("/api/v1/deployments/pending/").status_code == 403
 
 
+def test_escalation_is_refused_when_the_version_to_retrain_from_is_gone(api_client_for, trained):
+    from models_registry.models import ModelVersion
+
+    dpo = api_client_for("dpo")
+    request_id, job, failed = _approved_then_failed(dpo, trained)
+    ModelVersion.objects.filter(pk=trained["version"].pk).update(status="purged")  # e.g. by another request's purge
+    response = dpo.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
+                        {"model_version_id": trained["version"].id}, format="json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "escalation_impossible"
+    assert "withdraw the model" in response.json()["error"]["message"]
+    # Nothing changed: the failed version is kept, no retrain job, the DPO can still withdraw.
+    outcome = ModelOutcome.objects.get()
+    assert (outcome.status, outcome.new_version_id, outcome.attempts) == ("audit_failed", failed.id, [])
+    assert Job.objects.filter(kind="unlearn").count() == 1
+    withdrawn = dpo.post(f"/api/v1/deletion-requests/{request_id}/withdraw-model/",
+                         {"model_version_id": trained["version"].id, "reason": "cannot retrain"}, format="json")
+    assert withdrawn.status_code == 200
+
+
 def test_escalation_after_a_failed_audit(api_client_for, trained):
     _, job, _ = _approved_then_failed(api_client_for("dpo"), trained)
     request = DeletionRequest.objects.get()
