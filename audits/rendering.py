@@ -448,7 +448,8 @@ def _scope_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         story += [
             _p("Every stored copy that still held the records was deleted: the old model files, "
                "checkpoints, adapters, reference models and cached data. Each is listed by its "
-               "fingerprint.", styles["body"]),
+               "fingerprint. Where another model's copy is the very same file, the file goes with "
+               "the last copy, and the entry says so.", styles["body"]),
             _table(rows, [TEXT_WIDTH - 102 * mm, 102 * mm]),
         ]
     else:

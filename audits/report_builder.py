@@ -220,7 +220,11 @@ def report_data(*, request: DeletionRequest) -> dict:
     purged = []
     for outcome in outcomes:
         for item in (outcome.audit or {}).get("purged", []):
-            purged.append({"description": item.get("label") or item.get("kind", "artifact"), "sha256": item["sha256"]})
+            description = item.get("label") or item.get("kind", "artifact")
+            if item.get("still_held_by"):
+                description += (f"; an identical file is still held by {item['still_held_by']}, another "
+                                "model's copy, deleted when that copy is purged")
+            purged.append({"description": description, "sha256": item["sha256"]})
         for attempt in outcome.attempts:
             purged += [{"description": f"{p['description']} of the failed attempt (version {attempt['new_version']} "
                                        f"of {outcome.model_version.model.name}, audit {attempt['verdict'] or 'failed'})",

@@ -194,7 +194,7 @@ def _run(args, port: int, started_demo: float) -> int:
     from audits.reports import report_verify
     from deletion.authentication import api_token_create
     from deletion.models import DeletionRequest
-    from models_registry.models import DataRecord, RegisteredModel
+    from models_registry.models import DataRecord
     from models_registry.services import registered_model_create
     from workers.datasets.reference import reference_records
     from workers.reference_data import reference_dataset_register
@@ -215,18 +215,13 @@ def _run(args, port: int, started_demo: float) -> int:
 
     say("\n== 3. Training with record-level lineage, then shadow models for the audits")
     run_id = uuid.uuid4().hex[:6]
-    # Another seed on each later run in this data folder: the same seed would make byte-identical
-    # models whose files the content-addressed store shares between the runs' models.
-    earlier = RegisteredModel.objects.filter(name__startswith="mnist-sisa-").count()
-    mnist_config = {**MNIST_SISA, "seed": MNIST_SISA["seed"] + earlier}
-    bc_config = {**BC_PLAIN, "seed": BC_PLAIN["seed"] + earlier}
     mnist_model = registered_model_create(name=f"mnist-sisa-{run_id}", task="classification",
                                           training_recipe="sisa", architecture=MNIST_SISA["architecture"])
     bc_model = registered_model_create(name=f"breast-cancer-{run_id}", task="classification",
                                        training_recipe="plain", architecture=BC_PLAIN["architecture"],
                                        unlearning_policy={"approximate_method": "finetune", "exact_after": 3})
-    trainings = [model_train(model=mnist_model, dataset=datasets["mnist"], recipe_config=mnist_config),
-                 model_train(model=bc_model, dataset=datasets["breast_cancer"], recipe_config=bc_config)]
+    trainings = [model_train(model=mnist_model, dataset=datasets["mnist"], recipe_config=MNIST_SISA),
+                 model_train(model=bc_model, dataset=datasets["breast_cancer"], recipe_config=BC_PLAIN)]
     wait_jobs(trainings, lambda job: f"train {job.registered_model.name}")
     versions = {}
     for job in trainings:

@@ -23,15 +23,24 @@ logger = logging.getLogger(__name__)
 
 
 def _purge_rows(store, artifacts: list[StoredArtifact]) -> list[dict]:
+    """Mark the rows purged and destroy their files. The store is content-addressed: while another
+    row that is not being purged names the same file (another model trained to the same bytes,
+    whose copy its own deletion purges), the file stays for it and the entry says so
+    (``still_held_by``) instead of claiming it destroyed."""
+    purging = {a.pk for a in artifacts}
     purged = []
     for artifact in artifacts:
         removed = []
-        if artifact.kind != "dataset_cache" and store.exists(artifact.sha256):
+        sharer = (StoredArtifact.objects.filter(sha256=artifact.sha256, status=ArtifactStatus.PRESENT)
+                  .exclude(pk__in=purging).order_by("id").first())
+        if artifact.kind != "dataset_cache" and sharer is None and store.exists(artifact.sha256):
             report = store.purge(artifact.sha256, include_parts=False)
             removed = [{"sha256": f.sha256, "kind": f.kind, "bytes": f.bytes} for f in report.removed]
         StoredArtifact.objects.filter(pk=artifact.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
-        purged.append({"sha256": artifact.sha256, "kind": artifact.kind, "label": artifact.label,
-                       "files": removed})
+        entry = {"sha256": artifact.sha256, "kind": artifact.kind, "label": artifact.label, "files": removed}
+        if sharer is not None:
+            entry["still_held_by"] = sharer.label or f"stored artifact {sharer.id}"
+        purged.append(entry)
     return purged
 
 
@@ -42,7 +51,8 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
     version in ``keep_versions`` still needs (another open request unlearns from it) are deferred:
     returned second, and purged by that request's own audit. Returns (purged, deferred)."""
     needed = set()
-    for version in ModelVersion.objects.filter(id__in=keep_versions - {source.id}):
+    # Only this model's versions: another model's identical files are its own rows (see _purge_rows).
+    for version in ModelVersion.objects.filter(id__in=keep_versions - {source.id}, model_id=source.model_id):
         if version.artifact_sha256 and store.exists(version.artifact_sha256):
             needed |= set(store.closure(version.artifact_sha256))
     holding = {a.id for a in selectors.artifacts_holding(record_ids=record_ids)}

@@ -439,8 +439,13 @@ def test_an_escalated_attempt_stays_on_record_and_in_the_report(api_client_for, 
     retrained = model_version_create(model=trained["model"], artifact_sha256="8" * 64, training_run=None,
                                      parent=trained["version"])
     _finish_unlearning_and_audit(retrain, retrained, verdict="PASS")
-    ModelOutcome.objects.update(audit={"verdict": {"verdict": "PASS", "rule": "exact retrain"}})
+    ModelOutcome.objects.update(audit={"verdict": {"verdict": "PASS", "rule": "exact retrain"}, "purged": [
+        {"sha256": "a" * 64, "kind": "checkpoint", "label": "checkpoint of churn v1", "files": [],
+         "still_held_by": "checkpoint of twin v1"}]})
     report = report_data(request=DeletionRequest.objects.get())
+    [kept] = [p for p in report["scope"]["purged_artifacts"] if p["sha256"] == "a" * 64]
+    assert kept["description"].startswith("checkpoint of churn v1; an identical file is still held by "
+                                          "checkpoint of twin v1")
     report["ledger_head"] = {"seq": 1, "hash": "0" * 64}
     report["signer"] = {"name": "test", "organisation": "", "certificate_sha256": "0" * 64}
     validate_report(report)

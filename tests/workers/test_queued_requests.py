@@ -66,3 +66,32 @@ def test_after_two_queued_requests_a_third_on_the_same_model_still_runs():
     assert step["model_version_id"] == v3.id  # only the version that still exists is in scope
     outcome = ModelOutcome.objects.get(request=third)
     assert _run(outcome.job).result_version.parent_id == v3.id
+
+
+def test_a_file_two_identical_models_share_goes_only_with_the_last_copy():
+    from models_registry.models import StoredArtifact
+    from workers.purge import lineage_copies_purge
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+
+    dataset = reference_dataset_register(name="breast_cancer")
+    a, b = (factories.registered_model(name=name, recipe="sisa") for name in ("bc-twin-a", "bc-twin-b"))
+    va, vb = (_run(model_train(model=m, dataset=dataset, recipe_config=SISA, enqueue=False)).result_version
+              for m in (a, b))
+    checkpoints = {m: {r.sha256 for r in StoredArtifact.objects.filter(training_run__model=m, kind="checkpoint")}
+                   for m in (a, b)}
+    # Same recipe, seed and records: the same checkpoint files, and each model has its own rows for them.
+    assert checkpoints[a] and checkpoints[a] == checkpoints[b]
+    store = artifact_store()
+    record = DataRecord.objects.filter(dataset=dataset, split="train").order_by("id").first()
+
+    purged_a, _ = lineage_copies_purge(store=store, source=va, record_ids=[record.id])
+    shared = [p for p in purged_a if p["sha256"] in checkpoints[b]]
+    assert shared and all(p["files"] == [] and p["still_held_by"] for p in shared)  # not claimed destroyed
+    assert all(store.exists(p["sha256"]) for p in shared)
+    load_run(store, vb.artifact_sha256)  # the other model still loads
+
+    purged_b, _ = lineage_copies_purge(store=store, source=vb, record_ids=[record.id])
+    assert {p["sha256"] for p in purged_b} >= {p["sha256"] for p in shared}
+    assert not any(p.get("still_held_by") for p in purged_b)
+    assert not any(store.exists(p["sha256"]) for p in shared)  # gone with the last copy

@@ -22,7 +22,9 @@ def _artifact_bytes(store, artifact_id: str) -> int:
 def stored_artifacts_register(*, store, top_id: str, run: TrainingRun, version: ModelVersion) -> list[StoredArtifact]:
     """One StoredArtifact row per artifact in ``top_id``'s closure (checkpoints and adapters with
     the shard and slices whose records they hold; the top-level one as the version's weights).
-    Rows that exist already (shared with a parent version) are reused."""
+    Rows of this run that exist already (shared with a parent version) are reused. Another model
+    trained to the same bytes gets its own rows for the same files: each model's copies are
+    purged by its own deletions, and a file goes when its last row does (workers.purge)."""
     rows = []
     for artifact_id in store.closure(top_id):
         manifest = store.manifest(artifact_id)
@@ -38,7 +40,7 @@ def stored_artifacts_register(*, store, top_id: str, run: TrainingRun, version: 
             shard, slices = manifest.config["shard"], list(manifest.config["slices"])
         else:
             kind = ArtifactKind.WEIGHTS
-        existing = StoredArtifact.objects.filter(sha256=artifact_id, status="present").first()
+        existing = StoredArtifact.objects.filter(sha256=artifact_id, status="present", training_run=run).first()
         if existing is not None:
             rows.append(existing)
             continue
