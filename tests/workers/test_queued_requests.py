@@ -95,3 +95,27 @@ def test_a_file_two_identical_models_share_goes_only_with_the_last_copy():
     assert {p["sha256"] for p in purged_b} >= {p["sha256"] for p in shared}
     assert not any(p.get("still_held_by") for p in purged_b)
     assert not any(store.exists(p["sha256"]) for p in shared)  # gone with the last copy
+
+
+def test_older_data_folders_get_their_missing_rows_once():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from models_registry.models import StoredArtifact
+
+    dataset = reference_dataset_register(name="breast_cancer")
+    a, b = (factories.registered_model(name=name, recipe="sisa") for name in ("bc-old-a", "bc-old-b"))
+    for m in (a, b):
+        _run(model_train(model=m, dataset=dataset, recipe_config=SISA, enqueue=False))
+    # As a folder written before per-model rows looks: the second model has no rows for shared files.
+    StoredArtifact.objects.filter(training_run__model=b, kind="checkpoint").delete()
+    out = StringIO()
+    call_command("artifacts_register_copies", stdout=out)
+    restored = StoredArtifact.objects.filter(training_run__model=b, kind="checkpoint")
+    assert {r.sha256 for r in restored} == {r.sha256 for r in StoredArtifact.objects.filter(
+        training_run__model=a, kind="checkpoint")}
+    assert f"{restored.count()} rows added" in out.getvalue()
+    again = StringIO()
+    call_command("artifacts_register_copies", stdout=again)
+    assert "0 rows added" in again.getvalue()
