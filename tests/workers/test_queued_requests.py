@@ -119,3 +119,25 @@ def test_older_data_folders_get_their_missing_rows_once():
     again = StringIO()
     call_command("artifacts_register_copies", stdout=again)
     assert "0 rows added" in again.getvalue()
+
+
+def test_a_version_missing_a_file_is_listed_not_patched():
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from models_registry.models import StoredArtifact
+    from workers.runners.storage import artifact_store
+
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name="bc-damaged", recipe="sisa")
+    version = _run(model_train(model=model, dataset=dataset, recipe_config=SISA, enqueue=False)).result_version
+    checkpoint = StoredArtifact.objects.filter(training_run__model=model, kind="checkpoint").first()
+    artifact_store().purge(checkpoint.sha256, include_parts=False)  # as the old purge did to a shared file
+    StoredArtifact.objects.filter(training_run__model=model, kind="checkpoint").delete()
+    err = StringIO()
+    with pytest.raises(CommandError, match="1 version"):
+        call_command("artifacts_register_copies", stdout=StringIO(), stderr=err)
+    assert f"DAMAGED: {version} (id {version.id}, serving): no artifact {checkpoint.sha256}" in err.getvalue()
+    assert not StoredArtifact.objects.filter(training_run__model=model, kind="checkpoint").exists()
