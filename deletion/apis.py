@@ -23,7 +23,7 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
-from deletion.selectors import DECISIONS, deployments_pending, requests_awaiting
+from deletion.selectors import DECISIONS, deployments_pending, request_timeline, requests_awaiting
 from deletion_platform.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
 
@@ -124,8 +124,6 @@ class DeletionRequestOut(serializers.Serializer):
         return [{k: v for k, v in step.items() if k != "record_ids"} for step in obj.plan]
 
     def get_timeline(self, obj) -> list[dict]:
-        from deletion.selectors import request_timeline
-
         if not self.context.get("detail"):
             return []
         known = getattr(obj, "known_timeline", None)  # a request just created knows its one event

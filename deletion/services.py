@@ -420,8 +420,7 @@ def on_job_finished(*, job_id: int) -> None:
                           job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id,
                           **({"guarantee_not_met": not_met["reason"]} if not_met else {}))
             _advance(outcome.request)
-            if outcome.status == OutcomeStatus.AUDIT_FAILED:
-                _notify_decision_needed(outcome)
+            _announce(outcome)
     elif job.kind == "audit":
         for outcome in ModelOutcome.objects.select_for_update().filter(audit_job=job).select_related("request"):
             if job.status != "succeeded":
@@ -435,35 +434,27 @@ def on_job_finished(*, job_id: int) -> None:
                           job=job.id, model_version=outcome.new_version_id, verdict=outcome.verdict,
                           status=job.status)
             _advance(outcome.request)
-            if outcome.status == OutcomeStatus.AUDIT_FAILED:
-                _notify_decision_needed(outcome)
-            elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
-                _notify_deployment_requested(outcome)
+            _announce(outcome)
     elif job.kind == "report" and job.status != "succeeded" and job.deletion_request_id:
         request = DeletionRequest.objects.get(pk=job.deletion_request_id)
         _transition(request, (S.AUDITING,), S.FAILED, actor="platform", event="request.failed",
                     failure=f"the report could not be made: {job.error[:500]}")
 
 
-def _notify_decision_needed(outcome: ModelOutcome) -> None:
-    """A failed audit leaves the request where it is (AUDITING) until the DPO escalates or
-    withdraws the model: no transition announces it, so this event does."""
+def _announce(outcome: ModelOutcome) -> None:
+    """Webhooks for outcome states no request transition announces: a failed audit (the request
+    stays AUDITING until the DPO escalates or withdraws) and a new version ready for the serving
+    side to deploy and confirm (POST .../confirm-deployment/ with new_version_id). ``outcome.request``
+    is current: _advance refreshed it."""
     from deletion.webhooks import webhooks_notify
 
-    request = DeletionRequest.objects.get(pk=outcome.request_id)
-    webhooks_notify(request=request, event="outcome.audit_failed", model_version=outcome.model_version_id,
-                    decision="escalate or withdraw")
-
-
-def _notify_deployment_requested(outcome: ModelOutcome) -> None:
-    """Tell the serving side a new version is ready to replace the affected one; it deploys it
-    and confirms (POST .../confirm-deployment/ with new_version_id)."""
-    from deletion.webhooks import webhooks_notify
-
-    request = DeletionRequest.objects.get(pk=outcome.request_id)
-    webhooks_notify(request=request, event="deployment.requested", audience="serving",
-                    model=outcome.model_version.model.name, model_version=outcome.model_version_id,
-                    new_version=outcome.new_version_id, verdict=outcome.verdict)
+    if outcome.status == OutcomeStatus.AUDIT_FAILED:
+        webhooks_notify(request=outcome.request, event="outcome.audit_failed", model_version=outcome.model_version_id,
+                        decision="escalate or withdraw")
+    elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
+        webhooks_notify(request=outcome.request, event="deployment.requested", audience="serving",
+                        model=outcome.model_version.model.name, model_version=outcome.model_version_id,
+                        new_version=outcome.new_version_id, verdict=outcome.verdict)
 
 
 def _advance(request: DeletionRequest) -> None:
