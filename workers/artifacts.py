@@ -16,7 +16,9 @@ artifact still references, and returns what was removed (path, sha256, bytes) fo
 Loading never unpickles: a blob is read into memory, its safetensors header is parsed and checked
 here (length, JSON, dtypes, shapes, offsets against the file size) and only then handed to the
 safetensors library. A pickle, a ``torch.save`` zip, a truncated file or a header that claims
-gigabytes is refused with :class:`UnsafeArtifactError`. Writes are atomic (temporary file in the
+gigabytes is refused with :class:`UnsafeArtifactError`; a file is judged by parsing it, and only one
+that failed is named by what its first bytes resemble (a valid file's first bytes are its header
+length, which can read like a pickle or a zip: workers/file_formats.py). Writes are atomic (temporary file in the
 same folder, fsync, rename). Putting content that is already stored refreshes the file's
 modification time, so that its age is the time since it was last put: the garbage collector
 (workers/artifact_gc.py) spares young files, which a job may be about to register. Plain Python +
@@ -44,6 +46,7 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
+from workers.file_formats import foreign_format
 from workers.strict_json import fields_once
 
 # The safetensors library itself refuses headers above 100 MB; a header of a real checkpoint is
@@ -112,10 +115,21 @@ def check_safetensors_bytes(data: bytes, *, source: str = "file") -> dict[str, T
     Raises UnsafeArtifactError naming ``source`` and the problem. Nothing is deserialised
     beyond a JSON header, so a hostile file cannot run code here.
     """
+    try:
+        return _parse_safetensors(data, source)
+    except UnsafeArtifactError:
+        # Only a file that is not safetensors is named as something else: a valid file's first
+        # bytes are its header length, which may begin like a pickle or a zip (640 = 80 02 ...).
+        foreign = foreign_format(data)
+        if foreign is None:
+            raise
+        raise UnsafeArtifactError(f"{source}: {foreign}") from None
+
+
+def _parse_safetensors(data: bytes, source: str) -> dict[str, TensorInfo]:
     size = len(data)
     if size < 8:
         raise UnsafeArtifactError(f"{source}: {size} bytes, too short for a safetensors header")
-    _refuse_known_foreign_formats(data, source)
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > MAX_HEADER_BYTES:
         raise UnsafeArtifactError(
@@ -161,16 +175,6 @@ def check_safetensors_bytes(data: bytes, *, source: str = "file") -> dict[str, T
             f"{source}: tensors cover {cursor} bytes but the data buffer has {buffer_len}"
         )
     return table
-
-
-def _refuse_known_foreign_formats(data: bytes, source: str) -> None:
-    """Name the usual suspects so that the error says what the file really is."""
-    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        raise UnsafeArtifactError(f"{source}: this is a Python pickle; pickles are never loaded")
-    if data[:4] == b"PK\x03\x04":
-        raise UnsafeArtifactError(
-            f"{source}: this is a zip archive (torch.save checkpoint?); only safetensors is loaded"
-        )
 
 
 def _check_entry(source: str, name: str, entry: Any, buffer_len: int) -> TensorInfo:
@@ -601,6 +605,46 @@ class ArtifactStore:
     def iter_files(self) -> Iterator[Path]:
         yield from sorted(self.blob_dir.glob("*"))
         yield from sorted(self.manifest_dir.glob("*"))
+
+    def foreign_looking_blobs(self) -> list[ForeignLookingBlob]:
+        """Valid stored blobs whose first bytes look like a pickle or a zip (their header length
+        does), with the artifacts that name them: what releases before 2026-12-06 refused to load,
+        judging by those bytes. Reads the first 8 bytes of every blob, and checks only those."""
+        found = []
+        for path in sorted(self.blob_dir.glob("*.safetensors")):
+            with path.open("rb") as handle:
+                head = handle.read(8)
+            if foreign_format(head) is None:
+                continue
+            sha256 = path.stem
+            try:
+                self.load_blob(sha256)
+            except ArtifactError:
+                continue  # really foreign or damaged: refused today as before, not this bug
+            found.append(ForeignLookingBlob(sha256=sha256, bytes=path.stat().st_size,
+                                            looked_like=foreign_format(head), artifact_ids=[]))
+        if found:
+            by_sha = {blob.sha256: blob for blob in found}
+            for artifact_id in self.artifact_ids():
+                try:
+                    files = self.manifest(artifact_id).files
+                except ArtifactError:
+                    continue
+                for entry in files.values():
+                    if entry.get("sha256") in by_sha:
+                        by_sha[entry["sha256"]].artifact_ids.append(artifact_id)
+        return found
+
+
+@dataclass
+class ForeignLookingBlob:
+    """A valid safetensors blob whose header length begins like another format (see
+    :meth:`ArtifactStore.foreign_looking_blobs`)."""
+
+    sha256: str
+    bytes: int
+    looked_like: str
+    artifact_ids: list[str]
 
 
 def _check_sha(value: Any) -> str:

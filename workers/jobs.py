@@ -106,6 +106,40 @@ def job_cancel(*, job: Job) -> Job:
     return job
 
 
+def jobs_failed_on_foreign_looking_files() -> list[Job]:
+    """Failed jobs whose error is the store calling a file a pickle or a zip. Before 2026-12-06 the
+    store judged files by their first bytes, so valid weights whose header length reads like one
+    were refused (workers/file_formats.py); those jobs may now succeed when run again."""
+    from django.db.models import Q
+
+    from workers.file_formats import FOREIGN_FORMATS
+
+    refused = Q()
+    for _, sentence in FOREIGN_FORMATS:
+        refused |= Q(error__contains=sentence)
+    return list(Job.objects.filter(refused, status=JobStatus.FAILED)
+                .select_related("registered_model", "source_version", "deletion_request").order_by("id"))
+
+
+@transaction.atomic
+def job_retry(*, job: Job) -> Job:
+    """Run a failed job outside any request again: back to pending, enqueued after commit. A job
+    of a deletion request is refused: its request has ended FAILED, and the request is what is
+    submitted again."""
+    if job.deletion_request_id is not None:
+        raise Conflict(f"job {job.id} belongs to deletion request {job.deletion_request_id}; "
+                       "submit the request again instead", code="job_in_request")
+    changed = Job.objects.filter(pk=job.pk, status=JobStatus.FAILED).update(
+        status=JobStatus.PENDING, error="", result={}, finished_at=None, claimed_by="", claimed_at=None,
+        heartbeat_at=None, progress_stage="retry requested", progress_percent=0.0,
+    )
+    if not changed:
+        raise Conflict(f"job {job.id} is not failed; only a failed job is retried", code="job_not_failed")
+    transaction.on_commit(lambda: job_enqueue(job_id=job.pk))
+    job.refresh_from_db()
+    return job
+
+
 def jobs_sweep_stale(*, now=None) -> list[int]:
     """Put running jobs whose worker stopped sending heartbeats back to pending and enqueue them,
     and re-send pending jobs whose message was lost. The conditional UPDATE (and the claim) make

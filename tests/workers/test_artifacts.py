@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as settings_hypothesis
+from hypothesis import strategies as st
 
 from tests.workers.training.data import settings  # noqa: F401  (no Django settings needed)
 from workers.artifacts import (
@@ -127,7 +130,7 @@ def test_a_pickle_whose_reduce_runs_code_is_refused_and_never_run(tmp_path: Path
 
     path = tmp_path / "model.safetensors"
     path.write_bytes(payload)
-    with pytest.raises(UnsafeArtifactError, match="pickle"):
+    with pytest.raises(UnsafeArtifactError, match="this is a Python pickle; pickles are never loaded"):
         read_safetensors(path)
     # Smuggled into the store under its own sha256, it is refused there too.
     digest = hashlib.sha256(payload).hexdigest()
@@ -141,7 +144,8 @@ def test_a_torch_save_checkpoint_is_refused_and_never_run(tmp_path: Path) -> Non
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
     torch.save({"weights": _RunsCode(marker)}, path)
-    with pytest.raises(UnsafeArtifactError, match="zip"):
+    with pytest.raises(UnsafeArtifactError,
+                       match=r"this is a zip archive \(torch.save checkpoint\?\); only safetensors is loaded"):
         read_safetensors(path)
     assert not marker.exists()
 
@@ -261,3 +265,111 @@ def test_purging_a_part_by_itself_removes_it_and_names_who_referenced_it(store: 
     assert not store.blob_path(checkpoint.weights_sha256).exists()
     store.purge(parent.artifact_id)  # the parent goes afterwards without complaint
     assert store.artifact_ids() == []
+
+
+# ---------------------------------------------------------------- header lengths that look foreign
+# A safetensors file begins with its header length (u64, little-endian). Lengths of 640, 896, 1152 or
+# 1408 modulo 65,536 begin 80 02..05 (the pickle PROTO opcode), 67,324,752 begins "PK\x03\x04" (a
+# zip): such files are valid and must load; a file is judged by parsing it, not by its first bytes.
+
+FOREIGN_LOOKING_LENGTHS = [r + k * 65536 for r in (640, 896, 1152, 1408) for k in (0, 1) if r + k * 65536 <= 70000]
+ZIP_LOOKING_LENGTH = 0x04034B50  # 67,324,752: bytes 50 4B 03 04 = "PK\x03\x04"
+
+
+def _file_with_header_length(tensors: dict[str, torch.Tensor], length: int, *, pad: str = " ") -> bytes:
+    """Safetensors bytes for ``tensors`` whose JSON header is exactly ``length`` bytes, padded the
+    way the format allows (trailing spaces, as safetensors' own writer pads to 8)."""
+    offsets, buffer, cursor = {}, b"", 0
+    for name, tensor in tensors.items():
+        raw = tensor.contiguous().numpy().tobytes()
+        offsets[name] = {"dtype": {torch.float32: "F32", torch.int64: "I64", torch.uint8: "U8"}[tensor.dtype],
+                         "shape": list(tensor.shape), "data_offsets": [cursor, cursor + len(raw)]}
+        buffer += raw
+        cursor += len(raw)
+    text = json.dumps(offsets, separators=(",", ":")).encode()
+    assert len(text) <= length, (len(text), length)
+    return struct.pack("<Q", length) + text + pad.encode() * (length - len(text)) + buffer
+
+
+def _store_written_file_with_header_length(length: int) -> dict[str, torch.Tensor] | None:
+    """Tensors whose file, as the store itself writes it, has a header of exactly ``length`` bytes
+    (the writer pads to 8, so only multiples of 8 are reachable; None where none is)."""
+    if length == 8:
+        return {}
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    base = struct.unpack("<Q", tensors_to_bytes(tensors)[:8])[0]
+    if length % 8 or length < base:
+        return None
+    # Lengthening the tensor's name by d bytes lengthens the unpadded header by d.
+    for extra in range(length - base - 8, length - base + 8):
+        if extra < 0:
+            continue
+        candidate = {"w" + "x" * extra: tensors["w"]}
+        if struct.unpack("<Q", tensors_to_bytes(candidate)[:8])[0] == length:
+            return candidate
+    raise AssertionError(f"no tensor name reaches a header of {length} bytes")
+
+
+def _assert_round_trip(store: ArtifactStore, data: bytes, tensors: dict[str, torch.Tensor], length: int) -> None:
+    assert struct.unpack("<Q", data[:8])[0] == length
+    assert set(check_safetensors_bytes(data)) == set(tensors)
+    # Stored under its sha256 (as a registered upload is) and loaded through the store's checks.
+    digest = hashlib.sha256(data).hexdigest()
+    store.blob_path(digest).write_bytes(data)
+    loaded = store.load_blob(digest)
+    assert set(loaded) == set(tensors) and all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+@given(length=st.one_of(st.integers(min_value=8, max_value=70_000), st.sampled_from(FOREIGN_LOOKING_LENGTHS)))
+@example(length=8)
+@example(length=70_000)
+@settings_hypothesis(max_examples=int(os.environ.get("FUZZ_MAX_EXAMPLES", "60")), deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_header_length_round_trips_through_the_store(store: ArtifactStore, length: int) -> None:
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor([3], dtype=torch.int64)}
+    if length < 80:  # too short for a table with tensors: the empty table
+        tensors = {}
+    _assert_round_trip(store, _file_with_header_length(tensors, length), tensors, length)
+
+    written = _store_written_file_with_header_length(length)
+    if written is not None:
+        ref = store.put(manifest(), {"weights": written})
+        blob = store.blob_path(ref.weights_sha256).read_bytes()
+        assert struct.unpack("<Q", blob[:8])[0] == length
+        loaded = store.load(ref.artifact_id)
+        assert set(loaded) == set(written) and all(torch.equal(loaded[n], t) for n, t in written.items())
+
+
+@pytest.mark.parametrize("length", FOREIGN_LOOKING_LENGTHS)
+def test_store_written_files_whose_length_looks_like_a_pickle_load(store: ArtifactStore, length: int) -> None:
+    written = _store_written_file_with_header_length(length)
+    ref = store.put(manifest(), {"weights": written})
+    blob = store.blob_path(ref.weights_sha256).read_bytes()
+    assert blob[:1] == b"\x80" and blob[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    assert set(store.load(ref.artifact_id)) == set(written)
+
+
+def test_a_header_whose_length_reads_pk_zip_loads(store: ArtifactStore) -> None:
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    data = _file_with_header_length(tensors, ZIP_LOOKING_LENGTH)
+    assert data[:4] == b"PK\x03\x04"
+    _assert_round_trip(store, data, tensors, ZIP_LOOKING_LENGTH)
+
+
+def test_the_model_that_hit_the_bug_stores_and_loads(store: ArtifactStore) -> None:
+    from workers.training.architectures import build_model
+
+    model = build_model({"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [32],
+                                                    "input_norm": "batchnorm"}})
+    ref = store.put(manifest(), {"weights": model.state_dict()})
+    blob = store.blob_path(ref.weights_sha256).read_bytes()
+    assert blob[:2] == b"\x80\x02"  # its 640-byte header: what was refused as a pickle
+    assert set(store.load(ref.artifact_id)) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("length", [640, 896, 1152, 1408, ZIP_LOOKING_LENGTH])
+def test_a_foreign_looking_file_that_does_not_parse_is_named_by_what_it_resembles(length: int) -> None:
+    # The same first bytes, but the file is cut short: not safetensors, so named for what it resembles.
+    data = struct.pack("<Q", length) + b"{}"
+    with pytest.raises(UnsafeArtifactError, match="pickle" if length < 2**16 else "zip archive"):
+        check_safetensors_bytes(data)

@@ -52,3 +52,26 @@ def test_sweeper_requeues_lost_running_and_lost_pending_jobs(settings, sent):
     assert Job.objects.get(pk=alive.pk).status == "running" and fresh.pk not in sent
     # Not re-sent again within the same stale period.
     assert jobs.jobs_sweep_stale(now=now + timedelta(seconds=10)) == []
+
+
+def test_retry_runs_a_failed_job_again_but_not_a_request_job_or_one_that_did_not_fail(sent, django_capture_on_commit_callbacks):
+    import uuid
+
+    from deletion.models import DeletionRequest
+
+    failed = jobs.job_create(kind="shadow", enqueue=False)
+    Job.objects.filter(pk=failed.pk).update(status="failed", error="UnsafeArtifactError: ...")
+    with django_capture_on_commit_callbacks(execute=True):
+        retried = jobs.job_retry(job=failed)
+    assert (retried.status, retried.error, sent) == ("pending", "", [failed.pk])
+    with pytest.raises(Conflict, match="only a failed job is retried"):
+        jobs.job_retry(job=retried)
+
+    now = timezone.now()
+    request = DeletionRequest.objects.create(public_id=uuid.uuid4(), jurisdiction="GDPR", legal_ground="art17_1_b",
+                                             channel="test", received_at=now, due_at=now, body_fingerprint="x")
+    in_request = jobs.job_create(kind="unlearn", enqueue=False, deletion_request=request)
+    Job.objects.filter(pk=in_request.pk).update(status="failed")
+    with pytest.raises(Conflict, match="submit the request again"):
+        jobs.job_retry(job=in_request)
+    assert Job.objects.get(pk=in_request.pk).status == "failed"

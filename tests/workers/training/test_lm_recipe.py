@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workers.artifacts import ArtifactStore
+from workers.artifacts import ArtifactStore, check_safetensors_bytes
 from workers.datasets.text import TextJsonlDataset
 from workers.training import RECIPES, load_run, save_run
 from workers.unlearning.base import ConfigError
@@ -99,9 +99,12 @@ def test_stored_run_loads_back_offline_with_its_tokenizer(run, tmp_path: Path):
     assert loaded.model.lm_head.weight.data_ptr() == loaded.model.transformer.wte.weight.data_ptr()
     assert loaded.tokenizer.decode(loaded.tokenizer("Zürich 555-1000")["input_ids"]) == "Zürich 555-1000"
     assert loaded.membership == run.membership and loaded.guard is None
-    for path in store.iter_files():  # only safetensors and JSON: nothing a loader would unpickle
-        data = path.read_bytes()
-        assert not data.startswith(b"\x80") and not data.startswith(b"PK\x03\x04"), path
+    for path in store.iter_files():  # only safetensors and JSON, judged by parsing: nothing to unpickle
+        if path.suffix == ".json":
+            json.loads(path.read_bytes())
+        else:
+            assert path.suffix == ".safetensors", path
+            check_safetensors_bytes(path.read_bytes(), source=str(path))
 
 
 def test_exact_retrain_of_a_language_model_drops_the_record(run, texts):
