@@ -106,3 +106,19 @@ def test_csv_with_a_million_columns_is_refused_quickly(api_client_for):
     with pytest.raises(ImportRejected, match="columns; at most"):
         dataset_records_import(dataset=ds, source=io.BytesIO(header + b"1,2\n"), fmt="csv")
     assert not DataRecord.objects.filter(dataset=ds).exists()
+
+
+def test_valid_weights_whose_header_length_reads_as_a_pickle_are_accepted(api_client_for):
+    from workers.training.architectures import build_model
+
+    batchnorm = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [32],
+                                           "input_norm": "batchnorm"}}
+    ds = factories.dataset()
+    factories.import_records(ds, [{"record_key": "a", "content": "x"}])
+    model = registry.registered_model_create(name="uploaded-bn", task="classification", training_recipe="plain",
+                                             architecture=batchnorm)
+    run, _ = factories.trained_version(model, ds, [("a", 0, 0)])
+    body = save({k: v.contiguous() for k, v in build_model(batchnorm).state_dict().items()})
+    assert body[:2] == b"\x80\x02"  # a 640-byte header, which the old first-bytes check took for a pickle
+    response = _upload(api_client_for("ml_engineer"), model, run, body)
+    assert response.status_code == 201, response.content
