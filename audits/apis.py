@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audits import reports
-from deletion.authentication import HasRole
+from foundation.access.authentication import HasRole
 
 ReportAccess = HasRole.of("dpo", "auditor")
 

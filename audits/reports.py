@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,9 +25,11 @@ from django.db import transaction
 
 from audits.models import Report
 from audits.report_schema import REPORT_ATTACHMENT, validate_report
-from deletion.ledger import canonical_json, ledger_append, ledger_head, ledger_verify
-from deletion.models import DeletionRequest, LedgerEvent
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
+from foundation.files import atomic_write
+from foundation.ledger.models import LedgerEvent
+from foundation.ledger.services import ledger_append, ledger_head, ledger_verify
+from foundation.strict_json import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -91,19 +91,9 @@ def report_create(*, request: DeletionRequest, report: dict[str, Any]) -> Report
 
 
 def _write_once(path: Path, data: bytes) -> None:
-    """Write atomically (temporary file, fsync, rename); the name is the content's hash."""
+    """Write atomically; the name is the content's hash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".report-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o640)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o640)
 
 
 # ---------------------------------------------------------------- verification
@@ -185,7 +175,7 @@ _LARGEST_ID = 2**63 - 1
 
 def report_get(*, report_id: int) -> Report:
     """The report with this id, or ``NotFound``."""
-    from deletion_platform.errors import NotFound
+    from foundation.errors import NotFound
 
     report = None
     if 0 < report_id <= _LARGEST_ID:
@@ -202,7 +192,7 @@ def report_pdf_bytes(*, report: Report) -> bytes:
     (code ``report_file_changed``) when its content no longer matches; both are logged as errors,
     since either means the report store was tampered with or lost.
     """
-    from deletion_platform.errors import Conflict, NotFound
+    from foundation.errors import Conflict, NotFound
 
     try:
         data = report_pdf_file(report).read_bytes()

@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "bench")
     args = parser.parse_args()
     django_setup(data_dir=args.data_dir, fresh_database="bench_intake")
-    from deletion.authentication import api_token_create
+    from foundation.access.authentication import api_token_create
 
     _, token = api_token_create(name="benchmark", role="intake")
     port = _free_port()

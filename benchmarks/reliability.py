@@ -58,9 +58,9 @@ def main() -> None:
     django_setup(data_dir=args.data_dir, fresh_database="reliability")
     from django.conf import settings
 
-    from deletion.ledger import ledger_verify
     from deletion_platform import embedded
     from deletion_platform.demo import start_stack, stop_stack
+    from foundation.ledger.services import ledger_verify
     from models_registry.models import DataRecord, ModelVersion, StoredArtifact
     from models_registry.services import registered_model_create
     from workers.artifact_gc import artifact_store_gc
@@ -276,9 +276,9 @@ def start_stack_worker_only():
 def _postgres_outage(web, services, settings) -> dict:
     import requests
 
-    from deletion.authentication import api_token_create
     from deletion.models import DeletionRequest
     from deletion_platform import embedded
+    from foundation.access.authentication import api_token_create
 
     port = int(web.args[web.args.index("--bind") + 1].rsplit(":", 1)[1])
     _, token = api_token_create(name="outage", role="intake")

@@ -36,7 +36,6 @@ def main() -> None:
     import requests
     from django.core.management import call_command
 
-    from deletion.authentication import api_token_create
     from deletion.models import DeletionRequest, ModelOutcome
     from deletion.selectors import request_timeline
     from deletion_platform.demo import (
@@ -47,6 +46,7 @@ def main() -> None:
         stop_stack,
         wait_jobs,
     )
+    from foundation.access.authentication import api_token_create
     from models_registry.services import registered_model_create
     from workers.datasets.reference import reference_records
     from workers.models import Job

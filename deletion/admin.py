@@ -16,7 +16,6 @@ views check them; hiding a button is only a courtesy.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +48,11 @@ from deletion.admin_forms import (
 from deletion.models import (
     DeletionRequest,
     Jurisdiction,
-    LedgerEvent,
     OutcomeStatus,
     RejectionGround,
     RequestStatus,
 )
-from deletion_platform.errors import DomainError
+from foundation.errors import DomainError
 
 VIEW_PERMISSION = "deletion.view_deletionrequest"
 ACT_PERMISSION = "deletion.change_deletionrequest"
@@ -457,41 +455,6 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         if not request.user.has_perm(VIEW_PERMISSION):
             raise PermissionDenied
         return dashboard_view(request, self.admin_site, self.model._meta)
-
-
-@admin.register(LedgerEvent)
-class LedgerEventAdmin(admin.ModelAdmin):
-    """The ledger, read-only for everyone (the database refuses changes anyway)."""
-
-    list_display = ("seq", "created_at", "event_type", "request_ref", "hash_prefix")
-    search_fields = ("request_ref",)
-    fields = ("seq", "created_at", "request_ref", "payload", "hash_hex", "prev_hash_hex")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: LedgerEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: LedgerEvent | None = None) -> bool:
-        return False
-
-    @admin.display(description="event")
-    def event_type(self, obj: LedgerEvent) -> str:
-        return json.loads(obj.payload).get("type", "")
-
-    @admin.display(description="hash")
-    def hash_prefix(self, obj: LedgerEvent) -> str:
-        return bytes(obj.hash).hex()[:16] + "…"
-
-    @admin.display(description="hash")
-    def hash_hex(self, obj: LedgerEvent) -> str:
-        return bytes(obj.hash).hex()
-
-    @admin.display(description="previous hash")
-    def prev_hash_hex(self, obj: LedgerEvent) -> str:
-        return bytes(obj.prev_hash).hex()
 
 
 # The admin index links to the dashboard (for those who may see requests).

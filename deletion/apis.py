@@ -15,7 +15,6 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from deletion import services
-from deletion.authentication import HasRole, role_of
 from deletion.models import (
     DeletionRequest,
     Jurisdiction,
@@ -24,7 +23,8 @@ from deletion.models import (
     RequestStatus,
 )
 from deletion.selectors import DECISIONS, deployments_pending, request_timeline, requests_awaiting
-from deletion_platform.errors import NotFound, ValidationFailed
+from foundation.access.authentication import HasRole, role_of
+from foundation.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
 
 logger = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ def _cancel(target, actor, data):
 
 
 def _confirm(target, actor, data):
-    from deletion.authentication import ApiToken
+    from foundation.access.models import ApiToken
 
     manual = not (isinstance(actor, ApiToken) and actor.role == "ml_engineer")
     return services.deployment_confirm(request=target, actor=actor, new_version_id=data["new_version_id"],

@@ -1,63 +1,8 @@
-"""Deletion requests and API clients."""
+"""Deletion requests, their outcomes per model, and webhooks."""
 
 from __future__ import annotations
 
 from django.db import models
-
-
-class Role(models.TextChoices):
-    INTAKE = "intake", "Intake (create requests, read its own)"
-    DPO = "dpo", "Data-protection officer (everything on requests)"
-    ML_ENGINEER = "ml_engineer", "ML engineer (registry)"
-    AUDITOR = "auditor", "Auditor (read-only requests and reports)"
-
-
-class ApiToken(models.Model):
-    """An API client's token, stored only as its SHA-256 (tokens are 256-bit random, so an unsalted
-    hash cannot be reversed by guessing). The token itself is shown once, at creation."""
-
-    name = models.CharField(max_length=200)
-    role = models.CharField(max_length=20, choices=Role.choices)
-    token_hash = models.CharField(max_length=64, unique=True)
-    prefix = models.CharField(max_length=16, help_text="The token's first characters, to tell tokens apart.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.role}, {self.prefix}…)"
-
-    @property
-    def is_authenticated(self) -> bool:  # lets DRF treat the client as an authenticated user
-        return True
-
-
-class LedgerHead(models.Model):
-    """The single row holding the chain's head; appends lock it, which orders the chain."""
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    seq = models.BigIntegerField(default=0)
-    hash = models.BinaryField(max_length=32)
-
-
-class LedgerEvent(models.Model):
-    """Append-only, hash-chained: hash = sha256(prev_hash || payload), where payload is the event's
-    canonical JSON exactly as hashed. Written only by the SQL function ledger_append; a trigger
-    refuses UPDATE and DELETE, and TRUNCATE is revoked from every role but the owner."""
-
-    seq = models.BigIntegerField(primary_key=True)
-    prev_hash = models.BinaryField(max_length=32)
-    hash = models.BinaryField(max_length=32)
-    payload = models.TextField()
-    # The request an event belongs to (also inside the payload): indexed, for timelines.
-    request_ref = models.UUIDField(null=True, blank=True, db_index=True)
-    created_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["seq"]
-
-    def __str__(self) -> str:
-        return f"#{self.seq} {bytes(self.hash).hex()[:12]}"
 
 
 class Jurisdiction(models.TextChoices):
@@ -124,7 +69,7 @@ class DeletionRequest(models.Model):
     identifier_kinds = models.JSONField(default=list)
     record_ids = models.JSONField(default=list, help_text="Records named by key in the request.")
     verification = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(ApiToken, on_delete=models.PROTECT, null=True, blank=True, related_name="requests")
+    created_by = models.ForeignKey("access.ApiToken", on_delete=models.PROTECT, null=True, blank=True, related_name="requests")
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     body_fingerprint = models.CharField(max_length=64, blank=True, default="")
     received_at = models.DateTimeField()
@@ -199,7 +144,7 @@ class WebhookEndpoint(models.Model):
     """A client's callback URL. State changes of the requests the client may see are POSTed to it,
     signed with HMAC-SHA256 under ``secret`` (shown to the client once, kept to sign)."""
 
-    client = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="webhooks")
+    client = models.ForeignKey("access.ApiToken", on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=2000)
     secret = models.CharField(max_length=100)
     active = models.BooleanField(default=True)

@@ -13,7 +13,8 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
-from deletion.models import DeletionRequest, LedgerEvent, ModelOutcome, OutcomeStatus, RequestStatus
+from deletion.models import DeletionRequest, ModelOutcome, OutcomeStatus, RequestStatus
+from foundation.ledger.models import LedgerEvent
 
 
 def request_timeline(*, request: DeletionRequest) -> list[dict]:

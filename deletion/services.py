@@ -19,9 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
-from deletion.ledger import canonical_json, ledger_append
 from deletion.models import (
-    ApiToken,
     DeletionRequest,
     Jurisdiction,
     LegalGround,
@@ -31,7 +29,10 @@ from deletion.models import (
     RequestStatus,
 )
 from deletion.selectors import timeline_entry
-from deletion_platform.errors import Conflict, NotFound, ValidationFailed
+from foundation.access.models import ApiToken
+from foundation.errors import Conflict, NotFound, ValidationFailed
+from foundation.ledger.services import ledger_append
+from foundation.strict_json import canonical_json
 from models_registry import selectors
 from models_registry.models import DataRecord, Dataset, ModelVersion, VersionStatus
 

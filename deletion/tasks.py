@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from deletion import services
-from deletion.ledger import ledger_checkpoint_write
+from foundation.ledger.services import ledger_checkpoint_write
 
 
 @shared_task(name="deletion.mark_deadlines")

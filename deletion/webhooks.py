@@ -15,9 +15,10 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
-from deletion.ledger import canonical_json
-from deletion.models import ApiToken, DeletionRequest, WebhookDelivery, WebhookEndpoint
-from deletion_platform.errors import ValidationFailed
+from deletion.models import DeletionRequest, WebhookDelivery, WebhookEndpoint
+from foundation.access.models import ApiToken
+from foundation.errors import ValidationFailed
+from foundation.strict_json import canonical_json
 
 MAX_ATTEMPTS = 8
 TIMEOUT_SECONDS = 10

@@ -9,7 +9,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from deletion_platform.errors import DomainError
+from foundation.errors import DomainError
 
 logger = logging.getLogger(__name__)
 

@@ -192,8 +192,8 @@ def _run(args, port: int, started_demo: float) -> int:
     import requests
 
     from audits.reports import report_verify
-    from deletion.authentication import api_token_create
     from deletion.models import DeletionRequest
+    from foundation.access.authentication import api_token_create
     from models_registry.models import DataRecord
     from models_registry.services import registered_model_create
     from workers.datasets.reference import reference_records

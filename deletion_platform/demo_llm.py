@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, port: int, started: float) -> int:
     from audits.models import Report
     from audits.reports import report_verify
-    from deletion.authentication import api_token_create
     from deletion.models import DeletionRequest, ModelOutcome
+    from foundation.access.authentication import api_token_create
     from models_registry.models import DataRecord
     from models_registry.services import registered_model_create
     from workers.reference_data import reference_dataset_register

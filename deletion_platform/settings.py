@@ -1,4 +1,4 @@
-"""Django settings, read strictly from the environment (see deletion_platform/env.py).
+"""Django settings, read strictly from the environment (see foundation/env.py).
 
 With no DATABASE_URL / CELERY_BROKER_URL the embedded PostgreSQL and Redis under DATA_DIR are
 used (deletion_platform/embedded.py); ``manage.py`` starts them when they are not running.
@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 
 from deletion_platform import embedded
-from deletion_platform.env import (
+from foundation.env import (
     ImproperlyConfiguredEnv,
     env_bool,
     env_int,
@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "foundation.ledger",
+    "foundation.access",
     "models_registry",
     "deletion",
     "workers",
@@ -182,7 +184,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "deletion_platform.api.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "deletion.authentication.HashedTokenAuthentication",
+        "foundation.access.authentication.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

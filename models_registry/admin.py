@@ -17,7 +17,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from deletion_platform.errors import DomainError
+from foundation.errors import DomainError
 from models_registry import selectors
 from models_registry.models import (
     DataRecord,

@@ -12,8 +12,8 @@ from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deletion.authentication import HasRole
-from deletion_platform.errors import NotFound, ValidationFailed
+from foundation.access.authentication import HasRole
+from foundation.errors import NotFound, ValidationFailed
 from models_registry import importing, services
 from models_registry.models import (
     Dataset,

@@ -21,7 +21,8 @@ from typing import IO, Any
 
 from django.db import connection, transaction
 
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
+from foundation.strict_json import fields_once
 from models_registry.models import (
     Dataset,
     DataSubject,
@@ -35,7 +36,6 @@ from models_registry.pseudonyms import (
     current_key_version,
     identifier_digests_all_versions,
 )
-from workers.strict_json import fields_once
 
 MAX_ERRORS = 20
 MAX_COLUMNS = 16

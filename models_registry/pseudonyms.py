@@ -14,7 +14,7 @@ import unicodedata
 
 from django.conf import settings
 
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from deletion_platform.errors import Conflict, ValidationFailed
+from foundation.errors import Conflict, ValidationFailed
 from models_registry.models import (
     DataRecord,
     Dataset,

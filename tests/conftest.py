@@ -40,7 +40,7 @@ def api_client_for(db):
     """``api_client_for("dpo")`` -> an APIClient authenticated with a fresh token of that role."""
     from rest_framework.test import APIClient
 
-    from deletion.authentication import api_token_create
+    from foundation.access.authentication import api_token_create
 
     def make(role: str, name: str | None = None) -> APIClient:
         _, token = api_token_create(name=name or f"{role}-client", role=role)

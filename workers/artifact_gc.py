@@ -298,7 +298,7 @@ def _oldest_live_job_start(now: float) -> float:
 
 
 def _ledger(event_type: str, actor: str, **data: Any) -> None:
-    from deletion.ledger import ledger_append
+    from foundation.ledger.services import ledger_append
 
     with transaction.atomic():
         ledger_append(event_type=event_type, actor=actor, **data)

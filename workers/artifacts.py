@@ -36,7 +36,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +45,9 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
+from foundation.files import atomic_write
+from foundation.strict_json import canonical_json, fields_once
 from workers.file_formats import foreign_format
-from workers.strict_json import fields_once
 
 # The safetensors library itself refuses headers above 100 MB; a header of a real checkpoint is
 # a few hundred bytes per tensor, so 100 MB is far beyond anything legitimate.
@@ -298,13 +298,6 @@ def unflatten_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
 # ---------------------------------------------------------------- manifests and the store
 
 
-def canonical_json(value: Any) -> bytes:
-    """Deterministic JSON bytes: sorted keys, no whitespace, UTF-8, finite numbers only."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
 @dataclass
 class ArtifactManifest:
     """What an artifact is. Stored as canonical JSON; its sha256 is the artifact id.
@@ -442,7 +435,7 @@ class ArtifactStore:
             if not self.manifest_path(_check_sha(artifact_id)).exists():
                 raise ArtifactNotFound(f"part {part!r} refers to unknown artifact {artifact_id}")
         manifest.files = recorded
-        data = canonical_json(manifest.to_dict())
+        data = canonical_json(manifest.to_dict()).encode("utf-8")
         artifact_id = hashlib.sha256(data).hexdigest()
         _write_once(self.manifest_path(artifact_id), data)
         return ArtifactRef(artifact_id, {role: e["sha256"] for role, e in recorded.items()})
@@ -659,24 +652,7 @@ def _write_once(path: Path, data: bytes) -> None:
     try:
         os.utime(path)
     except FileNotFoundError:
-        _atomic_write(path, data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        atomic_write(path, data)
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deletion_platform.errors import Conflict
+from foundation.errors import Conflict
 from workers.models import QUEUE_OF_KIND, Job, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from deletion_platform.errors import Conflict
+from foundation.errors import Conflict
 from models_registry import selectors
 from models_registry.models import ArtifactStatus, ModelVersion, StoredArtifact, VersionStatus
 

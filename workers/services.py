@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
 from models_registry.models import Dataset, RegisteredModel
 from workers.jobs import job_create
 from workers.models import Job, JobKind

@@ -2,7 +2,7 @@
 
 ``import audits.checks`` imports every check module, so ``CHECKS.get(name)`` then finds them all.
 An unknown name raises ``ValueError`` listing the registered names; registering a name twice
-raises too (the shared strict :class:`workers.registry.Registry`).
+raises too (the shared strict :class:`foundation.registry.Registry`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from audits.checks.result import CheckResult
-from workers.registry import Registry
+from foundation.registry import Registry
 
 CHECKS: Registry[Callable[..., CheckResult]] = Registry("audit check")
 register_check = CHECKS.register

@@ -10,7 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from deletion import services
-from deletion.models import DeletionRequest, LedgerEvent, RequestStatus
+from deletion.models import DeletionRequest, RequestStatus
+from foundation.ledger.models import LedgerEvent
 from tests.admin.conftest import finish_job, make_report, make_request, report_model
 from workers.models import Job
 
@@ -349,9 +350,9 @@ def test_ledger_is_read_only_for_everyone(client_for, trained):
     event = LedgerEvent.objects.filter(request_ref=request.public_id).order_by("seq").last()
     for user in ("alice", "bob"):
         browser = client_for(user)
-        listing = browser.get("/admin/deletion/ledgerevent/").content.decode()
-        assert "request.scoped" in listing and "/admin/deletion/ledgerevent/add/" not in listing
-        detail = browser.get(f"/admin/deletion/ledgerevent/{event.seq}/change/").content.decode()
+        listing = browser.get("/admin/ledger/ledgerevent/").content.decode()
+        assert "request.scoped" in listing and "/admin/ledger/ledgerevent/add/" not in listing
+        detail = browser.get(f"/admin/ledger/ledgerevent/{event.seq}/change/").content.decode()
         assert bytes(event.hash).hex() in detail and 'type="submit" value="Save"' not in detail
-        assert browser.post(f"/admin/deletion/ledgerevent/{event.seq}/delete/").status_code == 403
-    assert client_for("charlie").get("/admin/deletion/ledgerevent/").status_code == 403
+        assert browser.post(f"/admin/ledger/ledgerevent/{event.seq}/delete/").status_code == 403
+    assert client_for("charlie").get("/admin/ledger/ledgerevent/").status_code == 403

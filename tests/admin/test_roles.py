@@ -36,7 +36,7 @@ def test_setup_roles_grants_and_is_idempotent():
     assert "models_registry.change_modelversion" not in engineer  # status and exclusions via services only
     assert not {p for p in engineer if p.startswith("deletion.")}
     assert "models_registry.view_datasubject" not in engineer
-    assert {"deletion.view_deletionrequest", "deletion.view_ledgerevent", "models_registry.view_datarecord"} <= auditor
+    assert {"deletion.view_deletionrequest", "ledger.view_ledgerevent", "models_registry.view_datarecord"} <= auditor
     assert all(p.split(".")[1].startswith(("view_", "download_")) for p in auditor)
     assert not any("webhookendpoint" in p for p in dpo | engineer | auditor)
     if report_model() is not None:  # reports: DPOs and auditors read and download them

@@ -37,7 +37,7 @@ def _keep_test_connection():
 
 @pytest.fixture
 def role_tokens(db):
-    from deletion.authentication import api_token_create
+    from foundation.access.authentication import api_token_create
 
     return {role: api_token_create(name=f"fuzz-{role}", role=role)[1] for role in ("dpo", "ml_engineer")}
 

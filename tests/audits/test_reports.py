@@ -19,9 +19,9 @@ from audits.models import Report
 from audits.report_schema import REPORT_ATTACHMENT
 from audits.reports import report_create, report_pdf_file, report_verify
 from audits.signing import embedded_files, verify_pdf_signature
-from deletion.ledger import GENESIS, ledger_append, ledger_head
 from deletion.models import DeletionRequest
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
+from foundation.ledger.services import GENESIS, ledger_append, ledger_head
 from tests.audits.conftest import pdfsig
 from tests.audits.report_factory import build_report
 

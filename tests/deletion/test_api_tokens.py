@@ -3,7 +3,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from deletion.models import ApiToken
+from foundation.access.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ def test_token_is_stored_only_as_a_hash(api_client_for):
 def test_wrong_or_revoked_token_is_401(api_client_for):
     from rest_framework.test import APIClient
 
-    from deletion.authentication import api_token_revoke
+    from foundation.access.authentication import api_token_revoke
 
     anonymous = APIClient()
     assert anonymous.get("/api/v1/models/").status_code in (401, 403)

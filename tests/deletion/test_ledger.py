@@ -4,7 +4,12 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
-from deletion.ledger import ledger_append, ledger_checkpoint_write, ledger_head, ledger_verify
+from foundation.ledger.services import (
+    ledger_append,
+    ledger_checkpoint_write,
+    ledger_head,
+    ledger_verify,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -109,7 +114,7 @@ def test_the_application_role_may_only_append_and_read(statement):
     writable and the append function works."""
     from psycopg.errors import InsufficientPrivilege
 
-    from deletion.models import LedgerEvent
+    from foundation.ledger.models import LedgerEvent
 
     _append(2)
     with transaction.atomic(), connection.cursor() as cursor:

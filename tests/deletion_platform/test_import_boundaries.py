@@ -41,7 +41,7 @@ def test_the_method_library_imports_no_django():
 import sys
 from workers.unlearning.methods import load_all_methods
 load_all_methods()
-import workers.artifacts, workers.training.lm, workers.unlearning.catalogue, workers.strict_json
+import workers.artifacts, workers.training.lm, workers.unlearning.catalogue, foundation.strict_json
 bad = [m for m in sys.modules if m == "django" or m.startswith("django.")]
 print(*bad[:5])
 sys.exit(1 if bad else 0)

@@ -122,7 +122,7 @@ def test_record_already_registered_is_refused_and_file_not_half_imported():
 
 
 def test_unknown_dataset_format_is_refused():
-    from deletion_platform.errors import ValidationFailed
+    from foundation.errors import ValidationFailed
 
     ds = factories.dataset()
     with pytest.raises(ValidationFailed):

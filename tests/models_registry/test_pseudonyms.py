@@ -1,6 +1,6 @@
 import pytest
 
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
 from models_registry import services
 from models_registry.models import DataSubject, SubjectIdentifier
 from models_registry.pseudonyms import identifier_digest, normalise_identifier
@@ -67,7 +67,7 @@ def test_pepper_rotation_finds_old_identifiers_and_rekeys_them(settings):
 
 @pytest.mark.django_db
 def test_identifiers_of_two_subjects_conflict():
-    from deletion_platform.errors import Conflict
+    from foundation.errors import Conflict
 
     services.subject_get_or_create(identifiers=[("email", "a@example.org")])
     services.subject_get_or_create(identifiers=[("customer_id", "C-2")])

@@ -50,7 +50,7 @@ def test_fine_tuned_and_distilled_descendants_are_in_scope(registry):
 
 
 def test_lineage_cycle_is_refused(registry):
-    from deletion_platform.errors import ValidationFailed
+    from foundation.errors import ValidationFailed
 
     model = factories.registered_model()
     child = services.model_version_create(model=model, artifact_sha256="1" * 64, training_run=None)

@@ -16,7 +16,7 @@ import torch
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from deletion.models import LedgerEvent
+from foundation.ledger.models import LedgerEvent
 from models_registry import services as registry
 from models_registry.models import StoredArtifact
 from tests import factories

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deletion_platform.errors import Conflict
+from foundation.errors import Conflict
 from workers import jobs
 from workers.models import Job
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deletion_platform.errors import ValidationFailed
+from foundation.errors import ValidationFailed
 from models_registry.services import registered_model_create
 from workers.unlearning.catalogue import (
     APPROXIMATE_METHODS,

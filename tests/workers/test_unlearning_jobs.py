@@ -108,7 +108,7 @@ def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_cl
     assert report_verify(report.pdf_path) == []
     assert dpo.get(f"/api/v1/reports/{report.id}/pdf/").status_code == 200
     # Rolling back to the purged version is refused.
-    from deletion_platform.errors import Conflict
+    from foundation.errors import Conflict
     from workers.purge import model_version_rollback
 
     with pytest.raises(Conflict):

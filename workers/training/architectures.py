@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.registry import Registry
+from foundation.registry import Registry
 from workers.unlearning.base import ConfigError
 
 ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")

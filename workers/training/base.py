@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from foundation.registry import Registry
 from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore
 from workers.datasets.base import RecordDataset
-from workers.registry import Registry
 from workers.training.membership import (
     MembershipRow,
     MembershipSink,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.registry import Registry
+from foundation.registry import Registry
 from workers.unlearning.base import UnlearningMethod
 
 METHODS: Registry[type[UnlearningMethod]] = Registry("unlearning method")

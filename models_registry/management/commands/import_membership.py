@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from deletion_platform.errors import DomainError
+from foundation.errors import DomainError
 from models_registry.importing import ImportRejected, training_membership_import_file
 from models_registry.management.commands._lookup import dataset_by_label
 from models_registry.models import TrainingRun

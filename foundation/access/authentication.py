@@ -12,7 +12,7 @@ import secrets
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
-from deletion.models import ApiToken, Role
+from foundation.access.models import ApiToken, Role
 
 TOKEN_PREFIX = "dpt_"
 
@@ -24,7 +24,7 @@ def _hash(token: str) -> str:
 def api_token_create(*, name: str, role: str) -> tuple[ApiToken, str]:
     """Create a client; returns the row and the token (shown once, never stored)."""
     if role not in Role.values:
-        from deletion_platform.errors import ValidationFailed
+        from foundation.errors import ValidationFailed
 
         raise ValidationFailed(f"role must be one of {', '.join(Role.values)}", field="role")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -98,7 +98,7 @@ try:  # describe the scheme in the OpenAPI schema (drf-spectacular is installed 
     from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
     class HashedTokenScheme(OpenApiAuthenticationExtension):
-        target_class = "deletion.authentication.HashedTokenAuthentication"
+        target_class = "foundation.access.authentication.HashedTokenAuthentication"
         name = "bearerToken"
 
         def get_security_definition(self, auto_schema):

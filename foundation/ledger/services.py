@@ -18,11 +18,9 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import connection
 
+from foundation.strict_json import canonical_json
+
 GENESIS = bytes(32)
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 class LedgerEntry(NamedTuple):
@@ -31,13 +29,38 @@ class LedgerEntry(NamedTuple):
     event: dict[str, Any]  # what was hashed: {"type", "actor", "at", "data"}
 
 
-def ledger_append(*, event_type: str, actor: str, **data: Any) -> LedgerEntry:
-    """Append one event in the current transaction (one SQL statement)."""
+class LedgerEventDraft(NamedTuple):
+    """An event checked and serialised, not yet written: what :func:`ledger_write` appends."""
+
+    event: dict[str, Any]
+    payload: str
+    request_ref: str | None
+
+
+def ledger_event(*, event_type: str, actor: str, **data: Any) -> LedgerEventDraft:
+    """Check and serialise one event without writing it. Raises ValueError (a NaN or infinite
+    number) or TypeError (a value that is not JSON) naming the event, so that a caller can refuse
+    before it changes anything (see deletion.transitions)."""
     event = {"type": event_type, "actor": actor, "at": datetime.now(UTC).isoformat(), "data": data}
+    try:
+        payload = canonical_json(event)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"ledger event {event_type!r} cannot be written: {exc}") from None
+    return LedgerEventDraft(event, payload, data.get("request"))
+
+
+def ledger_write(draft: LedgerEventDraft) -> LedgerEntry:
+    """Append a checked event in the current transaction (one SQL statement)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT seq, hash FROM ledger_append(%s, %s)", [canonical_json(event), data.get("request")])
+        cursor.execute("SELECT seq, hash FROM ledger_append(%s, %s)", [draft.payload, draft.request_ref])
         seq, digest = cursor.fetchone()
-    return LedgerEntry(seq, bytes(digest), event)
+    return LedgerEntry(seq, bytes(digest), draft.event)
+
+
+def ledger_append(*, event_type: str, actor: str, **data: Any) -> LedgerEntry:
+    """Append one event in the current transaction: checked and serialised in full before the one
+    SQL statement that writes it."""
+    return ledger_write(ledger_event(event_type=event_type, actor=actor, **data))
 
 
 def ledger_head() -> tuple[int, bytes]:

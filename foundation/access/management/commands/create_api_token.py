@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from deletion.authentication import api_token_create
-from deletion.models import Role
-from deletion_platform.errors import DomainError
+from foundation.access.authentication import api_token_create
+from foundation.access.models import Role
+from foundation.errors import DomainError
 
 
 class Command(BaseCommand):

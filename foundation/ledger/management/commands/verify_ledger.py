@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from deletion.ledger import ledger_head, ledger_verify
+from foundation.ledger.services import ledger_head, ledger_verify
 
 
 class Command(BaseCommand):

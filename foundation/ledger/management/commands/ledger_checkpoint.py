@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from deletion.ledger import ledger_checkpoint_write
+from foundation.ledger.services import ledger_checkpoint_write
 
 
 class Command(BaseCommand):

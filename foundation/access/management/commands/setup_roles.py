@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from deletion.roles import roles_setup
+from foundation.access.roles import roles_setup
 
 
 class Command(BaseCommand):

@@ -18,7 +18,7 @@ from django.contrib.auth.management import create_permissions
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
-from deletion.models import Role
+from foundation.access.models import Role
 
 EVERY_MODEL = "*"
 # Models no role sees in the admin: webhook endpoints hold the secret their deliveries are signed with.
@@ -29,7 +29,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     Role.DPO: [
         ("deletion", "deletionrequest", ("view", "change")),
         ("deletion", "modeloutcome", ("view",)),
-        ("deletion", "ledgerevent", ("view",)),
+        ("ledger", "ledgerevent", ("view",)),
         ("models_registry", EVERY_MODEL, ("view",)),
         ("workers", EVERY_MODEL, ("view",)),
         ("audits", EVERY_MODEL, ("view", "download")),
@@ -46,6 +46,8 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     ],
     Role.AUDITOR: [
         ("deletion", EVERY_MODEL, ("view",)),
+        ("ledger", EVERY_MODEL, ("view",)),
+        ("access", EVERY_MODEL, ("view",)),
         ("models_registry", EVERY_MODEL, ("view",)),
         ("workers", EVERY_MODEL, ("view",)),
         ("audits", EVERY_MODEL, ("view", "download")),
@@ -59,9 +61,10 @@ def role_permissions(role: str) -> list[Permission]:
     ``<action>_`` on the model."""
     wanted = []
     for app_label, model_name, actions in ROLE_PERMISSIONS[role]:
-        if not apps.is_installed(app_label):
+        try:
+            models = apps.get_app_config(app_label).get_models()
+        except LookupError:  # an app that is not installed
             continue
-        models = apps.get_app_config(app_label).get_models()
         for model in models:
             name = model._meta.model_name
             if (model_name not in (EVERY_MODEL, name)) or (app_label, name) in SECRET_MODELS:
