@@ -13,7 +13,7 @@ help:
 	@echo "make test    - install, start throwaway services, run the test suite, stop them"
 	@echo "make demo-llm - a fine-tuned SmolLM2 forgets a person (NPO and the verifier guard); tens of minutes on CPU"
 	@echo "make serve   - web server on 127.0.0.1:8000 + one Celery worker + services (Ctrl-C stops all)"
-	@echo "make lint    - ruff"
+	@echo "make lint    - ruff and the import layers (lint-imports)"
 
 venv: $(STAMP)
 
@@ -30,6 +30,7 @@ system-deps:
 	@bash scripts/install_system_deps.sh
 
 test: $(STAMP) system-deps
+	$(VENV)/bin/lint-imports --no-cache
 	@set -o pipefail; export DATA_DIR=$(TEST_DATA_DIR); unset DATABASE_URL CELERY_BROKER_URL; \
 	$(PY) -m deletion_platform.embedded start --data-dir $(TEST_DATA_DIR) || exit 1; \
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
@@ -53,6 +54,7 @@ services-down: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	-$(PY) -m deletion_platform.embedded stop --data-dir $(TEST_DATA_DIR)

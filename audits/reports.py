@@ -44,10 +44,11 @@ def report_pdf_file(report: Report) -> Path:
     return moved if moved.exists() else recorded
 
 
-def report_create(*, request: DeletionRequest, report: dict[str, Any]) -> Report:
+def report_create(*, request, report: dict[str, Any]) -> Report:
     """Render, sign and store the erasure report of ``request``.
 
-    In: the request and the report dict (:mod:`audits.report_schema`; ``ledger_head`` and
+    In: the request (a ``deletion.DeletionRequest``: its ``public_id`` and row; the reports know
+    no request model) and the report dict (:mod:`audits.report_schema`; ``ledger_head`` and
     ``signer`` may be left out, they are set here from the ledger and the signing certificate).
     Out: the saved :class:`Report`. Raises ``ValidationFailed`` (code ``invalid_report``) naming
     the bad field, and ``ImproperlyConfigured`` when no signing identity is configured.

@@ -4,8 +4,8 @@ For one outcome of a request: the unlearned model, the original and the shadow m
 forgotten records, a retain sample and held-out test records; the pure checks in audits/checks
 turn the scores into numbers and verdicts. Then, with the evidence taken, every older copy of the
 model that still holds the records is purged (parent weights, superseded checkpoints, shadow
-models that saw them), which is what the exact class's lineage proof rests on. The report job
-erases the request's data (records, dataset files) and signs the report.
+models that saw them), which is what the exact class's lineage proof rests on. The request
+workflow (deletion) reads the audit from the job's result and writes it on its outcome.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import time
 import numpy as np
 from django.db import transaction
 
-from deletion.models import ModelOutcome
+from foundation.strict_json import jsonable
 from models_registry import selectors
-from models_registry.models import ArtifactKind, DataRecord, StoredArtifact
+from models_registry.models import ArtifactKind, DataRecord, ModelVersion, StoredArtifact
+from workers.jobs import versions_held
 from workers.models import Job
 from workers.runners.storage import artifact_store
 
@@ -95,18 +96,21 @@ def _sample(keys: list[str], n: int, seed: int) -> list[str]:
 
 
 def run_audit_job(job: Job, progress) -> dict:
+    """Audit the version ``job.config["audited_version"]`` for the records ``job.forget_record_ids``
+    under ``job.guarantee_class``; purge the older copies unless it failed. Returns the audit
+    (``result["audit"]``, with its verdict) for the job's result; whoever created the job (the
+    request workflow) reads it from there."""
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
     from workers.training.storage import load_run
 
     started = time.perf_counter()
     load_recipes()
-    outcome = ModelOutcome.objects.select_related("model_version__model", "new_version").get(pk=job.config["outcome_id"])
+    new = ModelVersion.objects.select_related("model", "parent").get(pk=job.config["audited_version"])
     # The version actually unlearned from (a later request may build on an earlier one's result).
-    new = outcome.new_version
     source = new.parent
     dataset = source.training_run.datasets.get()
-    records = list(DataRecord.objects.filter(id__in=outcome.record_ids, dataset=dataset).order_by("id"))
+    records = list(DataRecord.objects.filter(id__in=job.forget_record_ids, dataset=dataset).order_by("id"))
     forget_keys = [r.external_key for r in records]
     store = artifact_store()
     device = str(select_device())
@@ -120,7 +124,7 @@ def run_audit_job(job: Job, progress) -> dict:
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
                                              device=device, progress=progress)
         suppression = None
-    return _conclude(outcome, source, new, records, checks, audit, suppression, store=store, device=device,
+    return _conclude(job, source, new, records, checks, audit, suppression, store=store, device=device,
                      started=started, progress=progress)
 
 
@@ -233,16 +237,16 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
     return evidence["checks"], audit, evidence["suppression"]
 
 
-def _conclude(outcome, source, new, records, checks, audit, suppression, *, store, device, started, progress):
-    """Verdict, then (unless it failed) purge every older copy that holds the records; record the
-    audit on the outcome."""
+def _conclude(job, source, new, records, checks, audit, suppression, *, store, device, started, progress):
+    """Verdict, then (unless it failed) purge every older copy that holds the records. Returns the
+    job's result, the audit in it."""
     from audits.checks.verdict import LineageProof, final_verdict
     from workers.purge import lineage_copies_purge
 
     record_ids = [r.id for r in records]
     holds_none = not {v.version_id for v in selectors.versions_trained_on(
         record_ids=record_ids, statuses=("serving", "retained", "retired", "withdrawn"))} & {new.id}
-    preliminary = final_verdict(guarantee_class=outcome.guarantee_class, checks=checks, suppression=suppression,
+    preliminary = final_verdict(guarantee_class=job.guarantee_class, checks=checks, suppression=suppression,
                                 lineage=LineageProof(new_version_holds_none=holds_none, older_copies_purged=True))
     purged, deferred, replenish = [], [], None
     if str(getattr(preliminary.verdict, "value", preliminary.verdict)) != "FAIL":
@@ -251,13 +255,13 @@ def _conclude(outcome, source, new, records, checks, audit, suppression, *, stor
         progress("purging older copies", 0.8)
         with transaction.atomic():
             purged, deferred = lineage_copies_purge(store=store, source=source, record_ids=record_ids,
-                                                    keep_versions=_versions_in_use(outcome))
+                                                    keep_versions=versions_held(job))
         if any(p["kind"] == ArtifactKind.SHADOW_MODEL for p in purged):
             replenish = shadow_models_replenish(version=source)
     remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
                  if a.kind != "dataset_cache" and _same_model(a, source)]
     lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=bool(purged) and not remaining)
-    verdict = final_verdict(guarantee_class=outcome.guarantee_class, checks=checks, lineage=lineage,
+    verdict = final_verdict(guarantee_class=job.guarantee_class, checks=checks, lineage=lineage,
                             suppression=suppression)
     audit = {
         **audit,
@@ -270,36 +274,21 @@ def _conclude(outcome, source, new, records, checks, audit, suppression, *, stor
         "shadow_replenish_job": replenish,
         "audit_seconds": round(time.perf_counter() - started, 2),
     }
-    ModelOutcome.objects.filter(pk=outcome.pk).update(audit=_jsonable(audit), verdict=verdict.verdict.value
-                                                      if hasattr(verdict.verdict, "value") else str(verdict.verdict))
-    return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purged)}
+    audit = jsonable(audit)
+    return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purged), "audit": audit}
 
 
 def shadow_models_replenish(*, version) -> int:
     """Queue the retraining of the shadow models a purge removed (they saw forgotten records);
     the new ones train on halves of the lineage's current membership. Returns the job id."""
     from workers.jobs import job_create
-    from workers.runners.shadow import SHADOW_COUNT_DEFAULT, lineage_root
+    from workers.runners.shadow import SHADOW_COUNT_DEFAULT
 
-    root = lineage_root(version)
+    root = selectors.lineage_root(version)
     count = root.model.training_runs.filter(config__shadow_of=root.id).values(
         "config__shadow_index").distinct().count() or SHADOW_COUNT_DEFAULT
     return job_create(kind="shadow", registered_model=root.model, source_version=root, method=root.model.training_recipe,
                       config={"count": count}).id
-
-
-def _versions_in_use(outcome) -> set[int]:
-    """Versions another open request or a queued job still unlearns from (their copies wait)."""
-    from deletion.models import OutcomeStatus
-
-    open_outcomes = (ModelOutcome.objects.exclude(pk=outcome.pk)
-                     .filter(status__in=[OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING, OutcomeStatus.AUDITING,
-                                         OutcomeStatus.AUDIT_FAILED]))
-    versions = set(open_outcomes.values_list("model_version_id", flat=True))
-    versions |= set(open_outcomes.exclude(new_version=None).values_list("new_version__parent_id", flat=True))
-    versions |= set(Job.objects.filter(kind="unlearn", status__in=["pending", "running"])
-                    .exclude(pk=outcome.job_id).values_list("source_version_id", flat=True))
-    return {v for v in versions if v}
 
 
 def _same_model(artifact, source) -> bool:
@@ -307,17 +296,3 @@ def _same_model(artifact, source) -> bool:
     model_of = row.training_run.model_id if row.training_run_id else (
         row.model_version.model_id if row.model_version_id else None)
     return model_of == source.model_id
-
-
-def _jsonable(value):
-    import json
-
-    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-def run_report_job(job: Job, progress) -> dict:
-    """Erase the request's data and build, sign and store its report; the request completes."""
-    from deletion.services import request_finalize
-
-    report = request_finalize(request_id=job.deletion_request_id, progress=progress)
-    return {"report": report}

@@ -34,7 +34,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from deletion import selectors, services
+from deletion import deadlines, decisions, selectors
 from deletion.admin_dashboard import dashboard_view, duration_text
 from deletion.admin_forms import (
     ApproveForm,
@@ -46,6 +46,8 @@ from deletion.admin_forms import (
     VersionReasonForm,
 )
 from deletion.models import (
+    ENDED_STATES,
+    OPEN_STATES,
     DeletionRequest,
     Jurisdiction,
     OutcomeStatus,
@@ -74,9 +76,9 @@ VERDICT_TONE = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "warn"}
 def deadline_badge(request: DeletionRequest, now=None) -> tuple[str, str]:
     """(tone, text) for a request's deadline: ``bad`` overdue, ``warn`` due within a week, ``ok``
     later, ``off`` for a request that has ended."""
-    if request.status in selectors.ENDED_STATUSES:
+    if request.status in ENDED_STATES:
         return "off", "ended"
-    left = services.days_left(request, now)
+    left = deadlines.days_left(request, now)
     if left < 0:
         return "bad", f"overdue {-left} d"
     if left < selectors.DUE_SOON_DAYS:
@@ -153,7 +155,7 @@ class DueFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "open":
-            return queryset.filter(status__in=selectors.OPEN_STATUSES)
+            return queryset.filter(status__in=OPEN_STATES)
         if self.value() == "week":
             return queryset.filter(pk__in=selectors.requests_due_soon().values("pk"))
         if self.value() == "overdue":
@@ -201,43 +203,43 @@ class Action:
 
 def _verify(http: HttpRequest, target: DeletionRequest, form: VerifyForm) -> DeletionRequest:
     evidence = form.evidence(default_verifier=http.user.get_username())
-    return services.deletion_request_verify(request=target, actor=http.user, evidence=evidence)
+    return decisions.deletion_request_verify(request=target, actor=http.user, evidence=evidence)
 
 
 def _approve(http: HttpRequest, target: DeletionRequest, form: ApproveForm) -> DeletionRequest:
-    return services.deletion_request_approve(request=target, actor=http.user, holds=form.holds())
+    return decisions.deletion_request_approve(request=target, actor=http.user, holds=form.holds())
 
 
 def _reject(http: HttpRequest, target: DeletionRequest, form: RejectForm) -> DeletionRequest:
     data = form.cleaned_data
-    return services.deletion_request_reject(request=target, actor=http.user, ground=data["ground"],
+    return decisions.deletion_request_reject(request=target, actor=http.user, ground=data["ground"],
                                             reason=data["reason"])
 
 
 def _extend(http: HttpRequest, target: DeletionRequest, form: ExtendForm) -> DeletionRequest:
     data = form.cleaned_data
-    return services.deletion_request_extend(request=target, actor=http.user, reason=data["reason"],
+    return decisions.deletion_request_extend(request=target, actor=http.user, reason=data["reason"],
                                             months=data["months"], days=data["days"])
 
 
 def _cancel(http: HttpRequest, target: DeletionRequest, form: CancelForm) -> DeletionRequest:
-    return services.deletion_request_cancel(request=target, actor=http.user, reason=form.cleaned_data["reason"])
+    return decisions.deletion_request_cancel(request=target, actor=http.user, reason=form.cleaned_data["reason"])
 
 
 def _withdraw(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
     data = form.cleaned_data
-    return services.model_withdraw(request=target, actor=http.user, model_version_id=data["model_version_id"],
+    return decisions.model_withdraw(request=target, actor=http.user, model_version_id=data["model_version_id"],
                                    reason=data["reason"])
 
 
 def _confirm(http: HttpRequest, target: DeletionRequest, form: ConfirmDeploymentForm) -> DeletionRequest:
     # A person confirming in the admin is a manual confirmation, whoever they are.
-    return services.deployment_confirm(request=target, actor=http.user,
+    return decisions.deployment_confirm(request=target, actor=http.user,
                                        new_version_id=form.cleaned_data["new_version_id"], manual=True)
 
 
 def _escalate(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
-    escalate = getattr(services, "outcome_escalate", None)
+    escalate = getattr(decisions, "outcome_escalate", None)
     if escalate is None:
         raise Http404("escalation is not available")
     return escalate(request=target, actor=http.user, model_version_id=form.cleaned_data["model_version_id"])
@@ -283,7 +285,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         # The queue puts open requests first (most urgent at the top) and ended ones after.
-        ended = Case(When(status__in=selectors.ENDED_STATUSES, then=Value(1)), default=Value(0))
+        ended = Case(When(status__in=ENDED_STATES, then=Value(1)), default=Value(0))
         queryset = self.model._default_manager.get_queryset().annotate(queue_rank=ended)
         return queryset.order_by(*self.get_ordering(request))
 
@@ -370,14 +372,14 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         """Everything the request page shows; ``offer`` and ``can_*`` say which forms to show
         (the action view checks the permission again, and the services check the state)."""
         can_act = request.user.has_perm(ACT_PERMISSION)
-        ended = target.status in selectors.ENDED_STATUSES
+        ended = target.status in ENDED_STATES
         timeline = [{**item, "at": parse_datetime(item["at"]) or item["at"]}
                     for item in selectors.request_timeline(request=target)]
         plan = [{k: v for k, v in step.items() if k != "record_ids"} for step in target.plan]
         estimates = [step.get("estimated_seconds") for step in plan]
         outcomes = selectors.request_outcomes(request=target)
         jobs = selectors.request_jobs(request=target)
-        escalation = hasattr(services, "outcome_escalate")
+        escalation = hasattr(decisions, "outcome_escalate")
         rows = [{
             "outcome": outcome,
             "verdict_tone": VERDICT_TONE.get(outcome.verdict, "off"),
@@ -415,9 +417,9 @@ class DeletionRequestAdmin(admin.ModelAdmin):
                 "cancel": can_act and target.status in UNDECIDED,
                 "extend": can_act and not ended and target.extended_at is None,
             },
-            "rejection_grounds": [(g, grounds[g]) for g in services.REJECTIONS_BY_JURISDICTION[target.jurisdiction]],
-            "extend_in_months": target.jurisdiction in services.GDPR_LIKE,
-            "extend_days_max": services.CCPA_DAYS,
+            "rejection_grounds": [(g, grounds[g]) for g in decisions.REJECTIONS_BY_JURISDICTION[target.jurisdiction]],
+            "extend_in_months": target.jurisdiction in deadlines.GDPR_LIKE,
+            "extend_days_max": deadlines.CCPA_DAYS,
             "progress_url": reverse("admin:deletion_deletionrequest_progress", args=[target.pk]),
         }
 

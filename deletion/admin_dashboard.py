@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from deletion import selectors
-from deletion.models import RequestStatus
+from deletion.models import OPEN_STATES, RequestStatus
 
 CHART_WEEKS = 12
 
@@ -121,6 +121,6 @@ def dashboard_view(request: HttpRequest, admin_site: AdminSite, opts: Any) -> Ht
         "queue_url": queue,
         "received_total": sum(w.received for w in weeks),
         "completed_total": sum(w.completed for w in weeks),
-        "open_statuses": [s for s in RequestStatus.values if s in selectors.OPEN_STATUSES],
+        "open_statuses": [s for s in RequestStatus.values if s in OPEN_STATES],
     }
     return TemplateResponse(request, "admin/deletion/dashboard.html", context)

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from deletion import services
+from deletion import deadlines, decisions, intake
 from deletion.models import (
     DeletionRequest,
     Jurisdiction,
@@ -115,7 +115,7 @@ class DeletionRequestOut(serializers.Serializer):
         return obj.subject.reference if obj.subject else None
 
     def get_days_left(self, obj) -> int:
-        return services.days_left(obj)
+        return deadlines.days_left(obj)
 
     def get_overdue(self, obj) -> bool:
         return obj.status not in _ENDED and obj.due_at < timezone.now()
@@ -255,7 +255,7 @@ class DeletionRequestListApi(APIView):
         body = DeletionRequestIn(data=request.data)
         body.is_valid(raise_exception=True)
         data = _plain(body.validated_data)
-        created_request, created = services.deletion_request_create(client=request.user, body=data,
+        created_request, created = intake.deletion_request_create(client=request.user, body=data,
                                                                     idempotency_key=key)
         out = DeletionRequestOut(created_request, context={"detail": True}).data
         return Response(out, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -377,37 +377,37 @@ def _action(serializer_class, call, *, roles=("dpo",)):
 
 
 def _verify(target, actor, data):
-    return services.deletion_request_verify(request=target, actor=actor, evidence=data)
+    return decisions.deletion_request_verify(request=target, actor=actor, evidence=data)
 
 
 def _approve(target, actor, data):
     holds = {h["model_version_id"]: h["reason"] for h in data.get("legal_holds", [])}
-    return services.deletion_request_approve(request=target, actor=actor, holds=holds)
+    return decisions.deletion_request_approve(request=target, actor=actor, holds=holds)
 
 
 def _reject(target, actor, data):
-    return services.deletion_request_reject(request=target, actor=actor, ground=data["ground"], reason=data["reason"])
+    return decisions.deletion_request_reject(request=target, actor=actor, ground=data["ground"], reason=data["reason"])
 
 
 def _extend(target, actor, data):
-    return services.deletion_request_extend(request=target, actor=actor, reason=data["reason"],
+    return decisions.deletion_request_extend(request=target, actor=actor, reason=data["reason"],
                                             months=data.get("months"), days=data.get("days"))
 
 
 def _cancel(target, actor, data):
-    return services.deletion_request_cancel(request=target, actor=actor, reason=data.get("reason", ""))
+    return decisions.deletion_request_cancel(request=target, actor=actor, reason=data.get("reason", ""))
 
 
 def _confirm(target, actor, data):
     from foundation.access.models import ApiToken
 
     manual = not (isinstance(actor, ApiToken) and actor.role == "ml_engineer")
-    return services.deployment_confirm(request=target, actor=actor, new_version_id=data["new_version_id"],
+    return decisions.deployment_confirm(request=target, actor=actor, new_version_id=data["new_version_id"],
                                        manual=manual)
 
 
 def _withdraw(target, actor, data):
-    return services.model_withdraw(request=target, actor=actor, model_version_id=data["model_version_id"],
+    return decisions.model_withdraw(request=target, actor=actor, model_version_id=data["model_version_id"],
                                    reason=data["reason"])
 
 
@@ -416,7 +416,7 @@ class EscalateIn(StrictSerializer):
 
 
 def _escalate(target, actor, data):
-    return services.outcome_escalate(request=target, actor=actor, model_version_id=data["model_version_id"])
+    return decisions.outcome_escalate(request=target, actor=actor, model_version_id=data["model_version_id"])
 
 
 VerifyApi = _action(VerificationIn, _verify)

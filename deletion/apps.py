@@ -4,3 +4,23 @@ from django.apps import AppConfig
 class DeletionConfig(AppConfig):
     name = "deletion"
     verbose_name = "Deletion requests"
+
+    def ready(self) -> None:
+        # The request workflow plugs into the job engine below it; the engine names no app above it.
+        from deletion.selectors import open_request_counts_by_version, requests_touching_version
+        from deletion.workflow import (
+            on_job_finished,
+            run_report_job,
+            unsettled_source_reason,
+            versions_open_requests_use,
+        )
+        from models_registry.admin import OPEN_REQUESTS
+        from workers.jobs import JOB_FINISHED, JOB_GATES, VERSIONS_HELD, job_runner_register
+        from workers.models import JobKind
+
+        job_runner_register(JobKind.REPORT, run_report_job)
+        JOB_FINISHED.add(lambda job_id: on_job_finished(job_id=job_id))
+        JOB_GATES.add(unsettled_source_reason)
+        VERSIONS_HELD.add(versions_open_requests_use)
+        OPEN_REQUESTS.counts_by_version = open_request_counts_by_version
+        OPEN_REQUESTS.touching_version = requests_touching_version

@@ -52,6 +52,11 @@ class RequestStatus(models.TextChoices):
     FAILED = "FAILED"
 
 
+# A request in one of the ENDED_STATES is closed; in any other it is still worked on (its deadline runs).
+ENDED_STATES = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.FAILED)
+OPEN_STATES = tuple(s for s in RequestStatus if s not in ENDED_STATES)
+
+
 class DeletionRequest(models.Model):
     """An erasure request. Raw identifiers never reach this row: only the subject they resolved to
     (or none) and which kinds of identifier were given."""

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.apps import apps
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
-from deletion.models import DeletionRequest, ModelOutcome, OutcomeStatus, RequestStatus
+from audits.models import Report
+from deletion.models import OPEN_STATES, DeletionRequest, ModelOutcome, OutcomeStatus, RequestStatus
 from foundation.ledger.models import LedgerEvent
 
 
@@ -31,14 +31,12 @@ def timeline_entry(*, seq: int, event: dict) -> dict:
 
 # ---------------------------------------------------------------- the DPO workspace (admin)
 
-ENDED_STATUSES = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.FAILED)
-OPEN_STATUSES = tuple(s for s in RequestStatus.values if s not in ENDED_STATUSES)
 DUE_SOON_DAYS = 7
 
 
 def requests_open() -> QuerySet[DeletionRequest]:
     """Requests that have not ended (completed, rejected, cancelled or failed)."""
-    return DeletionRequest.objects.filter(status__in=OPEN_STATUSES)
+    return DeletionRequest.objects.filter(status__in=OPEN_STATES)
 
 
 def requests_overdue(*, now: datetime | None = None) -> QuerySet[DeletionRequest]:
@@ -79,25 +77,16 @@ def request_jobs_progress(*, request: DeletionRequest) -> list[dict[str, Any]]:
              "percent": round(job.progress_percent, 1)} for job in request_jobs(request=request)]
 
 
-def request_reports(*, request: DeletionRequest) -> list[Any]:
-    """The request's audit reports, newest first; empty while the audits app has no Report model
-    (or one not linked to requests), so that the admin works before reports exist."""
-    if not apps.is_installed("audits"):
-        return []
-    try:
-        report_model = apps.get_model("audits", "Report")
-    except LookupError:
-        return []
-    if "request" not in {f.name for f in report_model._meta.get_fields()}:
-        return []
-    return list(report_model.objects.filter(request=request).order_by("-pk"))
+def request_reports(*, request: DeletionRequest) -> list[Report]:
+    """The request's signed reports, newest first."""
+    return list(Report.objects.filter(request=request).order_by("-pk"))
 
 
 def requests_touching_version(*, version_id: int) -> list[dict[str, Any]]:
     """Open requests that act on a model version: its outcome rows, and scoped requests whose plan
     names it (no outcome yet). Each item: request, outcome status (or "planned" from the plan)."""
     touching = []
-    outcomes = (ModelOutcome.objects.filter(model_version_id=version_id, request__status__in=OPEN_STATUSES)
+    outcomes = (ModelOutcome.objects.filter(model_version_id=version_id, request__status__in=OPEN_STATES)
                 .select_related("request").order_by("request__due_at"))
     seen = set()
     for outcome in outcomes:
@@ -137,7 +126,7 @@ def requests_awaiting(*, decision: str) -> QuerySet[DeletionRequest]:
 def deployments_pending() -> QuerySet[ModelOutcome]:
     """New versions that passed (or were inconclusive in) their audit and wait for the serving
     side to deploy them and confirm: the most urgent request first."""
-    return (ModelOutcome.objects.filter(status=OutcomeStatus.AWAITING_DEPLOYMENT, request__status__in=OPEN_STATUSES)
+    return (ModelOutcome.objects.filter(status=OutcomeStatus.AWAITING_DEPLOYMENT, request__status__in=OPEN_STATES)
             .select_related("request", "model_version__model", "new_version")
             .order_by("request__due_at", "id"))
 
@@ -161,7 +150,7 @@ def request_stats(*, now: datetime | None = None) -> RequestStats:
     of receipt-to-completion time over completed requests (computed in PostgreSQL)."""
     now = now or timezone.now()
     counts = dict(requests_open().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    open_by_status = {status: counts.get(status, 0) for status in OPEN_STATUSES}
+    open_by_status = {status: counts.get(status, 0) for status in OPEN_STATES}
     table = DeletionRequest._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -212,7 +201,7 @@ def open_request_counts_by_version(*, version_ids: list[int]) -> dict[int, int]:
     wanted = set(version_ids)
     touching: dict[int, set[int]] = {v: set() for v in wanted}
     for version_id, request_id in ModelOutcome.objects.filter(
-            model_version_id__in=wanted, request__status__in=OPEN_STATUSES).values_list("model_version_id", "request_id"):
+            model_version_id__in=wanted, request__status__in=OPEN_STATES).values_list("model_version_id", "request_id"):
         touching[version_id].add(request_id)
     # Plans before approval have no outcome rows; open requests are few, so read their plans.
     for request_id, plan in requests_open().filter(outcomes__isnull=True).exclude(plan=[]).values_list("id", "plan"):

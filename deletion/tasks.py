@@ -1,12 +1,12 @@
 from celery import shared_task
 
-from deletion import services
+from deletion import deadlines
 from foundation.ledger.services import ledger_checkpoint_write
 
 
 @shared_task(name="deletion.mark_deadlines")
 def mark_deadlines() -> tuple[int, int]:
-    return services.deadlines_mark()
+    return deadlines.deadlines_mark()
 
 
 @shared_task(name="deletion.ledger_checkpoint")

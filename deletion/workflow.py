@@ -1,3 +1,187 @@
-"""Entry points the workers call when a job ends (kept apart so workers import little)."""
+"""The job-driven part of the workflow: what happens when the workers finish a job. An unlearning
+job's result is audited; an audit's verdict moves its outcome on; when every outcome is settled the
+report job erases the request's data, signs the report and completes the request. The engine calls
+in through the registries it offers (registered in deletion.apps): job-finished hook, the report
+runner, a start gate and the versions open requests still build on."""
 
-from deletion.services import on_job_finished  # noqa: F401
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from deletion.models import (
+    DeletionRequest,
+    ModelOutcome,
+    OutcomeStatus,
+)
+from deletion.planning import request_scope, request_subjects
+from deletion.transitions import S, transition
+from foundation.ledger.services import ledger_append
+from models_registry.selectors import current_source
+from workers.jobs import job_create
+from workers.models import Job, JobKind, JobStatus
+
+
+@transaction.atomic
+def on_job_finished(*, job_id: int) -> None:
+    """A job ended: move its outcome (and then the request) on.
+
+    unlearn succeeded -> the outcome is audited (an audit job); failed -> the request fails.
+    audit done -> PASS/INCONCLUSIVE await deployment, FAIL needs escalation or withdrawal.
+    report done -> the request completes (done by the report job itself)."""
+    job = Job.objects.get(pk=job_id)
+    if job.kind == JobKind.UNLEARN:
+        for outcome in ModelOutcome.objects.select_for_update().filter(job=job).select_related("request"):
+            not_met = (job.result or {}).get("guarantee_not_met")
+            if job.status == JobStatus.SUCCEEDED:
+                outcome.new_version = job.result_version
+                outcome.status = OutcomeStatus.AUDITING
+                outcome.audit_job = job_create(kind=JobKind.AUDIT, registered_model=job.registered_model,
+                                               source_version=outcome.model_version,
+                                               deletion_request=outcome.request,
+                                               forget_record_ids=outcome.record_ids,
+                                               guarantee_class=outcome.guarantee_class,
+                                               config={"audited_version": job.result_version_id})
+            elif not_met:
+                # The method ran but could not establish its guarantee: a failed audit with no new
+                # version, for the DPO to escalate (exact retrain) or withdraw the model.
+                outcome.status, outcome.verdict = OutcomeStatus.AUDIT_FAILED, "FAIL"
+                outcome.audit = {"verdict": {
+                    "verdict": "FAIL", "reasons": [not_met["reason"]],
+                    "rule": f"FAIL when the method ({not_met['method']}) cannot establish its guarantee; "
+                            "no new version was made"}, "guarantee_not_met": not_met}
+            else:
+                outcome.status = OutcomeStatus.FAILED
+            outcome.save(update_fields=["new_version", "status", "audit_job", "verdict", "audit"])
+            ledger_append(event_type="job.finished", actor="worker", request=str(outcome.request.public_id),
+                          job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id,
+                          **({"guarantee_not_met": not_met["reason"]} if not_met else {}))
+            advance(outcome.request)
+            _announce(outcome)
+    elif job.kind == JobKind.AUDIT:
+        for outcome in ModelOutcome.objects.select_for_update().filter(audit_job=job).select_related("request"):
+            if job.status == JobStatus.SUCCEEDED:
+                # The audit runner returns its evidence; the outcome is written here, and only here.
+                outcome.audit = job.result["audit"]
+                outcome.verdict = outcome.audit["verdict"]["verdict"]
+            if job.status != JobStatus.SUCCEEDED:
+                outcome.status = OutcomeStatus.FAILED
+            elif outcome.verdict == "FAIL":
+                outcome.status = OutcomeStatus.AUDIT_FAILED
+            else:
+                outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
+            outcome.save(update_fields=["status", "audit", "verdict"])
+            ledger_append(event_type="audit.finished", actor="worker", request=str(outcome.request.public_id),
+                          job=job.id, model_version=outcome.new_version_id, verdict=outcome.verdict,
+                          status=job.status)
+            advance(outcome.request)
+            _announce(outcome)
+    elif job.kind == JobKind.REPORT and job.status != JobStatus.SUCCEEDED and job.deletion_request_id:
+        request = DeletionRequest.objects.get(pk=job.deletion_request_id)
+        transition(request, (S.AUDITING,), S.FAILED, actor="platform", event="request.failed",
+                    failure=f"the report could not be made: {job.error[:500]}")
+
+
+def _announce(outcome: ModelOutcome) -> None:
+    """Webhooks for outcome states no request transition announces: a failed audit (the request
+    stays AUDITING until the DPO escalates or withdraws) and a new version ready for the serving
+    side to deploy and confirm (POST .../confirm-deployment/ with new_version_id). ``outcome.request``
+    is current: advance refreshed it."""
+    from deletion.webhooks import webhooks_notify
+
+    if outcome.status == OutcomeStatus.AUDIT_FAILED:
+        webhooks_notify(request=outcome.request, event="outcome.audit_failed", model_version=outcome.model_version_id,
+                        decision="escalate or withdraw")
+    elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
+        webhooks_notify(request=outcome.request, event="deployment.requested", audience="serving",
+                        model=outcome.model_version.model.name, model_version=outcome.model_version_id,
+                        new_version=outcome.new_version_id, verdict=outcome.verdict)
+
+
+def advance(request: DeletionRequest) -> None:
+    """Move the request on from what its outcomes say: a failed job fails it, all unlearned ->
+    AUDITING, all settled (confirmed, withdrawn, held) -> the report job."""
+    request.refresh_from_db()
+    statuses = {o.status for o in request.outcomes.all()}
+    if OutcomeStatus.FAILED in statuses and request.status in (S.EXECUTING, S.AUDITING):
+        transition(request, (S.EXECUTING, S.AUDITING), S.FAILED, actor="platform", event="request.failed",
+                    failure="a job failed; see the jobs (the request can be retried by a new approval)")
+        return
+    if request.status == S.EXECUTING and not statuses & {OutcomeStatus.EXECUTING, OutcomeStatus.PLANNED}:
+        request = transition(request, (S.EXECUTING,), S.AUDITING, actor="platform", event="request.auditing")
+    done = {OutcomeStatus.CONFIRMED, OutcomeStatus.WITHDRAWN, OutcomeStatus.HELD}
+    if request.status == S.AUDITING and statuses <= done:
+        if not request.jobs.filter(kind=JobKind.REPORT).exclude(
+                status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).exists():
+            job_create(kind=JobKind.REPORT, deletion_request=request)
+            ledger_append(event_type="report.queued", actor="platform", request=str(request.public_id))
+
+
+def request_finalize(*, request_id: int, progress=None) -> dict:
+    """The last step (report job): erase the request's data, build and sign its report, and
+    complete the request. Returns the report's summary."""
+    from deletion.report_data import report_build_and_sign
+
+    request = DeletionRequest.objects.get(pk=request_id)
+    if request.status == S.COMPLETED:
+        return {"skipped": "already completed"}
+    with transaction.atomic():
+        _erase_request_data(request)
+    summary = report_build_and_sign(request=request)
+    with transaction.atomic():
+        transition(request, (S.AUDITING,), S.COMPLETED, actor="platform", event="request.completed",
+                    completed_at=timezone.now())
+    return summary
+
+
+def _erase_request_data(request: DeletionRequest) -> None:
+    """Once every model has been unlearned: mark the request's records erased, suppress them and
+    the subject, and rewrite the dataset files that hold them. Records still held by a version
+    under legal hold are kept (the hold is the legal ground for keeping them)."""
+    from workers.purge import request_data_erase
+
+    scoped = set(request_scope(request).record_ids)
+    held = {rid for o in request.outcomes.filter(status=OutcomeStatus.HELD) for rid in o.record_ids}
+    to_erase = sorted(scoped - held)
+    if not to_erase:
+        return
+    purged = request_data_erase(record_ids=to_erase, subjects=[] if held else request_subjects(request),
+                                reason=f"deletion request {request.public_id}")
+    ledger_append(event_type="data.erased", actor="platform", request=str(request.public_id),
+                  records=len(to_erase), dataset_files_purged=[p["sha256"] for p in purged])
+
+
+def run_report_job(job: Job, progress) -> dict:
+    """The runner of report jobs: erase the request's data, sign its report; the request completes."""
+    return {"report": request_finalize(request_id=job.deletion_request_id, progress=progress)}
+
+
+# ---------------------------------------------------------------- what the engine asks the workflow
+
+
+def unsettled_source_reason(job: Job) -> str:
+    """A start gate for unlearning jobs: the version ``job`` would build on is still being audited
+    (it may yet fail and be destroyed by an escalation) or has failed its audit, and a version built
+    on it would carry what it failed to forget. It waits until the DPO escalates (which destroys
+    that version) or withdraws the model."""
+    if job.kind != JobKind.UNLEARN or job.source_version_id is None:
+        return ""
+    head = current_source(job.source_version)
+    unsettled = (ModelOutcome.objects.filter(new_version=head,
+                                             status__in=[OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED])
+                 .select_related("request").first())
+    if unsettled is None:
+        return ""
+    state = "being audited" if unsettled.status == OutcomeStatus.AUDITING else "failed its audit"
+    return f"version {head.version} ({unsettled.request.public_id}) is {state}"
+
+
+def versions_open_requests_use(job: Job) -> set[int]:
+    """Versions another open request still unlearns from (its copies wait), for the audit job
+    ``job``'s purge: every open outcome but the one ``job`` audits, and the parents of their results."""
+    open_outcomes = (ModelOutcome.objects.exclude(audit_job=job)
+                     .filter(status__in=[OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING, OutcomeStatus.AUDITING,
+                                         OutcomeStatus.AUDIT_FAILED]))
+    versions = set(open_outcomes.values_list("model_version_id", flat=True))
+    versions |= set(open_outcomes.exclude(new_version=None).values_list("new_version__parent_id", flat=True))
+    return {v for v in versions if v}

@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("models_registry.urls")),
+    path("api/v1/", include("workers.urls")),
     path("api/v1/", include("deletion.urls")),
     path("api/v1/", include("audits.urls")),
 ]

@@ -48,3 +48,25 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+class Hooks(Generic[T]):
+    """An ordered set of callables of one kind that a lower layer calls and higher layers fill
+    (from ``AppConfig.ready()``): the lower layer names no app above it. Adding the same callable
+    twice raises, as a duplicate registry name does."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: list[T] = []
+
+    def add(self, entry: T) -> T:
+        if entry in self._entries:
+            raise ValueError(f"{self.kind} {getattr(entry, '__qualname__', entry)!r} is already added")
+        self._entries.append(entry)
+        return entry
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -10,6 +10,9 @@ the training run and datasets behind it, its model's unlearning policy and its o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django import forms
 from django.contrib import admin
@@ -108,6 +111,19 @@ class SuppressionEntryAdmin(admin.ModelAdmin):
     exclude = ("digest",)
 
 
+@dataclass
+class OpenRequestLookups:
+    """What the registry's pages show of the open requests on a version. The registry knows no
+    requests: the request app sets these from its AppConfig.ready() (deletion.apps); until then a
+    page shows none."""
+
+    counts_by_version: Callable[..., dict[int, int]] = lambda *, version_ids: {}
+    touching_version: Callable[..., list[dict[str, Any]]] = lambda *, version_id: []
+
+
+OPEN_REQUESTS = OpenRequestLookups()
+
+
 class ModelVersionInline(admin.TabularInline):
     model = ModelVersion
     fields = ("version", "parent", "status", "guarantee_class", "artifact_sha256", "created_at")
@@ -120,15 +136,13 @@ class ModelVersionInline(admin.TabularInline):
 def version_tree(model: RegisteredModel) -> list[dict]:
     """A model's versions in tree order (each parent before its children, depth-first), each as
     ``{"version", "depth", "job", "open_requests"}``; ``job`` is the job that made it, if any."""
-    from deletion.selectors import open_request_counts_by_version
-
     versions = list(model.versions.select_related("training_run", "created_by_job").order_by("version"))
     by_id = {v.id: v for v in versions}
     children: dict[int | None, list[ModelVersion]] = {}
     for version in versions:
         # A parent in another model (or none) makes the version a root of this model's tree.
         children.setdefault(version.parent_id if version.parent_id in by_id else None, []).append(version)
-    counts = open_request_counts_by_version(version_ids=list(by_id))
+    counts = OPEN_REQUESTS.counts_by_version(version_ids=list(by_id))
     rows: list[dict] = []
 
     def walk(parent_id: int | None, depth: int) -> None:
@@ -240,11 +254,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The change page, with the open requests that touch the version below the form (links to
         the requests only for those who may see them: the template checks ``perms``)."""
-        from deletion.selectors import requests_touching_version
-
         extra = dict(extra_context or {})
         if str(object_id).isdigit():
-            extra["open_requests"] = requests_touching_version(version_id=int(object_id))
+            extra["open_requests"] = OPEN_REQUESTS.touching_version(version_id=int(object_id))
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
 

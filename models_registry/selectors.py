@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from django.db import connection
 from django.db.models import QuerySet
 
-from models_registry.models import DataRecord, DataSubject, VersionStatus
+from models_registry.models import DataRecord, DataSubject, ModelVersion, VersionStatus
 
 HOLDING_STATUSES = (VersionStatus.SERVING, VersionStatus.RETAINED)
 
@@ -254,3 +254,27 @@ def memberships_of_records(*, record_ids: Iterable[int]) -> list[tuple[int, int,
             [ids],
         )
         return cursor.fetchall()
+
+
+# ---------------------------------------------------------------- unlearning chains
+
+
+def lineage_root(version: ModelVersion) -> ModelVersion:
+    """The trained version at the top of ``version``'s unlearning chain (shadows are made for it)."""
+    while version.parent_id is not None:
+        version = version.parent
+    return version
+
+
+def current_source(version: ModelVersion) -> ModelVersion:
+    """The version to unlearn from: ``version``, or the newest version an earlier unlearning job
+    made from it (and so on down), so that a second request for the same model builds on the
+    first one's result — its new version then excludes both requests' records — instead of on a
+    parent that still holds them (and that the first request's audit purges)."""
+    while True:
+        child = (ModelVersion.objects.filter(parent=version, created_by_job__kind="unlearn",
+                                             created_by_job__status="succeeded")
+                 .exclude(status=VersionStatus.PURGED).order_by("-id").first())
+        if child is None:
+            return version
+        version = child

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
 from foundation.errors import Conflict, ValidationFailed
+from foundation.registry import Hooks
 from models_registry.models import (
     DataRecord,
     Dataset,
@@ -127,12 +129,15 @@ POLICY_FIELDS = {
 }
 
 
+# Who knows the unlearning methods (the workers' method catalogue, added from workers.apps): each
+# check answers why a name cannot be a policy's approximate method for a model of a task, or None.
+APPROXIMATE_METHOD_CHECKS: Hooks[Callable[[str, str | None], str | None]] = Hooks("approximate-method check")
+
+
 def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = None) -> dict[str, Any]:
     """Check an unlearning policy: its fields, their types, and that ``approximate_method`` is a
     method that exists and unlearns models of ``task`` (when given). Returns the policy; raises
     ValidationFailed naming the field."""
-    from workers.unlearning.catalogue import approximate_method_problem
-
     if not isinstance(policy, dict):
         raise ValidationFailed("unlearning_policy must be an object", field="unlearning_policy")
     for key, value in policy.items():
@@ -149,7 +154,10 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
         if expected is int and value < 0:
             raise ValidationFailed(f"unlearning_policy.{key} must be >= 0", field=f"unlearning_policy.{key}")
     if "approximate_method" in policy:
-        problem = approximate_method_problem(policy["approximate_method"], task)
+        if not len(APPROXIMATE_METHOD_CHECKS):
+            raise ImproperlyConfigured("no unlearning method catalogue is registered (the workers app is not installed)")
+        problem = next(filter(None, (check(policy["approximate_method"], task) for check in APPROXIMATE_METHOD_CHECKS)),
+                       None)
         if problem:
             raise ValidationFailed(f"unlearning_policy.approximate_method: {problem}",
                                    field="unlearning_policy.approximate_method")

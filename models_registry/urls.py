@@ -9,5 +9,4 @@ urlpatterns = [
     path("training-runs/<int:run_id>/membership/", apis.TrainingMembershipImportApi.as_view(),
          name="training-membership-import"),
     path("models/", apis.RegisteredModelListApi.as_view(), name="models"),
-    path("models/<str:model_name>/versions/", apis.ModelVersionUploadApi.as_view(), name="model-version-upload"),
 ]

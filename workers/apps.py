@@ -4,3 +4,18 @@ from django.apps import AppConfig
 class WorkersConfig(AppConfig):
     name = "workers"
     verbose_name = "Workers and jobs"
+
+    def ready(self) -> None:
+        # The runner modules import torch only inside their functions: the web process may load them.
+        from models_registry.services import APPROXIMATE_METHOD_CHECKS
+        from workers.jobs import job_runner_register
+        from workers.models import JobKind
+        from workers.runners.shadow import run_shadow_job
+        from workers.runners.training import run_training_job
+        from workers.runners.unlearning import run_unlearning_job
+        from workers.unlearning.catalogue import approximate_method_problem
+
+        job_runner_register(JobKind.TRAIN, run_training_job)
+        job_runner_register(JobKind.UNLEARN, run_unlearning_job)
+        job_runner_register(JobKind.SHADOW, run_shadow_job)
+        APPROXIMATE_METHOD_CHECKS.add(approximate_method_problem)

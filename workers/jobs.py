@@ -17,7 +17,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from foundation.errors import Conflict
-from workers.models import QUEUE_OF_KIND, Job, JobStatus
+from foundation.registry import Hooks, Registry
+from workers.models import QUEUE_OF_KIND, Job, JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -181,22 +182,48 @@ def _overdue_in_queue(job: Job, now, stale_after) -> bool:
     return True
 
 
+# ---------------------------------------------------------------- what the apps above plug in
+# The engine names no app above it. Each app registers, from its AppConfig.ready():
+# - JOB_RUNNERS: the function that runs a job kind (workers: train, unlearn, shadow; audits: audit;
+#   deletion: report). A runner module that needs torch is imported inside the registered function,
+#   so the web process, which registers runners too, never imports torch.
+# - JOB_FINISHED: called with the job id after a job ended (succeeded, failed, cancelled): the
+#   request workflow moves its outcomes on.
+# - JOB_GATES: why a job must wait before it starts ("" = it may start), e.g. while the version it
+#   builds on is still being audited.
+# - VERSIONS_HELD: versions whose copies a purge must keep for now, because work above the engine
+#   (an open request) still builds on them.
 Runner = Callable[[Job, ProgressReporter], dict]
-RUNNERS: dict[str, str] = {
-    # kind -> "module:function"; imported lazily so the web side never imports torch.
-    "train": "workers.runners.training:run_training_job",
-    "unlearn": "workers.runners.unlearning:run_unlearning_job",
-    "shadow": "workers.runners.shadow:run_shadow_job",
-    "audit": "audits.runner:run_audit_job",
-    "report": "audits.runner:run_report_job",
-}
+JOB_RUNNERS: Registry[Runner] = Registry("job runner")
+JOB_FINISHED: Hooks[Callable[[int], None]] = Hooks("job-finished hook")
+JOB_GATES: Hooks[Callable[[Job], str]] = Hooks("job gate")
+VERSIONS_HELD: Hooks[Callable[[Job], set[int]]] = Hooks("held-versions hook")
 
 
-def _runner(kind: str) -> Runner:
-    import importlib
+def job_runner_register(kind: str, runner: Runner) -> None:
+    """Register the runner of job kind ``kind`` (a JobKind value); twice raises."""
+    if kind not in JobKind.values:
+        raise ValueError(f"unknown job kind {kind!r}; kinds: {', '.join(JobKind.values)}")
+    JOB_RUNNERS.register(kind)(runner)
 
-    module_name, _, function = RUNNERS[kind].partition(":")
-    return getattr(importlib.import_module(module_name), function)
+
+def job_gate_reason(job: Job) -> str:
+    """The first reason a registered gate gives for ``job`` to wait, or ""."""
+    for gate in JOB_GATES:
+        reason = gate(job)
+        if reason:
+            return reason
+    return ""
+
+
+def versions_held(job: Job) -> set[int]:
+    """Versions whose copies must stay while ``job`` purges: what pending or running unlearning
+    jobs start from, and what the registered hooks name."""
+    held = set(Job.objects.filter(kind=JobKind.UNLEARN, status__in=[JobStatus.PENDING, JobStatus.RUNNING])
+               .exclude(pk=job.pk).values_list("source_version_id", flat=True))
+    for hook in VERSIONS_HELD:
+        held |= hook(job)
+    return {v for v in held if v}
 
 
 class TransientJobError(Exception):
@@ -248,7 +275,7 @@ def job_execute(*, job_id: int) -> str:
     from workers.unlearning.base import JobCancelled
 
     try:
-        outcome = _runner(job.kind)(job, reporter)
+        outcome = JOB_RUNNERS.get(job.kind)(job, reporter)
     except JobCancelled as exc:
         job_finish(job_id=job_id, status=JobStatus.CANCELLED, started=started, error=str(exc))
         _after_job(job_id)
@@ -277,9 +304,6 @@ def job_execute(*, job_id: int) -> str:
 
 
 def _after_job(job_id: int) -> None:
-    """Tell the request workflow a job ended (a no-op for jobs outside any request)."""
-    try:
-        from deletion.workflow import on_job_finished
-    except ImportError:
-        return
-    on_job_finished(job_id=job_id)
+    """Tell whoever registered (the request workflow) that a job ended."""
+    for hook in JOB_FINISHED:
+        hook(job_id)

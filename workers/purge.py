@@ -102,10 +102,8 @@ def models_q_same_model(source: ModelVersion):
     unlearned from it), the shadow models made for it, and the version's own artifacts."""
     from django.db.models import Q
 
-    from workers.runners.shadow import lineage_root
-
     return (Q(training_run_id=source.training_run_id)
-            | Q(training_run__config__shadow_of=lineage_root(source).id) | Q(model_version_id=source.id))
+            | Q(training_run__config__shadow_of=selectors.lineage_root(source).id) | Q(model_version_id=source.id))
 
 
 def model_version_rollback(*, version: ModelVersion) -> ModelVersion:

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.utils import timezone
 
-from deletion import services
+from deletion import decisions, intake, workflow
 from deletion.models import DeletionRequest, ModelOutcome
 from models_registry.services import model_version_create
 from tests import factories
@@ -70,10 +70,10 @@ def make_request(*, email: str = "p0@example.org", jurisdiction: str = "GDPR", s
     """A request created through the services, verified and scoped unless ``scoped`` is False;
     ``due_in_days`` moves its deadline (negative: overdue)."""
     ground = "ccpa_1798_105" if jurisdiction == "CCPA" else "art17_1_b"
-    request, _ = services.deletion_request_create(client=None, body={
+    request, _ = intake.deletion_request_create(client=None, body={
         **BODY, "identifiers": {"email": email}, "jurisdiction": jurisdiction, "legal_ground": ground})
     if scoped:
-        request = services.deletion_request_verify(request=request, actor=actor or "tests", evidence=EVIDENCE)
+        request = decisions.deletion_request_verify(request=request, actor=actor or "tests", evidence=EVIDENCE)
     if due_in_days is not None:
         DeletionRequest.objects.filter(pk=request.pk).update(due_at=timezone.now() + timedelta(days=due_in_days))
         request.refresh_from_db()
@@ -125,12 +125,13 @@ def finish_job(outcome: ModelOutcome, trained: dict, *, verdict: str = "PASS"):
     new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
                                parent=outcome.model_version)
     Job.objects.filter(pk=outcome.job_id).update(status="succeeded", result_version=new, progress_percent=100)
-    services.on_job_finished(job_id=outcome.job_id)
+    workflow.on_job_finished(job_id=outcome.job_id)
     outcome.refresh_from_db()
     audit_job_id = getattr(outcome, "audit_job_id", None)
     if audit_job_id:
-        ModelOutcome.objects.filter(pk=outcome.pk).update(
-            verdict=verdict, audit={**AUDIT, "verdict": {"verdict": verdict, "rule": RULES[verdict]}})
-        Job.objects.filter(pk=audit_job_id).update(status="succeeded", progress_percent=100)
-        services.on_job_finished(job_id=audit_job_id)
+        # The audit runner returns its evidence as the job's result; the workflow writes the outcome.
+        audit = {**AUDIT, "verdict": {"verdict": verdict, "rule": RULES[verdict]}}
+        Job.objects.filter(pk=audit_job_id).update(status="succeeded", progress_percent=100,
+                                                   result={"verdict": verdict, "audit": audit})
+        workflow.on_job_finished(job_id=audit_job_id)
     return new

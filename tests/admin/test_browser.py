@@ -136,7 +136,7 @@ def test_dpo_downloads_the_signed_pdf(browser, live_server, cast, trained, setti
 def test_auditor_finds_no_approve_button(browser, live_server, cast, trained, no_broker):
     from playwright.sync_api import expect
 
-    from deletion import services
+    from deletion import decisions
     from tests import factories
 
     request = make_request(due_in_days=-1)
@@ -144,7 +144,7 @@ def test_auditor_finds_no_approve_button(browser, live_server, cast, trained, no
     fraud = factories.registered_model("fraud", recipe="plain")
     factories.trained_version(fraud, trained["ds"], [(f"r{i}", 0, 0) for i in range(9)])
     audited = make_request(email="p1@example.org")
-    audited = services.deletion_request_approve(request=audited, actor=cast["alice"],
+    audited = decisions.deletion_request_approve(request=audited, actor=cast["alice"],
                                                 holds={trained["version"].id: "litigation hold until 2027"})
     finish_job(audited.outcomes.get(status="executing"), {"model": fraud}, verdict="FAIL")
     if report_model() is not None:

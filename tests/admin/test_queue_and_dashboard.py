@@ -133,12 +133,12 @@ def test_chart_geometry():
 
 
 def test_what_waits_for_a_decision(client_for, queue, trained):
-    from deletion import services
+    from deletion import decisions
     from deletion.models import ModelOutcome
     from tests.admin.conftest import finish_job
 
     for name, verdict in (("overdue", "FAIL"), ("soon", "PASS")):
-        approved = services.deletion_request_approve(request=queue[name], actor="tests")
+        approved = decisions.deletion_request_approve(request=queue[name], actor="tests")
         finish_job(approved.outcomes.get(), trained, verdict=verdict)
     assert set(ModelOutcome.objects.values_list("request__public_id", "status")) == {
         (queue["overdue"].public_id, "audit_failed"), (queue["soon"].public_id, "awaiting_deployment")}

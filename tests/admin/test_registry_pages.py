@@ -59,9 +59,9 @@ def test_version_page_lineage_training_policy_and_requests(client_for, lineage):
 
 
 def test_open_requests_after_approval_come_from_outcomes(client_for, lineage):
-    from deletion import services
+    from deletion import decisions
 
-    services.deletion_request_approve(request=lineage["request"], actor=lineage["model"])
+    decisions.deletion_request_approve(request=lineage["request"], actor=lineage["model"])
     html = client_for("charlie").get(
         f"/admin/models_registry/modelversion/{lineage['v1'].pk}/change/").content.decode()
     assert ">executing<" in html.split('id="dp-open-requests"')[1]

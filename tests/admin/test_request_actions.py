@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from deletion import services
+from deletion import decisions
 from deletion.models import DeletionRequest, RequestStatus
 from foundation.ledger.models import LedgerEvent
 from tests.admin.conftest import finish_job, make_report, make_request, report_model
@@ -217,15 +217,15 @@ def test_escalate_hidden_without_the_service(client_for, trained, monkeypatch):
     alice = client_for("alice")
     post(alice, request, "approve")
     finish_job(request.outcomes.get(), trained, verdict="FAIL")
-    monkeypatch.delattr(services, "outcome_escalate", raising=False)
+    monkeypatch.delattr(decisions, "outcome_escalate", raising=False)
     html = alice.get(page_url(request)).content.decode()
     assert 'dp-badge dp-bad">FAIL' in html and "Escalate" not in html
     assert alice.post(act_url(request, "escalate"), {"model_version_id": trained["version"].id}).status_code == 404
 
 
 def test_escalate_after_an_audit_fail(client_for, trained):
-    if not hasattr(services, "outcome_escalate"):
-        pytest.skip("deletion.services.outcome_escalate does not exist yet")
+    if not hasattr(decisions, "outcome_escalate"):
+        pytest.skip("deletion.decisions.outcome_escalate does not exist yet")
     request = make_request()
     alice = client_for("alice")
     post(alice, request, "approve")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from audits.report_builder import _language_model_entry
 from audits.report_schema import validate_report
+from deletion.report_data import _language_model_entry
 from tests.audits.conftest import rendered_text
 from tests.audits.report_factory import build_report
 
@@ -66,7 +66,7 @@ def test_the_pdf_shows_before_after_and_the_guard(report, tmp_path):
 
 
 def test_an_escalated_lm_attempt_shows_what_its_model_still_reproduced(tmp_path):
-    from audits.report_builder import _attempt_entry
+    from deletion.report_data import _attempt_entry
 
     report = build_report()
     failed_audit = {"verdict": {"verdict": "FAIL", "rule": "FAIL when a record is still reproduced",

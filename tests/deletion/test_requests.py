@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deletion import services
+from deletion import deadlines, decisions, workflow
 from deletion.models import DeletionRequest, ModelOutcome, RequestStatus
 from models_registry.models import DataRecord
 from tests import factories
@@ -23,24 +23,24 @@ EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "veri
 def _report_signing_stubbed(monkeypatch):
     """These tests are about the workflow; the report itself is built and signed for real in
     tests/audits and in the worker end-to-end tests."""
-    import audits.report_builder
+    import deletion.report_data
 
-    monkeypatch.setattr(audits.report_builder, "report_build_and_sign",
+    monkeypatch.setattr(deletion.report_data, "report_build_and_sign",
                         lambda *, request: {"id": 0, "pdf_path": "stub.pdf", "pdf_sha256": "0" * 64})
 
 
 def _finish_unlearning_and_audit(job, new_version, verdict="PASS"):
     Job.objects.filter(pk=job.pk).update(status="succeeded", result_version=new_version)
-    services.on_job_finished(job_id=job.pk)
+    workflow.on_job_finished(job_id=job.pk)
     outcome = ModelOutcome.objects.get(job=job)
-    ModelOutcome.objects.filter(pk=outcome.pk).update(verdict=verdict)
-    Job.objects.filter(pk=outcome.audit_job_id).update(status="succeeded")
-    services.on_job_finished(job_id=outcome.audit_job_id)
+    Job.objects.filter(pk=outcome.audit_job_id).update(
+        status="succeeded", result={"verdict": verdict, "audit": {"verdict": {"verdict": verdict}}})
+    workflow.on_job_finished(job_id=outcome.audit_job_id)
 
 
 def _run_report_job(request_id):
     report_job = Job.objects.get(kind="report", deletion_request__public_id=request_id)
-    services.request_finalize(request_id=report_job.deletion_request_id)
+    workflow.request_finalize(request_id=report_job.deletion_request_id)
 
 
 def _approved_then_failed(dpo, trained) -> tuple[str, Job, object]:
@@ -226,7 +226,7 @@ def test_failed_job_fails_the_request_and_withdrawal_completes_another(api_clien
     dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
     job = Job.objects.get(kind="unlearn")
     Job.objects.filter(pk=job.pk).update(status="failed", error="boom")
-    services.on_job_finished(job_id=job.pk)
+    workflow.on_job_finished(job_id=job.pk)
     assert DeletionRequest.objects.get().status == RequestStatus.FAILED
 
 
@@ -246,9 +246,9 @@ def test_withdrawal_under_article_18(api_client_for, trained):
 
 def test_due_dates_per_jurisdiction():
     received = datetime(2026, 1, 31, 12, tzinfo=UTC)
-    assert services.due_date(jurisdiction="GDPR", received_at=received) == datetime(2026, 2, 28, 12, tzinfo=UTC)
-    assert services.due_date(jurisdiction="UK_GDPR", received_at=received) == datetime(2026, 2, 28, 12, tzinfo=UTC)
-    assert services.due_date(jurisdiction="CCPA", received_at=received) == received + timedelta(days=45)
+    assert deadlines.due_date(jurisdiction="GDPR", received_at=received) == datetime(2026, 2, 28, 12, tzinfo=UTC)
+    assert deadlines.due_date(jurisdiction="UK_GDPR", received_at=received) == datetime(2026, 2, 28, 12, tzinfo=UTC)
+    assert deadlines.due_date(jurisdiction="CCPA", received_at=received) == received + timedelta(days=45)
 
 
 @pytest.mark.parametrize("jurisdiction,legal,body,delta", [
@@ -262,7 +262,7 @@ def test_extension_once(api_client_for, trained, jurisdiction, legal, body, delt
     response = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", body, format="json")
     assert response.status_code == 200, response.content
     after = DeletionRequest.objects.get().due_at
-    expected = services.add_months(before, 2) if delta == "2 months" else before + delta
+    expected = deadlines.add_months(before, 2) if delta == "2 months" else before + delta
     assert after == expected
     again = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", body, format="json")
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_extended"
@@ -284,7 +284,7 @@ def test_deadline_marking_and_overdue_filter(api_client_for, trained):
     now = datetime.now(UTC)
     DeletionRequest.objects.filter(public_id=late).update(due_at=now - timedelta(days=1))
     DeletionRequest.objects.filter(public_id=soon).update(due_at=now + timedelta(days=3))
-    assert services.deadlines_mark() == (1, 1)
+    assert deadlines.deadlines_mark() == (1, 1)
     listed = dpo.get("/api/v1/deletion-requests/?overdue=true").json()
     assert [r["id"] for r in listed["results"]] == [late]
     assert listed["results"][0]["days_left"] < 0
@@ -373,7 +373,7 @@ def test_escalation_is_refused_when_the_version_to_retrain_from_is_gone(api_clie
 def test_escalation_after_a_failed_audit(api_client_for, trained):
     _, job, _ = _approved_then_failed(api_client_for("dpo"), trained)
     request = DeletionRequest.objects.get()
-    escalated = services.outcome_escalate(request=request, actor=None, model_version_id=trained["version"].id)
+    escalated = decisions.outcome_escalate(request=request, actor=None, model_version_id=trained["version"].id)
     assert escalated.status == "EXECUTING"
     retrain = Job.objects.filter(kind="unlearn").order_by("-id").first()
     assert retrain.method == "retrain" and retrain.guarantee_class == "exact" and retrain.pk != job.pk
@@ -413,8 +413,8 @@ FAILED_AUDIT = {"verdict": {"verdict": "FAIL", "rule": "FAIL when the attack sti
 
 
 def test_an_escalated_attempt_stays_on_record_and_in_the_report(api_client_for, trained):
-    from audits.report_builder import report_data
     from audits.report_schema import validate_report
+    from deletion.report_data import report_data
     from models_registry.services import model_version_create
 
     request_id, first_job, failed = _approved_then_failed(api_client_for("dpo"), trained)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deletion import services
+from deletion import decisions, intake
 from deletion.models import ModelOutcome
 from models_registry.models import DataRecord
 from tests import factories
@@ -42,12 +42,12 @@ def test_a_model_whose_header_reads_as_a_pickle_trains_unlearns_and_is_audited()
     _run(shadow_models_train(version=v1, count=4, enqueue=False))
 
     record = DataRecord.objects.filter(dataset=dataset, split="train").order_by("id").first()
-    request, _ = services.deletion_request_create(client=None, body={
+    request, _ = intake.deletion_request_create(client=None, body={
         "identifiers": {}, "record_keys": [{"dataset": f"{dataset.name}@{dataset.version}",
                                             "record_key": record.external_key}],
         "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
-    request = services.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
-    request = services.deletion_request_approve(request=request, actor="tests")
+    request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
+    request = decisions.deletion_request_approve(request=request, actor="tests")
     outcome = ModelOutcome.objects.get(request=request)
     assert (outcome.method, outcome.guarantee_class) == ("finetune", "approximate")
 

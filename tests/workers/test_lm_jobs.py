@@ -230,9 +230,9 @@ def _request_for(api_client_for, dataset, key: str) -> tuple[str, dict]:
 def test_deletion_request_on_two_lm_models_unlearns_guards_audits_and_reports(texts_dataset, api_client_for,
                                                                             tmp_path):
     from audits.rendering import render_report_pdf
-    from audits.report_builder import report_data
     from audits.report_schema import validate_report
     from deletion.models import DeletionRequest
+    from deletion.report_data import report_data
 
     approximate = _lm_model("support-lm-npo", {"approximate_method": "gradient_ascent",
                                                "method_config": GRADIENT_ASCENT})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from deletion import services
+from deletion import decisions, intake
 from deletion.models import DeletionRequest, ModelOutcome
 from models_registry.models import DataRecord, ModelVersion
 from tests import factories
@@ -29,12 +29,12 @@ def _run(job: Job) -> Job:
 
 
 def _approved_request(record: DataRecord) -> DeletionRequest:
-    request, _ = services.deletion_request_create(client=None, body={
+    request, _ = intake.deletion_request_create(client=None, body={
         "identifiers": {}, "record_keys": [{"dataset": f"{record.dataset.name}@{record.dataset.version}",
                                             "record_key": record.external_key}],
         "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
-    request = services.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
-    return services.deletion_request_approve(request=request, actor="tests")
+    request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
+    return decisions.deletion_request_approve(request=request, actor="tests")
 
 
 def _unlearn_audit_confirm(request: DeletionRequest) -> ModelOutcome:
@@ -44,7 +44,7 @@ def _unlearn_audit_confirm(request: DeletionRequest) -> ModelOutcome:
     _run(outcome.audit_job)
     outcome.refresh_from_db()
     assert outcome.status == "awaiting_deployment", (outcome.status, outcome.verdict)
-    services.deployment_confirm(request=request, actor="tests", new_version_id=outcome.new_version_id, manual=True)
+    decisions.deployment_confirm(request=request, actor="tests", new_version_id=outcome.new_version_id, manual=True)
     return outcome
 
 

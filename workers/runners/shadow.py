@@ -13,6 +13,7 @@ from django.db import transaction
 from models_registry import services as registry
 from models_registry.importing import training_membership_import
 from models_registry.models import ArtifactKind, ModelVersion, StoredArtifact, TrainingRun
+from models_registry.selectors import current_source, lineage_root
 from workers.models import Job
 from workers.runners.storage import artifact_store
 
@@ -26,13 +27,6 @@ def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
         return hashlib.sha256(f"shadow:{version_id}:{index}:{key}".encode()).digest()[0]
 
     return sorted(k for k in keys if draw(k) < 256 * SHADOW_FRACTION)
-
-
-def lineage_root(version: ModelVersion) -> ModelVersion:
-    """The trained version at the top of ``version``'s unlearning chain (shadows are made for it)."""
-    while version.parent_id is not None:
-        version = version.parent
-    return version
 
 
 def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
@@ -56,7 +50,6 @@ def run_shadow_job(job: Job, progress) -> dict:
     # Recipe, config and membership come from the registry, not the (possibly purged) weights:
     # halves of what the lineage holds now, so records forgotten since are never taken in again.
     from models_registry.models import DataRecord
-    from workers.runners.unlearning import current_source
 
     run_row = version.training_run
     latest = current_source(version)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from foundation.strict_json import jsonable
 from models_registry import services as registry
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
-from workers.jobs import GuaranteeNotMet, JobDeferred
+from models_registry.selectors import current_source
+from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
@@ -88,7 +90,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
             new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics)
         progress("storing the new version", 0.9)
         ref = save_run(store, new_run, parent=source.artifact_sha256,
-                       extra={"unlearning": _jsonable(result.to_dict())})
+                       extra={"unlearning": jsonable(result.to_dict())})
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
         if locked.result_version_id:
@@ -103,7 +105,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
         Job.objects.filter(pk=job.pk).update(result_version=version)
     # Older copies are purged by the audit job, once it has taken its evidence from them.
     return {"device": device, "artifact": ref.artifact_id, "version": version.id,
-            "unlearning": _jsonable(result.to_dict())}
+            "unlearning": jsonable(result.to_dict())}
 
 
 def _is_lm_method(method) -> bool:
@@ -134,7 +136,7 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, 
                                               device=device, phase=phase)
         progress("storing the guarded version", 0.9)
         ref = save_guarded_run(store, parent_id=source.artifact_sha256, membership=kept, guard=guard,
-                               extra={"unlearning": _jsonable(result.to_dict())})
+                               extra={"unlearning": jsonable(result.to_dict())})
         return ref, result
     max_length = method.config.max_length
     retain = [(row.record_key, texts[row.record_key]) for row in kept if row.record_key in texts]
@@ -146,7 +148,7 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, 
                                                            batch_size=LM_BATCH) if held_out else [])
     new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics, tokenizer=tokenizer)
     progress("storing the new version", 0.9)
-    ref = save_run(store, new_run, parent=source.artifact_sha256, extra={"unlearning": _jsonable(result.to_dict())})
+    ref = save_run(store, new_run, parent=source.artifact_sha256, extra={"unlearning": jsonable(result.to_dict())})
     return ref, result
 
 
@@ -222,44 +224,12 @@ def _guard_language_model(*, job: Job, trained, method, forget: list[tuple[str, 
 
 def lineage_blocker(job: Job) -> str:
     """Why ``job`` must wait, or "" when it may run. Unlearning jobs on one model run one after
-    another, each on the result of the one before (see current_source), and only once that
-    result's audit has not failed: a result still being audited may yet fail and be destroyed
-    (escalation), and a new version built on it would carry what it failed to forget. So a job
-    waits while an earlier unlearning job on the same model is pending or running, and while the
-    version it would build on is being audited or has failed its audit (until the DPO escalates,
-    which destroys that version, or withdraws the model)."""
-    from deletion.models import ModelOutcome, OutcomeStatus
-
+    another, each on the result of the one before (see models_registry.selectors.current_source):
+    a job waits while an earlier unlearning job on the same model is pending or running. The apps
+    above add their own reasons through workers.jobs.JOB_GATES (the request workflow: while the
+    version it would build on is being audited or has failed its audit)."""
     earlier = (Job.objects.filter(kind="unlearn", registered_model=job.registered_model, id__lt=job.id,
                                   status__in=[JobStatus.PENDING, JobStatus.RUNNING]).order_by("id").first())
     if earlier is not None:
         return f"unlearning job {earlier.id} on the same model runs first"
-    head = current_source(job.source_version)
-    unsettled = (ModelOutcome.objects.filter(new_version=head,
-                                             status__in=[OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED])
-                 .select_related("request").first())
-    if unsettled is not None:
-        state = "being audited" if unsettled.status == OutcomeStatus.AUDITING else "failed its audit"
-        return f"version {head.version} ({unsettled.request.public_id}) is {state}"
-    return ""
-
-
-def current_source(version: ModelVersion) -> ModelVersion:
-    """The version to unlearn from: ``version``, or the newest version an earlier unlearning job
-    made from it (and so on down), so that a second request for the same model builds on the
-    first one's result — its new version then excludes both requests' records — instead of on a
-    parent that still holds them (and that the first request's audit purges)."""
-    while True:
-        child = (ModelVersion.objects.filter(parent=version, created_by_job__kind="unlearn",
-                                             created_by_job__status="succeeded")
-                 .exclude(status=VersionStatus.PURGED).order_by("-id").first())
-        if child is None:
-            return version
-        version = child
-
-
-def _jsonable(value):
-    """Method results hold numpy numbers or tuples now and then; the job row stores JSON."""
-    import json
-
-    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    return job_gate_reason(job)

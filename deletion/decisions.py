@@ -1,0 +1,274 @@
+"""What people decide on a request: verify, scope, approve (one unlearning job per affected version,
+except those on legal hold), reject, extend, cancel; after the audits: escalate a failed audit to an
+exact retrain, confirm a deployment, withdraw a model (GDPR Art. 18)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
+from deletion.models import (
+    OPEN_STATES,
+    DeletionRequest,
+    Jurisdiction,
+    ModelOutcome,
+    OutcomeStatus,
+    RejectionGround,
+)
+from deletion.planning import estimated_cost, plan_method, request_scope
+from deletion.transitions import S, actor_name, transition
+from deletion.workflow import advance
+from foundation.errors import Conflict, NotFound, ValidationFailed
+from foundation.ledger.services import ledger_append
+from models_registry.models import ModelVersion, VersionStatus
+
+REJECTIONS_BY_JURISDICTION = {
+    Jurisdiction.GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
+    Jurisdiction.UK_GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
+    Jurisdiction.CCPA: [g for g in RejectionGround.values if g.startswith("ccpa")],
+}
+
+
+@transaction.atomic
+def deletion_request_verify(*, request: DeletionRequest, actor, evidence: dict[str, Any]) -> DeletionRequest:
+    """RECEIVED -> VERIFIED with identity-verification evidence, then scope and plan -> SCOPED."""
+    request = transition(request, (S.RECEIVED,), S.VERIFIED, actor=actor_name(actor), event="request.verified",
+                          verification=evidence)
+    return deletion_request_scope(request=request, actor=actor)
+
+
+def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionRequest:
+    scope = request_scope(request)
+    versions = {v.version_id: v for v in scope.versions}
+    plan = []
+    for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
+        method, guarantee = plan_method(version=version)
+        record_ids = versions[version.id].record_ids
+        plan.append({
+            "model_version_id": version.id, "model": version.model.name, "version": version.version,
+            "status": version.status, "method": method, "guarantee_class": guarantee,
+            "records": len(record_ids), "record_ids": record_ids,
+            "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
+        })
+    summary = {
+        "records": len(scope.record_ids), "records_by_dataset": scope.records_by_dataset,
+        "model_versions": [{"id": p["model_version_id"], "model": p["model"], "version": p["version"]} for p in plan],
+        "artifacts": [{"sha256": a.sha256, "kind": a.kind, "label": a.label} for a in scope.artifacts],
+        "empty": scope.is_empty,
+    }
+    return transition(request, (S.VERIFIED,), S.SCOPED, actor=actor_name(actor), event="request.scoped",
+                       scope=summary, plan=plan)
+
+
+@transaction.atomic
+def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int, str] | None = None) -> DeletionRequest:
+    """SCOPED -> APPROVED, then one job per affected version (except those on legal hold, which
+    keep the data with the stated reason) -> EXECUTING; an empty scope completes at once."""
+
+    holds = holds or {}
+    planned = {p["model_version_id"]: p for p in request.plan}
+    unknown = set(holds) - set(planned)
+    if unknown:
+        raise ValidationFailed(f"model version(s) {sorted(unknown)} are not in this request's plan", field="holds")
+    request = transition(request, (S.SCOPED,), S.APPROVED, actor=actor_name(actor), event="request.approved",
+                          decision_reason="partial: legal hold on some models" if holds else "")
+    for version_id, step in planned.items():
+        held = version_id in holds
+        outcome = ModelOutcome.objects.create(
+            request=request, model_version_id=version_id, method=step["method"],
+            guarantee_class=step["guarantee_class"], record_ids=step["record_ids"],
+            estimated_seconds=step["estimated_seconds"], status=OutcomeStatus.HELD if held else OutcomeStatus.PLANNED,
+            hold_reason=holds.get(version_id, ""),
+        )
+        if held:
+            ledger_append(event_type="outcome.held", actor=actor_name(actor), request=str(request.public_id),
+                          model_version=version_id, reason=holds[version_id])
+            continue
+        version = ModelVersion.objects.select_related("model").get(pk=version_id)
+        job = _unlearning_job_for(request, version, step)
+        outcome.job = job
+        outcome.status = OutcomeStatus.EXECUTING
+        outcome.save(update_fields=["job", "status"])
+        ledger_append(event_type="job.created", actor=actor_name(actor), request=str(request.public_id),
+                      job=job.id, model_version=version_id, method=step["method"])
+    if not request.outcomes.exclude(status=OutcomeStatus.HELD).exists():
+        # Nothing to unlearn (no model holds the data, or every one is on hold): straight to the
+        # report, which erases the records and says what was (not) done.
+        request = transition(request, (S.APPROVED,), S.AUDITING, actor="platform", event="request.auditing")
+        advance(request)
+        request.refresh_from_db()
+        return request
+    return transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
+
+
+def _batch_window(version: ModelVersion) -> int:
+    policy = version.model.unlearning_policy or {}
+    return int(policy.get("batch_window_seconds", settings.UNLEARNING_BATCH_WINDOW_SECONDS))
+
+
+def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: dict):
+    """Requests approved for the same version within the batching window share one job: a job
+    still pending (enqueued with the window as its countdown) takes the new records in."""
+    from datetime import timedelta as _td
+
+    from workers.jobs import job_create
+    from workers.models import Job
+
+    window = _batch_window(version)
+    if window > 0:
+        pending = (Job.objects.select_for_update()
+                   .filter(kind="unlearn", status="pending", source_version=version, method=step["method"],
+                           created_at__gte=timezone.now() - _td(seconds=window)).order_by("id").first())
+        if pending is not None:
+            pending.forget_record_ids = sorted(set(pending.forget_record_ids) | set(step["record_ids"]))
+            pending.save(update_fields=["forget_record_ids"])
+            return pending
+    return job_create(kind="unlearn", registered_model=version.model, source_version=version,
+                      deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
+                      config=(version.model.unlearning_policy or {}).get("method_config", {}),
+                      forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"],
+                      countdown=window)
+
+
+@transaction.atomic
+def deletion_request_reject(*, request: DeletionRequest, actor, ground: str, reason: str) -> DeletionRequest:
+    allowed = REJECTIONS_BY_JURISDICTION[request.jurisdiction]
+    if ground not in allowed:
+        raise ValidationFailed(f"{ground!r} is not a ground for refusal under {request.jurisdiction}; "
+                               f"allowed: {', '.join(allowed)}", field="ground")
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    return transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.REJECTED, actor=actor_name(actor),
+                       event="request.rejected", rejection_ground=ground, decision_reason=reason,
+                       completed_at=timezone.now())
+
+
+@transaction.atomic
+def deletion_request_extend(*, request: DeletionRequest, actor, reason: str, months: int | None = None,
+                            days: int | None = None) -> DeletionRequest:
+    """Extend the deadline once: GDPR Art. 12(3) by up to two further months; CCPA by 45 days."""
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    if request.extended_at is not None:
+        raise Conflict("the deadline was already extended once", code="already_extended")
+    if request.jurisdiction in GDPR_LIKE:
+        months = GDPR_MAX_EXTENSION_MONTHS if months is None else months
+        if days is not None or not 1 <= months <= GDPR_MAX_EXTENSION_MONTHS:
+            raise ValidationFailed("GDPR extensions are 1 or 2 months", field="months")
+        new_due = add_months(request.due_at, months)
+    else:
+        days = CCPA_DAYS if days is None else days
+        if months is not None or not 1 <= days <= CCPA_DAYS:
+            raise ValidationFailed(f"CCPA extensions are up to {CCPA_DAYS} days", field="days")
+        new_due = request.due_at + timedelta(days=days)
+    return transition(request, OPEN_STATES, request.status, actor=actor_name(actor), event="request.extended",
+                       due_at=new_due, extended_at=timezone.now(), extension_reason=reason, overdue=False)
+
+
+@transaction.atomic
+def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = "") -> DeletionRequest:
+    return transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.CANCELLED, actor=actor_name(actor),
+                       event="request.cancelled", decision_reason=reason, completed_at=timezone.now())
+
+
+@transaction.atomic
+def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) -> DeletionRequest:
+    """After an audit FAIL: unlearn the same records again with an exact retrain of the model
+    the failed version came from."""
+    from workers.jobs import job_create
+
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
+    if outcome is None:
+        raise NotFound(f"model version {model_version_id} is not affected by this request")
+    if outcome.status != OutcomeStatus.AUDIT_FAILED:
+        raise Conflict(f"only a failed audit can be escalated (this outcome is {outcome.status})",
+                       code="illegal_transition")
+    version = outcome.model_version
+    if version.status == VersionStatus.PURGED:
+        # The retrain reads the version's stored run (its recipe, config and membership).
+        raise Conflict(f"{version} was purged, so there is nothing to retrain from; withdraw the model from "
+                       "serving instead (GDPR Art. 18)", code="escalation_impossible",
+                       details={"model_version": version.id})
+    failed = outcome.new_version
+    purged: list[dict] = []
+    if failed is not None:
+        # The failed version may still hold the records: it is destroyed, not kept as a base.
+        from workers.purge import version_purge
+
+        purged = version_purge(version=failed)
+        ledger_append(event_type="version.purged", actor=actor_name(actor), request=str(request.public_id),
+                      model_version=failed.id, reason="audit failed", artifacts=[p["sha256"] for p in purged])
+    # The failed attempt stays on the record (and in the report): what was tried, what its audit
+    # found, who escalated it and which files of it were destroyed.
+    outcome.attempts = [*outcome.attempts, {
+        "method": outcome.method, "guarantee_class": outcome.guarantee_class, "job_id": outcome.job_id,
+        "new_version_id": failed.id if failed else None, "new_version": failed.version if failed else None,
+        "new_artifact_sha256": failed.artifact_sha256 if failed else None, "verdict": outcome.verdict,
+        "audit": outcome.audit, "escalated_at": timezone.now().isoformat(), "escalated_by": actor_name(actor),
+        "purged_artifacts": [{"description": p.get("label") or p.get("kind", "artifact"), "sha256": p["sha256"]}
+                             for p in purged],
+    }]
+    outcome.audit, outcome.audit_job = {}, None
+    outcome.new_version = None
+    outcome.method, outcome.guarantee_class = "retrain", "exact"
+    outcome.status = OutcomeStatus.EXECUTING
+    outcome.job = job_create(kind="unlearn", registered_model=version.model, source_version=version,
+                             deletion_request=request, method="retrain", guarantee_class="exact",
+                             forget_record_ids=outcome.record_ids)
+    outcome.verdict = ""
+    outcome.save()
+    ledger_append(event_type="outcome.escalated", actor=actor_name(actor), request=str(request.public_id),
+                  model_version=model_version_id, method="retrain", job=outcome.job.id)
+    # Back to EXECUTING through the guarded transition (ledger, webhooks). The row is locked first:
+    # another model's escalation or audit may move the request at the same time.
+    request = DeletionRequest.objects.select_for_update().get(pk=request.pk)
+    if request.status == S.AUDITING:
+        request = transition(request, (S.AUDITING,), S.EXECUTING, actor="platform", event="request.executing")
+    return request
+
+
+@transaction.atomic
+def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, manual: bool) -> DeletionRequest:
+    """The serving side (or a DPO, recorded as manual) confirms a new version is what now serves."""
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, new_version_id=new_version_id).first()
+    if outcome is None:
+        raise NotFound(f"model version {new_version_id} is not a result of this request")
+    if outcome.status != OutcomeStatus.AWAITING_DEPLOYMENT:
+        raise Conflict(f"this outcome is {outcome.status}, not awaiting deployment", code="illegal_transition")
+    ModelVersion.objects.filter(pk=new_version_id).update(status=VersionStatus.SERVING)
+    outcome.status = OutcomeStatus.CONFIRMED
+    outcome.confirmed_by = actor_name(actor)
+    outcome.confirmed_manually = manual
+    outcome.confirmed_at = timezone.now()
+    outcome.save()
+    ledger_append(event_type="deployment.confirmed", actor=actor_name(actor), request=str(request.public_id),
+                  model_version=new_version_id, manual=manual)
+    request.refresh_from_db()
+    advance(request)
+    request.refresh_from_db()
+    return request
+
+
+@transaction.atomic
+def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, reason: str) -> DeletionRequest:
+    """Restrict processing (GDPR Art. 18): take an affected version out of serving instead."""
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
+    if outcome is None:
+        raise NotFound(f"model version {model_version_id} is not affected by this request")
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    ModelVersion.objects.filter(pk=model_version_id).update(status=VersionStatus.WITHDRAWN)
+    outcome.status = OutcomeStatus.WITHDRAWN
+    outcome.hold_reason = reason
+    outcome.save(update_fields=["status", "hold_reason"])
+    ledger_append(event_type="model.withdrawn", actor=actor_name(actor), request=str(request.public_id),
+                  model_version=model_version_id, reason=reason)
+    request.refresh_from_db()
+    advance(request)
+    request.refresh_from_db()
+    return request

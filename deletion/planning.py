@@ -1,0 +1,75 @@
+"""Reads that plan a request: its subjects, its merged scope (subjects and named records), the
+method and guarantee class the model's policy allows for each affected version, and the cost
+expected from past jobs. Nothing here writes."""
+
+from __future__ import annotations
+
+from django.db.models import Avg
+
+from deletion.models import (
+    DeletionRequest,
+    ModelOutcome,
+    OutcomeStatus,
+)
+from models_registry import selectors
+from models_registry.models import ModelVersion
+
+
+def request_subjects(request: DeletionRequest) -> list:
+    """The request's subject and every subject its verified identifiers linked to it."""
+    return ([request.subject] if request.subject else []) + list(request.linked_subjects.all())
+
+
+def request_scope(request: DeletionRequest):
+    """The merged scope of every subject of the request and the records it named."""
+    scope = selectors.subject_scope(subject=None)
+    for subject in request_subjects(request):
+        scope = _merge_scopes(scope, selectors.subject_scope(subject=subject))
+    if request.record_ids:
+        scope = _merge_scopes(scope, selectors.records_scope(record_ids=request.record_ids))
+    return scope
+
+
+def _merge_scopes(a, b):
+    versions = {v.version_id: v for v in a.all_versions}
+    for v in b.all_versions:
+        if v.version_id in versions:
+            versions[v.version_id].placements += [p for p in v.placements if p.record_id not in versions[v.version_id].record_ids]
+        else:
+            versions[v.version_id] = v
+    by_dataset = dict(a.records_by_dataset)
+    for name, count in b.records_by_dataset.items():
+        by_dataset[name] = by_dataset.get(name, 0) + count
+    artifacts = {x.id: x for x in a.artifacts + b.artifacts}
+    return selectors.Scope(sorted(set(a.record_ids) | set(b.record_ids)), by_dataset, list(versions.values()),
+                           sorted(artifacts.values(), key=lambda x: x.id), a.subject_id)
+
+
+EXACT_RECIPES = {"sisa": "sisa", "s3t": "s3t"}
+
+
+def plan_method(*, version: ModelVersion) -> tuple[str, str]:
+    """What the model's unlearning policy allows for this version: exact for sharded recipes,
+    else the configured approximate method (an exact retrain after ``exact_after`` approximate
+    deletions), else a full retrain."""
+    model = version.model
+    policy = model.unlearning_policy or {}
+    if model.training_recipe in EXACT_RECIPES:
+        return EXACT_RECIPES[model.training_recipe], "exact"
+    method = policy.get("approximate_method")
+    if method and not policy.get("prefer_exact"):
+        limit = policy.get("exact_after")
+        done = ModelOutcome.objects.filter(model_version__model=model, guarantee_class="approximate",
+                                           status__in=[OutcomeStatus.CONFIRMED, OutcomeStatus.AWAITING_DEPLOYMENT]).count()
+        if limit is None or done < limit:
+            return method, ("suppressed" if method == "verifier_guard" else "approximate")
+    return "retrain", "exact"
+
+
+def estimated_cost(*, model_id: int, method: str) -> float | None:
+    """Mean wall seconds of past successful jobs of this model and method (None without history)."""
+    from workers.models import Job
+
+    mean = Job.objects.filter(registered_model_id=model_id, method=method, status="succeeded").aggregate(
+        mean=Avg("wall_seconds"))["mean"]
+    return round(mean, 1) if mean is not None else None

@@ -1,0 +1,45 @@
+"""Every state change of a request goes through :func:`transition`: a conditional UPDATE (two
+racing callers cannot both move a request), its ledger event checked before the UPDATE and written
+in the same transaction, then the clients' webhooks. An illegal move raises Conflict with the
+machine-readable code ``illegal_transition``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deletion.models import (
+    DeletionRequest,
+    RequestStatus,
+)
+from deletion.webhooks import webhooks_notify
+from foundation.access.models import ApiToken
+from foundation.errors import Conflict
+from foundation.ledger.services import ledger_event, ledger_write
+
+S = RequestStatus
+
+
+def actor_name(client) -> str:
+    if client is None:
+        return "platform"
+    if isinstance(client, ApiToken):
+        return f"api:{client.name}({client.role})"
+    return f"user:{getattr(client, 'username', client)}"
+
+
+def transition(request: DeletionRequest, allowed_from: tuple[str, ...], to: str, *, actor: str, event: str,
+               **fields: Any) -> DeletionRequest:
+    """Move ``request`` from one of ``allowed_from`` to ``to``, setting ``fields`` too; the ledger
+    event (with the fields that are plain values) is checked before anything changes, so a value the
+    ledger refuses (a NaN) stops the move before it starts. Returns the request as now stored."""
+    draft = ledger_event(event_type=event, actor=actor, request=str(request.public_id), to=to,
+                         **{k: v for k, v in fields.items() if isinstance(v, (str, int, float, bool, type(None)))})
+    changed = DeletionRequest.objects.filter(pk=request.pk, status__in=allowed_from).update(status=to, **fields)
+    if changed != 1:
+        current = DeletionRequest.objects.values_list("status", flat=True).get(pk=request.pk)
+        raise Conflict(f"cannot go from {current} to {to}", code="illegal_transition",
+                       details={"status": current, "allowed_from": list(allowed_from)})
+    ledger_write(draft)
+    request.refresh_from_db()
+    webhooks_notify(request=request, event=event)
+    return request

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from workers import apis
+
+urlpatterns = [
+    path("models/<str:model_name>/versions/", apis.ModelVersionUploadApi.as_view(), name="model-version-upload"),
+]
