@@ -7,15 +7,14 @@ import logging
 from django.db.models import Q
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from redis.exceptions import RedisError
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from deletion import deadlines, decisions, intake
 from deletion.models import (
+    ENDED_STATES,
     DeletionRequest,
     Jurisdiction,
     LegalGround,
@@ -23,6 +22,7 @@ from deletion.models import (
     RequestStatus,
 )
 from deletion.selectors import DECISIONS, deployments_pending, request_timeline, requests_awaiting
+from deletion.throttling import IntakeThrottle
 from foundation.access.authentication import HasRole, role_of
 from foundation.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
@@ -118,7 +118,7 @@ class DeletionRequestOut(serializers.Serializer):
         return deadlines.days_left(obj)
 
     def get_overdue(self, obj) -> bool:
-        return obj.status not in _ENDED and obj.due_at < timezone.now()
+        return obj.status not in ENDED_STATES and obj.due_at < timezone.now()
 
     def get_plan(self, obj) -> list[dict]:
         return [{k: v for k, v in step.items() if k != "record_ids"} for step in obj.plan]
@@ -128,9 +128,6 @@ class DeletionRequestOut(serializers.Serializer):
             return []
         known = getattr(obj, "known_timeline", None)  # a request just created knows its one event
         return known if known is not None else request_timeline(request=obj)
-
-
-_ENDED = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.FAILED)
 
 
 def _visible_requests(request):
@@ -146,94 +143,6 @@ def _get_visible(request, request_id) -> DeletionRequest:
     if found is None:  # another client's request is a 404 too: its existence is not leaked
         raise NotFound("no such deletion request")
     return found
-
-
-class IntakeThrottle(ScopedRateThrottle):
-    """Rate limit on creates, per API client (INTAKE_RATE_LIMIT, e.g. "6000/minute").
-
-    A sliding-window counter in Redis: one INCR on this window's key and one GET of the previous
-    window's, in one round trip. DRF's own throttle keeps every request's timestamp in a cached list
-    (read, rewritten and re-pickled on each request: 18,000 floats at 300 requests/s) and loses
-    counts when two web processes read the list at once; INCR is atomic and O(1). The previous
-    window counts in proportion to how much of it the sliding window still covers."""
-
-    scope_attr = "throttle_scope"
-
-    def get_cache_key(self, request, view):
-        if request.method != "POST":
-            return None
-        ident = f"token:{request.user.pk}" if getattr(request.user, "pk", None) else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-    def allow_request(self, request, view):
-        self.scope = getattr(view, self.scope_attr, None)
-        if not self.scope:
-            return True
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        if self.rate is None:
-            return True
-        key = self.get_cache_key(request, view)
-        if key is None:
-            return True
-        window = self.duration
-        now = self.timer()
-        current = int(now // window)
-        elapsed = (now - current * window) / window
-        client = rate_counter_client()
-        this_key, previous_key = f"{key}:{current}", f"{key}:{current - 1}"
-        try:
-            with client.pipeline(transaction=False) as pipe:
-                pipe.incr(this_key)
-                pipe.expire(this_key, int(2 * window) + 1)
-                pipe.get(previous_key)
-                count, _, previous = pipe.execute()
-        except RedisError as exc:
-            # The limit protects the service; an erasure request is a legal right. With the counter
-            # store down the request is let through (the database is the record), not refused.
-            logger.warning("intake rate limit not applied: the counter store is unavailable (%s)", exc)
-            return True
-        previous = int(previous or 0)
-        if previous * (1 - elapsed) + count <= self.num_requests:
-            return True
-        client.decr(this_key)  # a refused request does not count against the client
-        self._wait = _seconds_until_allowed(previous, count - 1, elapsed, window, self.num_requests)
-        return False
-
-    def wait(self):
-        return getattr(self, "_wait", None)
-
-
-def _seconds_until_allowed(previous: int, count: int, elapsed: float, window: float, limit: int) -> float:
-    """When one more request fits: the estimate previous*(1 - t) + count (t the fraction of this
-    window gone) falls as t grows; when this window alone is full, wait for the next window, where
-    this window's count becomes the decaying previous one."""
-    if count + 1 <= limit and previous:
-        return max(0.0, (1 - (limit - 1 - count) / previous) - elapsed) * window
-    return (1 - elapsed) * window + max(0.0, 1 - (limit - 1) / max(count, 1)) * window
-
-
-_rate_counter_client = None
-
-
-def rate_counter_client():
-    """A Redis client on the shared cache's server and database (one pool per process)."""
-    global _rate_counter_client
-    if _rate_counter_client is None:
-        from django.conf import settings
-
-        _rate_counter_client = counter_client_for(settings.CACHES["default"]["LOCATION"])
-    return _rate_counter_client
-
-
-def counter_client_for(url: str):
-    """Short timeouts and one retry: with the store down a create must not wait seconds for
-    retries (it goes ahead without the limit)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
 
 
 class DeletionRequestListApi(APIView):
@@ -281,7 +190,7 @@ class DeletionRequestListApi(APIView):
         if "overdue" in params:
             if params["overdue"] not in ("true", "false"):
                 raise ValidationFailed("overdue must be true or false", field="overdue")
-            late = Q(due_at__lt=timezone.now()) & ~Q(status__in=_ENDED)
+            late = Q(due_at__lt=timezone.now()) & ~Q(status__in=ENDED_STATES)
             queryset = queryset.filter(late) if params["overdue"] == "true" else queryset.exclude(late)
         if "due_before" in params:
             moment = serializers.DateTimeField().to_internal_value(params["due_before"]) if _is_datetime(

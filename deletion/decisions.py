@@ -26,6 +26,9 @@ from deletion.workflow import advance
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, VersionStatus
+from workers.jobs import job_create
+from workers.models import Job, JobKind, JobStatus
+from workers.purge import version_purge
 
 REJECTIONS_BY_JURISDICTION = {
     Jurisdiction.GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
@@ -114,21 +117,16 @@ def _batch_window(version: ModelVersion) -> int:
 def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: dict):
     """Requests approved for the same version within the batching window share one job: a job
     still pending (enqueued with the window as its countdown) takes the new records in."""
-    from datetime import timedelta as _td
-
-    from workers.jobs import job_create
-    from workers.models import Job
-
     window = _batch_window(version)
     if window > 0:
         pending = (Job.objects.select_for_update()
-                   .filter(kind="unlearn", status="pending", source_version=version, method=step["method"],
-                           created_at__gte=timezone.now() - _td(seconds=window)).order_by("id").first())
+                   .filter(kind=JobKind.UNLEARN, status=JobStatus.PENDING, source_version=version, method=step["method"],
+                           created_at__gte=timezone.now() - timedelta(seconds=window)).order_by("id").first())
         if pending is not None:
             pending.forget_record_ids = sorted(set(pending.forget_record_ids) | set(step["record_ids"]))
             pending.save(update_fields=["forget_record_ids"])
             return pending
-    return job_create(kind="unlearn", registered_model=version.model, source_version=version,
+    return job_create(kind=JobKind.UNLEARN, registered_model=version.model, source_version=version,
                       deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
                       config=(version.model.unlearning_policy or {}).get("method_config", {}),
                       forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"],
@@ -180,8 +178,6 @@ def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = ""
 def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) -> DeletionRequest:
     """After an audit FAIL: unlearn the same records again with an exact retrain of the model
     the failed version came from."""
-    from workers.jobs import job_create
-
     outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
     if outcome is None:
         raise NotFound(f"model version {model_version_id} is not affected by this request")
@@ -198,8 +194,6 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
     purged: list[dict] = []
     if failed is not None:
         # The failed version may still hold the records: it is destroyed, not kept as a base.
-        from workers.purge import version_purge
-
         purged = version_purge(version=failed)
         ledger_append(event_type="version.purged", actor=actor_name(actor), request=str(request.public_id),
                       model_version=failed.id, reason="audit failed", artifacts=[p["sha256"] for p in purged])
@@ -217,7 +211,7 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
     outcome.new_version = None
     outcome.method, outcome.guarantee_class = "retrain", "exact"
     outcome.status = OutcomeStatus.EXECUTING
-    outcome.job = job_create(kind="unlearn", registered_model=version.model, source_version=version,
+    outcome.job = job_create(kind=JobKind.UNLEARN, registered_model=version.model, source_version=version,
                              deletion_request=request, method="retrain", guarantee_class="exact",
                              forget_record_ids=outcome.record_ids)
     outcome.verdict = ""

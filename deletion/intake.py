@@ -26,6 +26,7 @@ from foundation.errors import Conflict, ValidationFailed
 from foundation.ledger.services import ledger_append
 from foundation.strict_json import canonical_json
 from models_registry.models import DataRecord, Dataset
+from models_registry.services import subjects_find
 
 GROUNDS_BY_JURISDICTION = {
     Jurisdiction.GDPR: [g for g in LegalGround.values if g.startswith("art17_1")],
@@ -61,8 +62,6 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
 
     A new key is the common case, so the insert comes first and the unique (client, key)
     constraint finds repeats; a repeat costs one failed insert and one read."""
-    from models_registry.services import subjects_find
-
     fingerprint = _body_fingerprint(body)
     created_by = client if isinstance(client, ApiToken) else None
     if body["legal_ground"] not in GROUNDS_BY_JURISDICTION[body["jurisdiction"]]:

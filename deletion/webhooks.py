@@ -12,6 +12,7 @@ import secrets
 import time
 
 import requests
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,6 +22,9 @@ from foundation.errors import ValidationFailed
 from foundation.strict_json import canonical_json
 
 MAX_ATTEMPTS = 8
+# WebhookDelivery.status: pending until delivered, or failed after MAX_ATTEMPTS.
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+DELIVER_TASK = "deletion.deliver_webhook"
 TIMEOUT_SECONDS = 10
 
 
@@ -71,20 +75,19 @@ def webhooks_notify(*, request: DeletionRequest, event: str, audience: str = "re
 
 
 def _enqueue(delivery_id: int) -> None:
-    from deletion.tasks import deliver_webhook
-
-    deliver_webhook.apply_async(args=[delivery_id], queue="default")
+    # By name: the task module (deletion.tasks) imports this one.
+    current_app.send_task(DELIVER_TASK, args=[delivery_id], queue="default")
 
 
 class DeliveryFailed(Exception):
-    pass
+    """A delivery that may succeed later (unreachable, timed out, not 2xx): the task retries it."""
 
 
 def webhook_deliver(*, delivery_id: int) -> str:
     """POST one delivery; raises DeliveryFailed (so the task retries with backoff) until
     MAX_ATTEMPTS, then marks it failed."""
     delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
-    if delivery.status != "pending":
+    if delivery.status != PENDING:
         return delivery.status
     body = canonical_json(delivery.event).encode()
     header = sign(delivery.endpoint.secret, body, int(time.time()))
@@ -94,14 +97,14 @@ def webhook_deliver(*, delivery_id: int) -> str:
                                  headers={"Content-Type": "application/json", "X-Deletion-Signature": header},
                                  allow_redirects=False)
         if 200 <= response.status_code < 300:
-            WebhookDelivery.objects.filter(pk=delivery_id).update(status="delivered", delivered_at=timezone.now(),
+            WebhookDelivery.objects.filter(pk=delivery_id).update(status=DELIVERED, delivered_at=timezone.now(),
                                                                   last_error="")
-            return "delivered"
+            return DELIVERED
         error = f"HTTP {response.status_code}"
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
     final = delivery.attempts + 1 >= MAX_ATTEMPTS
-    WebhookDelivery.objects.filter(pk=delivery_id).update(last_error=error, status="failed" if final else "pending")
+    WebhookDelivery.objects.filter(pk=delivery_id).update(last_error=error, status=FAILED if final else PENDING)
     if final:
-        return "failed"
+        return FAILED
     raise DeliveryFailed(error)

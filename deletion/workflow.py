@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from deletion import report_data
 from deletion.models import (
     DeletionRequest,
     ModelOutcome,
@@ -16,10 +17,12 @@ from deletion.models import (
 )
 from deletion.planning import request_scope, request_subjects
 from deletion.transitions import S, transition
+from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
 from models_registry.selectors import current_source
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
+from workers.purge import request_data_erase
 
 
 @transaction.atomic
@@ -87,8 +90,6 @@ def _announce(outcome: ModelOutcome) -> None:
     stays AUDITING until the DPO escalates or withdraws) and a new version ready for the serving
     side to deploy and confirm (POST .../confirm-deployment/ with new_version_id). ``outcome.request``
     is current: advance refreshed it."""
-    from deletion.webhooks import webhooks_notify
-
     if outcome.status == OutcomeStatus.AUDIT_FAILED:
         webhooks_notify(request=outcome.request, event="outcome.audit_failed", model_version=outcome.model_version_id,
                         decision="escalate or withdraw")
@@ -120,14 +121,12 @@ def advance(request: DeletionRequest) -> None:
 def request_finalize(*, request_id: int, progress=None) -> dict:
     """The last step (report job): erase the request's data, build and sign its report, and
     complete the request. Returns the report's summary."""
-    from deletion.report_data import report_build_and_sign
-
     request = DeletionRequest.objects.get(pk=request_id)
     if request.status == S.COMPLETED:
         return {"skipped": "already completed"}
     with transaction.atomic():
         _erase_request_data(request)
-    summary = report_build_and_sign(request=request)
+    summary = report_data.report_build_and_sign(request=request)
     with transaction.atomic():
         transition(request, (S.AUDITING,), S.COMPLETED, actor="platform", event="request.completed",
                     completed_at=timezone.now())
@@ -138,8 +137,6 @@ def _erase_request_data(request: DeletionRequest) -> None:
     """Once every model has been unlearned: mark the request's records erased, suppress them and
     the subject, and rewrite the dataset files that hold them. Records still held by a version
     under legal hold are kept (the hold is the legal ground for keeping them)."""
-    from workers.purge import request_data_erase
-
     scoped = set(request_scope(request).record_ids)
     held = {rid for o in request.outcomes.filter(status=OutcomeStatus.HELD) for rid in o.record_ids}
     to_erase = sorted(scoped - held)

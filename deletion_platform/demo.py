@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DONE_JOB = ("succeeded", "failed", "cancelled")
 
 MNIST_SISA = {
     "architecture": {"name": "small_cnn", "config": {"num_classes": 10, "channels": [8, 16], "hidden": 32}},
@@ -89,15 +88,16 @@ class Bar:
 
 
 def wait_jobs(jobs, label_of) -> None:
-    from workers.models import Job
+    from workers.models import Job, JobStatus
 
+    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
     bars = {job.pk: Bar(label_of(job)) for job in jobs}
     pending = set(bars)
     while pending:
         for job in Job.objects.filter(pk__in=pending):
             bars[job.pk].update(job.progress_percent, job.progress_stage)
-            if job.status in DONE_JOB:
-                if job.status != "succeeded":
+            if job.status in done:
+                if job.status != JobStatus.SUCCEEDED:
                     for bar in bars.values():
                         bar.close()
                     raise SystemExit(f"job {job.pk} ({job.kind}) {job.status}: {job.error}")

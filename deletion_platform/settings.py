@@ -234,6 +234,9 @@ JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 120, minimum=5)
 # files written since a live job started are kept whatever their age.
 ARTIFACT_GC_MIN_AGE_SECONDS = env_int("ARTIFACT_GC_MIN_AGE_SECONDS", 3600, minimum=60)
 ARTIFACT_GC_EVERY_SECONDS = env_int("ARTIFACT_GC_EVERY_SECONDS", 3600, minimum=60)
+# Beat keeps when each periodic task last ran in this file: under the data directory, not wherever
+# the worker was started.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "workers.sweep_stale_jobs", "schedule": 30.0, "options": {"queue": "default"}},
     "collect-orphaned-artifacts": {"task": "workers.collect_orphaned_artifacts",

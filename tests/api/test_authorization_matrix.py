@@ -89,7 +89,7 @@ def test_intake_is_rate_limited(api_client_for, settings):
     from django.core.cache import cache
 
     cache.clear()
-    from deletion.apis import IntakeThrottle
+    from deletion.throttling import IntakeThrottle
 
     IntakeThrottle.THROTTLE_RATES = {"intake": "3/minute"}
     try:

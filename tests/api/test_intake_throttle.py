@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from deletion.apis import IntakeThrottle, _seconds_until_allowed
+from deletion.throttling import IntakeThrottle, _seconds_until_allowed
 
 WINDOW = 60.0
 START = 1_800_000_000.0  # a whole number of windows, so START + f*WINDOW is a fraction f into a window
@@ -96,10 +96,10 @@ def test_with_the_counter_store_down_a_request_is_taken_not_lost(api_client_for,
                                                                     tmp_path):
     import time
 
-    import deletion.apis
+    import deletion.throttling
 
-    dead = deletion.apis.counter_client_for(f"unix://{tmp_path / 'no-redis.sock'}?db=1")
-    monkeypatch.setattr(deletion.apis, "_rate_counter_client", dead)
+    dead = deletion.throttling.counter_client_for(f"unix://{tmp_path / 'no-redis.sock'}?db=1")
+    monkeypatch.setattr(deletion.throttling, "_rate_counter_client", dead)
     started = time.perf_counter()
     client = api_client_for("intake")
     body = {"identifiers": {"email": "a@example.org"}, "jurisdiction": "GDPR", "legal_ground": "art17_1_a",

@@ -94,3 +94,26 @@ def test_failing_receiver_is_retried_then_marked_failed(api_client_for):
         assert delivery.attempts == MAX_ATTEMPTS and len(failing.received) == MAX_ATTEMPTS
     finally:
         failing.close()
+
+
+def test_the_task_retries_only_failed_deliveries_and_stops_where_the_row_does(monkeypatch):
+    from deletion import tasks, webhooks
+
+    calls = []
+
+    def bug(*, delivery_id):
+        calls.append(delivery_id)
+        raise ValueError("a bug, not a delivery that may succeed later")
+
+    monkeypatch.setattr(webhooks, "webhook_deliver", bug)
+    result = tasks.deliver_webhook.apply(args=[1])
+    assert result.failed() and isinstance(result.result, ValueError) and calls == [1]  # not retried
+
+    def unreachable(*, delivery_id):
+        calls.append(delivery_id)
+        raise DeliveryFailed("ConnectionError: refused")
+
+    calls.clear()
+    monkeypatch.setattr(webhooks, "webhook_deliver", unreachable)
+    result = tasks.deliver_webhook.apply(args=[2])
+    assert result.failed() and len(calls) == webhooks.MAX_ATTEMPTS  # the delivery row's limit, no more

@@ -50,3 +50,13 @@ def test_cache_shares_the_brokers_redis(broker, cache):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == cache
+
+
+def test_beat_keeps_its_schedule_under_the_data_directory(tmp_path):
+    # The service `celery beat` and `celery worker -B` (make serve) run.
+    code = ("from deletion_platform.celery import app; from celery.beat import Service; "
+            "print(Service(app).schedule_filename)")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DATA_DIR": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(tmp_path / "celerybeat-schedule")

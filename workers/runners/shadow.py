@@ -12,7 +12,13 @@ from django.db import transaction
 
 from models_registry import services as registry
 from models_registry.importing import training_membership_import
-from models_registry.models import ArtifactKind, ModelVersion, StoredArtifact, TrainingRun
+from models_registry.models import (
+    ArtifactKind,
+    ArtifactStatus,
+    ModelVersion,
+    StoredArtifact,
+    TrainingRun,
+)
 from models_registry.selectors import current_source, lineage_root
 from workers.models import Job
 from workers.runners.storage import artifact_store
@@ -31,7 +37,7 @@ def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
 
 def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
     """The runs of the shadow models of ``version``'s lineage whose artifacts are still present."""
-    present = StoredArtifact.objects.filter(kind=ArtifactKind.SHADOW_MODEL, status="present")
+    present = StoredArtifact.objects.filter(kind=ArtifactKind.SHADOW_MODEL, status=ArtifactStatus.PRESENT)
     root = lineage_root(version)
     return list(TrainingRun.objects.filter(model=version.model, config__shadow_of=root.id,
                                            artifacts__in=present).distinct().order_by("id"))

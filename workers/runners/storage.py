@@ -5,7 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 
 from models_registry import services as registry
-from models_registry.models import ArtifactKind, ModelVersion, StoredArtifact, TrainingRun
+from models_registry.models import (
+    ArtifactKind,
+    ArtifactStatus,
+    ModelVersion,
+    StoredArtifact,
+    TrainingRun,
+)
 
 
 def artifact_store():
@@ -40,7 +46,7 @@ def stored_artifacts_register(*, store, top_id: str, run: TrainingRun, version: 
             shard, slices = manifest.config["shard"], list(manifest.config["slices"])
         else:
             kind = ArtifactKind.WEIGHTS
-        existing = StoredArtifact.objects.filter(sha256=artifact_id, status="present", training_run=run).first()
+        existing = StoredArtifact.objects.filter(sha256=artifact_id, status=ArtifactStatus.PRESENT, training_run=run).first()
         if existing is not None:
             rows.append(existing)
             continue

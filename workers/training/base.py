@@ -10,17 +10,7 @@ Every recipe is deterministic on CPU for a given config: seeds come from ``confi
 :func:`workers.training.device.derive_seed`, deterministic kernels are switched on while it
 trains, and data order comes from explicit generators.
 
-Adding a recipe
----------------
-1. One module in ``workers/training/``: a ``RecipeConfig`` subclass (defaults for every field,
-   ``validate`` raising ConfigError naming the field) and a ``TrainingRecipe`` subclass decorated
-   with ``@register_recipe("name")``; import the module in ``workers/training/__init__.py``.
-2. Train through :func:`train_stage` (or wrap your loader in ``RecordingLoader``) so membership
-   comes from what was yielded; call ``progress`` at least once per epoch.
-3. ``save`` puts tensors in the store under roles (never pickles); ``load`` rebuilds the run
-   from the manifest alone.
-4. Add the recipe to ``CASES`` in ``tests/workers/training/test_recipes.py``: it inherits the
-   determinism, round-trip, learning and membership checks.
+Adding a recipe: the checklist in docs/EXTENDING.md.
 """
 
 from __future__ import annotations
