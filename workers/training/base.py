@@ -88,11 +88,18 @@ class TrainingRun:
 
 
 class TrainingRecipe(ABC):
-    """Base class of every recipe. Subclasses set ``name``, ``config_class`` and implement
-    ``train``, ``save`` and ``load``."""
+    """Base class of every recipe. A subclass registers itself under its name by naming it in the
+    class statement (``class PlainRecipe(TrainingRecipe, name="plain")``), sets ``config_class``
+    and implements ``train``, ``save`` and ``load``."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[RecipeConfig]] = RecipeConfig
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:  # a concrete recipe; a shared base (SingleModelStorage) names none
+            cls.name = name
+            RECIPES.register(name)(cls)
 
     def __init__(self, config: RecipeConfig | dict[str, Any] | None = None) -> None:
         if config is None or isinstance(config, dict):
@@ -106,13 +113,8 @@ class TrainingRecipe(ABC):
         self.config: Any = config
 
     @abstractmethod
-    def train(
-        self,
-        dataset: RecordDataset,
-        *,
-        device: str | torch.device = "cpu",
-        progress: ProgressCallback = no_progress,
-    ) -> TrainingRun:
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
         """Train on ``dataset`` and return the run (model, membership, metrics)."""
 
     @abstractmethod
@@ -133,7 +135,6 @@ class TrainingRecipe(ABC):
 
 
 RECIPES: Registry[type[TrainingRecipe]] = Registry("training recipe")
-register_recipe = RECIPES.register
 
 
 # ---------------------------------------------------------------- shared loop

@@ -25,7 +25,6 @@ from workers.training.base import (
     TrainingRecipe,
     TrainingRun,
     make_optimizer,
-    register_recipe,
     sorted_by_key,
 )
 from workers.training.device import derive_seed, deterministic
@@ -57,18 +56,11 @@ class DPConfig(RecipeConfig):
             raise ConfigError("DPConfig.accountant must be prv, rdp or gdp")
 
 
-@register_recipe("dp")
-class DPRecipe(SingleModelStorage, TrainingRecipe):
-    name = "dp"
+class DPRecipe(SingleModelStorage, TrainingRecipe, name="dp"):
     config_class = DPConfig
 
-    def train(
-        self,
-        dataset: RecordDataset,
-        *,
-        device: str | torch.device = "cpu",
-        progress: ProgressCallback = no_progress,
-    ) -> TrainingRun:
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
         from opacus import PrivacyEngine
         from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 

@@ -51,7 +51,7 @@ from workers.artifacts import (
     code_version,
 )
 from workers.datasets.base import RecordDataset, RecordSubset
-from workers.training.base import RecipeConfig, Timer, TrainingRecipe, TrainingRun, register_recipe
+from workers.training.base import RecipeConfig, Timer, TrainingRecipe, TrainingRun
 from workers.training.device import derive_seed, deterministic
 from workers.training.membership import MembershipSink
 from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
@@ -150,18 +150,11 @@ def base_model_and_tokenizer(config: LoRACausalLMConfig) -> tuple[Any, Any]:
     return tiny_gpt2(len(tokenizer), **config.base_config), tokenizer
 
 
-@register_recipe("lora_causal_lm")
-class LoRACausalLMRecipe(TrainingRecipe):
-    name = "lora_causal_lm"
+class LoRACausalLMRecipe(TrainingRecipe, name="lora_causal_lm"):
     config_class = LoRACausalLMConfig
 
-    def train(
-        self,
-        dataset: RecordDataset,
-        *,
-        device: str | torch.device = "cpu",
-        progress: ProgressCallback = no_progress,
-    ) -> TrainingRun:
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
         from workers.unlearning.lm.data import lm_batches
         from workers.unlearning.lm.lora import attach_lora, merge_lora, optimise_lora
         from workers.unlearning.lm.losses import mean_token_nll, to_device

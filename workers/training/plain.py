@@ -16,7 +16,6 @@ from workers.training.base import (
     TrainingRun,
     cpu_state_dict,
     make_optimizer,
-    register_recipe,
     sorted_by_key,
     train_stage,
 )
@@ -46,18 +45,11 @@ class SingleModelStorage:
                            manifest.extra.get("metrics", {}))
 
 
-@register_recipe("plain")
-class PlainRecipe(SingleModelStorage, TrainingRecipe):
-    name = "plain"
+class PlainRecipe(SingleModelStorage, TrainingRecipe, name="plain"):
     config_class = RecipeConfig
 
-    def train(
-        self,
-        dataset: RecordDataset,
-        *,
-        device: str | torch.device = "cpu",
-        progress: ProgressCallback = no_progress,
-    ) -> TrainingRun:
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
         config = self.config
         device = torch.device(device)
         timer = Timer()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,19 +27,17 @@ from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore, code
 from workers.datasets.base import RecordDataset
 from workers.training.architectures import build_model, has_running_stats
 from workers.training.base import (
-    RecipeConfig,
     Timer,
     TrainingRecipe,
     TrainingRun,
     cpu_state_dict,
     make_optimizer,
-    register_recipe,
     sorted_by_key,
     train_stage,
 )
 from workers.training.device import derive_seed, deterministic
 from workers.training.membership import MembershipRow, MembershipSink
-from workers.training.sisa import partition
+from workers.training.sisa import SlicedConfig, partition
 from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
 from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
 
@@ -48,39 +46,27 @@ _PART_NAME = re.compile(r"shard(\d+)/ordering(\d+)/adapter(\d+)")
 
 
 @dataclass
-class S3TConfig(RecipeConfig):
-    """``orderings``: slice orderings trained per shard (1 = the identity only).
+class S3TConfig(SlicedConfig):
+    """Shards, slices and stage epochs as in SISA (SlicedConfig).
+    ``orderings``: slice orderings trained per shard (1 = the identity only).
     ``lora_targets``: "linear" (every nn.Linear) or "linear_conv" (and every nn.Conv2d)."""
 
     shards: int = 1
     slices: int = 4
     orderings: int = 1
     shard_key: str = "s3t-shard-key-v1"
-    slice_epochs: list[int] = field(default_factory=list)
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: str = "linear"
 
     def validate(self) -> None:
         super().validate()
-        if self.shards < 1 or self.slices < 1:
-            raise ConfigError("S3TConfig.shards and .slices must be >= 1")
         if not 1 <= self.orderings <= self.slices:
             raise ConfigError("S3TConfig.orderings must be between 1 and slices")
-        if not self.shard_key:
-            raise ConfigError("S3TConfig.shard_key must not be empty")
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise ConfigError("S3TConfig.lora_rank must be >= 1 and lora_alpha > 0")
         if self.lora_targets not in ("linear", "linear_conv"):
             raise ConfigError("S3TConfig.lora_targets must be 'linear' or 'linear_conv'")
-        if self.slice_epochs and (
-            len(self.slice_epochs) != self.slices
-            or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in self.slice_epochs)
-        ):
-            raise ConfigError(f"S3TConfig.slice_epochs must be {self.slices} integers >= 0")
-
-    def stage_epochs(self) -> list[int]:
-        return list(self.slice_epochs) if self.slice_epochs else [self.epochs] * self.slices
 
     def slice_orderings(self) -> list[list[int]]:
         # Rotations spread evenly, so each slice sits early in some ordering.
@@ -175,18 +161,11 @@ def _adapter_weights(peft_model: nn.Module, name: str) -> dict[str, torch.Tensor
     return {k: v.detach().to("cpu").clone() for k, v in state.items()}
 
 
-@register_recipe("s3t")
-class S3TRecipe(TrainingRecipe):
-    name = "s3t"
+class S3TRecipe(TrainingRecipe, name="s3t"):
     config_class = S3TConfig
 
-    def train(
-        self,
-        dataset: RecordDataset,
-        *,
-        device: str | torch.device = "cpu",
-        progress: ProgressCallback = no_progress,
-    ) -> TrainingRun:
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
         from peft import get_peft_model
 
         config: S3TConfig = self.config

@@ -42,7 +42,6 @@ from workers.training.base import (
     cpu_state_dict,
     make_optimizer,
     optimizer_state_to_cpu,
-    register_recipe,
     restore_rng_state,
     rng_state_tensors,
     sorted_by_key,
@@ -57,8 +56,9 @@ _PART_NAME = re.compile(r"shard(\d+)/slice(\d+)")
 
 
 @dataclass
-class SisaConfig(RecipeConfig):
-    """``slice_epochs``: epochs of each stage (R entries); empty means ``epochs`` for every stage.
+class SlicedConfig(RecipeConfig):
+    """What SISA and S3T share: records split into ``shards`` x ``slices`` by a keyed hash.
+    ``slice_epochs``: epochs of each stage (one per slice); empty means ``epochs`` for every stage.
     Fewer epochs on later stages make deletions cheaper (a deletion reruns the stages from its
     slice on). ``shard_key``: the HMAC key of the record -> (shard, slice) assignment."""
 
@@ -69,18 +69,24 @@ class SisaConfig(RecipeConfig):
 
     def validate(self) -> None:
         super().validate()
+        name = type(self).__name__
         if self.shards < 1 or self.slices < 1:
-            raise ConfigError("SisaConfig.shards and .slices must be >= 1")
+            raise ConfigError(f"{name}.shards and .slices must be >= 1")
         if not self.shard_key:
-            raise ConfigError("SisaConfig.shard_key must not be empty")
+            raise ConfigError(f"{name}.shard_key must not be empty")
         if self.slice_epochs and (
             len(self.slice_epochs) != self.slices
             or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in self.slice_epochs)
         ):
-            raise ConfigError(f"SisaConfig.slice_epochs must be {self.slices} integers >= 0")
+            raise ConfigError(f"{name}.slice_epochs must be {self.slices} integers >= 0")
 
     def stage_epochs(self) -> list[int]:
         return list(self.slice_epochs) if self.slice_epochs else [self.epochs] * self.slices
+
+
+@dataclass
+class SisaConfig(SlicedConfig):
+    """SISA's shards, slices and stage epochs (see SlicedConfig)."""
 
 
 def keyed_assignment(record_key: str, *, key: str, shards: int, slices: int) -> tuple[int, int]:
@@ -135,18 +141,11 @@ class SisaEnsemble(nn.Module):
         return torch.log(probs.clamp_min(1e-12))
 
 
-@register_recipe("sisa")
-class SisaRecipe(TrainingRecipe):
-    name = "sisa"
+class SisaRecipe(TrainingRecipe, name="sisa"):
     config_class = SisaConfig
 
-    def train(
-        self,
-        dataset: RecordDataset,
-        *,
-        device: str | torch.device = "cpu",
-        progress: ProgressCallback = no_progress,
-    ) -> TrainingRun:
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
         config: SisaConfig = self.config
         timer = Timer()
         sink = MembershipSink()
