@@ -103,9 +103,7 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         # Nothing to unlearn (no model holds the data, or every one is on hold): straight to the
         # report, which erases the records and says what was (not) done.
         request = transition(request, (S.APPROVED,), S.AUDITING, actor="platform", event="request.auditing")
-        advance(request)
-        request.refresh_from_db()
-        return request
+        return _advanced(request)
     return transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
 
 
@@ -178,9 +176,7 @@ def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = ""
 def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) -> DeletionRequest:
     """After an audit FAIL: unlearn the same records again with an exact retrain of the model
     the failed version came from."""
-    outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
-    if outcome is None:
-        raise NotFound(f"model version {model_version_id} is not affected by this request")
+    outcome = _outcome_locked(request, model_version_id=model_version_id)
     if outcome.status != OutcomeStatus.AUDIT_FAILED:
         raise Conflict(f"only a failed audit can be escalated (this outcome is {outcome.status})",
                        code="illegal_transition")
@@ -229,9 +225,7 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
 @transaction.atomic
 def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, manual: bool) -> DeletionRequest:
     """The serving side (or a DPO, recorded as manual) confirms a new version is what now serves."""
-    outcome = ModelOutcome.objects.select_for_update().filter(request=request, new_version_id=new_version_id).first()
-    if outcome is None:
-        raise NotFound(f"model version {new_version_id} is not a result of this request")
+    outcome = _outcome_locked(request, new_version_id=new_version_id)
     if outcome.status != OutcomeStatus.AWAITING_DEPLOYMENT:
         raise Conflict(f"this outcome is {outcome.status}, not awaiting deployment", code="illegal_transition")
     ModelVersion.objects.filter(pk=new_version_id).update(status=VersionStatus.SERVING)
@@ -242,18 +236,13 @@ def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, 
     outcome.save()
     ledger_append(event_type="deployment.confirmed", actor=actor_name(actor), request=str(request.public_id),
                   model_version=new_version_id, manual=manual)
-    request.refresh_from_db()
-    advance(request)
-    request.refresh_from_db()
-    return request
+    return _advanced(request)
 
 
 @transaction.atomic
 def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, reason: str) -> DeletionRequest:
     """Restrict processing (GDPR Art. 18): take an affected version out of serving instead."""
-    outcome = ModelOutcome.objects.select_for_update().filter(request=request, model_version_id=model_version_id).first()
-    if outcome is None:
-        raise NotFound(f"model version {model_version_id} is not affected by this request")
+    outcome = _outcome_locked(request, model_version_id=model_version_id)
     if not reason.strip():
         raise ValidationFailed("a reason is required", field="reason")
     ModelVersion.objects.filter(pk=model_version_id).update(status=VersionStatus.WITHDRAWN)
@@ -262,6 +251,22 @@ def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, re
     outcome.save(update_fields=["status", "hold_reason"])
     ledger_append(event_type="model.withdrawn", actor=actor_name(actor), request=str(request.public_id),
                   model_version=model_version_id, reason=reason)
+    return _advanced(request)
+
+
+def _outcome_locked(request: DeletionRequest, **version: int) -> ModelOutcome:
+    """The request's outcome for a model version (``model_version_id=``, the version affected, or
+    ``new_version_id=``, the version its unlearning made), locked for this transaction."""
+    outcome = ModelOutcome.objects.select_for_update().filter(request=request, **version).first()
+    if outcome is None:
+        (field, version_id), = version.items()
+        relation = "is not a result of" if field == "new_version_id" else "is not affected by"
+        raise NotFound(f"model version {version_id} {relation} this request")
+    return outcome
+
+
+def _advanced(request: DeletionRequest) -> DeletionRequest:
+    """The request after the workflow moved it on from what its outcomes now say."""
     request.refresh_from_db()
     advance(request)
     request.refresh_from_db()
