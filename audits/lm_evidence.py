@@ -45,7 +45,6 @@ from audits.checks.lm_memorisation import (
     suffix_match,
     teacher_forced_predictions,
 )
-from audits.checks.result import Verdict
 
 TWINS_PER_RECORD = 4
 UTILITY_SAMPLE = 64
@@ -333,8 +332,10 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
     hashing key (for a guarded new version), a seed for the samples, the device and a progress
     callback (``(stage, fraction)``, fractions 0..1). Out: ``{"checks": [CheckResult...],
     "suppression": SuppressionBound | None, "section": {...}}`` (the section is the audit's
-    ``language_model`` entry: JSON data, no text of any record)."""
-    from audits.checks.utility import utility
+    ``language_model`` entry: JSON data, no text of any record). The checks are every registered
+    check that applies to a language model, run on the measurements."""
+    from audits.checks.evidence import LanguageModelEvidence, UtilityFigures
+    from audits.checks.registry import run_checks
     from audits.checks.verdict import SuppressionBound
 
     texts = dict(train_records)
@@ -377,12 +378,16 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
                   for key, i in measured}
     ref_after = {key: reference_measurement(key, twins_after[key], len(forget_after[i].memorisation.facts))
                  for key, i in measured}
-    check = lm_memorisation(unlearned=[forget_after[i].memorisation for _, i in measured],
-                            reference=[ref_after[key].memorisation for key, _ in measured])
+    checks = run_checks(LanguageModelEvidence(
+        memorisation=tuple(forget_after[i].memorisation for _, i in measured),
+        reference_memorisation=tuple(ref_after[key].memorisation for key, _ in measured),
+        utility=UtilityFigures(metric="perplexity", retain=ppl_after["retain"], test=ppl_after["test"],
+                               original_retain=ppl_before["retain"], original_test=ppl_before["test"]),
+    ))
+    # Whether the memorisation check could see anything at all: the same comparison on the
+    # original version, a figure of the section (not a check of the audit).
     detectable = lm_memorisation(unlearned=[forget_before[i].memorisation for _, i in measured],
                                  reference=[ref_before[key].memorisation for key, _ in measured])
-    checks = [check, utility(metric="perplexity", retain=ppl_after["retain"], test=ppl_after["test"],
-                             original_retain=ppl_before["retain"], original_test=ppl_before["test"])]
 
     summary_before = _summary(forget_before)
     summary_after = _summary(forget_after)
@@ -417,7 +422,7 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
         if calibration["certified"] and calibration.get("clopper_pearson_upper") is not None:
             suppression = SuppressionBound(alpha=calibration["alpha"], delta=calibration["delta"],
                                            n=calibration["n"], upper_bound=calibration["clopper_pearson_upper"])
-    if check.verdict == Verdict.NOT_APPLICABLE and forgotten:
+    if forgotten and not measured:
         section["note"] = "no forgotten record had a held-out record of the same format to compare with"
     return {"checks": checks, "suppression": suppression, "section": section}
 

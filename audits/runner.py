@@ -59,23 +59,22 @@ def _histogram(groups: dict[str, np.ndarray]) -> dict:
             "counts": {name: np.histogram(np.clip(g, low, high), bins=edges)[0].tolist() for name, g in groups.items()}}
 
 
-def _population_attack(forget_scores, test_scores, shadow_forget, shadow_in, shadow_test):
-    """The threshold attack on the unlearned model, each record's score calibrated against the
-    shadow models that never trained on it (offline LiRA): a raw threshold confuses records every
-    model finds easy with memorised ones (on the breast-cancer canaries its TPR at 1% FPR ranged
-    0.00-0.95 with the seed, the calibrated one 0.90-1.00; tests/audits/test_canaries.py). With
-    fewer than two shadow models, the raw scores. Returns the check and the scores it attacked."""
-    from audits.checks.population_attack import population_attack, shadow_calibrated_scores
+def _attack_scores(forget_scores, test_scores, shadow_forget, shadow_in, shadow_test):
+    """What the population attack on the unlearned model compares: each record's score calibrated
+    against the shadow models that never trained on it (offline LiRA), since a raw threshold
+    confuses records every model finds easy with memorised ones (on the breast-cancer canaries its
+    TPR at 1% FPR ranged 0.00-0.95 with the seed, the calibrated one 0.90-1.00;
+    tests/audits/test_canaries.py). With fewer than two shadow models, the raw scores. Returns the
+    forget-set scores, the held-out scores and the signal's name."""
+    from audits.checks.population_attack import DEFAULT_SIGNAL, shadow_calibrated_scores
 
     if len(shadow_test) < 2 or not len(forget_scores):
-        return population_attack(forget_scores=forget_scores, nonmember_scores=test_scores), forget_scores, test_scores
+        return forget_scores, test_scores, DEFAULT_SIGNAL
     forget_out = np.where(np.array(shadow_in, dtype=bool), np.nan, np.asarray(shadow_forget, dtype=np.float64))
     forget = shadow_calibrated_scores(forget_scores, forget_out)
     test = shadow_calibrated_scores(test_scores, np.array(shadow_test))
-    forget, test = forget[np.isfinite(forget)], test[np.isfinite(test)]
-    check = population_attack(forget_scores=forget, nonmember_scores=test,
-                              signal="logit-scaled confidence, calibrated per record against OUT shadow models")
-    return check, forget, test
+    return (forget[np.isfinite(forget)], test[np.isfinite(test)],
+            "logit-scaled confidence, calibrated per record against OUT shadow models")
 
 
 def _roc(forget: np.ndarray, test: np.ndarray) -> dict:
@@ -129,11 +128,11 @@ def run_audit_job(job: Job, progress) -> dict:
 
 
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress):
-    """LiRA against the shadow models, population attack, utility and retain privacy."""
-    from audits.checks.membership import fit_shadow_reference, membership_test
-    from audits.checks.power import membership_power
-    from audits.checks.retain_privacy import retain_privacy
-    from audits.checks.utility import utility
+    """Score the unlearned, original and shadow models on the forgotten records, a retain sample
+    and held-out records; run every registered check that applies to a classifier on the scores."""
+    from audits.checks.evidence import ClassifierEvidence, UtilityFigures
+    from audits.checks.membership import fit_shadow_reference
+    from audits.checks.registry import run_checks
     from workers.datasets.reference import load_reference_split
     from workers.runners.shadow import shadow_runs
     from workers.training.storage import load_run
@@ -185,20 +184,19 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     else:
         f_after_z, f_before_z = f_after, f_before
 
-    checks = []
-    ids = [str(k) for k in forget_keys]
+    reference = None
     if len(shadows) >= 2 and forget_keys:
         reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in))
-        checks.append(membership_test(record_ids=ids, unlearned_scores=f_after_z, reference=reference))
-        checks.append(membership_power(record_ids=ids, seen_scores=f_before_z, reference=reference,
-                                       source="original_model"))
-    attack, attacked_forget, attacked_test = _population_attack(f_after, t_after, raw_shadow_scores, shadow_in,
-                                                                shadow_test)
-    checks.append(attack)
-    checks.append(utility(retain=retain_acc_after, test=test_acc_after, original_retain=retain_acc_before,
-                          original_test=test_acc_before))
-    checks.append(retain_privacy(retain_scores_before=r_before, retain_scores_after=r_after,
-                                 nonmember_scores_before=t_before, nonmember_scores_after=t_after))
+    attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
+                                                            shadow_test)
+    checks = run_checks(ClassifierEvidence(
+        record_ids=tuple(str(k) for k in forget_keys), forget_scores=f_after_z, original_forget_scores=f_before_z,
+        shadow_reference=reference, attack_forget_scores=attacked_forget, attack_nonmember_scores=attacked_test,
+        attack_signal=signal, retain_scores=r_after, original_retain_scores=r_before, nonmember_scores=t_after,
+        original_nonmember_scores=t_before,
+        utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
+                               original_retain=retain_acc_before, original_test=test_acc_before),
+    ))
     audit = {
         "shadow_models": len(shadows),
         "records": len(forget_keys),

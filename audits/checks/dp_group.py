@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from audits.checks.registry import register_check
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
 
@@ -68,7 +68,7 @@ class DPGroupResult(CheckResult):
     max_delta: float
 
 
-@register_check("dp_group_privacy")
+@register_check(CheckSpec(name="dp_group_privacy", role="dp_bound"))
 def dp_group_privacy(
     *, epsilon: float, delta: float, k: int, max_epsilon: float, max_delta: float
 ) -> DPGroupResult:

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from audits.checks.registry import register_check
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
 DEFAULT_ALPHA = 0.05
@@ -155,7 +155,16 @@ class EquivalenceResult(CheckResult):
     side: str | None
 
 
-@register_check("equivalence_tost")
+# Not run by the audit runner (no inputs): its margins must be declared before the audit, and
+# nothing declares them yet.
+@register_check(
+    CheckSpec(
+        name="equivalence_tost",
+        role="forget",
+        on_weights=True,
+        needed_for_approximate_pass="no aggregate metric was tested for equivalence (TOST)",
+    )
+)
 def equivalence(
     *,
     metric: str,

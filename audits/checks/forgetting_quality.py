@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from audits.checks.registry import register_check
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
 
 CHALLENGE_DELTA = 0.01  # the delta the challenge scored with
@@ -213,7 +213,8 @@ class ForgettingQualityResult(CheckResult):
     side: str | None
 
 
-@register_check("forgetting_quality")
+# Needs several unlearned and retrained models: run by the benchmark, not by the audit runner.
+@register_check(CheckSpec(name="forgetting_quality", role="forget", on_weights=True))
 def forgetting_quality(
     *,
     record_ids: Sequence[str],

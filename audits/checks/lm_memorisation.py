@@ -33,11 +33,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from audits.checks.registry import register_check
+from audits.checks.evidence import LanguageModelEvidence
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
 NextTokenLogits = Callable[[Sequence[int]], ArrayLike]
@@ -244,7 +246,19 @@ class LMMemorisationResult(CheckResult):
     flagged_ids: tuple[str, ...]
 
 
-@register_check("lm_memorisation")
+def _language_model_inputs(evidence: LanguageModelEvidence) -> dict[str, Any]:
+    return {"unlearned": evidence.memorisation, "reference": evidence.reference_memorisation}
+
+
+# Measured through the guard on a guarded version: it counts for the suppressed class.
+@register_check(
+    CheckSpec(
+        name="lm_memorisation",
+        role="forget",
+        applies_to=("language_model",),
+        inputs=_language_model_inputs,
+    )
+)
 def lm_memorisation(
     *,
     unlearned: Sequence[LMRecordMemorisation],

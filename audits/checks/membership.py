@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from audits.checks.registry import register_check
+from audits.checks.evidence import ClassifierEvidence
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
 from audits.checks.stats import holm_adjust
 
@@ -307,7 +308,26 @@ class MembershipTestResult(CheckResult):
     calibration: CalibrationDiagnostic | None
 
 
-@register_check("membership_lira")
+def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
+    if evidence.shadow_reference is None:
+        return None
+    return {
+        "record_ids": evidence.record_ids,
+        "unlearned_scores": evidence.forget_scores,
+        "reference": evidence.shadow_reference,
+    }
+
+
+@register_check(
+    CheckSpec(
+        name="membership_lira",
+        role="forget",
+        on_weights=True,
+        needed_for_approximate_pass="the per-record membership test was not run",
+        applies_to=("classifier",),
+        inputs=_classifier_inputs,
+    )
+)
 def membership_test(
     *,
     record_ids: Sequence[str],

@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from audits.checks.registry import register_check
+from audits.checks.evidence import ClassifierEvidence
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 from audits.checks.stats import (
     attack_auc,
@@ -32,6 +34,7 @@ from audits.checks.stats import (
     tpr_at_fpr,
 )
 
+DEFAULT_SIGNAL = "logit_scaled_confidence"
 LOW_FPRS: tuple[float, ...] = (0.01, 0.001)
 # AUC: with 20 members and 20 non-members the null standard error of the AUC is about 0.09
 # (Mann-Whitney: sqrt((n1 + n2 + 1) / (12 n1 n2))), so a 95% interval spans roughly +-0.18; with
@@ -152,12 +155,28 @@ class PopulationAttackResult(CheckResult):
     figures: tuple[AttackFigure, ...]
 
 
-@register_check("population_attack")
+def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any]:
+    return {
+        "forget_scores": evidence.attack_forget_scores,
+        "nonmember_scores": evidence.attack_nonmember_scores,
+        "signal": evidence.attack_signal,
+    }
+
+
+@register_check(
+    CheckSpec(
+        name="population_attack",
+        role="forget",
+        on_weights=True,
+        applies_to=("classifier",),
+        inputs=_classifier_inputs,
+    )
+)
 def population_attack(
     *,
     forget_scores: ArrayLike,
     nonmember_scores: ArrayLike,
-    signal: str = "logit_scaled_confidence",
+    signal: str = DEFAULT_SIGNAL,
     reference_auc: float = 0.5,
     reference_tprs: Mapping[float, float] | None = None,
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,

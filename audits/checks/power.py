@@ -16,18 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from audits.checks.evidence import ClassifierEvidence
 from audits.checks.membership import (
     DEFAULT_ALPHA,
     ShadowReference,
     corrected_membership_test,
     expected_power,
 )
-from audits.checks.registry import register_check
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
 from audits.checks.stats import clopper_pearson
 
@@ -57,7 +58,27 @@ class PowerResult(CheckResult):
     powered_ids: tuple[str, ...]
 
 
-@register_check("membership_power")
+def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
+    if evidence.shadow_reference is None:
+        return None
+    return {
+        "record_ids": evidence.record_ids,
+        "seen_scores": evidence.original_forget_scores,
+        "reference": evidence.shadow_reference,
+        "source": "original_model",
+    }
+
+
+@register_check(
+    CheckSpec(
+        name="membership_power",
+        role="power",
+        on_weights=True,
+        needed_for_approximate_pass="the per-record test's power was not demonstrated (no power check)",
+        applies_to=("classifier",),
+        inputs=_classifier_inputs,
+    )
+)
 def membership_power(
     *,
     record_ids: Sequence[str],

@@ -1,16 +1,107 @@
-"""The registry of audit checks: name -> check function. Modules register themselves on import.
+"""The registry of audit checks: name -> the check function with the facts the audit needs about it.
 
-``import audits.checks`` imports every check module, so ``CHECKS.get(name)`` then finds them all.
-An unknown name raises ``ValueError`` listing the registered names; registering a name twice
-raises too (the shared strict :class:`foundation.registry.Registry`).
+A check registers once, with a :class:`CheckSpec`::
+
+    @register_check(CheckSpec(name="membership_lira", role="forget", on_weights=True, ...))
+    def membership_test(*, record_ids, unlearned_scores, reference, ...) -> MembershipTestResult:
+
+The audit runner runs what the registry says applies to the model (:func:`run_checks`), and the
+verdict rule (:mod:`audits.checks.verdict`) reads each result's role from here: neither names a
+check. ``import audits.checks`` imports every module of the package, so ``CHECKS``
+then holds them all. An unknown name raises ``ValueError`` listing the registered names;
+registering a name twice raises too (the shared strict :class:`foundation.registry.Registry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, get_args
 
+from audits.checks.evidence import MODEL_KINDS, Evidence, ModelKind
 from audits.checks.result import CheckResult
 from foundation.registry import Registry
 
-CHECKS: Registry[Callable[..., CheckResult]] = Registry("audit check")
-register_check = CHECKS.register
+# What a check is evidence of, which decides how the verdict treats it:
+#   forget:   a FAIL means a forgotten record (or the forget set) still looks like a member (a
+#             result's ``side == "non_member"`` marks over-forgetting instead);
+#   power:    whether the per-record test could detect members at all; never FAILs a verdict;
+#   dp_bound: the subject's differential-privacy bound, which decides the dp_bounded class;
+#   retain, utility: the records that stay, the model's job; a FAIL is a warning beside the verdict.
+Role = Literal["forget", "power", "dp_bound", "retain", "utility"]
+ROLES: tuple[Role, ...] = get_args(Role)
+WARNING_ROLES: tuple[Role, ...] = ("retain", "utility")
+
+Inputs = Callable[[Any], Mapping[str, Any] | None]
+CheckFunction = TypeVar("CheckFunction", bound=Callable[..., CheckResult])
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """The facts about one check, given once where it registers.
+
+    ``on_weights``: its evidence is read off the weights (not through an inference-time guard),
+    so it does not count for a ``suppressed`` model, whose weights hold the data by design.
+    ``needed_for_approximate_pass``: None, or the words the approximate verdict gives when the
+    check did not run; such a check must PASS for an approximate PASS.
+    ``applies_to`` and ``inputs``: the model kinds the audit runner runs it on, and the adapter
+    that maps the runner's evidence (:mod:`audits.checks.evidence`) to the check's keyword
+    arguments, or to None when the evidence cannot support it (too few shadow models, say).
+    A check with neither is run by whoever holds its inputs (a policy, a benchmark, a test).
+    """
+
+    name: str
+    role: Role
+    on_weights: bool = False
+    needed_for_approximate_pass: str | None = None
+    applies_to: tuple[ModelKind, ...] = ()
+    inputs: Inputs | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"check {self.name!r}: role {self.role!r} is not one of {ROLES}")
+        unknown = set(self.applies_to) - set(MODEL_KINDS)
+        if unknown:
+            raise ValueError(f"check {self.name!r}: unknown model kind(s) {sorted(unknown)}")
+        if bool(self.applies_to) != (self.inputs is not None):
+            raise ValueError(f"check {self.name!r}: applies_to and inputs go together")
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """A registered check: its facts and the function that computes its result."""
+
+    spec: CheckSpec
+    run: Callable[..., CheckResult]
+
+
+CHECKS: Registry[AuditCheck] = Registry("audit check")
+
+
+def register_check(spec: CheckSpec) -> Callable[[CheckFunction], CheckFunction]:
+    """Decorator: register the check function under ``spec.name``; the function is unchanged."""
+
+    def decorate(function: CheckFunction) -> CheckFunction:
+        CHECKS.register(spec.name)(AuditCheck(spec=spec, run=function))
+        return function
+
+    return decorate
+
+
+def check_spec(name: str) -> CheckSpec:
+    """The facts registered for check ``name``; ``ValueError`` for an unknown name."""
+    return CHECKS.get(name).spec
+
+
+def run_checks(evidence: Evidence) -> list[CheckResult]:
+    """Every registered check that applies to the evidence's model kind and that the evidence can
+    support, run on it. Out: the results in registry order (names sorted)."""
+    results = []
+    for name in CHECKS:
+        check = CHECKS.get(name)
+        if evidence.model_kind not in check.spec.applies_to:
+            continue
+        arguments = check.spec.inputs(evidence)
+        if arguments is not None:
+            results.append(check.run(**arguments))
+    return results

@@ -16,17 +16,19 @@ and on the same non-member records, in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from audits.checks.evidence import ClassifierEvidence
 from audits.checks.population_attack import (
     DEFAULT_LEVEL,
     DEFAULT_N_BOOTSTRAP,
     MIN_MEMBERS_FOR_AUC,
     MIN_NONMEMBERS_FOR_AUC,
 )
-from audits.checks.registry import register_check
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 from audits.checks.stats import attack_auc, percentile_interval
 
@@ -60,7 +62,23 @@ def _paired(name: str, before: ArrayLike, after: ArrayLike) -> tuple[np.ndarray,
     return b, a
 
 
-@register_check("retain_privacy")
+def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any]:
+    return {
+        "retain_scores_before": evidence.original_retain_scores,
+        "retain_scores_after": evidence.retain_scores,
+        "nonmember_scores_before": evidence.original_nonmember_scores,
+        "nonmember_scores_after": evidence.nonmember_scores,
+    }
+
+
+@register_check(
+    CheckSpec(
+        name="retain_privacy",
+        role="retain",
+        applies_to=("classifier",),
+        inputs=_classifier_inputs,
+    )
+)
 def retain_privacy(
     *,
     retain_scores_before: ArrayLike,

@@ -11,13 +11,14 @@ original and the unlearned model on the retain set and the test set.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from audits.checks.registry import register_check
+from audits.checks.evidence import Evidence
+from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
 UtilityMetric = Literal["accuracy", "perplexity"]
@@ -60,7 +61,18 @@ class UtilityResult(CheckResult):
     test_ratio: float
 
 
-@register_check("utility")
+def _utility_inputs(evidence: Evidence) -> dict[str, Any]:
+    return asdict(evidence.utility)
+
+
+@register_check(
+    CheckSpec(
+        name="utility",
+        role="utility",
+        applies_to=("classifier", "language_model"),
+        inputs=_utility_inputs,
+    )
+)
 def utility(
     *,
     retain: float,

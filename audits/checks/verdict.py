@@ -11,8 +11,9 @@ What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words p
   only when the per-record test ran on every record without a detection, its power was
   demonstrated, and every aggregate metric is TOST-equivalent to the reference.
 * ``exact``: the lineage proof decides (new version trained on none of the records, every older
-  copy purged); the statistics are sanity checks, and a member-side FAIL among them is a FAIL
-  (a proof that the data contradict usually means a duplicate of the record was missed).
+  copy purged); the statistics are sanity checks, and a member-side FAIL among them makes the
+  verdict INCONCLUSIVE (a proof that the data contradict usually means a duplicate of the record
+  was missed, or the test erred).
 * ``dp_bounded``: the subject's group-privacy bound within the policy's limits decides; the
   statistics are sanity checks as for ``exact``.
 * ``suppressed``: the weights hold the data by design, so statistics on the weights do not
@@ -21,6 +22,10 @@ What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words p
 
 Utility and retain-set privacy are not about the subject's data; their failures are reported as
 warnings beside the verdict.
+
+Which check is which comes from its registration (:class:`~audits.checks.registry.CheckSpec`):
+its ``role`` (forget, power, dp_bound, retain, utility), whether it reads its evidence off the
+weights (``on_weights``), and whether the approximate class needs it for a PASS.
 """
 
 from __future__ import annotations
@@ -29,29 +34,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from audits.checks.registry import CHECKS, WARNING_ROLES, check_spec
 from audits.checks.result import CheckResult, Verdict, fmt
 from workers.unlearning.base import GUARANTEE_CLASSES
-
-# Checks whose FAIL means "a forgotten record (or the forget set) still looks like a member".
-# Equivalence and forgetting quality can also fail on the over-forgetting side; their ``side``
-# field tells the two apart.
-FORGET_SIDE_CHECKS = (
-    "membership_lira",
-    "population_attack",
-    "equivalence_tost",
-    "forgetting_quality",
-    "lm_memorisation",
-)
-WARNING_CHECKS = ("utility", "retain_privacy")
-# On a suppressed model the weights hold the data by design; only checks run through the guard
-# (LM memorisation of guarded outputs) say anything about what leaves the system.
-WEIGHT_CHECKS = (
-    "membership_lira",
-    "membership_power",
-    "population_attack",
-    "equivalence_tost",
-    "forgetting_quality",
-)
 
 RULES: dict[str, str] = {
     "approximate": (
@@ -126,7 +111,8 @@ class FinalVerdict(CheckResult):
 
 
 def _member_side_fail(result: CheckResult) -> bool:
-    if result.verdict != Verdict.FAIL or result.check not in FORGET_SIDE_CHECKS:
+    """A forget-role check FAILed, and not on the over-forgetting side (its ``side`` field)."""
+    if result.verdict != Verdict.FAIL or check_spec(result.check).role != "forget":
         return False
     return getattr(result, "side", "member") != "non_member"
 
@@ -148,10 +134,11 @@ def final_verdict(
 ) -> FinalVerdict:
     """Combine the check results of one model version into its verdict under ``guarantee_class``.
 
-    In: the class; every check result for the version (any order; the ``dp_group_privacy``
-    result is how the DP bound comes in); for ``exact`` the lineage proof, for ``suppressed``
-    the guard's bound. Out: :class:`FinalVerdict` with the class's rule, the reasons that
-    decided, warnings (utility, retain privacy) and notes (checks that did not count).
+    In: the class; every check result for the version (any order, each from a registered
+    check: an unknown name raises ``ValueError``; the ``dp_bound`` check's result is how the DP
+    bound comes in); for ``exact`` the lineage proof, for ``suppressed`` the guard's bound. Out:
+    :class:`FinalVerdict` with the class's rule, the reasons that decided, warnings (the retain
+    and utility checks) and notes (checks that did not count).
     """
     if guarantee_class not in GUARANTEE_CLASSES:
         raise ValueError(
@@ -171,16 +158,19 @@ def final_verdict(
     warnings = [
         _describe(r)
         for r in checks
-        if r.check in WARNING_CHECKS and r.verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE)
+        if check_spec(r.check).role in WARNING_ROLES
+        and r.verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE)
     ]
     counted = list(checks)
     if guarantee_class == "suppressed":
-        counted = [r for r in checks if r.check not in WEIGHT_CHECKS]
+        # The weights hold the data by design; only checks run through the guard (LM
+        # memorisation of guarded outputs) say anything about what leaves the system.
+        counted = [r for r in checks if not check_spec(r.check).on_weights]
         notes += [
             f"{r.check} {r.verdict.value} not counted: the weights of a suppressed model hold "
             "the data by design."
             for r in checks
-            if r.check in WEIGHT_CHECKS
+            if check_spec(r.check).on_weights
         ]
     member_fails = [_describe(r) for r in counted if _member_side_fail(r)]
 
@@ -189,7 +179,8 @@ def final_verdict(
     elif guarantee_class == "exact":
         verdict, reasons = _exact(lineage, member_fails)
     elif guarantee_class == "dp_bounded":
-        verdict, reasons = _dp_bounded(by_name.get("dp_group_privacy", []), member_fails)
+        dp_results = [r for r in checks if check_spec(r.check).role == "dp_bound"]
+        verdict, reasons = _dp_bounded(dp_results, member_fails)
     else:
         verdict, reasons = _suppressed(suppression, member_fails)
 
@@ -214,22 +205,15 @@ def _approximate(
     if member_fails:
         return Verdict.FAIL, member_fails
     missing: list[str] = []
-    membership = by_name.get("membership_lira", [])
-    power = by_name.get("membership_power", [])
-    equivalence = by_name.get("equivalence_tost", [])
-    if not membership:
-        missing.append("the per-record membership test was not run")
-    missing += [_describe(r) for r in membership if r.verdict != Verdict.PASS]
-    if not power:
-        missing.append("the per-record test's power was not demonstrated (no power check)")
-    missing += [_describe(r) for r in power if r.verdict != Verdict.PASS]
-    if not equivalence:
-        missing.append("no aggregate metric was tested for equivalence (TOST)")
-    missing += [_describe(r) for r in equivalence if r.verdict != Verdict.PASS]
+    needed = [name for name in CHECKS if check_spec(name).needed_for_approximate_pass]
+    for name in needed:
+        results = by_name.get(name, [])
+        if not results:
+            missing.append(check_spec(name).needed_for_approximate_pass)
+        missing += [_describe(r) for r in results if r.verdict != Verdict.PASS]
     # Over-forgetting makes the deletion detectable: not a member-side FAIL, but no PASS either.
-    missing += [
-        _describe(r) for r in counted if _over_forgetting_fail(r) and r.check != "equivalence_tost"
-    ]
+    # (A needed check's over-forgetting FAIL is already a missing PASS above.)
+    missing += [_describe(r) for r in counted if _over_forgetting_fail(r) and r.check not in needed]
     if missing:
         return Verdict.INCONCLUSIVE, missing
     return Verdict.PASS, [

@@ -75,7 +75,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "retain_privacy",
         "utility",
     }
-    assert CHECKS.get("utility") is audits.checks.utility.utility
+    assert CHECKS.get("utility").run is audits.checks.utility.utility
     with pytest.raises(ValueError, match="registered"):
         CHECKS.get("vibes")
 

@@ -1,0 +1,80 @@
+"""What the audit runner measured on one model version, in the form the checks' adapters read.
+
+The runner (worker side) scores the models; each registered check's ``inputs`` adapter
+(:class:`~audits.checks.registry.CheckSpec`) picks its arguments out of one of these objects.
+Plain data: NumPy arrays and the checks' own record types, no model code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
+
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from audits.checks.lm_memorisation import LMRecordMemorisation
+    from audits.checks.membership import ShadowReference
+
+ModelKind = Literal["classifier", "language_model"]
+MODEL_KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
+
+
+@dataclass(frozen=True)
+class UtilityFigures:
+    """One utility metric (``"accuracy"`` or ``"perplexity"``) of the unlearned and the original
+    model on the retain and the test set: the arguments of the utility check."""
+
+    metric: str
+    retain: float
+    test: float
+    original_retain: float
+    original_test: float
+
+
+# eq=False: the fields hold arrays, whose == is element-wise.
+@dataclass(frozen=True, eq=False)
+class ClassifierEvidence:
+    """A classifier's scores, all LiRA scores (logit-scaled confidence of the true class, higher =
+    member), arrays in ``record_ids`` order for the forget set.
+
+    ``forget_scores``/``original_forget_scores``: the unlearned / original model on the forgotten
+    records, on the scale of the shadow models' (see the runner). ``shadow_reference``: the shadow
+    models' fit for those records, None with fewer than two shadow models or no records.
+    ``attack_*``: what the population attack compares (forget set vs held-out records), with the
+    signal's name. ``retain_*``/``nonmember_*``: a retain sample and held-out records on the
+    unlearned model and (``original_*``) on the original.
+    """
+
+    model_kind: ClassVar[ModelKind] = "classifier"
+
+    record_ids: tuple[str, ...]
+    forget_scores: NDArray[np.float64]
+    original_forget_scores: NDArray[np.float64]
+    shadow_reference: ShadowReference | None
+    attack_forget_scores: NDArray[np.float64]
+    attack_nonmember_scores: NDArray[np.float64]
+    attack_signal: str
+    retain_scores: NDArray[np.float64]
+    original_retain_scores: NDArray[np.float64]
+    nonmember_scores: NDArray[np.float64]
+    original_nonmember_scores: NDArray[np.float64]
+    utility: UtilityFigures
+
+
+@dataclass(frozen=True)
+class LanguageModelEvidence:
+    """A language model's memorisation of the forgotten records that have a reference (measured
+    through the guard for a guarded version), the reference's on the same records, and its
+    perplexity figures."""
+
+    model_kind: ClassVar[ModelKind] = "language_model"
+
+    memorisation: tuple[LMRecordMemorisation, ...]
+    reference_memorisation: tuple[LMRecordMemorisation, ...]
+    utility: UtilityFigures
+
+
+Evidence = ClassifierEvidence | LanguageModelEvidence
