@@ -47,7 +47,7 @@ from workers.training import RECIPES  # noqa: E402
 from workers.training.base import TrainingRun  # noqa: E402
 from workers.training.device import select_device  # noqa: E402
 from workers.training.evaluate import accuracy  # noqa: E402
-from workers.unlearning.exact import retrain as _retrain  # noqa: E402,F401  (registers)
+from workers.unlearning.methods import load_all_methods  # noqa: E402
 from workers.unlearning.registry import METHODS  # noqa: E402
 
 TARGET_SISA_SPEEDUP = 5.0
@@ -163,6 +163,7 @@ def warm_up(train: RecordDataset, config: dict[str, Any], device: torch.device) 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_all_methods()
     device = select_device(args.device or None)
     skip = set(args.skip.split(",")) if args.skip else set()
     rng = random.Random(args.seed)

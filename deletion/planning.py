@@ -13,6 +13,7 @@ from deletion.models import (
 )
 from models_registry import selectors
 from models_registry.models import ModelVersion
+from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for
 
 
 def request_subjects(request: DeletionRequest) -> list:
@@ -45,24 +46,24 @@ def _merge_scopes(a, b):
                            sorted(artifacts.values(), key=lambda x: x.id), a.subject_id)
 
 
-EXACT_RECIPES = {"sisa": "sisa", "s3t": "s3t"}
-
-
 def plan_method(*, version: ModelVersion) -> tuple[str, str]:
-    """What the model's unlearning policy allows for this version: exact for sharded recipes,
-    else the configured approximate method (an exact retrain after ``exact_after`` approximate
-    deletions), else a full retrain."""
+    """What the model's unlearning policy allows for this version: the exact method the method
+    catalogue declares for the model's recipe (sisa, s3t), else the configured approximate method
+    (an exact retrain after ``exact_after`` approximate deletions), else a full retrain. Returns
+    ``(method, guarantee_class)``, the guarantee class as the catalogue declares it."""
     model = version.model
     policy = model.unlearning_policy or {}
-    if model.training_recipe in EXACT_RECIPES:
-        return EXACT_RECIPES[model.training_recipe], "exact"
+    exact = exact_method_for(model.training_recipe)
+    if exact is not None:
+        return exact.name, exact.guarantee_class
     method = policy.get("approximate_method")
     if method and not policy.get("prefer_exact"):
         limit = policy.get("exact_after")
         done = ModelOutcome.objects.filter(model_version__model=model, guarantee_class="approximate",
                                            status__in=[OutcomeStatus.CONFIRMED, OutcomeStatus.AWAITING_DEPLOYMENT]).count()
         if limit is None or done < limit:
-            return method, ("suppressed" if method == "verifier_guard" else "approximate")
+            # The policy was checked against the same catalogue when it was saved.
+            return method, METHOD_SPECS.get(method).guarantee_class
     return "retrain", "exact"
 
 

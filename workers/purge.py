@@ -88,11 +88,13 @@ def version_purge(*, version: ModelVersion) -> list[dict]:
 def _guard_key_destroy(version: ModelVersion) -> None:
     """A guarded version's hashing key (keystore ``guard:job:<id>``, see the unlearning runner)
     goes with it: with the key, the stored n-gram hashes of the forgotten texts could be tested
-    against guesses."""
+    against guesses. A guarded version is the result of a job whose method is of kind GUARD."""
     from models_registry.keystore import keystore
     from workers.models import Job
+    from workers.unlearning.catalogue import GUARD, method_specs
 
-    job = Job.objects.filter(result_version=version, method="verifier_guard").first()
+    guards = [spec.name for spec in method_specs(kind=GUARD)]
+    job = Job.objects.filter(result_version=version, method__in=guards).first()
     if job is not None:
         keystore().destroy(f"guard:job:{job.id}")
 

@@ -1,5 +1,6 @@
-"""The torch-free method catalogue the web side checks policies against agrees with the registry,
-and a policy naming a missing method, or one for the other kind of model, is refused when saved."""
+"""The torch-free method catalogue the web side checks policies against agrees with the registry
+of method classes, and a policy naming a missing method, or one for the other kind of model, is
+refused when saved."""
 
 from __future__ import annotations
 
@@ -8,29 +9,58 @@ import pytest
 from foundation.errors import ValidationFailed
 from models_registry.services import registered_model_create
 from workers.unlearning.catalogue import (
-    APPROXIMATE_METHODS,
-    CLASSIFICATION,
-    EXACT_METHODS,
-    LANGUAGE_MODELING,
+    CLASSIFIER,
+    GUARD,
+    LANGUAGE_MODEL,
+    METHOD_SPECS,
+    TRAINING_RUN,
+    MethodSpec,
+    method_specs,
 )
 
 
 def test_the_catalogue_is_the_registry():
-    from workers.runners.unlearning import _is_lm_method
+    from workers.unlearning.methods import load_all_methods
+
+    assert load_all_methods() == METHOD_SPECS.names()
+    recipes = [spec.recipe for spec in method_specs() if spec.recipe is not None]
+    assert len(recipes) == len(set(recipes)), "two exact methods claim one recipe"
+
+
+def _fits_its_kind(spec: MethodSpec, cls: type) -> bool:
+    """A classifier or language-model method runs on its family's shared loop; a guard or an exact
+    method (which takes a TrainingRun) on neither."""
+    from workers.unlearning.lm.loop import LMUnlearningMethod
+    from workers.unlearning.loop import ApproximateMethod
+
+    loops = {CLASSIFIER: ApproximateMethod, LANGUAGE_MODEL: LMUnlearningMethod}
+    if spec.kind in loops:
+        return issubclass(cls, loops[spec.kind])
+    return not issubclass(cls, tuple(loops.values()))
+
+
+@pytest.mark.parametrize("spec", method_specs(), ids=lambda spec: spec.name)
+def test_each_declared_method_is_a_registered_class_that_fits_its_declaration(spec: MethodSpec):
     from workers.unlearning.methods import load_all_methods
     from workers.unlearning.registry import METHODS
 
-    assert set(load_all_methods()) == set(APPROXIMATE_METHODS) | set(EXACT_METHODS)
-    from workers.unlearning.loop import ApproximateMethod
+    load_all_methods()
+    cls = METHODS.get(spec.name)
+    assert cls.__module__ == spec.module
+    assert (cls.name, cls.guarantee_class) == (spec.name, spec.guarantee_class)
+    assert cls().guarantee_class == spec.guarantee_class
+    assert _fits_its_kind(spec, cls)
+    assert (spec.guarantee_class == "exact") == (spec.kind == TRAINING_RUN)
+    assert (spec.guarantee_class == "suppressed") == (spec.kind == GUARD)
 
-    for name, task in APPROXIMATE_METHODS.items():
-        method = METHODS.get(name)()
-        assert isinstance(method, ApproximateMethod) == (task == CLASSIFICATION), name
-        assert method.guarantee_class != "exact", name
-        for_language_models = name == "verifier_guard" or _is_lm_method(method)
-        assert for_language_models == (task == LANGUAGE_MODELING), name
-    for name in EXACT_METHODS:
-        assert METHODS.get(name)().guarantee_class == "exact", name
+
+def test_a_method_class_needs_a_declaration_in_its_module():
+    from workers.unlearning.base import UnlearningMethod
+
+    with pytest.raises(ValueError, match="unknown unlearning method 'undeclared'"):
+        type("Undeclared", (UnlearningMethod,), {}, name="undeclared")
+    with pytest.raises(ValueError, match="declared in workers.unlearning.finetune, not in"):
+        type("Finetune", (UnlearningMethod,), {}, name="finetune")
 
 
 @pytest.mark.django_db

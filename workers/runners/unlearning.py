@@ -1,13 +1,13 @@
 """Unlearning jobs: a new model version without the forget set (the audit job then purges every
 older copy of that model that still holds it).
 
-Exact methods (retrain, sisa, s3t) take the stored TrainingRun; approximate classifier methods take
-the model and loaders over the forget and retain records; language-model methods (gradient_ascent,
-grad_diff, npo) take the model and LM batches of the forget and retain texts; the verifier guard
-wraps the unchanged model and is stored as a guarded artifact (see workers.training.lm). The final
-transaction records the new version (parent = source, membership = the run's minus the forgotten
-records) and its artifacts, and marks the job's result, so a redelivered job never makes a second
-version.
+A method's kind, declared in workers.unlearning.catalogue, says how it is called: TRAINING_RUN (the
+exact methods) takes the stored TrainingRun; CLASSIFIER, the model and loaders over the forget and
+retain records; LANGUAGE_MODEL, the model and LM batches of the forget and retain texts; GUARD
+wraps the unchanged model, stored as a guarded artifact (see workers.training.lm) with its hashing
+key in the keystore. The final transaction records the new version (parent = source, membership =
+the run's minus the forgotten records) and its artifacts, and marks the job's result, so a
+redelivered job never makes a second version.
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ from models_registry.selectors import current_source
 from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
+from workers.unlearning.catalogue import (
+    GUARD,
+    LANGUAGE_MODELING,
+    METHOD_SPECS,
+    TRAINING_RUN,
+    MethodSpec,
+    approximate_methods_for,
+)
 
 LOADER_BATCH = 64
 LM_BATCH = 4
@@ -56,28 +64,27 @@ def run_unlearning_job(job: Job, progress) -> dict:
     data = load_reference_split(dataset.storage_location, "train")
     forget = data.subset(sorted(forget_keys & member_keys))
     retain = data.subset(sorted(member_keys - forget_keys))
-    method_class = METHODS.get(job.method)
-    method = method_class(job.config or None)
+    spec = METHOD_SPECS.get(job.method)
+    method = METHODS.get(job.method)(job.config or None)
     device = str(select_device())
     phase = progress.scaled(5, 80)
-    if trained.guard is not None and method.name != "retrain":
+    if trained.guard is not None and not spec.from_scratch:
         # Its weights still hold the records an earlier request suppressed; changing them (or
         # wrapping a second guard whose forgotten texts are gone) would drop that protection.
         raise ValueError(f"{source} is a guarded (suppressed) version: only an exact retrain can "
-                         f"unlearn from it, not {method.name!r}")
-    for_language_models = method.name == "verifier_guard" or _is_lm_method(method)
-    if method.guarantee_class != "exact" and for_language_models != (trained.tokenizer is not None):
+                         f"unlearn from it, not {spec.name!r}")
+    if spec.task is not None and (spec.task == LANGUAGE_MODELING) != (trained.tokenizer is not None):
         kind = "a language model" if trained.tokenizer is not None else "a classifier"
-        raise ValueError(f"{method.name!r} cannot unlearn {kind} ({source}); language models take "
-                         "gradient_ascent, grad_diff, npo, verifier_guard or retrain")
-    if trained.tokenizer is not None and method.guarantee_class != "exact":
-        ref, result = _unlearn_language_model(job=job, source=source, trained=trained, method=method, data=data,
-                                              forget_keys=forget_keys, store=store, device=device,
+        raise ValueError(f"{spec.name!r} cannot unlearn {kind} ({source}); language models take "
+                         f"{', '.join(approximate_methods_for(LANGUAGE_MODELING))} or retrain")
+    if spec.task == LANGUAGE_MODELING:
+        ref, result = _unlearn_language_model(job=job, source=source, trained=trained, spec=spec, method=method,
+                                              data=data, forget_keys=forget_keys, store=store, device=device,
                                               progress=progress, phase=phase,
                                               held_out_dir=dataset.storage_location,
                                               erased_people_keys=_keys_of_the_same_people(forget_records))
     else:
-        if method.guarantee_class == "exact":
+        if spec.kind == TRAINING_RUN:
             new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
         else:
             from workers.training.base import TrainingRun
@@ -108,17 +115,13 @@ def run_unlearning_job(job: Job, progress) -> dict:
             "unlearning": jsonable(result.to_dict())}
 
 
-def _is_lm_method(method) -> bool:
-    from workers.unlearning.lm.loop import LMUnlearningMethod
-
-    return isinstance(method, LMUnlearningMethod)
-
-
-def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, data, forget_keys: set[str],
-                            store, device: str, progress, phase, held_out_dir: str, erased_people_keys: set[str]):
-    """An LM method on a language model: gradient ascent, GradDiff or NPO on LM batches of the
-    forget and retain texts (a new model), or the verifier guard (the same weights behind a
-    calibrated guard). Stores the new artifact; returns ``(ref, result)``."""
+def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, spec: MethodSpec, method, data,
+                            forget_keys: set[str], store, device: str, progress, phase, held_out_dir: str,
+                            erased_people_keys: set[str]):
+    """A method for language models on a language model: one of kind LANGUAGE_MODEL (gradient
+    ascent, GradDiff, NPO) on LM batches of the forget and retain texts (a new model), or one of
+    kind GUARD (the verifier guard: the same weights behind a calibrated guard). Stores the new
+    artifact; returns ``(ref, result)``."""
     from workers.training.base import TrainingRun
     from workers.training.lm import record_texts, save_guarded_run
     from workers.training.storage import save_run
@@ -131,7 +134,7 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, method, 
         raise ValueError(f"none of the {len(forget_keys)} records to forget is in {source}'s training set")
     kept = [row for row in trained.membership if row.record_key not in forget_keys]
     tokenizer = trained.tokenizer
-    if method.name == "verifier_guard":
+    if spec.kind == GUARD:
         guard, result = _guard_language_model(job=job, trained=trained, method=method, forget=forget,
                                               device=device, phase=phase)
         progress("storing the guarded version", 0.9)

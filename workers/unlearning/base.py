@@ -1,9 +1,10 @@
 """The one interface every unlearning method implements.
 
-A method is a small class: a config dataclass (stored on the job row, reproducible from it), a
-guarantee class (what the method can honestly promise), and ``unlearn``. Approximate methods share
-one training loop in :class:`workers.unlearning.loop.LossMethod` (or similar) so that a method is
-mostly its loss; exact methods (retrain, sisa, s3t) implement ``unlearn`` directly.
+A method is a declaration in :mod:`workers.unlearning.catalogue` (its name, kind and guarantee
+class: what the method can honestly promise) and a small class: a config dataclass (stored on the
+job row, reproducible from it) and ``unlearn``. Approximate methods share one training loop in
+:class:`workers.unlearning.loop.LossMethod` (or similar) so that a method is mostly its loss;
+exact methods (retrain, sisa, s3t) implement ``unlearn`` directly.
 
 Plain PyTorch: nothing here imports Django.
 
@@ -129,11 +130,21 @@ class UnlearningResult:
 
 
 class UnlearningMethod(ABC):
-    """Base class of every method. Subclasses set the three class attributes and ``unlearn``."""
+    """Base class of every method. A subclass registers itself by naming, in the class statement,
+    the method it implements (``class Finetune(LossMethod, name="finetune")``), which takes its
+    ``name`` and ``guarantee_class`` from that method's declaration in
+    :mod:`workers.unlearning.catalogue`; it sets ``config_class`` and implements ``unlearn``."""
 
     name: ClassVar[str]
     guarantee_class: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:  # a method; a shared base (LossMethod, LMUnlearningMethod) names none
+            from workers.unlearning.registry import method_class_register  # it imports this module
+
+            method_class_register(cls, name)
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None) -> None:
         if config is None or isinstance(config, dict):

@@ -1,49 +1,125 @@
-"""Which unlearning methods exist and what each can unlearn, without importing them.
+"""Every unlearning method the platform knows, declared once, without importing it.
 
-The web side checks a model's unlearning policy when it is saved (a misspelt method, or one
-for the other kind of model, is refused then, not when a deletion's job first runs), and it
-must not import torch; the method modules do. tests/workers/test_method_catalogue.py holds this
-table to the registry.
+A method is declared here by one :class:`MethodSpec` (one line below) and implemented by one
+module whose class names the method in its class statement, which registers it
+(``class Finetune(LossMethod, name="finetune")``, see :mod:`workers.unlearning.registry`).
+Everything else reads the declarations: the loader imports
+the modules they name, the web side checks a model's unlearning policy against them when it is
+saved (without importing torch, which the method modules do), the planner takes a method's
+guarantee class from them, and the unlearning job decides from a method's kind how to call it.
+tests/workers/test_method_catalogue.py holds the declarations and the registered classes equal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from foundation.registry import Registry
+from workers.unlearning.base import GUARANTEE_CLASSES
+
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
 
-# Approximate methods a policy may name, and the task each applies to.
-APPROXIMATE_METHODS: dict[str, str] = {
-    "finetune": CLASSIFICATION,
-    "neggrad_plus": CLASSIFICATION,
-    "scrub": CLASSIFICATION,
-    "ssd": CLASSIFICATION,
-    "ssd_label_free": CLASSIFICATION,
-    "l1_sparse": CLASSIFICATION,
-    "salun": CLASSIFICATION,
-    "influence": CLASSIFICATION,
-    "gradient_ascent": LANGUAGE_MODELING,
-    "grad_diff": LANGUAGE_MODELING,
-    "npo": LANGUAGE_MODELING,
-    "verifier_guard": LANGUAGE_MODELING,
+# What a method works on, which decides how an unlearning job calls it.
+CLASSIFIER = "classifier"  # an nn.Module, loaders of (keys, inputs, targets) batches -> a new module
+LANGUAGE_MODEL = "language_model"  # a causal LM, LM batches of the forget/retain texts -> a new LM
+GUARD = "guard"  # a causal LM, the forgotten texts -> the same weights behind a keyed, calibrated guard
+TRAINING_RUN = "training_run"  # the stored TrainingRun, forget keys, retain set -> a new TrainingRun
+# The task of the models a policy may name a method of each kind for; None: the planner picks
+# methods of that kind, never a policy.
+TASK_OF_KIND: dict[str, str | None] = {
+    CLASSIFIER: CLASSIFICATION,
+    LANGUAGE_MODEL: LANGUAGE_MODELING,
+    GUARD: LANGUAGE_MODELING,
+    TRAINING_RUN: None,
 }
-# Exact methods: chosen by the planner from the training recipe (sisa, s3t) or as the fallback.
-EXACT_METHODS = ("retrain", "sisa", "s3t")
 
 
-def approximate_methods_for(task: str) -> list[str]:
-    """The approximate methods that unlearn models of ``task``, by name."""
-    return sorted(name for name, applies_to in APPROXIMATE_METHODS.items() if applies_to == task)
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the platform knows of a method before importing it.
+
+    ``module`` is the module whose import registers the method's class. ``recipe``: the training
+    recipe whose runs the planner unlearns with this method (they keep what it needs: shards,
+    adapters). ``from_scratch``: the method trains afresh from the recipe and reads none of the
+    source version's weights, so it may unlearn from a guarded version, whose weights still hold
+    the records its guard suppresses.
+    """
+
+    name: str
+    kind: str
+    guarantee_class: str
+    module: str
+    recipe: str | None = None
+    from_scratch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_OF_KIND:
+            raise ValueError(f"unlearning method {self.name!r}: unknown kind {self.kind!r}")
+        if self.guarantee_class not in GUARANTEE_CLASSES:
+            raise ValueError(f"unlearning method {self.name!r}: unknown guarantee class {self.guarantee_class!r}")
+
+    @property
+    def task(self) -> str | None:
+        """The task of the models a policy may name this method for (None: not a policy's choice)."""
+        return TASK_OF_KIND[self.kind]
+
+
+METHOD_SPECS: Registry[MethodSpec] = Registry("unlearning method")
+
+
+def method_declare(spec: MethodSpec) -> MethodSpec:
+    """Declare a method (a name declared twice raises ``ValueError``)."""
+    return METHOD_SPECS.register(spec.name)(spec)
+
+
+# One line per method; see ADDING_A_METHOD.md.
+for _spec in (
+    MethodSpec("finetune", CLASSIFIER, "approximate", "workers.unlearning.finetune"),
+    MethodSpec("neggrad_plus", CLASSIFIER, "approximate", "workers.unlearning.neggrad_plus"),
+    MethodSpec("scrub", CLASSIFIER, "approximate", "workers.unlearning.scrub"),
+    MethodSpec("ssd", CLASSIFIER, "approximate", "workers.unlearning.ssd"),
+    MethodSpec("ssd_label_free", CLASSIFIER, "approximate", "workers.unlearning.ssd"),
+    MethodSpec("l1_sparse", CLASSIFIER, "approximate", "workers.unlearning.l1_sparse"),
+    MethodSpec("salun", CLASSIFIER, "approximate", "workers.unlearning.salun"),
+    MethodSpec("influence", CLASSIFIER, "approximate", "workers.unlearning.influence"),
+    MethodSpec("gradient_ascent", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.gradient_ascent"),
+    MethodSpec("grad_diff", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.grad_diff"),
+    MethodSpec("npo", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.npo"),
+    MethodSpec("verifier_guard", GUARD, "suppressed", "workers.unlearning.guard.method"),
+    MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True),
+    MethodSpec("sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sisa", recipe="sisa"),
+    MethodSpec("s3t", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t", recipe="s3t"),
+):
+    method_declare(_spec)
+
+
+def method_specs(*, kind: str | None = None) -> list[MethodSpec]:
+    """The declared methods (only those of ``kind`` when given), by name."""
+    return [spec for spec in map(METHOD_SPECS.get, METHOD_SPECS) if kind is None or spec.kind == kind]
+
+
+def approximate_methods_for(task: str | None) -> list[str]:
+    """The methods a policy may name for models of ``task`` (None: of any task), by name."""
+    return [spec.name for spec in method_specs()
+            if spec.task is not None and (task is None or spec.task == task)]
+
+
+def exact_method_for(recipe: str) -> MethodSpec | None:
+    """The method the planner unlearns runs of training ``recipe`` with (None: the recipe has none)."""
+    return next((spec for spec in method_specs() if spec.recipe == recipe), None)
 
 
 def approximate_method_problem(name: str, task: str | None) -> str | None:
     """Why ``name`` cannot be a policy's approximate method for a model of ``task`` (None: it can)."""
-    fitting = approximate_methods_for(task) if task is not None else sorted(APPROXIMATE_METHODS)
-    if name in EXACT_METHODS:
+    fitting = approximate_methods_for(task)
+    if name not in METHOD_SPECS:
+        return f"unknown unlearning method {name!r}; known: {', '.join(fitting)}"
+    spec = METHOD_SPECS.get(name)
+    if spec.task is None:
         return (f"{name!r} is an exact method; the planner picks it from the training recipe. Name an "
                 f"approximate method: {', '.join(fitting)}")
-    if name not in APPROXIMATE_METHODS:
-        return f"unknown unlearning method {name!r}; known: {', '.join(fitting)}"
-    if task is not None and APPROXIMATE_METHODS[name] != task:
-        return (f"{name!r} unlearns {APPROXIMATE_METHODS[name].replace('_', ' ')} models, not {task.replace('_', ' ')}; "
+    if task is not None and spec.task != task:
+        return (f"{name!r} unlearns {spec.task.replace('_', ' ')} models, not {task.replace('_', ' ')}; "
                 f"for this model: {', '.join(fitting)}")
     return None

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from workers.unlearning.loop import LossMethod, LossMethodConfig, UnlearningRun
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -21,12 +20,10 @@ class FinetuneConfig(LossMethodConfig):
     epochs: int = 5
 
 
-@register_method("finetune")
-class Finetune(LossMethod):
+class Finetune(LossMethod, name="finetune"):
     """Minimise the retain cross-entropy. Reads the retain set only (the forget set must be
     non-empty all the same, so that a job without records to forget is refused)."""
 
-    name = "finetune"
     config_class = FinetuneConfig
     data = "retain"
 

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from workers.unlearning.base import ConfigError, MethodConfig
 from workers.unlearning.loop import ApproximateMethod, UnlearningRun, require_range
-from workers.unlearning.registry import register_method
 
 HESSIANS = ("kfac", "exact")
 
@@ -173,11 +172,9 @@ def newton_step_kfac(
     return a_vectors @ rotated @ g_vectors.T
 
 
-@register_method("influence")
-class Influence(ApproximateMethod):
+class Influence(ApproximateMethod, name="influence"):
     """One Newton step on the last linear layer; reads the forget set and the retain set once each."""
 
-    name = "influence"
     config_class = InfluenceConfig
 
     def run(self, model: nn.Module, run: UnlearningRun) -> tuple[int, dict[str, Any]]:

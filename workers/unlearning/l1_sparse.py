@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from workers.unlearning.loop import LossMethod, LossMethodConfig, UnlearningRun, require_range
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -50,11 +49,9 @@ def magnitude_prune_mask(model: nn.Module, sparsity: float) -> dict[str, Tensor]
     return {name: (w.abs() > threshold).to(w.dtype) for name, w in weights.items()}
 
 
-@register_method("l1_sparse")
-class L1Sparse(LossMethod):
+class L1Sparse(LossMethod, name="l1_sparse"):
     """Prune by magnitude, then minimise retain cross-entropy + decaying l1 penalty."""
 
-    name = "l1_sparse"
     config_class = L1SparseConfig
     data = "retain"
 

@@ -142,6 +142,8 @@ class ApproximateMethod(UnlearningMethod):
     optimisation diverges.
     """
 
+    # For unregistered subclasses (tests' building blocks); registering gives a method the class
+    # its catalogue declaration states.
     guarantee_class: ClassVar[str] = "approximate"
     # A method that never reads the retain set sets this to False; otherwise an empty retain set is
     # refused before any work starts. An empty forget set is always refused.

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from workers.unlearning.base import ConfigError
 from workers.unlearning.loop import LossMethod, LossMethodConfig, UnlearningRun, require_range
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -39,11 +38,9 @@ class NegGradPlusConfig(LossMethodConfig):
         require_range(self, "forget_loss_cap", 0.0, float("inf"), low_open=True)
 
 
-@register_method("neggrad_plus")
-class NegGradPlus(LossMethod):
+class NegGradPlus(LossMethod, name="neggrad_plus"):
     """Paired forget/retain steps; the retain set is walked once per epoch, the forget set cycled."""
 
-    name = "neggrad_plus"
     config_class = NegGradPlusConfig
     data = "paired"
 

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from workers.unlearning.loop import LossMethod, LossMethodConfig, UnlearningRun, require_range
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -51,11 +50,9 @@ def random_other_labels(targets: Tensor, num_classes: int, generator: torch.Gene
     return (targets + shift) % num_classes
 
 
-@register_method("salun")
-class Salun(LossMethod):
+class Salun(LossMethod, name="salun"):
     """Mask from the forget gradient, then paired random-label forget + retain steps."""
 
-    name = "salun"
     config_class = SalunConfig
     data = "paired"
 

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from workers.unlearning.base import ConfigError
 from workers.unlearning.loop import LossMethod, LossMethodConfig, Phase, UnlearningRun
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -70,11 +69,9 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature:
     return kl * temperature**2
 
 
-@register_method("scrub")
-class Scrub(LossMethod):
+class Scrub(LossMethod, name="scrub"):
     """Max phase over the forget set (early epochs), min phase over the retain set (every epoch)."""
 
-    name = "scrub"
     config_class = ScrubConfig
 
     def prepare(self, model: nn.Module, run: UnlearningRun) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from workers.unlearning.base import MethodConfig
 from workers.unlearning.loop import ApproximateMethod, UnlearningRun, require_range
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -117,11 +116,9 @@ def dampening_factors(
     return torch.where(selected, ratio.clamp(max=1.0), torch.ones_like(ratio))
 
 
-@register_method("ssd")
-class Ssd(ApproximateMethod):
+class Ssd(ApproximateMethod, name="ssd"):
     """One-shot: importances on forget and retain, then dampen. Reads both sets once."""
 
-    name = "ssd"
     config_class = SsdConfig
     label_free: ClassVar[bool] = False
 
@@ -179,10 +176,8 @@ class SsdLabelFreeConfig(SsdConfig):
     normalise_importances: bool = False
 
 
-@register_method("ssd_label_free")
-class SsdLabelFree(Ssd):
+class SsdLabelFree(Ssd, name="ssd_label_free"):
     """LF-SSD: SSD with importances from the output's l2 norm; forget labels are not read."""
 
-    name = "ssd_label_free"
     config_class = SsdLabelFreeConfig
     label_free = True

@@ -22,18 +22,14 @@ from workers.unlearning.exact.common import (
     retain_dataset_of,
     training_run_of,
 )
-from workers.unlearning.registry import register_method
 
 
-@register_method("retrain")
-class Retrain(UnlearningMethod):
+class Retrain(UnlearningMethod, name="retrain"):
     """``model``: the TrainingRun to replace. ``retain``: the original training set without the
     forget set (RecordDataset or a DataLoader over one). Returns a new TrainingRun.
     The recipe's own seed is used (``config.seed`` is not), so the result equals training the
     recipe from scratch on ``retain``."""
 
-    name = "retrain"
-    guarantee_class = "exact"
     config_class = MethodConfig
 
     def unlearn(

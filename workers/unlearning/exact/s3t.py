@@ -22,18 +22,14 @@ from workers.unlearning.exact.common import (
     retain_dataset_of,
     training_run_of,
 )
-from workers.unlearning.registry import register_method
 
 
-@register_method("s3t")
-class S3TUnlearning(UnlearningMethod):
+class S3TUnlearning(UnlearningMethod, name="s3t"):
     """``model``: a TrainingRun of the s3t recipe. ``retain`` may be None (nothing is trained);
     when given it must not hold a forgotten record.
     Returns the new TrainingRun; the result's details list the deactivated adapters (to purge),
     what each shard now serves and the shards left without any adapter."""
 
-    name = "s3t"
-    guarantee_class = "exact"
     config_class = MethodConfig
 
     def unlearn(

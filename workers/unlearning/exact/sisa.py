@@ -17,19 +17,15 @@ from workers.unlearning.base import (
     no_progress,
 )
 from workers.unlearning.exact.common import forget_keys_of, retain_dataset_of, training_run_of
-from workers.unlearning.registry import register_method
 
 
-@register_method("sisa")
-class SisaUnlearning(UnlearningMethod):
+class SisaUnlearning(UnlearningMethod, name="sisa"):
     """``model``: a TrainingRun of the sisa recipe (its ensemble carries the checkpoints; its
     membership, or ``context["membership"]``, says where each record trained). ``retain``: the
     original training set without the forget set. Returns the new TrainingRun; the result's
     details name the shards retrained (shard -> first slice rerun), the number of slices rerun
     and the superseded checkpoints (to purge from the parent)."""
 
-    name = "sisa"
-    guarantee_class = "exact"
     config_class = MethodConfig
 
     def unlearn(

@@ -29,7 +29,6 @@ from workers.unlearning.guard.calibration import (
 from workers.unlearning.guard.generators import HFGenerator, as_generator, parameters_fingerprint
 from workers.unlearning.guard.guarded import GuardedGenerator
 from workers.unlearning.guard.verifier import FactOracle, LeakVerifier
-from workers.unlearning.registry import register_method
 
 
 class GuardNotCertified(ValueError):
@@ -86,10 +85,7 @@ class VerifierGuardConfig(MethodConfig):
             raise ConfigError(f"{owner}.thresholds must be null or a non-empty list in (0, 1]")
 
 
-@register_method("verifier_guard")
-class VerifierGuard(UnlearningMethod):
-    name: ClassVar[str] = "verifier_guard"
-    guarantee_class: ClassVar[str] = "suppressed"
+class VerifierGuard(UnlearningMethod, name="verifier_guard"):
     config_class: ClassVar[type[MethodConfig]] = VerifierGuardConfig
     config: VerifierGuardConfig
 

@@ -15,7 +15,6 @@ import torch
 from workers.unlearning.base import ConfigError, MethodConfig
 from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod
 from workers.unlearning.lm.losses import mean_token_nll
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -33,9 +32,7 @@ class GradDiffConfig(LMUnlearningConfig):
             raise ConfigError(f"{type(self).__name__}.retain_weight must be >= 0")
 
 
-@register_method("grad_diff")
-class GradDiff(LMUnlearningMethod):
-    name: ClassVar[str] = "grad_diff"
+class GradDiff(LMUnlearningMethod, name="grad_diff"):
     config_class: ClassVar[type[MethodConfig]] = GradDiffConfig
     config: GradDiffConfig
 

@@ -15,7 +15,6 @@ import torch
 from workers.unlearning.base import MethodConfig
 from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod
 from workers.unlearning.lm.losses import mean_token_nll
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -23,9 +22,7 @@ class GradientAscentConfig(LMUnlearningConfig):
     """Only the shared LM settings (learning rate, epochs, LoRA, seed, max_length)."""
 
 
-@register_method("gradient_ascent")
-class GradientAscent(LMUnlearningMethod):
-    name: ClassVar[str] = "gradient_ascent"
+class GradientAscent(LMUnlearningMethod, name="gradient_ascent"):
     config_class: ClassVar[type[MethodConfig]] = GradientAscentConfig
 
     def loss(

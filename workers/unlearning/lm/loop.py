@@ -78,6 +78,8 @@ class LMUnlearningConfig(MethodConfig):
 class LMUnlearningMethod(UnlearningMethod):
     """Base of the LM methods (guarantee ``approximate``). Subclasses implement :meth:`loss`."""
 
+    # For unregistered subclasses (tests' building blocks); registering gives a method the class
+    # its catalogue declaration states.
     guarantee_class: ClassVar[str] = "approximate"
     config_class: ClassVar[type[MethodConfig]] = LMUnlearningConfig
     config: LMUnlearningConfig

@@ -17,7 +17,6 @@ import torch
 from workers.unlearning.base import ConfigError, MethodConfig
 from workers.unlearning.lm.grad_diff import GradDiff, GradDiffConfig
 from workers.unlearning.lm.losses import npo_loss, sequence_nll
-from workers.unlearning.registry import register_method
 
 
 @dataclass
@@ -32,9 +31,7 @@ class NPOConfig(GradDiffConfig):
             raise ConfigError(f"{type(self).__name__}.beta must be > 0, got {self.beta}")
 
 
-@register_method("npo")
-class NPO(GradDiff):
-    name: ClassVar[str] = "npo"
+class NPO(GradDiff, name="npo"):
     config_class: ClassVar[type[MethodConfig]] = NPOConfig
     config: NPOConfig
 

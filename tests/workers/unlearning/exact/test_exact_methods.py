@@ -28,6 +28,7 @@ from workers.training import RECIPES, load_run, save_run
 from workers.training.base import TrainingRun
 from workers.training.s3t import S3TEnsemble
 from workers.unlearning.base import JobCancelled
+from workers.unlearning.catalogue import TRAINING_RUN, method_specs
 from workers.unlearning.methods import load_all_methods
 from workers.unlearning.registry import METHODS
 
@@ -99,6 +100,14 @@ def checkpoint_tensors(run: TrainingRun) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- the shared harness
+
+
+def test_every_exact_method_has_a_case_on_the_recipe_the_planner_picks_it_for() -> None:
+    declared = method_specs(kind=TRAINING_RUN)
+    assert {spec.name for spec in declared} == {case.method for case in CASES}
+    for spec in declared:
+        if spec.recipe is not None:
+            assert (spec.name, spec.recipe) in {(case.method, case.recipe) for case in CASES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

@@ -12,6 +12,7 @@ from transformers import GPT2LMHeadModel
 import workers.unlearning.lm  # noqa: F401  (registers the methods)
 from tests.workers.unlearning.lm.conftest import FORGET_KEYS
 from workers.unlearning.base import ConfigError, JobCancelled
+from workers.unlearning.catalogue import LANGUAGE_MODEL, method_specs
 from workers.unlearning.lm.losses import average_token_nll
 from workers.unlearning.registry import METHODS
 
@@ -46,6 +47,11 @@ METHOD_CASES = [
 # Forgetting must close at least this share of the gap between the forget texts' loss and the
 # loss of texts the model never saw.
 MIN_GAP_CLOSED = 0.5
+
+
+def test_every_language_model_method_has_a_case():
+    declared = {spec.name for spec in method_specs(kind=LANGUAGE_MODEL)}
+    assert declared == {case.name for case in METHOD_CASES}
 
 
 def _run(case: MethodCase, model, forget, retain, context: dict | None = None, **overrides):
