@@ -102,15 +102,7 @@ class TrainingRecipe(ABC):
             RECIPES.register(name)(cls)
 
     def __init__(self, config: RecipeConfig | dict[str, Any] | None = None) -> None:
-        if config is None or isinstance(config, dict):
-            config = self.config_class.from_dict(config)
-        elif not isinstance(config, self.config_class):
-            raise ConfigError(
-                f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}"
-            )
-        else:
-            config.validate()
-        self.config: Any = config
+        self.config: Any = self.config_class.of(config, owner=self.name)
 
     @abstractmethod
     def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",

@@ -55,6 +55,17 @@ class MethodConfig:
     seed: int = 0
 
     @classmethod
+    def of(cls, config: MethodConfig | dict[str, Any] | None, *, owner: str) -> MethodConfig:
+        """The config ``owner`` (a method or recipe taking this config class) runs with: built from
+        a dict (or the defaults for None), or checked when given as a config of this class."""
+        if config is None or isinstance(config, dict):
+            return cls.from_dict(config)
+        if not isinstance(config, cls):
+            raise ConfigError(f"{owner} takes a {cls.__name__}, got {type(config).__name__}")
+        config.validate()
+        return config
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> MethodConfig:
         """Build a config from a JSON-like dict; unknown fields and bad values raise ConfigError."""
         data = dict(data or {})
@@ -147,27 +158,11 @@ class UnlearningMethod(ABC):
             method_class_register(cls, name)
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None) -> None:
-        if config is None or isinstance(config, dict):
-            config = self.config_class.from_dict(config)
-        elif not isinstance(config, self.config_class):
-            raise ConfigError(
-                f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}"
-            )
-        else:
-            config.validate()
-        self.config = config
+        self.config = self.config_class.of(config, owner=self.name)
 
     @abstractmethod
-    def unlearn(
-        self,
-        model: Any,
-        forget: Iterable[Any],
-        retain: Iterable[Any],
-        *,
-        device: str = "cpu",
-        progress: ProgressCallback = no_progress,
-        **context: Any,
-    ) -> tuple[Any, UnlearningResult]:
+    def unlearn(self, model: Any, forget: Iterable[Any], retain: Iterable[Any], *, device: str = "cpu",
+                progress: ProgressCallback = no_progress, **context: Any) -> tuple[Any, UnlearningResult]:
         """Return the unlearned model (a new object or the input changed in place) and a result.
 
         ``context`` carries what some methods need beyond the three data arguments (for example

@@ -149,16 +149,8 @@ class ApproximateMethod(UnlearningMethod):
     # refused before any work starts. An empty forget set is always refused.
     uses_retain: ClassVar[bool] = True
 
-    def unlearn(
-        self,
-        model: nn.Module,
-        forget: Iterable[Batch],
-        retain: Iterable[Batch],
-        *,
-        device: str = "cpu",
-        progress: ProgressCallback = no_progress,
-        **context: Any,
-    ) -> tuple[nn.Module, UnlearningResult]:
+    def unlearn(self, model: nn.Module, forget: Iterable[Batch], retain: Iterable[Batch], *, device: str = "cpu",
+                progress: ProgressCallback = no_progress, **context: Any) -> tuple[nn.Module, UnlearningResult]:
         started = time.perf_counter()
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self.name} unlearns a torch.nn.Module, got {type(model).__name__}")

@@ -1,7 +1,9 @@
-"""Argument handling shared by the exact methods."""
+"""What the exact methods share: the loop around them and their argument handling."""
 
 from __future__ import annotations
 
+import time
+from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,6 +12,35 @@ from torch.utils.data import DataLoader
 from workers.datasets.base import RecordDataset
 from workers.training.base import TrainingRun
 from workers.training.membership import as_rows
+from workers.unlearning.base import (
+    MethodConfig,
+    ProgressCallback,
+    UnlearningMethod,
+    UnlearningResult,
+    no_progress,
+)
+
+
+class ExactMethod(UnlearningMethod):
+    """An exact method takes the stored TrainingRun (``model``; ``context["membership"]`` may
+    replace its membership), the records to forget and the retain set, and returns a new
+    TrainingRun whose weights never saw the forgotten records. This loop times it and builds the
+    result; a method implements :meth:`replace`."""
+
+    config_class = MethodConfig
+
+    def unlearn(self, model: Any, forget: Iterable[Any], retain: Iterable[Any], *, device: str = "cpu",
+                progress: ProgressCallback = no_progress, **context: Any) -> tuple[TrainingRun, UnlearningResult]:
+        started = time.perf_counter()
+        run = training_run_of(model, context)
+        new_run, steps, details = self.replace(run, forget_keys_of(forget), retain, device=device,
+                                               progress=progress)
+        return new_run, self._result(started, device, steps=steps, **details)
+
+    @abstractmethod
+    def replace(self, run: TrainingRun, forget_keys: list[str], retain: Any, *, device: str,
+                progress: ProgressCallback) -> tuple[TrainingRun, int, dict[str, Any]]:
+        """The new run without ``forget_keys``, its training steps, and the result's details."""
 
 
 def training_run_of(model: Any, context: dict[str, Any]) -> TrainingRun:

@@ -3,57 +3,30 @@ set. Works for every recipe (plain, sisa, s3t, dp); the most expensive and the s
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from typing import Any
 
 from workers.training import RECIPES
 from workers.training.base import TrainingRun
-from workers.unlearning.base import (
-    MethodConfig,
-    ProgressCallback,
-    UnlearningMethod,
-    UnlearningResult,
-    no_progress,
-)
-from workers.unlearning.exact.common import (
-    check_disjoint,
-    forget_keys_of,
-    retain_dataset_of,
-    training_run_of,
-)
+from workers.unlearning.base import ProgressCallback
+from workers.unlearning.exact.common import ExactMethod, check_disjoint, retain_dataset_of
 
 
-class Retrain(UnlearningMethod, name="retrain"):
+class Retrain(ExactMethod, name="retrain"):
     """``model``: the TrainingRun to replace. ``retain``: the original training set without the
     forget set (RecordDataset or a DataLoader over one). Returns a new TrainingRun.
     The recipe's own seed is used (``config.seed`` is not), so the result equals training the
     recipe from scratch on ``retain``."""
 
-    config_class = MethodConfig
-
-    def unlearn(
-        self,
-        model: Any,
-        forget: Iterable[Any],
-        retain: Iterable[Any],
-        *,
-        device: str = "cpu",
-        progress: ProgressCallback = no_progress,
-        **context: Any,
-    ) -> tuple[TrainingRun, UnlearningResult]:
-        started = time.perf_counter()
-        run = training_run_of(model, context)
-        forget_keys = forget_keys_of(forget)
+    def replace(self, run: TrainingRun, forget_keys: list[str], retain: Any, *, device: str,
+                progress: ProgressCallback) -> tuple[TrainingRun, int, dict[str, Any]]:
         retain_set = retain_dataset_of(retain)
         check_disjoint(forget_keys, retain_set)
         recipe = RECIPES.get(run.recipe)(run.config)
         new_run = recipe.train(retain_set, device=device, progress=progress)
         members = {row.record_key for row in run.membership}
-        return new_run, self._result(
-            started, device, steps=int(new_run.metrics.get("steps", 0)),
-            recipe=run.recipe,
-            records_forgotten=len(set(forget_keys) & members),
-            not_members=sorted(set(forget_keys) - members),
-            records_retained=len(new_run.membership),
-        )
+        return new_run, int(new_run.metrics.get("steps", 0)), {
+            "recipe": run.recipe,
+            "records_forgotten": len(set(forget_keys) & members),
+            "not_members": sorted(set(forget_keys) - members),
+            "records_retained": len(new_run.membership),
+        }

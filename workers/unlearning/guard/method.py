@@ -89,16 +89,8 @@ class VerifierGuard(UnlearningMethod, name="verifier_guard"):
     config_class: ClassVar[type[MethodConfig]] = VerifierGuardConfig
     config: VerifierGuardConfig
 
-    def unlearn(
-        self,
-        model: Any,
-        forget: Iterable[Any],
-        retain: Iterable[Any],
-        *,
-        device: str = "cpu",
-        progress: ProgressCallback = no_progress,
-        **context: Any,
-    ) -> tuple[GuardedGenerator, UnlearningResult]:
+    def unlearn(self, model: Any, forget: Iterable[Any], retain: Iterable[Any], *, device: str = "cpu",
+                progress: ProgressCallback = no_progress, **context: Any) -> tuple[GuardedGenerator, UnlearningResult]:
         """Wrap ``model`` in a calibrated guard; the model's parameters are not changed.
 
         In: ``model`` is a transformers causal LM (needs ``context["tokenizer"]``) or any

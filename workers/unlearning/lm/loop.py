@@ -99,16 +99,9 @@ class LMUnlearningMethod(UnlearningMethod):
         reference (the model before unlearning). ``retain_batch`` is None unless ``uses_retain``.
         """
 
-    def unlearn(
-        self,
-        model: Any,
-        forget: Iterable[dict[str, Any]],
-        retain: Iterable[dict[str, Any]],
-        *,
-        device: str = "cpu",
-        progress: ProgressCallback = no_progress,
-        **context: Any,
-    ) -> tuple[Any, UnlearningResult]:
+    def unlearn(self, model: Any, forget: Iterable[dict[str, Any]], retain: Iterable[dict[str, Any]], *,
+                device: str = "cpu", progress: ProgressCallback = no_progress,
+                **context: Any) -> tuple[Any, UnlearningResult]:
         """Unlearn the forget batches from a causal LM; reads ``context["held_out"]`` (optional LM
         batches of texts the model never saw: their NLL is the stop target, see the config).
 
