@@ -25,7 +25,7 @@ from django.db import transaction
 
 from audits.models import Report
 from audits.report_schema import REPORT_ATTACHMENT, validate_report
-from foundation.errors import ValidationFailed
+from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.files import atomic_write
 from foundation.ledger.models import LedgerEvent
 from foundation.ledger.services import ledger_append, ledger_head, ledger_verify
@@ -176,8 +176,6 @@ _LARGEST_ID = 2**63 - 1
 
 def report_get(*, report_id: int) -> Report:
     """The report with this id, or ``NotFound``."""
-    from foundation.errors import NotFound
-
     report = None
     if 0 < report_id <= _LARGEST_ID:
         report = Report.objects.select_related("request").filter(pk=report_id).first()
@@ -193,8 +191,6 @@ def report_pdf_bytes(*, report: Report) -> bytes:
     (code ``report_file_changed``) when its content no longer matches; both are logged as errors,
     since either means the report store was tampered with or lost.
     """
-    from foundation.errors import Conflict, NotFound
-
     try:
         data = report_pdf_file(report).read_bytes()
     except FileNotFoundError:

@@ -18,7 +18,13 @@ from django.db import transaction
 
 from foundation.strict_json import jsonable
 from models_registry import selectors
-from models_registry.models import ArtifactKind, DataRecord, ModelVersion, StoredArtifact
+from models_registry.models import (
+    ArtifactKind,
+    ArtifactStatus,
+    DataRecord,
+    ModelVersion,
+    StoredArtifact,
+)
 from workers.jobs import versions_held
 from workers.models import Job
 from workers.runners.storage import artifact_store
@@ -157,7 +163,7 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     shadow_scores, shadow_in, shadow_test = [], [], []
     for i, run in enumerate(shadows):
         progress(f"scoring shadow model {i + 1} of {len(shadows)}", 0.2 + 0.5 * i / max(1, len(shadows)))
-        artifact = StoredArtifact.objects.get(training_run=run, kind=ArtifactKind.SHADOW_MODEL, status="present")
+        artifact = StoredArtifact.objects.get(training_run=run, kind=ArtifactKind.SHADOW_MODEL, status=ArtifactStatus.PRESENT)
         shadow = load_run(store, artifact.sha256)
         members = {row.record_key for row in shadow.membership}
         scores, _, _ = _scores_and_accuracy(shadow.model, forget_ds, device)
@@ -257,7 +263,7 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
         if any(p["kind"] == ArtifactKind.SHADOW_MODEL for p in purged):
             replenish = shadow_models_replenish(version=source)
     remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
-                 if a.kind != "dataset_cache" and _same_model(a, source)]
+                 if a.kind != ArtifactKind.DATASET_CACHE and _same_model(a, source)]
     lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=bool(purged) and not remaining)
     verdict = final_verdict(guarantee_class=job.guarantee_class, checks=checks, lineage=lineage,
                             suppression=suppression)

@@ -55,6 +55,7 @@ from deletion.models import (
     RequestStatus,
 )
 from foundation.errors import DomainError
+from models_registry.models import RegisteredModel
 
 VIEW_PERMISSION = "deletion.view_deletionrequest"
 ACT_PERMISSION = "deletion.change_deletionrequest"
@@ -181,8 +182,6 @@ class ModelFilter(admin.SimpleListFilter):
     parameter_name = "model"
 
     def lookups(self, request, model_admin):
-        from models_registry.models import RegisteredModel
-
         return [(name, name) for name in RegisteredModel.objects.order_by("name").values_list("name", flat=True)]
 
     def queryset(self, request, queryset):

@@ -23,7 +23,9 @@ from deletion.models import (
 )
 from deletion.selectors import DECISIONS, deployments_pending, request_timeline, requests_awaiting
 from deletion.throttling import IntakeThrottle
+from deletion.webhooks import webhook_register
 from foundation.access.authentication import HasRole, role_of
+from foundation.access.models import ApiToken
 from foundation.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
 
@@ -308,8 +310,6 @@ def _cancel(target, actor, data):
 
 
 def _confirm(target, actor, data):
-    from foundation.access.models import ApiToken
-
     manual = not (isinstance(actor, ApiToken) and actor.role == "ml_engineer")
     return decisions.deployment_confirm(request=target, actor=actor, new_version_id=data["new_version_id"],
                                        manual=manual)
@@ -358,8 +358,6 @@ class WebhookListApi(APIView):
 
     @extend_schema(request=WebhookIn, responses={201: WebhookOut})
     def post(self, request):
-        from deletion.webhooks import webhook_register
-
         body = WebhookIn(data=request.data)
         body.is_valid(raise_exception=True)
         endpoint, secret = webhook_register(client=request.user, url=body.validated_data["url"])

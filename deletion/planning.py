@@ -13,6 +13,7 @@ from deletion.models import (
 )
 from models_registry import selectors
 from models_registry.models import ModelVersion
+from workers.models import Job
 from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for
 
 
@@ -69,8 +70,6 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
 
 def estimated_cost(*, model_id: int, method: str) -> float | None:
     """Mean wall seconds of past successful jobs of this model and method (None without history)."""
-    from workers.models import Job
-
     mean = Job.objects.filter(registered_model_id=model_id, method=method, status="succeeded").aggregate(
         mean=Avg("wall_seconds"))["mean"]
     return round(mean, 1) if mean is not None else None

@@ -15,6 +15,7 @@ from django.utils import timezone
 from audits.models import Report
 from deletion.models import OPEN_STATES, DeletionRequest, ModelOutcome, OutcomeStatus, RequestStatus
 from foundation.ledger.models import LedgerEvent
+from workers.models import Job
 
 
 def request_timeline(*, request: DeletionRequest) -> list[dict]:
@@ -65,8 +66,6 @@ def request_outcomes(*, request: DeletionRequest) -> list[ModelOutcome]:
 
 def request_jobs(*, request: DeletionRequest) -> list[Any]:
     """Every job of the request (unlearning, audit, report), oldest first, with its model version."""
-    from workers.models import Job
-
     return list(Job.objects.filter(Q(deletion_request=request) | Q(outcomes__request=request)).distinct()
                 .select_related("source_version__model").order_by("id"))
 

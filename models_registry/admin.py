@@ -36,6 +36,7 @@ from models_registry.models import (
     TrainingMembership,
     TrainingRun,
 )
+from models_registry.services import unlearning_policy_validate
 
 MEMBERSHIP_PREVIEW = 50
 
@@ -161,8 +162,6 @@ class RegisteredModelForm(forms.ModelForm):
         fields = "__all__"
 
     def clean_unlearning_policy(self):
-        from models_registry.services import unlearning_policy_validate
-
         policy = self.cleaned_data["unlearning_policy"]
         # task is read-only once a model exists; on the add form it is cleaned before the policy.
         task = self.instance.task if self.instance.pk else self.cleaned_data.get("task")

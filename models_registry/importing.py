@@ -23,6 +23,7 @@ from django.db import connection, transaction
 
 from foundation.errors import ValidationFailed
 from foundation.strict_json import fields_once
+from models_registry.keystore import keystore, subject_key_ref
 from models_registry.models import (
     Dataset,
     DataSubject,
@@ -359,8 +360,6 @@ def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
 
 def _store_encrypted_content(cursor, dataset: Dataset, contents: dict[int, str], subject_of_line: dict[int, int]) -> None:
     """Each record's content, encrypted under its subject's data key (crypto-shredding at erasure)."""
-    from models_registry.keystore import keystore, subject_key_ref
-
     cursor.execute(
         "SELECT s.line, r.id FROM stage_records s JOIN models_registry_datarecord r "
         "ON r.dataset_id = %s AND r.external_key = s.external_key", [dataset.id])

@@ -15,6 +15,7 @@ from models_registry.models import (
     DataRecord,
     Dataset,
     DataSubject,
+    ExcludedRecord,
     IdentifierKind,
     LineageKind,
     ModelLineageEdge,
@@ -29,6 +30,7 @@ from models_registry.models import (
     VersionStatus,
 )
 from models_registry.pseudonyms import current_key_version, identifier_digests_all_versions
+from models_registry.selectors import downstream_version_ids
 
 Identifiers = Iterable[tuple[str, str]]
 
@@ -198,8 +200,6 @@ def model_version_create(
         dp_epsilon=dp_epsilon, dp_delta=dp_delta, metrics=metrics or {},
     )
     inherited = set(parent.excluded_records.values_list("record_id", flat=True)) if parent else set()
-    from models_registry.models import ExcludedRecord
-
     ExcludedRecord.objects.bulk_create(
         [ExcludedRecord(version=version, record_id=rid) for rid in inherited | set(excluded_record_ids)]
     )
@@ -211,8 +211,6 @@ def model_lineage_edge_add(*, parent: ModelVersion, child: ModelVersion, kind: s
         raise ValidationFailed(f"lineage kind must be one of {', '.join(LineageKind.values)}", field="kind")
     if parent.pk == child.pk:
         raise ValidationFailed("a version cannot be its own lineage parent", field="parent")
-    from models_registry.selectors import downstream_version_ids
-
     if parent.pk in downstream_version_ids(version_ids=[child.pk]):
         raise ValidationFailed("this edge would make a lineage cycle", field="parent")
     edge, _ = ModelLineageEdge.objects.get_or_create(parent=parent, child=child, kind=kind)

@@ -39,6 +39,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from foundation.ledger.services import ledger_append
 from models_registry.models import (
     ArtifactKind,
     ArtifactStatus,
@@ -298,7 +299,5 @@ def _oldest_live_job_start(now: float) -> float:
 
 
 def _ledger(event_type: str, actor: str, **data: Any) -> None:
-    from foundation.ledger.services import ledger_append
-
     with transaction.atomic():
         ledger_append(event_type=event_type, actor=actor, **data)

@@ -13,12 +13,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from foundation.errors import Conflict
 from foundation.registry import Hooks, Registry
+from workers.file_formats import FOREIGN_FORMATS
 from workers.models import QUEUE_OF_KIND, Job, JobKind, JobStatus
+from workers.unlearning.base import JobCancelled
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,6 @@ class ProgressReporter:
             progress_stage=stage[:100], progress_percent=round(percent, 1), heartbeat_at=timezone.now()
         )
         if Job.objects.filter(pk=self.job_id, cancel_requested=True).exists():
-            from workers.unlearning.base import JobCancelled
-
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
 
@@ -111,10 +111,6 @@ def jobs_failed_on_foreign_looking_files() -> list[Job]:
     """Failed jobs whose error is the store calling a file a pickle or a zip. Before 2026-12-06 the
     store judged files by their first bytes, so valid weights whose header length reads like one
     were refused (workers/file_formats.py); those jobs may now succeed when run again."""
-    from django.db.models import Q
-
-    from workers.file_formats import FOREIGN_FORMATS
-
     refused = Q()
     for _, sentence in FOREIGN_FORMATS:
         refused |= Q(error__contains=sentence)
@@ -272,8 +268,6 @@ def job_execute(*, job_id: int) -> str:
     job = Job.objects.get(pk=job_id)
     started = time.perf_counter()
     reporter = ProgressReporter(job_id)
-    from workers.unlearning.base import JobCancelled
-
     try:
         outcome = JOB_RUNNERS.get(job.kind)(job, reporter)
     except JobCancelled as exc:

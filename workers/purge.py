@@ -17,7 +17,20 @@ from django.utils import timezone
 
 from foundation.errors import Conflict
 from models_registry import selectors
-from models_registry.models import ArtifactStatus, ModelVersion, StoredArtifact, VersionStatus
+from models_registry.keystore import keystore, subject_key_ref
+from models_registry.models import (
+    ArtifactKind,
+    ArtifactStatus,
+    DataRecord,
+    ModelVersion,
+    RecordContent,
+    StoredArtifact,
+    VersionStatus,
+)
+from models_registry.services import records_erase, stored_artifact_register, subject_suppress
+from workers.datasets.purge import dataset_files_without
+from workers.models import Job
+from workers.unlearning.catalogue import GUARD, method_specs
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +46,7 @@ def _purge_rows(store, artifacts: list[StoredArtifact]) -> list[dict]:
         removed = []
         sharer = (StoredArtifact.objects.filter(sha256=artifact.sha256, status=ArtifactStatus.PRESENT)
                   .exclude(pk__in=purging).order_by("id").first())
-        if artifact.kind != "dataset_cache" and sharer is None and store.exists(artifact.sha256):
+        if artifact.kind != ArtifactKind.DATASET_CACHE and sharer is None and store.exists(artifact.sha256):
             report = store.purge(artifact.sha256, include_parts=False)
             removed = [{"sha256": f.sha256, "kind": f.kind, "bytes": f.bytes} for f in report.removed]
         StoredArtifact.objects.filter(pk=artifact.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
@@ -56,7 +69,7 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
         if version.artifact_sha256 and store.exists(version.artifact_sha256):
             needed |= set(store.closure(version.artifact_sha256))
     holding = {a.id for a in selectors.artifacts_holding(record_ids=record_ids)}
-    candidates = list(StoredArtifact.objects.filter(id__in=holding).exclude(kind="dataset_cache").filter(
+    candidates = list(StoredArtifact.objects.filter(id__in=holding).exclude(kind=ArtifactKind.DATASET_CACHE).filter(
         models_q_same_model(source)))
     deferred = [{"sha256": a.sha256, "kind": a.kind, "label": a.label} for a in candidates if a.sha256 in needed]
     destroyed = [a for a in candidates if a.sha256 not in needed]
@@ -89,10 +102,6 @@ def _guard_key_destroy(version: ModelVersion) -> None:
     """A guarded version's hashing key (keystore ``guard:job:<id>``, see the unlearning runner)
     goes with it: with the key, the stored n-gram hashes of the forgotten texts could be tested
     against guesses. A guarded version is the result of a job whose method is of kind GUARD."""
-    from models_registry.keystore import keystore
-    from workers.models import Job
-    from workers.unlearning.catalogue import GUARD, method_specs
-
     guards = [spec.name for spec in method_specs(kind=GUARD)]
     job = Job.objects.filter(result_version=version, method__in=guards).first()
     if job is not None:
@@ -121,12 +130,8 @@ def model_version_rollback(*, version: ModelVersion) -> ModelVersion:
 def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) -> list[dict]:
     """Mark the records erased, put them and the subject on the suppression list, and rewrite the
     dataset files (caches) that still hold them. Returns the purged dataset files."""
-    from models_registry.models import DataRecord
-    from models_registry.services import records_erase, subject_suppress
-    from workers.datasets.purge import dataset_files_without
-
     records = list(DataRecord.objects.filter(id__in=record_ids).select_related("dataset"))
-    caches = [a for a in selectors.artifacts_holding(record_ids=record_ids) if a.kind == "dataset_cache"]
+    caches = [a for a in selectors.artifacts_holding(record_ids=record_ids) if a.kind == ArtifactKind.DATASET_CACHE]
     purged = []
     by_dataset: dict[int, list[str]] = {}
     for record in records:
@@ -134,21 +139,18 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
     for dataset_id, keys in by_dataset.items():
         dataset = records[0].dataset.__class__.objects.get(pk=dataset_id)
         rewritten = dataset_files_without(dataset.storage_location, set(keys))
-        cache_rows = StoredArtifact.objects.filter(dataset=dataset, kind="dataset_cache", status="present")
+        cache_rows = StoredArtifact.objects.filter(dataset=dataset, kind=ArtifactKind.DATASET_CACHE, status=ArtifactStatus.PRESENT)
         for row in cache_rows:
             if row.id in {c.id for c in caches}:
                 StoredArtifact.objects.filter(pk=row.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
                 purged.append({"sha256": row.sha256, "kind": row.kind, "label": row.label, "files": []})
-        from models_registry.services import stored_artifact_register
 
         for path, digest, size in rewritten:
-            stored_artifact_register(sha256=digest, kind="dataset_cache", size_bytes=size, dataset=dataset,
+            stored_artifact_register(sha256=digest, kind=ArtifactKind.DATASET_CACHE, size_bytes=size, dataset=dataset,
                                      label=f"{dataset.name} {path.name} (rewritten after erasure)")
     records_erase(records=records, reason=reason)
     # Stored content goes, and each subject's data key is destroyed: copies of the content in
     # backups the platform cannot reach become unreadable (crypto-shredding).
-    from models_registry.keystore import keystore, subject_key_ref
-    from models_registry.models import RecordContent
 
     RecordContent.objects.filter(record_id__in=[r.id for r in records]).delete()
     keys = keystore()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from foundation.errors import ValidationFailed
-from models_registry.models import Dataset, RegisteredModel
+from models_registry import services as registry
+from models_registry.models import Dataset, RegisteredModel, VersionStatus
 from workers.jobs import job_create
 from workers.models import Job, JobKind
 
@@ -41,8 +42,6 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
     """
     from django.db import transaction
 
-    from models_registry import services as registry
-    from models_registry.models import VersionStatus
     from workers.artifacts import (
         ArtifactManifest,
         UnsafeArtifactError,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
 from foundation.access.models import ApiToken, Role
+from foundation.errors import ValidationFailed
 
 TOKEN_PREFIX = "dpt_"
 
@@ -24,8 +25,6 @@ def _hash(token: str) -> str:
 def api_token_create(*, name: str, role: str) -> tuple[ApiToken, str]:
     """Create a client; returns the row and the token (shown once, never stored)."""
     if role not in Role.values:
-        from foundation.errors import ValidationFailed
-
         raise ValidationFailed(f"role must be one of {', '.join(Role.values)}", field="role")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(name=name, role=role, token_hash=_hash(token), prefix=token[:10])

@@ -15,6 +15,7 @@ from models_registry.importing import training_membership_import
 from models_registry.models import (
     ArtifactKind,
     ArtifactStatus,
+    DataRecord,
     ModelVersion,
     StoredArtifact,
     TrainingRun,
@@ -55,7 +56,6 @@ def run_shadow_job(job: Job, progress) -> dict:
     store = artifact_store()
     # Recipe, config and membership come from the registry, not the (possibly purged) weights:
     # halves of what the lineage holds now, so records forgotten since are never taken in again.
-    from models_registry.models import DataRecord
 
     run_row = version.training_run
     latest = current_source(version)

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from foundation.strict_json import jsonable
 from models_registry import services as registry
+from models_registry.keystore import keystore
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
 from models_registry.selectors import current_source
 from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
@@ -185,7 +186,6 @@ def _guard_language_model(*, job: Job, trained, method, forget: list[tuple[str, 
     """Calibrate the verifier guard on extraction prompts drawn from the forgotten texts, with
     the facts in them (identifiers, numbers) as the oracle's leak labels; the n-gram hashing key
     is kept in the keystore, not in the artifact. Returns ``(StoredGuard, result)``."""
-    from models_registry.keystore import keystore
     from workers.unlearning.guard.calibration import minimum_calibration_size
     from workers.unlearning.guard.storage import StoredGuard
     from workers.unlearning.lm.probes import extraction_prompts, fact_spans
