@@ -18,6 +18,7 @@ from django.db import transaction
 
 from foundation.strict_json import jsonable
 from models_registry import selectors
+from models_registry.keystore import keystore
 from models_registry.models import (
     ArtifactKind,
     ArtifactStatus,
@@ -25,8 +26,10 @@ from models_registry.models import (
     ModelVersion,
     StoredArtifact,
 )
-from workers.jobs import versions_held
+from workers.jobs import job_create, versions_held
 from workers.models import Job
+from workers.purge import lineage_copies_purge
+from workers.runners.shadow import SHADOW_COUNT_DEFAULT
 from workers.runners.storage import artifact_store
 
 logger = logging.getLogger(__name__)
@@ -228,7 +231,6 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
 
     guard_key = None
     if unlearned.guard is not None:
-        from models_registry.keystore import keystore
         from workers.runners.unlearning import GUARD_KEY_BYTES
 
         guard_key = keystore().data_key(unlearned.guard.key_ref)[:GUARD_KEY_BYTES]
@@ -245,7 +247,6 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
     """Verdict, then (unless it failed) purge every older copy that holds the records. Returns the
     job's result, the audit in it."""
     from audits.checks.verdict import LineageProof, final_verdict
-    from workers.purge import lineage_copies_purge
 
     record_ids = [r.id for r in records]
     holds_none = not {v.version_id for v in selectors.versions_trained_on(
@@ -285,9 +286,6 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
 def shadow_models_replenish(*, version) -> int:
     """Queue the retraining of the shadow models a purge removed (they saw forgotten records);
     the new ones train on halves of the lineage's current membership. Returns the job id."""
-    from workers.jobs import job_create
-    from workers.runners.shadow import SHADOW_COUNT_DEFAULT
-
     root = selectors.lineage_root(version)
     count = root.model.training_runs.filter(config__shadow_of=root.id).values(
         "config__shadow_index").distinct().count() or SHADOW_COUNT_DEFAULT

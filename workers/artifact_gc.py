@@ -48,6 +48,7 @@ from models_registry.models import (
     VersionStatus,
 )
 from workers.models import Job, JobStatus
+from workers.runners.storage import artifact_store
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def artifact_store_gc(*, dry_run: bool = False, min_age_seconds: float | None = 
     """Find the store's orphans (files no registry row reaches, older than ``min_age_seconds``,
     default ARTIFACT_GC_MIN_AGE_SECONDS) and, unless ``dry_run``, remove them, writing what was
     removed to the ledger. Returns the report (orphans found, removed, rows with missing files)."""
-    from workers.runners.storage import artifact_store
-
     store = store or artifact_store()
     min_age = float(settings.ARTIFACT_GC_MIN_AGE_SECONDS if min_age_seconds is None else min_age_seconds)
     if min_age < 0:

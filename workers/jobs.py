@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -36,11 +37,12 @@ def job_create(*, kind: str, enqueue: bool = True, countdown: float = 0, **field
     return job
 
 
-def job_enqueue(*, job_id: int, countdown: float = 0) -> None:
-    from workers.tasks import run_job
+RUN_JOB_TASK = "workers.run_job"  # workers/tasks.py, which imports this module: sent by name
 
+
+def job_enqueue(*, job_id: int, countdown: float = 0) -> None:
     job = Job.objects.only("queue").get(pk=job_id)
-    run_job.apply_async(args=[job_id], queue=job.queue, countdown=countdown or None)
+    current_app.send_task(RUN_JOB_TASK, args=[job_id], queue=job.queue, countdown=countdown or None)
 
 
 def worker_identity() -> str:

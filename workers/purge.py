@@ -30,6 +30,7 @@ from models_registry.models import (
 from models_registry.services import records_erase, stored_artifact_register, subject_suppress
 from workers.datasets.purge import dataset_files_without
 from workers.models import Job
+from workers.runners.storage import artifact_store
 from workers.unlearning.catalogue import GUARD, method_specs
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,6 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
 
 def version_purge(*, version: ModelVersion) -> list[dict]:
     """Destroy a version's own artifacts (not parts it shares with its parent) and mark it purged."""
-    from workers.runners.storage import artifact_store
-
     purged = _purge_rows(artifact_store(), list(StoredArtifact.objects.filter(model_version=version,
                                                                               status=ArtifactStatus.PRESENT)))
     ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())

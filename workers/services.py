@@ -9,6 +9,7 @@ from models_registry import services as registry
 from models_registry.models import Dataset, RegisteredModel, VersionStatus
 from workers.jobs import job_create
 from workers.models import Job, JobKind
+from workers.runners.storage import artifact_store
 
 
 def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict[str, Any],
@@ -48,7 +49,6 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
         check_safetensors_bytes,
         code_version,
     )
-    from workers.runners.storage import artifact_store
 
     if training_run.model_id != model.id:
         raise ValidationFailed("the training run belongs to another model", field="training_run")

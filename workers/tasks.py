@@ -10,7 +10,7 @@ from workers import artifact_gc, jobs
 
 
 @shared_task(
-    name="workers.run_job",
+    name=jobs.RUN_JOB_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
