@@ -45,9 +45,9 @@ from workers.datasets.reference import (  # noqa: E402
     plant_canaries,
 )
 from workers.training import RECIPES  # noqa: E402
+from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.catalogue import CLASSIFICATION, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
-from workers.unlearning.registry import METHODS  # noqa: E402
 
 SCENARIOS = ("random", "class", "canary")
 FORGET_CLASS = 3

@@ -47,8 +47,8 @@ from workers.training import RECIPES  # noqa: E402
 from workers.training.base import TrainingRun  # noqa: E402
 from workers.training.device import select_device  # noqa: E402
 from workers.training.evaluate import accuracy  # noqa: E402
+from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
-from workers.unlearning.registry import METHODS  # noqa: E402
 
 TARGET_SISA_SPEEDUP = 5.0
 TARGET_ACCURACY_LOSS = 0.02

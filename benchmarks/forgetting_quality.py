@@ -40,9 +40,9 @@ from approximate_unlearning import canary_sources, per_record  # noqa: E402
 from audits.checks.forgetting_quality import forgetting_quality  # noqa: E402
 from workers.datasets.reference import load_reference_split, materialise_reference, plant_canaries  # noqa: E402
 from workers.training import RECIPES  # noqa: E402
+from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.catalogue import CLASSIFICATION, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
-from workers.unlearning.registry import METHODS  # noqa: E402
 
 RECIPE_CONFIGS = {
     # An MLP on the pixels: 2N + N x methods models must be trained, and a small CNN costs ~3x.

@@ -41,8 +41,8 @@ def _fits_its_kind(spec: MethodSpec, cls: type) -> bool:
 
 @pytest.mark.parametrize("spec", method_specs(), ids=lambda spec: spec.name)
 def test_each_declared_method_is_a_registered_class_that_fits_its_declaration(spec: MethodSpec):
+    from workers.unlearning.base import METHODS
     from workers.unlearning.methods import load_all_methods
-    from workers.unlearning.registry import METHODS
 
     load_all_methods()
     cls = METHODS.get(spec.name)

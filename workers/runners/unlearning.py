@@ -44,8 +44,8 @@ def run_unlearning_job(job: Job, progress) -> dict:
     from workers.training.device import select_device
     from workers.training.membership import collate_records
     from workers.training.storage import load_run, save_run
+    from workers.unlearning.base import METHODS
     from workers.unlearning.methods import load_all_methods
-    from workers.unlearning.registry import METHODS
 
     if job.result_version_id:
         return {"skipped": "result already recorded", "version": job.result_version_id}

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed")
+from foundation.registry import Registry
+from workers.unlearning.catalogue import GUARANTEE_CLASSES, METHOD_SPECS
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -153,9 +154,7 @@ class UnlearningMethod(ABC):
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if name is not None:  # a method; a shared base (LossMethod, LMUnlearningMethod) names none
-            from workers.unlearning.registry import method_class_register  # it imports this module
-
-            method_class_register(cls, name)
+            _method_class_register(cls, name)
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None) -> None:
         self.config = self.config_class.of(config, owner=self.name)
@@ -181,3 +180,20 @@ class UnlearningMethod(ABC):
             steps=steps,
             details=details,
         )
+
+
+# The classes of the declared methods, by name; a class registers itself (UnlearningMethod).
+METHODS: Registry[type[UnlearningMethod]] = Registry("unlearning method")
+
+
+def _method_class_register(cls: type[UnlearningMethod], name: str) -> None:
+    """Register ``cls`` as the class of the method the catalogue declares as ``name``; the class
+    takes its ``name`` and ``guarantee_class`` from that declaration. Raises ``ValueError`` for a
+    name the catalogue does not declare, a name registered twice, or a class outside the declared
+    module (the loader, which imports the declared modules, would never find it)."""
+    spec = METHOD_SPECS.get(name)
+    if cls.__module__ != spec.module:
+        raise ValueError(f"unlearning method {name!r} is declared in {spec.module}, not in {cls.__module__}")
+    cls.name = spec.name
+    cls.guarantee_class = spec.guarantee_class
+    METHODS.register(name)(cls)

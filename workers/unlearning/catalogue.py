@@ -2,7 +2,7 @@
 
 A method is declared here by one :class:`MethodSpec` (one line below) and implemented by one
 module whose class names the method in its class statement, which registers it
-(``class Finetune(LossMethod, name="finetune")``, see :mod:`workers.unlearning.registry`).
+(``class Finetune(LossMethod, name="finetune")``, see :class:`workers.unlearning.base.UnlearningMethod`).
 Everything else reads the declarations: the loader imports
 the modules they name, the web side checks a model's unlearning policy against them when it is
 saved (without importing torch, which the method modules do), the planner takes a method's
@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from foundation.registry import Registry
-from workers.unlearning.base import GUARANTEE_CLASSES
+
+# What a method may promise (DESIGN.md, "Guarantee classes").
+GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed")
 
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from workers.unlearning.base import METHODS
 from workers.unlearning.catalogue import METHOD_SPECS, method_specs
-from workers.unlearning.registry import METHODS
 
 
 def load_all_methods() -> list[str]:

@@ -108,8 +108,8 @@ def test_stored_run_loads_back_offline_with_its_tokenizer(run, tmp_path: Path):
 
 
 def test_exact_retrain_of_a_language_model_drops_the_record(run, texts):
+    from workers.unlearning.base import METHODS
     from workers.unlearning.methods import load_all_methods
-    from workers.unlearning.registry import METHODS
 
     load_all_methods()
     forget = texts.subset(["rec-03"])

@@ -30,11 +30,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from workers.datasets.base import RecordDataset
-from workers.unlearning.base import ConfigError, JobCancelled
+from workers.unlearning.base import METHODS, ConfigError, JobCancelled
 from workers.unlearning.catalogue import CLASSIFIER, method_specs
 from workers.unlearning.loop import ApproximateMethod
 from workers.unlearning.methods import load_all_methods
-from workers.unlearning.registry import METHODS
 
 torch.set_num_threads(1)
 load_all_methods()

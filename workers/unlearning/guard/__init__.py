@@ -5,7 +5,7 @@ redacted when it reveals a forgotten record. Its threshold is calibrated by Lear
 guard can state a leak-rate bound (alpha, delta, n) and refuses to state one it cannot support.
 
 Importing this package registers ``verifier_guard`` in
-:data:`workers.unlearning.registry.METHODS`. The statistics (:mod:`.stats`) and the verifier
+:data:`workers.unlearning.base.METHODS`. The statistics (:mod:`.stats`) and the verifier
 (:mod:`.verifier`) import neither torch nor transformers.
 
 Modules: ``stats`` (binomial p-value, Clopper-Pearson, minimum n), ``verifier`` (verifier and

@@ -1,7 +1,7 @@
 """Language-model unlearning: gradient ascent, GradDiff and NPO through a merged LoRA adapter.
 
 Importing this package registers the methods ``gradient_ascent``, ``grad_diff`` and ``npo`` in
-:data:`workers.unlearning.registry.METHODS` (their declarations in
+:data:`workers.unlearning.base.METHODS` (their declarations in
 ``workers/unlearning/catalogue.py`` give the guarantee class, ``approximate``). Each takes a
 transformers causal LM and LM batches (:func:`workers.unlearning.lm.data.lm_batches`) and
 returns a new plain transformers model plus an ``UnlearningResult``.

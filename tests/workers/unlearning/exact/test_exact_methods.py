@@ -27,10 +27,9 @@ from workers.artifacts import ArtifactStore
 from workers.training import RECIPES, load_run, save_run
 from workers.training.base import TrainingRun
 from workers.training.s3t import S3TEnsemble
-from workers.unlearning.base import JobCancelled
+from workers.unlearning.base import METHODS, JobCancelled
 from workers.unlearning.catalogue import TRAINING_RUN, method_specs
 from workers.unlearning.methods import load_all_methods
-from workers.unlearning.registry import METHODS
 
 load_all_methods()
 

@@ -10,7 +10,7 @@ import pytest
 
 import workers.unlearning.guard  # noqa: F401  (registers verifier_guard)
 from workers.language_models import tiny_gpt2
-from workers.unlearning.base import ConfigError
+from workers.unlearning.base import METHODS, ConfigError
 from workers.unlearning.guard import (
     REDACTION,
     FactOracle,
@@ -20,7 +20,6 @@ from workers.unlearning.guard import (
     calibrate_guard,
     parameters_fingerprint,
 )
-from workers.unlearning.registry import METHODS
 
 FORGOTTEN = ["Alice Moreau lives at 12 Oak Road, phone 555-1000."]
 FACTS = ["555-1000", "12 Oak Road"]

@@ -11,10 +11,9 @@ from transformers import GPT2LMHeadModel
 
 import workers.unlearning.lm  # noqa: F401  (registers the methods)
 from tests.workers.unlearning.lm.conftest import FORGET_KEYS
-from workers.unlearning.base import ConfigError, JobCancelled
+from workers.unlearning.base import METHODS, ConfigError, JobCancelled
 from workers.unlearning.catalogue import LANGUAGE_MODEL, method_specs
 from workers.unlearning.lm.losses import average_token_nll
-from workers.unlearning.registry import METHODS
 
 
 @dataclasses.dataclass(frozen=True)
