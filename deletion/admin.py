@@ -48,6 +48,7 @@ from deletion.admin_forms import (
 from deletion.models import (
     ENDED_STATES,
     OPEN_STATES,
+    REJECTIONS_BY_JURISDICTION,
     DeletionRequest,
     Jurisdiction,
     OutcomeStatus,
@@ -416,7 +417,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
                 "cancel": can_act and target.status in UNDECIDED,
                 "extend": can_act and not ended and target.extended_at is None,
             },
-            "rejection_grounds": [(g, grounds[g]) for g in decisions.REJECTIONS_BY_JURISDICTION[target.jurisdiction]],
+            "rejection_grounds": [(g, grounds[g]) for g in REJECTIONS_BY_JURISDICTION[target.jurisdiction]],
             "extend_in_months": target.jurisdiction in deadlines.GDPR_LIKE,
             "extend_days_max": deadlines.CCPA_DAYS,
             "progress_url": reverse("admin:deletion_deletionrequest_progress", args=[target.pk]),

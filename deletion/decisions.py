@@ -14,11 +14,10 @@ from django.utils import timezone
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
 from deletion.models import (
     OPEN_STATES,
+    REJECTIONS_BY_JURISDICTION,
     DeletionRequest,
-    Jurisdiction,
     ModelOutcome,
     OutcomeStatus,
-    RejectionGround,
 )
 from deletion.planning import estimated_cost, plan_method, request_scope
 from deletion.transitions import S, actor_name, transition
@@ -29,12 +28,6 @@ from models_registry.models import ModelVersion, VersionStatus
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
-
-REJECTIONS_BY_JURISDICTION = {
-    Jurisdiction.GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
-    Jurisdiction.UK_GDPR: [g for g in RejectionGround.values if g.startswith("art17_3")],
-    Jurisdiction.CCPA: [g for g in RejectionGround.values if g.startswith("ccpa")],
-}
 
 
 @transaction.atomic

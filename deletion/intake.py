@@ -14,9 +14,8 @@ from django.utils import timezone
 
 from deletion.deadlines import due_date
 from deletion.models import (
+    GROUNDS_BY_JURISDICTION,
     DeletionRequest,
-    Jurisdiction,
-    LegalGround,
     ModelOutcome,
 )
 from deletion.selectors import timeline_entry
@@ -27,12 +26,6 @@ from foundation.ledger.services import ledger_append
 from foundation.strict_json import canonical_json
 from models_registry.models import DataRecord, Dataset
 from models_registry.services import subjects_find
-
-GROUNDS_BY_JURISDICTION = {
-    Jurisdiction.GDPR: [g for g in LegalGround.values if g.startswith("art17_1")],
-    Jurisdiction.UK_GDPR: [g for g in LegalGround.values if g.startswith("art17_1")],
-    Jurisdiction.CCPA: [LegalGround.CCPA_DELETE],
-}
 
 
 def _body_fingerprint(body: dict[str, Any]) -> str:

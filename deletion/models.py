@@ -39,6 +39,19 @@ class RejectionGround(models.TextChoices):
     CCPA_D7 = "ccpa_d7", "§1798.105(d)(7): legal obligation"
 
 
+def _grounds_by_jurisdiction(grounds: type[models.TextChoices], *, gdpr_prefix: str) -> dict[str, list[str]]:
+    """The grounds of ``grounds`` that apply under each jurisdiction: GDPR and UK GDPR share the
+    articles starting with ``gdpr_prefix``; CCPA's are the ``ccpa`` ones."""
+    gdpr = [g for g in grounds.values if g.startswith(gdpr_prefix)]
+    return {Jurisdiction.GDPR: gdpr, Jurisdiction.UK_GDPR: gdpr,
+            Jurisdiction.CCPA: [g for g in grounds.values if g.startswith("ccpa")]}
+
+
+# Which legal grounds a request may invoke, and on which grounds it may be refused, per jurisdiction.
+GROUNDS_BY_JURISDICTION = _grounds_by_jurisdiction(LegalGround, gdpr_prefix="art17_1")
+REJECTIONS_BY_JURISDICTION = _grounds_by_jurisdiction(RejectionGround, gdpr_prefix="art17_3")
+
+
 class RequestStatus(models.TextChoices):
     RECEIVED = "RECEIVED"
     VERIFIED = "VERIFIED"
