@@ -138,3 +138,30 @@ def test_worker_processes_of_the_tests_connect_as_the_application_role(settings)
     if not settings.DATABASES["default"]["HOST"].startswith("/"):
         pytest.skip("an external database: its roles are the deployment's")
     assert worker_process.test_database_url().startswith("postgresql://deletion_app@/")
+
+
+def test_a_value_the_ledger_refuses_stops_a_transition_before_it_starts():
+    import uuid
+
+    from django.utils import timezone
+
+    from deletion.models import DeletionRequest, RequestStatus
+    from deletion.transitions import transition
+
+    now = timezone.now()
+    request = DeletionRequest.objects.create(public_id=uuid.uuid4(), jurisdiction="GDPR", legal_ground="art17_1_b",
+                                             channel="test", received_at=now, due_at=now, body_fingerprint="x")
+    head = ledger_head()
+    with pytest.raises(ValueError, match="ledger event 'request.cancelled' cannot be written: Out of range float"):
+        transition(request, (RequestStatus.RECEIVED,), RequestStatus.CANCELLED, actor="tests",
+                   event="request.cancelled", decision_reason="x", cost=float("nan"))
+    # Nothing moved: the request is where it was and the chain has no new entry.
+    assert DeletionRequest.objects.get(pk=request.pk).status == RequestStatus.RECEIVED
+    assert ledger_head() == head
+
+
+def test_an_event_that_is_not_json_is_refused_naming_it():
+    from foundation.ledger.services import ledger_event
+
+    with pytest.raises(TypeError, match="ledger event 'x.y' cannot be written: Object of type set"):
+        ledger_event(event_type="x.y", actor="tests", ids={1, 2})
