@@ -77,6 +77,7 @@ OUTCOMES = {
     "confirmed": "New version in service; the old one is no longer used",
     "withdrawn": "Withdrawn from service (GDPR Art. 18 restriction)",
     "audit_failed": "Audit failed",
+    "awaiting_decision": "Audit inconclusive; awaiting the DPO's decision",
     "failed": "Erasure failed",
 }
 HEADLINES = {
@@ -316,15 +317,29 @@ def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
                    "is PASS." + retried_sentence)
 
 
-def _deadline_sentence(timeline: dict[str, Any]) -> str:
+# How a request ended (its status), in the words the first page and section 1 use.
+END_STATES = {"COMPLETED": "completed, erasure confirmed",
+              "CLOSED_RISK_ACCEPTED": "closed with the residual risk accepted, erasure NOT confirmed for every model"}
+
+
+def _risk_sentence(entry: dict[str, Any]) -> str:
+    risk = entry["risk_acceptance"]
+    return (f"Residual risk accepted for {_model_name(entry)}: erasure not confirmed; accepted by "
+            f"{risk['proposed_by']} and {risk['confirmed_by']} on {_when(risk['confirmed_at'])} because: "
+            f"{risk['reason']}")
+
+
+def _deadline_sentence(timeline: dict[str, Any], end: dict[str, Any] | None = None) -> str:
     due = datetime.fromisoformat(timeline["due"])
     if not timeline["completed"]:
         return f"The request was not completed when this report was made. The deadline is {_when(timeline['due'])}."
+    # A request closed on an accepted risk ended, but its erasure was not completed: say "closed".
+    done = "closed (erasure not confirmed for every model)" if end and end["status"] != "COMPLETED" else "completed"
     completed = datetime.fromisoformat(timeline["completed"])
     if completed <= due:
-        return "The request was completed within the legal deadline."
+        return f"The request was {done} within the legal deadline."
     late = (completed - due).days + 1
-    return f"The request was completed {_plural(late, 'day')} after the legal deadline."
+    return f"The request was {done} {_plural(late, 'day')} after the legal deadline."
 
 
 # ---------------------------------------------------------------- sections
@@ -343,6 +358,14 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         story += [_verdict_box(worst, sentence, styles, prefix="Overall result"), Spacer(1, 8)]
     else:
         story += [_p(sentence, styles["body"])]
+    end = report.get("end_state")
+    if end:
+        story += [_p(f"How the request ended: {END_STATES[end['status']]}.", styles["h2"]),
+                  _p(end["meaning"], styles["body"])]
+        for entry in report["model_versions"]:
+            if entry.get("risk_acceptance"):
+                story.append(_p(_risk_sentence(entry), styles["body"]))
+        story.append(Spacer(1, 6))
     deadline = _when(timeline["due"])
     if timeline["extended"]:
         deadline += f" (extended on {_when(timeline['extended'])})"
@@ -355,7 +378,8 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
             ("Legal ground", report["legal_ground"]["text"]),
             ("Received", _when(timeline["received"])),
             ("Deadline", deadline),
-            ("Completed", _when(timeline["completed"]) if timeline["completed"] else "not yet"),
+            ("Closed" if end and end["status"] != "COMPLETED" else "Completed",
+             _when(timeline["completed"]) if timeline["completed"] else "not yet"),
             ("Report data assembled", _when(report["generated_at"])),
             ("Signed by", ", ".join(x for x in (signer["name"], signer["organisation"]) if x)),
             ("Ledger entry", f"no. {report['ledger_head']['seq']:,} (see section 5)"),
@@ -412,7 +436,7 @@ def _request_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any
            f"ground given is: {report['legal_ground']['text']}.", styles["body"]),
         _table(rows, [80 * mm, TEXT_WIDTH - 80 * mm]),
         Spacer(1, 4),
-        _p(_deadline_sentence(timeline), styles["body"]),
+        _p(_deadline_sentence(timeline, report.get("end_state")), styles["body"]),
     ]
     if timeline["extended"]:
         reason = timeline["extension_reason"] or "no reason was recorded"

@@ -49,6 +49,13 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
     destroyed; ``guarantee`` is the class's title, ``verdict``, ``metrics`` and
     ``language_model`` as above, ``purged_artifacts`` as in ``scope``.
 
+  - ``risk_acceptance`` (only when erasure was not confirmed and the residual risk accepted):
+    ``{reason, proposed_by, proposed_at, confirmed_by, confirmed_at}``: two DPO users.
+
+* ``end_state`` (reports since 2026-12-06): ``{status, meaning}``: ``COMPLETED`` (erasure
+  confirmed for every affected model, or the model withdrawn or held as the report says) or
+  ``CLOSED_RISK_ACCEPTED`` (erasure not confirmed for at least one model; the residual risk
+  accepted by two DPO users), and what that means for the company's position, in plain words.
 * ``limitations``: what these tests cannot show, in short sentences (at least one; see
   :data:`STANDARD_LIMITATIONS`).
 * ``ledger_head``: ``{seq, hash}``: the ledger's head when the report was signed (hash as 64 hex
@@ -261,6 +268,16 @@ class EarlierAttempt(TypedDict):
     language_model: NotRequired[LanguageModelSection | None]
 
 
+class RiskAcceptance(TypedDict):
+    """Erasure not confirmed for the model; two DPO users accepted the residual risk in writing."""
+
+    reason: Text
+    proposed_by: Text
+    proposed_at: Timestamp
+    confirmed_by: Text
+    confirmed_at: Timestamp
+
+
 class ModelVersionReport(TypedDict):
     model: Text
     version: Count
@@ -279,6 +296,14 @@ class ModelVersionReport(TypedDict):
     verdict: VerdictEntry
     language_model: NotRequired[LanguageModelSection | None]
     earlier_attempts: NotRequired[list[EarlierAttempt]]
+    risk_acceptance: NotRequired[RiskAcceptance]
+
+
+class EndState(TypedDict):
+    """How the request ended, as its status says, and what that means in plain words."""
+
+    status: Literal["COMPLETED", "CLOSED_RISK_ACCEPTED"]
+    meaning: Text
 
 
 class LedgerHeadEntry(TypedDict):
@@ -304,6 +329,7 @@ class ReportData(TypedDict):
     timeline: Timeline
     scope: Scope
     model_versions: list[ModelVersionReport]
+    end_state: NotRequired[EndState]
     limitations: Annotated[list[Text], _NON_EMPTY]
     ledger_head: LedgerHeadEntry
     signer: SignerEntry

@@ -244,8 +244,10 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
 
 
 def _conclude(job, source, new, records, checks, audit, suppression, *, store, device, started, progress):
-    """Verdict, then (unless it failed) purge every older copy that holds the records. Returns the
-    job's result, the audit in it."""
+    """Verdict, then, if it is PASS, purge every older copy that holds the records. A result that
+    did not pass keeps them until the DPO decides (an escalation retrains from the parent; accepting
+    the residual risk purges them then, see :func:`older_copies_purge`). Returns the job's result,
+    the audit in it."""
     from audits.checks.verdict import LineageProof, final_verdict
 
     record_ids = [r.id for r in records]
@@ -253,19 +255,14 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
         record_ids=record_ids, statuses=("serving", "retained", "retired", "withdrawn"))} & {new.id}
     preliminary = final_verdict(guarantee_class=job.guarantee_class, checks=checks, suppression=suppression,
                                 lineage=LineageProof(new_version_holds_none=holds_none, older_copies_purged=True))
-    purged, deferred, replenish = [], [], None
-    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) != "FAIL":
-        # Evidence taken and not failed: destroy every older copy that still holds the records.
-        # (After a FAIL the parent stays: an escalation retrains from it and its audit purges.)
+    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) == "PASS":
         progress("purging older copies", 0.8)
-        with transaction.atomic():
-            purged, deferred = lineage_copies_purge(store=store, source=source, record_ids=record_ids,
-                                                    keep_versions=versions_held(job))
-        if any(p["kind"] == ArtifactKind.SHADOW_MODEL for p in purged):
-            replenish = shadow_models_replenish(version=source)
-    remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
-                 if a.kind != ArtifactKind.DATASET_CACHE and _same_model(a, source)]
-    lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=bool(purged) and not remaining)
+        purge = older_copies_purge(source=source, record_ids=record_ids, keep_versions=versions_held(job),
+                                   store=store)
+    else:
+        purge = {"purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,
+                 "purge_waits_for_decision": True}
+    lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=purge["older_copies_purged"])
     verdict = final_verdict(guarantee_class=job.guarantee_class, checks=checks, lineage=lineage,
                             suppression=suppression)
     audit = {
@@ -274,13 +271,32 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
         "verdict": verdict.to_dict(),
         "lineage": {"new_version_holds_none": lineage.new_version_holds_none,
                     "older_copies_purged": lineage.older_copies_purged},
-        "purged": purged,
-        "purge_deferred": deferred,
-        "shadow_replenish_job": replenish,
+        **purge,
         "audit_seconds": round(time.perf_counter() - started, 2),
     }
     audit = jsonable(audit)
-    return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purged), "audit": audit}
+    return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purge["purged"]),
+            "audit": audit}
+
+
+def older_copies_purge(*, source: ModelVersion, record_ids: list[int], keep_versions: set[int],
+                       store=None) -> dict:
+    """Destroy every older copy of ``source``'s model that still holds ``record_ids`` (parent
+    weights, superseded checkpoints, shadow models that saw them), except what a version in
+    ``keep_versions`` still needs (those wait: ``purge_deferred``); queue new shadow models for the
+    ones removed. Returns ``{purged, purge_deferred, shadow_replenish_job, older_copies_purged}``,
+    the last True when nothing of the model holds the records any more."""
+    store = store or artifact_store()
+    with transaction.atomic():
+        purged, deferred = lineage_copies_purge(store=store, source=source, record_ids=record_ids,
+                                                keep_versions=keep_versions)
+    replenish = None
+    if any(p["kind"] == ArtifactKind.SHADOW_MODEL for p in purged):
+        replenish = shadow_models_replenish(version=source)
+    remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
+                 if a.kind != ArtifactKind.DATASET_CACHE and _same_model(a, source)]
+    return {"purged": purged, "purge_deferred": deferred, "shadow_replenish_job": replenish,
+            "older_copies_purged": bool(purged) and not remaining}
 
 
 def shadow_models_replenish(*, version) -> int:

@@ -67,7 +67,8 @@ S = RequestStatus
 UNDECIDED = (S.RECEIVED, S.VERIFIED, S.SCOPED)
 STATUS_TONE = {
     S.RECEIVED: "new", S.VERIFIED: "new", S.SCOPED: "new", S.APPROVED: "busy", S.EXECUTING: "busy",
-    S.AUDITING: "busy", S.COMPLETED: "ok", S.REJECTED: "off", S.CANCELLED: "off", S.FAILED: "bad",
+    S.AUDITING: "busy", S.COMPLETED: "ok", S.CLOSED_RISK_ACCEPTED: "warn", S.REJECTED: "off", S.CANCELLED: "off",
+    S.FAILED: "bad",
 }
 VERDICT_TONE = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "warn"}
 
@@ -245,6 +246,12 @@ def _escalate(http: HttpRequest, target: DeletionRequest, form: VersionReasonFor
     return escalate(request=target, actor=http.user, model_version_id=form.cleaned_data["model_version_id"])
 
 
+def _accept_risk(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
+    data = form.cleaned_data
+    return decisions.outcome_risk_accept(request=target, actor=http.user, model_version_id=data["model_version_id"],
+                                         reason=data["reason"])
+
+
 def _plan_version_ids(target: DeletionRequest) -> list[int]:
     return [step["model_version_id"] for step in target.plan]
 
@@ -260,6 +267,8 @@ ACTIONS: dict[str, Action] = {
                        "Model version withdrawn from serving (Art. 18)."),
     "confirm": Action(lambda data, t: ConfirmDeploymentForm(data), _confirm, "Deployment confirmed."),
     "escalate": Action(lambda data, t: VersionReasonForm(data), _escalate, "Escalated to an exact retrain."),
+    "accept_risk": Action(lambda data, t: VersionReasonForm(data), _accept_risk,
+                          "Residual risk: recorded (a second DPO user confirms it) or confirmed."),
 }
 
 
@@ -387,8 +396,10 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,
-            "can_escalate": can_act and escalation and outcome.verdict == "FAIL"
-            and outcome.status == OutcomeStatus.AUDIT_FAILED,
+            "can_escalate": can_act and escalation and outcome.status in decisions.DECIDABLE,
+            # One DPO user records the acceptance and its reason; another one confirms it.
+            "can_accept_risk": can_act and outcome.status in decisions.DECIDABLE
+            and outcome.risk_acceptance.get("proposed_by") != decisions.actor_name(request.user),
         } for outcome in outcomes]
         grounds = dict(RejectionGround.choices)
         tone, deadline_text = deadline_badge(target)

@@ -78,6 +78,9 @@ class OutcomeOut(serializers.Serializer):
     hold_reason = serializers.CharField()
     job = serializers.SerializerMethodField()
     earlier_attempts = serializers.SerializerMethodField()
+    risk_acceptance = serializers.JSONField(
+        help_text="{reason, proposed_by, proposed_at, confirmed_by?, confirmed_at?}: the residual risk of a "
+                  "result that did not pass, accepted by two DPO users ({} when none)")
 
     def get_job(self, outcome) -> dict | None:
         job = outcome.job
@@ -330,6 +333,20 @@ def _escalate(target, actor, data):
 
 VerifyApi = _action(VerificationIn, _verify)
 EscalateApi = _action(EscalateIn, _escalate)
+
+
+class AcceptRiskIn(StrictSerializer):
+    model_version_id = serializers.IntegerField(min_value=1)
+    reason = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+
+
+def _accept_risk(target, actor, data):
+    return decisions.outcome_risk_accept(request=target, actor=actor, model_version_id=data["model_version_id"],
+                                         reason=data["reason"])
+
+
+# POST twice, by two DPO users: the first records the acceptance and its reason, the second confirms.
+AcceptRiskApi = _action(AcceptRiskIn, _accept_risk)
 ApproveApi = _action(ApproveIn, _approve)
 RejectApi = _action(RejectIn, _reject)
 ExtendApi = _action(ExtendIn, _extend)

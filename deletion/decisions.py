@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audits.runner import older_copies_purge
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
 from deletion.models import (
     OPEN_STATES,
@@ -21,11 +22,11 @@ from deletion.models import (
 )
 from deletion.planning import estimated_cost, plan_method, request_scope
 from deletion.transitions import S, actor_name, transition
-from deletion.workflow import advance
+from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, VersionStatus
-from workers.jobs import job_create
+from workers.jobs import job_create, versions_held
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
 
@@ -165,13 +166,60 @@ def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = ""
                        event="request.cancelled", decision_reason=reason, completed_at=timezone.now())
 
 
+# Outcomes whose audit did not pass: they wait for the DPO to escalate, withdraw or accept the risk.
+DECIDABLE = (OutcomeStatus.AUDIT_FAILED, OutcomeStatus.AWAITING_DECISION)
+
+
+@transaction.atomic
+def outcome_risk_accept(*, request: DeletionRequest, actor, model_version_id: int, reason: str) -> DeletionRequest:
+    """Accept the residual risk of a result whose audit did not pass: erasure is not confirmed for
+    this model, and the request will end CLOSED_RISK_ACCEPTED, never COMPLETED. Two DPO users
+    decide: the first call records the acceptance with its reason, a second call by another user
+    confirms it. Confirmed, the older copies that still hold the records are purged (they waited
+    for this decision) and the new version goes to the serving side like a passed one."""
+    outcome = _outcome_locked(request, model_version_id=model_version_id)
+    if outcome.status not in DECIDABLE:
+        raise Conflict(f"only the risk of an audit that did not pass can be accepted (this outcome is "
+                       f"{outcome.status})", code="illegal_transition")
+    who, now = actor_name(actor), timezone.now().isoformat()
+    accepted = dict(outcome.risk_acceptance)
+    if not accepted:
+        if not reason.strip():
+            raise ValidationFailed("a reason is required", field="reason")
+        outcome.risk_acceptance = {"reason": reason.strip(), "proposed_by": who, "proposed_at": now}
+        outcome.save(update_fields=["risk_acceptance"])
+        ledger_append(event_type="outcome.risk_acceptance_proposed", actor=who, request=str(request.public_id),
+                      model_version=model_version_id, verdict=outcome.verdict, reason=reason.strip())
+        return request
+    if accepted["proposed_by"] == who:
+        raise Conflict(f"{who} proposed accepting this risk; a second DPO user must confirm it",
+                       code="second_dpo_required")
+    accepted.update(confirmed_by=who, confirmed_at=now)
+    outcome.risk_acceptance = accepted
+    purge = {}
+    if outcome.new_version is not None:
+        purge = older_copies_purge(source=outcome.new_version.parent, record_ids=outcome.record_ids,
+                                   keep_versions=versions_held(outcome.audit_job) if outcome.audit_job else set())
+        outcome.audit = {**outcome.audit, **purge, "purge_waits_for_decision": False}
+        outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
+    else:  # the method could not make a version: the model as it is stays in service
+        outcome.status = OutcomeStatus.CONFIRMED
+    outcome.save(update_fields=["risk_acceptance", "audit", "status"])
+    ledger_append(event_type="outcome.risk_accepted", actor=who, request=str(request.public_id),
+                  model_version=model_version_id, verdict=outcome.verdict, reason=accepted["reason"],
+                  proposed_by=accepted["proposed_by"], confirmed_by=who,
+                  artifacts_purged=[p["sha256"] for p in purge.get("purged", [])])
+    announce(outcome)
+    return _advanced(request)
+
+
 @transaction.atomic
 def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) -> DeletionRequest:
-    """After an audit FAIL: unlearn the same records again with an exact retrain of the model
-    the failed version came from."""
+    """After an audit that did not pass (FAIL or INCONCLUSIVE): unlearn the same records again with
+    an exact retrain of the model the result came from."""
     outcome = _outcome_locked(request, model_version_id=model_version_id)
-    if outcome.status != OutcomeStatus.AUDIT_FAILED:
-        raise Conflict(f"only a failed audit can be escalated (this outcome is {outcome.status})",
+    if outcome.status not in DECIDABLE:
+        raise Conflict(f"only an audit that did not pass can be escalated (this outcome is {outcome.status})",
                        code="illegal_transition")
     version = outcome.model_version
     if version.status == VersionStatus.PURGED:

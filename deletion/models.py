@@ -63,10 +63,14 @@ class RequestStatus(models.TextChoices):
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
     FAILED = "FAILED"
+    # Ended without confirmed erasure for some model: two DPO users accepted the residual risk in
+    # writing. Never COMPLETED (see DESIGN.md, "Guarantee classes").
+    CLOSED_RISK_ACCEPTED = "CLOSED_RISK_ACCEPTED", "Closed, residual risk accepted"
 
 
 # A request in one of the ENDED_STATES is closed; in any other it is still worked on (its deadline runs).
-ENDED_STATES = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.FAILED)
+ENDED_STATES = (RequestStatus.COMPLETED, RequestStatus.CLOSED_RISK_ACCEPTED, RequestStatus.REJECTED,
+                RequestStatus.CANCELLED, RequestStatus.FAILED)
 OPEN_STATES = tuple(s for s in RequestStatus if s not in ENDED_STATES)
 
 
@@ -125,6 +129,9 @@ class OutcomeStatus(models.TextChoices):
     CONFIRMED = "confirmed"
     WITHDRAWN = "withdrawn", "Withdrawn from serving (Art. 18)"
     AUDIT_FAILED = "audit_failed"
+    # The audit could not confirm erasure (INCONCLUSIVE): the DPO escalates, withdraws the model
+    # or accepts the residual risk (two DPO users); the older copies wait for that decision.
+    AWAITING_DECISION = "awaiting_decision", "Audit inconclusive: awaiting the DPO's decision"
     FAILED = "failed"
 
 
@@ -150,6 +157,9 @@ class ModelOutcome(models.Model):
     # [{method, guarantee_class, job_id, new_version_id, new_version, new_artifact_sha256, verdict,
     #   audit, escalated_at, escalated_by, purged_artifacts}]. The report shows them.
     attempts = models.JSONField(default=list, blank=True)
+    # The residual risk of a result that did not PASS, accepted in writing: {reason, proposed_by,
+    # proposed_at} by one DPO user, then {confirmed_by, confirmed_at} by a second one.
+    risk_acceptance = models.JSONField(default=dict, blank=True)
     confirmed_by = models.CharField(max_length=200, blank=True, default="")
     confirmed_manually = models.BooleanField(default=False)
     confirmed_at = models.DateTimeField(null=True, blank=True)

@@ -10,10 +10,11 @@ from deletion.models import (
     DeletionRequest,
     ModelOutcome,
     OutcomeStatus,
+    RequestStatus,
 )
 from models_registry import selectors
 from models_registry.models import ModelVersion
-from workers.models import Job
+from workers.models import Job, JobStatus
 from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for
 
 
@@ -70,6 +71,28 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
 
 def estimated_cost(*, model_id: int, method: str) -> float | None:
     """Mean wall seconds of past successful jobs of this model and method (None without history)."""
-    mean = Job.objects.filter(registered_model_id=model_id, method=method, status="succeeded").aggregate(
+    mean = Job.objects.filter(registered_model_id=model_id, method=method, status=JobStatus.SUCCEEDED).aggregate(
         mean=Avg("wall_seconds"))["mean"]
     return round(mean, 1) if mean is not None else None
+
+
+def request_end_state(request: DeletionRequest) -> str:
+    """How a request whose every outcome is settled ends: COMPLETED when erasure is confirmed for
+    every affected model (PASS, a withdrawn model, a legal hold that the report names), and
+    CLOSED_RISK_ACCEPTED when two DPO users accepted the residual risk of a result that did not pass."""
+    if any(o.risk_acceptance.get("confirmed_by") for o in request.outcomes.all()):
+        return RequestStatus.CLOSED_RISK_ACCEPTED
+    return RequestStatus.COMPLETED
+
+
+END_STATE_MEANING = {
+    RequestStatus.COMPLETED: (
+        "Erasure is confirmed: every affected model passed its audit, or was withdrawn from serving or kept "
+        "under a legal hold as this report states per model, and the stored records and copies listed were "
+        "deleted. The company may rely on this report as its evidence that the person's data were erased."),
+    RequestStatus.CLOSED_RISK_ACCEPTED: (
+        "Erasure is NOT confirmed for the models this report names under 'Residual risk accepted': their "
+        "audit could not show that they forgot the data. Two DPO users accepted that residual risk in "
+        "writing, for the reason given. For those models the company's position rests on that documented "
+        "decision, not on evidence of erasure; a supervisory authority or court may assess it differently."),
+}

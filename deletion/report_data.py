@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audits.report_schema import SCHEMA_VERSION, STANDARD_LIMITATIONS, guarantee_entry
 from deletion.models import DeletionRequest, LegalGround, OutcomeStatus
+from deletion.planning import END_STATE_MEANING, request_end_state
 from deletion.selectors import request_timeline
 
 _METRIC_LABELS = {
@@ -175,6 +176,9 @@ def _model_entry(outcome) -> dict:
         entry["language_model"] = _language_model_entry(audit["language_model"])
     if outcome.attempts:
         entry["earlier_attempts"] = [_attempt_entry(a) for a in outcome.attempts]
+    if outcome.risk_acceptance.get("confirmed_by"):
+        entry["risk_acceptance"] = {key: str(outcome.risk_acceptance[key]) for key in (
+            "reason", "proposed_by", "proposed_at", "confirmed_by", "confirmed_at")}
     return entry
 
 
@@ -215,6 +219,7 @@ def _code_version() -> str:
 def report_data(*, request: DeletionRequest) -> dict:
     """The report dict (without ledger head and signer, which report_create adds)."""
     timeline = request_timeline(request=request)
+    end = request_end_state(request)
     outcomes = list(request.outcomes.select_related("model_version__model", "new_version", "job")
                     .order_by("model_version__model__name", "model_version__version"))
     purged = []
@@ -264,6 +269,7 @@ def report_data(*, request: DeletionRequest) -> dict:
             "purged_artifacts": purged,
         },
         "model_versions": [_model_entry(o) for o in outcomes],
+        "end_state": {"status": str(end), "meaning": END_STATE_MEANING[end]},
         "limitations": list(STANDARD_LIMITATIONS),
     }
 

@@ -102,20 +102,22 @@ def requests_touching_version(*, version_id: int) -> list[dict[str, Any]]:
 DECISIONS = {
     "verify": "Verify the requester's identity",
     "approve": "Approve the scope and plan",
-    "audit_failed": "Audit failed: escalate or withdraw",
+    "audit_failed": "Audit failed: escalate, withdraw or accept the risk",
+    "inconclusive": "Audit inconclusive: escalate, withdraw or accept the risk",
     "confirm": "Confirm the new version is serving",
 }
 
 
 def requests_awaiting(*, decision: str) -> QuerySet[DeletionRequest]:
     """Open requests waiting for ``decision`` (a key of DECISIONS): received and not verified,
-    scoped and not approved, with an outcome whose audit failed, or with a new version waiting
-    for deployment confirmation. A request may wait for more than one decision."""
+    scoped and not approved, with an outcome whose audit failed or was inconclusive, or with a new
+    version waiting for deployment confirmation. A request may wait for more than one decision."""
     if decision == "verify":
         return requests_open().filter(status=RequestStatus.RECEIVED)
     if decision == "approve":
         return requests_open().filter(status=RequestStatus.SCOPED)
-    outcome_status = {"audit_failed": OutcomeStatus.AUDIT_FAILED, "confirm": OutcomeStatus.AWAITING_DEPLOYMENT}
+    outcome_status = {"audit_failed": OutcomeStatus.AUDIT_FAILED, "inconclusive": OutcomeStatus.AWAITING_DECISION,
+                      "confirm": OutcomeStatus.AWAITING_DEPLOYMENT}
     if decision not in outcome_status:
         raise ValueError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}")
     waiting = ModelOutcome.objects.filter(status=outcome_status[decision]).values("request_id")
@@ -123,7 +125,7 @@ def requests_awaiting(*, decision: str) -> QuerySet[DeletionRequest]:
 
 
 def deployments_pending() -> QuerySet[ModelOutcome]:
-    """New versions that passed (or were inconclusive in) their audit and wait for the serving
+    """New versions that passed their audit (or whose residual risk two DPO users accepted) and wait for the serving
     side to deploy them and confirm: the most urgent request first."""
     return (ModelOutcome.objects.filter(status=OutcomeStatus.AWAITING_DEPLOYMENT, request__status__in=OPEN_STATES)
             .select_related("request", "model_version__model", "new_version")

@@ -16,6 +16,8 @@ urlpatterns = [
          name="deletion-request-withdraw"),
     path("deletion-requests/<uuid:request_id>/escalate/", apis.EscalateApi.as_view(),
          name="deletion-request-escalate"),
+    path("deletion-requests/<uuid:request_id>/accept-risk/", apis.AcceptRiskApi.as_view(),
+         name="deletion-request-accept-risk"),
     path("deployments/pending/", apis.PendingDeploymentsApi.as_view(), name="deployments-pending"),
     path("webhooks/", apis.WebhookListApi.as_view(), name="webhooks"),
     path("webhooks/<int:webhook_id>/", apis.WebhookDetailApi.as_view(), name="webhook"),

@@ -15,7 +15,7 @@ from deletion.models import (
     ModelOutcome,
     OutcomeStatus,
 )
-from deletion.planning import request_scope, request_subjects
+from deletion.planning import request_end_state, request_scope, request_subjects
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
@@ -60,7 +60,7 @@ def on_job_finished(*, job_id: int) -> None:
                           job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id,
                           **({"guarantee_not_met": not_met["reason"]} if not_met else {}))
             advance(outcome.request)
-            _announce(outcome)
+            announce(outcome)
     elif job.kind == JobKind.AUDIT:
         for outcome in ModelOutcome.objects.select_for_update().filter(audit_job=job).select_related("request"):
             if job.status == JobStatus.SUCCEEDED:
@@ -69,30 +69,35 @@ def on_job_finished(*, job_id: int) -> None:
                 outcome.verdict = outcome.audit["verdict"]["verdict"]
             if job.status != JobStatus.SUCCEEDED:
                 outcome.status = OutcomeStatus.FAILED
+            elif outcome.verdict == "PASS":
+                outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
             elif outcome.verdict == "FAIL":
                 outcome.status = OutcomeStatus.AUDIT_FAILED
-            else:
-                outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
+            else:  # INCONCLUSIVE: erasure is not confirmed, so the request waits for the DPO
+                outcome.status = OutcomeStatus.AWAITING_DECISION
             outcome.save(update_fields=["status", "audit", "verdict"])
             ledger_append(event_type="audit.finished", actor="worker", request=str(outcome.request.public_id),
                           job=job.id, model_version=outcome.new_version_id, verdict=outcome.verdict,
                           status=job.status)
             advance(outcome.request)
-            _announce(outcome)
+            announce(outcome)
     elif job.kind == JobKind.REPORT and job.status != JobStatus.SUCCEEDED and job.deletion_request_id:
         request = DeletionRequest.objects.get(pk=job.deletion_request_id)
         transition(request, (S.AUDITING,), S.FAILED, actor="platform", event="request.failed",
                     failure=f"the report could not be made: {job.error[:500]}")
 
 
-def _announce(outcome: ModelOutcome) -> None:
+def announce(outcome: ModelOutcome) -> None:
     """Webhooks for outcome states no request transition announces: a failed audit (the request
     stays AUDITING until the DPO escalates or withdraws) and a new version ready for the serving
     side to deploy and confirm (POST .../confirm-deployment/ with new_version_id). ``outcome.request``
     is current: advance refreshed it."""
     if outcome.status == OutcomeStatus.AUDIT_FAILED:
         webhooks_notify(request=outcome.request, event="outcome.audit_failed", model_version=outcome.model_version_id,
-                        decision="escalate or withdraw")
+                        decision=DECISIONS_OPEN)
+    elif outcome.status == OutcomeStatus.AWAITING_DECISION:
+        webhooks_notify(request=outcome.request, event="outcome.awaiting_decision",
+                        model_version=outcome.model_version_id, verdict=outcome.verdict, decision=DECISIONS_OPEN)
     elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
         webhooks_notify(request=outcome.request, event="deployment.requested", audience="serving",
                         model=outcome.model_version.model.name, model_version=outcome.model_version_id,
@@ -118,18 +123,24 @@ def advance(request: DeletionRequest) -> None:
             ledger_append(event_type="report.queued", actor="platform", request=str(request.public_id))
 
 
+DECISIONS_OPEN = "escalate, withdraw or accept the residual risk"
+
+
 def request_finalize(*, request_id: int, progress=None) -> dict:
-    """The last step (report job): erase the request's data, build and sign its report, and
-    complete the request. Returns the report's summary."""
+    """The last step (report job): erase the request's data, build and sign its report, and end the
+    request in the state its evidence supports (:func:`request_end_state`, which the report's first
+    page states too). Returns the report's summary."""
     request = DeletionRequest.objects.get(pk=request_id)
-    if request.status == S.COMPLETED:
-        return {"skipped": "already completed"}
+    if request.status in (S.COMPLETED, S.CLOSED_RISK_ACCEPTED):
+        return {"skipped": f"already ended ({request.status})"}
     with transaction.atomic():
         _erase_request_data(request)
     summary = report_data.report_build_and_sign(request=request)
     with transaction.atomic():
-        transition(request, (S.AUDITING,), S.COMPLETED, actor="platform", event="request.completed",
-                    completed_at=timezone.now())
+        end = request_end_state(request)
+        transition(request, (S.AUDITING,), end, actor="platform",
+                   event="request.completed" if end == S.COMPLETED else "request.closed_risk_accepted",
+                   completed_at=timezone.now())
     return summary
 
 

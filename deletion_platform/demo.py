@@ -236,8 +236,10 @@ def _run(args, port: int, started_demo: float) -> int:
     say("\n== 4. API clients")
     _, intake_token = api_token_create(name="web-form", role="intake")
     _, dpo_token = api_token_create(name="dpo-console", role="dpo")
+    _, second_dpo_token = api_token_create(name="dpo-second", role="dpo")
     _, serving_token = api_token_create(name="serving-side", role="ml_engineer")
-    say("  tokens created for: web-form (intake), dpo-console (dpo), serving-side (ml_engineer)")
+    say("  tokens created for: web-form (intake), dpo-console and dpo-second (two DPO users: accepting a "
+        "residual risk takes both), serving-side (ml_engineer)")
 
     rows = {name: [r for r in reference_records(datasets[name].storage_location) if r["split"] == "train"]
             for name in datasets}
@@ -259,6 +261,8 @@ def _run(args, port: int, started_demo: float) -> int:
     intake.headers["Authorization"] = f"Bearer {intake_token}"
     dpo = requests.Session()
     dpo.headers["Authorization"] = f"Bearer {dpo_token}"
+    second_dpo = requests.Session()
+    second_dpo.headers["Authorization"] = f"Bearer {second_dpo_token}"
     serving = requests.Session()
     serving.headers["Authorization"] = f"Bearer {serving_token}"
     request_ids: dict[str, str] = {}
@@ -282,7 +286,7 @@ def _run(args, port: int, started_demo: float) -> int:
         steps = ", ".join(f"{p['model']}: {p['method']} ({p['guarantee_class']})" for p in plan) or "nothing holds the data"
         say(f"  scoped {request_id[:8]}: {verified.json()['scope']['records']} records; plan: {steps}")
         dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/approve/", json={}, timeout=60).raise_for_status()
-    finished = _follow(base, request_ids, dpo, serving)
+    finished = _follow(base, request_ids, (dpo, second_dpo), serving)
 
     say("\n== 7. Results")
     ok = True
@@ -309,40 +313,48 @@ def _run(args, port: int, started_demo: float) -> int:
             problems = report_verify(report.pdf_path)
             say(f"    signed report: {report.pdf_path} ({'signature and ledger head verified' if not problems else '; '.join(problems)})")
             ok = ok and not problems
-        ok = ok and state["status"] == "COMPLETED"
+            # The report's first page states how the request ended; it must be what the request says.
+            ended = report.json.get("end_state", {}).get("status")
+            say(f"    report's first page: {ended}")
+            ok = ok and ended == state["status"]
+        ok = ok and state["status"] in ("COMPLETED", "CLOSED_RISK_ACCEPTED")
 
     password = _dpo_login()
-    say(f"\n== Done in {time.perf_counter() - started_demo:.0f} s. {'All requests completed and every PDF verifies.' if ok else 'SOMETHING FAILED (see above).'}")
+    say(f"\n== Done in {time.perf_counter() - started_demo:.0f} s. {'Every request ended as its evidence supports, its report says so, and every PDF verifies.' if ok else 'SOMETHING FAILED (see above).'}")
     say("  Browse: make serve, then http://127.0.0.1:8000/admin/ "
         f"(DPO login: dpo / {password}); API docs at /api/docs/")
     return 0 if ok else 1
 
 
-def _follow(base: str, request_ids: dict[str, str], dpo, serving) -> dict[str, dict]:
-    """Poll the requests to their ends, confirming deployments and escalating failed audits (and
-    withdrawing a model that fails again after an exact retrain). Returns each request's state."""
+def _follow(base: str, request_ids: dict[str, str], dpos, serving) -> dict[str, dict]:
+    """Poll the requests to their ends, confirming deployments and deciding on every result that
+    did not pass (see _decide). Returns each request's state."""
     bars = {rid: Bar(f"request {rid[:8]} ({label})") for rid, label in request_ids.items()}
     escalated: set[tuple[str, int]] = set()
     deadline = time.monotonic() + 3600
     states: dict[str, dict] = {}
     open_ids = list(request_ids)
+    dpo = dpos[0]
     while open_ids and time.monotonic() < deadline:
         _deploy_pending(base, serving)
         for request_id in list(open_ids):
             state = states[request_id] = dpo.get(f"{base}/api/v1/deletion-requests/{request_id}/", timeout=30).json()
-            _act_on_outcomes(base, request_id, state, dpo, escalated, bars[request_id])
+            _decide(base, request_id, state, dpos, escalated, bars[request_id])
             jobs = [o["job"] for o in state["outcomes"] if o.get("job")]
             percent = sum(j["percent"] for j in jobs) / len(jobs) if jobs else 0.0
             share = {"EXECUTING": 0.6, "AUDITING": 0.9}.get(state["status"], 0.1)
             stages = [j.get("stage", "") for j in jobs if str(j.get("stage", "")).startswith("waiting")]
             note = "waiting for the model" if stages and state["status"] == "EXECUTING" else state["status"].lower()
-            bars[request_id].update(100 if state["status"] == "COMPLETED" else min(percent * share, 99), note)
-            if state["status"] in ("COMPLETED", "FAILED", "REJECTED", "CANCELLED"):
+            bars[request_id].update(100 if state["status"] in ENDED else min(percent * share, 99), note)
+            if state["status"] in ENDED:
                 open_ids.remove(request_id)
         time.sleep(1)
     for bar in bars.values():
         bar.close()
     return states
+
+
+ENDED = ("COMPLETED", "CLOSED_RISK_ACCEPTED", "FAILED", "REJECTED", "CANCELLED")
 
 
 def _deploy_pending(base: str, serving) -> None:
@@ -354,28 +366,42 @@ def _deploy_pending(base: str, serving) -> None:
                      timeout=30).raise_for_status()
 
 
-def _act_on_outcomes(base: str, request_id: str, state: dict, dpo, escalated: set, bar) -> None:
+def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) -> None:
+    """The DPO's decisions on results whose audit did not pass. A FAIL or an inconclusive
+    approximate result is escalated to an exact retrain; a FAIL after that retrain withdraws the
+    model (Art. 18); what stays inconclusive after an exact method has its residual risk accepted
+    by two DPO users, with the reason in writing."""
+    dpo, second_dpo = dpos
+    url = f"{base}/api/v1/deletion-requests/{request_id}"
     for outcome in state["outcomes"]:
-        if outcome["status"] == "audit_failed" and (request_id, outcome["model_version_id"]) in escalated:
-            # Failed again after an exact retrain: take the model out of serving (Art. 18).
-            bar.write(f"  audit FAIL again on {outcome['model']}: the DPO withdraws it from serving")
-            dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/withdraw-model/",
-                     json={"model_version_id": outcome["model_version_id"],
-                           "reason": "audit failed after an exact retrain"}, timeout=30).raise_for_status()
-        elif outcome["status"] == "audit_failed":
-            # The audit could still detect the records: the DPO escalates to an exact retrain.
-            escalated.add((request_id, outcome["model_version_id"]))
-            bar.write(f"  audit FAIL on {outcome['model']} ({outcome['method']}): "
-                          "the DPO escalates to an exact retrain")
-            response = dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/escalate/",
-                                json={"model_version_id": outcome["model_version_id"]}, timeout=30)
+        key = (request_id, outcome["model_version_id"])
+        if outcome["status"] not in ("audit_failed", "awaiting_decision"):
+            continue
+        verdict, name = outcome["verdict"], outcome["model"]
+        if verdict == "FAIL" and key in escalated:
+            bar.write(f"  audit FAIL again on {name}: the DPO withdraws it from serving")
+            dpo.post(f"{url}/withdraw-model/", json={"model_version_id": outcome["model_version_id"],
+                                                      "reason": "audit failed after an exact retrain"},
+                     timeout=30).raise_for_status()
+        elif (verdict == "FAIL" or outcome["guarantee_class"] == "approximate") and key not in escalated:
+            escalated.add(key)
+            bar.write(f"  audit {verdict} on {name} ({outcome['method']}): the DPO escalates to an exact retrain")
+            response = dpo.post(f"{url}/escalate/", json={"model_version_id": outcome["model_version_id"]}, timeout=30)
             if response.status_code == 409 and response.json()["error"]["code"] == "escalation_impossible":
-                bar.write(f"  {outcome['model']} cannot be retrained (its files are gone): the DPO withdraws it")
-                dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/withdraw-model/",
-                         json={"model_version_id": outcome["model_version_id"],
-                               "reason": response.json()["error"]["message"][:500]}, timeout=30).raise_for_status()
+                bar.write(f"  {name} cannot be retrained (its files are gone): the DPO withdraws it")
+                dpo.post(f"{url}/withdraw-model/", json={"model_version_id": outcome["model_version_id"],
+                                                          "reason": response.json()["error"]["message"][:500]},
+                         timeout=30).raise_for_status()
             else:
                 response.raise_for_status()
+        elif not outcome["risk_acceptance"].get("confirmed_by"):
+            reason = (f"{outcome['method']} is exact: the new version was trained only on data without the "
+                      "records; the per-record sanity check could not confirm it. Accepted until the "
+                      "platform's replay check is available.")
+            bar.write(f"  audit {verdict} on {name} ({outcome['method']}): two DPO users accept the residual risk")
+            body = {"model_version_id": outcome["model_version_id"], "reason": reason}
+            dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
+            second_dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
 
 
 def _version_number(version_id) -> str:

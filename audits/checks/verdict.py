@@ -73,10 +73,12 @@ RULES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class LineageProof:
-    """The two facts an exact deletion rests on, established by the lineage and purge records."""
+    """The two facts an exact deletion rests on, established by the lineage and purge records.
+    ``older_copies_purged`` is None while the purge waits for the DPO's decision on a result that
+    did not pass (it is then neither proof nor counter-proof)."""
 
     new_version_holds_none: bool
-    older_copies_purged: bool
+    older_copies_purged: bool | None
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def _exact(lineage: LineageProof | None, member_fails: list[str]) -> tuple[Verdi
     reasons: list[str] = []
     if lineage is not None and not lineage.new_version_holds_none:
         reasons.append("The lineage shows the new version trained on a forgotten record.")
-    if lineage is not None and not lineage.older_copies_purged:
+    if lineage is not None and lineage.older_copies_purged is False:
         reasons.append("An older copy that holds the records is not purged.")
     if reasons:
         return Verdict.FAIL, reasons
@@ -240,6 +242,8 @@ def _exact(lineage: LineageProof | None, member_fails: list[str]) -> tuple[Verdi
         ]
     if lineage is None:
         return Verdict.INCONCLUSIVE, ["No lineage proof was given for an exact deletion."]
+    if lineage.older_copies_purged is None:
+        return Verdict.INCONCLUSIVE, ["The older copies that hold the records are not purged yet."]
     return Verdict.PASS, [
         "The new version was trained only on data without the records, every older copy is "
         "purged, and no statistical sanity check contradicts it."

@@ -144,8 +144,9 @@ def test_what_waits_for_a_decision(client_for, queue, trained):
         (queue["overdue"].public_id, "audit_failed"), (queue["soon"].public_id, "awaiting_deployment")}
     waiting = {key: set(selectors.requests_awaiting(decision=key)) for key in selectors.DECISIONS}
     assert waiting == {"verify": {queue["later"]}, "approve": set(), "audit_failed": {queue["overdue"]},
-                       "confirm": {queue["soon"]}}
-    assert selectors.request_stats().awaiting == {"verify": 1, "approve": 0, "audit_failed": 1, "confirm": 1}
+                       "inconclusive": set(), "confirm": {queue["soon"]}}
+    assert selectors.request_stats().awaiting == {"verify": 1, "approve": 0, "audit_failed": 1, "inconclusive": 0,
+                                                  "confirm": 1}
     with pytest.raises(ValueError, match="unknown decision 'later'"):
         selectors.requests_awaiting(decision="later")
 

@@ -242,7 +242,7 @@ def test_escalate_after_an_audit_fail(client_for, trained):
     page = alice.get(page_url(request)).content.decode()
     assert f"audit FAIL, escalated by {outcome.attempts[0]['escalated_by']}" in page
     assert post(alice, request, "escalate", {"model_version_id": trained["version"].id})[0].startswith(
-        "escalate: only a failed audit can be escalated")
+        "escalate: only an audit that did not pass can be escalated")
 
 
 def test_progress_endpoint(client_for, trained):

@@ -22,7 +22,7 @@ EXPECTED = {
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},
     **{f"deletion-request-{action}": {"post": {"dpo"}}
-       for action in ("verify", "approve", "reject", "extend", "cancel", "withdraw", "escalate")},
+       for action in ("verify", "approve", "reject", "extend", "cancel", "withdraw", "escalate", "accept-risk")},
     "deletion-request-confirm": {"post": {"dpo", "ml_engineer"}},
     "deployments-pending": {"get": {"ml_engineer", "dpo"}},
     "webhooks": {"get": ALL, "post": ALL},

@@ -59,7 +59,7 @@ def test_a_model_whose_header_reads_as_a_pickle_trains_unlearns_and_is_audited()
     # Evidence from 4 shadow models on one record: an approximate method cannot be confirmed.
     assert audit.result and outcome.audit["shadow_models"] == 4
     assert outcome.verdict == "INCONCLUSIVE", (outcome.verdict, outcome.audit.get("reasons"))
-    assert outcome.status == "awaiting_deployment"
+    assert outcome.status == "awaiting_decision"  # INCONCLUSIVE waits for the DPO
 
 
 def test_recheck_lists_what_the_old_check_hit_and_retries_the_jobs_outside_requests(django_capture_on_commit_callbacks):

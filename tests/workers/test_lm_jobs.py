@@ -271,7 +271,17 @@ def test_deletion_request_on_two_lm_models_unlearns_guards_audits_and_reports(te
         assert any("per-record membership test was not run" in r for r in approx.audit["verdict"]["reasons"])
     else:
         assert checks["lm_memorisation"]["verdict"] == "FAIL"
-    # The parent's weights are purged, the new version's kept.
+    # A result that did not pass keeps the older copies until the DPO decides.
+    assert approx.audit["purge_waits_for_decision"] and not approx.audit["purged"]
+    assert ModelVersion.objects.get(pk=v_approx.pk).status != "purged"
+    # Two DPO users accept the residual risk: then the parent's weights are purged, the new version's kept.
+    from deletion import decisions
+
+    for dpo in ("alice", "bob"):
+        decisions.outcome_risk_accept(request=approx.request, actor=dpo, model_version_id=v_approx.pk,
+                                      reason="an approximate LM cannot PASS here; accepted for the test")
+    approx.refresh_from_db()
+    assert approx.risk_acceptance["confirmed_by"] == "user:bob" and approx.status == "awaiting_deployment"
     assert approx.audit["purged"] and ModelVersion.objects.get(pk=v_approx.pk).status == "purged"
 
     guard = by_model["support-lm-guarded"]

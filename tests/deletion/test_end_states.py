@@ -1,0 +1,142 @@
+"""A request ends as its evidence supports (issue: honest end states). A result whose audit is
+INCONCLUSIVE no longer completes the request by itself: the request waits for the DPO, who escalates
+to an exact retrain, withdraws the model, or accepts the residual risk in writing with a second DPO
+user, and the request then ends CLOSED_RISK_ACCEPTED, never COMPLETED; the report's first page says
+the same. The older copies wait for that decision (an escalation retrains from them)."""
+
+import pytest
+
+from deletion.models import DeletionRequest, ModelOutcome, RequestStatus
+from foundation.ledger.models import LedgerEvent
+from models_registry.models import ModelVersion
+from tests.deletion.test_requests import EVIDENCE, _create, _finish_unlearning_and_audit, _run_report_job
+from workers.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def trained(db):
+    from tests import factories
+
+    ds = factories.dataset()
+    factories.import_records(ds, [{"record_key": f"r{i}", "content": f"c{i}", "email": f"p{i % 3}@example.org"}
+                                  for i in range(9)])
+    model = factories.registered_model(recipe="sisa")
+    run, version = factories.trained_version(model, ds, [(f"r{i}", i % 2, 0) for i in range(9)])
+    return dict(ds=ds, model=model, version=version)
+
+
+@pytest.fixture
+def inconclusive(api_client_for, trained):
+    """A request whose one model's audit came back INCONCLUSIVE. Returns (dpo client, request id, new version)."""
+    from models_registry.services import model_version_create
+
+    dpo = api_client_for("dpo", name="alice")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict="INCONCLUSIVE")
+    return dpo, request_id, new
+
+
+def test_an_inconclusive_audit_waits_for_the_dpo_instead_of_completing(inconclusive, api_client_for):
+    dpo, request_id, new = inconclusive
+    state = dpo.get(f"/api/v1/deletion-requests/{request_id}/").json()
+    assert state["status"] == "AUDITING" and state["outcomes"][0]["status"] == "awaiting_decision"
+    # Nothing is offered to the serving side, no report is queued: erasure is not confirmed.
+    assert api_client_for("ml_engineer").get("/api/v1/deployments/pending/").json() == []
+    assert not Job.objects.filter(kind="report").exists()
+    listed = dpo.get("/api/v1/deletion-requests/?awaiting=inconclusive").json()
+    assert [r["id"] for r in listed["results"]] == [request_id]
+
+
+def test_accepting_the_risk_takes_two_dpo_users_and_ends_closed_not_completed(inconclusive, api_client_for, trained,
+                                                                             tmp_path):
+    from deletion.report_data import report_data
+
+    alice, request_id, new = inconclusive
+    url = f"/api/v1/deletion-requests/{request_id}/accept-risk/"
+    body = {"model_version_id": trained["version"].id, "reason": "approximate result; retraining costs too much"}
+    assert alice.post(url, {"model_version_id": trained["version"].id}, format="json").status_code == 400  # no reason
+    assert alice.post(url, body, format="json").status_code == 200
+    again = alice.post(url, body, format="json")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "second_dpo_required"
+    assert api_client_for("auditor").post(url, body, format="json").status_code == 403
+    outcome = ModelOutcome.objects.get()
+    assert outcome.status == "awaiting_decision" and "confirmed_by" not in outcome.risk_acceptance
+
+    bob = api_client_for("dpo", name="bob")
+    confirmed = bob.post(url, body, format="json").json()
+    assert confirmed["outcomes"][0]["status"] == "awaiting_deployment"
+    assert confirmed["outcomes"][0]["risk_acceptance"]["proposed_by"] == "api:alice(dpo)"
+    assert confirmed["outcomes"][0]["risk_acceptance"]["confirmed_by"] == "api:bob(dpo)"
+    events = [e["event"] for e in confirmed["timeline"]]
+    assert events[-2:] == ["outcome.risk_acceptance_proposed", "outcome.risk_accepted"]
+
+    bob.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": new.id}, format="json")
+    _run_report_job(request_id)
+    request = DeletionRequest.objects.get()
+    assert request.status == RequestStatus.CLOSED_RISK_ACCEPTED  # never COMPLETED
+    assert LedgerEvent.objects.filter(payload__contains='"request.closed_risk_accepted"').exists()
+    data = report_data(request=request)
+    assert data["end_state"]["status"] == "CLOSED_RISK_ACCEPTED"
+    assert data["end_state"]["meaning"].startswith("Erasure is NOT confirmed")
+    [entry] = data["model_versions"]
+    assert entry["risk_acceptance"]["reason"] == body["reason"]
+    # The report's first page and section 1 say what the status says, never "completed".
+    text = _pdf_text(data, tmp_path)
+    assert "How the request ended: closed with the residual risk accepted, erasure NOT confirmed" in text
+    assert (f"erasure not confirmed; accepted by api:alice(dpo) and api:bob(dpo) on" in text
+            and body["reason"] in text)
+    assert "The request was closed (erasure not confirmed for every model) within the legal deadline" in text
+    assert "The request was completed" not in text
+
+
+def _pdf_text(data: dict, tmp_path) -> str:
+    import subprocess
+
+    from audits.rendering import render_report_pdf
+    from audits.report_schema import validate_report
+
+    data = {**data, "ledger_head": {"seq": 1, "hash": "0" * 64},
+            "signer": {"name": "test", "organisation": "test", "certificate_sha256": "0" * 64}}
+    validate_report(data)
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(render_report_pdf(data))
+    out = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+    return " ".join(out.split())
+
+
+def test_a_passed_result_cannot_have_its_risk_accepted(api_client_for, trained):
+    from models_registry.services import model_version_create
+
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict="PASS")
+    refused = dpo.post(f"/api/v1/deletion-requests/{request_id}/accept-risk/",
+                       {"model_version_id": trained["version"].id, "reason": "x"}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "illegal_transition"
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": new.id}, format="json")
+    _run_report_job(request_id)
+    from deletion.report_data import report_data
+
+    assert DeletionRequest.objects.get().status == RequestStatus.COMPLETED
+    assert report_data(request=DeletionRequest.objects.get())["end_state"]["status"] == "COMPLETED"
+
+
+def test_an_inconclusive_result_can_be_escalated_to_an_exact_retrain(inconclusive, trained):
+    dpo, request_id, new = inconclusive
+    escalated = dpo.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
+                         {"model_version_id": trained["version"].id}, format="json")
+    assert escalated.status_code == 200, escalated.content
+    assert escalated.json()["status"] == "EXECUTING"
+    retrain = Job.objects.get(kind="unlearn", method="retrain")
+    assert retrain.source_version_id == trained["version"].id  # the parent was kept for this
+    assert ModelVersion.objects.get(pk=new.id).status == "purged"  # the inconclusive result is destroyed
