@@ -9,7 +9,12 @@ import pytest
 from deletion.models import DeletionRequest, ModelOutcome, RequestStatus
 from foundation.ledger.models import LedgerEvent
 from models_registry.models import ModelVersion
-from tests.deletion.test_requests import EVIDENCE, _create, _finish_unlearning_and_audit, _run_report_job
+from tests.deletion.test_requests import (
+    EVIDENCE,
+    _create,
+    _finish_unlearning_and_audit,
+    _run_report_job,
+)
 from workers.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +94,7 @@ def test_accepting_the_risk_takes_two_dpo_users_and_ends_closed_not_completed(in
     # The report's first page and section 1 say what the status says, never "completed".
     text = _pdf_text(data, tmp_path)
     assert "How the request ended: closed with the residual risk accepted, erasure NOT confirmed" in text
-    assert (f"erasure not confirmed; accepted by api:alice(dpo) and api:bob(dpo) on" in text
+    assert ("erasure not confirmed; accepted by api:alice(dpo) and api:bob(dpo) on" in text
             and body["reason"] in text)
     assert "The request was closed (erasure not confirmed for every model) within the legal deadline" in text
     assert "The request was completed" not in text
