@@ -296,11 +296,24 @@ def _headline(entry: dict[str, Any]) -> str:
     return NOT_PASSED[verdict]
 
 
+# Outcomes that end a model's part without an unlearned version, and what they mean.
+SETTLED_WITHOUT_UNLEARNING = {
+    "withdrawn": "withdrawn from serving (GDPR Art. 18) and erased: its copies that held the records "
+                 "were destroyed (section 2)",
+    "held": "not erased: kept under a legal hold, for the reason in its section",
+}
+
+
 def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
-    entries = report["model_versions"]
+    entries = [e for e in report["model_versions"] if e["outcome"] not in SETTLED_WITHOUT_UNLEARNING]
+    settled = " ".join(f"{_model_name(e)}: {SETTLED_WITHOUT_UNLEARNING[e['outcome']]}."
+                       for e in report["model_versions"] if e["outcome"] in SETTLED_WITHOUT_UNLEARNING)
     if not entries:
+        if settled:
+            return None, settled
         return None, ("No model version was trained on this person's records, so no model had to "
                       "change. The stored records and copies listed in section 2 were deleted.")
+    settled = f" {settled}" if settled else ""
     verdicts = [entry["verdict"]["verdict"] for entry in entries]
     passed = verdicts.count("PASS")
     worst = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
@@ -308,13 +321,13 @@ def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
     retried_sentence = (f" For {'; '.join(retried)} an earlier attempt did not pass its audit; it was "
                         "escalated and its result destroyed (see that model's section).") if retried else ""
     if worst == "PASS":
-        return worst, (f"All {_plural(len(entries), 'affected model version')} passed their checks. "
+        return worst, (f"All {_plural(len(entries), 'unlearned model version')} passed their checks. "
                        "What each result promises, and what it does not, is set out per model below."
-                       + retried_sentence)
+                       + retried_sentence + settled)
     failed = [_model_name(e) for e in entries if e["verdict"]["verdict"] != "PASS"]
-    return worst, (f"{passed} of {_plural(len(entries), 'affected model version')} passed. Erasure is "
+    return worst, (f"{passed} of {_plural(len(entries), 'unlearned model version')} passed. Erasure is "
                    f"NOT confirmed for: {'; '.join(failed)}. It is confirmed only where the result "
-                   "is PASS." + retried_sentence)
+                   "is PASS." + retried_sentence + settled)
 
 
 # How a request ended (its status), in the words the first page and section 1 use.

@@ -261,7 +261,7 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
                                    store=store)
     else:
         purge = {"purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,
-                 "purge_waits_for_decision": True}
+                 "copies_remaining": None, "purge_waits_for_decision": True}
     lineage = LineageProof(new_version_holds_none=holds_none, older_copies_purged=purge["older_copies_purged"])
     verdict = final_verdict(guarantee_class=job.guarantee_class, checks=checks, lineage=lineage,
                             suppression=suppression)
@@ -284,8 +284,9 @@ def older_copies_purge(*, source: ModelVersion, record_ids: list[int], keep_vers
     """Destroy every older copy of ``source``'s model that still holds ``record_ids`` (parent
     weights, superseded checkpoints, shadow models that saw them), except what a version in
     ``keep_versions`` still needs (those wait: ``purge_deferred``); queue new shadow models for the
-    ones removed. Returns ``{purged, purge_deferred, shadow_replenish_job, older_copies_purged}``,
-    the last True when nothing of the model holds the records any more."""
+    ones removed. Returns ``{purged, purge_deferred, shadow_replenish_job, older_copies_purged,
+    copies_remaining}``: ``older_copies_purged`` is True when copies were destroyed and nothing of
+    the model holds the records any more; ``copies_remaining`` counts the artifacts that still do."""
     store = store or artifact_store()
     with transaction.atomic():
         purged, deferred = lineage_copies_purge(store=store, source=source, record_ids=record_ids,
@@ -296,7 +297,7 @@ def older_copies_purge(*, source: ModelVersion, record_ids: list[int], keep_vers
     remaining = [a for a in selectors.artifacts_holding(record_ids=record_ids)
                  if a.kind != ArtifactKind.DATASET_CACHE and _same_model(a, source)]
     return {"purged": purged, "purge_deferred": deferred, "shadow_replenish_job": replenish,
-            "older_copies_purged": bool(purged) and not remaining}
+            "older_copies_purged": bool(purged) and not remaining, "copies_remaining": len(remaining)}
 
 
 def shadow_models_replenish(*, version) -> int:

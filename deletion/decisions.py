@@ -26,7 +26,7 @@ from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, VersionStatus
-from workers.jobs import job_create, versions_held
+from workers.jobs import job_cancel, job_create, versions_held
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
 
@@ -282,16 +282,34 @@ def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, 
 
 @transaction.atomic
 def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, reason: str) -> DeletionRequest:
-    """Restrict processing (GDPR Art. 18): take an affected version out of serving instead."""
+    """Take an affected version out of serving (a GDPR Art. 18 restriction at once), then erase the
+    model: the result an unlearning job made for it (a result that did not pass is never a source)
+    and every copy of the model that still holds the records are destroyed, the version with them.
+    A copy another open request still builds on waits (``withdrawal.purge_deferred``); the report
+    lists what was destroyed."""
     outcome = _outcome_locked(request, model_version_id=model_version_id)
     if not reason.strip():
         raise ValidationFailed("a reason is required", field="reason")
+    version = outcome.model_version
     ModelVersion.objects.filter(pk=model_version_id).update(status=VersionStatus.WITHDRAWN)
+    if outcome.job is not None and outcome.job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+        job_cancel(job=outcome.job)  # nothing is unlearned from a model that is being erased
+    destroyed = []
+    if outcome.new_version is not None and outcome.new_version.status != VersionStatus.PURGED:
+        destroyed += version_purge(version=outcome.new_version)
+    version.refresh_from_db()
+    purge = older_copies_purge(source=version, record_ids=outcome.record_ids,
+                               keep_versions=versions_held(outcome.audit_job or outcome.job))
+    destroyed += purge["purged"]
     outcome.status = OutcomeStatus.WITHDRAWN
     outcome.hold_reason = reason
-    outcome.save(update_fields=["status", "hold_reason"])
+    outcome.audit = {**outcome.audit, "purged": [*outcome.audit.get("purged", []), *destroyed],
+                     "withdrawal": {"purge_deferred": purge["purge_deferred"],
+                                    "copies_remain": bool(purge["purge_deferred"]) or purge["copies_remaining"] > 0}}
+    outcome.save(update_fields=["status", "hold_reason", "audit"])
     ledger_append(event_type="model.withdrawn", actor=actor_name(actor), request=str(request.public_id),
-                  model_version=model_version_id, reason=reason)
+                  model_version=model_version_id, reason=reason, artifacts_purged=[p["sha256"] for p in destroyed],
+                  purge_deferred=[p["sha256"] for p in purge["purge_deferred"]])
     return _advanced(request)
 
 

@@ -21,7 +21,8 @@ _METRIC_LABELS = {
 }
 _NOT_UNLEARNED = {
     OutcomeStatus.HELD: "Not unlearned: the model is under a legal hold ({reason}).",
-    OutcomeStatus.WITHDRAWN: "Not unlearned: the model was withdrawn from serving (GDPR Art. 18) ({reason}).",
+    OutcomeStatus.WITHDRAWN: "Not unlearned: the model was withdrawn from serving (GDPR Art. 18) and its copies "
+                             "that held the records destroyed, as listed in section 2 ({reason}).",
 }
 
 

@@ -7,6 +7,7 @@ runner, a start gate and the versions open requests still build on."""
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from deletion import report_data
@@ -169,27 +170,33 @@ def run_report_job(job: Job, progress) -> dict:
 
 def unsettled_source_reason(job: Job) -> str:
     """A start gate for unlearning jobs: the version ``job`` would build on is still being audited
-    (it may yet fail and be destroyed by an escalation) or has failed its audit, and a version built
-    on it would carry what it failed to forget. It waits until the DPO escalates (which destroys
-    that version) or withdraws the model."""
+    (it may yet fail and be destroyed by an escalation), has failed its audit or awaits the DPO's
+    decision on an inconclusive one, and a version built on it would carry what it failed to
+    forget. It waits until the DPO escalates (which destroys that version), accepts the risk or
+    withdraws the model."""
     if job.kind != JobKind.UNLEARN or job.source_version_id is None:
         return ""
     head = current_source(job.source_version)
     unsettled = (ModelOutcome.objects.filter(new_version=head,
-                                             status__in=[OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED])
+                                             status__in=[OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED,
+                                                         OutcomeStatus.AWAITING_DECISION])
                  .select_related("request").first())
     if unsettled is None:
         return ""
-    state = "being audited" if unsettled.status == OutcomeStatus.AUDITING else "failed its audit"
+    state = {OutcomeStatus.AUDITING: "being audited", OutcomeStatus.AUDIT_FAILED: "failed its audit",
+             OutcomeStatus.AWAITING_DECISION: "inconclusive, awaiting the DPO's decision"}[unsettled.status]
     return f"version {head.version} ({unsettled.request.public_id}) is {state}"
 
 
-def versions_open_requests_use(job: Job) -> set[int]:
-    """Versions another open request still unlearns from (its copies wait), for the audit job
-    ``job``'s purge: every open outcome but the one ``job`` audits, and the parents of their results."""
-    open_outcomes = (ModelOutcome.objects.exclude(audit_job=job)
+def versions_open_requests_use(job: Job | None) -> set[int]:
+    """Versions another open request still unlearns from (its copies wait), for a purge done for
+    the outcome whose audit or unlearning job is ``job``: every other open outcome, and the parents
+    of their results."""
+    open_outcomes = (ModelOutcome.objects.exclude(Q(audit_job=job) | Q(job=job)) if job is not None
+                     else ModelOutcome.objects.all())
+    open_outcomes = (open_outcomes
                      .filter(status__in=[OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING, OutcomeStatus.AUDITING,
-                                         OutcomeStatus.AUDIT_FAILED]))
+                                         OutcomeStatus.AUDIT_FAILED, OutcomeStatus.AWAITING_DECISION]))
     versions = set(open_outcomes.values_list("model_version_id", flat=True))
     versions |= set(open_outcomes.exclude(new_version=None).values_list("new_version__parent_id", flat=True))
     return {v for v in versions if v}

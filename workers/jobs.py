@@ -214,11 +214,11 @@ def job_gate_reason(job: Job) -> str:
     return ""
 
 
-def versions_held(job: Job) -> set[int]:
-    """Versions whose copies must stay while ``job`` purges: what pending or running unlearning
-    jobs start from, and what the registered hooks name."""
+def versions_held(job: Job | None) -> set[int]:
+    """Versions whose copies must stay while ``job`` (or the work it belongs to) purges: what other
+    pending or running unlearning jobs start from, and what the registered hooks name."""
     held = set(Job.objects.filter(kind=JobKind.UNLEARN, status__in=[JobStatus.PENDING, JobStatus.RUNNING])
-               .exclude(pk=job.pk).values_list("source_version_id", flat=True))
+               .exclude(pk=getattr(job, "pk", None)).values_list("source_version_id", flat=True))
     for hook in VERSIONS_HELD:
         held |= hook(job)
     return {v for v in held if v}

@@ -173,7 +173,7 @@ def test_withdraw_a_model_from_serving(client_for, trained):
     assert post(alice, request, "withdraw", {"model_version_id": version_id, "reason": "audit pending"}) == [
         "Model version withdrawn from serving (Art. 18)."]
     trained["version"].refresh_from_db()
-    assert trained["version"].status == "withdrawn"
+    assert trained["version"].status == "purged"  # withdrawn, then erased with its copies
     assert request.outcomes.get().status == "withdrawn"
 
 

@@ -64,9 +64,12 @@ def test_chart_pages_are_not_blank(rendered):
 def test_results_are_stated_plainly(rendered):
     text = "\n".join(rendered["texts"])
     first = rendered["texts"][0]
-    assert "Overall result: FAIL" in first
-    assert "Erasure is NOT confirmed for: churn-predictor, version 7; support-assistant, version 2" in " ".join(
-        first.split())
+    # The withdrawn model is not counted as unlearned: it was taken out of serving and erased.
+    assert "Overall result: INCONCLUSIVE" in first
+    assert ("Erasure is NOT confirmed for: churn-predictor, version 7. It is confirmed only where the result is "
+            "PASS.") in " ".join(first.split())
+    assert ("support-assistant, version 2: withdrawn from serving (GDPR Art. 18) and erased: its copies that "
+            "held the records were destroyed (section 2).") in " ".join(first.split())
     assert "Result: INCONCLUSIVE" in text and "This is NOT a confirmation of erasure." in " ".join(text.split())
     assert "Result: FAIL" in text
     # Nothing claims the data were forgotten (the approximate class's text says it will not).

@@ -231,8 +231,11 @@ def test_failed_job_fails_the_request_and_withdrawal_completes_another(api_clien
 
 
 def test_withdrawal_under_article_18(api_client_for, trained):
+    from models_registry.models import ModelVersion
+    from models_registry.selectors import current_source
+
     dpo = api_client_for("dpo")
-    request_id, _, _ = _approved_then_failed(dpo, trained)
+    request_id, _, failed = _approved_then_failed(dpo, trained)
     assert ModelOutcome.objects.get().status == "audit_failed"
     response = dpo.post(f"/api/v1/deletion-requests/{request_id}/withdraw-model/",
                         {"model_version_id": trained["version"].id, "reason": "audit failed"}, format="json")
@@ -240,8 +243,14 @@ def test_withdrawal_under_article_18(api_client_for, trained):
     _run_report_job(request_id)
     assert DeletionRequest.objects.get().status == "COMPLETED"
     trained["version"].refresh_from_db()
-    assert trained["version"].status == "withdrawn"
+    # Withdrawn, then erased: the version and the failed result made from it are purged, so
+    # neither serves nor becomes the source of a later request's unlearning.
+    assert trained["version"].status == "purged"
+    assert ModelVersion.objects.get(pk=failed.pk).status == "purged"
+    assert current_source(trained["version"]) == trained["version"]
     assert ModelOutcome.objects.get().status == "withdrawn"
+    events = [e["event"] for e in dpo.get(f"/api/v1/deletion-requests/{request_id}/").json()["timeline"]]
+    assert "model.withdrawn" in events
 
 
 def test_due_dates_per_jurisdiction():
