@@ -404,8 +404,9 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         extra = []
         for row, entry in enumerate(report["model_versions"], start=1):
             verdict = entry["verdict"]["verdict"]
+            action = entry["guarantee"].get("action")
             rows.append([_p(_model_name(entry), styles["cell"]),
-                         _p(entry["guarantee"]["title"], styles["cell"]),
+                         _p(entry["guarantee"]["title"] + (f": {action}" if action else ""), styles["cell"]),
                          _p(verdict, styles["cell_bold"])])
             extra.append(("TEXTCOLOR", (2, row), (2, row), VERDICT_COLOURS[verdict][0]))
         story += [_p("Results per model", styles["h2"]),

@@ -182,6 +182,7 @@ class Scope(TypedDict):
 class GuaranteeEntry(TypedDict):
     guarantee_class: GuaranteeClass
     title: Text
+    action: NotRequired[Text]  # removal (exact / approximate) or suppression; reports since 2026-12-06
     promises: Text
     does_not_promise: Text
     evidence: Text
@@ -461,7 +462,7 @@ def guarantee_entry(guarantee_class: str) -> GuaranteeEntry:
     from audits.checks.guarantees import guarantee_text
 
     text = guarantee_text(guarantee_class)
-    return {"guarantee_class": text.name, "title": text.title, "promises": text.promises,
+    return {"guarantee_class": text.name, "title": text.title, "action": text.action, "promises": text.promises,
             "does_not_promise": text.does_not_promise, "evidence": text.evidence}
 
 

@@ -255,7 +255,8 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
         record_ids=record_ids, statuses=("serving", "retained", "retired", "withdrawn"))} & {new.id}
     preliminary = final_verdict(guarantee_class=job.guarantee_class, checks=checks, suppression=suppression,
                                 lineage=LineageProof(new_version_holds_none=holds_none, older_copies_purged=True))
-    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) == "PASS":
+    # A guard's PASS is a PASS of the guard, not of erasure: its copies wait for the DPO's decision too.
+    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) == "PASS" and job.guarantee_class != "suppressed":
         progress("purging older copies", 0.8)
         purge = older_copies_purge(source=source, record_ids=record_ids, keep_versions=versions_held(job),
                                    store=store)

@@ -34,6 +34,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from audits.checks.guarantees import guarantee_text
 from deletion import deadlines, decisions, selectors
 from deletion.admin_dashboard import dashboard_view, duration_text
 from deletion.admin_forms import (
@@ -392,6 +393,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         rows = [{
             "outcome": outcome,
             "verdict_tone": VERDICT_TONE.get(outcome.verdict, "off"),
+            "action": guarantee_text(outcome.guarantee_class).action,
             "audit": audit_summary(getattr(outcome, "audit", None)),
             "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT

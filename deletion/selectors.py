@@ -103,7 +103,7 @@ DECISIONS = {
     "verify": "Verify the requester's identity",
     "approve": "Approve the scope and plan",
     "audit_failed": "Audit failed: escalate, withdraw or accept the risk",
-    "inconclusive": "Audit inconclusive: escalate, withdraw or accept the risk",
+    "inconclusive": "Erasure not confirmed (inconclusive, or suppression only): escalate, withdraw or accept",
     "confirm": "Confirm the new version is serving",
 }
 

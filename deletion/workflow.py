@@ -35,7 +35,9 @@ def on_job_finished(*, job_id: int) -> None:
     report done -> the request completes (done by the report job itself)."""
     job = Job.objects.get(pk=job_id)
     if job.kind == JobKind.UNLEARN:
-        for outcome in ModelOutcome.objects.select_for_update().filter(job=job).select_related("request"):
+        # An outcome decided meanwhile (the model withdrawn, its job cancelled) is not moved back.
+        for outcome in (ModelOutcome.objects.select_for_update().filter(job=job, status=OutcomeStatus.EXECUTING)
+                        .select_related("request")):
             not_met = (job.result or {}).get("guarantee_not_met")
             if job.status == JobStatus.SUCCEEDED:
                 outcome.new_version = job.result_version
@@ -63,18 +65,21 @@ def on_job_finished(*, job_id: int) -> None:
             advance(outcome.request)
             announce(outcome)
     elif job.kind == JobKind.AUDIT:
-        for outcome in ModelOutcome.objects.select_for_update().filter(audit_job=job).select_related("request"):
+        for outcome in (ModelOutcome.objects.select_for_update().filter(audit_job=job, status=OutcomeStatus.AUDITING)
+                        .select_related("request")):
             if job.status == JobStatus.SUCCEEDED:
                 # The audit runner returns its evidence; the outcome is written here, and only here.
                 outcome.audit = job.result["audit"]
                 outcome.verdict = outcome.audit["verdict"]["verdict"]
             if job.status != JobStatus.SUCCEEDED:
                 outcome.status = OutcomeStatus.FAILED
-            elif outcome.verdict == "PASS":
+            elif outcome.verdict == "PASS" and outcome.guarantee_class != "suppressed":
                 outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
             elif outcome.verdict == "FAIL":
                 outcome.status = OutcomeStatus.AUDIT_FAILED
-            else:  # INCONCLUSIVE: erasure is not confirmed, so the request waits for the DPO
+            else:
+                # INCONCLUSIVE, or a guard that holds its bound (a PASS of the guard, not of erasure:
+                # the weights still hold the data): the request waits for the DPO's decision.
                 outcome.status = OutcomeStatus.AWAITING_DECISION
             outcome.save(update_fields=["status", "audit", "verdict"])
             ledger_append(event_type="audit.finished", actor="worker", request=str(outcome.request.public_id),

@@ -220,8 +220,14 @@ def _run(args, port: int, started_demo: float) -> int:
     bc_model = registered_model_create(name=f"breast-cancer-{run_id}", task="classification",
                                        training_recipe="plain", architecture=BC_PLAIN["architecture"],
                                        unlearning_policy={"approximate_method": "finetune", "exact_after": 3})
+    # A model being retired: the DPO withdraws it (Art. 18) and has it erased rather than unlearned.
+    legacy_model = registered_model_create(name=f"breast-cancer-legacy-{run_id}", task="classification",
+                                           training_recipe="plain", architecture=BC_PLAIN["architecture"],
+                                           unlearning_policy={"approximate_method": "finetune"})
     trainings = [model_train(model=mnist_model, dataset=datasets["mnist"], recipe_config=MNIST_SISA),
-                 model_train(model=bc_model, dataset=datasets["breast_cancer"], recipe_config=BC_PLAIN)]
+                 model_train(model=bc_model, dataset=datasets["breast_cancer"], recipe_config=BC_PLAIN),
+                 model_train(model=legacy_model, dataset=datasets["breast_cancer"],
+                             recipe_config={**BC_PLAIN, "seed": BC_PLAIN.get("seed", 0) + 1})]
     wait_jobs(trainings, lambda job: f"train {job.registered_model.name}")
     versions = {}
     for job in trainings:
@@ -230,7 +236,8 @@ def _run(args, port: int, started_demo: float) -> int:
         metrics = job.result_version.metrics
         say(f"  {job.registered_model.name} v1: {job.result.get('members')} training records in its lineage, "
             f"test accuracy {metrics.get('test_accuracy', metrics.get('accuracy', 'n/a'))}")
-    shadow_jobs = [shadow_models_train(version=v, count=args.shadows) for v in versions.values()]
+    shadow_jobs = [shadow_models_train(version=v, count=args.shadows) for v in versions.values()
+                   if v.model_id != legacy_model.id]  # withdrawn, never audited
     wait_jobs(shadow_jobs, lambda job: f"{args.shadows} shadows of {job.registered_model.name}")
 
     say("\n== 4. API clients")
@@ -355,6 +362,13 @@ def _follow(base: str, request_ids: dict[str, str], dpos, serving) -> dict[str, 
 
 
 ENDED = ("COMPLETED", "CLOSED_RISK_ACCEPTED", "FAILED", "REJECTED", "CANCELLED")
+# The DPO's written reasons for accepting a result that does not confirm erasure, by guarantee class.
+RISK_REASONS = {
+    "exact": ("{method} is exact: the new version was trained only on data without the records; the per-record "
+              "sanity check could not confirm it. Accepted until the platform's replay check is available."),
+    "suppressed": ("{method}: the output filter holds its calibrated leak bound, but the weights still hold the "
+                   "data (suppression, not erasure). Accepted until the model is retrained without the records."),
+}
 
 
 def _deploy_pending(base: str, serving) -> None:
@@ -367,14 +381,21 @@ def _deploy_pending(base: str, serving) -> None:
 
 
 def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) -> None:
-    """The DPO's decisions on results whose audit did not pass. A FAIL or an inconclusive
+    """The DPO's decisions. A model being retired is withdrawn (Art. 18) and erased as soon as the
+    request is approved. On results whose audit did not pass: a FAIL or an inconclusive
     approximate result is escalated to an exact retrain; a FAIL after that retrain withdraws the
-    model (Art. 18); what stays inconclusive after an exact method has its residual risk accepted
-    by two DPO users, with the reason in writing."""
+    model; what stays inconclusive after an exact method (or is only suppressed) has its residual
+    risk accepted by two DPO users, with the reason in writing."""
     dpo, second_dpo = dpos
     url = f"{base}/api/v1/deletion-requests/{request_id}"
     for outcome in state["outcomes"]:
         key = (request_id, outcome["model_version_id"])
+        if outcome["model"].startswith("breast-cancer-legacy-") and outcome["status"] != "withdrawn":
+            bar.write(f"  {outcome['model']} is being retired: the DPO withdraws it from serving and has it erased")
+            dpo.post(f"{url}/withdraw-model/", json={"model_version_id": outcome["model_version_id"],
+                                                      "reason": "model retired: withdrawn and erased, not unlearned"},
+                     timeout=30).raise_for_status()
+            continue
         if outcome["status"] not in ("audit_failed", "awaiting_decision"):
             continue
         verdict, name = outcome["verdict"], outcome["model"]
@@ -395,10 +416,9 @@ def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) 
             else:
                 response.raise_for_status()
         elif not outcome["risk_acceptance"].get("confirmed_by"):
-            reason = (f"{outcome['method']} is exact: the new version was trained only on data without the "
-                      "records; the per-record sanity check could not confirm it. Accepted until the "
-                      "platform's replay check is available.")
-            bar.write(f"  audit {verdict} on {name} ({outcome['method']}): two DPO users accept the residual risk")
+            reason = RISK_REASONS.get(outcome["guarantee_class"], RISK_REASONS["exact"]).format(method=outcome["method"])
+            what = "suppression" if outcome["guarantee_class"] == "suppressed" else "the residual risk"
+            bar.write(f"  audit {verdict} on {name} ({outcome['method']}): two DPO users accept {what}")
             body = {"model_version_id": outcome["model_version_id"], "reason": reason}
             dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
             second_dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()

@@ -15,6 +15,9 @@ class GuaranteeText:
 
     name: str
     title: str
+    # What was done to the model, in the words the report and the admin label each action with:
+    # a removal (exact or approximate) or a suppression, which never counts as erasure.
+    action: str
     promises: str
     does_not_promise: str
     evidence: str
@@ -24,6 +27,7 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
     "exact": GuaranteeText(
         name="exact",
         title="Exact deletion",
+        action="removal (exact)",
         promises=(
             "The new model was computed only from data that never contained the records. It is "
             "the model the company would have had if the records had never been collected. "
@@ -43,6 +47,7 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
     "dp_bounded": GuaranteeText(
         name="dp_bounded",
         title="Bounded influence (differential privacy)",
+        action="bounded influence, no removal",
         promises=(
             "The model was trained with a mathematical limit on how much any one record can "
             "change it. For this person's records together the limit is the stated (epsilon, "
@@ -62,6 +67,7 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
     "approximate": GuaranteeText(
         name="approximate",
         title="Approximate unlearning, statistically tested",
+        action="removal (approximate)",
         promises=(
             "The model was changed to remove the records' influence, and statistical tests found "
             "it indistinguishable from models that never saw the records, within the stated "
@@ -83,6 +89,7 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
     "suppressed": GuaranteeText(
         name="suppressed",
         title="Suppressed at output",
+        action="suppression, not erasure: the weights still hold the data",
         promises=(
             "The model's answers pass through a filter that blocks this person's data. The "
             "filter was measured on test prompts: its leak rate is below the stated rate, except "

@@ -145,3 +145,34 @@ def test_an_inconclusive_result_can_be_escalated_to_an_exact_retrain(inconclusiv
     retrain = Job.objects.get(kind="unlearn", method="retrain")
     assert retrain.source_version_id == trained["version"].id  # the parent was kept for this
     assert ModelVersion.objects.get(pk=new.id).status == "purged"  # the inconclusive result is destroyed
+
+
+def test_a_guard_that_holds_its_bound_is_suppression_not_erasure(api_client_for, trained):
+    """A PASS of the verifier guard confirms the filter, not erasure: the weights still hold the
+    data, so the request waits for the DPO, and accepting suppression closes it, never COMPLETED."""
+    from deletion.report_data import report_data
+    from models_registry.services import model_version_create
+
+    alice, bob = api_client_for("dpo", name="alice"), api_client_for("dpo", name="bob")
+    request_id = _create(alice).json()["id"]
+    alice.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    alice.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    ModelOutcome.objects.update(method="verifier_guard", guarantee_class="suppressed")
+    Job.objects.filter(kind="unlearn").update(method="verifier_guard", guarantee_class="suppressed")
+    guarded = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                                   parent=trained["version"])
+    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), guarded, verdict="PASS")
+    outcome = ModelOutcome.objects.get()
+    assert (outcome.verdict, outcome.status) == ("PASS", "awaiting_decision")
+    assert api_client_for("ml_engineer").get("/api/v1/deployments/pending/").json() == []
+
+    body = {"model_version_id": trained["version"].id, "reason": "suppression until the next retrain"}
+    alice.post(f"/api/v1/deletion-requests/{request_id}/accept-risk/", body, format="json")
+    bob.post(f"/api/v1/deletion-requests/{request_id}/accept-risk/", body, format="json")
+    bob.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": guarded.id},
+             format="json")
+    _run_report_job(request_id)
+    request = DeletionRequest.objects.get()
+    assert request.status == RequestStatus.CLOSED_RISK_ACCEPTED
+    [entry] = report_data(request=request)["model_versions"]
+    assert entry["guarantee"]["action"] == "suppression, not erasure: the weights still hold the data"
