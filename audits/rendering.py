@@ -405,9 +405,12 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         for row, entry in enumerate(report["model_versions"], start=1):
             verdict = entry["verdict"]["verdict"]
             action = entry["guarantee"].get("action")
-            rows.append([_p(_model_name(entry), styles["cell"]),
-                         _p(entry["guarantee"]["title"] + (f": {action}" if action else ""), styles["cell"]),
-                         _p(verdict, styles["cell_bold"])])
+            what = entry["guarantee"]["title"] + (f": {action}" if action else "")
+            result = verdict
+            if entry["outcome"] in SETTLED_WITHOUT_UNLEARNING:  # nothing was unlearned: say what happened
+                what, result = SETTLED_WITHOUT_UNLEARNING[entry["outcome"]], entry["outcome"].upper()
+            rows.append([_p(_model_name(entry), styles["cell"]), _p(what, styles["cell"]),
+                         _p(result, styles["cell_bold"])])
             extra.append(("TEXTCOLOR", (2, row), (2, row), VERDICT_COLOURS[verdict][0]))
         story += [_p("Results per model", styles["h2"]),
                   _table(rows, [70 * mm, TEXT_WIDTH - 105 * mm, 35 * mm], extra=extra)]

@@ -70,6 +70,7 @@ def test_results_are_stated_plainly(rendered):
             "PASS.") in " ".join(first.split())
     assert ("support-assistant, version 2: withdrawn from serving (GDPR Art. 18) and erased: its copies that "
             "held the records were destroyed (section 2).") in " ".join(first.split())
+    assert "WITHDRAWN" in first  # the results table names what happened, not a verdict of an unlearning
     assert "Result: INCONCLUSIVE" in text and "This is NOT a confirmation of erasure." in " ".join(text.split())
     assert "Result: FAIL" in text
     # Nothing claims the data were forgotten (the approximate class's text says it will not).
