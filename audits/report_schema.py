@@ -456,13 +456,16 @@ STANDARD_LIMITATIONS: tuple[str, ...] = (
 )
 
 
-def guarantee_entry(guarantee_class: str) -> GuaranteeEntry:
+def guarantee_entry(guarantee_class: str, method: str | None = None) -> GuaranteeEntry:
     """The plain-words text of a guarantee class as the report stores it (``ValueError`` if
-    the class is unknown)."""
+    the class is unknown); a ``method`` whose declaration states a narrower promise (S3T) gets that."""
     from audits.checks.guarantees import guarantee_text
+    from workers.unlearning.catalogue import METHOD_SPECS
 
     text = guarantee_text(guarantee_class)
-    return {"guarantee_class": text.name, "title": text.title, "action": text.action, "promises": text.promises,
+    promise = METHOD_SPECS.get(method).promise if method in METHOD_SPECS else None
+    return {"guarantee_class": text.name, "title": text.title, "action": text.action,
+            "promises": promise or text.promises,
             "does_not_promise": text.does_not_promise, "evidence": text.evidence}
 
 

@@ -157,12 +157,12 @@ def _model_entry(outcome) -> dict:
         "new_version": new.version if new else None,
         "outcome": outcome.status,
         "method": outcome.method,
-        "guarantee": guarantee_entry(outcome.guarantee_class),
+        "guarantee": guarantee_entry(outcome.guarantee_class, outcome.method),
         "old_artifact_sha256": version.artifact_sha256,
         "new_artifact_sha256": new.artifact_sha256 if new else None,
         "code_version": (job.result.get("code_version") if job and job.result else None) or _code_version(),
         "shadow_model_count": int(audit.get("shadow_models", 0)),
-        "metrics": _metrics(audit),
+        "metrics": _metrics(audit) + _kept_data_metric(job),
         "roc_curves": roc_curves,
         "score_histograms": None if not histograms else {
             "score": "LiRA score: log-odds of the model's confidence in the true label (higher looks more like a member)",
@@ -181,6 +181,19 @@ def _model_entry(outcome) -> dict:
         entry["risk_acceptance"] = {key: str(outcome.risk_acceptance[key]) for key in (
             "reason", "proposed_by", "proposed_at", "confirmed_by", "confirmed_at")}
     return entry
+
+
+def _kept_data_metric(job) -> list[dict]:
+    """For a method that serves a model trained on less than the kept data (S3T deactivation): how
+    many of the kept records it still learned from, against all of them (what a retrain uses)."""
+    details = ((job.result or {}).get("unlearning") or {}).get("details") or {} if job else {}
+    if "kept_records_served" not in details:
+        return []
+    return [{"name": "Kept records the served model learned from",
+             "description": "before: every kept record (what a retrain on the kept data learns from); "
+                            "after: those in the slices of the adapters still in service",
+             "before": int(details["kept_records"]), "after": int(details["kept_records_served"]),
+             "reference": None}]
 
 
 def _verdict_entry(verdict_data: dict) -> dict:

@@ -176,3 +176,27 @@ def test_a_guard_that_holds_its_bound_is_suppression_not_erasure(api_client_for,
     assert request.status == RequestStatus.CLOSED_RISK_ACCEPTED
     [entry] = report_data(request=request)["model_versions"]
     assert entry["guarantee"]["action"] == "suppression, not erasure: the weights still hold the data"
+
+
+def test_an_s3t_result_promises_only_what_is_true_and_says_how_much_kept_data_it_learned_from(api_client_for,
+                                                                                               trained):
+    from deletion.report_data import report_data
+    from models_registry.services import model_version_create
+
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    ModelOutcome.objects.update(method="s3t")
+    job = Job.objects.get(kind="unlearn")
+    Job.objects.filter(pk=job.pk).update(method="s3t", result={"unlearning": {"details": {
+        "kept_records": 1433, "kept_records_served": 274}}})
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(job, new, verdict="PASS")
+    [entry] = report_data(request=DeletionRequest.objects.get())["model_versions"]
+    promise = entry["guarantee"]["promises"]
+    assert "It is NOT the model a retrain on the kept data would give" in promise
+    assert "the model the company would have had" not in promise
+    row = next(m for m in entry["metrics"] if m["name"] == "Kept records the served model learned from")
+    assert (row["before"], row["after"]) == (1433, 274)

@@ -298,6 +298,11 @@ class S3TDeactivation:
     deactivated: list[AdapterId]
     serving: dict[int, tuple[int, int]]  # shard -> (ordering, active adapters)
     shards_out: list[int]
+    # What the served model still learned from: of the kept records (the original membership
+    # without the forgotten ones), those in slices an active adapter was trained on. A retrain on
+    # the kept data would learn from all of them.
+    kept_records: int = 0
+    kept_records_served: int = 0
 
 
 def s3t_deactivate(run: TrainingRun, forget_keys: Iterable[str]) -> S3TDeactivation:
@@ -348,11 +353,15 @@ def s3t_deactivate(run: TrainingRun, forget_keys: Iterable[str]) -> S3TDeactivat
         row for row in run.membership
         if row.record_key not in forget and row.slice in covered.get(row.shard, set())
     ]
+    served = {shard: set(orderings[o][:length]) for shard, (o, length) in active.items()}
+    kept = [row for row in run.membership if row.record_key not in forget]
+    kept_served = sum(1 for row in kept if row.slice in served.get(row.shard, set()))
     new_ensemble = S3TEnsemble(config, ensemble.base_state, adapters, active).eval()
     new_run = TrainingRun(recipe=run.recipe, config=run.config, model=new_ensemble,
                           membership=membership,
                           metrics={**run.metrics, "adapters": len(adapters)})
-    return S3TDeactivation(new_run, members, not_members, sorted(deactivated), active, shards_out)
+    return S3TDeactivation(new_run, members, not_members, sorted(deactivated), active, shards_out,
+                           kept_records=len(kept), kept_records_served=kept_served)
 
 
 def _prefix_length(adapters: dict[AdapterId, Any], shard: int, ordering: int) -> int:

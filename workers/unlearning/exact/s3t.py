@@ -30,4 +30,7 @@ class S3TUnlearning(ExactMethod, name="s3t"):
             "adapters_deactivated": [adapter_name(a) for a in outcome.deactivated],
             "serving": {str(s): {"ordering": o, "active_adapters": n} for s, (o, n) in sorted(outcome.serving.items())},
             "shards_out": outcome.shards_out,
+            # Not what a retrain would give: the served model learned from fewer of the kept records.
+            "kept_records": outcome.kept_records,
+            "kept_records_served": outcome.kept_records_served,
         }

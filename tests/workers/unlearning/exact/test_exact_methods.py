@@ -288,6 +288,12 @@ def test_s3t_no_active_adapter_saw_the_record_and_kept_adapters_equal_a_clean_tr
     # and is served. Every adapter from slice 1's position on is deactivated and reported.
     assert model.active[0] == (1, 2) and model.active[1] == (0, 3)
     assert result.details["adapters_deactivated"] == ["s0o0p1", "s0o0p2", "s0o1p2"]
+    # What it still learned from: the kept records of the slices its active adapters saw (shard 0
+    # serves slices 2 and 0 of ordering 1; shard 1 all three), fewer than a retrain would use.
+    kept = [row for row in run.membership if row.record_key != forgotten]
+    served = sum(1 for row in kept if row.shard == 1 or row.slice in (0, 2))
+    assert (result.details["kept_records"], result.details["kept_records_served"]) == (len(kept), served)
+    assert served < len(kept)
     assert set(model.adapters) == set(run.model.adapters) - {(0, 0, 1), (0, 0, 2), (0, 1, 2)}
     # Proof by recomputation: an S3T run trained without the record has the same kept adapters
     # (they never saw slice 1 of shard 0), while the deactivated ones differ.
