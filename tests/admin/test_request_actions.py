@@ -356,3 +356,34 @@ def test_ledger_is_read_only_for_everyone(client_for, trained):
         assert bytes(event.hash).hex() in detail and 'type="submit" value="Save"' not in detail
         assert browser.post(f"/admin/ledger/ledgerevent/{event.seq}/delete/").status_code == 403
     assert client_for("charlie").get("/admin/ledger/ledgerevent/").status_code == 403
+
+
+def test_two_dpo_users_accept_a_residual_risk_on_the_request_page(client_for, cast, trained):
+    from django.contrib.auth.models import Group, User
+
+    from tests.admin.conftest import PASSWORD
+
+    request = make_request()
+    alice = client_for("alice")
+    post(alice, request, "approve")
+    finish_job(request.outcomes.get(), trained, verdict="INCONCLUSIVE")
+    page = alice.get(page_url(request)).content.decode()
+    assert "Accept the residual risk" in page and "Escalate: exact retrain" in page
+    version_id = trained["version"].id
+    assert post(alice, request, "accept_risk", {"model_version_id": version_id, "reason": ""}) == [
+        "accept_risk: a reason is required"]
+    assert post(alice, request, "accept_risk", {"model_version_id": version_id, "reason": "too costly"}) == [
+        "Residual risk: recorded (a second DPO user confirms it) or confirmed."]
+    # The same user cannot confirm their own acceptance: the page offers her nothing more.
+    assert "Confirm: accept the residual risk" not in alice.get(page_url(request)).content.decode()
+    assert post(alice, request, "accept_risk", {"model_version_id": version_id, "reason": "too costly"})[0].startswith(
+        "accept_risk: user:alice proposed accepting this risk; a second DPO user must confirm it")
+    dora = User.objects.create_user("dora", "dora@example.org", PASSWORD, is_staff=True)
+    dora.groups.add(Group.objects.get(name="dpo"))
+    second = client_for("alice").__class__()
+    second.force_login(dora)
+    assert "Confirm: accept the residual risk" in second.get(page_url(request)).content.decode()
+    post(second, request, "accept_risk", {"model_version_id": version_id, "reason": ""})
+    outcome = request.outcomes.get()
+    assert outcome.risk_acceptance["confirmed_by"] == "user:dora" and outcome.status == "awaiting_deployment"
+    assert "residual risk accepted by user:alice and user:dora" in second.get(page_url(request)).content.decode()
