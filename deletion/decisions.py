@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audits.checks.registry import audit_cannot_confirm
 from audits.runner import older_copies_purge
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
 from deletion.models import (
@@ -25,7 +26,7 @@ from deletion.transitions import S, actor_name, transition
 from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
-from models_registry.models import ModelVersion, VersionStatus
+from models_registry.models import ModelVersion, Task, VersionStatus
 from workers.jobs import job_cancel, job_create, versions_held
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
@@ -51,6 +52,11 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "status": version.status, "method": method, "guarantee_class": guarantee,
             "records": len(record_ids), "record_ids": record_ids,
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
+            # Said before the method runs: where the audit cannot confirm erasure, the request will
+            # wait for the DPO's decision whatever the method achieves.
+            "audit_cannot_confirm": audit_cannot_confirm(
+                guarantee_class=guarantee,
+                model_kind="language_model" if version.model.task == Task.LANGUAGE_MODELING else "classifier"),
         })
     summary = {
         "records": len(scope.record_ids), "records_by_dataset": scope.records_by_dataset,

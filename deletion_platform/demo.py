@@ -292,6 +292,9 @@ def _run(args, port: int, started_demo: float) -> int:
         plan = verified.json()["plan"]
         steps = ", ".join(f"{p['model']}: {p['method']} ({p['guarantee_class']})" for p in plan) or "nothing holds the data"
         say(f"  scoped {request_id[:8]}: {verified.json()['scope']['records']} records; plan: {steps}")
+        for step in plan:  # said before the method runs
+            if step.get("audit_cannot_confirm"):
+                say(f"    {step['model']}: {step['audit_cannot_confirm']}")
         dpo.post(f"{base}/api/v1/deletion-requests/{request_id}/approve/", json={}, timeout=60).raise_for_status()
     finished = _follow(base, request_ids, (dpo, second_dpo), serving)
 

@@ -105,3 +105,22 @@ def run_checks(evidence: Evidence) -> list[CheckResult]:
         if arguments is not None:
             results.append(check.run(**arguments))
     return results
+
+
+def audit_cannot_confirm(*, guarantee_class: str, model_kind: ModelKind) -> str | None:
+    """Why an audit of a ``guarantee_class`` result on a ``model_kind`` model cannot end PASS and so
+    cannot confirm erasure, in plain words for the plan (shown before the method runs), or None
+    when it can. Read off the registry: an approximate PASS needs every check whose spec says so,
+    and a check the audit runner never runs on this kind of model can never be there."""
+    if guarantee_class == "suppressed":
+        return ("suppression is not erasure: the weights keep the data, so the DPO decides whether to "
+                "accept it (or choose an exact method)")
+    if guarantee_class != "approximate":
+        return None
+    missing = [CHECKS.get(name).spec.needed_for_approximate_pass for name in CHECKS
+               if CHECKS.get(name).spec.needed_for_approximate_pass
+               and model_kind not in CHECKS.get(name).spec.applies_to]
+    if not missing:
+        return None
+    return ("this audit cannot confirm erasure here (" + "; ".join(missing) + "): choose an exact method "
+            "or expect a decision by the DPO")

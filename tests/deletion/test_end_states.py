@@ -200,3 +200,27 @@ def test_an_s3t_result_promises_only_what_is_true_and_says_how_much_kept_data_it
     assert "the model the company would have had" not in promise
     row = next(m for m in entry["metrics"] if m["name"] == "Kept records the served model learned from")
     assert (row["before"], row["after"]) == (1433, 274)
+
+
+def test_the_plan_says_before_the_method_runs_when_the_audit_cannot_confirm_erasure(api_client_for, trained):
+    from audits.checks.registry import audit_cannot_confirm
+
+    # An approximate classifier result cannot PASS while the runner never runs the equivalence test
+    # (TOST) its PASS needs; exact can; a guard never confirms erasure.
+    approximate = audit_cannot_confirm(guarantee_class="approximate", model_kind="classifier")
+    assert approximate.startswith("this audit cannot confirm erasure here (no aggregate metric was tested")
+    assert audit_cannot_confirm(guarantee_class="exact", model_kind="classifier") is None
+    assert "suppression is not erasure" in audit_cannot_confirm(guarantee_class="suppressed",
+                                                                 model_kind="language_model")
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
+    [step] = scoped["plan"]
+    assert (step["method"], step["audit_cannot_confirm"]) == ("sisa", None)
+    trained["model"].training_recipe = "plain"
+    trained["model"].unlearning_policy = {"approximate_method": "finetune"}
+    trained["model"].save()
+    request_id = _create(dpo, key="k2").json()["id"]
+    scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
+    [step] = scoped["plan"]
+    assert (step["method"], step["audit_cannot_confirm"]) == ("finetune", approximate)
