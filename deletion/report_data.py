@@ -26,6 +26,13 @@ _NOT_UNLEARNED = {
 }
 
 
+# No independent replay of exact methods exists yet (the next step of the end-states issue): the
+# report says what an exact verdict then rests on.
+NO_REPLAY_NOTE = ("No independent replay recomputed this version: that it never saw the records rests on the "
+                  "platform's execution record (the unlearning job's record of what it trained on and the "
+                  "lineage rows it wrote), not on a second computation a reader could check.")
+
+
 def _event_time(timeline: list[dict], event: str) -> str | None:
     return next((e["at"] for e in timeline if e["event"] == event), None)
 
@@ -143,6 +150,8 @@ def _model_entry(outcome) -> dict:
                    "reasons": ["the data were not removed from this model"], "warnings": [], "notes": []}
     else:
         verdict = _verdict_entry(verdict_data)
+        if outcome.guarantee_class == "exact":
+            verdict["notes"].append(NO_REPLAY_NOTE)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:

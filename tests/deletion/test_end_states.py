@@ -116,6 +116,7 @@ def _pdf_text(data: dict, tmp_path) -> str:
 
 
 def test_a_passed_result_cannot_have_its_risk_accepted(api_client_for, trained):
+    from deletion.report_data import NO_REPLAY_NOTE, report_data
     from models_registry.services import model_version_create
 
     dpo = api_client_for("dpo")
@@ -125,13 +126,13 @@ def test_a_passed_result_cannot_have_its_risk_accepted(api_client_for, trained):
     new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
                                parent=trained["version"])
     _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict="PASS")
+    # Until a replay exists the report says what the exact verdict rests on.
+    assert NO_REPLAY_NOTE in report_data(request=DeletionRequest.objects.get())["model_versions"][0]["verdict"]["notes"]
     refused = dpo.post(f"/api/v1/deletion-requests/{request_id}/accept-risk/",
                        {"model_version_id": trained["version"].id, "reason": "x"}, format="json")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "illegal_transition"
     dpo.post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/", {"new_version_id": new.id}, format="json")
     _run_report_job(request_id)
-    from deletion.report_data import report_data
-
     assert DeletionRequest.objects.get().status == RequestStatus.COMPLETED
     assert report_data(request=DeletionRequest.objects.get())["end_state"]["status"] == "COMPLETED"
 
