@@ -205,7 +205,7 @@ def outcome_risk_accept(*, request: DeletionRequest, actor, model_version_id: in
     purge = {}
     if outcome.new_version is not None:
         purge = older_copies_purge(source=outcome.new_version.parent, record_ids=outcome.record_ids,
-                                   keep_versions=versions_held(outcome.audit_job) if outcome.audit_job else set())
+                                   keep_versions=versions_held(outcome.audit_job or outcome.job))
         outcome.audit = {**outcome.audit, **purge, "purge_waits_for_decision": False}
         outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
     else:  # the method could not make a version: the model as it is stays in service

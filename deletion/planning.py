@@ -83,16 +83,3 @@ def request_end_state(request: DeletionRequest) -> str:
     if any(o.risk_acceptance.get("confirmed_by") for o in request.outcomes.all()):
         return RequestStatus.CLOSED_RISK_ACCEPTED
     return RequestStatus.COMPLETED
-
-
-END_STATE_MEANING = {
-    RequestStatus.COMPLETED: (
-        "Erasure is confirmed: every affected model passed its audit, or was withdrawn from serving or kept "
-        "under a legal hold as this report states per model, and the stored records and copies listed were "
-        "deleted. The company may rely on this report as its evidence that the person's data were erased."),
-    RequestStatus.CLOSED_RISK_ACCEPTED: (
-        "Erasure is NOT confirmed for the models this report names under 'Residual risk accepted': their "
-        "audit could not show that they forgot the data. Two DPO users accepted that residual risk in "
-        "writing, for the reason given. For those models the company's position rests on that documented "
-        "decision, not on evidence of erasure; a supervisory authority or court may assess it differently."),
-}

@@ -10,8 +10,8 @@ from __future__ import annotations
 from django.utils import timezone
 
 from audits.report_schema import SCHEMA_VERSION, STANDARD_LIMITATIONS, guarantee_entry
-from deletion.models import DeletionRequest, LegalGround, OutcomeStatus
-from deletion.planning import END_STATE_MEANING, request_end_state
+from deletion.models import DeletionRequest, LegalGround, OutcomeStatus, RequestStatus
+from deletion.planning import request_end_state
 from deletion.selectors import request_timeline
 
 _METRIC_LABELS = {
@@ -23,6 +23,20 @@ _NOT_UNLEARNED = {
     OutcomeStatus.HELD: "Not unlearned: the model is under a legal hold ({reason}).",
     OutcomeStatus.WITHDRAWN: "Not unlearned: the model was withdrawn from serving (GDPR Art. 18) and its copies "
                              "that held the records destroyed, as listed in section 2 ({reason}).",
+}
+
+
+# What each end state means for the company's position, in the words the report's first page uses.
+END_STATE_MEANING = {
+    RequestStatus.COMPLETED: (
+        "Erasure is confirmed: every affected model passed its audit, or was withdrawn from serving or kept "
+        "under a legal hold as this report states per model, and the stored records and copies listed were "
+        "deleted. The company may rely on this report as its evidence that the person's data were erased."),
+    RequestStatus.CLOSED_RISK_ACCEPTED: (
+        "Erasure is NOT confirmed for the models this report names under 'Residual risk accepted': their "
+        "audit could not show that they forgot the data. Two DPO users accepted that residual risk in "
+        "writing, for the reason given. For those models the company's position rests on that documented "
+        "decision, not on evidence of erasure; a supervisory authority or court may assess it differently."),
 }
 
 
@@ -146,7 +160,11 @@ def _model_entry(outcome) -> dict:
     job = outcome.job
     verdict_data = audit.get("verdict") or {}
     if outcome.status in _NOT_UNLEARNED:
-        verdict = {"verdict": "INCONCLUSIVE", "rule": _NOT_UNLEARNED[outcome.status].format(reason=outcome.hold_reason),
+        rule = _NOT_UNLEARNED[outcome.status].format(reason=outcome.hold_reason)
+        if (audit.get("withdrawal") or {}).get("copies_remain"):
+            rule += (" Copies that another open request still builds on were kept for now; they are "
+                     "destroyed when that request ends.")
+        verdict = {"verdict": "INCONCLUSIVE", "rule": rule,
                    "reasons": ["the data were not removed from this model"], "warnings": [], "notes": []}
     else:
         verdict = _verdict_entry(verdict_data)

@@ -20,30 +20,29 @@ from workers.models import Job
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def trained(db):
-    from tests import factories
+def _audited(dpo, trained, verdict: str, **unlearned_with) -> tuple[str, object]:
+    """A request by ``dpo`` verified and approved, its unlearning job (``unlearned_with``: the method,
+    class or result it ran with) finished with a new version whose audit gave ``verdict``.
+    Returns (request id, the new version)."""
+    from models_registry.services import model_version_create
 
-    ds = factories.dataset()
-    factories.import_records(ds, [{"record_key": f"r{i}", "content": f"c{i}", "email": f"p{i % 3}@example.org"}
-                                  for i in range(9)])
-    model = factories.registered_model(recipe="sisa")
-    run, version = factories.trained_version(model, ds, [(f"r{i}", i % 2, 0) for i in range(9)])
-    return dict(ds=ds, model=model, version=version)
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    if unlearned_with:
+        ModelOutcome.objects.update(**{k: v for k, v in unlearned_with.items() if k != "result"})
+        Job.objects.filter(kind="unlearn").update(**unlearned_with)
+    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
+                               parent=trained["version"])
+    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict=verdict)
+    return request_id, new
 
 
 @pytest.fixture
 def inconclusive(api_client_for, trained):
     """A request whose one model's audit came back INCONCLUSIVE. Returns (dpo client, request id, new version)."""
-    from models_registry.services import model_version_create
-
     dpo = api_client_for("dpo", name="alice")
-    request_id = _create(dpo).json()["id"]
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                               parent=trained["version"])
-    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict="INCONCLUSIVE")
+    request_id, new = _audited(dpo, trained, "INCONCLUSIVE")
     return dpo, request_id, new
 
 
@@ -117,15 +116,9 @@ def _pdf_text(data: dict, tmp_path) -> str:
 
 def test_a_passed_result_cannot_have_its_risk_accepted(api_client_for, trained):
     from deletion.report_data import NO_REPLAY_NOTE, report_data
-    from models_registry.services import model_version_create
 
     dpo = api_client_for("dpo")
-    request_id = _create(dpo).json()["id"]
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                               parent=trained["version"])
-    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), new, verdict="PASS")
+    request_id, new = _audited(dpo, trained, "PASS")
     # Until a replay exists the report says what the exact verdict rests on.
     assert NO_REPLAY_NOTE in report_data(request=DeletionRequest.objects.get())["model_versions"][0]["verdict"]["notes"]
     refused = dpo.post(f"/api/v1/deletion-requests/{request_id}/accept-risk/",
@@ -152,17 +145,9 @@ def test_a_guard_that_holds_its_bound_is_suppression_not_erasure(api_client_for,
     """A PASS of the verifier guard confirms the filter, not erasure: the weights still hold the
     data, so the request waits for the DPO, and accepting suppression closes it, never COMPLETED."""
     from deletion.report_data import report_data
-    from models_registry.services import model_version_create
 
     alice, bob = api_client_for("dpo", name="alice"), api_client_for("dpo", name="bob")
-    request_id = _create(alice).json()["id"]
-    alice.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    alice.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    ModelOutcome.objects.update(method="verifier_guard", guarantee_class="suppressed")
-    Job.objects.filter(kind="unlearn").update(method="verifier_guard", guarantee_class="suppressed")
-    guarded = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                                   parent=trained["version"])
-    _finish_unlearning_and_audit(Job.objects.get(kind="unlearn"), guarded, verdict="PASS")
+    request_id, guarded = _audited(alice, trained, "PASS", method="verifier_guard", guarantee_class="suppressed")
     outcome = ModelOutcome.objects.get()
     assert (outcome.verdict, outcome.status) == ("PASS", "awaiting_decision")
     assert api_client_for("ml_engineer").get("/api/v1/deployments/pending/").json() == []
@@ -182,19 +167,9 @@ def test_a_guard_that_holds_its_bound_is_suppression_not_erasure(api_client_for,
 def test_an_s3t_result_promises_only_what_is_true_and_says_how_much_kept_data_it_learned_from(api_client_for,
                                                                                                trained):
     from deletion.report_data import report_data
-    from models_registry.services import model_version_create
 
-    dpo = api_client_for("dpo")
-    request_id = _create(dpo).json()["id"]
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
-    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
-    ModelOutcome.objects.update(method="s3t")
-    job = Job.objects.get(kind="unlearn")
-    Job.objects.filter(pk=job.pk).update(method="s3t", result={"unlearning": {"details": {
-        "kept_records": 1433, "kept_records_served": 274}}})
-    new = model_version_create(model=trained["model"], artifact_sha256="9" * 64, training_run=None,
-                               parent=trained["version"])
-    _finish_unlearning_and_audit(job, new, verdict="PASS")
+    _audited(api_client_for("dpo"), trained, "PASS", method="s3t",
+             result={"unlearning": {"details": {"kept_records": 1433, "kept_records_served": 274}}})
     [entry] = report_data(request=DeletionRequest.objects.get())["model_versions"]
     promise = entry["guarantee"]["promises"]
     assert "It is NOT the model a retrain on the kept data would give" in promise
@@ -225,3 +200,20 @@ def test_the_plan_says_before_the_method_runs_when_the_audit_cannot_confirm_eras
     scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
     [step] = scoped["plan"]
     assert (step["method"], step["audit_cannot_confirm"]) == ("finetune", approximate)
+
+
+def test_a_withdrawal_whose_copies_wait_for_another_request_says_so(api_client_for, trained):
+    from deletion.report_data import report_data
+
+    dpo = api_client_for("dpo")
+    request_id, _ = _audited(dpo, trained, "FAIL")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/withdraw-model/",
+             {"model_version_id": trained["version"].id, "reason": "retired"}, format="json")
+    outcome = ModelOutcome.objects.get()
+    assert outcome.audit["withdrawal"]["copies_remain"] is False  # nothing else builds on it
+    rule = report_data(request=DeletionRequest.objects.get())["model_versions"][0]["verdict"]["rule"]
+    assert "were kept for now" not in rule
+    outcome.audit = {**outcome.audit, "withdrawal": {"purge_deferred": [], "copies_remain": True}}
+    outcome.save(update_fields=["audit"])
+    rule = report_data(request=DeletionRequest.objects.get())["model_versions"][0]["verdict"]["rule"]
+    assert "Copies that another open request still builds on were kept for now" in rule

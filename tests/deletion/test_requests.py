@@ -58,16 +58,6 @@ def _approved_then_failed(dpo, trained) -> tuple[str, Job, object]:
     return request_id, job, failed
 
 
-@pytest.fixture
-def trained(db):
-    ds = factories.dataset()
-    factories.import_records(ds, [{"record_key": f"r{i}", "content": f"c{i}", "email": f"p{i % 3}@example.org"}
-                                  for i in range(9)])
-    model = factories.registered_model(recipe="sisa")
-    run, version = factories.trained_version(model, ds, [(f"r{i}", i % 2, 0) for i in range(9)])
-    return dict(ds=ds, model=model, version=version)
-
-
 def _create(client, body=BODY, key="k1"):
     return client.post("/api/v1/deletion-requests/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
