@@ -125,6 +125,13 @@ class TrainingRecipe(ABC):
     def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
         """Rebuild a stored run (model, membership) from its manifest."""
 
+    @classmethod
+    def comparable_state(cls, run: TrainingRun) -> dict[str, torch.Tensor]:
+        """Every tensor that decides what ``run`` serves and what a later deletion starts from, by
+        name, on the CPU: what a bit-for-bit replay compares. By default the model's state dict;
+        recipes that keep checkpoints or adapters beside it add them."""
+        return {f"model/{k}": v.detach().cpu() for k, v in run.model.state_dict().items()}
+
 
 RECIPES: Registry[type[TrainingRecipe]] = Registry("training recipe")
 

@@ -50,3 +50,48 @@ def deterministic(seed: int | None = None) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         torch.backends.cudnn.benchmark = previous_cudnn
+
+
+def training_environment(device: str | torch.device) -> dict[str, object]:
+    """What a bit-for-bit replay of a training step depends on, recorded where it ran: the torch
+    version, the device type (and, on CUDA, the card and the CUDA version), the number of CPU
+    threads and whether deterministic algorithms were on (the recipes switch them on inside
+    :func:`deterministic`; outside it this records the process's setting)."""
+    device = torch.device(device)
+    environment: dict[str, object] = {
+        "torch": torch.__version__,
+        "device_type": device.type,
+        "threads": torch.get_num_threads(),
+        "deterministic_algorithms": True,
+    }
+    if device.type == "cuda":
+        environment["device_name"] = torch.cuda.get_device_name(device)
+        environment["cuda"] = torch.version.cuda
+    return environment
+
+
+REPRODUCED_FIELDS = ("torch", "device_type", "device_name", "cuda")
+
+
+def environment_difference(recorded: dict[str, object] | None, device: str | torch.device) -> str | None:
+    """Why ``recorded`` cannot be reproduced on ``device`` in this process, or None when it can.
+    The thread count is not a difference: a replay sets it (:func:`recorded_threads`)."""
+    if not recorded:
+        return "the producing run recorded no environment"
+    here = training_environment(device)
+    differences = [f"{name} {recorded.get(name)!s} recorded, {here.get(name)!s} here"
+                   for name in REPRODUCED_FIELDS if recorded.get(name) != here.get(name)]
+    return "; ".join(differences) or None
+
+
+@contextlib.contextmanager
+def recorded_threads(threads: object) -> Iterator[None]:
+    """Run the block with the recorded number of torch CPU threads (a reduction's order can
+    depend on it), restoring the previous number after."""
+    previous = torch.get_num_threads()
+    if isinstance(threads, int) and threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

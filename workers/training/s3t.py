@@ -271,6 +271,19 @@ class S3TRecipe(TrainingRecipe, name="s3t"):
                            manifest.extra.get("metrics", {}))
 
 
+    @classmethod
+    def comparable_state(cls, run: TrainingRun) -> dict[str, torch.Tensor]:
+        """The frozen base, every stored adapter (served or a clean prefix a later deletion may
+        fall back on) and which adapters each shard serves."""
+        ensemble: S3TEnsemble = run.model  # type: ignore[assignment]
+        state = {f"base/{k}": v.detach().cpu() for k, v in ensemble.base_state.items()}
+        for adapter, weights in sorted(ensemble.adapters.items()):
+            state.update({f"{adapter_name(adapter)}/{k}": v.detach().cpu() for k, v in weights.items()})
+        state["active"] = torch.tensor([list(ensemble.active.get(s, (0, 0)))
+                                        for s in range(ensemble.config.shards)], dtype=torch.int64)
+        return state
+
+
 def _merge_membership(sinks: list[MembershipSink], orderings: list[list[int]]) -> list[MembershipRow]:
     """One row per record: its shard, the slice id at which it first reached an adapter (stage
     labels of each ordering mapped back to slice ids) and its position from the first ordering

@@ -262,6 +262,21 @@ class SisaRecipe(TrainingRecipe, name="sisa"):
                            manifest.extra.get("metrics", {}))
 
 
+    @classmethod
+    def comparable_state(cls, run: TrainingRun) -> dict[str, torch.Tensor]:
+        """The shard models, and every checkpoint's weights, optimizer state and random state (a
+        later deletion resumes from them), with the shard sizes."""
+        ensemble: SisaEnsemble = run.model  # type: ignore[assignment]
+        state = super().comparable_state(run)
+        for (shard, stage), checkpoint in sorted(ensemble.checkpoints.items()):
+            optimizer_tensors, _ = flatten_state(checkpoint.optimizer)
+            for role, tensors in (("weights", checkpoint.weights), ("optimizer", optimizer_tensors),
+                                  ("rng", checkpoint.rng)):
+                state.update({f"shard{shard}/slice{stage}/{role}/{k}": v.detach().cpu() for k, v in tensors.items()})
+        state["shard_sizes"] = torch.tensor(ensemble.shard_sizes, dtype=torch.int64)
+        return state
+
+
 def store_checkpoint(store: ArtifactStore, run: TrainingRun, shard: int, stage: int,
                      checkpoint: Checkpoint) -> ArtifactRef:
     """One checkpoint as its own artifact, so that an unlearned version shares the unaffected

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from workers.datasets.base import RecordDataset
 from workers.training.base import TrainingRun
+from workers.training.device import training_environment
 from workers.training.membership import as_rows
 from workers.unlearning.base import (
     MethodConfig,
@@ -35,7 +36,9 @@ class ExactMethod(UnlearningMethod):
         run = training_run_of(model, context)
         new_run, steps, details = self.replace(run, forget_keys_of(forget), retain, device=device,
                                                progress=progress)
-        return new_run, self._result(started, device, steps=steps, **details)
+        # What a replay must reproduce to rebuild these weights bit for bit (workers.unlearning.exact.replay).
+        return new_run, self._result(started, device, steps=steps, environment=training_environment(device),
+                                     **details)
 
     @abstractmethod
     def replace(self, run: TrainingRun, forget_keys: list[str], retain: Any, *, device: str,
