@@ -25,6 +25,7 @@ from models_registry.models import (
     DataRecord,
     ModelVersion,
     StoredArtifact,
+    TrainingMembership,
 )
 from workers.jobs import job_create, versions_held
 from workers.models import Job
@@ -132,8 +133,46 @@ def run_audit_job(job: Job, progress) -> dict:
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
                                              device=device, progress=progress)
         suppression = None
+    if job.guarantee_class == "exact":
+        progress("replaying the exact deletion", 0.75)
+        replay = exact_replay_outcome(job=job, source=source, new=new, original=original, unlearned=unlearned,
+                                      dataset=dataset, forget_keys=forget_keys, store=store, device=device)
+        checks = [*checks, replay_check(replay)]
+        audit = {**audit, "replay": replay}
     return _conclude(job, source, new, records, checks, audit, suppression, store=store, device=device,
                      started=started, progress=progress)
+
+
+def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, original, unlearned, dataset,
+                         forget_keys: list[str], store, device: str) -> dict:
+    """Rebuild ``new`` from the registry and compare it bit for bit (see
+    :mod:`workers.unlearning.exact.replay`). The retain set is the registry's membership of the run
+    without the records any version of the chain up to ``source`` excluded and without this
+    request's; the method and the environment are those recorded by the job that made ``new``.
+    A full retrain is replayed when the audit job or the model's policy asks (``replay``)."""
+    from workers.datasets.reference import load_reference_split
+    from workers.training.membership import MembershipRow
+    from workers.unlearning.exact.replay import ReplayInputs, replay_exact, retain_keys
+
+    producer = Job.objects.filter(result_version=new).first()
+    method = producer.method if producer is not None else ""
+    recorded = (store.manifest(new.artifact_sha256).extra.get("unlearning") or {}).get("details", {}).get("environment")
+    excluded = set(source.excluded_records.values_list("record_id", flat=True))
+    rows = [MembershipRow(key, shard, slice_, position) for key, shard, slice_, position in (
+        TrainingMembership.objects.filter(run=source.training_run).exclude(record_id__in=excluded)
+        .order_by("shard", "slice", "position").values_list("record__external_key", "shard", "slice", "position"))]
+    retain = load_reference_split(dataset.storage_location, "train").subset(retain_keys(rows, forget_keys))
+    requested = bool((job.config or {}).get("replay") or new.model.unlearning_policy.get("replay_retrain"))
+    outcome = replay_exact(method=method, inputs=ReplayInputs(source=original, registry_membership=tuple(rows),
+                                                              forget_keys=frozenset(forget_keys), retain=retain),
+                           stored=unlearned, recorded_environment=recorded, device=device, requested=requested)
+    return jsonable(outcome.to_dict())
+
+
+def replay_check(outcome: dict):
+    from audits.checks.replay import exact_replay
+
+    return exact_replay(outcome=outcome)
 
 
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress):

@@ -128,6 +128,8 @@ POLICY_FIELDS = {
     "exact_after": int,  # force an exact retrain after this many approximate deletions
     "prefer_exact": bool,
     "batch_window_seconds": int,
+    # Replay every full retrain of this model in its audit (bit for bit; costs one more training).
+    "replay_retrain": bool,
 }
 
 

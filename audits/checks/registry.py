@@ -27,8 +27,10 @@ from foundation.registry import Registry
 #             result's ``side == "non_member"`` marks over-forgetting instead);
 #   power:    whether the per-record test could detect members at all; never FAILs a verdict;
 #   dp_bound: the subject's differential-privacy bound, which decides the dp_bounded class;
-#   retain, utility: the records that stay, the model's job; a FAIL is a warning beside the verdict.
-Role = Literal["forget", "power", "dp_bound", "retain", "utility"]
+#   retain, utility: the records that stay, the model's job; a FAIL is a warning beside the verdict;
+#   replay:   a second computation of an exact deletion's weights; decides the exact class with the
+#             lineage proof (a difference FAILs it, an environment it cannot reproduce leaves it open).
+Role = Literal["forget", "power", "dp_bound", "retain", "utility", "replay"]
 ROLES: tuple[Role, ...] = get_args(Role)
 WARNING_ROLES: tuple[Role, ...] = ("retain", "utility")
 

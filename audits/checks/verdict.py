@@ -50,10 +50,14 @@ RULES: dict[str, str] = {
     ),
     "exact": (
         "exact: FAIL if the lineage proof fails (the new version trained on a forgotten record, "
-        "or an older copy is not purged). INCONCLUSIVE if the lineage proof is missing, or if it "
-        "holds but a statistical sanity check finds a forgotten record on the member side (a "
-        "near-duplicate may remain in the kept data, or the test erred: to be investigated). "
-        "PASS if the lineage proof holds and no sanity check fails."
+        "or an older copy is not purged) or the independent replay rebuilds different weights. "
+        "INCONCLUSIVE if the lineage proof is missing, if the replay cannot reproduce the "
+        "recorded environment, or if no replay ran and a statistical sanity check finds a "
+        "forgotten record on the member side (a near-duplicate may remain in the kept data, or "
+        "the test erred: investigated). PASS if the lineage proof holds and the replay rebuilt "
+        "identical weights (a sanity-check flag is then reported with its investigation, not "
+        "counted), or, where no replay ran, no sanity check fails: exactness then rests on the "
+        "platform's execution record."
     ),
     "dp_bounded": (
         "dp_bounded: FAIL if the subject's group-privacy bound exceeds the declared limits or is "
@@ -179,7 +183,11 @@ def final_verdict(
     if guarantee_class == "approximate":
         verdict, reasons = _approximate(by_name, member_fails, counted)
     elif guarantee_class == "exact":
-        verdict, reasons = _exact(lineage, member_fails)
+        replays = [r for r in checks if check_spec(r.check).role == "replay"]
+        verdict, reasons = _exact(lineage, member_fails, replays)
+        if replays and all(r.verdict == Verdict.PASS for r in replays):
+            notes += [f"Sanity check flag not counted (the replay rebuilt identical weights without the "
+                      f"records): {m}" for m in member_fails]
     elif guarantee_class == "dp_bounded":
         dp_results = [r for r in checks if check_spec(r.check).role == "dp_bound"]
         verdict, reasons = _dp_bounded(dp_results, member_fails)
@@ -224,15 +232,21 @@ def _approximate(
     ]
 
 
-def _exact(lineage: LineageProof | None, member_fails: list[str]) -> tuple[Verdict, list[str]]:
+def _exact(lineage: LineageProof | None, member_fails: list[str],
+           replays: Sequence[CheckResult] = ()) -> tuple[Verdict, list[str]]:
     reasons: list[str] = []
     if lineage is not None and not lineage.new_version_holds_none:
         reasons.append("The lineage shows the new version trained on a forgotten record.")
     if lineage is not None and lineage.older_copies_purged is False:
         reasons.append("An older copy that holds the records is not purged.")
+    reasons += [f"Replay: {r.reason}" for r in replays if r.verdict == Verdict.FAIL]
     if reasons:
         return Verdict.FAIL, reasons
-    if member_fails:
+    unreproduced = [f"Replay: {r.reason}" for r in replays if r.verdict == Verdict.INCONCLUSIVE]
+    if unreproduced:
+        return Verdict.INCONCLUSIVE, unreproduced
+    replayed = bool(replays) and all(r.verdict == Verdict.PASS for r in replays)
+    if member_fails and not replayed:
         # The weights provably never saw the record; member-like behaviour then means a
         # near-duplicate in the kept data or a false positive. Neither supports a PASS, and a
         # FAIL would send a provably clean model back to retraining for ever.
@@ -244,9 +258,15 @@ def _exact(lineage: LineageProof | None, member_fails: list[str]) -> tuple[Verdi
         return Verdict.INCONCLUSIVE, ["No lineage proof was given for an exact deletion."]
     if lineage.older_copies_purged is None:
         return Verdict.INCONCLUSIVE, ["The older copies that hold the records are not purged yet."]
+    if replayed:
+        return Verdict.PASS, [
+            "The new version was trained only on data without the records, every older copy is "
+            "purged, and an independent replay rebuilt identical weights from the registry's records."
+        ]
     return Verdict.PASS, [
         "The new version was trained only on data without the records, every older copy is "
-        "purged, and no statistical sanity check contradicts it."
+        "purged, and no statistical sanity check contradicts it; no replay ran, so this rests on "
+        "the platform's execution record."
     ]
 
 

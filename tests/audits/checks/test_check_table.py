@@ -58,6 +58,13 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
         "member_side": "lower",
         "design": "paired",
     },
+    "exact_replay": lambda: {
+        "outcome": {"method": "sisa", "ran": True, "seconds": 1.5, "cost": "reruns the affected shards",
+                    "comparison": {"identical": False, "tensors_compared": 12, "differing_count": 2,
+                                   "differing": ["model/members.0.weight", "model/members.0.bias"],
+                                   "max_abs_difference": 0.25, "records_only_stored": 1,
+                                   "records_only_replayed": 0, "missing": []}},
+    },
     "forgetting_quality": lambda: {
         "record_ids": record_ids(3),
         "unlearned_signals": np.zeros((16, 3)),
@@ -143,6 +150,7 @@ TREATMENT: dict[str, tuple[Verdict, Verdict, Verdict, Verdict]] = {
     "dp_bound": (PASS, PASS, FAIL, PASS),
     "retain": (PASS, PASS, PASS, PASS),
     "utility": (PASS, PASS, PASS, PASS),
+    "replay": (PASS, FAIL, PASS, PASS),
 }
 
 

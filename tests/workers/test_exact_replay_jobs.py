@@ -1,0 +1,137 @@
+"""The audit of an exact deletion replays it (issue 18, finding 4): through the real jobs, a correct
+SISA deletion is rebuilt bit for bit and PASSes; a corrupted SISA method that skips one record, and
+the original model presented as the result of an exact deletion, are FAILed by the replay although
+the registry's bookkeeping (ExcludedRecord rows) says the records are gone."""
+
+from __future__ import annotations
+
+import pytest
+
+from deletion import decisions, intake
+from deletion.models import ModelOutcome
+from models_registry.models import DataRecord
+from tests import factories
+from workers.jobs import job_execute
+from workers.models import Job
+from workers.reference_data import reference_dataset_register
+from workers.services import model_train, shadow_models_train
+from workers.unlearning.exact.sisa import SisaUnlearning
+
+pytestmark = pytest.mark.django_db
+
+MLP = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16], "input_norm": "asinh"}}
+SISA = {"architecture": MLP, "epochs": 3, "shards": 3, "slices": 2, "seed": 0}
+EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
+
+
+def _run(job: Job) -> Job:
+    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
+    job.refresh_from_db()
+    return job
+
+
+@pytest.fixture
+def sisa_model():
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name="bc-sisa-replay", recipe="sisa")
+    version = _run(model_train(model=model, dataset=dataset, enqueue=False, recipe_config=SISA)).result_version
+    return dataset, model, version
+
+
+def _records_in_two_shards(dataset, version) -> list[DataRecord]:
+    from models_registry.models import TrainingMembership
+
+    rows = {}
+    for record_id, shard in TrainingMembership.objects.filter(run=version.training_run).values_list("record_id",
+                                                                                                   "shard"):
+        rows.setdefault(shard, record_id)
+    return list(DataRecord.objects.filter(id__in=sorted(rows.values())[:2]).order_by("id"))
+
+
+def _delete_and_audit(dataset, records) -> ModelOutcome:
+    request, _ = intake.deletion_request_create(client=None, body={
+        "identifiers": {}, "record_keys": [{"dataset": f"{dataset.name}@{dataset.version}", "record_key": r.external_key}
+                                           for r in records],
+        "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
+    request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
+    request = decisions.deletion_request_approve(request=request, actor="tests")
+    outcome = ModelOutcome.objects.get(request=request)
+    assert (outcome.method, outcome.guarantee_class) == ("sisa", "exact")
+    _run(outcome.job)
+    outcome.refresh_from_db()
+    _run(outcome.audit_job)
+    outcome.refresh_from_db()
+    return outcome
+
+
+def _check(outcome, name: str) -> dict:
+    return next(c for c in outcome.audit["checks"] if c["check"] == name)
+
+
+def test_a_correct_sisa_deletion_is_replayed_bit_for_bit(sisa_model):
+    dataset, _, version = sisa_model
+    _run(shadow_models_train(version=version, count=2, enqueue=False))
+    outcome = _delete_and_audit(dataset, _records_in_two_shards(dataset, version))
+    replay = outcome.audit["replay"]
+    assert replay["ran"] and replay["comparison"]["identical"], replay
+    assert replay["comparison"]["tensors_compared"] > 0 and replay["comparison"]["max_abs_difference"] == 0.0
+    assert replay["recorded_environment"]["torch"] == replay["replay_environment"]["torch"]
+    assert _check(outcome, "exact_replay")["verdict"] == "PASS"
+    assert outcome.verdict == "PASS", outcome.audit["verdict"]["reasons"]
+    assert "independent replay rebuilt identical weights" in outcome.audit["verdict"]["reason"]
+
+
+def test_a_corrupted_exact_method_that_skips_one_record_is_failed_by_the_replay(sisa_model, monkeypatch):
+    dataset, _, version = sisa_model
+    honest = SisaUnlearning.replace
+
+    def skips_the_last_record(self, run, forget_keys, retain, *, device, progress):
+        return honest(self, run, forget_keys[:-1], retain, device=device, progress=progress)
+
+    monkeypatch.setattr(SisaUnlearning, "replace", skips_the_last_record)
+    outcome = _delete_and_audit(dataset, _records_in_two_shards(dataset, version))
+    # The bookkeeping says both records are gone; the weights say otherwise.
+    assert outcome.job.result_version.excluded_records.count() == 2
+    replay = outcome.audit["replay"]
+    assert replay["ran"] and not replay["comparison"]["identical"]
+    assert replay["comparison"]["records_only_stored"] == 1
+    assert _check(outcome, "exact_replay")["verdict"] == "FAIL"
+    assert outcome.verdict == "FAIL"
+    assert any(r.startswith("Replay: The stored version is not what the deletion should have produced")
+               for r in outcome.audit["verdict"]["reasons"])
+    assert outcome.audit["older_copies_purged"] is None  # a FAIL keeps the parent for the DPO's decision
+
+
+def test_the_original_presented_as_an_exact_deletion_is_failed(sisa_model, monkeypatch):
+    dataset, _, version = sisa_model
+
+    def does_nothing(self, run, forget_keys, retain, *, device, progress):
+        return run, 0, {"records_forgotten": len(forget_keys), "not_members": []}
+
+    monkeypatch.setattr(SisaUnlearning, "replace", does_nothing)
+    outcome = _delete_and_audit(dataset, _records_in_two_shards(dataset, version))
+    replay = outcome.audit["replay"]
+    assert replay["ran"] and replay["comparison"]["differing_count"] > 0
+    assert replay["comparison"]["records_only_stored"] == 2
+    assert outcome.verdict == "FAIL"
+
+
+def test_an_environment_the_audit_cannot_reproduce_leaves_the_exact_verdict_open(sisa_model, monkeypatch):
+    from workers.training import device as device_module
+
+    dataset, _, version = sisa_model
+    recorded = device_module.training_environment
+
+    def from_another_torch(device):
+        return {**recorded(device), "torch": "2.99.0"}
+
+    # The unlearning job records one torch version; the audit job runs another.
+    import workers.unlearning.exact.common as common
+
+    monkeypatch.setattr(common, "training_environment", from_another_torch)
+    outcome = _delete_and_audit(dataset, _records_in_two_shards(dataset, version))
+    replay = outcome.audit["replay"]
+    assert not replay["ran"] and "torch 2.99.0 recorded" in replay["environment_problem"]
+    assert _check(outcome, "exact_replay")["verdict"] == "INCONCLUSIVE"
+    assert outcome.verdict == "INCONCLUSIVE"
+    assert outcome.status == "awaiting_decision"
