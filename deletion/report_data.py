@@ -40,11 +40,32 @@ END_STATE_MEANING = {
 }
 
 
-# No independent replay of exact methods exists yet (the next step of the end-states issue): the
-# report says what an exact verdict then rests on.
+# Where no replay ran (a full retrain nobody asked to replay, a method without one), the report says
+# what an exact verdict then rests on.
 NO_REPLAY_NOTE = ("No independent replay recomputed this version: that it never saw the records rests on the "
                   "platform's execution record (the unlearning job's record of what it trained on and the "
                   "lineage rows it wrote), not on a second computation a reader could check.")
+
+
+def replay_notes(audit: dict) -> list[str]:
+    """What the report says of an exact result's replay: what it compared and what it cannot show,
+    or, where none ran, why and what exactness then rests on."""
+    from audits.checks.replay import CANNOT_SHOW
+
+    replay = audit.get("replay") or {}
+    if not replay.get("ran"):
+        why = replay.get("not_run")
+        return [NO_REPLAY_NOTE + (f" Why no replay: {why}." if why else "")]
+    comparison = replay.get("comparison") or {}
+    environment = replay.get("replay_environment") or {}
+    where = (f"torch {environment.get('torch')}, {environment.get('device_type')}, "
+             f"{environment.get('threads')} thread(s), deterministic algorithms")
+    if comparison.get("identical"):
+        found = (f"rebuilt this version from the registry's records and compared it bit for bit: "
+                 f"{comparison.get('tensors_compared')} tensors identical, the same records held")
+    else:
+        found = "rebuilt this version from the registry's records and found it differs (see the verdict)"
+    return [f"Independent replay (by the audit job, {replay.get('seconds')} s, {where}): {found}. {CANNOT_SHOW}"]
 
 
 def _event_time(timeline: list[dict], event: str) -> str | None:
@@ -169,7 +190,7 @@ def _model_entry(outcome) -> dict:
     else:
         verdict = _verdict_entry(verdict_data)
         if outcome.guarantee_class == "exact":
-            verdict["notes"].append(NO_REPLAY_NOTE)
+            verdict["notes"] += replay_notes(audit)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -211,14 +232,17 @@ def _model_entry(outcome) -> dict:
 
 
 def _kept_data_metric(job) -> list[dict]:
-    """For a method that serves a model trained on less than the kept data (S3T deactivation): how
-    many of the kept records it still learned from, against all of them (what a retrain uses)."""
+    """For the S3T methods: how many of the kept records the served model learned from, against all
+    of them (what a retrain uses). Deactivation serves fewer; its retrain variant (s3t_retrain)
+    learns from every one again."""
     details = ((job.result or {}).get("unlearning") or {}).get("details") or {} if job else {}
     if "kept_records_served" not in details:
         return []
+    after = ("every kept record again: the switched-off adapters were retrained on the kept records of their "
+             "slices" if "adapters_retrained" in details else
+             "those in the slices of the adapters still in service")
     return [{"name": "Kept records the served model learned from",
-             "description": "before: every kept record (what a retrain on the kept data learns from); "
-                            "after: those in the slices of the adapters still in service",
+             "description": f"before: every kept record (what a retrain on the kept data learns from); after: {after}",
              "before": int(details["kept_records"]), "after": int(details["kept_records_served"]),
              "reference": None}]
 

@@ -119,7 +119,7 @@ def test_a_passed_result_cannot_have_its_risk_accepted(api_client_for, trained):
 
     dpo = api_client_for("dpo")
     request_id, new = _audited(dpo, trained, "PASS")
-    # Until a replay exists the report says what the exact verdict rests on.
+    # No replay ran for this audit: the report says what the exact verdict rests on.
     assert NO_REPLAY_NOTE in report_data(request=DeletionRequest.objects.get())["model_versions"][0]["verdict"]["notes"]
     refused = dpo.post(f"/api/v1/deletion-requests/{request_id}/accept-risk/",
                        {"model_version_id": trained["version"].id, "reason": "x"}, format="json")

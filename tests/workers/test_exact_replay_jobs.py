@@ -9,6 +9,7 @@ import pytest
 
 from deletion import decisions, intake
 from deletion.models import ModelOutcome
+from deletion.report_data import replay_notes
 from models_registry.models import DataRecord
 from tests import factories
 from workers.jobs import job_execute
@@ -79,6 +80,9 @@ def test_a_correct_sisa_deletion_is_replayed_bit_for_bit(sisa_model):
     assert _check(outcome, "exact_replay")["verdict"] == "PASS"
     assert outcome.verdict == "PASS", outcome.audit["verdict"]["reasons"]
     assert "independent replay rebuilt identical weights" in outcome.audit["verdict"]["reason"]
+    note = replay_notes(outcome.audit)[0]
+    assert note.startswith("Independent replay (by the audit job") and "tensors identical" in note
+    assert "cannot show a bug shared by both computations" in note
 
 
 def test_a_corrupted_exact_method_that_skips_one_record_is_failed_by_the_replay(sisa_model, monkeypatch):
@@ -135,3 +139,4 @@ def test_an_environment_the_audit_cannot_reproduce_leaves_the_exact_verdict_open
     assert _check(outcome, "exact_replay")["verdict"] == "INCONCLUSIVE"
     assert outcome.verdict == "INCONCLUSIVE"
     assert outcome.status == "awaiting_decision"
+    assert "cannot be reproduced here: torch 2.99.0 recorded" in replay_notes(outcome.audit)[0]
