@@ -16,6 +16,7 @@ import time
 import numpy as np
 from django.db import transaction
 
+from audits.investigation import flagged_record_keys
 from foundation.strict_json import jsonable
 from models_registry import selectors
 from models_registry.keystore import keystore
@@ -139,6 +140,10 @@ def run_audit_job(job: Job, progress) -> dict:
                                       dataset=dataset, forget_keys=forget_keys, store=store, device=device)
         checks = [*checks, replay_check(replay)]
         audit = {**audit, "replay": replay}
+        flagged = flagged_record_keys(checks)
+        if flagged and unlearned.tokenizer is None:
+            progress("investigating the sanity check's flags", 0.78)
+            audit["flag_investigation"] = _investigate(flagged, unlearned, dataset, device)
     return _conclude(job, source, new, records, checks, audit, suppression, store=store, device=device,
                      started=started, progress=progress)
 
@@ -167,6 +172,16 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
                                                               forget_keys=frozenset(forget_keys), retain=retain),
                            stored=unlearned, recorded_environment=recorded, device=device, requested=requested)
     return jsonable(outcome.to_dict())
+
+
+def _investigate(flagged: list[str], unlearned, dataset, device: str) -> dict:
+    from audits.investigation import investigate_flags
+    from workers.datasets.reference import load_reference_split
+
+    return jsonable(investigate_flags(
+        flagged_keys=flagged, dataset=dataset, kept_keys=[row.record_key for row in unlearned.membership],
+        model=unlearned.model, train=load_reference_split(dataset.storage_location, "train"),
+        test=load_reference_split(dataset.storage_location, "test"), device=device))
 
 
 def replay_check(outcome: dict):

@@ -68,6 +68,21 @@ def replay_notes(audit: dict) -> list[str]:
     return [f"Independent replay (by the audit job, {replay.get('seconds')} s, {where}): {found}. {CANNOT_SHOW}"]
 
 
+def flag_notes(audit: dict) -> list[str]:
+    """The investigation of the sanity check's flags: counts and record keys, never content; the
+    records of the same person offered to the DPO as scope additions."""
+    investigation = audit.get("flag_investigation") or {}
+    if not investigation.get("summary"):
+        return []
+    notes = [str(investigation["summary"])]
+    offered = investigation.get("scope_additions") or []
+    if offered:
+        notes.append("Offered to the DPO as additions to the scope (records of the same person): "
+                     + ", ".join(f"{a['record_key']} ({a['why']} of {a['of_erased_record']})" for a in offered[:20])
+                     + (" ..." if len(offered) > 20 else "") + ".")
+    return notes
+
+
 def _event_time(timeline: list[dict], event: str) -> str | None:
     return next((e["at"] for e in timeline if e["event"] == event), None)
 
@@ -191,6 +206,7 @@ def _model_entry(outcome) -> dict:
         verdict = _verdict_entry(verdict_data)
         if outcome.guarantee_class == "exact":
             verdict["notes"] += replay_notes(audit)
+            verdict["notes"] += flag_notes(audit)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:

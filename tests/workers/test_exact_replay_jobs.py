@@ -69,10 +69,18 @@ def _check(outcome, name: str) -> dict:
     return next(c for c in outcome.audit["checks"] if c["check"] == name)
 
 
-def test_a_correct_sisa_deletion_is_replayed_bit_for_bit(sisa_model):
+def test_a_correct_sisa_deletion_is_replayed_bit_for_bit(sisa_model, monkeypatch):
+    import audits.runner
+
     dataset, _, version = sisa_model
     _run(shadow_models_train(version=version, count=2, enqueue=False))
-    outcome = _delete_and_audit(dataset, _records_in_two_shards(dataset, version))
+    records = _records_in_two_shards(dataset, version)
+    # As if the sanity check had flagged the first record: the audit investigates the flag.
+    monkeypatch.setattr(audits.runner, "flagged_record_keys", lambda checks: [records[0].external_key])
+    outcome = _delete_and_audit(dataset, records)
+    investigation = outcome.audit["flag_investigation"]
+    assert [f["record_key"] for f in investigation["findings"]] == [records[0].external_key]
+    assert investigation["threshold"] is not None and "investigated for 1 record(s)" in investigation["summary"]
     replay = outcome.audit["replay"]
     assert replay["ran"] and replay["comparison"]["identical"], replay
     assert replay["comparison"]["tensors_compared"] > 0 and replay["comparison"]["max_abs_difference"] == 0.0

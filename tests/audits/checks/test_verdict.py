@@ -132,6 +132,27 @@ def test_exact_is_inconclusive_when_a_sanity_check_contradicts_the_proof():
     assert quiet.verdict == PASS
 
 
+def test_a_replayed_exact_deletion_passes_despite_a_sanity_flag_and_a_failed_replay_fails():
+    """Finding 3: a flag on a record the weights provably never saw no longer holds a replayed proof
+    back (it is reported as a note); finding 4: a replay that differs FAILs the exact verdict."""
+    proof = LineageProof(new_version_holds_none=True, older_copies_purged=True)
+    flag = r("membership_lira", FAIL)
+    replayed = final_verdict(guarantee_class="exact", checks=[flag, r("exact_replay", PASS)], lineage=proof)
+    assert replayed.verdict == PASS
+    assert "replay rebuilt identical weights" in replayed.reason
+    assert any(n.startswith("Sanity check flag not counted") for n in replayed.notes)
+    differs = final_verdict(guarantee_class="exact", checks=[r("exact_replay", FAIL)], lineage=proof)
+    assert differs.verdict == FAIL and differs.reasons == ("Replay: exact_replay said so",)
+    unreproduced = final_verdict(guarantee_class="exact", checks=[flag, r("exact_replay", INCONCLUSIVE)],
+                                 lineage=proof)
+    assert unreproduced.verdict == INCONCLUSIVE
+    # No replay ran (NOT_APPLICABLE): the flag still leaves the verdict open, and a PASS says what it rests on.
+    not_run = final_verdict(guarantee_class="exact", checks=[flag, r("exact_replay", NA)], lineage=proof)
+    assert not_run.verdict == INCONCLUSIVE
+    clean = final_verdict(guarantee_class="exact", checks=[r("exact_replay", NA)], lineage=proof)
+    assert clean.verdict == PASS and "rests on the platform's execution record" in clean.reason
+
+
 # --- dp_bounded --------------------------------------------------------------------------
 
 
