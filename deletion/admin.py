@@ -209,7 +209,8 @@ def _verify(http: HttpRequest, target: DeletionRequest, form: VerifyForm) -> Del
 
 
 def _approve(http: HttpRequest, target: DeletionRequest, form: ApproveForm) -> DeletionRequest:
-    return decisions.deletion_request_approve(request=target, actor=http.user, holds=form.holds())
+    return decisions.deletion_request_approve(request=target, actor=http.user, holds=form.holds(),
+                                             methods=form.methods())
 
 
 def _reject(http: HttpRequest, target: DeletionRequest, form: RejectForm) -> DeletionRequest:
@@ -253,13 +254,9 @@ def _accept_risk(http: HttpRequest, target: DeletionRequest, form: VersionReason
                                          reason=data["reason"])
 
 
-def _plan_version_ids(target: DeletionRequest) -> list[int]:
-    return [step["model_version_id"] for step in target.plan]
-
-
 ACTIONS: dict[str, Action] = {
     "verify": Action(lambda data, t: VerifyForm(data), _verify, "Identity verified; the request is scoped."),
-    "approve": Action(lambda data, t: ApproveForm(data, plan_version_ids=_plan_version_ids(t)), _approve,
+    "approve": Action(lambda data, t: ApproveForm(data, plan=t.plan or []), _approve,
                       "Approved."),
     "reject": Action(lambda data, t: RejectForm(data), _reject, "Rejected."),
     "extend": Action(lambda data, t: ExtendForm(data), _extend, "Deadline extended."),

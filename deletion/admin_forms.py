@@ -26,15 +26,22 @@ class VerifyForm(forms.Form):
 
 class ApproveForm(forms.Form):
     """Whole approval, or partial: ``hold`` lists the plan's version ids kept under legal hold, each
-    with ``hold_reason_<id>``."""
+    with ``hold_reason_<id>``. ``method_<id>``: for a step that offers alternatives, the method to
+    run (its own by default)."""
 
     hold = forms.TypedMultipleChoiceField(coerce=int, required=False)
 
-    def __init__(self, *args: Any, plan_version_ids: list[int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, plan: list[dict], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["hold"].choices = [(str(i), str(i)) for i in plan_version_ids]
-        for version_id in plan_version_ids:
+        self.fields["hold"].choices = [(str(step["model_version_id"]),) * 2 for step in plan]
+        self.planned = {step["model_version_id"]: step["method"] for step in plan}
+        for step in plan:
+            version_id = step["model_version_id"]
             self.fields[f"hold_reason_{version_id}"] = forms.CharField(max_length=5000, required=False)
+            if step.get("alternatives"):
+                names = [step["method"], *(a["method"] for a in step["alternatives"])]
+                self.fields[f"method_{version_id}"] = forms.ChoiceField(choices=[(n, n) for n in names],
+                                                                       required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -46,6 +53,12 @@ class ApproveForm(forms.Form):
     def holds(self) -> dict[int, str]:
         return {version_id: self.cleaned_data[f"hold_reason_{version_id}"].strip()
                 for version_id in self.cleaned_data["hold"]}
+
+    def methods(self) -> dict[int, str]:
+        """The methods chosen in place of the plan's (steps left at their own method are not listed)."""
+        chosen = {version_id: self.cleaned_data.get(f"method_{version_id}") for version_id in self.planned}
+        return {version_id: method for version_id, method in chosen.items()
+                if method and method != self.planned[version_id]}
 
 
 class RejectForm(forms.Form):

@@ -261,8 +261,15 @@ class HoldIn(StrictSerializer):
     reason = serializers.CharField(max_length=5000)
 
 
+class MethodChoiceIn(StrictSerializer):
+    model_version_id = serializers.IntegerField(min_value=1)
+    method = serializers.CharField(max_length=100)
+
+
 class ApproveIn(StrictSerializer):
     legal_holds = HoldIn(many=True, required=False, max_length=500)
+    # A method a plan step offers in its ``alternatives`` instead of its own (e.g. s3t_retrain).
+    methods = MethodChoiceIn(many=True, required=False, max_length=500)
 
 
 class ConfirmIn(StrictSerializer):
@@ -296,7 +303,8 @@ def _verify(target, actor, data):
 
 def _approve(target, actor, data):
     holds = {h["model_version_id"]: h["reason"] for h in data.get("legal_holds", [])}
-    return decisions.deletion_request_approve(request=target, actor=actor, holds=holds)
+    methods = {m["model_version_id"]: m["method"] for m in data.get("methods", [])}
+    return decisions.deletion_request_approve(request=target, actor=actor, holds=holds, methods=methods)
 
 
 def _reject(target, actor, data):

@@ -21,7 +21,7 @@ from deletion.models import (
     ModelOutcome,
     OutcomeStatus,
 )
-from deletion.planning import estimated_cost, plan_method, request_scope
+from deletion.planning import estimated_cost, plan_method, request_scope, s3t_kept_data
 from deletion.transitions import S, actor_name, transition
 from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
@@ -47,6 +47,9 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
     for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
         method, guarantee = plan_method(version=version)
         record_ids = versions[version.id].record_ids
+        # S3T: how much of the kept data the served model would still learn from, and the retrain
+        # of the switched-off adapters offered when that crosses the model's floor.
+        kept_data, alternatives = s3t_kept_data(version=version, record_ids=record_ids) if method == "s3t" else (None, [])
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "method": method, "guarantee_class": guarantee,
@@ -57,6 +60,9 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "audit_cannot_confirm": audit_cannot_confirm(
                 guarantee_class=guarantee,
                 model_kind="language_model" if version.model.task == Task.LANGUAGE_MODELING else "classifier"),
+            "kept_data": kept_data,
+            # Methods the DPO may approve instead of ``method`` (deletion_request_approve's ``methods``).
+            "alternatives": alternatives,
         })
     summary = {
         "records": len(scope.record_ids), "records_by_dataset": scope.records_by_dataset,
@@ -69,18 +75,27 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
 
 
 @transaction.atomic
-def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int, str] | None = None) -> DeletionRequest:
+def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int, str] | None = None,
+                             methods: dict[int, str] | None = None) -> DeletionRequest:
     """SCOPED -> APPROVED, then one job per affected version (except those on legal hold, which
-    keep the data with the stated reason) -> EXECUTING; an empty scope completes at once."""
+    keep the data with the stated reason) -> EXECUTING; an empty scope completes at once.
+    ``methods``: model version id -> a method the plan's step offers instead of its own (its
+    ``alternatives``, e.g. s3t_retrain below an S3T model's kept-data floor); the choice is recorded
+    in the ledger."""
 
-    holds = holds or {}
+    holds, methods = holds or {}, methods or {}
     planned = {p["model_version_id"]: p for p in request.plan}
     unknown = set(holds) - set(planned)
     if unknown:
         raise ValidationFailed(f"model version(s) {sorted(unknown)} are not in this request's plan", field="holds")
+    chosen = {version_id: _chosen_step(planned, version_id, method) for version_id, method in methods.items()}
     request = transition(request, (S.SCOPED,), S.APPROVED, actor=actor_name(actor), event="request.approved",
                           decision_reason="partial: legal hold on some models" if holds else "")
     for version_id, step in planned.items():
+        if version_id in chosen and chosen[version_id]["method"] != step["method"]:
+            ledger_append(event_type="outcome.method_chosen", actor=actor_name(actor), request=str(request.public_id),
+                          model_version=version_id, planned=step["method"], chosen=chosen[version_id]["method"])
+            step = chosen[version_id]
         held = version_id in holds
         outcome = ModelOutcome.objects.create(
             request=request, model_version_id=version_id, method=step["method"],
@@ -105,6 +120,23 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         request = transition(request, (S.APPROVED,), S.AUDITING, actor="platform", event="request.auditing")
         return _advanced(request)
     return transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
+
+
+def _chosen_step(planned: dict[int, dict], version_id: int, method: str) -> dict:
+    """The plan's step for ``version_id`` run with ``method``: its own method or one it offers."""
+    step = planned.get(version_id)
+    if step is None:
+        raise ValidationFailed(f"model version {version_id} is not in this request's plan", field="methods")
+    if method == step["method"]:
+        return step
+    offered = {alternative["method"]: alternative for alternative in step.get("alternatives") or []}
+    if method not in offered:
+        allowed = ", ".join([step["method"], *offered])
+        raise ValidationFailed(f"the plan does not offer {method!r} for {step['model']} v{step['version']}; "
+                               f"it offers: {allowed}", field="methods")
+    alternative = offered[method]
+    return {**step, "method": method, "guarantee_class": alternative["guarantee_class"],
+            "estimated_seconds": alternative.get("estimated_seconds")}
 
 
 def _batch_window(version: ModelVersion) -> int:

@@ -14,8 +14,15 @@ from deletion.models import (
 )
 from models_registry import selectors
 from models_registry.models import ModelVersion
+from workers.artifact_manifests import ArtifactError
 from workers.models import Job, JobStatus
+from workers.runners.storage import artifact_manifest
 from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for
+from workers.unlearning.exact.s3t_plan import s3t_deactivation_plan, s3t_stored_state
+
+# Offered in place of s3t when switching adapters off would leave the served model below the
+# kept-data floor the model's ML engineer set (or without any adapter).
+S3T_RETRAIN = "s3t_retrain"
 
 
 def request_subjects(request: DeletionRequest) -> list:
@@ -67,6 +74,63 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
             # The policy was checked against the same catalogue when it was saved.
             return method, METHOD_SPECS.get(method).guarantee_class
     return "retrain", "exact"
+
+
+def s3t_kept_data(*, version: ModelVersion, record_ids: list[int]) -> tuple[dict | None, list[dict]]:
+    """For an S3T model, before anything runs: how many of the kept records the served model would
+    still have learned from once the adapters whose slices hold ``record_ids`` are switched off,
+    worked out (no training, no weights read) from the stored version's manifest (its adapters and
+    what each shard serves) and the registry's membership counts, by the rule the s3t method applies
+    (workers.unlearning.exact.s3t_plan). The version is the one the job will unlearn from
+    (``current_source``). Returns ``(kept_data, alternatives)``: ``kept_data`` None for other
+    recipes; ``alternatives`` offers s3t_retrain when the share would fall below the model's
+    ``s3t_kept_data_floor`` or no shard would keep an adapter."""
+    model = version.model
+    if model.training_recipe != "s3t":
+        return None, []
+    source = selectors.current_source(version)
+    floor = model.s3t_kept_data_floor
+    try:
+        manifest = artifact_manifest(source.artifact_sha256)
+        stored = s3t_stored_state(recipe_config=(manifest.recipe or {})["config"], parts=manifest.parts,
+                                  state=manifest.state)
+    except (ArtifactError, KeyError, TypeError, ValueError) as exc:
+        return {"known": False, "floor": floor, "below_floor": None,
+                "summary": f"Not worked out: the stored {source} could not be read ({exc})."}, []
+    kept, affected = selectors.membership_by_slice(version=source, record_ids=record_ids)
+    plan = s3t_deactivation_plan(orderings=stored.orderings, shards=stored.shards, adapters=stored.adapters,
+                                 active=stored.active, affected=affected, kept_by_slice=kept)
+    fraction = plan.kept_fraction
+    none_left = len(plan.shards_out) == stored.shards
+    below = floor is not None and fraction is not None and fraction < floor
+    to_retrain = plan.missing(shards=stored.shards, orderings=len(stored.orderings), slices=stored.slices)
+    share = f" ({fraction:.1%})" if fraction is not None else ""
+    summary = (f"After this deletion the served model would still have learned from {plan.kept_records_served:,} "
+               f"of the {plan.kept_records:,} kept records{share}; a retrain on the kept data learns from all of "
+               f"them. {len(plan.deactivated)} adapter(s) would be switched off; learning from fewer records can "
+               f"cost accuracy, which the audit measures.")
+    if none_left:
+        summary += " No shard would keep an adapter: s3t cannot serve a model after this deletion."
+    elif below:
+        summary += f" That is below the floor of {floor:.0%} the model's ML engineer set."
+    kept_data = {
+        "known": True, "source_version": source.version, "kept_records": plan.kept_records,
+        "kept_records_served": plan.kept_records_served,
+        "fraction": round(fraction, 4) if fraction is not None else None,
+        "adapters_deactivated": len(plan.deactivated), "floor": floor, "below_floor": below or none_left,
+        "summary": summary,
+    }
+    if not (below or none_left):
+        return kept_data, []
+    spec = METHOD_SPECS.get(S3T_RETRAIN)
+    return kept_data, [{
+        "method": spec.name, "guarantee_class": spec.guarantee_class, "adapters_to_retrain": len(to_retrain),
+        "kept_records_served": plan.kept_records,
+        "estimated_seconds": estimated_cost(model_id=model.id, method=spec.name),
+        "why": (f"Retrain the {len(to_retrain)} switched-off adapter(s) on the kept records of their slices, "
+                f"from the last clean adapter of each ordering, so that the served model learns from all "
+                f"{plan.kept_records:,} kept records again; it costs training those adapters."),
+    }]
 
 
 def estimated_cost(*, model_id: int, method: str) -> float | None:

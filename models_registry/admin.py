@@ -36,7 +36,7 @@ from models_registry.models import (
     TrainingMembership,
     TrainingRun,
 )
-from models_registry.services import unlearning_policy_validate
+from models_registry.services import kept_data_floor_validate, unlearning_policy_validate
 
 MEMBERSHIP_PREVIEW = 50
 
@@ -170,6 +170,13 @@ class RegisteredModelForm(forms.ModelForm):
         except DomainError as error:
             raise forms.ValidationError(error.message) from error
 
+    def clean_s3t_kept_data_floor(self):
+        recipe = self.instance.training_recipe if self.instance.pk else self.cleaned_data.get("training_recipe", "")
+        try:
+            return kept_data_floor_validate(floor=self.cleaned_data["s3t_kept_data_floor"], training_recipe=recipe)
+        except DomainError as error:
+            raise forms.ValidationError(error.message) from error
+
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
@@ -182,7 +189,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # How a model was trained decides the guarantee its deletions can claim (a sharded recipe
         # plans exact unlearning), and plans name the model: neither is edited after creation.
-        # What stays editable is the architecture note and the unlearning policy.
+        # What stays editable is the architecture note, the unlearning policy and the kept-data floor.
         fixed = ("name", "task", "training_recipe") if obj is not None else ()
         return fixed + tuple(super().get_readonly_fields(request, obj))
 

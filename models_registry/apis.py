@@ -200,7 +200,8 @@ class RegisteredModelOut(serializers.ModelSerializer):
 
     class Meta:
         model = RegisteredModel
-        fields = ["id", "name", "task", "training_recipe", "unlearning_policy", "created_at", "versions"]
+        fields = ["id", "name", "task", "training_recipe", "unlearning_policy", "s3t_kept_data_floor", "created_at",
+                  "versions"]
 
 
 class RegisteredModelListApi(APIView):

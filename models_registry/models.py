@@ -155,7 +155,21 @@ class RegisteredModel(models.Model):
     # {"approximate_method": "finetune", "method_config": {...}, "exact_after": 5, ...};
     # validated by models_registry.services.unlearning_policy_validate.
     unlearning_policy = models.JSONField(default=dict, blank=True)
+    # Set by the ML engineer; validated by models_registry.services.kept_data_floor_validate.
+    s3t_kept_data_floor = models.FloatField(
+        null=True, blank=True,
+        help_text="S3T models only: the smallest share of the kept records (0 to 1) the served model may still "
+        "learn from after a deletion switches adapters off. Below it, the plan offers retraining those adapters "
+        "on the kept data (s3t_retrain). Empty: no floor.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(
+            condition=models.Q(s3t_kept_data_floor__isnull=True)
+            | models.Q(s3t_kept_data_floor__gte=0, s3t_kept_data_floor__lte=1),
+            name="s3t_kept_data_floor_fraction",
+            violation_error_message="s3t_kept_data_floor must be a fraction between 0 and 1")]
 
     def __str__(self) -> str:
         return self.name

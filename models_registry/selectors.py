@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from django.db import connection
 from django.db.models import QuerySet
 
-from models_registry.models import DataRecord, DataSubject, ModelVersion, VersionStatus
+from models_registry.models import (
+    DataRecord,
+    DataSubject,
+    ExcludedRecord,
+    ModelVersion,
+    TrainingMembership,
+    VersionStatus,
+)
 
 HOLDING_STATUSES = (VersionStatus.SERVING, VersionStatus.RETAINED)
 
@@ -278,3 +285,44 @@ def current_source(version: ModelVersion) -> ModelVersion:
         if child is None:
             return version
         version = child
+
+
+# ---------------------------------------------------------------- what a version holds
+
+
+def version_membership(*, version: ModelVersion) -> list[tuple[str, int, int, int]]:
+    """The registry's membership of ``version``: ``(record key, shard, slice, position)`` of each
+    record its training run used, without those the version excludes (every deletion on its chain),
+    by shard, slice and position. Empty for a version without a training run."""
+    if version.training_run_id is None:
+        return []
+    excluded = ExcludedRecord.objects.filter(version=version).values("record_id")
+    return list(TrainingMembership.objects.filter(run_id=version.training_run_id)
+                .exclude(record_id__in=excluded).order_by("shard", "slice", "position")
+                .values_list("record__external_key", "shard", "slice", "position"))
+
+
+def membership_by_slice(*, version: ModelVersion, record_ids: Iterable[int]
+                        ) -> tuple[dict[tuple[int, int], int], dict[int, set[int]]]:
+    """Where a deletion of ``record_ids`` from ``version`` falls, counted in the database (no
+    record key is read): the records the version keeps, ``(shard, slice) -> count``, and the slices
+    of each shard that hold a record to delete (those the version holds)."""
+    ids = sorted(set(record_ids))
+    if version.training_run_id is None:
+        return {}, {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT m.shard, m.slice, count(*) FILTER (WHERE NOT m.record_id = ANY(%s)), "
+            "       bool_or(m.record_id = ANY(%s)) "
+            "FROM models_registry_trainingmembership m WHERE m.run_id = %s AND NOT EXISTS ("
+            "  SELECT 1 FROM models_registry_excludedrecord x WHERE x.version_id = %s AND x.record_id = m.record_id) "
+            "GROUP BY 1, 2",
+            [ids, ids, version.training_run_id, version.id],
+        )
+        rows = cursor.fetchall()
+    kept = {(shard, slice_): count for shard, slice_, count, _ in rows if count}
+    affected: dict[int, set[int]] = {}
+    for shard, slice_, _, holds in rows:
+        if holds:
+            affected.setdefault(shard, set()).add(slice_)
+    return kept, affected

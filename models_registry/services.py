@@ -108,7 +108,7 @@ def subject_get_or_create(*, identifiers: Identifiers) -> DataSubject:
 
 def registered_model_create(
     *, name: str, task: str, training_recipe: str, architecture: dict | None = None,
-    unlearning_policy: dict | None = None,
+    unlearning_policy: dict | None = None, s3t_kept_data_floor: float | None = None,
 ) -> RegisteredModel:
     if RegisteredModel.objects.filter(name=name).exists():
         raise Conflict(f"model {name!r} already exists", code="model_exists", field="name")
@@ -116,6 +116,7 @@ def registered_model_create(
     model = RegisteredModel(
         name=name, task=task, training_recipe=training_recipe, architecture=architecture or {},
         unlearning_policy=policy,
+        s3t_kept_data_floor=kept_data_floor_validate(floor=s3t_kept_data_floor, training_recipe=training_recipe),
     )
     _full_clean(model)
     model.save()
@@ -166,6 +167,25 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
             raise ValidationFailed(f"unlearning_policy.approximate_method: {problem}",
                                    field="unlearning_policy.approximate_method")
     return policy
+
+
+def kept_data_floor_validate(*, floor: Any, training_recipe: str) -> float | None:
+    """Check an S3T model's kept-data floor: None (no floor) or a number from 0 to 1, the smallest
+    share of the kept records the served model may still learn from after a deletion. Returns it as
+    a float; raises ValidationFailed naming ``s3t_kept_data_floor``."""
+    if floor is None:
+        return None
+    field = "s3t_kept_data_floor"
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)):
+        raise ValidationFailed(f"{field} must be a number from 0 to 1 (a share of the kept records, "
+                               f"e.g. 0.8), not {floor!r}", field=field)
+    if not 0 <= floor <= 1:  # NaN fails both comparisons
+        raise ValidationFailed(f"{field} must be a share of the kept records from 0 to 1 (e.g. 0.8 for 80 %), "
+                               f"not {floor!r}", field=field)
+    if training_recipe != "s3t":
+        raise ValidationFailed(f"{field} applies to models trained with the s3t recipe (this one: "
+                               f"{training_recipe!r}), whose deletions switch adapters off", field=field)
+    return float(floor)
 
 
 def training_run_start(

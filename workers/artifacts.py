@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,12 +46,26 @@ from safetensors.torch import save as _safetensors_save
 
 from foundation.files import atomic_write
 from foundation.strict_json import canonical_json, fields_once
+
+# The manifest side is torch-free (the web side reads manifests); re-exported here.
+from workers.artifact_manifests import (  # noqa: F401
+    MANIFEST_DIR,
+    MAX_MANIFEST_BYTES,
+    SHA256_HEX,
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactManifest,
+    ArtifactNotFound,
+    UnsafeArtifactError,
+    check_sha,
+    manifest_path,
+    manifest_read,
+)
 from workers.file_formats import foreign_format
 
 # The safetensors library itself refuses headers above 100 MB; a header of a real checkpoint is
 # a few hundred bytes per tensor, so 100 MB is far beyond anything legitimate.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1,
@@ -71,28 +84,6 @@ DTYPE_SIZES: dict[str, int] = {
     "U64": 8,
     "F64": 8,
 }
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ArtifactError(Exception):
-    """Base class of artifact store errors."""
-
-
-class UnsafeArtifactError(ArtifactError):
-    """A file is not a well-formed safetensors file (pickle, truncated, lying header, ...)."""
-
-
-class ArtifactNotFound(ArtifactError, KeyError):
-    """No artifact or blob with that id exists in the store."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "artifact not found"
-
-
-class ArtifactIntegrityError(ArtifactError):
-    """A stored file's bytes no longer match the sha256 it is named by."""
-
 
 class ArtifactInUse(ArtifactError):
     """The artifact to purge is still a part of another artifact (``refuse_if_referenced``)."""
@@ -298,56 +289,6 @@ def unflatten_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
 # ---------------------------------------------------------------- manifests and the store
 
 
-@dataclass
-class ArtifactManifest:
-    """What an artifact is. Stored as canonical JSON; its sha256 is the artifact id.
-
-    ``kind``: "model", "checkpoint", "sisa_ensemble", "s3t_ensemble", ...
-    ``architecture``: ``{"name": ..., "config": {...}}`` so the model can be rebuilt.
-    ``recipe``: ``{"name": ..., "config": {...}}`` of the training recipe that made it.
-    ``parent``: the artifact id this one was derived from (unlearning), or None.
-    ``parts``: named references to other artifacts (a SISA ensemble's checkpoints).
-    ``state``: JSON skeletons of flattened non-tensor state (optimizer param groups, RNG).
-    ``files``: role -> ``{"sha256", "bytes"}``; filled in by the store.
-    """
-
-    kind: str
-    architecture: dict[str, Any] | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    recipe: dict[str, Any] | None = None
-    parent: str | None = None
-    code_version: str = ""
-    parts: dict[str, str] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": 1,
-            "kind": self.kind,
-            "architecture": self.architecture,
-            "config": self.config,
-            "recipe": self.recipe,
-            "parent": self.parent,
-            "code_version": self.code_version,
-            "parts": dict(self.parts),
-            "state": self.state,
-            "extra": self.extra,
-            "files": self.files,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ArtifactManifest:
-        if data.get("format") != 1:
-            raise ArtifactError(f"unknown manifest format {data.get('format')!r}")
-        known = {
-            "kind", "architecture", "config", "recipe", "parent", "code_version", "parts",
-            "state", "extra", "files",
-        }
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
 @dataclass(frozen=True)
 class ArtifactRef:
     """A stored artifact: its id (manifest sha256) and the sha256 of each of its blobs."""
@@ -392,7 +333,7 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs"
-        self.manifest_dir = self.root / "manifests"
+        self.manifest_dir = self.root / MANIFEST_DIR
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
 
@@ -429,10 +370,10 @@ class ArtifactStore:
             digest = self._put_blob(tensors)
             recorded[role] = {"sha256": digest, "bytes": self.blob_path(digest).stat().st_size}
         for role, entry in recorded.items():
-            if not self.blob_path(_check_sha(entry.get("sha256"))).exists():
+            if not self.blob_path(check_sha(entry.get("sha256"))).exists():
                 raise ArtifactNotFound(f"blob {entry['sha256']} of role {role!r} is not stored")
         for part, artifact_id in manifest.parts.items():
-            if not self.manifest_path(_check_sha(artifact_id)).exists():
+            if not self.manifest_path(check_sha(artifact_id)).exists():
                 raise ArtifactNotFound(f"part {part!r} refers to unknown artifact {artifact_id}")
         manifest.files = recorded
         data = canonical_json(manifest.to_dict()).encode("utf-8")
@@ -443,28 +384,15 @@ class ArtifactStore:
     # -- reading
 
     def exists(self, artifact_id: str) -> bool:
-        return self.manifest_path(_check_sha(artifact_id)).exists()
+        return self.manifest_path(check_sha(artifact_id)).exists()
 
     def manifest(self, artifact_id: str) -> ArtifactManifest:
         """The manifest of ``artifact_id``, checked against its name."""
-        path = self.manifest_path(_check_sha(artifact_id))
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise ArtifactNotFound(f"no artifact {artifact_id}") from None
-        if size > MAX_MANIFEST_BYTES:
-            raise UnsafeArtifactError(f"manifest {artifact_id} is {size} bytes; refused")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != artifact_id:
-            raise ArtifactIntegrityError(f"manifest {artifact_id} does not match its sha256")
-        try:
-            return ArtifactManifest.from_dict(json.loads(data))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ArtifactError(f"manifest {artifact_id} is not a valid manifest: {exc}") from None
+        return manifest_read(self.root, artifact_id)
 
     def load_blob(self, sha256: str) -> dict[str, torch.Tensor]:
         """Load one blob by sha256: integrity, then header checks, then safetensors."""
-        path = self.blob_path(_check_sha(sha256))
+        path = self.blob_path(check_sha(sha256))
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -485,13 +413,13 @@ class ArtifactStore:
         return self.load_blob(entry["sha256"])
 
     def artifact_ids(self) -> list[str]:
-        return sorted(p.stem for p in self.manifest_dir.glob("*.json") if _SHA256.match(p.stem))
+        return sorted(p.stem for p in self.manifest_dir.glob("*.json") if SHA256_HEX.match(p.stem))
 
     def blob_path(self, sha256: str) -> Path:
         return self.blob_dir / f"{sha256}.safetensors"
 
     def manifest_path(self, artifact_id: str) -> Path:
-        return self.manifest_dir / f"{artifact_id}.json"
+        return manifest_path(self.root, artifact_id)
 
     @contextlib.contextmanager
     def _lock(self, mode: int) -> Iterator[None]:
@@ -638,12 +566,6 @@ class ForeignLookingBlob:
     bytes: int
     looked_like: str
     artifact_ids: list[str]
-
-
-def _check_sha(value: Any) -> str:
-    if not isinstance(value, str) or not _SHA256.match(value):
-        raise ArtifactError(f"{value!r} is not a sha256 hex digest")
-    return value
 
 
 def _write_once(path: Path, data: bytes) -> None:

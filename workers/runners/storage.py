@@ -20,6 +20,14 @@ def artifact_store():
     return ArtifactStore(settings.ARTIFACT_ROOT)
 
 
+def artifact_manifest(artifact_id: str):
+    """The manifest of a stored artifact (what it is, its parts and state; no weights), read without
+    torch, so that the web side may call it. Raises workers.artifact_manifests.ArtifactError."""
+    from workers.artifact_manifests import manifest_read
+
+    return manifest_read(settings.ARTIFACT_ROOT, artifact_id)
+
+
 def _artifact_bytes(store, artifact_id: str) -> int:
     manifest = store.manifest(artifact_id)
     return sum(int(f.get("bytes", 0)) for f in manifest.files.values())

@@ -18,7 +18,7 @@ from foundation.strict_json import jsonable
 from models_registry import services as registry
 from models_registry.keystore import keystore
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
-from models_registry.selectors import current_source
+from models_registry.selectors import current_source, version_membership
 from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
@@ -42,7 +42,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
     from workers.datasets.reference import load_reference_split
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
-    from workers.training.membership import collate_records
+    from workers.training.membership import MembershipRow, collate_records
     from workers.training.storage import load_run, save_run
     from workers.unlearning.base import METHODS
     from workers.unlearning.methods import load_all_methods
@@ -61,11 +61,20 @@ def run_unlearning_job(job: Job, progress) -> dict:
     store = artifact_store()
     progress("loading the model", 0.02)
     trained = load_run(store, source.artifact_sha256)
-    member_keys = {row.record_key for row in trained.membership}
+    spec = METHOD_SPECS.get(job.method)
+    registry_membership = None
+    if spec.kind == TRAINING_RUN:
+        # An exact method works from the registry's membership (the run's records less every
+        # deletion on the chain), not the stored one: an S3T version stops listing the records of
+        # the slices it no longer serves, yet they are kept data, which a retrain (or s3t_retrain)
+        # learns from again and the kept-data figure counts.
+        registry_membership = [MembershipRow(*row) for row in version_membership(version=source)]
+        member_keys = {row.record_key for row in registry_membership}
+    else:
+        member_keys = {row.record_key for row in trained.membership}
     data = load_reference_split(dataset.storage_location, "train")
     forget = data.subset(sorted(forget_keys & member_keys))
     retain = data.subset(sorted(member_keys - forget_keys))
-    spec = METHOD_SPECS.get(job.method)
     method = METHODS.get(job.method)(job.config or None)
     device = str(select_device())
     phase = progress.scaled(5, 80)
@@ -86,7 +95,8 @@ def run_unlearning_job(job: Job, progress) -> dict:
                                               erased_people_keys=_keys_of_the_same_people(forget_records))
     else:
         if spec.kind == TRAINING_RUN:
-            new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase)
+            new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase,
+                                             membership=registry_membership)
         else:
             from workers.training.base import TrainingRun
 

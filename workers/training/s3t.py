@@ -15,8 +15,8 @@ the shard serves the ordering whose clean prefix is longest. Orderings are rotat
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +40,13 @@ from workers.training.membership import MembershipRow, MembershipSink
 from workers.training.sisa import SlicedConfig, partition
 from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
 from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
-
-AdapterId = tuple[int, int, int]  # (shard, ordering, position)
-_PART_NAME = re.compile(r"shard(\d+)/ordering(\d+)/adapter(\d+)")
+from workers.unlearning.exact.s3t_plan import (
+    ADAPTER_PART,
+    AdapterId,
+    S3TDeactivationPlan,
+    s3t_deactivation_plan,
+    slice_orderings,
+)
 
 
 @dataclass
@@ -69,9 +73,7 @@ class S3TConfig(SlicedConfig):
             raise ConfigError("S3TConfig.lora_targets must be 'linear' or 'linear_conv'")
 
     def slice_orderings(self) -> list[list[int]]:
-        # Rotations spread evenly, so each slice sits early in some ordering.
-        offsets = [int(i * self.slices / self.orderings + 0.5) for i in range(self.orderings)]
-        return [[(j + offset) % self.slices for j in range(self.slices)] for offset in offsets]
+        return slice_orderings(self.slices, self.orderings)
 
 
 def adapter_name(adapter: AdapterId) -> str:
@@ -161,13 +163,79 @@ def _adapter_weights(peft_model: nn.Module, name: str) -> dict[str, torch.Tensor
     return {k: v.detach().to("cpu").clone() for k, v in state.items()}
 
 
+def train_ordering(config: S3TConfig, base_state: dict[str, torch.Tensor], template: nn.Module,
+                   dataset: RecordDataset, groups: Mapping[tuple[int, int], set[str]], *, shard: int,
+                   ordering: int, sink: MembershipSink, device: torch.device,
+                   start: int = 0, prefix: Mapping[AdapterId, dict[str, torch.Tensor]] | None = None,
+                   on_adapter: Callable[[AdapterId], None] = lambda adapter: None,
+                   ) -> tuple[dict[AdapterId, dict[str, torch.Tensor]], int]:
+    """Train adapters ``start``..R-1 of one ordering of one shard, each on the shard's slices
+    ``ordering[0..p]`` (``groups``: (shard, slice) -> record keys of ``dataset``) with the adapters
+    before it active and frozen. From the base (``start`` 0) or on top of ``prefix``, the stored
+    weights of adapters 0..start-1 (the last clean state). Each adapter is seeded by its own id, so
+    the result equals the same adapters of a training from scratch on the same records.
+    ``template``: an unwrapped model of the architecture (names the layers LoRA targets).
+    Returns the new adapters' weights and the optimizer steps taken; ``on_adapter`` is called
+    after each (progress; may raise JobCancelled)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    slices = config.slice_orderings()[ordering]
+    epochs = config.stage_epochs()
+    prefix = prefix or {}
+    peft_model = None
+    for q in range(start):  # the clean prefix, as it was when adapter ``start`` was first trained
+        name = adapter_name((shard, ordering, q))
+        if peft_model is None:
+            fresh = build_model(config.architecture)
+            fresh.load_state_dict(base_state)
+            peft_model = get_peft_model(fresh, _lora_config(config, template), adapter_name=name)
+        else:
+            peft_model.add_adapter(name, _lora_config(config, template))
+        set_peft_model_state_dict(peft_model, prefix[(shard, ordering, q)], adapter_name=name)
+    if peft_model is not None:
+        peft_model.to(device)
+    adapters: dict[AdapterId, dict[str, torch.Tensor]] = {}
+    steps = 0
+    for p in range(start, config.slices):
+        adapter = (shard, ordering, p)
+        name = adapter_name(adapter)
+        with deterministic(derive_seed(config.seed, "adapter", shard, ordering, p)):
+            if peft_model is None:
+                fresh = build_model(config.architecture)
+                fresh.load_state_dict(base_state)
+                peft_model = get_peft_model(fresh, _lora_config(config, fresh), adapter_name=name)
+                peft_model.to(device)
+            else:
+                peft_model.add_adapter(name, _lora_config(config, template))
+                peft_model.to(device)
+            peft_model.base_model.set_adapter([adapter_name((shard, ordering, q)) for q in range(p + 1)])
+            trainable = []
+            for param_name, parameter in peft_model.named_parameters():
+                mine = f".{name}." in param_name and "lora_" in param_name
+                parameter.requires_grad_(mine)
+                if mine:
+                    trainable.append(parameter)
+            optimizer = make_optimizer(trainable, config)
+            generator = torch.Generator().manual_seed(derive_seed(config.seed, "order", shard, ordering, p))
+            keys: set[str] = set()
+            for k in slices[: p + 1]:
+                keys |= groups.get((shard, k), set())
+            stats = train_stage(
+                peft_model, optimizer, sorted_by_key(dataset, keys),
+                epochs=epochs[p], batch_size=config.batch_size, generator=generator,
+                sink=sink, shard=shard, slice=p, device=device,
+            )
+        steps += stats.steps
+        adapters[adapter] = _adapter_weights(peft_model, name)
+        on_adapter(adapter)
+    return adapters, steps
+
+
 class S3TRecipe(TrainingRecipe, name="s3t"):
     config_class = S3TConfig
 
     def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
               progress: ProgressCallback = no_progress) -> TrainingRun:
-        from peft import get_peft_model
-
         config: S3TConfig = self.config
         device = torch.device(device)
         timer = Timer()
@@ -180,48 +248,22 @@ class S3TRecipe(TrainingRecipe, name="s3t"):
         groups = partition(dataset.record_keys, key=config.shard_key, shards=config.shards,
                            slices=config.slices)
         orderings = config.slice_orderings()
-        epochs = config.stage_epochs()
         sinks = [MembershipSink() for _ in orderings]
         adapters: dict[AdapterId, dict[str, torch.Tensor]] = {}
-        total = config.shards * len(orderings) * config.slices
-        done, steps = 0, 0
+        done: list[AdapterId] = []
+        steps = 0
+
+        def trained(adapter: AdapterId) -> None:
+            done.append(adapter)
+            progress("shard {} ordering {} adapter {}".format(*adapter),
+                     len(done) / (config.shards * len(orderings) * config.slices))
+
         for shard in range(config.shards):
-            for o, ordering in enumerate(orderings):
-                peft_model = None
-                for p in range(config.slices):
-                    adapter = (shard, o, p)
-                    name = adapter_name(adapter)
-                    with deterministic(derive_seed(config.seed, "adapter", shard, o, p)):
-                        if peft_model is None:
-                            fresh = build_model(config.architecture)
-                            fresh.load_state_dict(base_state)
-                            peft_model = get_peft_model(fresh, _lora_config(config, fresh), adapter_name=name)
-                            peft_model.to(device)
-                        else:
-                            peft_model.add_adapter(name, _lora_config(config, base))
-                            peft_model.to(device)
-                        prefix = [adapter_name((shard, o, q)) for q in range(p + 1)]
-                        peft_model.base_model.set_adapter(prefix)
-                        trainable = []
-                        for param_name, parameter in peft_model.named_parameters():
-                            mine = f".{name}." in param_name and "lora_" in param_name
-                            parameter.requires_grad_(mine)
-                            if mine:
-                                trainable.append(parameter)
-                        optimizer = make_optimizer(trainable, config)
-                        generator = torch.Generator().manual_seed(derive_seed(config.seed, "order", shard, o, p))
-                        keys: set[str] = set()
-                        for k in ordering[: p + 1]:
-                            keys |= groups.get((shard, k), set())
-                        stats = train_stage(
-                            peft_model, optimizer, sorted_by_key(dataset, keys),
-                            epochs=epochs[p], batch_size=config.batch_size, generator=generator,
-                            sink=sinks[o], shard=shard, slice=p, device=device,
-                        )
-                    steps += stats.steps
-                    adapters[adapter] = _adapter_weights(peft_model, name)
-                    done += 1
-                    progress(f"shard {shard} ordering {o} adapter {p}", done / total)
+            for o in range(len(orderings)):
+                new, ordering_steps = train_ordering(config, base_state, base, dataset, groups, shard=shard,
+                                                     ordering=o, sink=sinks[o], device=device, on_adapter=trained)
+                adapters.update(new)
+                steps += ordering_steps
         membership = _merge_membership(sinks, orderings)
         active = {shard: (0, config.slices) for shard in range(config.shards)}
         ensemble = S3TEnsemble(config, base_state, adapters, active).eval()
@@ -260,7 +302,7 @@ class S3TRecipe(TrainingRecipe, name="s3t"):
         config = S3TConfig.from_dict(manifest.recipe["config"])
         adapters = {}
         for name, artifact_id in manifest.parts.items():
-            match = _PART_NAME.fullmatch(name)
+            match = ADAPTER_PART.fullmatch(name)
             if match is None:
                 raise ValueError(f"unexpected part {name!r} in an s3t manifest")
             adapters[(int(match[1]), int(match[2]), int(match[3]))] = store.load(artifact_id, "weights")
@@ -318,6 +360,24 @@ class S3TDeactivation:
     kept_records_served: int = 0
 
 
+def _deactivation_plan(run: TrainingRun, forget: set[str]) -> tuple[S3TDeactivationPlan, list[str], list[str]]:
+    """The S3T rule (workers.unlearning.exact.s3t_plan) on a stored run: the plan, the forgotten
+    members and the keys that are not members."""
+    if run.recipe != "s3t" or not isinstance(run.model, S3TEnsemble):
+        raise ValueError(f"s3t unlearning needs a run of the s3t recipe, got {run.recipe!r}")
+    ensemble: S3TEnsemble = run.model
+    by_key = {row.record_key: row for row in run.membership}
+    members = sorted(forget & by_key.keys())
+    affected: dict[int, set[int]] = {}
+    for key in members:
+        affected.setdefault(by_key[key].shard, set()).add(by_key[key].slice)
+    kept_by_slice = Counter((row.shard, row.slice) for row in run.membership if row.record_key not in forget)
+    plan = s3t_deactivation_plan(orderings=ensemble.orderings, shards=ensemble.config.shards,
+                                 adapters=ensemble.adapters, active=ensemble.active, affected=affected,
+                                 kept_by_slice=kept_by_slice)
+    return plan, members, sorted(forget - by_key.keys())
+
+
 def s3t_deactivate(run: TrainingRun, forget_keys: Iterable[str]) -> S3TDeactivation:
     """Exact S3T unlearning: drop every adapter whose training data held a forgotten record.
 
@@ -327,58 +387,91 @@ def s3t_deactivate(run: TrainingRun, forget_keys: Iterable[str]) -> S3TDeactivat
     adapter was trained on, minus the forgotten ones. Raises ValueError when no adapter is left
     in any shard (the model must be retrained).
     """
-    if run.recipe != "s3t" or not isinstance(run.model, S3TEnsemble):
-        raise ValueError(f"s3t unlearning needs a run of the s3t recipe, got {run.recipe!r}")
-    ensemble: S3TEnsemble = run.model
-    config = ensemble.config
-    orderings = ensemble.orderings
     forget = set(forget_keys)
-    by_key = {row.record_key: row for row in run.membership}
-    members = sorted(forget & by_key.keys())
-    not_members = sorted(forget - by_key.keys())
-    affected: dict[int, set[int]] = {}
-    for key in members:
-        affected.setdefault(by_key[key].shard, set()).add(by_key[key].slice)
-
-    adapters = dict(ensemble.adapters)
-    deactivated: list[AdapterId] = []
-    for shard, slices in affected.items():
-        for o, ordering in enumerate(orderings):
-            cut = min(ordering.index(j) for j in slices)
-            for adapter in [a for a in adapters if a[0] == shard and a[1] == o and a[2] >= cut]:
-                deactivated.append(adapter)
-                del adapters[adapter]
-    active: dict[int, tuple[int, int]] = {}
-    for shard in range(config.shards):
-        if shard not in affected:
-            active[shard] = ensemble.active.get(shard, (0, 0))
-            continue
-        prefixes = [(_prefix_length(adapters, shard, o), -o) for o in range(len(orderings))]
-        length, neg_o = max(prefixes)
-        active[shard] = (-neg_o, length)
-    shards_out = [s for s in range(config.shards) if active[s][1] == 0]
-    if len(shards_out) == config.shards:
+    plan, members, not_members = _deactivation_plan(run, forget)
+    ensemble: S3TEnsemble = run.model  # type: ignore[assignment]
+    config, orderings = ensemble.config, ensemble.orderings
+    if len(plan.shards_out) == config.shards:
         raise ValueError("no adapter is left in any shard after deactivation; retrain the model")
-    covered: dict[int, set[int]] = {}
-    for shard, o, p in adapters:
-        covered.setdefault(shard, set()).add(orderings[o][p])
-    membership = [
-        row for row in run.membership
-        if row.record_key not in forget and row.slice in covered.get(row.shard, set())
-    ]
-    served = {shard: set(orderings[o][:length]) for shard, (o, length) in active.items()}
-    kept = [row for row in run.membership if row.record_key not in forget]
-    kept_served = sum(1 for row in kept if row.slice in served.get(row.shard, set()))
-    new_ensemble = S3TEnsemble(config, ensemble.base_state, adapters, active).eval()
+    adapters = {a: w for a, w in ensemble.adapters.items() if a in plan.remaining}
+    covered = {(shard, orderings[o][p]) for shard, o, p in adapters}
+    membership = [row for row in run.membership
+                  if row.record_key not in forget and (row.shard, row.slice) in covered]
+    new_ensemble = S3TEnsemble(config, ensemble.base_state, adapters, plan.serving).eval()
     new_run = TrainingRun(recipe=run.recipe, config=run.config, model=new_ensemble,
                           membership=membership,
                           metrics={**run.metrics, "adapters": len(adapters)})
-    return S3TDeactivation(new_run, members, not_members, sorted(deactivated), active, shards_out,
-                           kept_records=len(kept), kept_records_served=kept_served)
+    return S3TDeactivation(new_run, members, not_members, list(plan.deactivated), dict(plan.serving),
+                           list(plan.shards_out), kept_records=plan.kept_records,
+                           kept_records_served=plan.kept_records_served)
 
 
-def _prefix_length(adapters: dict[AdapterId, Any], shard: int, ordering: int) -> int:
-    length = 0
-    while (shard, ordering, length) in adapters:
-        length += 1
-    return length
+@dataclass
+class S3TRetraining:
+    run: TrainingRun
+    forgotten: list[str]
+    not_members: list[str]
+    deactivated: list[AdapterId]  # switched off by this deletion (their data held the records)
+    retrained: list[AdapterId]  # every adapter trained again: those and any an earlier deletion switched off
+    steps: int
+    kept_records: int  # the membership without the forgotten records: every one is learned from again
+
+
+def s3t_retrain(run: TrainingRun, forget_keys: Iterable[str], retain: RecordDataset, *,
+                device: str | torch.device = "cpu", progress: ProgressCallback = no_progress) -> S3TRetraining:
+    """Exact S3T unlearning that keeps learning from all the kept data: the adapters whose training
+    data held a forgotten record are switched off as :func:`s3t_deactivate` does, then every adapter
+    the version lacks (switched off now or by an earlier deletion) is trained again, in order, on top
+    of the last clean adapter of its ordering, on the kept records of its slices: the run's
+    membership (its slice assignment) without the forgotten records, their data taken from
+    ``retain``, which must hold every one of them. The recipe's seeds are used, so the adapters are
+    those the recipe trained from scratch on the kept records gives. Every shard then serves all its
+    adapters of the first ordering, as after training.
+
+    Raises ValueError when ``retain`` lacks a kept record; RuntimeError if a forgotten record was
+    ever yielded to training (a bug; nothing is returned then)."""
+    forget = set(forget_keys)
+    plan, members, not_members = _deactivation_plan(run, forget)
+    ensemble: S3TEnsemble = run.model  # type: ignore[assignment]
+    config = ensemble.config
+    device = torch.device(device)
+    kept = [row for row in run.membership if row.record_key not in forget]
+    lacking = {row.record_key for row in kept} - set(retain.record_keys)
+    if lacking:
+        raise ValueError(f"the retain set lacks {len(lacking)} kept record(s) of the run, e.g. "
+                         f"{sorted(lacking)[0]!r}; retraining needs every one of them")
+    groups: dict[tuple[int, int], set[str]] = {}
+    for row in kept:
+        groups.setdefault((row.shard, row.slice), set()).add(row.record_key)
+    # Per shard and ordering, the first adapter the version lacks: it and every later one train again.
+    starts: dict[tuple[int, int], int] = {}
+    for shard, o, p in plan.missing(shards=config.shards, orderings=len(ensemble.orderings), slices=config.slices):
+        starts[(shard, o)] = min(p, starts.get((shard, o), p))
+    total = sum(config.slices - start for start in starts.values())
+    adapters = {a: w for a, w in ensemble.adapters.items() if a in plan.remaining}
+    with deterministic(derive_seed(config.seed, "base")):
+        template = build_model(config.architecture)
+    sink = MembershipSink()
+    retrained: list[AdapterId] = []
+    steps = 0
+
+    def trained(adapter: AdapterId) -> None:
+        retrained.append(adapter)
+        progress(f"retrain adapter {adapter_name(adapter)}", len(retrained) / total)
+
+    for (shard, o), start in sorted(starts.items()):
+        new, ordering_steps = train_ordering(config, ensemble.base_state, template, retain, groups, shard=shard,
+                                             ordering=o, sink=sink, device=device, start=start, prefix=adapters,
+                                             on_adapter=trained)
+        adapters.update(new)
+        steps += ordering_steps
+    progress("retrain", 1.0)
+    leaked = {row.record_key for row in sink.rows()} & forget
+    if leaked:
+        raise RuntimeError(f"{len(leaked)} forgotten record(s) reached retraining, e.g. {sorted(leaked)[0]!r}")
+    active = {shard: (0, config.slices) for shard in range(config.shards)}
+    new_ensemble = S3TEnsemble(config, ensemble.base_state, adapters, active).eval()
+    new_run = TrainingRun(recipe=run.recipe, config=run.config, model=new_ensemble, membership=kept,
+                          metrics={**run.metrics, "adapters": len(adapters)})
+    return S3TRetraining(new_run, members, not_members, list(plan.deactivated), retrained, steps,
+                         kept_records=len(kept))

@@ -80,6 +80,15 @@ S3T_PROMISE = (
     "which can cost accuracy. Every older copy of the model that was trained on the records has been deleted."
 )
 
+S3T_RETRAIN_PROMISE = (
+    "Every adapter in service was trained only on data that never contained the records: the adapter "
+    "trained on a slice that held them, and every later adapter of its ordering, were deleted and trained "
+    "again, from the last adapter before them, on the kept records of their slices, with the seeds and in "
+    "the order the first training used. The served model again learned from every kept record, as a "
+    "retrain on the kept data does ('Kept records the served model learned from' says how many). Every "
+    "older copy of the model that was trained on the records has been deleted."
+)
+
 
 def method_declare(spec: MethodSpec) -> MethodSpec:
     """Declare a method (a name declared twice raises ``ValueError``)."""
@@ -103,6 +112,9 @@ for _spec in (
     MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True),
     MethodSpec("sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sisa", recipe="sisa"),
     MethodSpec("s3t", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t", recipe="s3t", promise=S3T_PROMISE),
+    # Offered by the planner in place of s3t when deactivation would cross the model's kept-data floor.
+    MethodSpec("s3t_retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t_retrain",
+               promise=S3T_RETRAIN_PROMISE),
 ):
     method_declare(_spec)
 

@@ -6,6 +6,8 @@
 * s3t: no adapter left active was trained on a slice that held a forgotten record; the kept
   adapters equal those of an S3T run trained from scratch without the record, and the new
   model's outputs equal those of a model composed from the remaining adapters alone;
+* s3t_retrain: the adapters s3t would switch off are trained again on the kept records of their
+  slices; they equal (bit for bit) those of an S3T run trained from scratch on the kept records;
 * retrain: the recipe again, without the forget set.
 
 Plus one harness (``CASES``) every exact method joins: registry and guarantee class, membership
@@ -51,6 +53,7 @@ CASES = [
     ExactCase("retrain", "sisa", SISA),
     ExactCase("sisa", "sisa", SISA),
     ExactCase("s3t", "s3t", S3T),
+    ExactCase("s3t_retrain", "s3t", S3T),
 ]
 CASE_IDS = [f"{c.method}-{c.recipe}" for c in CASES]
 
@@ -326,6 +329,98 @@ def test_s3t_membership_drops_slices_no_remaining_adapter_covers(train_set) -> N
     assert {row.shard for row in new.membership} == {0}
     with pytest.raises(ValueError, match="retrain"):
         METHODS.get("s3t")().unlearn(new, [key_in(new, slice=0, shard=0)], None)
+
+
+def test_s3t_kept_data_figure_counts_every_kept_record_after_deletions_in_sequence(train_set) -> None:
+    """Given the registry's membership (context), a second deletion counts the kept records of the
+    slices the first one stopped serving too: the figure is against all the kept data."""
+    run = trained("s3t", {**S3T, "orderings": 1}, train_set)
+    first, second = key_in(run, slice=2, shard=0), key_in(run, slice=1, shard=1)
+    once, _ = METHODS.get("s3t")().unlearn(run, [first], None)
+    registry = [row for row in run.membership if row.record_key != first]
+    _, result = METHODS.get("s3t")().unlearn(once, [second], None, membership=registry)
+    assert result.details["kept_records"] == len(run.membership) - 2
+    served = sum(1 for row in run.membership if row.record_key not in (first, second)
+                 and (row.slice in (0, 1) if row.shard == 0 else row.slice == 0))
+    assert result.details["kept_records_served"] == served
+
+
+# ---------------------------------------------------------------- s3t_retrain
+
+
+def test_s3t_retrain_equals_an_s3t_training_from_scratch_on_the_kept_records(train_set) -> None:
+    run = trained("s3t", S3T, train_set)
+    forget = [key_in(run, slice=1, shard=0), key_in(run, slice=2, shard=1)]
+    new, result = METHODS.get("s3t_retrain")().unlearn(run, forget, train_set.without(forget))
+    # The adapters whose slices held the records were switched off and trained again ...
+    assert result.details["adapters_deactivated"] == ["s0o0p1", "s0o0p2", "s0o1p2", "s1o0p2", "s1o1p0",
+                                                      "s1o1p1", "s1o1p2"]
+    assert result.details["adapters_retrained"] == result.details["adapters_deactivated"]
+    assert result.steps > 0
+    # ... on the kept records only: the served model learned from every one of them again.
+    kept = {row.record_key for row in run.membership} - set(forget)
+    assert {row.record_key for row in new.membership} == kept
+    assert (result.details["kept_records"], result.details["kept_records_served"]) == (len(kept), len(kept))
+    model: S3TEnsemble = new.model
+    assert model.active == {0: (0, 3), 1: (0, 3)}
+    assert set(model.adapters) == set(run.model.adapters)
+    # Proof by recomputation: the recipe from scratch on the kept records, with the same seeds,
+    # gives the same weights, bit for bit (the recipe is deterministic on the CPU).
+    scratch = RECIPES.get("s3t")(S3T).train(train_set.without(forget))
+    for adapter, weights in model.adapters.items():
+        assert all(torch.equal(weights[k], scratch.model.adapters[adapter][k]) for k in weights), adapter
+    # Not vacuous: a retrained adapter differs from the one that saw the records.
+    assert not all(torch.equal(run.model.adapters[(0, 0, 1)][k], model.adapters[(0, 0, 1)][k])
+                   for k in model.adapters[(0, 0, 1)])
+    inputs = torch.stack([train_set[i][1] for i in range(16)])
+    with torch.no_grad():
+        assert torch.equal(new.model(inputs), scratch.model(inputs))
+
+
+def test_s3t_retrain_learns_again_from_slices_an_earlier_deactivation_stopped_serving(train_set) -> None:
+    """After s3t served less (a first deletion), the retrain variant on a second deletion trains
+    every missing adapter again, from the registry's membership, and ends where a training from
+    scratch without both records ends."""
+    config = {**S3T, "orderings": 1}
+    run = trained("s3t", config, train_set)
+    first, second = key_in(run, slice=2, shard=0), key_in(run, slice=1, shard=1)
+    once, _ = METHODS.get("s3t")().unlearn(run, [first], None)
+    assert {row.record_key for row in once.membership} < {row.record_key for row in run.membership} - {first}
+    registry = [row for row in run.membership if row.record_key != first]
+    retain = train_set.without([first, second])
+    new, result = METHODS.get("s3t_retrain")().unlearn(once, [second], retain, membership=registry)
+    assert result.details["adapters_deactivated"] == ["s1o0p1", "s1o0p2"]
+    assert result.details["adapters_retrained"] == ["s0o0p2", "s1o0p1", "s1o0p2"]
+    assert result.details["kept_records_served"] == result.details["kept_records"] == len(run.membership) - 2
+    scratch = RECIPES.get("s3t")(config).train(retain)
+    for adapter, weights in new.model.adapters.items():
+        assert all(torch.equal(weights[k], scratch.model.adapters[adapter][k]) for k in weights), adapter
+    # Without the registry's rows the slices an earlier deletion dropped are unknown: refused
+    # rather than trained on records the run does not list.
+    with pytest.raises(ValueError, match="lacks"):
+        METHODS.get("s3t_retrain")().unlearn(once, [second], retain.subset(retain.record_keys[:10]),
+                                             membership=registry)
+
+
+def test_s3t_retrain_never_trains_on_a_forgotten_record_even_when_the_data_holds_it(train_set, monkeypatch) -> None:
+    """Every record a retrained adapter was fed, recorded at the training step: none is forgotten,
+    though the data given (the whole training set, past the method's own retain-set check) holds them."""
+    import workers.training.s3t as s3t
+
+    run = trained("s3t", S3T, train_set)
+    forget = [key_in(run, slice=0, shard=0), key_in(run, slice=2, shard=1)]
+    fed: set[str] = set()
+    original = s3t.train_stage
+
+    def recording(model, optimizer, data, **kwargs):
+        fed.update(data.record_keys)
+        return original(model, optimizer, data, **kwargs)
+
+    monkeypatch.setattr(s3t, "train_stage", recording)
+    outcome = s3t.s3t_retrain(run, forget, train_set)
+    assert fed and not fed & set(forget)
+    assert not {row.record_key for row in outcome.run.membership} & set(forget)
+    assert len(outcome.retrained) == 9  # shard 0: five adapters, shard 1: four
 
 
 # ---------------------------------------------------------------- retrain

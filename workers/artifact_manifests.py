@@ -1,0 +1,120 @@
+"""What an artifact is, read without torch: its manifest (canonical JSON named by its sha256) and
+the store's errors. The store itself (workers.artifacts) writes and loads tensors; the web side
+reads manifests through this module alone (the planner: which adapters a stored S3T version keeps),
+so that it never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MANIFEST_DIR = "manifests"  # under the store's root
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArtifactError(Exception):
+    """Base class of artifact store errors."""
+
+
+class UnsafeArtifactError(ArtifactError):
+    """A file is not a well-formed safetensors file (pickle, truncated, lying header, ...)."""
+
+
+class ArtifactNotFound(ArtifactError, KeyError):
+    """No artifact or blob with that id exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "artifact not found"
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """A stored file's bytes no longer match the sha256 it is named by."""
+
+
+@dataclass
+class ArtifactManifest:
+    """What an artifact is. Stored as canonical JSON; its sha256 is the artifact id.
+
+    ``kind``: "model", "checkpoint", "sisa_ensemble", "s3t_ensemble", ...
+    ``architecture``: ``{"name": ..., "config": {...}}`` so the model can be rebuilt.
+    ``recipe``: ``{"name": ..., "config": {...}}`` of the training recipe that made it.
+    ``parent``: the artifact id this one was derived from (unlearning), or None.
+    ``parts``: named references to other artifacts (a SISA ensemble's checkpoints).
+    ``state``: JSON skeletons of flattened non-tensor state (optimizer param groups, RNG).
+    ``files``: role -> ``{"sha256", "bytes"}``; filled in by the store.
+    """
+
+    kind: str
+    architecture: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    parent: str | None = None
+    code_version: str = ""
+    parts: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "kind": self.kind,
+            "architecture": self.architecture,
+            "config": self.config,
+            "recipe": self.recipe,
+            "parent": self.parent,
+            "code_version": self.code_version,
+            "parts": dict(self.parts),
+            "state": self.state,
+            "extra": self.extra,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArtifactManifest:
+        if data.get("format") != 1:
+            raise ArtifactError(f"unknown manifest format {data.get('format')!r}")
+        known = {
+            "kind", "architecture", "config", "recipe", "parent", "code_version", "parts",
+            "state", "extra", "files",
+        }
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def check_sha(value: Any) -> str:
+    if not isinstance(value, str) or not SHA256_HEX.match(value):
+        raise ArtifactError(f"{value!r} is not a sha256 hex digest")
+    return value
+
+
+def manifest_path(root: str | os.PathLike[str], artifact_id: str) -> Path:
+    """Where the manifest of ``artifact_id`` lives in the store rooted at ``root``."""
+    return Path(root) / MANIFEST_DIR / f"{artifact_id}.json"
+
+
+def manifest_read(root: str | os.PathLike[str], artifact_id: str) -> ArtifactManifest:
+    """The manifest of ``artifact_id`` in the store rooted at ``root``, checked against its name
+    (size, sha256, JSON). Raises ArtifactNotFound, UnsafeArtifactError, ArtifactIntegrityError or
+    ArtifactError."""
+    path = manifest_path(root, check_sha(artifact_id))
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ArtifactNotFound(f"no artifact {artifact_id}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise UnsafeArtifactError(f"manifest {artifact_id} is {size} bytes; refused")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != artifact_id:
+        raise ArtifactIntegrityError(f"manifest {artifact_id} does not match its sha256")
+    try:
+        return ArtifactManifest.from_dict(json.loads(data))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ArtifactError(f"manifest {artifact_id} is not a valid manifest: {exc}") from None
