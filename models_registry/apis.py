@@ -21,6 +21,7 @@ from models_registry.models import (
     Modality,
     ModelVersion,
     RegisteredModel,
+    Task,
     TrainingRun,
 )
 
@@ -204,10 +205,30 @@ class RegisteredModelOut(serializers.ModelSerializer):
                   "versions"]
 
 
+class RegisteredModelIn(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    task = serializers.ChoiceField(choices=Task.choices)
+    training_recipe = serializers.CharField(max_length=50)
+    architecture = serializers.DictField(required=False, default=dict,
+                                         help_text="{name, config}: the model's family reads it (see README, "
+                                                   "'Bring your own model')")
+    unlearning_policy = serializers.DictField(required=False, default=dict)
+    s3t_kept_data_floor = serializers.FloatField(required=False, allow_null=True, default=None)
+
+
 class RegisteredModelListApi(APIView):
     permission_classes = [RegistryAccess]
+    parser_classes = [JSONParser]
 
     @extend_schema(responses=RegisteredModelOut(many=True))
     def get(self, request):
         models = RegisteredModel.objects.prefetch_related("versions").order_by("name")
         return Response(RegisteredModelOut(models, many=True).data)
+
+    @extend_schema(request=RegisteredModelIn, responses={201: RegisteredModelOut})
+    def post(self, request):
+        """Register a model (its family through ``architecture``); versions come by training or upload."""
+        body = RegisteredModelIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        model = services.registered_model_create(**body.validated_data)
+        return Response(RegisteredModelOut(model).data, status=status.HTTP_201_CREATED)

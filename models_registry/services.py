@@ -113,8 +113,9 @@ def registered_model_create(
     if RegisteredModel.objects.filter(name=name).exists():
         raise Conflict(f"model {name!r} already exists", code="model_exists", field="name")
     policy = unlearning_policy_validate(policy=unlearning_policy or {}, task=task)
+    architecture = architecture_validate(architecture=architecture, task=task)
     model = RegisteredModel(
-        name=name, task=task, training_recipe=training_recipe, architecture=architecture or {},
+        name=name, task=task, training_recipe=training_recipe, architecture=architecture,
         unlearning_policy=policy,
         s3t_kept_data_floor=kept_data_floor_validate(floor=s3t_kept_data_floor, training_recipe=training_recipe),
     )
@@ -137,6 +138,20 @@ POLICY_FIELDS = {
 # Who knows the unlearning methods (the workers' method catalogue, added from workers.apps): each
 # check answers why a name cannot be a policy's approximate method for a model of a task, or None.
 APPROXIMATE_METHOD_CHECKS: Hooks[Callable[[str, str | None], str | None]] = Hooks("approximate-method check")
+
+
+# Who knows the model families (workers.model_families, added from workers.apps): each check
+# answers why an architecture spec cannot be registered for a task, or None.
+ARCHITECTURE_CHECKS: Hooks[Callable[[dict, str | None], str | None]] = Hooks("architecture check")
+
+
+def architecture_validate(*, architecture: dict | None, task: str | None) -> dict:
+    """The architecture spec, checked by every registered family check; ValidationFailed naming it."""
+    for check in ARCHITECTURE_CHECKS:
+        problem = check(architecture or {}, task)
+        if problem:
+            raise ValidationFailed(f"architecture: {problem}", field="architecture")
+    return architecture or {}
 
 
 def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = None) -> dict[str, Any]:

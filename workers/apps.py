@@ -7,7 +7,8 @@ class WorkersConfig(AppConfig):
 
     def ready(self) -> None:
         # The runner modules import torch only inside their functions: the web process may load them.
-        from models_registry.services import APPROXIMATE_METHOD_CHECKS
+        from models_registry.services import APPROXIMATE_METHOD_CHECKS, ARCHITECTURE_CHECKS
+        from workers.model_families.base import architecture_problem
         from workers.jobs import job_runner_register
         from workers.models import JobKind
         from workers.runners.shadow import run_shadow_job
@@ -19,3 +20,4 @@ class WorkersConfig(AppConfig):
         job_runner_register(JobKind.UNLEARN, run_unlearning_job)
         job_runner_register(JobKind.SHADOW, run_shadow_job)
         APPROXIMATE_METHOD_CHECKS.add(approximate_method_problem)
+        ARCHITECTURE_CHECKS.add(architecture_problem)

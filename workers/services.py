@@ -36,53 +36,67 @@ MAX_CHECKPOINT_BYTES = 2 * 1024**3
 
 
 def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
-    """Register weights trained elsewhere as a new version of ``model`` whose lineage is the
-    (already imported) membership of ``training_run``. The file must be safetensors whose tensors
-    fit the model's registered architecture; anything else (a pickle, a truncated file, a lying
-    header, other shapes) is refused with the reason and nothing is stored. Nothing is unpickled.
+    """Register a model trained elsewhere as a new version of ``model`` whose lineage is the
+    (already imported) membership of ``training_run``. The model's family (see
+    :mod:`workers.model_families`, chosen by its registered architecture) checks the upload without
+    executing anything in it; anything it refuses (a pickle, a truncated file, a lying header,
+    weights that do not fit) is refused with the reason and nothing is stored. The version is
+    stored like one the platform trained: its weights, the family's recipe with the run's recorded
+    configuration, and the run's membership (from the registry), so that unlearning, shadow models
+    and audits load it as they load any version.
     """
     from django.db import transaction
 
-    from workers.artifacts import (
-        ArtifactManifest,
-        UnsafeArtifactError,
-        check_safetensors_bytes,
-        code_version,
-    )
+    from workers.artifacts import ArtifactManifest, code_version
+    from workers.model_families import family_of
+    from workers.model_families.base import UploadRefused
+    from workers.training.storage import membership_to_tensors
 
     if training_run.model_id != model.id:
         raise ValidationFailed("the training run belongs to another model", field="training_run")
     if len(data) > MAX_CHECKPOINT_BYTES:
         raise ValidationFailed(f"checkpoint larger than {MAX_CHECKPOINT_BYTES} bytes", field="body")
-    try:
-        table = check_safetensors_bytes(data, source="uploaded checkpoint")
-    except UnsafeArtifactError as exc:
-        raise ValidationFailed(str(exc), field="body", code="unsafe_checkpoint") from None
     if not model.architecture:
         raise ValidationFailed("the model has no registered architecture to check the weights against",
                                field="architecture")
-    from workers.artifacts import safetensors_from_bytes
-    from workers.training.architectures import build_model
-
-    expected = {name: tuple(t.shape) for name, t in build_model(model.architecture).state_dict().items()}
-    got = {name: info.shape for name, info in table.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))[:3]
-        unexpected = sorted(set(got) - set(expected))[:3]
-        wrong = sorted(n for n in set(expected) & set(got) if expected[n] != got[n])[:3]
-        raise ValidationFailed(f"the weights do not fit architecture {model.architecture.get('name')!r}: "
-                               f"missing {missing}, unexpected {unexpected}, wrong shape {wrong}",
-                               field="body", code="architecture_mismatch")
-    tensors = safetensors_from_bytes(data, source="uploaded checkpoint")
+    try:
+        family = family_of(model.architecture)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), field="architecture") from None
+    try:
+        checked = family.check_upload(data, architecture=model.architecture, task=model.task,
+                                      run_config=training_run.config or {})
+    except UploadRefused as exc:
+        raise ValidationFailed(str(exc), field="body", code=exc.code) from None
+    except ValueError as exc:  # a recipe config the family's recipe refuses
+        raise ValidationFailed(f"the training run's configuration does not fit the {family.name} family: {exc}",
+                               field="training_run") from None
+    membership = training_run_membership(training_run)
+    if not membership:
+        raise ValidationFailed(f"training run {training_run.id} has no imported membership: import which records "
+                               "it trained on first (POST /api/v1/training-runs/<id>/membership/)", field="training_run")
     store = artifact_store()
-    manifest = ArtifactManifest(kind="model", architecture=model.architecture, code_version=code_version(),
-                                recipe={"name": "plain", "config": {"architecture": model.architecture}},
-                                extra={"uploaded": True})
-    ref = store.put(manifest, {"weights": tensors})
+    manifest = ArtifactManifest(kind="model", architecture=checked.architecture, code_version=code_version(),
+                                recipe={"name": checked.recipe, "config": checked.recipe_config},
+                                extra={"uploaded": True, "family": family.name, **checked.extra})
+    ref = store.put(manifest, {**checked.blobs, "membership": membership_to_tensors(membership)})
     with transaction.atomic():
-        version = registry.model_version_create(model=model, artifact_sha256=ref.artifact_id,
-                                                training_run=training_run, status=VersionStatus.RETAINED)
+        # Shadow models and retrains read the procedure from here (the run row keeps what the company recorded).
+        version = registry.model_version_create(
+            model=model, artifact_sha256=ref.artifact_id, training_run=training_run, status=VersionStatus.RETAINED,
+            metrics={"uploaded_recipe": {"name": checked.recipe, "config": checked.recipe_config,
+                                         "family": family.name}})
         registry.stored_artifact_register(sha256=ref.artifact_id, kind="weights", model_version=version,
                                           training_run=training_run, size_bytes=len(data),
                                           label=f"uploaded weights of {version}", origin_version=version)
     return version
+
+
+def training_run_membership(training_run) -> list:
+    """The run's membership as the registry holds it (record key, shard, slice, position)."""
+    from models_registry.models import TrainingMembership
+    from workers.training.membership import MembershipRow
+
+    return [MembershipRow(key, shard, slice_, position) for key, shard, slice_, position in
+            TrainingMembership.objects.filter(run=training_run).order_by("shard", "slice", "position")
+            .values_list("record__external_key", "shard", "slice", "position")]

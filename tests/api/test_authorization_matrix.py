@@ -17,7 +17,7 @@ EXPECTED = {
     "dataset-records-import": {"post": {"ml_engineer"}},
     "training-runs": {"post": {"ml_engineer"}},
     "training-membership-import": {"post": {"ml_engineer"}},
-    "models": {"get": {"ml_engineer", "dpo", "auditor"}},
+    "models": {"get": {"ml_engineer", "dpo", "auditor"}, "post": {"ml_engineer"}},
     "model-version-upload": {"post": {"ml_engineer"}},
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},

@@ -64,6 +64,10 @@ def run_shadow_job(job: Job, progress) -> dict:
                   .exclude(id__in=excluded).values_list("external_key", flat=True))
     recipe_name = run_row.recipe
     base_config = {k: v for k, v in run_row.config.items() if k not in ("shadow_of", "shadow_index")}
+    # A version trained elsewhere: its family's recipe with what the run recorded (set at upload).
+    uploaded = lineage_root(version).metrics.get("uploaded_recipe")
+    if uploaded:
+        recipe_name, base_config = uploaded["name"], dict(uploaded["config"])
     dataset = version.training_run.datasets.get()
     data = load_reference_split(dataset.storage_location, "train")
     device = select_device()

@@ -25,6 +25,10 @@ from workers.training.storage import base_manifest, membership_from_tensors, mem
 from workers.unlearning.base import ProgressCallback, no_progress
 
 
+class MissingLineage(ValueError):
+    """A stored version lacks what every job after training needs (its membership)."""
+
+
 class SingleModelStorage:
     """save/load for recipes whose run is one model: weights and membership as two blobs."""
 
@@ -38,6 +42,12 @@ class SingleModelStorage:
 
     @classmethod
     def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        if "membership" not in manifest.files:
+            raise MissingLineage(
+                "this version was uploaded before uploads carried their lineage: its artifact holds the weights "
+                "only, not the membership of the training run (which records it trained on), so it cannot be "
+                "unlearned, shadowed or audited. Upload the same weights again (POST /api/v1/models/<name>/"
+                "versions/?training_run=<id>): the new version carries the run's membership and its recipe")
         model = build_model(manifest.architecture or {})
         model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
         membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))

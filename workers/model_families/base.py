@@ -1,0 +1,96 @@
+"""The model-family registry and what an upload check returns (see the package's docstring)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from foundation.registry import Registry
+
+if TYPE_CHECKING:  # the web process loads the families without torch
+    import torch
+
+
+class UploadRefused(ValueError):
+    """An upload a family will not store, with the reason in words the engineer can act on.
+    ``code`` names the kind of problem for the API (``unsafe_checkpoint``, ``architecture_mismatch``...)."""
+
+    def __init__(self, message: str, *, code: str = "invalid_upload") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that passed its family's checks, ready to store: the blobs (name -> tensors), the
+    recipe that loads and retrains it and that recipe's configuration (the family's training
+    procedure with what the run recorded), and facts for the manifest's ``extra``."""
+
+    blobs: dict[str, dict[str, torch.Tensor]]  # noqa: F821 (a string under postponed annotations)
+    recipe: str
+    recipe_config: dict[str, Any]
+    architecture: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelFamily(ABC):
+    """One kind of model. ``architectures``: the architecture names (``spec["name"]``) of its models.
+    ``upload_media_type``: what its upload body is (shown in the API's error and docs)."""
+
+    name: ClassVar[str]
+    architectures: ClassVar[tuple[str, ...]] = ()
+    upload_media_type: ClassVar[str] = "application/octet-stream"
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            FAMILIES.register(name)(cls)
+
+    @abstractmethod
+    def check_upload(self, data: bytes, *, architecture: Mapping[str, Any], task: str,
+                     run_config: Mapping[str, Any]) -> CheckedUpload:
+        """Check ``data`` against the registered ``architecture`` without executing anything it
+        holds; raise :class:`UploadRefused` naming the problem. ``run_config``: the configuration
+        the imported training run recorded (the family's recipe takes what it knows of it)."""
+
+
+FAMILIES: Registry[type[ModelFamily]] = Registry("model family")
+
+
+def load_families() -> None:
+    """Import every module of this package (each registers its family)."""
+    import workers.model_families as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def architecture_problem(architecture: Mapping[str, Any] | None, task: str | None = None) -> str | None:
+    """Why a model cannot be registered with ``architecture`` (no family takes it), or None. Light:
+    nothing is built (the web process registers models)."""
+    if not architecture:
+        return None
+    if not isinstance(architecture, Mapping) or not isinstance(architecture.get("name"), str):
+        return "architecture must be {\"name\": ..., \"config\": {...}}"
+    try:
+        family_of(architecture)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def family_of(architecture: Mapping[str, Any] | None) -> ModelFamily:
+    """The family whose models have this architecture; ValueError naming the known ones."""
+    load_families()
+    name = (architecture or {}).get("name")
+    for family in FAMILIES:
+        cls = FAMILIES.get(family)
+        if name in cls.architectures:
+            return cls()
+    known = sorted(a for f in FAMILIES for a in FAMILIES.get(f).architectures)
+    raise ValueError(f"no model family takes architecture {name!r}; known: {', '.join(known)}")
