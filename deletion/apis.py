@@ -78,6 +78,10 @@ class OutcomeOut(serializers.Serializer):
     hold_reason = serializers.CharField()
     job = serializers.SerializerMethodField()
     earlier_attempts = serializers.SerializerMethodField()
+    scope_additions_offered = serializers.SerializerMethodField(
+        help_text="[{record_key, of_erased_record, why}]: records of the same person that the investigation of a "
+                  "sanity-check flag found in the kept data (an exact copy, or a near-duplicate in the model's "
+                  "representation); the DPO may add them to the scope with a new request")
     risk_acceptance = serializers.JSONField(
         help_text="{reason, proposed_by, proposed_at, confirmed_by?, confirmed_at?}: the residual risk of a "
                   "result that did not pass, accepted by two DPO users ({} when none)")
@@ -88,6 +92,9 @@ class OutcomeOut(serializers.Serializer):
             return None
         return {"id": job.id, "status": job.status, "stage": job.progress_stage, "percent": job.progress_percent,
                 "wall_seconds": job.wall_seconds, "device": job.device}
+
+    def get_scope_additions_offered(self, outcome) -> list[dict]:
+        return list(((outcome.audit or {}).get("flag_investigation") or {}).get("scope_additions", []))
 
     def get_earlier_attempts(self, outcome) -> list[dict]:
         """Attempts whose audit failed and which were escalated (their audits are in the report)."""
