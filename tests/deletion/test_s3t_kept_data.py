@@ -153,6 +153,9 @@ def test_below_the_floor_the_plan_offers_retraining_the_adapters_and_the_dpo_can
     keys = {row.record_key for row in new_run.membership}
     assert DataRecord.objects.get(pk=forgotten).external_key not in keys and len(keys) == total - 1
     assert new_run.model.active == {0: (0, 4), 1: (0, 4)}
+    # The audit replays it: S3T trained from scratch on the registry's kept records, bit for bit.
+    replay = outcome.audit["replay"]
+    assert replay["ran"] and replay["comparison"]["identical"], replay
     [entry] = report_data(request=DeletionRequest.objects.get(pk=request.pk))["model_versions"]
     assert entry["method"] == "s3t_retrain"
     assert "The served model again learned from every kept record" in entry["guarantee"]["promises"]
