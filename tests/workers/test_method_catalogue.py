@@ -84,3 +84,13 @@ def test_a_fitting_method_is_kept():
     model = registered_model_create(name="lm", task="language_modeling", training_recipe="lora_causal_lm",
                                     unlearning_policy={"approximate_method": "npo"})
     assert model.unlearning_policy == {"approximate_method": "npo"}
+
+
+def test_a_method_declares_a_replay_exactly_when_one_is_registered():
+    from workers.unlearning.exact.replay import REPLAYS
+
+    declared = {spec.name for spec in method_specs() if spec.replay}
+    assert declared == set(REPLAYS.names()), "declare replay= in the catalogue for each registered replay"
+    assert all(METHOD_SPECS.get(name).replay_cost for name in declared)
+    with pytest.raises(ValueError, match="replay must be one of"):
+        MethodSpec("x", CLASSIFIER, "approximate", "m", replay="every audit")

@@ -22,6 +22,8 @@ GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed")
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
 
+REPLAY_WHEN = ("", "every audit", "on request")
+
 # What a method works on, which decides how an unlearning job calls it.
 CLASSIFIER = "classifier"  # an nn.Module, loaders of (keys, inputs, targets) batches -> a new module
 LANGUAGE_MODEL = "language_model"  # a causal LM, LM batches of the forget/retain texts -> a new LM
@@ -57,12 +59,18 @@ class MethodSpec:
     # What the method promises when its guarantee class's general words would say more (the report
     # prints this instead of the class's promise).
     promise: str | None = None
+    # The independent replay of an exact result (workers.unlearning.exact.replay): "every audit",
+    # "on request" (it costs what ``replay_cost`` says, shown in the plan), or "" (none).
+    replay: str = ""
+    replay_cost: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_OF_KIND:
             raise ValueError(f"unlearning method {self.name!r}: unknown kind {self.kind!r}")
         if self.guarantee_class not in GUARANTEE_CLASSES:
             raise ValueError(f"unlearning method {self.name!r}: unknown guarantee class {self.guarantee_class!r}")
+        if self.replay not in REPLAY_WHEN or (self.replay and self.guarantee_class != "exact"):
+            raise ValueError(f"unlearning method {self.name!r}: replay must be one of {REPLAY_WHEN}, for exact methods")
 
     @property
     def task(self) -> str | None:
@@ -109,12 +117,16 @@ for _spec in (
     MethodSpec("grad_diff", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.grad_diff"),
     MethodSpec("npo", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.npo"),
     MethodSpec("verifier_guard", GUARD, "suppressed", "workers.unlearning.guard.method"),
-    MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True),
-    MethodSpec("sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sisa", recipe="sisa"),
-    MethodSpec("s3t", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t", recipe="s3t", promise=S3T_PROMISE),
+    MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True,
+               replay="on request", replay_cost="one more full training of the model"),
+    MethodSpec("sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sisa", recipe="sisa",
+               replay="every audit", replay_cost="reruns the affected shards again: about the unlearning job's time"),
+    MethodSpec("s3t", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t", recipe="s3t", promise=S3T_PROMISE,
+               replay="every audit", replay_cost="no training: seconds"),
     # Offered by the planner in place of s3t when deactivation would cross the model's kept-data floor.
     MethodSpec("s3t_retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t_retrain",
-               promise=S3T_RETRAIN_PROMISE),
+               promise=S3T_RETRAIN_PROMISE, replay="every audit",
+               replay_cost="one S3T training from scratch on the kept records"),
 ):
     method_declare(_spec)
 

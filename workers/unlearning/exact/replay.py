@@ -38,6 +38,7 @@ from workers.training import RECIPES
 from workers.training.base import TrainingRun
 from workers.training.device import environment_difference, recorded_threads, training_environment
 from workers.training.membership import MembershipRow
+from workers.unlearning.catalogue import METHOD_SPECS
 
 # How many differing tensor names a comparison lists (the count is always given).
 DIFFERENCES_LISTED = 10
@@ -58,13 +59,20 @@ class ReplayInputs:
 
 @dataclass(frozen=True)
 class ReplaySpec:
-    """One method's replay. ``rebuild`` returns the run the method should have produced;
-    ``on_request``: it costs a training of its own and runs only when asked."""
+    """One method's replay: ``rebuild`` returns the run the method should have produced. When it
+    runs (every audit, or on request) and what it costs are declared with the method, in
+    :mod:`workers.unlearning.catalogue` (``MethodSpec.replay``, ``replay_cost``)."""
 
     method: str
     rebuild: Callable[[ReplayInputs, str], TrainingRun]
-    on_request: bool = False
-    cost: str = ""
+
+    @property
+    def on_request(self) -> bool:
+        return METHOD_SPECS.get(self.method).replay == "on request"
+
+    @property
+    def cost(self) -> str:
+        return METHOD_SPECS.get(self.method).replay_cost
 
 
 REPLAYS: Registry[ReplaySpec] = Registry("exact replay")
@@ -257,15 +265,12 @@ def _quiet(stage: str, fraction: float) -> None:
     return None
 
 
-register_replay(ReplaySpec(method="sisa", rebuild=_replay_sisa,
-                           cost="reruns the affected shards again: about the unlearning job's own time"))
-register_replay(ReplaySpec(method="s3t", rebuild=_replay_s3t, cost="no training: seconds"))
-register_replay(ReplaySpec(method="retrain", rebuild=_replay_retrain, on_request=True,
-                           cost="one more full training of the model"))
+register_replay(ReplaySpec(method="sisa", rebuild=_replay_sisa))
+register_replay(ReplaySpec(method="s3t", rebuild=_replay_s3t))
+register_replay(ReplaySpec(method="retrain", rebuild=_replay_retrain))
 # s3t_retrain's claim is that its result equals S3T trained from scratch on the kept records: the
 # replay checks exactly that (a full S3T training, cheap for the adapter models S3T is used with).
-register_replay(ReplaySpec(method="s3t_retrain", rebuild=_replay_retrain,
-                           cost="one S3T training from scratch on the kept records"))
+register_replay(ReplaySpec(method="s3t_retrain", rebuild=_replay_retrain))
 
 
 def retain_keys(registry_membership: Iterable[MembershipRow], forget_keys: Iterable[str]) -> list[str]:
