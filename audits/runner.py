@@ -192,7 +192,9 @@ def replay_check(outcome: dict):
 
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress):
     """Score the unlearned, original and shadow models on the forgotten records, a retain sample
-    and held-out records; run every registered check that applies to a classifier on the scores."""
+    and held-out records; run every registered check that applies to a classifier on the scores,
+    the equivalence test within the margins the plan declared (the audit job's config)."""
+    from audits.checks.equivalence import DeclaredMargins
     from audits.checks.evidence import ClassifierEvidence, UtilityFigures
     from audits.checks.membership import fit_shadow_reference
     from audits.checks.registry import run_checks
@@ -252,11 +254,14 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in))
     attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
                                                             shadow_test)
+    # Declared before any score was seen, and read from the audit job's own row (the job is not
+    # passed in here); a job without them (planned before they existed) runs no equivalence test.
+    margins = DeclaredMargins.from_config(Job.objects.get(pk=progress.job_id).config.get("equivalence"))
     checks = run_checks(ClassifierEvidence(
         record_ids=tuple(str(k) for k in forget_keys), forget_scores=f_after_z, original_forget_scores=f_before_z,
-        shadow_reference=reference, attack_forget_scores=attacked_forget, attack_nonmember_scores=attacked_test,
-        attack_signal=signal, retain_scores=r_after, original_retain_scores=r_before, nonmember_scores=t_after,
-        original_nonmember_scores=t_before,
+        shadow_reference=reference, equivalence_margins=margins, attack_forget_scores=attacked_forget,
+        attack_nonmember_scores=attacked_test, attack_signal=signal, retain_scores=r_after,
+        original_retain_scores=r_before, nonmember_scores=t_after, original_nonmember_scores=t_before,
         utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
                                original_retain=retain_acc_before, original_test=test_acc_before),
     ))

@@ -21,7 +21,13 @@ from deletion.models import (
     ModelOutcome,
     OutcomeStatus,
 )
-from deletion.planning import estimated_cost, plan_method, request_scope, s3t_kept_data
+from deletion.planning import (
+    equivalence_test_plan,
+    estimated_cost,
+    plan_method,
+    request_scope,
+    s3t_kept_data,
+)
 from deletion.transitions import S, actor_name, transition
 from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
@@ -47,6 +53,7 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
     for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
         method, guarantee = plan_method(version=version)
         record_ids = versions[version.id].record_ids
+        model_kind = "language_model" if version.model.task == Task.LANGUAGE_MODELING else "classifier"
         # S3T: how much of the kept data the served model would still learn from, and the retrain
         # of the switched-off adapters offered when that crosses the model's floor.
         kept_data, alternatives = s3t_kept_data(version=version, record_ids=record_ids) if method == "s3t" else (None, [])
@@ -57,9 +64,11 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
             # Said before the method runs: where the audit cannot confirm erasure, the request will
             # wait for the DPO's decision whatever the method achieves.
-            "audit_cannot_confirm": audit_cannot_confirm(
-                guarantee_class=guarantee,
-                model_kind="language_model" if version.model.task == Task.LANGUAGE_MODELING else "classifier"),
+            "audit_cannot_confirm": audit_cannot_confirm(guarantee_class=guarantee, model_kind=model_kind,
+                                                         records=len(record_ids)),
+            # Declared now, before any score is seen; the audit job's config carries the margins.
+            "equivalence_test": equivalence_test_plan(version=version, model_kind=model_kind,
+                                                      records=len(record_ids)),
             "kept_data": kept_data,
             # Methods the DPO may approve instead of ``method`` (deletion_request_approve's ``methods``).
             "alternatives": alternatives,

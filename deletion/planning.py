@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from django.db.models import Avg
 
+from audits.checks.equivalence import DEFAULT_MARGIN, DeclaredMargins, equivalence_plan
+from audits.checks.registry import check_spec
 from deletion.models import (
     DeletionRequest,
     ModelOutcome,
@@ -147,3 +149,18 @@ def request_end_state(request: DeletionRequest) -> str:
     if any(o.risk_acceptance.get("confirmed_by") for o in request.outcomes.all()):
         return RequestStatus.CLOSED_RISK_ACCEPTED
     return RequestStatus.COMPLETED
+
+
+def equivalence_test_plan(*, version: ModelVersion, model_kind: str, records: int) -> dict | None:
+    """The equivalence test's margins, declared here, before the method runs and before any score
+    is seen: the model's ``unlearning_policy.equivalence_margin`` or the platform default, with
+    the power they leave ``records`` forgotten records (audits.checks.equivalence.equivalence_plan).
+    None where the test does not apply to the model's kind. The audit job carries ``declared``
+    into its config (deletion.workflow)."""
+    if model_kind not in check_spec("equivalence_tost").applies_to:
+        return None
+    margin = (version.model.unlearning_policy or {}).get("equivalence_margin")
+    declared_by = (f"the policy of model {version.model.name}" if margin is not None
+                   else "the platform default")
+    margins = DeclaredMargins.symmetric(DEFAULT_MARGIN if margin is None else margin, declared_by=declared_by)
+    return equivalence_plan(margins, records=records)

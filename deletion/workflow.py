@@ -47,7 +47,8 @@ def on_job_finished(*, job_id: int) -> None:
                                                deletion_request=outcome.request,
                                                forget_record_ids=outcome.record_ids,
                                                guarantee_class=outcome.guarantee_class,
-                                               config={"audited_version": job.result_version_id})
+                                               config={"audited_version": job.result_version_id,
+                                                       **declared_for_audit(outcome)})
             elif not_met:
                 # The method ran but could not establish its guarantee: a failed audit with no new
                 # version, for the DPO to escalate (exact retrain) or withdraw the model.
@@ -91,6 +92,15 @@ def on_job_finished(*, job_id: int) -> None:
         request = DeletionRequest.objects.get(pk=job.deletion_request_id)
         transition(request, (S.AUDITING,), S.FAILED, actor="platform", event="request.failed",
                     failure=f"the report could not be made: {job.error[:500]}")
+
+
+def declared_for_audit(outcome: ModelOutcome) -> dict:
+    """What the request's plan declared for this outcome's audit before anything ran, for the audit
+    job's config: the equivalence test's margins (``{"equivalence": ...}``), or nothing for a plan
+    that declared none."""
+    step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+    declared = (step.get("equivalence_test") or {}).get("declared")
+    return {"equivalence": declared} if declared else {}
 
 
 def announce(outcome: ModelOutcome) -> None:

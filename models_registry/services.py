@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -132,6 +133,9 @@ POLICY_FIELDS = {
     "batch_window_seconds": int,
     # Replay every full retrain of this model in its audit (bit for bit; costs one more training).
     "replay_retrain": bool,
+    # The equivalence test's symmetric margin (> 0, standardised LiRA score units), declared in the
+    # plan before any audit; without it the platform default (audits.checks.equivalence).
+    "equivalence_margin": float,
 }
 
 
@@ -167,6 +171,11 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
                 f"unknown unlearning_policy field {key!r}; allowed: {', '.join(sorted(POLICY_FIELDS))}",
                 field=f"unlearning_policy.{key}",
             )
+        if expected is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValidationFailed(f"unlearning_policy.{key} must be a number > 0",
+                                       field=f"unlearning_policy.{key}")
+            continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ValidationFailed(
                 f"unlearning_policy.{key} must be {expected.__name__}", field=f"unlearning_policy.{key}"

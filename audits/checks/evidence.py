@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     import numpy as np
 
+    from audits.checks.equivalence import DeclaredMargins
     from audits.checks.lm_memorisation import LMRecordMemorisation
     from audits.checks.membership import ShadowReference
 
@@ -43,6 +44,8 @@ class ClassifierEvidence:
     ``forget_scores``/``original_forget_scores``: the unlearned / original model on the forgotten
     records, on the scale of the shadow models' (see the runner). ``shadow_reference``: the shadow
     models' fit for those records, None with fewer than two shadow models or no records.
+    ``equivalence_margins``: the equivalence test's margins as the plan declared them before the
+    audit (the audit job's config carries them), None when none were declared.
     ``attack_*``: what the population attack compares (forget set vs held-out records), with the
     signal's name. ``retain_*``/``nonmember_*``: a retain sample and held-out records on the
     unlearned model and (``original_*``) on the original.
@@ -54,6 +57,7 @@ class ClassifierEvidence:
     forget_scores: NDArray[np.float64]
     original_forget_scores: NDArray[np.float64]
     shadow_reference: ShadowReference | None
+    equivalence_margins: DeclaredMargins | None
     attack_forget_scores: NDArray[np.float64]
     attack_nonmember_scores: NDArray[np.float64]
     attack_signal: str

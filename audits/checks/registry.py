@@ -50,6 +50,7 @@ class CheckSpec:
     that maps the runner's evidence (:mod:`audits.checks.evidence`) to the check's keyword
     arguments, or to None when the evidence cannot support it (too few shadow models, say).
     A check with neither is run by whoever holds its inputs (a policy, a benchmark, a test).
+    ``min_records``: the fewest forgotten records it can run on (the plan says so beforehand).
     """
 
     name: str
@@ -58,6 +59,7 @@ class CheckSpec:
     needed_for_approximate_pass: str | None = None
     applies_to: tuple[ModelKind, ...] = ()
     inputs: Inputs | None = None
+    min_records: int = 1
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -109,19 +111,22 @@ def run_checks(evidence: Evidence) -> list[CheckResult]:
     return results
 
 
-def audit_cannot_confirm(*, guarantee_class: str, model_kind: ModelKind) -> str | None:
+def audit_cannot_confirm(*, guarantee_class: str, model_kind: ModelKind, records: int | None = None) -> str | None:
     """Why an audit of a ``guarantee_class`` result on a ``model_kind`` model cannot end PASS and so
     cannot confirm erasure, in plain words for the plan (shown before the method runs), or None
     when it can. Read off the registry: an approximate PASS needs every check whose spec says so,
-    and a check the audit runner never runs on this kind of model can never be there."""
+    and a check the audit runner never runs on this kind of model, or on as few forgotten records
+    as ``records`` (when given), can never be there."""
     if guarantee_class == "suppressed":
         return ("suppression is not erasure: the weights keep the data, so the DPO decides whether to "
                 "accept it (or choose an exact method)")
     if guarantee_class != "approximate":
         return None
-    missing = [CHECKS.get(name).spec.needed_for_approximate_pass for name in CHECKS
-               if CHECKS.get(name).spec.needed_for_approximate_pass
-               and model_kind not in CHECKS.get(name).spec.applies_to]
+    needed = [CHECKS.get(name).spec for name in CHECKS if CHECKS.get(name).spec.needed_for_approximate_pass]
+    missing = [spec.needed_for_approximate_pass for spec in needed if model_kind not in spec.applies_to]
+    missing += [f"{spec.needed_for_approximate_pass}: {spec.name} needs at least {spec.min_records} forgotten "
+                f"records and this request has {records}" for spec in needed
+                if model_kind in spec.applies_to and records is not None and records < spec.min_records]
     if not missing:
         return None
     return ("this audit cannot confirm erasure here (" + "; ".join(missing) + "): choose an exact method "

@@ -181,10 +181,15 @@ def test_an_s3t_result_promises_only_what_is_true_and_says_how_much_kept_data_it
 def test_the_plan_says_before_the_method_runs_when_the_audit_cannot_confirm_erasure(api_client_for, trained):
     from audits.checks.registry import audit_cannot_confirm
 
-    # An approximate classifier result cannot PASS while the runner never runs the equivalence test
-    # (TOST) its PASS needs; exact can; a guard never confirms erasure.
-    approximate = audit_cannot_confirm(guarantee_class="approximate", model_kind="classifier")
-    assert approximate.startswith("this audit cannot confirm erasure here (no aggregate metric was tested")
+    # The runner runs the equivalence test (TOST) on classifiers, so an approximate classifier result
+    # can PASS unless the request has too few records for it; an approximate language model cannot;
+    # exact can; a guard never confirms erasure.
+    assert audit_cannot_confirm(guarantee_class="approximate", model_kind="classifier", records=3) is None
+    one = audit_cannot_confirm(guarantee_class="approximate", model_kind="classifier", records=1)
+    assert one.startswith("this audit cannot confirm erasure here (no aggregate metric was tested")
+    assert "needs at least 2 forgotten records and this request has 1" in one
+    assert audit_cannot_confirm(guarantee_class="approximate", model_kind="language_model").startswith(
+        "this audit cannot confirm erasure here (")
     assert audit_cannot_confirm(guarantee_class="exact", model_kind="classifier") is None
     assert "suppression is not erasure" in audit_cannot_confirm(guarantee_class="suppressed",
                                                                  model_kind="language_model")
@@ -194,12 +199,18 @@ def test_the_plan_says_before_the_method_runs_when_the_audit_cannot_confirm_eras
     [step] = scoped["plan"]
     assert (step["method"], step["audit_cannot_confirm"]) == ("sisa", None)
     trained["model"].training_recipe = "plain"
-    trained["model"].unlearning_policy = {"approximate_method": "finetune"}
+    trained["model"].unlearning_policy = {"approximate_method": "finetune", "equivalence_margin": 0.3}
     trained["model"].save()
     request_id = _create(dpo, key="k2").json()["id"]
     scoped = dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json").json()
     [step] = scoped["plan"]
-    assert (step["method"], step["audit_cannot_confirm"]) == ("finetune", approximate)
+    assert (step["method"], step["records"], step["audit_cannot_confirm"]) == ("finetune", 3, None)
+    # The margins the audit will use are declared here, from the model's policy, with the power they
+    # leave three records.
+    declared = step["equivalence_test"]["declared"]
+    assert (declared["lower_margin"], declared["upper_margin"]) == (-0.3, 0.3)
+    assert declared["declared_by"] == f"the policy of model {trained['model'].name}"
+    assert "with 3 forgotten records" in step["equivalence_test"]["statement"]
 
 
 def test_a_withdrawal_whose_copies_wait_for_another_request_says_so(api_client_for, trained):
