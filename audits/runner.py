@@ -132,7 +132,8 @@ def run_audit_job(job: Job, progress) -> dict:
                                                               seed=new.id, device=device, progress=progress)
     else:
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
-                                             device=device, progress=progress)
+                                             device=device, progress=progress,
+                                             equivalence=(job.config or {}).get("equivalence"))
         suppression = None
     if job.guarantee_class == "exact":
         progress("replaying the exact deletion", 0.75)
@@ -190,7 +191,8 @@ def replay_check(outcome: dict):
     return exact_replay(outcome=outcome)
 
 
-def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress):
+def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress,
+                         equivalence: dict | None = None):
     """Score the unlearned, original and shadow models on the forgotten records, a retain sample
     and held-out records; run every registered check that applies to a classifier on the scores,
     the equivalence test within the margins the plan declared (the audit job's config)."""
@@ -254,9 +256,9 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in))
     attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
                                                             shadow_test)
-    # Declared before any score was seen, and read from the audit job's own row (the job is not
-    # passed in here); a job without them (planned before they existed) runs no equivalence test.
-    margins = DeclaredMargins.from_config(Job.objects.get(pk=progress.job_id).config.get("equivalence"))
+    # Declared before any score was seen (the audit job's config); a job without them (planned
+    # before they existed) runs no equivalence test.
+    margins = DeclaredMargins.from_config(equivalence)
     checks = run_checks(ClassifierEvidence(
         record_ids=tuple(str(k) for k in forget_keys), forget_scores=f_after_z, original_forget_scores=f_before_z,
         shadow_reference=reference, equivalence_margins=margins, attack_forget_scores=attacked_forget,
