@@ -23,6 +23,7 @@ from deletion.models import (
 )
 from deletion.planning import (
     equivalence_test_plan,
+    replay_plan,
     estimated_cost,
     plan_method,
     request_scope,
@@ -69,6 +70,8 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             # Declared now, before any score is seen; the audit job's config carries the margins.
             "equivalence_test": equivalence_test_plan(version=version, model_kind=model_kind,
                                                       records=len(record_ids)),
+            # The independent replay of an exact result: when it runs and what it costs.
+            "replay": replay_plan(version=version, method=method),
             "kept_data": kept_data,
             # Methods the DPO may approve instead of ``method`` (deletion_request_approve's ``methods``).
             "alternatives": alternatives,

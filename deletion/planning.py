@@ -164,3 +164,23 @@ def equivalence_test_plan(*, version: ModelVersion, model_kind: str, records: in
                    else "the platform default")
     margins = DeclaredMargins.symmetric(DEFAULT_MARGIN if margin is None else margin, declared_by=declared_by)
     return equivalence_plan(margins, records=records)
+
+
+def replay_plan(*, version: ModelVersion, method: str) -> dict | None:
+    """When the audit replays ``method``'s result bit for bit and what that costs (declared with the
+    method in the catalogue), or None for a method without a replay. A replay on request runs
+    when the model's policy asks for it (``unlearning_policy.replay_retrain``)."""
+    from workers.unlearning.catalogue import METHOD_SPECS
+
+    spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None
+    if spec is None or not spec.replay:
+        return None
+    asked = spec.replay == "on request" and bool(version.model.unlearning_policy.get("replay_retrain"))
+    runs = "every audit" if spec.replay == "every audit" or asked else "on request"
+    if runs == "every audit":
+        summary = (f"The audit replays this deletion independently and compares the weights bit for bit "
+                   f"({spec.replay_cost}).")
+    else:
+        summary = (f"No replay unless asked (unlearning_policy.replay_retrain): it costs {spec.replay_cost}; "
+                   "without it, exactness rests on the platform's execution record.")
+    return {"runs": runs, "cost": spec.replay_cost, "summary": summary}

@@ -148,3 +148,18 @@ def test_an_environment_the_audit_cannot_reproduce_leaves_the_exact_verdict_open
     assert outcome.verdict == "INCONCLUSIVE"
     assert outcome.status == "awaiting_decision"
     assert "cannot be reproduced here: torch 2.99.0 recorded" in replay_notes(outcome.audit)[0]
+
+
+def test_the_plan_says_when_the_replay_runs_and_what_it_costs(sisa_model):
+    from deletion.planning import replay_plan
+
+    dataset, model, version = sisa_model
+    sisa = replay_plan(version=version, method="sisa")
+    assert sisa["runs"] == "every audit" and "bit for bit" in sisa["summary"]
+    retrain = replay_plan(version=version, method="retrain")
+    assert retrain["runs"] == "on request" and "one more full training" in retrain["summary"]
+    model.unlearning_policy = {"replay_retrain": True}
+    model.save()
+    version.refresh_from_db()
+    assert replay_plan(version=version, method="retrain")["runs"] == "every audit"
+    assert replay_plan(version=version, method="finetune") is None
