@@ -47,6 +47,12 @@ NO_REPLAY_NOTE = ("No independent replay recomputed this version: that it never 
                   "lineage rows it wrote), not on a second computation a reader could check.")
 
 
+def exact_sanity_false_alarm_sentence(method: str) -> str:
+    from audits.checks.sanity_rates import exact_sanity_false_alarm_sentence as sentence
+
+    return sentence(method)
+
+
 def replay_notes(audit: dict) -> list[str]:
     """What the report says of an exact result's replay: what it compared and what it cannot show,
     or, where none ran, why and what exactness then rests on."""
@@ -206,6 +212,9 @@ def _model_entry(outcome) -> dict:
         verdict = _verdict_entry(verdict_data)
         if outcome.guarantee_class == "exact":
             verdict["notes"] += replay_notes(audit)
+            if any(c.get("check") == "membership_lira" for c in audit.get("checks", [])):
+                # The per-record test beside an exact method is a sanity check: with its measured false-alarm rate.
+                verdict["notes"].append(exact_sanity_false_alarm_sentence(outcome.method))
             verdict["notes"] += flag_notes(audit)
     roc = audit.get("roc") or {}
     roc_curves = []

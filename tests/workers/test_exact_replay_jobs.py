@@ -88,6 +88,11 @@ def test_a_correct_sisa_deletion_is_replayed_bit_for_bit(sisa_model, monkeypatch
     assert _check(outcome, "exact_replay")["verdict"] == "PASS"
     assert outcome.verdict == "PASS", outcome.audit["verdict"]["reasons"]
     assert "independent replay rebuilt identical weights" in outcome.audit["verdict"]["reason"]
+    from deletion.report_data import report_data
+
+    [entry] = report_data(request=outcome.request)["model_versions"]
+    assert any(n.startswith("Sanity check, not proof: on records provably absent from the model")
+               for n in entry["verdict"]["notes"])
     note = replay_notes(outcome.audit)[0]
     assert note.startswith("Independent replay (by the audit job") and "tensors identical" in note
     assert "cannot show a bug shared by both computations" in note
