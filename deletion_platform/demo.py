@@ -224,10 +224,16 @@ def _run(args, port: int, started_demo: float) -> int:
     legacy_model = registered_model_create(name=f"breast-cancer-legacy-{run_id}", task="classification",
                                            training_recipe="plain", architecture=BC_PLAIN["architecture"],
                                            unlearning_policy={"approximate_method": "finetune"})
+    # A triage model whose approximate result the DPO accepts with its residual risk (two DPO users).
+    triage_model = registered_model_create(name=f"breast-cancer-triage-{run_id}", task="classification",
+                                           training_recipe="plain", architecture=BC_PLAIN["architecture"],
+                                           unlearning_policy={"approximate_method": "finetune"})
     trainings = [model_train(model=mnist_model, dataset=datasets["mnist"], recipe_config=MNIST_SISA),
                  model_train(model=bc_model, dataset=datasets["breast_cancer"], recipe_config=BC_PLAIN),
                  model_train(model=legacy_model, dataset=datasets["breast_cancer"],
-                             recipe_config={**BC_PLAIN, "seed": BC_PLAIN.get("seed", 0) + 1})]
+                             recipe_config={**BC_PLAIN, "seed": BC_PLAIN.get("seed", 0) + 1}),
+                 model_train(model=triage_model, dataset=datasets["breast_cancer"],
+                             recipe_config={**BC_PLAIN, "seed": BC_PLAIN.get("seed", 0) + 2})]
     wait_jobs(trainings, lambda job: f"train {job.registered_model.name}")
     versions = {}
     for job in trainings:
@@ -367,8 +373,11 @@ def _follow(base: str, request_ids: dict[str, str], dpos, serving) -> dict[str, 
 ENDED = ("COMPLETED", "CLOSED_RISK_ACCEPTED", "FAILED", "REJECTED", "CANCELLED")
 # The DPO's written reasons for accepting a result that does not confirm erasure, by guarantee class.
 RISK_REASONS = {
-    "exact": ("{method} is exact: the new version was trained only on data without the records; the per-record "
-              "sanity check could not confirm it. Accepted until the platform's replay check is available."),
+    "approximate": ("{method} is approximate and the audit could not confirm erasure of one record (its power "
+                    "could not be shown on a single record). The triage model is retrained without the record "
+                    "at its scheduled monthly retrain; accepted until then."),
+    "exact": ("{method} is exact, but the audit could not confirm it (see the verdict's reasons). Accepted "
+              "while the replay is repeated on a worker with the recorded environment."),
     "suppressed": ("{method}: the output filter holds its calibrated leak bound, but the weights still hold the "
                    "data (suppression, not erasure). Accepted until the model is retrained without the records."),
 }
@@ -385,10 +394,11 @@ def _deploy_pending(base: str, serving) -> None:
 
 def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) -> None:
     """The DPO's decisions. A model being retired is withdrawn (Art. 18) and erased as soon as the
-    request is approved. On results whose audit did not pass: a FAIL or an inconclusive
-    approximate result is escalated to an exact retrain; a FAIL after that retrain withdraws the
-    model; what stays inconclusive after an exact method (or is only suppressed) has its residual
-    risk accepted by two DPO users, with the reason in writing."""
+    request is approved. On results whose audit did not pass: the triage model's inconclusive
+    approximate result has its residual risk accepted by two DPO users, with the reason in
+    writing; any other FAIL or inconclusive approximate result is escalated to an exact retrain; a
+    FAIL after that retrain withdraws the model; what stays inconclusive after an exact method (or
+    is only suppressed) has its residual risk accepted by two DPO users."""
     dpo, second_dpo = dpos
     url = f"{base}/api/v1/deletion-requests/{request_id}"
     for outcome in state["outcomes"]:
@@ -407,6 +417,9 @@ def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) 
             dpo.post(f"{url}/withdraw-model/", json={"model_version_id": outcome["model_version_id"],
                                                       "reason": "audit failed after an exact retrain"},
                      timeout=30).raise_for_status()
+        elif (verdict == "INCONCLUSIVE" and outcome["guarantee_class"] == "approximate"
+              and name.startswith("breast-cancer-triage-") and not outcome["risk_acceptance"].get("confirmed_by")):
+            _accept_risk(url, outcome, dpos, bar)
         elif (verdict == "FAIL" or outcome["guarantee_class"] == "approximate") and key not in escalated:
             escalated.add(key)
             bar.write(f"  audit {verdict} on {name} ({outcome['method']}): the DPO escalates to an exact retrain")
@@ -419,12 +432,18 @@ def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) 
             else:
                 response.raise_for_status()
         elif not outcome["risk_acceptance"].get("confirmed_by"):
-            reason = RISK_REASONS.get(outcome["guarantee_class"], RISK_REASONS["exact"]).format(method=outcome["method"])
-            what = "suppression" if outcome["guarantee_class"] == "suppressed" else "the residual risk"
-            bar.write(f"  audit {verdict} on {name} ({outcome['method']}): two DPO users accept {what}")
-            body = {"model_version_id": outcome["model_version_id"], "reason": reason}
-            dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
-            second_dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
+            _accept_risk(url, outcome, dpos, bar)
+
+
+def _accept_risk(url: str, outcome: dict, dpos, bar) -> None:
+    """Two DPO users accept the residual risk of a result that did not pass, with the reason in writing."""
+    dpo, second_dpo = dpos
+    reason = RISK_REASONS.get(outcome["guarantee_class"], RISK_REASONS["exact"]).format(method=outcome["method"])
+    what = "suppression" if outcome["guarantee_class"] == "suppressed" else "the residual risk"
+    bar.write(f"  audit {outcome['verdict']} on {outcome['model']} ({outcome['method']}): two DPO users accept {what}")
+    body = {"model_version_id": outcome["model_version_id"], "reason": reason}
+    dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
+    second_dpo.post(f"{url}/accept-risk/", json=body, timeout=30).raise_for_status()
 
 
 def _version_number(version_id) -> str:
