@@ -14,10 +14,12 @@ class WorkersConfig(AppConfig):
         from workers.runners.shadow import run_shadow_job
         from workers.runners.training import run_training_job
         from workers.runners.unlearning import run_unlearning_job
+        from workers.runners.upload_check import run_upload_check_job
         from workers.unlearning.catalogue import approximate_method_problem
 
         job_runner_register(JobKind.TRAIN, run_training_job)
         job_runner_register(JobKind.UNLEARN, run_unlearning_job)
         job_runner_register(JobKind.SHADOW, run_shadow_job)
+        job_runner_register(JobKind.UPLOAD_CHECK, run_upload_check_job)
         APPROXIMATE_METHOD_CHECKS.add(approximate_method_problem)
         ARCHITECTURE_CHECKS.add(architecture_problem)

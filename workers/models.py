@@ -12,6 +12,7 @@ class JobKind(models.TextChoices):
     SHADOW = "shadow", "Train shadow models for audits"
     AUDIT = "audit", "Audit a new version"
     REPORT = "report", "Erase the request's data and sign its report"
+    UPLOAD_CHECK = "upload_check", "Check an uploaded model in a worker and register it"
 
 
 class JobStatus(models.TextChoices):
@@ -23,7 +24,7 @@ class JobStatus(models.TextChoices):
 
 
 QUEUE_OF_KIND = {JobKind.TRAIN: "gpu", JobKind.UNLEARN: "gpu", JobKind.SHADOW: "gpu", JobKind.AUDIT: "audit",
-                 JobKind.REPORT: "audit"}
+                 JobKind.REPORT: "audit", JobKind.UPLOAD_CHECK: "default"}
 
 
 class Job(models.Model):

@@ -6,7 +6,7 @@ from typing import Any
 
 from foundation.errors import ValidationFailed
 from models_registry import services as registry
-from models_registry.models import Dataset, RegisteredModel, VersionStatus
+from models_registry.models import Dataset, ModelVersion, RegisteredModel, VersionStatus
 from workers.jobs import job_create
 from workers.models import Job, JobKind
 from workers.runners.storage import artifact_store
@@ -35,7 +35,7 @@ def shadow_models_train(*, version, count: int = 16, enqueue: bool = True) -> Jo
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
 
 
-def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
+def model_version_upload(*, model: RegisteredModel, training_run, data: bytes) -> ModelVersion | Job:
     """Register a model trained elsewhere as a new version of ``model`` whose lineage is the
     (already imported) membership of ``training_run``. The model's family (see
     :mod:`workers.model_families`, chosen by its registered architecture) checks the upload without
@@ -44,13 +44,14 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
     stored like one the platform trained: its weights, the family's recipe with the run's recorded
     configuration, and the run's membership (from the registry), so that unlearning, shadow models
     and audits load it as they load any version.
-    """
-    from django.db import transaction
 
-    from workers.artifacts import ArtifactManifest, code_version
+    Returns the version, or, for a family whose check builds code the web process must not import
+    (``checked_in_worker``: a company's own package), the queued check job that registers the
+    version when the weights fit (workers.upload_checks); what the web side can check without
+    building is refused here already.
+    """
     from workers.model_families import family_of
     from workers.model_families.base import UploadRefused
-    from workers.training.storage import membership_to_tensors
 
     if training_run.model_id != model.id:
         raise ValidationFailed("the training run belongs to another model", field="training_run")
@@ -63,6 +64,10 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
         family = family_of(model.architecture)
     except ValueError as exc:
         raise ValidationFailed(str(exc), field="architecture") from None
+    if family.checked_in_worker:
+        from workers.upload_checks import upload_check_queue
+
+        return upload_check_queue(model=model, training_run=training_run, family=family, data=data)
     try:
         checked = family.check_upload(data, architecture=model.architecture, task=model.task,
                                       run_config=training_run.config or {})
@@ -71,10 +76,22 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
     except ValueError as exc:  # a recipe config the family's recipe refuses
         raise ValidationFailed(f"the training run's configuration does not fit the {family.name} family: {exc}",
                                field="training_run") from None
+    return uploaded_version_store(model=model, training_run=training_run, family=family, checked=checked,
+                                  size_bytes=len(data))
+
+
+def uploaded_version_store(*, model: RegisteredModel, training_run, family, checked, size_bytes: int) -> ModelVersion:
+    """Store an upload its ``family`` has checked (a :class:`~workers.model_families.CheckedUpload`)
+    with the run's membership from the registry, and register the version and its weights row.
+    ValidationFailed when the run has no imported membership (nothing is stored then)."""
+    from django.db import transaction
+
+    from workers.artifacts import ArtifactManifest, code_version
+    from workers.training.storage import membership_to_tensors
+
     membership = training_run_membership(training_run)
     if not membership:
-        raise ValidationFailed(f"training run {training_run.id} has no imported membership: import which records "
-                               "it trained on first (POST /api/v1/training-runs/<id>/membership/)", field="training_run")
+        raise training_run_without_membership(training_run)
     store = artifact_store()
     manifest = ArtifactManifest(kind="model", architecture=checked.architecture, code_version=code_version(),
                                 recipe={"name": checked.recipe, "config": checked.recipe_config},
@@ -87,9 +104,15 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes):
             metrics={"uploaded_recipe": {"name": checked.recipe, "config": checked.recipe_config,
                                          "family": family.name}})
         registry.stored_artifact_register(sha256=ref.artifact_id, kind="weights", model_version=version,
-                                          training_run=training_run, size_bytes=len(data),
+                                          training_run=training_run, size_bytes=size_bytes,
                                           label=f"uploaded weights of {version}", origin_version=version)
     return version
+
+
+def training_run_without_membership(training_run) -> ValidationFailed:
+    """The error for an upload whose training run has no imported membership yet."""
+    return ValidationFailed(f"training run {training_run.id} has no imported membership: import which records "
+                            "it trained on first (POST /api/v1/training-runs/<id>/membership/)", field="training_run")
 
 
 def training_run_membership(training_run) -> list:

@@ -19,6 +19,7 @@ EXPECTED = {
     "training-membership-import": {"post": {"ml_engineer"}},
     "models": {"get": {"ml_engineer", "dpo", "auditor"}, "post": {"ml_engineer"}},
     "model-version-upload": {"post": {"ml_engineer"}},
+    "upload-check": {"get": {"ml_engineer", "dpo", "auditor"}},
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},
     **{f"deletion-request-{action}": {"post": {"dpo"}}

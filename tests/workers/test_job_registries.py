@@ -16,6 +16,7 @@ OWNERS = {
     JobKind.SHADOW: "workers.runners.shadow",
     JobKind.AUDIT: "audits.runner",
     JobKind.REPORT: "deletion.workflow",
+    JobKind.UPLOAD_CHECK: "workers.runners.upload_check",
 }
 
 

@@ -39,11 +39,15 @@ class CheckedUpload:
 
 class ModelFamily(ABC):
     """One kind of model. ``architectures``: the architecture names (``spec["name"]``) of its models.
-    ``upload_media_type``: what its upload body is (shown in the API's error and docs)."""
+    ``upload_media_type``: what its upload body is (shown in the API's error and docs).
+    ``checked_in_worker``: its :meth:`check_upload` builds code the web process must not import (a
+    company's own package): the web side runs only :meth:`precheck_upload`, and a worker job runs
+    the check and registers the version (workers.upload_checks)."""
 
     name: ClassVar[str]
     architectures: ClassVar[tuple[str, ...]] = ()
     upload_media_type: ClassVar[str] = "application/octet-stream"
+    checked_in_worker: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,6 +61,16 @@ class ModelFamily(ABC):
         """Check ``data`` against the registered ``architecture`` without executing anything it
         holds; raise :class:`UploadRefused` naming the problem. ``run_config``: the configuration
         the imported training run recorded (the family's recipe takes what it knows of it)."""
+
+    def architecture_problem(self, architecture: Mapping[str, Any], task: str | None) -> str | None:
+        """Why a model with this architecture cannot be registered, or None. Runs in the web
+        process: nothing is built or imported."""
+        return None
+
+    def precheck_upload(self, data: bytes, *, architecture: Mapping[str, Any]) -> None:
+        """For a family ``checked_in_worker``: what the web process can check before it keeps the
+        upload for the worker (nothing is built or imported); raise :class:`UploadRefused`."""
+        return None
 
 
 FAMILIES: Registry[type[ModelFamily]] = Registry("model family")
@@ -78,10 +92,10 @@ def architecture_problem(architecture: Mapping[str, Any] | None, task: str | Non
     if not isinstance(architecture, Mapping) or not isinstance(architecture.get("name"), str):
         return "architecture must be {\"name\": ..., \"config\": {...}}"
     try:
-        family_of(architecture)
+        family = family_of(architecture)
     except ValueError as exc:
         return str(exc)
-    return None
+    return family.architecture_problem(architecture, task)
 
 
 def family_of(architecture: Mapping[str, Any] | None) -> ModelFamily:

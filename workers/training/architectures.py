@@ -127,6 +127,17 @@ class TextBag(nn.Module):
         return self.head(self.act0(self.fc0(pooled)))
 
 
+@register_architecture("entry_point")
+def entry_point(entry_point: str, config: Mapping[str, Any] | None = None) -> nn.Module:
+    """A module from the company's own installed package: the factory that the installed Python
+    entry point ``entry_point`` of the group ``deletion_platform.models`` names, called with
+    ``config`` as keyword arguments. Only installed entry points of that group are looked up
+    (workers.model_families.entry_points)."""
+    from workers.model_families.entry_points import build_entry_point_module
+
+    return build_entry_point_module(entry_point, config or {})
+
+
 def _ordered(layers: dict[str, nn.Module]) -> Any:
     from collections import OrderedDict
 
