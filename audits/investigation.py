@@ -115,7 +115,8 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _representation(model, dataset, device: str) -> tuple[np.ndarray, list[str]]:
     """The inputs of the model's output layers (every ``Linear`` whose output is the class
-    dimension: one per shard model of an ensemble), concatenated, for each record."""
+    dimension: one per shard model of an ensemble), concatenated, for each record; a model
+    without such layers (a scikit-learn estimator) gives its own through ``representation``."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
@@ -123,6 +124,14 @@ def _representation(model, dataset, device: str) -> tuple[np.ndarray, list[str]]
     from workers.training.membership import collate_records
 
     model = model.to(device).eval()
+    if callable(getattr(model, "representation", None)):
+        keys, rows = [], []
+        for batch_keys, inputs, _targets in DataLoader(dataset, batch_size=256, collate_fn=collate_records):
+            if not batch_keys:
+                continue
+            rows.append(model.representation(inputs.to(device)).double().cpu().numpy())
+            keys += list(batch_keys)
+        return (np.concatenate(rows), keys) if rows else (np.zeros((0, 0)), [])
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the model has no linear output layer to take a representation from")

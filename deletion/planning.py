@@ -17,6 +17,7 @@ from deletion.models import (
 from models_registry import selectors
 from models_registry.models import ModelVersion
 from workers.artifact_manifests import ArtifactError
+from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_manifest
 from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for
@@ -61,14 +62,20 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
     """What the model's unlearning policy allows for this version: the exact method the method
     catalogue declares for the model's recipe (sisa, s3t), else the configured approximate method
     (an exact retrain after ``exact_after`` approximate deletions), else a full retrain. Returns
-    ``(method, guarantee_class)``, the guarantee class as the catalogue declares it."""
+    ``(method, guarantee_class)``, the guarantee class as the catalogue declares it.
+
+    A version uploaded from outside is unlearned by the recipe its family stored it with (a list of
+    scikit-learn estimators is a sklearn_sisa ensemble whatever the model row says); a family whose
+    models take no approximate method (scikit-learn) has such a policy refused when it is saved,
+    and the planner never picks one for it."""
     model = version.model
     policy = model.unlearning_policy or {}
-    exact = exact_method_for(model.training_recipe)
+    uploaded = selectors.lineage_root(version).metrics.get("uploaded_recipe") or {}
+    exact = exact_method_for(uploaded.get("name") or model.training_recipe)
     if exact is not None:
         return exact.name, exact.guarantee_class
     method = policy.get("approximate_method")
-    if method and not policy.get("prefer_exact"):
+    if method and not policy.get("prefer_exact") and not approximate_method_refusal(method, model.architecture):
         limit = policy.get("exact_after")
         done = ModelOutcome.objects.filter(model_version__model=model, guarantee_class="approximate",
                                            status__in=[OutcomeStatus.CONFIRMED, OutcomeStatus.AWAITING_DEPLOYMENT]).count()

@@ -166,7 +166,8 @@ class RegisteredModelForm(forms.ModelForm):
         # task is read-only once a model exists; on the add form it is cleaned before the policy.
         task = self.instance.task if self.instance.pk else self.cleaned_data.get("task")
         try:
-            return unlearning_policy_validate(policy=policy if policy is not None else {}, task=task or None)
+            return unlearning_policy_validate(policy=policy if policy is not None else {}, task=task or None,
+                                              architecture=self.cleaned_data.get("architecture", self.instance.architecture))
         except DomainError as error:
             raise forms.ValidationError(error.message) from error
 

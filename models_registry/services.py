@@ -113,7 +113,7 @@ def registered_model_create(
 ) -> RegisteredModel:
     if RegisteredModel.objects.filter(name=name).exists():
         raise Conflict(f"model {name!r} already exists", code="model_exists", field="name")
-    policy = unlearning_policy_validate(policy=unlearning_policy or {}, task=task)
+    policy = unlearning_policy_validate(policy=unlearning_policy or {}, task=task, architecture=architecture)
     architecture = architecture_validate(architecture=architecture, task=task)
     model = RegisteredModel(
         name=name, task=task, training_recipe=training_recipe, architecture=architecture,
@@ -148,6 +148,11 @@ APPROXIMATE_METHOD_CHECKS: Hooks[Callable[[str, str | None], str | None]] = Hook
 # answers why an architecture spec cannot be registered for a task, or None.
 ARCHITECTURE_CHECKS: Hooks[Callable[[dict, str | None], str | None]] = Hooks("architecture check")
 
+# Who knows which methods a model family's models take (workers.model_families, added from
+# workers.apps): each check answers why an approximate method cannot unlearn models of an
+# architecture (a scikit-learn estimator has no gradients), or None.
+FAMILY_METHOD_CHECKS: Hooks[Callable[[str, dict], str | None]] = Hooks("family method check")
+
 
 def architecture_validate(*, architecture: dict | None, task: str | None) -> dict:
     """The architecture spec, checked by every registered family check; ValidationFailed naming it."""
@@ -158,10 +163,12 @@ def architecture_validate(*, architecture: dict | None, task: str | None) -> dic
     return architecture or {}
 
 
-def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = None) -> dict[str, Any]:
+def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = None,
+                               architecture: dict | None = None) -> dict[str, Any]:
     """Check an unlearning policy: its fields, their types, and that ``approximate_method`` is a
-    method that exists and unlearns models of ``task`` (when given). Returns the policy; raises
-    ValidationFailed naming the field."""
+    method that exists, unlearns models of ``task`` (when given) and applies to models of
+    ``architecture``'s family (when given). Returns the policy; raises ValidationFailed naming the
+    field."""
     if not isinstance(policy, dict):
         raise ValidationFailed("unlearning_policy must be an object", field="unlearning_policy")
     for key, value in policy.items():
@@ -187,6 +194,8 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
             raise ImproperlyConfigured("no unlearning method catalogue is registered (the workers app is not installed)")
         problem = next(filter(None, (check(policy["approximate_method"], task) for check in APPROXIMATE_METHOD_CHECKS)),
                        None)
+        problem = problem or next(filter(None, (check(policy["approximate_method"], architecture or {})
+                                                for check in FAMILY_METHOD_CHECKS)), None)
         if problem:
             raise ValidationFailed(f"unlearning_policy.approximate_method: {problem}",
                                    field="unlearning_policy.approximate_method")

@@ -7,9 +7,13 @@ class WorkersConfig(AppConfig):
 
     def ready(self) -> None:
         # The runner modules import torch only inside their functions: the web process may load them.
-        from models_registry.services import APPROXIMATE_METHOD_CHECKS, ARCHITECTURE_CHECKS
-        from workers.model_families.base import architecture_problem
+        from models_registry.services import (
+            APPROXIMATE_METHOD_CHECKS,
+            ARCHITECTURE_CHECKS,
+            FAMILY_METHOD_CHECKS,
+        )
         from workers.jobs import job_runner_register
+        from workers.model_families.base import approximate_method_refusal, architecture_problem
         from workers.models import JobKind
         from workers.runners.shadow import run_shadow_job
         from workers.runners.training import run_training_job
@@ -23,3 +27,4 @@ class WorkersConfig(AppConfig):
         job_runner_register(JobKind.UPLOAD_CHECK, run_upload_check_job)
         APPROXIMATE_METHOD_CHECKS.add(approximate_method_problem)
         ARCHITECTURE_CHECKS.add(architecture_problem)
+        FAMILY_METHOD_CHECKS.add(approximate_method_refusal)

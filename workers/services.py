@@ -87,11 +87,16 @@ def uploaded_version_store(*, model: RegisteredModel, training_run, family, chec
     from django.db import transaction
 
     from workers.artifacts import ArtifactManifest, code_version
+    from workers.model_families.base import UploadRefused
     from workers.training.storage import membership_to_tensors
 
     membership = training_run_membership(training_run)
     if not membership:
         raise training_run_without_membership(training_run)
+    try:
+        family.check_membership(checked, membership)
+    except UploadRefused as exc:
+        raise ValidationFailed(str(exc), field="training_run", code=exc.code) from None
     store = artifact_store()
     manifest = ArtifactManifest(kind="model", architecture=checked.architecture, code_version=code_version(),
                                 recipe={"name": checked.recipe, "config": checked.recipe_config},

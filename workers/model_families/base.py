@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -48,6 +48,9 @@ class ModelFamily(ABC):
     architectures: ClassVar[tuple[str, ...]] = ()
     upload_media_type: ClassVar[str] = "application/octet-stream"
     checked_in_worker: ClassVar[bool] = False
+    # Why the approximate methods (fine-tuning, gradient-based edits) cannot unlearn this family's
+    # models, or "" where they can: a policy naming one is refused, the planner never picks one.
+    approximate_methods_refused: ClassVar[str] = ""
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -61,6 +64,12 @@ class ModelFamily(ABC):
         """Check ``data`` against the registered ``architecture`` without executing anything it
         holds; raise :class:`UploadRefused` naming the problem. ``run_config``: the configuration
         the imported training run recorded (the family's recipe takes what it knows of it)."""
+
+    def check_membership(self, checked: CheckedUpload, membership: Sequence[Any]) -> None:
+        """Check the training run's membership rows (record key, shard, slice, position) against
+        what :meth:`check_upload` accepted, before anything is stored; raise :class:`UploadRefused`.
+        By default any membership fits."""
+        return None
 
     def architecture_problem(self, architecture: Mapping[str, Any], task: str | None) -> str | None:
         """Why a model with this architecture cannot be registered, or None. Runs in the web
@@ -96,6 +105,23 @@ def architecture_problem(architecture: Mapping[str, Any] | None, task: str | Non
     except ValueError as exc:
         return str(exc)
     return family.architecture_problem(architecture, task)
+
+
+def approximate_method_refusal(method: str, architecture: Mapping[str, Any] | None) -> str | None:
+    """Why the approximate ``method`` cannot unlearn models of ``architecture`` (its family refuses
+    the approximate methods), or None. Exact methods, unknown methods and architectures no family
+    takes are not judged here (the catalogue and the architecture check name those)."""
+    from workers.unlearning.catalogue import METHOD_SPECS, TRAINING_RUN
+
+    if not architecture or method not in METHOD_SPECS or METHOD_SPECS.get(method).kind == TRAINING_RUN:
+        return None
+    try:
+        family = family_of(architecture)
+    except ValueError:
+        return None
+    if not family.approximate_methods_refused:
+        return None
+    return f"{method!r} does not apply to a model of the {family.name} family: {family.approximate_methods_refused}"
 
 
 def family_of(architecture: Mapping[str, Any] | None) -> ModelFamily:

@@ -20,6 +20,7 @@ from models_registry.keystore import keystore
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
 from models_registry.selectors import current_source, version_membership
 from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
+from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
 from workers.unlearning.catalogue import (
@@ -55,6 +56,9 @@ def run_unlearning_job(job: Job, progress) -> dict:
     load_recipes()
     load_all_methods()
     source = current_source(job.source_version)
+    refused = approximate_method_refusal(job.method, source.model.architecture)
+    if refused:  # a policy edited around its check: say so, not an optimizer's "empty parameter list"
+        raise ValueError(refused)
     dataset = source.training_run.datasets.get()
     forget_records = list(DataRecord.objects.filter(id__in=job.forget_record_ids, dataset=dataset))
     forget_keys = {r.external_key for r in forget_records}

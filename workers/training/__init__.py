@@ -1,10 +1,11 @@
-"""Training recipes that record lineage: plain, sisa, s3t, dp and lora_causal_lm.
+"""Training recipes that record lineage: plain, sisa, s3t, dp, lora_causal_lm, and sklearn and
+sklearn_sisa (scikit-learn estimators).
 
 Importing this package registers the recipes in :data:`workers.training.base.RECIPES`
-(peft, opacus and transformers are imported only when an S3T, DP or LM run needs them).
+(peft, opacus, transformers, scikit-learn and skops are imported only when a run needs them).
 """
 
-from workers.training import dp, lm, plain, s3t, sisa  # noqa: F401  (register the recipes)
+from workers.training import dp, lm, plain, s3t, sisa, sklearn_estimators  # noqa: F401  (register the recipes)
 from workers.training.base import RECIPES, RecipeConfig, TrainingRecipe, TrainingRun
 from workers.training.storage import load_run, save_run
 

@@ -127,6 +127,8 @@ for _spec in (
     MethodSpec("s3t_retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.s3t_retrain",
                promise=S3T_RETRAIN_PROMISE, replay="every audit",
                replay_cost="one S3T training from scratch on the kept records"),
+    MethodSpec("sklearn_sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sklearn_sisa", recipe="sklearn_sisa",
+               replay="every audit", replay_cost="refits the affected shards again: about the unlearning job's time"),
 ):
     method_declare(_spec)
 

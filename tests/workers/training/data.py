@@ -15,6 +15,23 @@ MLP = {"name": "mlp", "config": {"in_features": FEATURES, "num_classes": 2, "hid
                                  "input_norm": "none"}}
 
 
+SKLEARN_ARCHITECTURE = {"name": "sklearn", "config": {"in_features": FEATURES, "num_classes": 2}}
+
+
+def _scaler_and_logistic_regression() -> str:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from workers.training.sklearn_estimators import template_of
+
+    return template_of(make_pipeline(StandardScaler(), LogisticRegression()))
+
+
+# The template of the sklearn recipes' configs (a pipeline with preprocessing, unfitted).
+SCALER_AND_LOGISTIC_REGRESSION = _scaler_and_logistic_regression()
+
+
 def blobs(n: int = 72, *, seed: int = 0, prefix: str = "rec") -> TensorRecordDataset:
     """Two Gaussian blobs, keys ``rec-000``..; learnable in a few epochs."""
     generator = torch.Generator().manual_seed(seed)

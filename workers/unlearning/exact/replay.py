@@ -250,6 +250,27 @@ def _replay_s3t(inputs: ReplayInputs, device: str) -> TrainingRun:
     return TrainingRun(source.recipe, source.config, model, held, source.metrics)
 
 
+def _replay_sklearn_sisa(inputs: ReplayInputs, device: str) -> TrainingRun:
+    """Each shard the registry places a forgotten record in, refit on the registry's retain
+    records of that shard; the other shards' estimators as the parent had them. (Estimators have
+    no checkpoints: a shard is refit from scratch.)"""
+    from workers.training.membership import MembershipSink
+    from workers.training.sklearn_estimators import EstimatorClassifier, SklearnSisaRecipe
+
+    source = inputs.source
+    recipe = SklearnSisaRecipe(source.config)
+    rows = _registry_rows(inputs)
+    affected = sorted({rows[key].shard for key in inputs.forget_keys & rows.keys()})
+    held = _held(inputs)
+    estimators = list(source.model.estimators)
+    sink = MembershipSink()
+    for shard in affected:
+        keys = {row.record_key for row in held if row.shard == shard}
+        estimators[shard] = recipe.fit_shard(inputs.retain, keys, shard, sink)
+    return TrainingRun(source.recipe, source.config, EstimatorClassifier(estimators, recipe.config.num_classes),
+                       held, source.metrics)
+
+
 def _replay_retrain(inputs: ReplayInputs, device: str) -> TrainingRun:
     """The recipe trained from scratch on the registry's retain set."""
     recipe = RECIPES.get(inputs.source.recipe)(inputs.source.config)
@@ -271,6 +292,7 @@ register_replay(ReplaySpec(method="retrain", rebuild=_replay_retrain))
 # s3t_retrain's claim is that its result equals S3T trained from scratch on the kept records: the
 # replay checks exactly that (a full S3T training, cheap for the adapter models S3T is used with).
 register_replay(ReplaySpec(method="s3t_retrain", rebuild=_replay_retrain))
+register_replay(ReplaySpec(method="sklearn_sisa", rebuild=_replay_sklearn_sisa))
 
 
 def retain_keys(registry_membership: Iterable[MembershipRow], forget_keys: Iterable[str]) -> list[str]:
