@@ -189,15 +189,20 @@ def test_a_pipeline_and_a_sisa_ensemble_of_pipelines_are_unlearned_exactly_and_a
     assert (single.status, sisa.status) == ("purged", "purged")
 
 
-def test_approximate_methods_are_refused_for_a_scikit_learn_model(api_client_for):
-    refused = api_client_for("ml_engineer").post("/api/v1/models/", {
-        "name": "bc-sklearn", "task": "classification", "training_recipe": "sklearn", "architecture": SKLEARN,
-        "unlearning_policy": {"approximate_method": "finetune"}}, format="json")
+def test_approximate_methods_and_a_malformed_architecture_are_refused_at_registration(api_client_for):
+    engineer = api_client_for("ml_engineer")
+    model = {"name": "bc-sklearn", "task": "classification", "training_recipe": "sklearn", "architecture": SKLEARN}
+    refused = engineer.post("/api/v1/models/", {**model, "unlearning_policy": {"approximate_method": "finetune"}},
+                            format="json")
     assert refused.status_code == 400, refused.content
     error = refused.json()["error"]
     assert "unlearning_policy.approximate_method" in error["fields"]
     assert "'finetune' does not apply to a model of the sklearn family" in error["message"]
     assert "no gradients" in error["message"] and "exact" in error["message"]
+    malformed = {"name": "sklearn", "config": {"in_features": 30, "num_classes": 1}}
+    refused = engineer.post("/api/v1/models/", {**model, "architecture": malformed}, format="json")
+    assert refused.status_code == 400 and "num_classes must be an integer >= 2" in refused.json()["error"]["message"]
+    assert not RegisteredModel.objects.exists()
 
 
 def _hostile_bodies(dataset, keys) -> dict[str, tuple[bytes, int, str, str]]:

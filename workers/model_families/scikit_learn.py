@@ -25,6 +25,17 @@ class ScikitLearn(ModelFamily, name="sklearn"):
     architectures = ("sklearn",)
     approximate_methods_refused = APPROXIMATE_METHODS_REFUSED
 
+    def architecture_problem(self, architecture: Mapping[str, Any], task: str | None) -> str | None:
+        if task is not None and task != "classification":
+            return f"scikit-learn models are registered for classification, not {task}"
+        spec = architecture.get("config")
+        if not isinstance(spec, Mapping) or set(spec) != {"in_features", "num_classes"}:
+            return 'a scikit-learn architecture is {"name": "sklearn", "config": {"in_features": F, "num_classes": C}}'
+        for key, low in (("in_features", 1), ("num_classes", 2)):
+            if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < low:
+                return f"architecture.config.{key} must be an integer >= {low}"
+        return None
+
     def check_upload(self, data: bytes, *, architecture: Mapping[str, Any], task: str,
                      run_config: Mapping[str, Any]) -> CheckedUpload:
         from workers.training.sklearn_estimators import (
