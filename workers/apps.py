@@ -12,10 +12,12 @@ class WorkersConfig(AppConfig):
             ARCHITECTURE_CHECKS,
             FAMILY_METHOD_CHECKS,
         )
+        from workers.artifact_manifests import STORE_ROOTS
         from workers.jobs import job_runner_register
         from workers.model_families.base import approximate_method_refusal, architecture_problem
         from workers.models import JobKind
         from workers.runners.shadow import run_shadow_job
+        from workers.runners.storage import artifact_root
         from workers.runners.training import run_training_job
         from workers.runners.unlearning import run_unlearning_job
         from workers.runners.upload_check import run_upload_check_job
@@ -27,4 +29,5 @@ class WorkersConfig(AppConfig):
         job_runner_register(JobKind.UPLOAD_CHECK, run_upload_check_job)
         APPROXIMATE_METHOD_CHECKS.add(approximate_method_problem)
         ARCHITECTURE_CHECKS.add(architecture_problem)
+        STORE_ROOTS.add(artifact_root)
         FAMILY_METHOD_CHECKS.add(approximate_method_refusal)

@@ -10,14 +10,28 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundation.registry import Hooks
+
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MANIFEST_DIR = "manifests"  # under the store's root
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+# Where the worker's artifact store is, for code that imports no Django: a training recipe reads
+# an input its config names by sha256 (an uploaded model's tokenizer) and the method library
+# retrains through the recipes. workers.apps adds the settings' root.
+STORE_ROOTS: Hooks[Callable[[], str | os.PathLike[str]]] = Hooks("artifact store root")
+
+
+def store_root() -> Path:
+    """The artifact store's root (the first one added to :data:`STORE_ROOTS`)."""
+    for root in STORE_ROOTS:
+        return Path(root())
+    raise RuntimeError("no artifact store root is known here: workers.apps adds it (STORE_ROOTS)")
 
 
 class ArtifactError(Exception):

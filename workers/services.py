@@ -98,7 +98,8 @@ def uploaded_version_store(*, model: RegisteredModel, training_run, family, chec
     except UploadRefused as exc:
         raise ValidationFailed(str(exc), field="training_run", code=exc.code) from None
     store = artifact_store()
-    manifest = ArtifactManifest(kind="model", architecture=checked.architecture, code_version=code_version(),
+    manifest = ArtifactManifest(kind=checked.kind, architecture=checked.architecture, config=checked.manifest_config,
+                                code_version=code_version(),
                                 recipe={"name": checked.recipe, "config": checked.recipe_config},
                                 extra={"uploaded": True, "family": family.name, **checked.extra})
     ref = store.put(manifest, {**checked.blobs, "membership": membership_to_tensors(membership)})

@@ -28,13 +28,17 @@ class UploadRefused(ValueError):
 class CheckedUpload:
     """An upload that passed its family's checks, ready to store: the blobs (name -> tensors), the
     recipe that loads and retrains it and that recipe's configuration (the family's training
-    procedure with what the run recorded), and facts for the manifest's ``extra``."""
+    procedure with what the run recorded), and facts for the manifest's ``extra``. ``kind`` and
+    ``manifest_config``: the manifest's kind and config, as the recipe's ``load`` reads them (a
+    transformers model's config.json, for one)."""
 
     blobs: dict[str, dict[str, torch.Tensor]]  # noqa: F821 (a string under postponed annotations)
     recipe: str
     recipe_config: dict[str, Any]
     architecture: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "model"
+    manifest_config: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelFamily(ABC):

@@ -20,6 +20,11 @@ def artifact_store():
     return ArtifactStore(settings.ARTIFACT_ROOT)
 
 
+def artifact_root():
+    """The artifact store's root from the settings (added to workers.artifact_manifests.STORE_ROOTS)."""
+    return settings.ARTIFACT_ROOT
+
+
 def artifact_manifest(artifact_id: str):
     """The manifest of a stored artifact (what it is, its parts and state; no weights), read without
     torch, so that the web side may call it. Raises workers.artifact_manifests.ArtifactError."""

@@ -1,10 +1,13 @@
 """The ``lora_causal_lm`` recipe: a causal language model fine-tuned on a text dataset's records.
 
-The base model is chosen by ``base_model``: ``smollm2`` (the pretrained SmolLM2-135M-Instruct,
-from :func:`workers.language_models.load_smollm2`) or ``tiny_gpt2`` (a randomly initialised
-two-layer GPT-2 with a byte tokenizer, built in memory: tests need no download). It is trained
-through a LoRA adapter that is merged at the end, so the run's model is a plain transformers model
-whose weights go to the store as safetensors.
+The base model is chosen by ``base_model``, a name in :data:`workers.training.lm_bases.LM_BASES`:
+``smollm2`` (the pretrained SmolLM2-135M-Instruct, from :func:`workers.language_models.load_smollm2`),
+``tiny_gpt2`` (a randomly initialised two-layer GPT-2 with a byte tokenizer, built in memory: tests
+need no download) or ``transformers_config`` (any causal LM the installed transformers builds from a
+config, with a stored tokenizer: an uploaded model's recipe). It is trained through a LoRA adapter
+that is merged at the end, so the run's model is a plain transformers model whose weights go to the
+store as safetensors; the LM methods (gradient ascent, GradDiff, NPO, the verifier guard) work on
+any such model.
 
 Membership is written from what reached the model: every batch records its keys when its
 optimiser step runs (``max_records`` picks a seeded sample first; records never drawn are not
@@ -17,7 +20,8 @@ Stored layout (one artifact, kind ``causal_lm``; roles of ``files``):
   input embeddings; storing it twice would add ~110 MB for SmolLM2). ``config.tied_weights``
   names them and loading re-ties them.
 * ``tokenizer``: the tokenizer's files (``tokenizer.json``, ``tokenizer_config.json``, ...), each
-  as one uint8 tensor named after the file. Kept as a blob rather than as a path to the SmolLM2
+  as one uint8 tensor named after the file. A tokenizer loaded from the store is stored again with
+  the same bytes (not re-saved by transformers), so every version of a model shares one blob. Kept as a blob rather than as a path to the SmolLM2
   cache: the artifact then loads offline on any worker, and a cache rebuilt by a newer converter
   cannot silently change how a stored model reads its input; content addressing stores it once
   for every version of the model.
@@ -58,10 +62,10 @@ from workers.training.storage import base_manifest, membership_from_tensors, mem
 from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
 
 LM_ARCHITECTURE = "causal_lm"
-BASE_MODELS = ("smollm2", "tiny_gpt2")
 ARTIFACT_KIND = "causal_lm"
 GUARDED_ARTIFACT_KIND = "guarded_causal_lm"
-_TINY_GPT2_OPTIONS = {"seed", "n_layer", "n_embd", "n_head", "n_positions"}
+# Set on a tokenizer loaded from the store: its files as stored (saved again unchanged).
+_STORED_FILES = "platform_stored_files"
 
 
 def _lm_architecture() -> dict[str, Any]:
@@ -70,8 +74,10 @@ def _lm_architecture() -> dict[str, Any]:
 
 @dataclass
 class LoRACausalLMConfig(RecipeConfig):
-    """LoRA fine-tuning of a causal LM. ``base_config``: keyword arguments of ``tiny_gpt2``
-    (``seed``, ``n_layer``, ``n_embd``, ``n_head``, ``n_positions``); empty for ``smollm2``.
+    """LoRA fine-tuning of a causal LM. ``base_model``: a registered base (see
+    :mod:`workers.training.lm_bases`); ``base_config``: that base's options (``tiny_gpt2``: ``seed``,
+    ``n_layer``, ``n_embd``, ``n_head``, ``n_positions``; ``transformers_config``: ``hf_config``,
+    ``tokenizer_sha256``, ``seed``; none for ``smollm2``).
     ``max_records`` > 0 trains on a sample of that many records drawn with ``records_seed`` (0:
     all of them); ``seed`` drives everything else, so two models can share their records and
     differ in their weights.
@@ -96,15 +102,15 @@ class LoRACausalLMConfig(RecipeConfig):
         owner = type(self).__name__
         if self.architecture.get("name") != LM_ARCHITECTURE:
             raise ConfigError(f"{owner}.architecture.name must be {LM_ARCHITECTURE!r}")
-        if self.base_model not in BASE_MODELS:
-            raise ConfigError(f"{owner}.base_model must be one of {', '.join(BASE_MODELS)}")
+        from workers.training.lm_bases import LM_BASES, lm_base
+
+        try:
+            base = lm_base(self.base_model)
+        except ValueError:
+            raise ConfigError(f"{owner}.base_model must be one of {', '.join(LM_BASES)}") from None
         if not isinstance(self.base_config, dict):
             raise ConfigError(f"{owner}.base_config must be an object")
-        allowed = _TINY_GPT2_OPTIONS if self.base_model == "tiny_gpt2" else set()
-        unknown = sorted(set(self.base_config) - allowed)
-        if unknown:
-            raise ConfigError(f"{owner}.base_config: unknown option(s) {', '.join(unknown)} for "
-                              f"{self.base_model}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+        base.validate(self.base_config, owner=owner)
         if self.optimizer != "adam":
             raise ConfigError(f"{owner}.optimizer must be 'adam' (AdamW on the LoRA adapter)")
         if self.lora_r < 1 or self.lora_alpha <= 0:
@@ -142,12 +148,9 @@ def base_model_and_tokenizer(config: LoRACausalLMConfig) -> tuple[Any, Any]:
 
     It never saw the dataset's records, which is also why the audit may use it for comparison.
     """
-    from workers.language_models import byte_tokenizer, load_smollm2, tiny_gpt2
+    from workers.training.lm_bases import lm_base
 
-    if config.base_model == "smollm2":
-        return load_smollm2()
-    tokenizer = byte_tokenizer()
-    return tiny_gpt2(len(tokenizer), **config.base_config), tokenizer
+    return lm_base(config.base_model).build(config.base_config)
 
 
 class LoRACausalLMRecipe(TrainingRecipe, name="lora_causal_lm"):
@@ -273,28 +276,26 @@ def untied_state_dict(model: Any) -> tuple[dict[str, torch.Tensor], list[str]]:
 
 
 def model_from_manifest(store: ArtifactStore, manifest: ArtifactManifest) -> Any:
-    """Rebuild the stored causal LM (eval mode) from its config and weights; nothing unpickled."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """Rebuild the stored causal LM (eval mode, float32) from its config and weights; nothing
+    unpickled, no remote code."""
+    from workers.training.transformers_models import transformers_model_from_state
 
-    hf_config = dict(manifest.config["hf_config"])
-    model_type = hf_config.pop("model_type")
-    config = AutoConfig.for_model(model_type, **hf_config)
-    with torch.random.fork_rng(devices=[]):  # the random init is overwritten at once
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     state = store.load_blob(manifest.files["weights"]["sha256"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(manifest.config.get("tied_weights", []))
-    if unexpected or set(missing) - tied:
-        raise ArtifactError(f"stored weights do not fit the stored config: missing "
-                            f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}")
-    model.tie_weights()
-    return model.eval()
+    try:
+        return transformers_model_from_state(manifest.config["hf_config"], "causal_lm", state,
+                                             manifest.config.get("tied_weights", []))
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def tokenizer_tensors(tokenizer: Any) -> dict[str, torch.Tensor]:
-    """The tokenizer's saved files as uint8 tensors named after the files."""
+    """The tokenizer's files as uint8 tensors named after the files: as they were stored, for a
+    tokenizer loaded by :func:`tokenizer_from_tensors`; otherwise as transformers saves them."""
     if tokenizer is None:
         raise ValueError("a language model run needs its tokenizer")
+    stored = getattr(tokenizer, _STORED_FILES, None)
+    if stored is not None:
+        return {name: tensor.clone() for name, tensor in stored.items()}
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         return {path.name: _bytes_tensor(path.read_bytes())
@@ -316,4 +317,6 @@ def tokenizer_from_tensors(tensors: dict[str, torch.Tensor]) -> Any:
             if Path(name).name != name or name.startswith("."):
                 raise ArtifactError(f"tokenizer file name {name!r} is not a plain file name")
             (Path(folder) / name).write_bytes(tensor.numpy().tobytes())
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    setattr(tokenizer, _STORED_FILES, {name: tensor.clone() for name, tensor in tensors.items()})
+    return tokenizer
