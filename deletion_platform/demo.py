@@ -115,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     started_demo = time.perf_counter()
     prepare_platform()
     port = _free_port(8000)
-    web, worker = start_stack(port)
+    processes = start_stack(port)
     try:
         return _run(args, port, started_demo)
     finally:
-        stop_stack(web, worker)
+        stop_stack(*processes)
 
 
 def prepare_platform() -> None:
@@ -148,8 +148,10 @@ def prepare_platform() -> None:
         say(f"  {note}")
 
 
-def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, subprocess.Popen]:
-    """A real Celery worker process (all queues) and the web API under gunicorn on ``port``."""
+def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, ...]:
+    """The web API under gunicorn on ``port`` and two real Celery worker processes, as a deployment
+    has them: one for the training queue (gpu: training, unlearning, shadow models) and one for
+    audits, reports and checks (audit, default), so a report never waits behind a long training."""
     from django.conf import settings
 
     from deletion_platform import embedded
@@ -160,24 +162,28 @@ def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, sub
     # schema owner that migrated.
     url = os.environ.get("DATABASE_URL") or embedded.services_for(Path(settings.DATA_DIR)).database_url
     env = {**os.environ, "DATABASE_URL": embedded.app_database_url(url)}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "deletion_platform", "worker", "-Q", "gpu,audit,default",
-         "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "-n", f"{name}-{os.getpid()}@%h",
-         "--loglevel", "INFO"], cwd=REPO, env=env, stdout=(logs / f"{name}-worker.log").open("ab"),
-        stderr=subprocess.STDOUT)
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "deletion_platform", "worker", "-Q", queues,
+         "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
+         "-n", f"{name}-{role}-{os.getpid()}@%h", "--loglevel", "INFO"], cwd=REPO, env=env,
+        stdout=(logs / f"{name}-worker-{role}.log").open("ab"), stderr=subprocess.STDOUT)
+        for role, queues in (("training", "gpu"), ("audit", "audit,default"))]
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "deletion_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", "--log-level", "warning"], cwd=REPO, env=env,
         stdout=(logs / f"{name}-web.log").open("ab"), stderr=subprocess.STDOUT)
-    return web, worker
+    return (web, *workers)
 
 
 def stop_stack(*processes: subprocess.Popen) -> None:
+    """Stop the processes; a worker still training (shadow models replenished after a purge) is
+    killed after a short wait: its job is recovered by the next worker (a heartbeat-less running
+    job is re-queued)."""
     for process in processes:
         process.terminate()
     for process in processes:
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
 
@@ -202,7 +208,8 @@ def _run(args, port: int, started_demo: float) -> int:
 
     base = f"http://127.0.0.1:{port}"
     _wait_http(base)
-    say(f"  web API on {base}, one Celery worker process (queues gpu, audit, default)")
+    say(f"  web API on {base}, two Celery worker processes (queue gpu: training; queues audit, default: "
+        "audits and reports)")
 
     say("\n== 2. Reference datasets (records and subjects; identifiers pseudonymised on import)")
     datasets = {}

@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gensim").setLevel(logging.WARNING)  # the text set's background corpus loader
     prepare_platform()
     port = _free_port(8000)
-    web, worker = start_stack(port, name="demo-llm")
+    processes = start_stack(port, name="demo-llm")
     try:
         return _run(args, port, started)
     finally:
-        stop_stack(web, worker)
+        stop_stack(*processes)
 
 
 def _run(args, port: int, started: float) -> int:
