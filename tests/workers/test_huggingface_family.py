@@ -10,6 +10,7 @@ in the test: GPT-2- and Llama-style causal LMs, a BERT-style sequence classifier
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 from deletion.models import DeletionRequest, ModelOutcome
-from models_registry.models import ModelVersion, StoredArtifact
+from models_registry.models import DataRecord, ModelVersion, StoredArtifact
 from tests.audits.conftest import dev_identity, nss_db, pdfsig, signing_settings  # noqa: F401 (fixtures)
 from tests.workers import hf_company
 from workers.jobs import job_execute
@@ -35,6 +36,8 @@ EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "veri
 GRADIENT_ASCENT = {"lr": 2e-2, "epochs": 5, "max_length": 128}
 GRAD_DIFF = {"lr": 2e-2, "epochs": 10, "max_length": 128}
 NPO = {"lr": 2e-2, "epochs": 10, "max_length": 128}
+GUARD = {"alpha": 0.1, "delta": 0.1, "max_regenerations": 1, "max_new_tokens": 16, "calibration_prompts": 30,
+         "thresholds": [0.2, 0.4, 0.6, 0.8]}
 LM_RUN_CONFIG = {"epochs": 3, "lr": 1e-2, "batch_size": 8, "max_length": 96, "trainer": "company-lm-trainer 2.1"}
 CLASSIFIER_RUN_CONFIG = {"epochs": 2, "lr": 2e-3, "batch_size": 16, "max_length": 96, "warmup": 10}
 
@@ -287,6 +290,30 @@ def test_three_uploaded_transformers_models_are_unlearned_audited_and_reported(t
         assert load_run(store, outcome.new_version.artifact_sha256).model is not None
 
 
+def test_the_verifier_guard_wraps_an_uploaded_causal_lm(texts, api_client_for):
+    """The guard, like the other LM methods, takes any causal LM: an uploaded one keeps its weights
+    (the same blob) behind a calibrated guard, and loads back as a guarded version."""
+    from workers.jobs import job_create
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+
+    members = sorted(k for k in _texts(texts) if k.startswith("pii"))[:4]
+    version = _uploaded(api_client_for("ml_engineer"), name="guarded-gpt2", task="language_modeling",
+                        recipe="lora_causal_lm", policy={}, dataset=texts, keys=members, run_config=LM_RUN_CONFIG,
+                        archive=hf_company.zip_archive(_clean_gpt2()))
+    record = DataRecord.objects.get(dataset=texts, external_key=members[0])
+    job = _run(job_create(kind="unlearn", registered_model=version.model, source_version=version,
+                          method="verifier_guard", guarantee_class="suppressed", config=GUARD,
+                          forget_record_ids=[record.id], enqueue=False))
+    store = artifact_store()
+    guarded = store.manifest(job.result_version.artifact_sha256)
+    assert guarded.kind == "guarded_causal_lm" and guarded.files["weights"] == store.manifest(
+        version.artifact_sha256).files["weights"]
+    loaded = load_run(store, job.result_version.artifact_sha256)
+    assert loaded.guard is not None and guarded.extra["guard"]["calibration"]["certified"]
+    assert members[0] not in {row.record_key for row in loaded.membership}
+
+
 def _subset(dataset, keys):
     from workers.datasets.reference import load_reference_split
 
@@ -296,14 +323,31 @@ def _subset(dataset, keys):
 # ---------------------------------------------------------------- hostile and malformed archives
 
 
-@pytest.fixture(scope="module")
-def clean_files() -> dict[str, bytes]:
-    """A valid upload's files: a tiny GPT-2 as save_pretrained writes it."""
+@functools.cache
+def _clean_gpt2() -> dict[str, bytes]:
+    """A valid upload's files: a tiny GPT-2 (hidden size 16, random weights) as save_pretrained writes it."""
     from transformers import AutoModelForCausalLM
 
     config, tokenizer = hf_company.gpt2_style(hidden=16)
     torch.manual_seed(0)
     return hf_company.saved_folder(AutoModelForCausalLM.from_config(config), tokenizer)
+
+
+@pytest.fixture
+def clean_files() -> dict[str, bytes]:
+    return _clean_gpt2()
+
+
+@functools.cache
+def _sharded_files() -> dict[str, bytes]:
+    """The same model saved in three shards with their index."""
+    from transformers import AutoModelForCausalLM
+
+    config, tokenizer = hf_company.gpt2_style(hidden=16)
+    torch.manual_seed(0)
+    files = hf_company.saved_folder(AutoModelForCausalLM.from_config(config), tokenizer, max_shard_size="20KB")
+    assert sum(name.startswith("model-0") for name in files) == 3
+    return files
 
 
 def _with(files: dict[str, bytes], **changes: bytes) -> dict[str, bytes]:
@@ -406,6 +450,9 @@ HOSTILE = {
     "unknown_architecture": (lambda f: hf_company.zip_archive(_config_with(f, model_type="acme_gpt")),
                              "unknown_architecture", "model_type 'acme_gpt' is not an architecture"),
     "not_an_archive": (lambda f: f["model.safetensors"], "not_an_archive", "not a zip or tar archive"),
+    "shard_missing": (lambda f: hf_company.zip_archive(
+        {n: c for n, c in _sharded_files().items() if n != "model-00002-of-00003.safetensors"}),
+        "architecture_mismatch", "model.safetensors.index.json names the shards"),
 }
 
 
@@ -428,11 +475,19 @@ def _stored(settings) -> tuple[list[str], int, int]:
     return files, ModelVersion.objects.count(), StoredArtifact.objects.count()
 
 
-def test_the_clean_archive_is_taken(upload_target, clean_files):
+def test_the_clean_archive_is_taken_whole_or_sharded(upload_target, clean_files):
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+
     client, run_id = upload_target
-    for archive in (hf_company.zip_archive(clean_files), hf_company.tar_archive(clean_files, compression="bz2")):
+    loaded = []
+    for archive in (hf_company.zip_archive(clean_files), hf_company.tar_archive(_sharded_files(), compression="bz2")):
         response = _upload(client, "hostile-target", run_id, archive)
         assert response.status_code == 201, response.content
+        loaded.append(load_run(artifact_store(), ModelVersion.objects.get(pk=response.json()["id"]).artifact_sha256))
+    # The shards are one model: the same tensors as the single file.
+    whole, sharded = (run.model.state_dict() for run in loaded)
+    assert whole.keys() == sharded.keys() and all(torch.equal(whole[k], sharded[k]) for k in whole)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
