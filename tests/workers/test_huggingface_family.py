@@ -508,6 +508,26 @@ def test_a_hostile_or_malformed_archive_is_refused_and_nothing_is_stored(case, u
     assert _stored(settings) == before
 
 
+@pytest.mark.parametrize("run_config, words", [
+    ({"max_length": 512}, "max_length 512 is more than the model's 128 positions"),
+    ({"target_modules": ["q_proj"]}, "target_modules ['q_proj'] are not linear layers of this model"),
+    ({"lora_r": 0}, "lora_r >= 1"),
+])
+def test_a_recorded_configuration_the_model_cannot_take_is_refused(run_config, words, api_client_for, settings):
+    from tests import factories
+
+    dataset = factories.dataset(modality="text")
+    factories.import_records(dataset, [{"record_key": "a", "content": "a"}])
+    client = api_client_for("ml_engineer")
+    run_id = _register(client, name="configured", task="language_modeling", recipe="lora_causal_lm", policy={},
+                       dataset=dataset, keys=["a"], run_config=run_config)
+    before = _stored(settings)
+    response = _upload(client, "configured", run_id, hf_company.zip_archive(_clean_gpt2()))
+    assert response.status_code == 400 and words in response.json()["error"]["message"], response.content
+    assert list(response.json()["error"]["fields"]) == ["training_run"]  # the run's record, not the archive
+    assert _stored(settings) == before
+
+
 def test_members_are_counted_and_read_with_a_cap():
     """The archive reader on its own: too many members, a member that expands beyond what it
     declares, and one path given twice."""

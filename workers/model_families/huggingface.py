@@ -133,7 +133,7 @@ class HuggingFace(ModelFamily, name="huggingface"):
         weights, tied = _fitting_weights(files, parsed, model)
         tokenizer_blob, tokenizer = _checked_tokenizer(files, model.config)
         recipe_config = _recipe_config(head, run_config, architecture, hf_config=hf_config,
-                                       tokenizer_blob=tokenizer_blob, positions=_positions(model.config))
+                                       tokenizer_blob=tokenizer_blob, model=model)
         extra = {"model_type": hf_config["model_type"], "transformers_head": head.transformers_head,
                  "archive_files": sorted(files), "tokenizer_tokens": len(tokenizer)}
         if isinstance(parsed.get("generation_config.json"), dict):
@@ -251,14 +251,6 @@ def _model_on_meta(hf_config: Mapping[str, Any], head: Head) -> Any:
                             f"(model_type {hf_config.get('model_type')!r}): {exc}", code="architecture_mismatch") from None
 
 
-def _positions(config: Any) -> int | None:
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 # ---------------------------------------------------------------- weights
 
 
@@ -368,15 +360,19 @@ def _checked_tokenizer(files: Mapping[str, bytes], config: Any) -> tuple[dict, A
 
 
 def _recipe_config(head: Head, run_config: Mapping[str, Any], architecture: Mapping[str, Any], *,
-                   hf_config: Mapping[str, Any], tokenizer_blob: Mapping[str, Any], positions: int | None) -> dict:
+                   hf_config: Mapping[str, Any], tokenizer_blob: Mapping[str, Any], model: Any) -> dict:
     """The family's recipe with what the training run recorded that the recipe knows (the base,
     the uploaded config and tokenizer are the upload's, not the run's). ConfigError (a
-    ValueError) for a recorded value the recipe refuses."""
+    ValueError) for a recorded value the recipe refuses or the model cannot take (more tokens
+    than its positions, LoRA targets it does not have)."""
     import dataclasses
     import hashlib
 
     from workers.artifacts import tensors_to_bytes
     from workers.training import RECIPES
+    from workers.training.transformers_models import linear_leaf_names, model_positions
+
+    positions = model_positions(model.config)
 
     config_class = RECIPES.get(head.recipe).config_class
     tokenizer_sha256 = hashlib.sha256(tensors_to_bytes(tokenizer_blob)).hexdigest()  # its blob's name in the store
@@ -388,5 +384,9 @@ def _recipe_config(head: Head, run_config: Mapping[str, Any], architecture: Mapp
         config["max_length"] = min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
     elif positions and int(config["max_length"]) > positions:
         raise ValueError(f"max_length {config['max_length']} is more than the model's {positions} positions")
+    targets = config.get("target_modules")
+    if isinstance(targets, list) and set(targets) - linear_leaf_names(model):
+        raise ValueError(f"target_modules {sorted(set(targets) - linear_leaf_names(model))} are not linear layers of "
+                         f"this model; it has {', '.join(sorted(linear_leaf_names(model)))}")
     config.update(decided)
     return config_class.from_dict(config).to_dict()  # refuses bad values now, not in the first job

@@ -156,7 +156,10 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, spec: Me
         ref = save_guarded_run(store, parent_id=source.artifact_sha256, membership=kept, guard=guard,
                                extra={"unlearning": jsonable(result.to_dict())})
         return ref, result
-    max_length = method.config.max_length
+    from workers.training.transformers_models import model_positions
+
+    # Never more tokens than the model has positions (a model brought from outside may have few).
+    max_length = min(method.config.max_length, model_positions(trained.model.config) or method.config.max_length)
     retain = [(row.record_key, texts[row.record_key]) for row in kept if row.record_key in texts]
     forget_batches = lm_batches(tokenizer, forget, max_length=max_length, batch_size=LM_BATCH)
     retain_batches = lm_batches(tokenizer, retain, max_length=max_length, batch_size=LM_BATCH) if retain else []

@@ -88,6 +88,26 @@ def build_transformers_model(hf_config: Mapping[str, Any], head: str, *, seed: i
         return auto_class.from_config(config, dtype=torch.float32, trust_remote_code=False)
 
 
+def model_positions(config: Any) -> int | None:
+    """How many tokens a model's config lets it read at once (``max_position_embeddings``, GPT-2's
+    ``n_positions``), or None when it names no limit (rotary models without one)."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def linear_leaf_names(model: Any) -> set[str]:
+    """The last path components of the model's Linear and transformers Conv1D layers: what a LoRA
+    ``target_modules`` entry may name."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    return {path.rsplit(".", 1)[-1] for path, module in model.named_modules()
+            if path and isinstance(module, (nn.Linear, Conv1D))}
+
+
 def tied_weights(model: Any) -> dict[str, str]:
     """``{tied name: the name it is tied to}`` (an output head tied to the input embeddings):
     ``save_pretrained`` writes the tensor under the second name only, and ``tie_weights`` makes the
