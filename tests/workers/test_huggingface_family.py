@@ -544,6 +544,14 @@ def test_members_are_counted_and_read_with_a_cap():
         archive_files(lying, limits=limits)
     with pytest.raises(UploadRefused, match="appears twice"):
         archive_files(_tar_twice(), limits=limits)
+    # What no member declares is capped too: a 1 MiB extended header stops at the stream's limit.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("config.json")
+        info.size, info.pax_headers = 2, {"comment": "x" * 1024**2}
+        archive.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(UploadRefused, match="expands beyond"):
+        archive_files(buffer.getvalue(), limits=limits)
     assert archive_files(hf_company.tar_archive({"a.json": b"{}"}, folder="./model/"), limits=limits) == {
         "a.json": b"{}"}
 
