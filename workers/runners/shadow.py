@@ -21,6 +21,7 @@ from models_registry.models import (
     TrainingRun,
 )
 from models_registry.selectors import current_source, lineage_root
+from workers.jobs import JobDeferred
 from workers.models import Job
 from workers.runners.storage import artifact_store
 
@@ -50,6 +51,12 @@ def run_shadow_job(job: Job, progress) -> dict:
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
 
+    # A deletion has a legal deadline, shadow models do not: they yield to an unlearning job on the
+    # model that waits (a purge queues this job just before the next request's unlearning could run).
+    waiting = Job.objects.filter(kind="unlearn", registered_model=job.registered_model,
+                                 status__in=["pending", "running"]).order_by("id").first()
+    if waiting is not None:
+        raise JobDeferred(f"unlearning job {waiting.id} on the same model runs first", countdown=30.0)
     recipes = load_recipes()
     version = job.source_version
     count = int(job.config.get("count", 16))
