@@ -200,6 +200,7 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     from audits.checks.evidence import ClassifierEvidence, UtilityFigures
     from audits.checks.membership import fit_shadow_reference
     from audits.checks.registry import run_checks
+    from audits.checks.signals import standardise_on_held_out as standardise
     from workers.datasets.reference import load_reference_split
     from workers.runners.shadow import shadow_runs
     from workers.training.storage import load_run
@@ -232,28 +233,26 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         shadow_in.append([key in members for key in forget_keys])
         shadow_test.append(_scores_and_accuracy(shadow.model, test_ds, device)[0])
 
-    # Shadows train on half the data, the target on all of it, so the target is more (and
-    # differently) confident on everything, members or not. Each model's scores are therefore put
-    # on the scale of its own held-out records (non-members of every model): median 0, spread 1.
-    def standardise(scores, held_out):
-        if len(held_out) < 10:
-            return scores, {"median": 0.0, "iqr": 1.0}
-        median = float(np.median(held_out))
-        iqr = float(np.subtract(*np.percentile(held_out, [75, 25]))) or 1.0
-        return (np.asarray(scores) - median) / iqr, {"median": round(median, 4), "iqr": round(iqr, 4)}
-
+    # Each model's scores on the scale of its own held-out records (signals.standardise_on_held_out).
+    # The held-out records, no model's members, are also the per-record test's empirical null: the
+    # unlearned (original) model's and the shadow models' scores of them calibrate its p-values,
+    # since the shadow models alone describe a model trained on half the data.
     calibration = {}
     raw_shadow_scores = np.array(shadow_scores)
+    shadow_test_z = t_after_z = t_before_z = None
     if shadow_test:
         shadow_scores = [standardise(sc, te)[0] for sc, te in zip(shadow_scores, shadow_test, strict=True)]
+        shadow_test_z = np.array([standardise(te, te)[0] for te in shadow_test])
         f_after_z, calibration["unlearned"] = standardise(f_after, t_after)
         f_before_z, calibration["original"] = standardise(f_before, t_before)
+        t_after_z, t_before_z = standardise(t_after, t_after)[0], standardise(t_before, t_before)[0]
     else:
         f_after_z, f_before_z = f_after, f_before
 
     reference = None
     if len(shadows) >= 2 and forget_keys:
-        reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in))
+        reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in),
+                                         nonmember_shadow_scores=shadow_test_z if len(test_keys) else None)
     attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
                                                             shadow_test)
     # Declared before any score was seen (the audit job's config); a job without them (planned
@@ -266,6 +265,7 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         original_retain_scores=r_before, nonmember_scores=t_after, original_nonmember_scores=t_before,
         utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
                                original_retain=retain_acc_before, original_test=test_acc_before),
+        nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
     ))
     audit = {
         "shadow_models": len(shadows),

@@ -48,7 +48,10 @@ class ClassifierEvidence:
     audit (the audit job's config carries them), None when none were declared.
     ``attack_*``: what the population attack compares (forget set vs held-out records), with the
     signal's name. ``retain_*``/``nonmember_*``: a retain sample and held-out records on the
-    unlearned model and (``original_*``) on the original.
+    unlearned model and (``original_*``) on the original. ``nonmember_null_scores`` /
+    ``original_nonmember_null_scores``: the same held-out records on the scale of
+    ``forget_scores`` / ``original_forget_scores``; with the shadow models' scores of them (held by
+    ``shadow_reference``) they are the per-record test's empirical null. None when not measured.
     """
 
     model_kind: ClassVar[ModelKind] = "classifier"
@@ -66,6 +69,8 @@ class ClassifierEvidence:
     nonmember_scores: NDArray[np.float64]
     original_nonmember_scores: NDArray[np.float64]
     utility: UtilityFigures
+    nonmember_null_scores: NDArray[np.float64] | None = None
+    original_nonmember_null_scores: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from audits.checks.membership import (
     ShadowReference,
     corrected_membership_test,
     expected_power,
+    p_value_rule,
 )
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
@@ -56,16 +57,21 @@ class PowerResult(CheckResult):
     detected_fraction_interval: tuple[float, float]
     expected_power: NDArray[np.float64] | None
     powered_ids: tuple[str, ...]
+    n_nonmembers: int = 0
 
 
 def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
-    if evidence.shadow_reference is None:
+    reference = evidence.shadow_reference
+    if reference is None:
         return None
+    calibrated = reference.nonmember_shadow_scores is not None
     return {
         "record_ids": evidence.record_ids,
         "seen_scores": evidence.original_forget_scores,
-        "reference": evidence.shadow_reference,
+        "reference": reference,
         "source": "original_model",
+        # The original model's own held-out scores: the same test as the unlearned model gets.
+        "nonmember_scores": evidence.original_nonmember_null_scores if calibrated else None,
     }
 
 
@@ -85,6 +91,7 @@ def membership_power(
     seen_scores: ArrayLike,
     reference: ShadowReference,
     source: PowerSource,
+    nonmember_scores: ArrayLike | None = None,
     alpha: float = DEFAULT_ALPHA,
     n_tests: int | None = None,
     min_detected_fraction: float | None = None,
@@ -92,12 +99,13 @@ def membership_power(
     """Run the per-record test on scores from a model that saw the records.
 
     In: record (or canary) ids; their LiRA scores on the original model (or on the model the
-    canaries were planted in); a :class:`ShadowReference` fitted for those same records; the
-    ``alpha`` of the forget-set test; ``n_tests``, the Holm family size (defaults to the number
-    of records given; for canaries pass the forget-set size so they face the same correction);
-    ``min_detected_fraction`` (defaults per source: 1.0 for the original model, 0.8 for
-    canaries). Out: :class:`PowerResult`, PASS when the detected fraction reaches the minimum,
-    INCONCLUSIVE otherwise.
+    canaries were planted in); a :class:`ShadowReference` fitted for those same records;
+    ``nonmember_scores``, that model's scores on the reference's held-out records, which calibrate
+    the test as they do the forget-set test's; the ``alpha`` of the forget-set test; ``n_tests``,
+    the Holm family size (defaults to the number of records given; for canaries pass the
+    forget-set size so they face the same correction); ``min_detected_fraction`` (defaults per
+    source: 1.0 for the original model, 0.8 for canaries). Out: :class:`PowerResult`, PASS when
+    the detected fraction reaches the minimum, INCONCLUSIVE otherwise.
     """
     if source not in DEFAULT_MIN_DETECTED_FRACTION:
         raise ValueError(f"unknown power source {source!r}")
@@ -109,7 +117,8 @@ def membership_power(
     if not 0.0 < minimum <= 1.0:
         raise ValueError("min_detected_fraction must lie in (0, 1]")
     ids = record_id_tuple(record_ids, reference.n_records)
-    test = corrected_membership_test(seen_scores, reference, alpha=alpha, n_tests=n_tests)
+    test = corrected_membership_test(seen_scores, reference, alpha=alpha, n_tests=n_tests,
+                                     nonmember_scores=nonmember_scores)
     n_tested = int(test.tested.sum())
     n_detected = int(test.detected.sum())
     fraction = n_detected / n_tested if n_tested else 0.0
@@ -117,7 +126,8 @@ def membership_power(
     what = "the original model" if source == "original_model" else "the canary model"
 
     rule = (
-        f"The per-record test (same alpha = {fmt(alpha)}, Holm over {test.n_tests} tests) is run "
+        f"The per-record test ({p_value_rule(test, reference.variance)}; same alpha = "
+        f"{fmt(alpha)}, Holm over {test.n_tests} tests) is run "
         f"on {what}, which trained on the records. PASS if at least {fmt(minimum)} of the "
         "tested records are detected (demonstrated power); otherwise INCONCLUSIVE, because a "
         "test that cannot detect a member cannot show that a record was forgotten."
@@ -154,6 +164,8 @@ def membership_power(
         n_detected=n_detected,
         detected_fraction=fraction,
         detected_fraction_interval=interval,
-        expected_power=expected_power(reference, alpha, max(test.n_tests, 1)),
+        expected_power=expected_power(reference, alpha, max(test.n_tests, 1),
+                                      nonmember_scores=nonmember_scores),
         powered_ids=tuple(r for r, d in zip(ids, test.detected, strict=True) if d),
+        n_nonmembers=test.n_nonmembers,
     )

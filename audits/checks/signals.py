@@ -63,3 +63,28 @@ def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
     if y.size == 0:
         raise ValueError("accuracy of an empty set is undefined")
     return float(np.mean(np.argmax(z, axis=-1) == y))
+
+
+# Fewer held-out records than this give no usable median and interquartile range: scores stay raw.
+MIN_HELD_OUT_FOR_STANDARDISING = 10
+
+
+def standardise_on_held_out(
+    scores: ArrayLike, held_out: ArrayLike
+) -> tuple[NDArray[np.float64], dict[str, float]]:
+    """One model's scores on the scale of its own held-out records: median 0, interquartile range 1.
+
+    Shadow models train on half the data and the audited model on all of it, so the audited model
+    is more (and differently) confident on everything, members or not; each model's scores are put
+    on the scale of records that no model trained on. In: the model's scores to rescale and its
+    scores on held-out records. Out: the rescaled scores and ``{"median", "iqr"}`` used (rounded
+    for the record); unchanged scores and median 0, IQR 1 with fewer than
+    ``MIN_HELD_OUT_FOR_STANDARDISING`` held-out records. An IQR of 0 counts as 1.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    reference = np.asarray(held_out, dtype=np.float64)
+    if len(reference) < MIN_HELD_OUT_FOR_STANDARDISING:
+        return values, {"median": 0.0, "iqr": 1.0}
+    median = float(np.median(reference))
+    iqr = float(np.subtract(*np.percentile(reference, [75, 25]))) or 1.0
+    return (values - median) / iqr, {"median": round(median, 4), "iqr": round(iqr, 4)}

@@ -18,9 +18,12 @@ for one reference dataset with mislabelled canaries planted in its training spli
    same rule as the canaries (label + a uniform non-zero shift, mod the number of classes): the
    same kind of record as a canary, which no model trained on. The same attack against the test
    records' true labels is computed too, for the record (see :class:`CanaryAudit`).
-4. The checks: ``fit_shadow_reference`` (default variance mode, as the audit stage calls it),
-   ``membership_test`` on the original and on the retrained model, ``membership_power`` with
-   ``source="canaries"`` on the original, ``population_attack`` on both.
+4. The checks: ``fit_shadow_reference`` (default variance mode, as the audit stage calls it) with
+   the shadow models' scores of the relabelled held-out records, ``membership_test`` on the
+   original and on the retrained model, each calibrated on its own scores of those records (the
+   audit calibrates on held-out records with their labels; a canary's kind of record is the
+   relabelled one), ``membership_power`` with ``source="canaries"`` on the original (calibrated
+   the same way), ``population_attack`` on both.
 
 Everything is a function of the spec: training is deterministic on CPU.
 """
@@ -252,7 +255,10 @@ def run_canary_audit(spec: CanarySpec, root: Path) -> CanaryAudit:
     original_scores = logit_scaled_confidence(original_canary_logits, canary_labels)
     retrained_scores = logit_scaled_confidence(logits_of(retrained, train, canaries), canary_labels)
 
-    reference = fit_shadow_reference(np.array(shadow_scores), shadow_in)
+    original_nonmember_scores = logit_scaled_confidence(original_test_logits, nonmember_labels)
+    retrained_nonmember_scores = logit_scaled_confidence(retrained_test_logits, nonmember_labels)
+    reference = fit_shadow_reference(np.array(shadow_scores), shadow_in,
+                                     nonmember_shadow_scores=np.array(shadow_test_scores))
     # OUT scores per record for the calibrated attack: NaN where the shadow trained on it; held-out
     # records are OUT for every shadow.
     canary_out = np.where(shadow_in, np.nan, np.array(shadow_scores))
@@ -267,36 +273,35 @@ def run_canary_audit(spec: CanarySpec, root: Path) -> CanaryAudit:
         test_accuracy_retrained=accuracy(retrained_test_logits, test_labels),
         shadow_in=shadow_in,
         original=membership_test(
-            record_ids=canaries, unlearned_scores=original_scores, reference=reference
+            record_ids=canaries, unlearned_scores=original_scores, reference=reference,
+            nonmember_scores=original_nonmember_scores,
         ),
         retrained=membership_test(
-            record_ids=canaries, unlearned_scores=retrained_scores, reference=reference
+            record_ids=canaries, unlearned_scores=retrained_scores, reference=reference,
+            nonmember_scores=retrained_nonmember_scores,
         ),
         power=membership_power(
             record_ids=canaries,
             seen_scores=original_scores,
             reference=reference,
             source="canaries",
+            nonmember_scores=original_nonmember_scores,
             n_tests=len(canaries),
         ),
         attack_original=population_attack(
-            forget_scores=original_scores,
-            nonmember_scores=logit_scaled_confidence(original_test_logits, nonmember_labels),
+            forget_scores=original_scores, nonmember_scores=original_nonmember_scores,
         ),
         attack_retrained=population_attack(
-            forget_scores=retrained_scores,
-            nonmember_scores=logit_scaled_confidence(retrained_test_logits, nonmember_labels),
+            forget_scores=retrained_scores, nonmember_scores=retrained_nonmember_scores,
         ),
         attack_original_calibrated=population_attack(
             forget_scores=shadow_calibrated_scores(original_scores, canary_out),
-            nonmember_scores=shadow_calibrated_scores(
-                logit_scaled_confidence(original_test_logits, nonmember_labels), test_out),
+            nonmember_scores=shadow_calibrated_scores(original_nonmember_scores, test_out),
             signal="shadow-calibrated logit-scaled confidence",
         ),
         attack_retrained_calibrated=population_attack(
             forget_scores=shadow_calibrated_scores(retrained_scores, canary_out),
-            nonmember_scores=shadow_calibrated_scores(
-                logit_scaled_confidence(retrained_test_logits, nonmember_labels), test_out),
+            nonmember_scores=shadow_calibrated_scores(retrained_nonmember_scores, test_out),
             signal="shadow-calibrated logit-scaled confidence",
         ),
         attack_original_true_labels=population_attack(

@@ -14,17 +14,28 @@ the platform's own checks (see ``tests/audits/canary_helpers.py`` for the set-up
 
 Pure checks and workers code only: runs with ``-p no:django``. ``-s`` prints the figures.
 
-Breast cancer (455 records, two classes, ~5% test error) is the hard case. Claims 1 and 3's
-per-record verdicts hold on every seed measured (0-3), but its power check depends on the seed:
-detected fraction 0.90 / 0.25 / 0.40 / 0.35 against the 0.8 the power check asks for (the OUT
-scores of a mislabelled tabular record spread over a pooled ~4 logit units, so the IN-OUT gap of
-~11 sits right at Holm's threshold with 8 OUT models per record), so the power claim is asserted
-for MNIST only, and the audit of a breast-cancer deletion says INCONCLUSIVE, not PASS, when its
-power check fails. The raw threshold attack's TPR at 1% FPR also depends on the seed (0.00 / 0.95
-/ 0.10 / 0.55: the few held-out records the model misclassifies score, once relabelled, as high
-as memorised canaries); calibrated per record against its OUT shadow models (the attack the audit
-runs), it is 1.00 / 0.95 / 0.90 / 1.00, asserted for both sets. MNIST meets every claim (seeds
-0-3: detected fraction 0.97-1.00, TPR 1.00).
+The per-record test is calibrated as the audit calibrates it: each model's p-values against the
+same statistic of held-out records no model trained on (here the relabelled held-out records, the
+same kind of record as a canary), scored by that model and the same OUT shadow models; below
+1/(1 + m) the p-value comes from an exponential tail fitted to those records
+(audits/checks/membership.py).
+
+Breast cancer (455 records, two classes, ~5% test error) is the hard case: 113 held-out records
+resolve p-values down to 1/114 = 0.0088 only, and Holm's first threshold over 20 canaries is
+0.0025, so a detection rests on the fitted tail. Measured on seeds 0-3 (2026-12-06): the original
+model FAILs with 16 / 19 / 10 / 0 of 20 canaries detected (on seed 3 only 5 canaries lie beyond
+every held-out record's statistic, and the tail does not take them below 0.0025: the audit would
+say INCONCLUSIVE through the power check, not PASS); the retrained model PASSes on every seed
+(smallest adjusted p 0.70 / 1 / 1 / 1). Before the calibration (a Student-t fit of the OUT shadow
+scores alone) the original model's detections were 18 / 5 / 8 / 7, and the power check's detected
+fraction 0.90 / 0.25 / 0.40 / 0.35 against the 0.8 it asks for; calibrated it is 0.80 / 0.95 / 0.50
+/ 0.00. So claim 1 is asserted on seed 0 (as before), and the power claim for MNIST only. The raw
+threshold attack's TPR at 1% FPR also depends on the seed (0.00 / 0.95 / 0.10 / 0.55: the few
+held-out records the model misclassifies score, once relabelled, as high as memorised canaries);
+calibrated per record against its OUT shadow models (the attack the audit runs), it is 1.00 / 0.95
+/ 0.90 / 1.00, asserted for both sets. MNIST meets every claim (seeds 0-3: 30 / 30 / 29 / 30 of 30
+canaries detected on the original model, none on the retrained one, smallest adjusted p 0.22 / 1 /
+0.12 / 0.34).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from audits.checks.registry import (
 )
 from audits.checks.result import CheckResult, Verdict
 from audits.checks.verdict import LineageProof, SuppressionBound, final_verdict
-from tests.audits.checks.helpers import record_ids, shadow_population
+from tests.audits.checks.helpers import held_out_population, record_ids, shadow_population
 
 PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -70,11 +70,13 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
     """Scores as the runner computes them, from the synthetic shadow population."""
     rng = np.random.default_rng(7)
     baselines, shadow, is_in = shadow_population(rng, 16, 20, gap=6.0)
+    held_out, held_out_shadow = held_out_population(rng, 16, 200)
     return ClassifierEvidence(
         record_ids=tuple(record_ids(20)),
         forget_scores=baselines + rng.normal(0, 1, 20),
         original_forget_scores=baselines + 6.0 + rng.normal(0, 1, 20),
-        shadow_reference=fit_shadow_reference(shadow, is_in) if with_shadows else None,
+        shadow_reference=(fit_shadow_reference(shadow, is_in, nonmember_shadow_scores=held_out_shadow)
+                          if with_shadows else None),
         equivalence_margins=DeclaredMargins.symmetric(0.5, declared_by="the test table"),
         attack_forget_scores=rng.normal(0, 1, 30),
         attack_nonmember_scores=rng.normal(0, 1, 200),
@@ -86,6 +88,8 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
         utility=UtilityFigures(
             metric="accuracy", retain=0.97, test=0.9, original_retain=0.98, original_test=0.91
         ),
+        nonmember_null_scores=held_out,
+        original_nonmember_null_scores=held_out + rng.normal(0, 0.1, 200),
     )
 
 

@@ -4,7 +4,7 @@ import pytest
 from audits.checks.membership import fit_shadow_reference
 from audits.checks.power import membership_power
 from audits.checks.result import Verdict
-from tests.audits.checks.helpers import record_ids, shadow_population
+from tests.audits.checks.helpers import held_out_population, record_ids, shadow_population
 
 
 def test_power_is_demonstrated_when_the_original_model_is_detected():
@@ -69,6 +69,25 @@ def test_canaries_use_their_own_minimum_and_the_forget_set_family_size():
     )
     assert strict.n_tests == 10_000_000
     assert strict.n_detected < result.n_detected
+
+
+def test_power_on_a_model_unlike_its_shadows_is_calibrated_on_its_own_held_out_records():
+    """The original model, trained on all the data, deviates more than its shadow models: its own
+    held-out scores calibrate the test, which still detects what it memorised and says so."""
+    rng = np.random.default_rng(15)
+    baselines, shadow, is_in = shadow_population(rng, 16, 10, gap=10.0)
+    held_out, held_out_shadow = held_out_population(rng, 16, 500, target_spread=1.8)
+    ref = fit_shadow_reference(shadow, is_in, nonmember_shadow_scores=held_out_shadow)
+    original = baselines + 10.0 + rng.normal(0, 1.8, 10)
+    result = membership_power(record_ids=record_ids(10), seen_scores=original, reference=ref,
+                              source="original_model", nonmember_scores=held_out)
+    assert result.verdict == Verdict.PASS and result.n_nonmembers == 500
+    assert "500 held-out records" in result.rule
+    # A record the original model never memorised scores like a held-out record: not detected.
+    original[3] = baselines[3] + rng.normal(0, 1.8)
+    missed = membership_power(record_ids=record_ids(10), seen_scores=original, reference=ref,
+                              source="original_model", nonmember_scores=held_out)
+    assert missed.verdict == Verdict.INCONCLUSIVE and "rec-0003" not in missed.powered_ids
 
 
 def test_unknown_source_raises():
