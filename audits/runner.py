@@ -185,6 +185,26 @@ def _investigate(flagged: list[str], unlearned, dataset, device: str) -> dict:
         test=load_reference_split(dataset.storage_location, "test"), device=device))
 
 
+def shadow_procedure_of(version: ModelVersion):
+    """How the version's shadow models were trained against how the model was: the same procedure
+    for a model the platform trained; for one uploaded from outside, the family's recipe with the
+    run's recorded configuration against the company's own pipeline (its recorded code version)."""
+    from audits.checks.evidence import ShadowProcedure
+
+    root = selectors.lineage_root(version)
+    run = root.training_run
+    uploaded = (root.metrics or {}).get("uploaded_recipe")
+    if not uploaded:
+        recipe = f"the platform's {run.recipe} recipe with the run's configuration" if run else "the platform"
+        return ShadowProcedure(same_as_model=True, shadows=recipe, model=recipe)
+    return ShadowProcedure(
+        same_as_model=False,
+        shadows=(f"the platform's {uploaded['name']} recipe ({uploaded.get('family', 'uploaded')} family) with the "
+                 "configuration the training run recorded"),
+        model=f"trained outside the platform ({run.recipe}, code {run.code_version})" if run else "trained outside",
+    )
+
+
 def replay_check(outcome: dict):
     from audits.checks.replay import exact_replay
 
@@ -266,6 +286,7 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
                                original_retain=retain_acc_before, original_test=test_acc_before),
         nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
+        shadow_procedure=shadow_procedure_of(source),
     ))
     audit = {
         "shadow_models": len(shadows),

@@ -71,6 +71,18 @@ class ClassifierEvidence:
     utility: UtilityFigures
     nonmember_null_scores: NDArray[np.float64] | None = None
     original_nonmember_null_scores: NDArray[np.float64] | None = None
+    # How the shadow models were trained against how the model was (see audits.checks.shadow_procedure).
+    shadow_procedure: ShadowProcedure | None = None
+
+
+@dataclass(frozen=True)
+class ShadowProcedure:
+    """Whether the shadow models come from the procedure that trained the audited model, in words:
+    ``shadows`` (how they were trained) and ``model`` (how the model was)."""
+
+    same_as_model: bool
+    shadows: str
+    model: str
 
 
 @dataclass(frozen=True)

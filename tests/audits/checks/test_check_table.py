@@ -23,6 +23,7 @@ from audits.checks.evidence import (
     ClassifierEvidence,
     Evidence,
     LanguageModelEvidence,
+    ShadowProcedure,
     UtilityFigures,
 )
 from audits.checks.lm_memorisation import FactCompletion, LMRecordMemorisation
@@ -90,6 +91,7 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
         ),
         nonmember_null_scores=held_out,
         original_nonmember_null_scores=held_out + rng.normal(0, 0.1, 200),
+        shadow_procedure=ShadowProcedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
     )
 
 

@@ -18,7 +18,7 @@ from audits.checks.equivalence import (
     tost_records_needed,
     tost_two_sample,
 )
-from audits.checks.evidence import ClassifierEvidence, UtilityFigures
+from audits.checks.evidence import ClassifierEvidence, ShadowProcedure, UtilityFigures
 from audits.checks.membership import fit_shadow_reference
 from audits.checks.registry import audit_cannot_confirm, check_spec, run_checks
 from audits.checks.result import Verdict, fmt
@@ -227,6 +227,7 @@ def _classifier_evidence(n_records: int, *, unlearned: str, margins=True, n_shad
         original_nonmember_scores=rng.normal(0, 1, 100),
         utility=UtilityFigures(metric="accuracy", retain=0.97, test=0.9, original_retain=0.97,
                                original_test=0.9),
+        shadow_procedure=ShadowProcedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
     )
 
 
@@ -312,3 +313,20 @@ def test_the_plan_warns_when_too_few_records_for_the_tost():
     # A language model is still not tested for equivalence, nor per record.
     lm = audit_cannot_confirm(guarantee_class="approximate", model_kind="language_model")
     assert "no aggregate metric was tested for equivalence (TOST)" in lm
+
+
+def test_shadow_models_from_another_procedure_cannot_give_an_approximate_pass():
+    """Issue 19: a model trained outside the platform is audited against shadows the platform trained
+    with the family's recipe; the report names both procedures and the result cannot PASS."""
+    from audits.checks.verdict import final_verdict
+
+    outside = dataclasses.replace(_classifier_evidence(200, unlearned="forgot"), shadow_procedure=ShadowProcedure(
+        same_as_model=False, shadows="the platform's plain recipe with the recorded configuration",
+        model="trained outside the platform (plain, code company-pipeline-1.4)"))
+    checks = run_checks(outside)
+    procedure = next(c for c in checks if c.check == "shadow_procedure")
+    assert procedure.verdict == Verdict.INCONCLUSIVE
+    assert "company-pipeline-1.4" in procedure.reason and "different procedure" in procedure.reason
+    verdict = final_verdict(guarantee_class="approximate", checks=checks)
+    assert verdict.verdict == Verdict.INCONCLUSIVE
+    assert any("shadow_procedure INCONCLUSIVE" in r for r in verdict.reasons)

@@ -74,6 +74,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "membership_power",
         "population_attack",
         "retain_privacy",
+        "shadow_procedure",
         "utility",
     }
     assert CHECKS.get("utility").run is audits.checks.utility.utility

@@ -7,6 +7,7 @@ from audits.checks.equivalence import equivalence
 from audits.checks.membership import fit_shadow_reference, membership_test
 from audits.checks.power import membership_power
 from audits.checks.result import CheckResult, Verdict
+from audits.checks.shadow_procedure import shadow_procedure
 from audits.checks.verdict import RULES, LineageProof, SuppressionBound, final_verdict
 from tests.audits.checks.helpers import record_ids, shadow_population
 
@@ -35,6 +36,7 @@ def approximate_passing() -> list[CheckResult]:
         r("membership_power", PASS),
         r("equivalence_tost", PASS),
         r("population_attack", PASS),
+        r("shadow_procedure", PASS),
     ]
 
 
@@ -228,6 +230,7 @@ def _pipeline(rng, unlearned_gap: float) -> Verdict:
             member_side="higher",
             design="paired",
         ),
+        shadow_procedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
     ]
     return final_verdict(guarantee_class="approximate", checks=checks)
 
