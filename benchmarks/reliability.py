@@ -72,7 +72,7 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     services = embedded.services_for(Path(os.environ["DATA_DIR"]))
-    web, worker = start_stack(8200 + rng.randint(0, 500), name="reliability")
+    web, worker = start_stack(8200 + rng.randint(0, 500), name="reliability", single_worker=True)
     figures: dict = {"benchmark": "reliability"}
     try:
         dataset = reference_dataset_register(name="breast_cancer")

@@ -58,7 +58,7 @@ def main() -> None:
 
     ensure_dev_signing_identity()
     port = _free_port(8100)
-    web, worker = start_stack(port, name="ttc")
+    web, worker = start_stack(port, name="ttc", single_worker=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}")
         dataset = reference_dataset_register(name="mnist")

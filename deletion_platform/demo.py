@@ -148,10 +148,11 @@ def prepare_platform() -> None:
         say(f"  {note}")
 
 
-def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, ...]:
+def start_stack(port: int, *, name: str = "demo", single_worker: bool = False) -> tuple[subprocess.Popen, ...]:
     """The web API under gunicorn on ``port`` and two real Celery worker processes, as a deployment
     has them: one for the training queue (gpu: training, unlearning, shadow models) and one for
-    audits, reports and checks (audit, default), so a report never waits behind a long training."""
+    audits, reports and checks (audit, default), so a report never waits behind a long training.
+    ``single_worker``: one worker on every queue instead (benchmarks that kill "the" worker)."""
     from django.conf import settings
 
     from deletion_platform import embedded
@@ -167,7 +168,8 @@ def start_stack(port: int, *, name: str = "demo") -> tuple[subprocess.Popen, ...
          "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
          "-n", f"{name}-{role}-{os.getpid()}@%h", "--loglevel", "INFO"], cwd=REPO, env=env,
         stdout=(logs / f"{name}-worker-{role}.log").open("ab"), stderr=subprocess.STDOUT)
-        for role, queues in (("training", "gpu"), ("audit", "audit,default"))]
+        for role, queues in ((("all", "gpu,audit,default"),) if single_worker
+                             else (("training", "gpu"), ("audit", "audit,default")))]
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "deletion_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", "--log-level", "warning"], cwd=REPO, env=env,
