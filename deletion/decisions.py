@@ -23,9 +23,9 @@ from deletion.models import (
 )
 from deletion.planning import (
     equivalence_test_plan,
-    replay_plan,
     estimated_cost,
     plan_method,
+    replay_plan,
     request_scope,
     s3t_kept_data,
 )

@@ -11,6 +11,12 @@ through its architecture spec (:func:`family_of`).
 
 from __future__ import annotations
 
-from workers.model_families.base import FAMILIES, CheckedUpload, ModelFamily, family_of, load_families
+from workers.model_families.base import (
+    FAMILIES,
+    CheckedUpload,
+    ModelFamily,
+    family_of,
+    load_families,
+)
 
 __all__ = ["FAMILIES", "CheckedUpload", "ModelFamily", "family_of", "load_families"]

@@ -25,7 +25,11 @@ def recipe_config_from_run(run_config: Mapping[str, Any], architecture: Mapping[
 
 def safetensors_fitting(data: bytes, expected: Mapping[str, tuple[int, ...]], *, what: str):
     """The tensors of a safetensors upload whose names and shapes are exactly ``expected``."""
-    from workers.artifacts import UnsafeArtifactError, check_safetensors_bytes, safetensors_from_bytes
+    from workers.artifacts import (
+        UnsafeArtifactError,
+        check_safetensors_bytes,
+        safetensors_from_bytes,
+    )
 
     try:
         table = check_safetensors_bytes(data, source="uploaded checkpoint")
