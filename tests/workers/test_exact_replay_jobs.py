@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from deletion import decisions, intake
 from deletion.models import ModelOutcome
 from deletion.report_data import replay_notes
 from models_registry.models import DataRecord
 from tests import factories
-from workers.jobs import job_execute
-from workers.models import Job
+from tests.flows import approved_request, run_job
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train, shadow_models_train
 from workers.unlearning.exact.sisa import SisaUnlearning
@@ -22,20 +20,13 @@ pytestmark = pytest.mark.django_db
 
 MLP = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16], "input_norm": "asinh"}}
 SISA = {"architecture": MLP, "epochs": 3, "shards": 3, "slices": 2, "seed": 0}
-EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
-
-
-def _run(job: Job) -> Job:
-    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
-    job.refresh_from_db()
-    return job
 
 
 @pytest.fixture
 def sisa_model():
     dataset = reference_dataset_register(name="breast_cancer")
     model = factories.registered_model(name="bc-sisa-replay", recipe="sisa")
-    version = _run(model_train(model=model, dataset=dataset, enqueue=False, recipe_config=SISA)).result_version
+    version = run_job(model_train(model=model, dataset=dataset, enqueue=False, recipe_config=SISA)).result_version
     return dataset, model, version
 
 
@@ -50,17 +41,12 @@ def _records_in_two_shards(dataset, version) -> list[DataRecord]:
 
 
 def _delete_and_audit(dataset, records) -> ModelOutcome:
-    request, _ = intake.deletion_request_create(client=None, body={
-        "identifiers": {}, "record_keys": [{"dataset": f"{dataset.name}@{dataset.version}", "record_key": r.external_key}
-                                           for r in records],
-        "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
-    request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
-    request = decisions.deletion_request_approve(request=request, actor="tests")
+    request = approved_request(records)
     outcome = ModelOutcome.objects.get(request=request)
     assert (outcome.method, outcome.guarantee_class) == ("sisa", "exact")
-    _run(outcome.job)
+    run_job(outcome.job)
     outcome.refresh_from_db()
-    _run(outcome.audit_job)
+    run_job(outcome.audit_job)
     outcome.refresh_from_db()
     return outcome
 
@@ -73,7 +59,7 @@ def test_a_correct_sisa_deletion_is_replayed_bit_for_bit(sisa_model, monkeypatch
     import audits.runner
 
     dataset, _, version = sisa_model
-    _run(shadow_models_train(version=version, count=2, enqueue=False))
+    run_job(shadow_models_train(version=version, count=2, enqueue=False))
     records = _records_in_two_shards(dataset, version)
     # As if the sanity check had flagged the first record: the audit investigates the flag.
     monkeypatch.setattr(audits.runner, "flagged_record_keys", lambda checks: [records[0].external_key])

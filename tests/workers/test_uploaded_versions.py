@@ -7,19 +7,16 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import save
 
-from deletion import decisions, intake
 from deletion.models import ModelOutcome
 from models_registry.models import DataRecord, ModelVersion
 from tests import factories
-from workers.jobs import job_execute
-from workers.models import Job
+from tests.flows import approved_request, run_job
 from workers.reference_data import reference_dataset_register
 from workers.training import RECIPES
 
 pytestmark = pytest.mark.django_db
 
 MLP = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16]}}
-EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
 
 
 def _company_trained(dataset, keys):
@@ -54,20 +51,8 @@ def _uploaded(client, dataset, keys) -> ModelVersion:
     return ModelVersion.objects.get(pk=response.json()["id"])
 
 
-def _run(job: Job) -> Job:
-    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
-    job.refresh_from_db()
-    return job
-
-
 def _request_for(dataset, record) -> ModelOutcome:
-    request, _ = intake.deletion_request_create(client=None, body={
-        "identifiers": {}, "record_keys": [{"dataset": f"{dataset.name}@{dataset.version}",
-                                            "record_key": record.external_key}],
-        "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
-    request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
-    decisions.deletion_request_approve(request=request, actor="tests")
-    return ModelOutcome.objects.get(request=request)
+    return ModelOutcome.objects.get(request=approved_request([record]))
 
 
 def test_an_uploaded_version_is_unlearned_shadowed_and_audited_like_a_trained_one(api_client_for):
@@ -82,12 +67,12 @@ def test_an_uploaded_version_is_unlearned_shadowed_and_audited_like_a_trained_on
     assert sorted(row.record_key for row in stored.membership) == keys[:200]
     # The family's recipe with what the run recorded (an unknown field of the company's is not taken).
     assert stored.config["epochs"] == 3 and stored.config["lr"] == 0.01 and "scheduler" not in stored.config
-    _run(shadow_models_train(version=version, count=2, enqueue=False))
+    run_job(shadow_models_train(version=version, count=2, enqueue=False))
     record = DataRecord.objects.get(dataset=dataset, external_key=keys[0])
     outcome = _request_for(dataset, record)
-    _run(outcome.job)
+    run_job(outcome.job)
     outcome.refresh_from_db()
-    _run(outcome.audit_job)
+    run_job(outcome.audit_job)
     outcome.refresh_from_db()
     # Finetune on one record with two shadow models: the audit has too little to confirm erasure.
     assert outcome.verdict == "INCONCLUSIVE" and outcome.audit["shadow_models"] == 2
@@ -97,6 +82,7 @@ def test_a_version_uploaded_with_weights_only_gets_an_error_naming_what_is_missi
     from workers.artifacts import ArtifactManifest, code_version
     from workers.runners.storage import artifact_store
     from workers.training.architectures import build_model
+    from workers.training.storage import load_run
 
     dataset = factories.dataset()
     factories.import_records(dataset, [{"record_key": "a", "content": "x"}])
@@ -106,7 +92,6 @@ def test_a_version_uploaded_with_weights_only_gets_an_error_naming_what_is_missi
     manifest = ArtifactManifest(kind="model", architecture=MLP, code_version=code_version(),
                                 recipe={"name": "plain", "config": {"architecture": MLP}}, extra={"uploaded": True})
     ref = artifact_store().put(manifest, {"weights": build_model(MLP).state_dict()})
-    from workers.training.storage import load_run
 
     with pytest.raises(ValueError) as refused:
         load_run(artifact_store(), ref.artifact_id)
