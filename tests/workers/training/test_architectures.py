@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import workers.model_families.entry_points  # noqa: F401  (registers the entry_point architecture, as workers do)
 from workers.artifacts import ArtifactManifest, ArtifactStore
 from workers.training.architectures import ARCHITECTURES, build_model
 
@@ -15,6 +16,9 @@ CASES = {
             torch.randn(4, 30), (4, 2)),
     "small_cnn": ({"channels": [4, 8], "hidden": 16}, torch.zeros(2, 1, 28, 28), (2, 10)),
     "text_bag": ({}, torch.tensor([[5, 6, 0, 0]]), (1, 2)),
+    # A module of the company's own installed package (tests/fixtures/company_models, installed by make venv).
+    "entry_point": ({"entry_point": "company-tabular", "config": {"in_features": 30, "num_classes": 2, "hidden": 8}},
+                    torch.randn(4, 30), (4, 2)),
 }
 
 
