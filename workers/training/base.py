@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -198,7 +199,8 @@ def train_stage(
                 continue
             inputs, targets = inputs.to(device), targets.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(inputs), targets)
+            with running_statistics_for_single_examples(model, (inputs, targets)):
+                loss = F.cross_entropy(model(inputs), targets)
             loss.backward()
             optimizer.step()
             stats.steps += 1
@@ -250,3 +252,20 @@ def optimizer_state_to_cpu(state: Any) -> Any:
     if isinstance(state, list):
         return [optimizer_state_to_cpu(v) for v in state]
     return state
+
+
+@contextmanager
+def running_statistics_for_single_examples(model: nn.Module, *batches: tuple[torch.Tensor, torch.Tensor] | None) -> Iterator[None]:
+    """A batch of one example (one forgotten record, the usual deletion; a last partial batch of
+    one in training) has no batch statistics, and a batch-norm layer in train mode refuses it. For such a step the layers that keep running
+    statistics normalise with them and leave them unchanged (eval mode); the rest of the model
+    trains as before."""
+    single = any(batch is not None and len(batch[0]) == 1 for batch in batches)
+    held = [m for m in model.modules() if single and m.training and getattr(m, "track_running_stats", False)]
+    for module in held:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module in held:
+            module.train()

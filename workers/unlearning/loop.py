@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from workers.training.base import running_statistics_for_single_examples
 from workers.training.device import deterministic
 from workers.unlearning.base import (
     ConfigError,
@@ -280,23 +281,6 @@ class Phase:
     data: PhaseData
     loss: Callable[[nn.Module, Any, Any, UnlearningRun], Tensor]
     passes: int = 1
-
-
-@contextmanager
-def running_statistics_for_single_examples(model: nn.Module, *batches: tuple[Tensor, Tensor] | None) -> Iterator[None]:
-    """A batch of one example (one forgotten record, the usual deletion) has no batch statistics,
-    and a batch-norm layer in train mode refuses it. For such a step the layers that keep running
-    statistics normalise with them and leave them unchanged (eval mode); the rest of the model
-    trains as before."""
-    single = any(batch is not None and len(batch[0]) == 1 for batch in batches)
-    held = [m for m in model.modules() if single and m.training and getattr(m, "track_running_stats", False)]
-    for module in held:
-        module.eval()
-    try:
-        yield
-    finally:
-        for module in held:
-            module.train()
 
 
 def build_optimizer(model: nn.Module, config: LossMethodConfig) -> torch.optim.Optimizer:

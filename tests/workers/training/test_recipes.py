@@ -168,3 +168,16 @@ def test_keyed_assignment_depends_on_the_key_and_spreads_records() -> None:
     other = partition(keys, key="secret-b", shards=5, slices=4)
     assert one != other
     assert len(one) == 20 and min(len(v) for v in one.values()) >= 10
+
+
+@pytest.mark.parametrize("name", ["plain", "sisa"])
+def test_a_batch_norm_model_trains_when_the_last_batch_holds_one_record(name: str) -> None:
+    """97 records in batches of 32 leave a last batch of one, which a batch-norm layer in train mode
+    refuses ("Expected more than 1 value per channel"): shadow models of an uploaded batch-norm module
+    failed so. That step now normalises with the running statistics."""
+    with_batchnorm = {"name": "mlp", "config": {"in_features": FEATURES, "num_classes": 2, "input_norm": "batchnorm"}}
+    config = {"architecture": with_batchnorm, "epochs": 1, "batch_size": 32}
+    if name == "sisa":
+        config |= {"shards": 1, "slices": 1}
+    run = RECIPES.get(name)(config).train(blobs(97))
+    assert len(run.membership) == 97
