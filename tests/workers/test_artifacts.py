@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import pickletools
 import struct
 from pathlib import Path
 
@@ -123,10 +124,11 @@ def safetensors_round_trip(tensors: dict[str, torch.Tensor]) -> dict[str, torch.
 def test_a_pickle_whose_reduce_runs_code_is_refused_and_never_run(tmp_path: Path, store: ArtifactStore) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"weights": _RunsCode(marker)})
-    # The payload is live: unpickling it would create the marker.
-    pickle.loads(payload)
-    assert marker.exists()
-    marker.unlink()
+    # The payload is live: read without running it, it calls Path.touch(marker) on load (a global
+    # the pickle imports, then REDUCE). Nothing here unpickles it.
+    opcodes = [(op.name, arg) for op, arg, _ in pickletools.genops(payload)]
+    assert ("STACK_GLOBAL", None) in opcodes and ("REDUCE", None) in opcodes
+    assert {"Path", "touch", "Path.touch"} & {arg for _, arg in opcodes if isinstance(arg, str)}
 
     path = tmp_path / "model.safetensors"
     path.write_bytes(payload)
