@@ -26,7 +26,6 @@ from models_registry.models import (
     DataRecord,
     ModelVersion,
     StoredArtifact,
-    TrainingMembership,
 )
 from workers.jobs import job_create, versions_held
 from workers.models import Job
@@ -163,10 +162,7 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
     producer = Job.objects.filter(result_version=new).first()
     method = producer.method if producer is not None else ""
     recorded = (store.manifest(new.artifact_sha256).extra.get("unlearning") or {}).get("details", {}).get("environment")
-    excluded = set(source.excluded_records.values_list("record_id", flat=True))
-    rows = [MembershipRow(key, shard, slice_, position) for key, shard, slice_, position in (
-        TrainingMembership.objects.filter(run=source.training_run).exclude(record_id__in=excluded)
-        .order_by("shard", "slice", "position").values_list("record__external_key", "shard", "slice", "position"))]
+    rows = [MembershipRow(*row) for row in selectors.version_membership(version=source)]
     retain = load_reference_split(dataset.storage_location, "train").subset(retain_keys(rows, forget_keys))
     requested = bool((job.config or {}).get("replay") or new.model.unlearning_policy.get("replay_retrain"))
     outcome = replay_exact(method=method, inputs=ReplayInputs(source=original, registry_membership=tuple(rows),

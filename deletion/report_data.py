@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from audits.checks.replay import CANNOT_SHOW
+from audits.checks.sanity_rates import exact_sanity_false_alarm_sentence
 from audits.report_schema import SCHEMA_VERSION, STANDARD_LIMITATIONS, guarantee_entry
 from deletion.models import DeletionRequest, LegalGround, OutcomeStatus, RequestStatus
 from deletion.planning import request_end_state
@@ -47,17 +49,9 @@ NO_REPLAY_NOTE = ("No independent replay recomputed this version: that it never 
                   "lineage rows it wrote), not on a second computation a reader could check.")
 
 
-def exact_sanity_false_alarm_sentence(method: str) -> str:
-    from audits.checks.sanity_rates import exact_sanity_false_alarm_sentence as sentence
-
-    return sentence(method)
-
-
 def replay_notes(audit: dict) -> list[str]:
     """What the report says of an exact result's replay: what it compared and what it cannot show,
     or, where none ran, why and what exactness then rests on."""
-    from audits.checks.replay import CANNOT_SHOW
-
     replay = audit.get("replay") or {}
     if not replay.get("ran"):
         why = replay.get("not_run")

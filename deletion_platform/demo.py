@@ -408,7 +408,7 @@ def _decide(base: str, request_id: str, state: dict, dpos, escalated: set, bar) 
     writing; any other FAIL or inconclusive approximate result is escalated to an exact retrain; a
     FAIL after that retrain withdraws the model; what stays inconclusive after an exact method (or
     is only suppressed) has its residual risk accepted by two DPO users."""
-    dpo, second_dpo = dpos
+    dpo = dpos[0]
     url = f"{base}/api/v1/deletion-requests/{request_id}"
     for outcome in state["outcomes"]:
         key = (request_id, outcome["model_version_id"])

@@ -296,9 +296,17 @@ def version_membership(*, version: ModelVersion) -> list[tuple[str, int, int, in
     by shard, slice and position. Empty for a version without a training run."""
     if version.training_run_id is None:
         return []
-    excluded = ExcludedRecord.objects.filter(version=version).values("record_id")
-    return list(TrainingMembership.objects.filter(run_id=version.training_run_id)
-                .exclude(record_id__in=excluded).order_by("shard", "slice", "position")
+    return run_membership(run_id=version.training_run_id,
+                          excluding=ExcludedRecord.objects.filter(version=version).values("record_id"))
+
+
+def run_membership(*, run_id: int, excluding=None) -> list[tuple[str, int, int, int]]:
+    """``(record key, shard, slice, position)`` of each record training run ``run_id`` used (less the
+    record ids ``excluding`` names: a list or a subquery), by shard, slice and position."""
+    rows = TrainingMembership.objects.filter(run_id=run_id)
+    if excluding is not None:
+        rows = rows.exclude(record_id__in=excluding)
+    return list(rows.order_by("shard", "slice", "position")
                 .values_list("record__external_key", "shard", "slice", "position"))
 
 

@@ -123,9 +123,7 @@ def training_run_without_membership(training_run) -> ValidationFailed:
 
 def training_run_membership(training_run) -> list:
     """The run's membership as the registry holds it (record key, shard, slice, position)."""
-    from models_registry.models import TrainingMembership
+    from models_registry.selectors import run_membership
     from workers.training.membership import MembershipRow
 
-    return [MembershipRow(key, shard, slice_, position) for key, shard, slice_, position in
-            TrainingMembership.objects.filter(run=training_run).order_by("shard", "slice", "position")
-            .values_list("record__external_key", "shard", "slice", "position")]
+    return [MembershipRow(*row) for row in run_membership(run_id=training_run.id)]

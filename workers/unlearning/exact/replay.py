@@ -25,6 +25,7 @@ it costs one more training) run only when asked.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ class WeightComparison:
     records_only_replayed: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return dataclasses.asdict(self)
 
 
 def compare_runs(replayed: TrainingRun, stored: TrainingRun) -> WeightComparison:
@@ -146,7 +147,7 @@ class ReplayOutcome:
     cost: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return dataclasses.asdict(self)
 
 
 def replay_exact(*, method: str, inputs: ReplayInputs, stored: TrainingRun, recorded_environment: dict | None,
