@@ -29,3 +29,31 @@ def approved_request(records: Iterable, **approve):
         "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
     request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
     return decisions.deletion_request_approve(request=request, actor="tests", **approve)
+
+
+def registered_over_api(client, *, name: str, architecture: dict, dataset, keys, recipe: str = "plain",
+                        policy: dict | None = None, run_config: dict | None = None,
+                        code_version: str = "company-pipeline", shard_of=None) -> int:
+    """What an ML engineer does before uploading a model trained elsewhere, over the REST API: the
+    model, its training run and the run's membership (``shard_of(key)`` per record when given).
+    Returns the run's id."""
+    response = client.post("/api/v1/models/", {"name": name, "task": "classification", "training_recipe": recipe,
+                                               "architecture": architecture, "unlearning_policy": policy or {}},
+                           format="json")
+    assert response.status_code == 201, response.content
+    run = client.post("/api/v1/training-runs/", {"model": name, "recipe": recipe, "seed": 5,
+                                                   "code_version": code_version, "config": run_config or {},
+                                                   "datasets": [dataset.id]}, format="json")
+    assert run.status_code == 201, run.content
+    shard_of = shard_of or (lambda key: 0)
+    body = "".join(f'{{"record_key": "{k}", "shard": {shard_of(k)}}}\n' for k in keys).encode()
+    imported = client.generic("POST", f"/api/v1/training-runs/{run.json()['id']}/membership/?dataset={dataset.id}",
+                              body, content_type="application/x-ndjson")
+    assert imported.status_code == 201, imported.content
+    return run.json()["id"]
+
+
+def upload_over_api(client, name: str, run_id: int, data: bytes):
+    """POST a model file as a new version of model ``name`` with the lineage of run ``run_id``."""
+    return client.generic("POST", f"/api/v1/models/{name}/versions/?training_run={run_id}", data,
+                          content_type="application/octet-stream")

@@ -15,6 +15,7 @@ from safetensors.torch import save
 
 from models_registry.models import DataRecord, ModelVersion, RegisteredModel, StoredArtifact
 from tests.audits.conftest import dev_identity, nss_db, pdfsig, signing_settings  # noqa: F401 (fixtures)
+from tests.flows import registered_over_api, upload_over_api
 from workers.jobs import job_execute
 from workers.models import Job, JobKind
 from workers.reference_data import reference_dataset_register
@@ -49,25 +50,12 @@ def _company_weights(dataset, keys, architecture=COMPANY_NET) -> bytes:
 
 def _registered(client, dataset, keys, name="bc-company") -> int:
     """The model and its training run with membership, over the REST API; returns the run's id."""
-    response = client.post("/api/v1/models/", {"name": name, "task": "classification", "training_recipe": "plain",
-                                               "architecture": COMPANY_NET,
-                                               "unlearning_policy": {"approximate_method": "finetune", "replay_retrain": True}},
-                           format="json")
-    assert response.status_code == 201, response.content
-    run = client.post("/api/v1/training-runs/", {"model": name, "recipe": "plain", "seed": 5,
-                                                   "code_version": "company-pipeline-2.0", "config": RUN_CONFIG,
-                                                   "datasets": [dataset.id]}, format="json")
-    assert run.status_code == 201, run.content
-    body = "".join(f'{{"record_key": "{k}"}}\n' for k in keys).encode()
-    imported = client.generic("POST", f"/api/v1/training-runs/{run.json()['id']}/membership/?dataset={dataset.id}",
-                              body, content_type="application/x-ndjson")
-    assert imported.status_code == 201, imported.content
-    return run.json()["id"]
+    return registered_over_api(client, name=name, architecture=COMPANY_NET, dataset=dataset, keys=keys,
+                               policy={"approximate_method": "finetune", "replay_retrain": True},
+                               run_config=RUN_CONFIG, code_version="company-pipeline-2.0")
 
 
-def _upload(client, name: str, run_id: int, data: bytes):
-    return client.generic("POST", f"/api/v1/models/{name}/versions/?training_run={run_id}", data,
-                          content_type="application/octet-stream")
+_upload = upload_over_api
 
 
 def _pending_uploads() -> list[Path]:

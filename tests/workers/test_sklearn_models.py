@@ -14,6 +14,7 @@ from django.conf import settings
 
 from models_registry.models import DataRecord, ModelVersion, RegisteredModel, StoredArtifact
 from tests.audits.conftest import dev_identity, nss_db, pdfsig, signing_settings  # noqa: F401 (fixtures)
+from tests.flows import registered_over_api, upload_over_api
 from workers.jobs import job_execute
 from workers.models import Job, JobKind
 from workers.reference_data import reference_dataset_register
@@ -70,25 +71,12 @@ def _registered(client, dataset, keys, *, name: str, recipe: str, run_config: di
                 policy=None) -> int:
     """The model, its training run and membership (with shards when given), over the REST API;
     returns the run's id."""
-    response = client.post("/api/v1/models/", {"name": name, "task": "classification", "training_recipe": recipe,
-                                               "architecture": SKLEARN, "unlearning_policy": policy or {}},
-                           format="json")
-    assert response.status_code == 201, response.content
-    run = client.post("/api/v1/training-runs/", {"model": name, "recipe": recipe, "seed": 5,
-                                                   "code_version": "company-pipeline-3.1", "config": run_config,
-                                                   "datasets": [dataset.id]}, format="json")
-    assert run.status_code == 201, run.content
-    shard_of = shards or (lambda key: 0)
-    body = "".join(f'{{"record_key": "{k}", "shard": {shard_of(k)}}}\n' for k in keys).encode()
-    imported = client.generic("POST", f"/api/v1/training-runs/{run.json()['id']}/membership/?dataset={dataset.id}",
-                              body, content_type="application/x-ndjson")
-    assert imported.status_code == 201, imported.content
-    return run.json()["id"]
+    return registered_over_api(client, name=name, architecture=SKLEARN, dataset=dataset, keys=keys, recipe=recipe,
+                               policy=policy, run_config=run_config, code_version="company-pipeline-3.1",
+                               shard_of=shards)
 
 
-def _upload(client, name: str, run_id: int, data: bytes):
-    return client.generic("POST", f"/api/v1/models/{name}/versions/?training_run={run_id}", data,
-                          content_type="application/octet-stream")
+_upload = upload_over_api
 
 
 def _nothing_stored(model_name: str) -> None:

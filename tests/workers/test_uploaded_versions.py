@@ -10,7 +10,7 @@ from safetensors.torch import save
 from deletion.models import ModelOutcome
 from models_registry.models import DataRecord, ModelVersion
 from tests import factories
-from tests.flows import approved_request, run_job
+from tests.flows import approved_request, registered_over_api, run_job, upload_over_api
 from workers.reference_data import reference_dataset_register
 from workers.training import RECIPES
 
@@ -29,24 +29,11 @@ def _company_trained(dataset, keys):
 
 def _uploaded(client, dataset, keys) -> ModelVersion:
     """Register the model, its training run and membership, and the weights, over the REST API."""
-    response = client.post("/api/v1/models/", {"name": "bc-uploaded", "task": "classification",
-                                               "training_recipe": "plain", "architecture": MLP,
-                                               "unlearning_policy": {"approximate_method": "finetune"}},
-                           format="json")
-    assert response.status_code == 201, response.content
-    run = client.post("/api/v1/training-runs/", {"model": "bc-uploaded", "recipe": "plain", "seed": 5,
-                                                   "code_version": "company-pipeline-1.4",
-                                                   "config": {"epochs": 3, "lr": 0.01, "seed": 5,
-                                                              "scheduler": "none"},
-                                                   "datasets": [dataset.id]}, format="json")
-    assert run.status_code == 201, run.content
-    body = "".join(f'{{"record_key": "{k}"}}\n' for k in keys).encode()
-    imported = client.generic("POST", f"/api/v1/training-runs/{run.json()['id']}/membership/?dataset={dataset.id}",
-                              body, content_type="application/x-ndjson")
-    assert imported.status_code == 201, imported.content
+    run_id = registered_over_api(client, name="bc-uploaded", architecture=MLP, dataset=dataset, keys=keys,
+                                 policy={"approximate_method": "finetune"}, code_version="company-pipeline-1.4",
+                                 run_config={"epochs": 3, "lr": 0.01, "seed": 5, "scheduler": "none"})
     weights = save({k: v.contiguous() for k, v in _company_trained(dataset, keys).model.state_dict().items()})
-    response = client.generic("POST", f"/api/v1/models/bc-uploaded/versions/?training_run={run.json()['id']}",
-                              weights, content_type="application/octet-stream")
+    response = upload_over_api(client, "bc-uploaded", run_id, weights)
     assert response.status_code == 201, response.content
     return ModelVersion.objects.get(pk=response.json()["id"])
 
