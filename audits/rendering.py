@@ -475,6 +475,8 @@ def _scope_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         rows += [[_p(d["name"], styles["cell"]), _p(d["version"], styles["cell"]),
                   _p(_number(d["records"]), styles["cell"])] for d in scope["datasets"]]
         story += [_p("Datasets", styles["h2"]), _table(rows, [85 * mm, 30 * mm, TEXT_WIDTH - 115 * mm])]
+        story += [_p(f"{d['name']}@{d['version']}: {d['source']}", styles["body"])
+                  for d in scope["datasets"] if d.get("source")]
     if scope["model_versions"]:
         rows = [[_p(h, styles["cell_bold"]) for h in ("Model", "Version", "Status when scoped")]]
         rows += [[_p(m["model"], styles["cell"]), _p(str(m["version"]), styles["cell"]),

@@ -159,6 +159,7 @@ class DatasetScope(TypedDict):
     name: Text
     version: str
     records: Count
+    source: NotRequired[Text]  # a dataset read from the company's database: does it still hold them
 
 
 class ModelVersionScope(TypedDict):

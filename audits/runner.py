@@ -155,7 +155,7 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
     without the records any version of the chain up to ``source`` excluded and without this
     request's; the method and the environment are those recorded by the job that made ``new``.
     A full retrain is replayed when the audit job or the model's policy asks (``replay``)."""
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
     from workers.training.membership import MembershipRow
     from workers.unlearning.exact.replay import ReplayInputs, replay_exact, retain_keys
 
@@ -163,7 +163,7 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
     method = producer.method if producer is not None else ""
     recorded = (store.manifest(new.artifact_sha256).extra.get("unlearning") or {}).get("details", {}).get("environment")
     rows = [MembershipRow(*row) for row in selectors.version_membership(version=source)]
-    retain = load_reference_split(dataset.storage_location, "train").subset(retain_keys(rows, forget_keys))
+    retain = dataset_split(dataset, "train").subset(retain_keys(rows, forget_keys))
     requested = bool((job.config or {}).get("replay") or new.model.unlearning_policy.get("replay_retrain"))
     outcome = replay_exact(method=method, inputs=ReplayInputs(source=original, registry_membership=tuple(rows),
                                                               forget_keys=frozenset(forget_keys), retain=retain),
@@ -173,12 +173,12 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
 
 def _investigate(flagged: list[str], unlearned, dataset, device: str) -> dict:
     from audits.investigation import investigate_flags
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
 
     return jsonable(investigate_flags(
         flagged_keys=flagged, dataset=dataset, kept_keys=[row.record_key for row in unlearned.membership],
-        model=unlearned.model, train=load_reference_split(dataset.storage_location, "train"),
-        test=load_reference_split(dataset.storage_location, "test"), device=device))
+        model=unlearned.model, train=dataset_split(dataset, "train"),
+        test=dataset_split(dataset, "test"), device=device))
 
 
 def shadow_procedure_of(version: ModelVersion):
@@ -217,13 +217,13 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     from audits.checks.membership import fit_shadow_reference
     from audits.checks.registry import run_checks
     from audits.checks.signals import standardise_on_held_out as standardise
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
     from workers.runners.shadow import shadow_runs
     from workers.training.storage import load_run
 
     store = artifact_store()
-    train = load_reference_split(dataset.storage_location, "train")
-    test = load_reference_split(dataset.storage_location, "test")
+    train = dataset_split(dataset, "train")
+    test = dataset_split(dataset, "test")
     member_keys = [row.record_key for row in unlearned.membership]
     retain_keys = _sample(member_keys, RETAIN_SAMPLE, seed=seed)
     test_keys = _sample(list(test.record_keys), TEST_SAMPLE, seed=seed)
@@ -304,7 +304,7 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
     """Memorisation of the forgotten records before and after (through the guard for a guarded
     version) against held-out records of the same format, perplexity, the guard's bound."""
     from audits.lm_evidence import language_model_evidence
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
     from workers.training.lm import record_texts
 
     guard_key = None
@@ -312,8 +312,8 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
         from workers.runners.unlearning import GUARD_KEY_BYTES
 
         guard_key = keystore().data_key(unlearned.guard.key_ref)[:GUARD_KEY_BYTES]
-    train = record_texts(load_reference_split(dataset.storage_location, "train"))
-    held_out = record_texts(load_reference_split(dataset.storage_location, "test"))
+    train = record_texts(dataset_split(dataset, "train"))
+    held_out = record_texts(dataset_split(dataset, "test"))
     evidence = language_model_evidence(original=original, unlearned=unlearned, train_records=train,
                                        held_out=held_out, forget_keys=forget_keys, guard_key=guard_key,
                                        seed=seed, device=device, progress=progress.scaled(5, 75))

@@ -300,6 +300,21 @@ def _code_version() -> str:
     return code_version() or "unknown"
 
 
+def source_holding_sentence(holding: dict) -> str:
+    """What the report says of a dataset read from the company's own database after the erasure."""
+    where = f"Read from the company's {holding['source']}"
+    if not holding.get("checked"):
+        return (f"{where}; whether it still holds the erased records could not be checked "
+                f"({holding.get('problem', 'no answer')}). The platform excludes them from every read.")
+    records = holding.get("records", [])
+    if not records:
+        return f"{where}, which no longer holds the erased records."
+    sample = ", ".join(records[:10]) + (" ..." if len(records) > 10 else "")
+    return (f"{where}, which still holds {len(records)} of the erased records ({sample}): the platform "
+            "cannot delete there and excludes them from every read, so no model is trained on them again; "
+            "the company must delete them at the source.")
+
+
 def report_data(*, request: DeletionRequest) -> dict:
     """The report dict (without ledger head and signer, which report_create adds)."""
     timeline = request_timeline(request=request)
@@ -318,15 +333,20 @@ def report_data(*, request: DeletionRequest) -> dict:
             purged += [{"description": f"{p['description']} of the failed attempt (version {attempt['new_version']} "
                                        f"of {outcome.model_version.model.name}, audit {attempt['verdict'] or 'failed'})",
                         "sha256": p["sha256"]} for p in attempt.get("purged_artifacts", [])]
+    held_at_source: dict[str, str] = {}
     for event in timeline:
         if event["event"] == "data.erased":
             purged += [{"description": "dataset file holding the erased records", "sha256": sha}
                        for sha in event["data"].get("dataset_files_purged", [])]
+            held_at_source.update({h["dataset"]: source_holding_sentence(h)
+                                   for h in event["data"].get("source_still_holds", [])})
     scope = request.scope or {}
     datasets = []
     for label, count in (scope.get("records_by_dataset") or {}).items():
         name, _, version = label.partition("@")
         datasets.append({"name": name, "version": version, "records": count})
+        if label in held_at_source:
+            datasets[-1]["source"] = held_at_source[label]
     subjects = [s.reference for s in ([request.subject] if request.subject else [])] + [
         s.reference for s in request.linked_subjects.all()]
     return {

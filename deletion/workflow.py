@@ -169,10 +169,11 @@ def _erase_request_data(request: DeletionRequest) -> None:
     to_erase = sorted(scoped - held)
     if not to_erase:
         return
-    purged = request_data_erase(record_ids=to_erase, subjects=[] if held else request_subjects(request),
+    erased = request_data_erase(record_ids=to_erase, subjects=[] if held else request_subjects(request),
                                 reason=f"deletion request {request.public_id}")
     ledger_append(event_type="data.erased", actor="platform", request=str(request.public_id),
-                  records=len(to_erase), dataset_files_purged=[p["sha256"] for p in purged])
+                  records=len(to_erase), dataset_files_purged=[p["sha256"] for p in erased["purged"]],
+                  source_still_holds=erased["source_still_holds"])
 
 
 def run_report_job(job: Job, progress) -> dict:

@@ -15,6 +15,7 @@ from foundation.env import (
     ImproperlyConfiguredEnv,
     env_bool,
     env_int,
+    env_json,
     env_list,
     env_secret,
     env_str,
@@ -279,3 +280,29 @@ UNLEARNING_BATCH_WINDOW_SECONDS = env_int("UNLEARNING_BATCH_WINDOW_SECONDS", 0, 
 # apart from the database (and its backups), wrapped by RECORD_KEK.
 KEYSTORE_DIR = Path(env_str("KEYSTORE_DIR", str(DATA_DIR / "keystore"))).resolve()
 RECORD_KEK = env_secret("RECORD_KEK", minimum_length=32, dev_default=_dev_secret("record_kek") if DEBUG else None)
+
+
+def _data_source_queries() -> dict:
+    """The queries datasets read from the company's own PostgreSQL run (fixed here by the operator,
+    named by API clients, never sent by them): DATA_SOURCE_QUERIES (or DATA_SOURCE_QUERIES_FILE) is
+    ``{"name": {"sql": "SELECT ...", "dsn_env": "VAR" or "dsn_file": "/run/secrets/...",
+    "timeout_seconds": 60}}``. Each runs in a READ ONLY transaction with that statement timeout."""
+    queries = env_json("DATA_SOURCE_QUERIES", {})
+    if not isinstance(queries, dict):
+        raise ImproperlyConfiguredEnv("DATA_SOURCE_QUERIES must be a JSON object of named queries")
+    for name, entry in queries.items():
+        where = f"DATA_SOURCE_QUERIES[{name!r}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("sql"), str) or not entry["sql"].strip():
+            raise ImproperlyConfiguredEnv(f"{where} needs \"sql\"")
+        unknown = sorted(set(entry) - {"sql", "dsn_env", "dsn_file", "timeout_seconds"})
+        if unknown:
+            raise ImproperlyConfiguredEnv(f"{where}: unknown field {unknown[0]!r}")
+        if bool(entry.get("dsn_env")) == bool(entry.get("dsn_file")):
+            raise ImproperlyConfiguredEnv(f"{where} names its DSN secret with one of dsn_env or dsn_file")
+        timeout = entry.get("timeout_seconds", 60)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise ImproperlyConfiguredEnv(f"{where}: timeout_seconds must be a number of seconds in (0, 3600]")
+    return queries
+
+
+DATA_SOURCE_QUERIES = _data_source_queries()

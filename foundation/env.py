@@ -82,6 +82,19 @@ def env_url(name: str, schemes: tuple[str, ...], default: str | None = None) -> 
     return value
 
 
+def env_json(name: str, default: object) -> object:
+    """A JSON value (usually given as ``NAME_FILE``, a file the operator writes)."""
+    import json
+
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfiguredEnv(f"{name} is not valid JSON: {exc}") from None
+
+
 def env_secret(name: str, *, minimum_length: int, dev_default: str | None) -> str:
     """A secret of at least ``minimum_length`` characters; ``dev_default`` is used only when unset
     and may be None to make the variable required."""

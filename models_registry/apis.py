@@ -61,9 +61,15 @@ class DatasetIn(StrictSerializer):
     name = serializers.CharField(max_length=200)
     version = serializers.CharField(max_length=50)
     modality = serializers.ChoiceField(Modality.choices)
-    storage_location = serializers.CharField(max_length=1000)
+    storage_location = serializers.CharField(max_length=1000, required=False, default="")
     purpose = serializers.CharField(max_length=2000)
     legal_basis = serializers.ChoiceField(LegalBasis.choices)
+    source = serializers.DictField(required=False, default=dict, help_text=(
+        'Where the records are read: {"kind": "parquet" | "csv" | "jsonl"} (then upload the file to '
+        '/datasets/<id>/import/) or {"kind": "postgresql", "query": <a query the operator configured>}.'))
+    record_schema = serializers.DictField(required=False, default=dict, help_text=(
+        "How the source's columns map to records: record_key, subjects {column: email | customer_id | phone}, "
+        "features and label (tabular) or text (and label), split or default_split."))
 
 
 class DatasetOut(serializers.ModelSerializer):
@@ -72,7 +78,7 @@ class DatasetOut(serializers.ModelSerializer):
     class Meta:
         model = Dataset
         fields = ["id", "name", "version", "modality", "storage_location", "purpose", "legal_basis",
-                  "created_at", "record_count"]
+                  "source", "record_schema", "created_at", "record_count"]
 
     def get_record_count(self, obj) -> int:
         return obj.records.count()

@@ -261,15 +261,19 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def dataset_records_import(*, dataset: Dataset, source: IO, fmt: str) -> ImportResult:
+def dataset_records_import(*, dataset: Dataset, source: IO | None = None, fmt: str = "",
+                           rows: Iterable[tuple[int, dict]] | None = None) -> ImportResult:
     """Register a dataset's records from CSV or JSONL (record_key, split, content and the
-    subject's identifiers: email, customer_id, phone). Raw identifiers and content are reduced to
-    keyed digests here and never stored. One transaction: any problem rejects the whole file."""
+    subject's identifiers: email, customer_id, phone), or from ``rows`` already in that shape
+    (row number, fields: a data source's records). Raw identifiers are reduced to keyed digests
+    here and never stored; content is kept encrypted under the subject's key. One transaction:
+    any problem rejects the whole file."""
     with transaction.atomic():
-        return _records_import(dataset, source, fmt)
+        return _records_import(dataset, rows if rows is not None else iter_rows(
+            source, fmt, allowed=RECORD_COLUMNS, required={"record_key", "content"}))
 
 
-def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
+def _records_import(dataset: Dataset, rows: Iterable[tuple[int, dict]]) -> ImportResult:
     errors = _Errors()
     supp_keys, supp_contents, supp_subjects = _suppressed_sets(dataset)
     current = current_key_version()
@@ -278,7 +282,7 @@ def _records_import(dataset: Dataset, source: IO, fmt: str) -> ImportResult:
     contents: dict[int, str] = {}
     line_digests: dict[int, list[tuple[str, int, bytes]]] = {}
 
-    for line, row in iter_rows(source, fmt, allowed=RECORD_COLUMNS, required={"record_key", "content"}):
+    for line, row in rows:
         try:
             key = _check_text(row.get("record_key"), "record_key", max_length=200)
             split = row.get("split") or ""

@@ -35,6 +35,10 @@ class Dataset(models.Model):
     storage_location = models.CharField(max_length=1000, help_text="Where the dataset's files live.")
     purpose = models.TextField(help_text="Why the data is processed (GDPR Art. 5(1)(b)).")
     legal_basis = models.CharField(max_length=30, choices=LegalBasis.choices)
+    # Where the workers read the records: {"kind": "parquet" | "csv" | "jsonl" | "postgresql", ...}
+    # (workers.datasets.sources); empty for a folder in the platform's own layout (reference sets).
+    source = models.JSONField(default=dict, blank=True)
+    record_schema = models.JSONField(default=dict, blank=True, help_text="How the source's columns map to records.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -290,6 +294,7 @@ class ArtifactKind(models.TextChoices):
     ADAPTER = "adapter"
     SHADOW_MODEL = "shadow_model"
     DATASET_CACHE = "dataset_cache"
+    DATASET_FILE = "dataset_file"  # a source file kept in the artifact store (workers.datasets.sources)
     RECORD_CONTENT = "record_content"
 
 

@@ -71,12 +71,13 @@ def identifier_digests_all_versions(kind: str, value: str) -> dict[int, bytes]:
     }
 
 
-def content_fingerprint(content: bytes | str) -> tuple[bytes, int]:
-    """Keyed fingerprint of a record's content, with the key version used.
+def content_fingerprint(content: bytes | str, *, key_version: int | None = None) -> tuple[bytes, int]:
+    """Keyed fingerprint of a record's content, with the key version used (the current one by
+    default; a reader checking a stored fingerprint passes the version it was made with).
 
     A separate key is derived from the pepper so a fingerprint never equals an identifier digest."""
     if isinstance(content, str):
         content = content.encode()
-    version = current_key_version()
+    version = current_key_version() if key_version is None else key_version
     key = hmac.new(_pepper(version), b"record-content-fingerprint", hashlib.sha256).digest()
     return hmac.new(key, content, hashlib.sha256).digest(), version

@@ -37,17 +37,36 @@ Identifiers = Iterable[tuple[str, str]]
 
 
 def dataset_register(
-    *, name: str, version: str, modality: str, storage_location: str, purpose: str, legal_basis: str
+    *, name: str, version: str, modality: str, purpose: str, legal_basis: str, storage_location: str = "",
+    source: dict | None = None, record_schema: dict | None = None,
 ) -> Dataset:
+    """Register a dataset: a folder in the platform's own layout (``storage_location``), or a data
+    source (``source`` and the ``record_schema`` mapping its columns to records), checked by the
+    registered source checks before anything is stored."""
     if Dataset.objects.filter(name=name, version=version).exists():
         raise Conflict(f"dataset {name}@{version} already exists", code="dataset_exists", field="name")
+    if source:
+        for check in DATASET_SOURCE_CHECKS:
+            problem = check(source, modality, record_schema or {})
+            if problem:
+                raise ValidationFailed(f"source: {problem}", field="source")
+        storage_location = storage_location or f"{source.get('kind')} source (records not imported yet)"
+    elif record_schema:
+        raise ValidationFailed("a record schema maps a data source's columns: name the source too", field="source")
+    elif not storage_location:
+        raise ValidationFailed("give the dataset's storage_location or its data source", field="storage_location")
     dataset = Dataset(
         name=name, version=version, modality=modality, storage_location=storage_location,
-        purpose=purpose, legal_basis=legal_basis,
+        purpose=purpose, legal_basis=legal_basis, source=source or {}, record_schema=record_schema or {},
     )
     _full_clean(dataset)
     dataset.save()
     return dataset
+
+
+# Who knows the data sources (workers.datasets.sources, added from workers.apps): each check
+# answers why a dataset cannot be read from a source with a schema, or None.
+DATASET_SOURCE_CHECKS: Hooks[Callable[[dict, str, dict], str | None]] = Hooks("data source check")
 
 
 def _full_clean(instance) -> None:

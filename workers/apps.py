@@ -10,9 +10,11 @@ class WorkersConfig(AppConfig):
         from models_registry.services import (
             APPROXIMATE_METHOD_CHECKS,
             ARCHITECTURE_CHECKS,
+            DATASET_SOURCE_CHECKS,
             FAMILY_METHOD_CHECKS,
         )
         from workers.artifact_manifests import STORE_ROOTS
+        from workers.data_sources import dataset_source_problem
         from workers.jobs import job_runner_register
         from workers.model_families.base import approximate_method_refusal, architecture_problem
         from workers.models import JobKind
@@ -31,3 +33,4 @@ class WorkersConfig(AppConfig):
         ARCHITECTURE_CHECKS.add(architecture_problem)
         STORE_ROOTS.add(artifact_root)
         FAMILY_METHOD_CHECKS.add(approximate_method_refusal)
+        DATASET_SOURCE_CHECKS.add(dataset_source_problem)

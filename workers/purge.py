@@ -126,12 +126,17 @@ def model_version_rollback(*, version: ModelVersion) -> ModelVersion:
 
 
 @transaction.atomic
-def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) -> list[dict]:
+def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) -> dict:
     """Mark the records erased, put them and the subject on the suppression list, and rewrite the
-    dataset files (caches) that still hold them. Returns the purged dataset files."""
+    dataset files (caches, and source files kept in the artifact store) that still hold them.
+    Returns ``{"purged": the purged dataset files, "source_still_holds": per database source, the
+    erased records the company's data still holds}`` (workers.data_sources)."""
+    from workers.data_sources import source_file_rewrite, source_still_holds
+
     records = list(DataRecord.objects.filter(id__in=record_ids).select_related("dataset"))
     caches = [a for a in selectors.artifacts_holding(record_ids=record_ids) if a.kind == ArtifactKind.DATASET_CACHE]
     purged = []
+    still_held = []
     by_dataset: dict[int, list[str]] = {}
     for record in records:
         by_dataset.setdefault(record.dataset_id, []).append(record.external_key)
@@ -147,6 +152,10 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
         for path, digest, size in rewritten:
             stored_artifact_register(sha256=digest, kind=ArtifactKind.DATASET_CACHE, size_bytes=size, dataset=dataset,
                                      label=f"{dataset.name} {path.name} (rewritten after erasure)")
+        purged += _purge_rows(artifact_store(), source_file_rewrite(dataset=dataset, keys=set(keys)))
+        held = source_still_holds(dataset=dataset, keys=set(keys))
+        if held is not None:
+            still_held.append(held)
     records_erase(records=records, reason=reason)
     # Stored content goes, and each subject's data key is destroyed: copies of the content in
     # backups the platform cannot reach become unreadable (crypto-shredding).
@@ -158,4 +167,4 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
             subject_suppress(subject=subject, reason=reason)
         if not DataRecord.objects.filter(subject=subject, status="active").exists():
             keys.destroy(subject_key_ref(subject.reference, 0))
-    return purged
+    return {"purged": purged, "source_still_holds": still_held}

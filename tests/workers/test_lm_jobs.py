@@ -370,6 +370,6 @@ def test_the_stop_target_leaves_out_the_forgotten_peoples_held_out_records(texts
     theirs = runner._keys_of_the_same_people([record])
     assert {record.external_key, other.external_key} <= theirs
     monkeypatch.setattr(runner, "HELD_OUT_FOR_STOP", 10_000)  # every held-out text that may be used
-    used = {key for key, _ in runner._held_out_texts(texts_dataset.storage_location, exclude=theirs, seed=0)}
+    used = {key for key, _ in runner._held_out_texts(texts_dataset, exclude=theirs, seed=0)}
     assert used and not used & theirs
     assert test_keys - theirs <= used  # everyone else's held-out records stay in

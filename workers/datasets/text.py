@@ -28,12 +28,16 @@ def byte_tokenize(text: str) -> list[int]:
     return [b + 1 for b in text.encode("utf-8")]
 
 
-class TextJsonlDataset(RecordDataset):
+class TextRecordDataset(RecordDataset):
+    """Texts held in memory: ``keys[i]``, ``texts[i]``, ``labels[i]`` (keys unique)."""
+
     modality = "text"
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        keys: Sequence[str],
+        texts: Sequence[str],
+        labels: Sequence[int],
         *,
         max_length: int = 256,
         target: str = "label",
@@ -43,34 +47,16 @@ class TextJsonlDataset(RecordDataset):
             raise ValueError(f"target must be 'label' or 'lm', got {target!r}")
         if max_length <= 0:
             raise ValueError("max_length must be > 0")
-        self.path = Path(path)
+        if not (len(keys) == len(texts) == len(labels)):
+            raise ValueError("keys, texts and labels differ in length")
+        if len(set(keys)) != len(keys):
+            raise ValueError("record keys repeat")
         self.max_length = max_length
         self.target = target
         self.tokenize = tokenize
-        self._keys: list[str] = []
-        self.texts: list[str] = []
-        self.labels: list[int] = []
-        seen: set[str] = set()
-        with self.path.open(encoding="utf-8") as handle:
-            for line, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{self.path}:{line}: not JSON ({exc})") from None
-                key, text = row.get("record_key"), row.get("text")
-                if not isinstance(key, str) or not key or key in seen:
-                    raise ValueError(f"{self.path}:{line}: record_key missing, empty or repeated")
-                if not isinstance(text, str):
-                    raise ValueError(f"{self.path}:{line}: text must be a string")
-                label = row.get("label", 0)
-                if target == "label" and (not isinstance(label, int) or isinstance(label, bool)):
-                    raise ValueError(f"{self.path}:{line}: label must be an integer")
-                seen.add(key)
-                self._keys.append(key)
-                self.texts.append(text)
-                self.labels.append(int(label) if isinstance(label, int) else 0)
+        self._keys = list(keys)
+        self.texts = list(texts)
+        self.labels = [int(label) for label in labels]
 
     @property
     def record_keys(self) -> Sequence[str]:
@@ -91,3 +77,42 @@ class TextJsonlDataset(RecordDataset):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "max_length": self.max_length, "target": self.target}
+
+
+class TextJsonlDataset(TextRecordDataset):
+    """Reads ``{"record_key", "text", "label"?}`` lines."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_length: int = 256,
+        target: str = "label",
+        tokenize: Callable[[str], list[int]] = byte_tokenize,
+    ) -> None:
+        self.path = Path(path)
+        keys: list[str] = []
+        texts: list[str] = []
+        labels: list[int] = []
+        seen: set[str] = set()
+        with self.path.open(encoding="utf-8") as handle:
+            for line, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{self.path}:{line}: not JSON ({exc})") from None
+                key, text = row.get("record_key"), row.get("text")
+                if not isinstance(key, str) or not key or key in seen:
+                    raise ValueError(f"{self.path}:{line}: record_key missing, empty or repeated")
+                if not isinstance(text, str):
+                    raise ValueError(f"{self.path}:{line}: text must be a string")
+                label = row.get("label", 0)
+                if target == "label" and (not isinstance(label, int) or isinstance(label, bool)):
+                    raise ValueError(f"{self.path}:{line}: label must be an integer")
+                seen.add(key)
+                keys.append(key)
+                texts.append(text)
+                labels.append(int(label) if isinstance(label, int) else 0)
+        super().__init__(keys, texts, labels, max_length=max_length, target=target, tokenize=tokenize)

@@ -47,7 +47,7 @@ def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
 
 def run_shadow_job(job: Job, progress) -> dict:
     from workers.artifacts import code_version
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
 
@@ -76,7 +76,7 @@ def run_shadow_job(job: Job, progress) -> dict:
     if uploaded:
         recipe_name, base_config = uploaded["name"], dict(uploaded["config"])
     dataset = version.training_run.datasets.get()
-    data = load_reference_split(dataset.storage_location, "train")
+    data = dataset_split(dataset, "train")
     device = select_device()
     done = {run.config.get("shadow_index") for run in shadow_runs(version=version)}
     trained = []

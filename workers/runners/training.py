@@ -18,10 +18,13 @@ from workers.runners.storage import artifact_store, stored_artifacts_register
 
 
 def training_dataset(dataset: Dataset, split: str = "train"):
-    """The dataset's split as a RecordDataset, limited to records that are still active."""
-    from workers.datasets.reference import load_reference_split
+    """The dataset's split as a RecordDataset, limited to records that are still active (a source's
+    read does that itself, and says what it found on ``source_read``)."""
+    from workers.data_sources import dataset_split, has_source
 
-    data = load_reference_split(dataset.storage_location, split)
+    data = dataset_split(dataset, split)
+    if has_source(dataset):
+        return data
     active = set(DataRecord.objects.filter(dataset=dataset, status=RecordStatus.ACTIVE)
                  .values_list("external_key", flat=True))
     return data.subset([k for k in data.record_keys if k in active])
@@ -73,17 +76,19 @@ def run_training_job(job: Job, progress) -> dict:
         )
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=run, version=version)
         Job.objects.filter(pk=job.pk).update(result_version=version)
+    read = getattr(data, "source_read", None)
     return {"device": str(device), "artifact": ref.artifact_id, "version": version.id,
-            "members": len(result.membership), "metrics": version.metrics}
+            "members": len(result.membership), "metrics": version.metrics,
+            **({"source": read.to_dict()} if read is not None else {})}
 
 
 def _held_out_accuracy(model, dataset: Dataset, device) -> float | None:
     """Accuracy on the dataset's test split (records no training run may use), when it has one."""
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
     from workers.training.evaluate import accuracy
 
     try:
-        test = load_reference_split(dataset.storage_location, "test")
+        test = dataset_split(dataset, "test")
     except (FileNotFoundError, KeyError, ValueError):
         return None
     return round(accuracy(model.to(device), test, device=device), 4) if len(test) else None

@@ -40,7 +40,7 @@ GUARD_KEY_BYTES = 16
 def run_unlearning_job(job: Job, progress) -> dict:
     from torch.utils.data import DataLoader
 
-    from workers.datasets.reference import load_reference_split
+    from workers.data_sources import dataset_split
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
     from workers.training.membership import MembershipRow, collate_records
@@ -76,7 +76,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
         member_keys = {row.record_key for row in registry_membership}
     else:
         member_keys = {row.record_key for row in trained.membership}
-    data = load_reference_split(dataset.storage_location, "train")
+    data = dataset_split(dataset, "train")
     forget = data.subset(sorted(forget_keys & member_keys))
     retain = data.subset(sorted(member_keys - forget_keys))
     method = METHODS.get(job.method)(job.config or None)
@@ -95,7 +95,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
         ref, result = _unlearn_language_model(job=job, source=source, trained=trained, spec=spec, method=method,
                                               data=data, forget_keys=forget_keys, store=store, device=device,
                                               progress=progress, phase=phase,
-                                              held_out_dir=dataset.storage_location,
+                                              held_out_from=dataset,
                                               erased_people_keys=_keys_of_the_same_people(forget_records))
     else:
         if spec.kind == TRAINING_RUN:
@@ -131,7 +131,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
 
 
 def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, spec: MethodSpec, method, data,
-                            forget_keys: set[str], store, device: str, progress, phase, held_out_dir: str,
+                            forget_keys: set[str], store, device: str, progress, phase, held_out_from,
                             erased_people_keys: set[str]):
     """A method for language models on a language model: one of kind LANGUAGE_MODEL (gradient
     ascent, GradDiff, NPO) on LM batches of the forget and retain texts (a new model), or one of
@@ -163,7 +163,7 @@ def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, spec: Me
     retain = [(row.record_key, texts[row.record_key]) for row in kept if row.record_key in texts]
     forget_batches = lm_batches(tokenizer, forget, max_length=max_length, batch_size=LM_BATCH)
     retain_batches = lm_batches(tokenizer, retain, max_length=max_length, batch_size=LM_BATCH) if retain else []
-    held_out = _held_out_texts(held_out_dir, exclude=set(members) | erased_people_keys, seed=method.config.seed)
+    held_out = _held_out_texts(held_out_from, exclude=set(members) | erased_people_keys, seed=method.config.seed)
     new_model, result = method.unlearn(trained.model, forget_batches, retain_batches, device=device, progress=phase,
                                        held_out=lm_batches(tokenizer, held_out, max_length=max_length,
                                                            batch_size=LM_BATCH) if held_out else [])
@@ -184,18 +184,18 @@ def _keys_of_the_same_people(records: list[DataRecord]) -> set[str]:
                .values_list("external_key", flat=True))
 
 
-def _held_out_texts(directory: str, *, exclude: set[str], seed: int) -> list[tuple[str, str]]:
+def _held_out_texts(dataset, *, exclude: set[str], seed: int) -> list[tuple[str, str]]:
     """Up to HELD_OUT_FOR_STOP texts of the dataset's held-out split that the model never saw:
     their NLL is where a model retrained without the forgotten texts would put them, so LM
     methods stop there (see LMUnlearningConfig.stop_at_held_out). None without a held-out split."""
     import random
 
-    from workers.datasets.reference import dataset_info, load_reference_split
+    from workers.data_sources import dataset_split
     from workers.training.lm import record_texts
 
-    if "test" not in dataset_info(directory)["splits"]:
+    if not DataRecord.objects.filter(dataset=dataset, split="test").exists():
         return []
-    texts = sorted((k, t) for k, t in record_texts(load_reference_split(directory, "test")) if k not in exclude)
+    texts = sorted((k, t) for k, t in record_texts(dataset_split(dataset, "test")) if k not in exclude)
     return random.Random(seed).sample(texts, min(HELD_OUT_FOR_STOP, len(texts)))
 
 
