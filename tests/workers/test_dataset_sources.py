@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-from models_registry.models import ArtifactKind, DataRecord, Dataset, DataSubject, StoredArtifact, SubjectIdentifier
+from models_registry.models import (
+    ArtifactKind,
+    DataRecord,
+    Dataset,
+    DataSubject,
+    StoredArtifact,
+    SubjectIdentifier,
+)
 from tests.company_sources import (
     BREAST_CANCER_SCHEMA,
     breast_cancer_rows,
-    company_database,  # noqa: F401 (fixture)
     operator_queries,
     parquet_bytes,
     source_dataset_over_api,

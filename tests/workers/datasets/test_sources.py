@@ -11,7 +11,14 @@ import json
 
 import pytest
 
-from workers.datasets.sources import SOURCES, DatasetSchema, SchemaError, SourceError, source_class, source_records
+from workers.datasets.sources import (
+    SOURCES,
+    DatasetSchema,
+    SchemaError,
+    SourceError,
+    source_class,
+    source_records,
+)
 
 ROWS = [
     {"id": "r1", "email": "ann@example.org", "age": 31, "income": 1200.5, "label": 1, "split": "train"},
