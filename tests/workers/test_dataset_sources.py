@@ -166,3 +166,33 @@ def test_a_read_excludes_erased_records_and_notices_a_source_that_changed(api_cl
     company_database.execute("DELETE FROM customers WHERE customer_no IN ('K0001', 'K0002')")
     train = dataset_split(dataset, "train")
     assert train.source_read.missing == ["K0002"] and train.source_read.excluded_still_held == []
+
+
+def test_a_retrain_refuses_a_source_that_changed_since_training(api_client_for, company_database, settings):
+    from models_registry.models import TrainingMembership
+    from tests import factories
+    from tests.flows import approved_request, run_job
+    from workers.jobs import job_execute
+    from workers.models import Job
+    from workers.services import model_train
+
+    engineer = api_client_for("ml_engineer")
+    _customers(company_database)
+    operator_queries(settings, customers="SELECT * FROM customers")
+    registered, _ = source_dataset_over_api(engineer, name="churn", modality="tabular",
+                                            source={"kind": "postgresql", "query": "customers"}, schema=CHURN_SCHEMA)
+    dataset = Dataset.objects.get(pk=registered.json()["id"])
+    mlp = {"name": "mlp", "config": {"in_features": 3, "num_classes": 2, "hidden": [8]}}
+    version = run_job(model_train(model=factories.registered_model(name="churn-plain", recipe="plain"),
+                                  dataset=dataset, recipe_config={"architecture": mlp, "epochs": 2},
+                                  enqueue=False)).result_version
+    members = TrainingMembership.objects.filter(run=version.training_run).select_related("record")
+    assert members.count() == 32
+    # The company edits a customer the model trained on; then someone asks for another's erasure.
+    company_database.execute("UPDATE customers SET tenure_months = 99 WHERE customer_no = 'K0003'")
+    request = approved_request([DataRecord.objects.get(dataset=dataset, external_key="K0001")])
+    job = Job.objects.get(deletion_request=request, kind="unlearn")
+    assert job_execute(job_id=job.id) == "failed"
+    job.refresh_from_db()
+    assert "the source of churn@1 changed since its records were registered: 1 record(s) of split 'train' " \
+           "now hold other content (K0003)" in job.error, job.error
