@@ -108,6 +108,7 @@ def test_a_query_against_the_companys_database_is_imported_and_cannot_write_or_r
     _customers(company_database)
     operator_queries(settings, customers="SELECT * FROM customers ORDER BY customer_no",
                      deleting="WITH gone AS (DELETE FROM customers RETURNING *) SELECT * FROM gone",
+                     numbering="SELECT *, nextval('export_numbers') AS n FROM customers",
                      slow=("SELECT *, pg_sleep(0.2) AS waited FROM customers", 0.5))
     _, imported = source_dataset_over_api(engineer, name="churn", modality="tabular",
                                           source={"kind": "postgresql", "query": "customers"}, schema=CHURN_SCHEMA)
@@ -118,6 +119,11 @@ def test_a_query_against_the_companys_database_is_imported_and_cannot_write_or_r
     _, writing = source_dataset_over_api(engineer, name="churn-w", modality="tabular",
                                          source={"kind": "postgresql", "query": "deleting"}, schema=CHURN_SCHEMA)
     assert writing.status_code == 400 and "READ ONLY transaction" in writing.json()["error"]["message"], writing.content
+    company_database.execute("CREATE SEQUENCE export_numbers")  # a write hidden in a function call
+    _, numbering = source_dataset_over_api(engineer, name="churn-n", modality="tabular",
+                                           source={"kind": "postgresql", "query": "numbering"}, schema=CHURN_SCHEMA)
+    assert numbering.status_code == 400, numbering.content
+    assert "nextval() in a read-only transaction" in numbering.json()["error"]["message"]
     _, slow = source_dataset_over_api(engineer, name="churn-s", modality="tabular",
                                       source={"kind": "postgresql", "query": "slow"}, schema=CHURN_SCHEMA)
     assert slow.status_code == 400 and "ran past its timeout of 0.5 s" in slow.json()["error"]["message"], slow.content
