@@ -47,9 +47,16 @@ def _hex(value) -> str:
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ("name", "version", "modality", "legal_basis", "created_at")
+    list_display = ("name", "version", "modality", "source_kind", "legal_basis", "created_at")
     list_filter = ("modality", "legal_basis")
     search_fields = ("name",)
+    # Where the records are read is set when the dataset is registered and its file imported: a
+    # form must not repoint a dataset at another file or query (README "Bring your own data").
+    readonly_fields = ("source", "record_schema", "storage_location")
+
+    @admin.display(description="source")
+    def source_kind(self, obj):
+        return (obj.source or {}).get("kind", "folder")
 
 
 class SubjectIdentifierInline(admin.TabularInline):
