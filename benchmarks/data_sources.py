@@ -99,15 +99,14 @@ def company_table(rows: list[dict], features: int) -> str:
 def main() -> None:
     args = parse_args()
     django_setup(data_dir=args.data_dir, fresh_database="bench_sources")
+    import pyarrow.parquet  # noqa: F401  (imported once, not inside the first timing)
+    import torch  # noqa: F401
     from django.conf import settings
 
     from models_registry import services
     from models_registry.models import DataRecord
     from models_registry.services import records_erase
     from workers.data_sources import dataset_source_import, source_file_rewrite, source_split
-
-    import pyarrow.parquet  # noqa: F401  (imported once, not inside the first timing)
-    import torch  # noqa: F401
 
     schema = {"record_key": "record_key", "subjects": {"email": "email"},
               "features": [f"x{j}" for j in range(args.features)], "label": "label", "split": "split"}

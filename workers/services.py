@@ -4,32 +4,77 @@ from __future__ import annotations
 
 from typing import Any
 
-from foundation.errors import ValidationFailed
+from foundation.errors import Conflict, ValidationFailed
 from models_registry import services as registry
 from models_registry.models import Dataset, ModelVersion, RegisteredModel, VersionStatus
-from workers.jobs import job_create
+from workers.jobs import job_cancel, job_create
 from workers.models import Job, JobKind
 from workers.runners.storage import artifact_store
 
+# Who may start (and cancel) each kind of job from the API and the admin: training is the ML
+# engineers'; shadow models are the reference the audits need, which auditors may ask for too.
+JOB_STARTERS = {JobKind.TRAIN: ("ml_engineer",), JobKind.SHADOW: ("ml_engineer", "auditor")}
+# LiRA (Carlini et al., 2022) used up to 256 shadow models; more would only cost GPU time.
+SHADOW_COUNT_MAX = 256
+
 
 def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict[str, Any],
-                split: str = "train", enqueue: bool = True) -> Job:
-    """Queue a training job for ``model`` on ``dataset`` with its registered recipe."""
-    if not isinstance(recipe_config, dict):
-        raise ValidationFailed("recipe_config must be an object", field="recipe_config")
+                split: str = "train", recipe: str | None = None, enqueue: bool = True) -> Job:
+    """Queue a training job for ``model`` on ``dataset`` with ``recipe`` (default: the model's
+    registered recipe), which must train models of the model's task and family
+    (workers.training_catalogue) and be the model's registered recipe: the planner picks a
+    version's unlearning method from that (an exact method for a sharded recipe). ValidationFailed
+    naming the field. The recipe configuration's architecture is the model's registered one,
+    filled in when left out; the recipe checks the rest of its configuration in the worker."""
+    from workers.training_catalogue import training_recipe_config
+
+    recipe = recipe or model.training_recipe
+    config = training_recipe_config(recipe=recipe, task=model.task, architecture=model.architecture,
+                                    recipe_config=recipe_config)
+    if recipe != model.training_recipe:
+        raise ValidationFailed(f"model {model.name!r} is registered with the {model.training_recipe} recipe, from "
+                               "which its deletions are planned; it is trained with that recipe only (register "
+                               f"another model to train with {recipe})", field="recipe", code="recipe_not_registered")
     return job_create(
-        kind=JobKind.TRAIN, registered_model=model, method=model.training_recipe, enqueue=enqueue,
-        config={"dataset_id": dataset.id, "recipe": model.training_recipe, "recipe_config": recipe_config,
-                "split": split},
+        kind=JobKind.TRAIN, registered_model=model, method=recipe, enqueue=enqueue,
+        config={"dataset_id": dataset.id, "recipe": recipe, "recipe_config": config, "split": split},
     )
 
 
-def shadow_models_train(*, version, count: int = 16, enqueue: bool = True) -> Job:
-    """Queue the training of ``count`` shadow models of ``version`` (at least 16 for audits)."""
-    if count < 2:
-        raise ValidationFailed("at least 2 shadow models are needed (16 for audits)", field="count")
+def shadow_models_train(*, version: ModelVersion, count: int = 16, enqueue: bool = True) -> Job:
+    """Queue the training of ``count`` shadow models of ``version`` (at least 2; audits need 16),
+    each on a seeded half of its run's records with its recipe (workers.runners.shadow). The
+    audits look them up at the trained version at the top of the lineage, so they are made for
+    that one: a version unlearned from it, or one without a training run, is refused."""
+    from models_registry.selectors import lineage_root
+
+    if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= SHADOW_COUNT_MAX:
+        raise ValidationFailed(f"count must be an integer from 2 to {SHADOW_COUNT_MAX} "
+                               "(audits need 16 shadow models)", field="count")
+    if version.parent_id is not None:
+        root = lineage_root(version)
+        raise ValidationFailed(f"{version} was unlearned from {root}: shadow models are made for the trained "
+                               f"version at the top of its lineage; ask for version {root.version}", field="version")
+    if version.training_run_id is None:
+        raise ValidationFailed(f"{version} has no training run: shadow models train on halves of a run's records",
+                               field="version")
     return job_create(kind=JobKind.SHADOW, registered_model=version.model, source_version=version,
                       method=version.model.training_recipe, config={"count": count}, enqueue=enqueue)
+
+
+def started_job_cancel(*, job: Job) -> Job:
+    """Cancel a training or shadow-model job (workers.jobs.job_cancel: a pending one at once, a
+    running one at its next progress report, before it records any lineage). Conflict for a job
+    of a deletion request (its request decides: a DPO withdraws the model version), for other
+    kinds, and for a job that has ended."""
+    if job.deletion_request_id is not None:
+        raise Conflict(f"job {job.id} belongs to deletion request {job.deletion_request.public_id}, which decides "
+                       "when it stops: a DPO withdraws the model version from the request (a request is cancelled "
+                       "only before approval, when it has no jobs yet)", code="job_in_request")
+    if job.kind not in JOB_STARTERS:
+        raise Conflict(f"job {job.id} is a {job.kind} job; only training and shadow-model jobs are cancelled here",
+                       code="job_not_cancellable")
+    return job_cancel(job=job)
 
 
 MAX_CHECKPOINT_BYTES = 2 * 1024**3

@@ -9,6 +9,9 @@ user's admin rights and their API rights (session authentication) agree.
   subjects. Versions are not changed by hand: their status and exclusions decide what scoping
   finds, so they change only through the services (with the ledger).
 - auditor: views everything, changes nothing, and downloads reports.
+
+Starting jobs goes by role, not by these permissions (workers.services.JOB_STARTERS, for the API and
+the admin alike): ML engineers train models; ML engineers and auditors ask for shadow models.
 """
 
 from __future__ import annotations

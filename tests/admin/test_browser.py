@@ -1,12 +1,14 @@
 """The DPO workspace in a real browser (Playwright driving Debian's headless Chromium against the
 live test server): find an overdue request, approve it, watch its job's progress bar follow the
-job row, download the signed PDF; an auditor sees no approve button. Screenshots of the queue,
-the request page, the dashboard and a model's version tree go to tests/_screenshots/."""
+job row, download the signed PDF; an auditor sees no approve button; an ML engineer trains a model
+and its shadow models and watches the jobs run. Screenshots of the queue, the request page, the
+dashboard, a model's version tree and the job pages go to tests/_screenshots/."""
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -167,4 +169,74 @@ def test_auditor_finds_no_approve_button(browser, live_server, cast, trained, no
     if report_model() is not None:
         expect(page.get_by_role("link", name="Download signed PDF")).to_be_visible()
     shoot(page, "request_audited")
+    page.context.close()
+
+
+def run_in_background(job_id: int):
+    """Run a job in a thread, as a worker would, while the page watches it."""
+    import threading
+
+    from django.db import connection
+
+    from workers.jobs import job_execute
+
+    def run() -> None:
+        try:
+            job_execute(job_id=job_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_ml_engineer_trains_a_model_and_its_shadows_and_watches_them(browser, live_server, cast, no_broker,
+                                                                     monkeypatch):
+    from playwright.sync_api import expect
+
+    from models_registry.services import registered_model_create
+    from workers.jobs import ProgressReporter
+    from workers.reference_data import reference_dataset_register
+
+    dataset = reference_dataset_register(name="breast_cancer")
+    registered_model_create(name="bc-admin", task="classification", training_recipe="plain",
+                            architecture={"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [8]}})
+    report = ProgressReporter.__call__
+
+    def slow_report(self, stage: str, fraction: float) -> None:  # the tiny runs last long enough to be seen
+        report(self, stage, fraction)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(ProgressReporter, "__call__", slow_report)
+    page = logged_in_page(browser, live_server, "charlie")
+    page.goto(f"{live_server.url}/admin/workers/job/")
+    page.get_by_role("link", name="Train a model", exact=True).click()
+    page.select_option("#id_model", "bc-admin")
+    page.select_option("#id_dataset", str(dataset.pk))
+    page.fill("#id_recipe_config", '{"epochs": 2, "seed": 1}')
+    shoot(page, "train_form")
+    page.click("#dp-start")
+    status, bar = page.locator("#dp-job-status"), page.locator("#dp-job-progress")
+    expect(status).to_have_text("pending")
+    worker = run_in_background(Job.objects.get(kind="train").pk)
+    expect(status).to_have_text("running", timeout=10_000)  # the page polls the job API
+    shoot(page, "training_job")
+    expect(page.locator("#dp-job-result")).to_have_text("bc-admin v1", timeout=20_000)  # reloaded at the end
+    worker.join()
+    expect(status).to_have_text("succeeded")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    assert page.locator("#dp-job-cancel").count() == 0
+
+    page.click("#dp-job-train-shadows")
+    expect(page.locator("#id_version option:checked")).to_have_text("bc-admin v1")
+    page.fill("#id_count", "2")
+    page.click("#dp-start")
+    expect(page.locator("#content-main")).to_contain_text("bc-admin v1")
+    worker = run_in_background(Job.objects.get(kind="shadow").pk)
+    expect(status).to_have_text("running", timeout=10_000)
+    expect(status).to_have_text("succeeded", timeout=20_000)
+    worker.join()
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    shoot(page, "shadow_job")
     page.context.close()

@@ -15,11 +15,16 @@ ALL = set(ROLES)
 EXPECTED = {
     "datasets": {"get": {"ml_engineer", "dpo", "auditor"}, "post": {"ml_engineer"}},
     "dataset-records-import": {"post": {"ml_engineer"}},
+    "dataset-source-import": {"post": {"ml_engineer"}},
     "training-runs": {"post": {"ml_engineer"}},
     "training-membership-import": {"post": {"ml_engineer"}},
     "models": {"get": {"ml_engineer", "dpo", "auditor"}, "post": {"ml_engineer"}},
     "model-version-upload": {"post": {"ml_engineer"}},
     "upload-check": {"get": {"ml_engineer", "dpo", "auditor"}},
+    "training-jobs": {"post": {"ml_engineer"}},
+    "shadow-jobs": {"post": {"ml_engineer", "auditor"}},  # the audits' reference: auditors may ask for it
+    "job": {"get": {"ml_engineer", "dpo", "auditor"}},
+    "job-cancel": {"post": {"ml_engineer", "auditor"}},  # who may start the job's kind (403 otherwise)
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},
     **{f"deletion-request-{action}": {"post": {"dpo"}}

@@ -25,7 +25,7 @@ from django.core.wsgi import get_wsgi_application
 application = get_wsgi_application()
 from django.urls import get_resolver
 get_resolver().url_patterns
-import deletion_platform.urls, deletion.admin, models_registry.admin, audits.apis
+import deletion_platform.urls, deletion.admin, models_registry.admin, workers.admin, workers.training_apis, audits.apis
 from drf_spectacular.generators import SchemaGenerator
 SchemaGenerator().get_schema(request=None, public=True)
 bad = [m for m in ("torch", "transformers", "peft", "opacus") if m in sys.modules]

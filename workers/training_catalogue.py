@@ -1,0 +1,148 @@
+"""Every training recipe the platform knows, declared once without importing it: which models it
+trains (their task and model family), so that the web side refuses a training request that cannot
+work before a GPU worker takes it, without importing torch (the recipe modules do).
+
+A model's family is the one its registered architecture names (workers.model_families.family_of);
+a model registered without one takes the architecture its recipe configuration gives, and where
+there is none either, it is described by the recipe's configuration alone (the platform's own
+language models: lora_causal_lm's tiny_gpt2 and smollm2 bases). The recipe checks the rest of its
+configuration (its ``config_class``) in the worker, which imports it: a bad value fails the job
+with the field named. tests/workers/test_training_catalogue.py holds the declarations and
+workers.training.RECIPES equal, and each declared refusal true of the recipe's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from foundation.errors import ValidationFailed
+from foundation.registry import Registry
+
+CLASSIFICATION = "classification"
+LANGUAGE_MODELING = "language_modeling"
+# The family of a model registered without an architecture and given none by its recipe configuration.
+NO_ARCHITECTURE = "none"
+
+# What a model of each family is, in the words a refusal uses (keys: workers.model_families.FAMILIES).
+FAMILY_WORDS = {
+    "builtin": "one of the platform's own PyTorch architectures (mlp, small_cnn, text_bag)",
+    "entry_point": "a PyTorch module from the company's own package",
+    "huggingface": "a Hugging Face transformers model",
+    "sklearn": "a scikit-learn estimator",
+    NO_ARCHITECTURE: "a model registered without an architecture, and its recipe configuration gives none",
+}
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """What the platform knows of a recipe before importing it. ``families``: the model families
+    whose models it trains (:data:`NO_ARCHITECTURE`: models its configuration alone describes);
+    ``task``: the task of those models; ``trains``: what it trains, in words. ``model_architecture``:
+    its configuration's ``architecture`` is the model's (the registered one is filled in); otherwise
+    the recipe fixes its own. ``no_running_statistics``: it refuses modules with BatchNorm."""
+
+    name: str
+    task: str
+    families: tuple[str, ...]
+    trains: str
+    model_architecture: bool = True
+    no_running_statistics: bool = False
+
+
+RECIPE_SPECS: Registry[RecipeSpec] = Registry("training recipe")
+
+TORCH_MODULES = ("builtin", "entry_point")
+# One line per recipe (workers/training/<module>.py registers its class under the same name).
+for _spec in (
+    RecipeSpec("plain", CLASSIFICATION, TORCH_MODULES, "one PyTorch module built from the architecture"),
+    RecipeSpec("sisa", CLASSIFICATION, TORCH_MODULES,
+               "a SISA ensemble (shards and slices) of PyTorch modules built from the architecture"),
+    RecipeSpec("s3t", CLASSIFICATION, TORCH_MODULES,
+               "LoRA adapters, one per slice, over a frozen PyTorch module built from the architecture",
+               no_running_statistics=True),
+    RecipeSpec("dp", CLASSIFICATION, TORCH_MODULES,
+               "one PyTorch module trained with DP-SGD (Opacus), built from the architecture",
+               no_running_statistics=True),
+    RecipeSpec("lora_causal_lm", LANGUAGE_MODELING, ("huggingface", NO_ARCHITECTURE),
+               "a transformers causal language model (its base_model) fine-tuned through LoRA",
+               model_architecture=False),
+    RecipeSpec("hf_sequence_classifier", CLASSIFICATION, ("huggingface", NO_ARCHITECTURE),
+               "a transformers sequence classifier built from its hf_config"),
+    RecipeSpec("sklearn", CLASSIFICATION, ("sklearn",), "one scikit-learn estimator fitted on every record"),
+    RecipeSpec("sklearn_sisa", CLASSIFICATION, ("sklearn",), "a SISA ensemble of scikit-learn estimators, one per shard"),
+):
+    RECIPE_SPECS.register(_spec.name)(_spec)
+
+
+def running_statistics_known(architecture: Mapping[str, Any]) -> bool:
+    """Whether a built-in architecture spec is known to hold BatchNorm without building it: only the
+    mlp's ``input_norm="batchnorm"`` does. A company module is known only once a worker builds it."""
+    config = architecture.get("config") if isinstance(architecture.get("config"), Mapping) else {}
+    return architecture.get("name") == "mlp" and config.get("input_norm") == "batchnorm"
+
+
+def fitting_recipes(*, task: str, family: str, batchnorm: bool = False) -> list[str]:
+    """The recipes that train a model of ``task`` and ``family`` (``batchnorm``: its module has BatchNorm)."""
+    return [name for name in RECIPE_SPECS if (spec := RECIPE_SPECS.get(name)).task == task
+            and family in spec.families and not (batchnorm and spec.no_running_statistics)]
+
+
+def recipe_fit_problem(spec: RecipeSpec, *, task: str, family: str, architecture: Mapping[str, Any]) -> str | None:
+    """Why recipe ``spec`` cannot train a model of ``task`` and ``family`` with ``architecture``,
+    naming the recipe, the family and the recipes that would fit; None when it can."""
+    batchnorm = running_statistics_known(architecture)
+    fitting = ", ".join(fitting_recipes(task=task, family=family, batchnorm=batchnorm)) or "none"
+    if task != spec.task:
+        return (f"the {spec.name} recipe trains {spec.task} models; this model is registered for {task}. "
+                f"Recipes that fit it: {fitting}")
+    if family not in spec.families:
+        takes = " or ".join(f for f in spec.families if f != NO_ARCHITECTURE)
+        this = FAMILY_WORDS[family] + ("" if family == NO_ARCHITECTURE else f" (family {family})")
+        return (f"the {spec.name} recipe trains {spec.trains}, for models of the {takes} family; this model is "
+                f"{this}. Recipes that fit it: {fitting}")
+    if spec.no_running_statistics and batchnorm:
+        return (f"the {spec.name} recipe needs a module without BatchNorm (running statistics); this model's "
+                f"mlp has input_norm 'batchnorm' (family {family}). Recipes that fit it: {fitting}")
+    return None
+
+
+def training_recipe_config(*, recipe: str, task: str, architecture: Mapping[str, Any] | None,
+                           recipe_config: Any) -> dict[str, Any]:
+    """The configuration a training run of ``recipe`` gets for a model of ``task`` registered with
+    ``architecture``: ``recipe_config`` with the registered architecture filled in where the recipe
+    takes the model's. ValidationFailed naming the field: an unknown recipe (``recipe``), one that
+    does not train models of this task and family (``recipe``, code ``recipe_does_not_fit``), an
+    architecture no family takes or that contradicts the registered one (``recipe_config.architecture``;
+    ``model`` when the registered one no longer passes its family's check, an uninstalled entry point)."""
+    from workers.model_families.base import architecture_problem, family_of
+
+    if not isinstance(recipe_config, dict):
+        raise ValidationFailed("recipe_config must be an object", field="recipe_config")
+    if recipe not in RECIPE_SPECS:
+        raise ValidationFailed(f"unknown training recipe {recipe!r}; recipes: {', '.join(RECIPE_SPECS)}",
+                               field="recipe", code="unknown_recipe")
+    spec = RECIPE_SPECS.get(recipe)
+    registered = dict(architecture or {})
+    config = dict(recipe_config)
+    described, field = registered, "model"
+    if spec.model_architecture:
+        given = config.get("architecture")
+        if registered and given is not None and given != registered:
+            raise ValidationFailed(f"recipe_config.architecture {given!r} differs from the model's registered "
+                                   f"architecture {registered!r}; leave it out to train the registered one",
+                                   field="recipe_config.architecture")
+        if registered:
+            config["architecture"] = registered
+        elif given is not None:
+            described, field = given, "recipe_config.architecture"
+    if described:
+        problem = architecture_problem(described, task)
+        if problem:
+            raise ValidationFailed(problem, field=field)
+    family = family_of(described).name if described else NO_ARCHITECTURE
+    problem = recipe_fit_problem(spec, task=task, family=family, architecture=described)
+    if problem:
+        raise ValidationFailed(problem, field="recipe", code="recipe_does_not_fit")
+    return config
