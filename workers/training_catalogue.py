@@ -24,12 +24,17 @@ CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
 # The family of a model registered without an architecture and given none by its recipe configuration.
 NO_ARCHITECTURE = "none"
+# A transformers classifier the platform builds itself from an hf_config, reading byte tokens
+# (workers.model_families.huggingface.platform_built): the generic torch recipes train it.
+BUILT_TRANSFORMERS = "huggingface_built"
 
 # What a model of each family is, in the words a refusal uses (keys: workers.model_families.FAMILIES).
 FAMILY_WORDS = {
     "builtin": "one of the platform's own PyTorch architectures (mlp, small_cnn, text_bag)",
     "entry_point": "a PyTorch module from the company's own package",
-    "huggingface": "a Hugging Face transformers model",
+    "huggingface": "a Hugging Face transformers model whose config.json comes with its upload or its recipe "
+                   "configuration (the platform does not build it from an hf_config)",
+    BUILT_TRANSFORMERS: "a Hugging Face transformers sequence classifier the platform builds from its hf_config",
     "sklearn": "a scikit-learn estimator",
     NO_ARCHITECTURE: "a model registered without an architecture, and its recipe configuration gives none",
 }
@@ -53,7 +58,7 @@ class RecipeSpec:
 
 RECIPE_SPECS: Registry[RecipeSpec] = Registry("training recipe")
 
-TORCH_MODULES = ("builtin", "entry_point")
+TORCH_MODULES = ("builtin", "entry_point", BUILT_TRANSFORMERS)
 # One line per recipe (workers/training/<module>.py registers its class under the same name).
 for _spec in (
     RecipeSpec("plain", CLASSIFICATION, TORCH_MODULES, "one PyTorch module built from the architecture"),
@@ -95,13 +100,23 @@ def recipe_fit_problem(spec: RecipeSpec, *, task: str, family: str, architecture
     batchnorm = running_statistics_known(architecture)
     fitting = ", ".join(fitting_recipes(task=task, family=family, batchnorm=batchnorm)) or "none"
     if task != spec.task:
-        return (f"the {spec.name} recipe trains {spec.task} models; this model is registered for {task}. "
+        why = ""
+        if task == LANGUAGE_MODELING:  # the torch recipes and classifiers on a generator
+            why = (" (one class label per record, and sisa and s3t serve the average of their shards' class "
+                   "probabilities; a causal language model learns next tokens and is served by generating text "
+                   "from one model with its tokenizer, which the platform's LM unlearning methods, verifier guard "
+                   "and LM audit read: an exact deletion of one is a full retrain)")
+        return (f"the {spec.name} recipe trains {spec.task} models{why}; this model is registered for {task}. "
                 f"Recipes that fit it: {fitting}")
     if family not in spec.families:
         takes = " or ".join(f for f in spec.families if f != NO_ARCHITECTURE)
         this = FAMILY_WORDS[family] + ("" if family == NO_ARCHITECTURE else f" (family {family})")
+        hint = ""
+        if family == "huggingface" and BUILT_TRANSFORMERS in spec.families:
+            hint = (' (register it with {"name": "transformers", "config": {"hf_config": {...}}} for the platform '
+                    "to build it and train it with plain, sisa, s3t or dp)")
         return (f"the {spec.name} recipe trains {spec.trains}, for models of the {takes} family; this model is "
-                f"{this}. Recipes that fit it: {fitting}")
+                f"{this}{hint}. Recipes that fit it: {fitting}")
     if spec.no_running_statistics and batchnorm:
         return (f"the {spec.name} recipe needs a module without BatchNorm (running statistics); this model's "
                 f"mlp has input_norm 'batchnorm' (family {family}). Recipes that fit it: {fitting}")
@@ -117,6 +132,7 @@ def training_recipe_config(*, recipe: str, task: str, architecture: Mapping[str,
     architecture no family takes or that contradicts the registered one (``recipe_config.architecture``;
     ``model`` when the registered one no longer passes its family's check, an uninstalled entry point)."""
     from workers.model_families.base import architecture_problem, family_of
+    from workers.model_families.huggingface import platform_built
 
     if not isinstance(recipe_config, dict):
         raise ValidationFailed("recipe_config must be an object", field="recipe_config")
@@ -142,6 +158,8 @@ def training_recipe_config(*, recipe: str, task: str, architecture: Mapping[str,
         if problem:
             raise ValidationFailed(problem, field=field)
     family = family_of(described).name if described else NO_ARCHITECTURE
+    if family == "huggingface" and platform_built(described):
+        family = BUILT_TRANSFORMERS
     problem = recipe_fit_problem(spec, task=task, family=family, architecture=described)
     if problem:
         raise ValidationFailed(problem, field="recipe", code="recipe_does_not_fit")

@@ -19,6 +19,8 @@ MLP_BATCHNORM = {"name": "mlp", "config": {"in_features": 6, "num_classes": 2, "
 SMALL_CNN = {"name": "small_cnn", "config": {}}
 SKLEARN = {"name": "sklearn", "config": {"in_features": 6, "num_classes": 2}}
 TRANSFORMERS = {"name": "transformers", "config": {}}
+BUILT_BERT = {"name": "transformers", "config": {"hf_config": {"model_type": "bert", "vocab_size": 300,
+                                                               "num_labels": 2}, "max_length": 64}}
 C, LM = "classification", "language_modeling"
 
 # recipe, task, registered architecture, recipe_config -> None (fits) or (field, words the refusal holds)
@@ -29,13 +31,17 @@ CASES = [
     ("sklearn_sisa", C, SKLEARN, {"estimator": "e30="}, None),
     ("hf_sequence_classifier", C, TRANSFORMERS, {}, None),
     ("hf_sequence_classifier", C, {}, {}, None),
+    *[(recipe, C, BUILT_BERT, {}, None) for recipe in ("plain", "sisa", "s3t", "dp")],
+    ("hf_sequence_classifier", C, BUILT_BERT, {}, ("recipe", ["family huggingface_built", "fit it: dp, plain, s3t, sisa"])),
+    ("sisa", LM, {}, {}, ("recipe", ["next tokens", "fit it: lora_causal_lm"])),
     ("lora_causal_lm", LM, {}, {"base_model": "tiny_gpt2"}, None),
     ("lora_causal_lm", LM, TRANSFORMERS, {"base_model": "transformers_config"}, None),
     ("nope", C, MLP, {}, ("recipe", ["unknown training recipe 'nope'", "plain", "sklearn_sisa"])),
     ("plain", C, MLP, [1], ("recipe_config", ["must be an object"])),
     ("s3t", C, SKLEARN, {}, ("recipe", ["s3t recipe", "scikit-learn estimator (family sklearn)",
                                         "builtin or entry_point", "fit it: sklearn, sklearn_sisa"])),
-    ("sisa", C, TRANSFORMERS, {}, ("recipe", ["sisa recipe", "family huggingface", "fit it: hf_sequence_classifier"])),
+    ("sisa", C, TRANSFORMERS, {}, ("recipe", ["sisa recipe", "family huggingface", '"hf_config"',
+                                              "fit it: hf_sequence_classifier"])),
     ("sklearn", C, MLP, {}, ("recipe", ["sklearn recipe", "family builtin", "fit it: dp, plain, s3t, sisa"])),
     ("s3t", C, MLP_BATCHNORM, {}, ("recipe", ["s3t recipe needs a module without BatchNorm", "fit it: plain, sisa"])),
     ("dp", C, {}, {"architecture": MLP_BATCHNORM}, ("recipe", ["dp recipe needs a module without BatchNorm"])),
@@ -78,13 +84,16 @@ def test_the_catalogue_declares_every_registered_recipe_and_only_those():
 
 def test_the_torch_recipes_build_what_the_builtin_and_entry_point_families_register():
     """plain, sisa, s3t and dp build their module with build_model: the architectures it builds are
-    exactly those of the two PyTorch families (a transformers or scikit-learn spec is not one)."""
+    exactly those of the two PyTorch families and the transformers classifiers the platform builds
+    from an hf_config (a scikit-learn spec is not one)."""
     from workers.model_families import FAMILIES, load_families
     from workers.training.architectures import ARCHITECTURES
+    from workers.training_catalogue import BUILT_TRANSFORMERS
 
     load_families()
-    torch_architectures = {a for family in TORCH_MODULES for a in FAMILIES.get(family).architectures}
-    assert set(ARCHITECTURES.names()) == torch_architectures
+    torch_architectures = {a for family in TORCH_MODULES if family != BUILT_TRANSFORMERS
+                           for a in FAMILIES.get(family).architectures}
+    assert set(ARCHITECTURES.names()) == torch_architectures | {"transformers"}
     declared_torch = {name for name in RECIPE_SPECS if set(RECIPE_SPECS.get(name).families) == set(TORCH_MODULES)}
     assert declared_torch == {"plain", "sisa", "s3t", "dp"}
 

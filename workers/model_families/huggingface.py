@@ -29,6 +29,12 @@ any other): a causal LM as a ``causal_lm`` artifact of the ``lora_causal_lm`` re
 dataset's inputs). The weights are the uploaded tensors, the config is kept in the manifest, the
 tokenizer's files are one blob; the recipe's configuration is what the training run recorded that
 the recipe knows, with the uploaded config and tokenizer (shadow models and a retrain build from it).
+
+A sequence classifier the platform trains itself is registered with its config in the architecture:
+``{"name": "transformers", "config": {"hf_config": {...}, "max_length": 128}}``. The platform builds
+it (workers.training.architectures, ``transformers``), reading its text datasets' byte tokens as the
+model's token ids (no tokenizer files), so the plain, sisa, s3t and dp recipes train it as they train
+the platform's own modules, and SISA and S3T unlearn it exactly. No upload is taken for such a model.
 """
 
 from __future__ import annotations
@@ -65,6 +71,99 @@ CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".sh", 
                  ".j2", ".exe")
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 DEFAULT_MAX_LENGTH = 128
+# Keys through which a transformers config or tokenizer config asks for code of its own.
+REMOTE_CODE_KEYS = frozenset({"auto_map", "trust_remote_code"})
+# What a transformers architecture's config may hold: a pinned model_type (the upload brings its
+# config.json), or the hf_config (and max_length) of a classifier the platform builds itself.
+BUILT_OPTIONS = frozenset({"hf_config", "max_length", "model_type"})
+# The platform's text datasets give byte tokens (workers.datasets.text: UTF-8 byte + 1, 0 = padding),
+# restated here because the web process checks architectures without importing torch.
+BYTE_TOKENS = 257
+BYTE_PAD_ID = 0
+
+
+def remote_code_keys(value: Any, path: str = "") -> list[str]:
+    """Where in a JSON value a key asks for code of its own (``auto_map``, ``trust_remote_code``),
+    as dotted paths; empty when none does."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in REMOTE_CODE_KEYS:
+                found.append(where)
+            found += remote_code_keys(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += remote_code_keys(item, f"{path}[{index}]")
+    return found
+
+
+def platform_built(architecture: Mapping[str, Any] | None) -> bool:
+    """Whether the platform builds this transformers model from its architecture (its config names
+    an ``hf_config``): the plain, sisa, s3t and dp recipes train it. Otherwise its config.json comes
+    with its upload, or with the hf_sequence_classifier or lora_causal_lm recipe's configuration."""
+    config = (architecture or {}).get("config")
+    return isinstance(config, Mapping) and "hf_config" in config
+
+
+def built_classifier_problem(options: Mapping[str, Any]) -> str | None:
+    """Why a transformers architecture's config ``options`` cannot build a sequence classifier that
+    reads the platform's byte tokens, or None. ``hf_config``: the transformers config (a
+    ``config.json`` object) the model is built from; ``max_length``: tokens read per text (at most
+    the model's positions); ``model_type``: a pin, equal to the config's. Light: nothing is built
+    or imported (the web process checks a model's architecture with it; the worker again)."""
+    unknown = sorted(set(options) - BUILT_OPTIONS)
+    if unknown:
+        return (f"a transformers architecture's config takes only model_type (its upload brings config.json), or "
+                f"hf_config and max_length (the platform builds the model); not {', '.join(unknown)}")
+    hf_config = options.get("hf_config")
+    if hf_config is None:
+        return ("this transformers architecture names no hf_config, so the platform cannot build the model: the plain, "
+                "sisa, s3t and dp recipes build a transformers sequence classifier from the architecture's hf_config "
+                "(a config.json object); a model whose config.json comes with its upload is trained with "
+                "hf_sequence_classifier or lora_causal_lm")
+    if not isinstance(hf_config, Mapping) or not isinstance(hf_config.get("model_type"), str):
+        return "the transformers architecture's hf_config must be a transformers config (an object with its model_type)"
+    remote = remote_code_keys(hf_config)
+    if remote:
+        return (f"the transformers architecture's hf_config asks for code of its own ({', '.join(remote)}); only "
+                "architectures the installed transformers knows are built")
+    pinned = options.get("model_type")
+    if pinned is not None and pinned != hf_config["model_type"]:
+        return f"the architecture pins model_type {pinned!r}; its hf_config is a {hf_config['model_type']!r}"
+    vocabulary = hf_config.get("vocab_size")
+    if vocabulary is not None and (not _is_int(vocabulary) or vocabulary < BYTE_TOKENS):
+        return (f"hf_config.vocab_size is {vocabulary!r}: the model reads the platform's byte tokens (ids 0 to "
+                f"{BYTE_TOKENS - 1}, 0 = padding), so its vocabulary needs at least {BYTE_TOKENS} entries")
+    if hf_config.get("pad_token_id") not in (None, BYTE_PAD_ID):
+        return (f"hf_config.pad_token_id is {hf_config['pad_token_id']!r}: the byte tokens pad with {BYTE_PAD_ID}; "
+                f"leave it out or set it to {BYTE_PAD_ID}")
+    max_length = options.get("max_length", DEFAULT_MAX_LENGTH)
+    if not _is_int(max_length) or max_length < 2:
+        return f"the transformers architecture's max_length must be an integer >= 2, got {max_length!r}"
+    positions = _positions(hf_config)
+    if positions is not None and "max_length" in options and max_length > positions:
+        return f"max_length {max_length} is more than the model's {positions} positions"
+    return None
+
+
+def built_classifier_max_length(options: Mapping[str, Any]) -> int:
+    """Tokens per text of a built classifier: its ``max_length``; by default 128, or the model's
+    positions where it has fewer."""
+    if "max_length" in options:
+        return int(options["max_length"])
+    positions = _positions(options.get("hf_config") or {})
+    return min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
+
+
+def _positions(hf_config: Mapping[str, Any]) -> int | None:
+    """The positions a config names (``max_position_embeddings``, GPT-2's ``n_positions``), if any."""
+    return next((hf_config[k] for k in ("max_position_embeddings", "n_positions") if _is_int(hf_config.get(k))),
+                None)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _causal_lm_fields(hf_config: Mapping[str, Any], tokenizer_sha256: str,
@@ -101,6 +200,13 @@ HEADS = {
 }
 
 
+# Why a transformers architecture with an hf_config is not registered for language modelling.
+LANGUAGE_MODEL_BUILT = (
+    "an architecture with an hf_config is a sequence classifier the platform builds (for classification, trained "
+    "with plain, sisa, s3t or dp); a causal language model is registered with the architecture "
+    "{\"name\": \"transformers\", \"config\": {}} and trained with lora_causal_lm (base_model transformers_config)")
+
+
 class HuggingFace(ModelFamily, name="huggingface"):
     architectures = ("transformers",)
     upload_media_type = ("application/zip or application/x-tar (optionally gzip, bzip2 or xz): config.json, "
@@ -110,9 +216,16 @@ class HuggingFace(ModelFamily, name="huggingface"):
         if task is not None and task not in HEADS:
             return f"a transformers model is registered for one of {', '.join(HEADS)}, not {task!r}"
         config = architecture.get("config") or {}
-        if not isinstance(config, Mapping) or set(config) - {"model_type"}:
-            return "a transformers architecture's config takes only model_type (the weights bring config.json)"
-        return None
+        if not isinstance(config, Mapping):
+            return "a transformers architecture's config must be an object"
+        if not platform_built(architecture):
+            if set(config) - {"model_type"}:
+                return ("a transformers architecture's config takes only model_type (its upload brings config.json), "
+                        "or hf_config and max_length (the platform builds the model)")
+            return None
+        if task == "language_modeling":
+            return LANGUAGE_MODEL_BUILT
+        return built_classifier_problem(config)
 
     def check_upload(self, data: bytes, *, architecture: Mapping[str, Any], task: str,
                      run_config: Mapping[str, Any]) -> CheckedUpload:
@@ -120,6 +233,11 @@ class HuggingFace(ModelFamily, name="huggingface"):
         if head is None:
             raise UploadRefused(f"a transformers model must be registered for {' or '.join(HEADS)}, not {task!r}",
                                 code="architecture_mismatch")
+        if platform_built(architecture):
+            raise UploadRefused("this model's architecture names an hf_config: the platform builds and trains it "
+                                "(plain, sisa, s3t, dp), so no upload is taken for it; register a model trained "
+                                "elsewhere with the architecture {\"name\": \"transformers\", \"config\": {}} and "
+                                "upload its save_pretrained folder", code="architecture_mismatch")
         files = archive_files(data, limits=LIMITS)
         _check_names(files)
         parsed = {name: _parsed(name, content) for name, content in files.items()}
@@ -212,8 +330,6 @@ def _strict_json(name: str, text: str, content: bytes) -> Any:
 
 
 def _check_settings(parsed: Mapping[str, Any]) -> None:
-    from workers.training.transformers_models import remote_code_keys
-
     for name in SETTINGS_FILES:
         value = parsed.get(name)
         if name in parsed and not isinstance(value, dict):

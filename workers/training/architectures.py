@@ -138,6 +138,19 @@ def entry_point(entry_point: str, config: Mapping[str, Any] | None = None) -> nn
     return build_entry_point_module(entry_point, config or {})
 
 
+@register_architecture("transformers")
+def transformers_classifier(**options: Any) -> nn.Module:
+    """A Hugging Face sequence classifier the platform builds from ``hf_config`` (a transformers
+    ``config.json`` object; only architectures the installed transformers knows, never remote code)
+    that reads the platform's byte tokens as its token ids, ``max_length`` of them per text
+    (workers.training.sequence_classifier.ByteTokenClassifier). The model family is huggingface's
+    (workers.model_families.huggingface); its models without an ``hf_config`` bring their
+    config.json with their upload and are not built here."""
+    from workers.training.sequence_classifier import byte_token_classifier
+
+    return byte_token_classifier(options)
+
+
 def _ordered(layers: dict[str, nn.Module]) -> Any:
     from collections import OrderedDict
 
@@ -149,6 +162,11 @@ def has_running_stats(model: nn.Module) -> bool:
     return any(getattr(m, "track_running_stats", False) for m in model.modules())
 
 
-def linear_module_names(model: nn.Module) -> list[str]:
-    """Names of the model's Linear layers (what an S3T LoRA adapter targets)."""
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+def linear_layer_types() -> tuple[type[nn.Module], ...]:
+    """nn.Linear, and transformers' Conv1D once transformers is loaded (a model can hold one only
+    then; the platform's own architectures never import it)."""
+    import sys
+
+    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(pytorch_utils, "Conv1D", None)
+    return (nn.Linear,) if conv1d is None else (nn.Linear, conv1d)

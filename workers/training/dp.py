@@ -11,7 +11,10 @@ A record that was never sampled never reached the model and is not in the member
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +57,43 @@ class DPConfig(RecipeConfig):
             raise ConfigError("DPConfig.delta must be in [0, 1) and target_epsilon >= 0")
         if self.accountant not in ("prv", "rdp", "gdp"):
             raise ConfigError("DPConfig.accountant must be prv, rdp or gdp")
+
+
+@contextmanager
+def opacus_failures_refused() -> Iterator[None]:
+    """An error raised inside Opacus itself while it records a batch for per-record gradients
+    (its samplers do not handle the layer: a LayerNorm without a bias, as in ModernBERT; a layer
+    called with a non-tensor argument, as OPT's position embeddings are) becomes a ConfigError
+    naming it; any other error passes unchanged."""
+    try:
+        yield
+    except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        import opacus
+
+        innermost = exc.__traceback__
+        while innermost is not None and innermost.tb_next is not None:
+            innermost = innermost.tb_next
+        where = Path(innermost.tb_frame.f_code.co_filename) if innermost is not None else Path()
+        if Path(opacus.__file__).parent not in where.parents:
+            raise
+        raise ConfigError(f"dp cannot train this module: Opacus {opacus.__version__} cannot compute its per-record "
+                          f"gradients ({type(exc).__name__} in {where.name}: {exc})") from exc
+
+
+def check_per_record_gradients(model: torch.nn.Module, batch_size: int) -> None:
+    """After each of Opacus' backward passes, before the step: every trained parameter has one
+    gradient per record of the batch. A layer fed an input shared by the whole batch (position ids without the batch
+    dimension) gets the batch's summed gradient instead, which no clipping bounds per record:
+    ConfigError naming it (a batch of one cannot show it)."""
+    if batch_size < 2:
+        return
+    for name, parameter in model.named_parameters():
+        grad_sample = getattr(parameter, "grad_sample", None)
+        if parameter.requires_grad and isinstance(grad_sample, torch.Tensor) and len(grad_sample) != batch_size:
+            raise ConfigError(f"dp cannot train this module: Opacus computed the gradient of {name} for the whole "
+                              f"batch ({len(grad_sample)} row(s) for {batch_size} records), not per record, so no "
+                              "record's influence can be clipped (the layer reads an input the batch shares, such "
+                              "as position ids without a batch dimension)")
 
 
 class DPRecipe(SingleModelStorage, TrainingRecipe, name="dp"):
@@ -112,7 +152,9 @@ class DPRecipe(SingleModelStorage, TrainingRecipe, name="dp"):
                             continue
                         inputs, targets = inputs.to(device), targets.to(device)
                         private_optimizer.zero_grad(set_to_none=True)
-                        F.cross_entropy(private_model(inputs), targets).backward()
+                        with opacus_failures_refused():
+                            F.cross_entropy(private_model(inputs), targets).backward()
+                        check_per_record_gradients(model, len(keys))
                         private_optimizer.step()
                         steps += 1
                     progress("train", (epoch + 1) / config.epochs)

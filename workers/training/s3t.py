@@ -15,6 +15,7 @@ the shard serves the ordering whose clean prefix is longest. Orderings are rotat
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch import nn
 
 from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore, code_version
 from workers.datasets.base import RecordDataset
-from workers.training.architectures import build_model, has_running_stats
+from workers.training.architectures import build_model, has_running_stats, linear_layer_types
 from workers.training.base import (
     Timer,
     TrainingRecipe,
@@ -53,7 +54,7 @@ from workers.unlearning.exact.s3t_plan import (
 class S3TConfig(SlicedConfig):
     """Shards, slices and stage epochs as in SISA (SlicedConfig).
     ``orderings``: slice orderings trained per shard (1 = the identity only).
-    ``lora_targets``: "linear" (every nn.Linear) or "linear_conv" (and every nn.Conv2d)."""
+    ``lora_targets``: "linear" (every linear layer, see lora_target_modules) or "linear_conv" (and every nn.Conv2d)."""
 
     shards: int = 1
     slices: int = 4
@@ -82,7 +83,9 @@ def adapter_name(adapter: AdapterId) -> str:
 
 
 def lora_target_modules(model: nn.Module, targets: str) -> list[str]:
-    kinds: tuple[type[nn.Module], ...] = (nn.Linear,) if targets == "linear" else (nn.Linear, nn.Conv2d)
+    """The layers an adapter targets: every linear layer (nn.Linear, and transformers' Conv1D in
+    GPT-2-style models), with ``linear_conv`` every nn.Conv2d too."""
+    kinds = linear_layer_types() + ((nn.Conv2d,) if targets == "linear_conv" else ())
     names = [name for name, module in model.named_modules() if isinstance(module, kinds)]
     if not names:
         raise ConfigError("the architecture has no layer a LoRA adapter can target")
@@ -114,14 +117,13 @@ class S3TEnsemble(nn.Module):
         self.shard_models = nn.ModuleDict(shard_models)
 
     def _compose(self, shard: int, adapter_ids: list[AdapterId]) -> nn.Module:
-        from peft import get_peft_model, set_peft_model_state_dict
+        from peft import set_peft_model_state_dict
 
-        base = build_model(self.config.architecture)
-        base.load_state_dict(self.base_state)
-        lora = _lora_config(self.config, base)
-        peft_model = get_peft_model(base, lora, adapter_name=adapter_name(adapter_ids[0]))
-        for adapter in adapter_ids[1:]:
-            peft_model.add_adapter(adapter_name(adapter), lora)
+        peft_model = build_model(self.config.architecture)
+        peft_model.load_state_dict(self.base_state)
+        lora = _lora_config(self.config, peft_model)
+        for adapter in adapter_ids:
+            peft_model = _with_adapter(peft_model, adapter_name(adapter), lora)
         for adapter in adapter_ids:
             set_peft_model_state_dict(peft_model, self.adapters[adapter], adapter_name=adapter_name(adapter))
         for parameter in peft_model.parameters():
@@ -156,6 +158,20 @@ def _lora_config(config: S3TConfig, base: nn.Module) -> Any:
                       target_modules=lora_target_modules(base, config.lora_targets))
 
 
+def _with_adapter(model: nn.Module, name: str, lora: Any) -> nn.Module:
+    """``model`` with a new LoRA adapter ``name``: a PeftModel gains it, a plain module is wrapped
+    with it. peft turns ``fan_in_fan_out`` on for each of GPT-2's Conv1D layers (their weight is
+    stored transposed) and off again for nn.Linear, warning each time; that switch is what is wanted."""
+    from peft import PeftModel, get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
+        if isinstance(model, PeftModel):
+            model.add_adapter(name, lora)
+            return model
+        return get_peft_model(model, lora, adapter_name=name)
+
+
 def _adapter_weights(peft_model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
@@ -177,7 +193,7 @@ def train_ordering(config: S3TConfig, base_state: dict[str, torch.Tensor], templ
     ``template``: an unwrapped model of the architecture (names the layers LoRA targets).
     Returns the new adapters' weights and the optimizer steps taken; ``on_adapter`` is called
     after each (progress; may raise JobCancelled)."""
-    from peft import get_peft_model, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
 
     slices = config.slice_orderings()[ordering]
     epochs = config.stage_epochs()
@@ -186,11 +202,9 @@ def train_ordering(config: S3TConfig, base_state: dict[str, torch.Tensor], templ
     for q in range(start):  # the clean prefix, as it was when adapter ``start`` was first trained
         name = adapter_name((shard, ordering, q))
         if peft_model is None:
-            fresh = build_model(config.architecture)
-            fresh.load_state_dict(base_state)
-            peft_model = get_peft_model(fresh, _lora_config(config, template), adapter_name=name)
-        else:
-            peft_model.add_adapter(name, _lora_config(config, template))
+            peft_model = build_model(config.architecture)
+            peft_model.load_state_dict(base_state)
+        peft_model = _with_adapter(peft_model, name, _lora_config(config, template))
         set_peft_model_state_dict(peft_model, prefix[(shard, ordering, q)], adapter_name=name)
     if peft_model is not None:
         peft_model.to(device)
@@ -201,13 +215,9 @@ def train_ordering(config: S3TConfig, base_state: dict[str, torch.Tensor], templ
         name = adapter_name(adapter)
         with deterministic(derive_seed(config.seed, "adapter", shard, ordering, p)):
             if peft_model is None:
-                fresh = build_model(config.architecture)
-                fresh.load_state_dict(base_state)
-                peft_model = get_peft_model(fresh, _lora_config(config, fresh), adapter_name=name)
-                peft_model.to(device)
-            else:
-                peft_model.add_adapter(name, _lora_config(config, template))
-                peft_model.to(device)
+                peft_model = build_model(config.architecture)
+                peft_model.load_state_dict(base_state)
+            peft_model = _with_adapter(peft_model, name, _lora_config(config, template)).to(device)
             peft_model.base_model.set_adapter([adapter_name((shard, ordering, q)) for q in range(p + 1)])
             trainable = []
             for param_name, parameter in peft_model.named_parameters():

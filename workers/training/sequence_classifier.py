@@ -16,6 +16,11 @@ recipe's seed and trained with the shared loop (:func:`workers.training.base.tra
 writes the membership from what the loader yielded. The tokenizer's files are a stored blob
 (``tokenizer_sha256``; read through :func:`workers.training.storage.recipe_store`).
 
+A classifier the platform builds itself from the ``transformers`` architecture's ``hf_config`` is a
+:class:`ByteTokenClassifier` instead: it reads the byte-token ids as its own token ids (a vocabulary
+of at least 257, 0 = padding), needs no tokenizer, and the plain, sisa, s3t and dp recipes train and
+store it like the platform's other modules.
+
 Stored layout (one artifact, kind ``hf_sequence_classifier``): ``weights`` (the transformers model's
 state dict under its own names, tied duplicates once; ``config.tied_weights`` names them),
 ``tokenizer`` (its files as uint8 tensors, byte for byte as uploaded), ``membership``, and
@@ -33,6 +38,12 @@ from torch import nn
 
 from workers.artifacts import ArtifactError, ArtifactManifest, ArtifactRef, ArtifactStore
 from workers.datasets.base import RecordDataset
+from workers.model_families.huggingface import (
+    BYTE_PAD_ID,
+    built_classifier_max_length,
+    built_classifier_problem,
+    platform_built,
+)
 from workers.training.base import (
     RecipeConfig,
     Timer,
@@ -46,7 +57,10 @@ from workers.training.device import derive_seed, deterministic
 from workers.training.lm import tokenizer_from_tensors, tokenizer_tensors, untied_state_dict
 from workers.training.membership import MembershipSink
 from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
-from workers.training.transformers_models import check_transformers_options
+from workers.training.transformers_models import (
+    build_transformers_model,
+    check_transformers_options,
+)
 from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
 
 ARTIFACT_KIND = "hf_sequence_classifier"
@@ -76,6 +90,10 @@ class SequenceClassifierConfig(RecipeConfig):
     def validate(self) -> None:
         super().validate()
         owner = type(self).__name__
+        if platform_built(self.architecture):
+            raise ConfigError(f"{owner}.architecture names an hf_config: the platform builds that model and the "
+                              "plain, sisa, s3t and dp recipes train it on byte tokens; this recipe builds from its "
+                              "own hf_config and tokenizer_sha256 (leave the architecture's config empty)")
         check_transformers_options({"hf_config": self.hf_config, "tokenizer_sha256": self.tokenizer_sha256},
                                    owner=owner)
         if self.max_length < 2:
@@ -85,9 +103,13 @@ class SequenceClassifierConfig(RecipeConfig):
 def byte_texts(ids: torch.Tensor) -> list[str]:
     """The texts behind a batch of byte-token ids (UTF-8 byte + 1, 0 = padding). A multi-byte
     character cut by the dataset's length limit becomes U+FFFD."""
+    _check_byte_ids(ids)
+    return [bytes(b - 1 for b in row if b > 0).decode("utf-8", errors="replace") for row in ids.tolist()]
+
+
+def _check_byte_ids(ids: torch.Tensor) -> None:
     if ids.dtype.is_floating_point or ids.dim() != 2:
         raise TypeError(f"a text classifier reads byte-token ids [batch, length], got {ids.dtype} {tuple(ids.shape)}")
-    return [bytes(b - 1 for b in row if b > 0).decode("utf-8", errors="replace") for row in ids.tolist()]
 
 
 class TextSequenceClassifier(nn.Module):
@@ -115,14 +137,60 @@ class TextSequenceClassifier(nn.Module):
         return self.model(**inputs).logits
 
 
+class ByteTokenClassifier(nn.Module):
+    """A transformers sequence classifier (``.model``) that reads the platform's byte tokens as its
+    own token ids: ``forward(byte_ids [batch, length]) -> logits [batch, labels]``. Built by the
+    ``transformers`` architecture (:func:`byte_token_classifier`), so that plain, sisa, s3t and dp
+    train it as they train the platform's own modules; no tokenizer files are needed.
+
+    Each text is cut to ``max_length`` tokens and the batch to its longest text (what a tokenizer's
+    ``padding=True`` gives; padding is masked, so the cut changes no logit). Position ids are passed
+    per text, counting from 0 (the default of BERT, GPT-2 and Llama; RoBERTa-style models, whose
+    own count starts after their padding id, count from 0 here too): a model left to its own
+    shares one row of position ids across the batch, for which Opacus computes the position
+    embeddings' gradient of the whole batch rather than of each record."""
+
+    def __init__(self, model: nn.Module, *, max_length: int) -> None:
+        super().__init__()
+        self.model = model
+        self.max_length = max_length
+        accepted = inspect.signature(model.forward).parameters
+        self.takes_positions = "position_ids" in accepted
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        _check_byte_ids(ids)
+        ids = ids[:, : self.max_length]
+        filled = (ids != BYTE_PAD_ID).any(0).nonzero()
+        ids = ids[:, : int(filled[-1]) + 1 if len(filled) else 1]
+        inputs = {"input_ids": ids, "attention_mask": (ids != BYTE_PAD_ID).long()}
+        if self.takes_positions:
+            inputs["position_ids"] = torch.arange(ids.shape[1], device=ids.device).expand(len(ids), -1)
+        return self.model(**inputs).logits
+
+
+def byte_token_classifier(options: dict[str, Any]) -> ByteTokenClassifier:
+    """A freshly initialised :class:`ByteTokenClassifier` (under the caller's RNG) from the
+    ``transformers`` architecture's options (see
+    :func:`workers.model_families.huggingface.built_classifier_problem`); ConfigError naming the
+    problem, or when transformers cannot build a sequence classifier from the config."""
+    problem = built_classifier_problem(options)
+    if problem:
+        raise ConfigError(problem)
+    # Decoder classifiers find each text's last token by the padding id.
+    hf_config = {**options["hf_config"], "pad_token_id": BYTE_PAD_ID}
+    try:
+        model = build_transformers_model(hf_config, "sequence_classification")
+    except (ValueError, KeyError) as exc:  # an unknown model_type, a config transformers refuses
+        raise ConfigError(f"transformers cannot build a sequence classifier from the architecture's hf_config "
+                          f"(model_type {hf_config['model_type']!r}): {exc}") from None
+    return ByteTokenClassifier(model, max_length=built_classifier_max_length(options))
+
+
 def text_classifier(hf_config: dict[str, Any], tokenizer: Any, *, max_length: int, state: Any = None,
                     tied: Any = ()) -> TextSequenceClassifier:
     """A :class:`TextSequenceClassifier` for ``hf_config``: randomly initialised (under the
     caller's RNG), or with the stored ``state`` loaded (``tied``: names stored once)."""
-    from workers.training.transformers_models import (
-        build_transformers_model,
-        transformers_model_from_state,
-    )
+    from workers.training.transformers_models import transformers_model_from_state
 
     if state is None:
         model = build_transformers_model(hf_config, "sequence_classification", seed=None)

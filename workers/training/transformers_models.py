@@ -1,6 +1,7 @@
 """Hugging Face transformers models built from a config, never from remote code: what the
-``transformers_config`` LM base, the ``hf_sequence_classifier`` recipe and the Hugging Face model
-family share.
+``transformers_config`` LM base, the ``hf_sequence_classifier`` recipe, the ``transformers``
+architecture (a classifier the platform builds for plain, sisa, s3t and dp) and the Hugging Face
+model family share.
 
 A model is rebuilt from its ``config.json`` (a JSON object, ``hf_config``) with the ``Auto*``
 class of its head (:data:`HEADS`) and ``from_config`` (float32, random weights: the stored ones are
@@ -16,29 +17,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from workers.model_families.huggingface import remote_code_keys
 from workers.unlearning.base import ConfigError
 
 # The head of a model -> the transformers Auto class that builds it from a config.
 HEADS = {"causal_lm": "AutoModelForCausalLM", "sequence_classification": "AutoModelForSequenceClassification"}
-# Keys through which a transformers config or tokenizer config asks for code of its own.
-REMOTE_CODE_KEYS = frozenset({"auto_map", "trust_remote_code"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def remote_code_keys(value: Any, path: str = "") -> list[str]:
-    """Where in a JSON value a key asks for code of its own (``auto_map``, ``trust_remote_code``),
-    as dotted paths; empty when none does."""
-    found: list[str] = []
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key in REMOTE_CODE_KEYS:
-                found.append(where)
-            found += remote_code_keys(item, where)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += remote_code_keys(item, f"{path}[{index}]")
-    return found
 
 
 def check_transformers_options(options: Mapping[str, Any], *, owner: str) -> None:

@@ -19,6 +19,11 @@ CASES = {
     # A module of the company's own installed package (tests/fixtures/company_models, installed by make venv).
     "entry_point": ({"entry_point": "company-tabular", "config": {"in_features": 30, "num_classes": 2, "hidden": 8}},
                     torch.randn(4, 30), (4, 2)),
+    # A transformers sequence classifier the platform builds from its config, reading byte tokens.
+    "transformers": ({"hf_config": {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 16,
+                                    "num_labels": 3}},
+                     torch.tensor([[72, 106, 0, 0], [105, 33, 34, 0]]), (2, 3)),
 }
 
 
