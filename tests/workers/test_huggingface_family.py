@@ -30,7 +30,7 @@ from workers.jobs import job_execute
 from workers.models import Job
 from workers.reference_data import reference_dataset_register
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
 GRADIENT_ASCENT = {"lr": 2e-2, "epochs": 5, "max_length": 128}
@@ -41,13 +41,6 @@ GUARD = {"alpha": 0.1, "delta": 0.1, "max_regenerations": 1, "max_new_tokens": 1
 LM_RUN_CONFIG = {"epochs": 3, "lr": 1e-2, "batch_size": 8, "max_length": 96, "trainer": "company-lm-trainer 2.1"}
 CLASSIFIER_RUN_CONFIG = {"epochs": 2, "lr": 2e-3, "batch_size": 16, "max_length": 96, "warmup": 10}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

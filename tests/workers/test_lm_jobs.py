@@ -9,7 +9,6 @@ import json
 import subprocess
 
 import pytest
-import torch
 
 from deletion.models import ModelOutcome
 from models_registry import selectors
@@ -21,7 +20,7 @@ from workers.reference_data import reference_dataset_register
 from workers.runners.storage import artifact_store
 from workers.services import model_train
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 TINY_LM = {"base_model": "tiny_gpt2", "max_length": 128, "max_records": 8, "epochs": 20, "batch_size": 8,
            "lr": 1e-2, "seed": 3}
@@ -30,13 +29,6 @@ GUARD = {"alpha": 0.1, "delta": 0.1, "max_regenerations": 1, "max_new_tokens": 1
          "thresholds": [0.2, 0.4, 0.6, 0.8]}
 EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.company_sources import (
 from workers.jobs import job_execute
 from workers.models import Job, JobKind
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("signing_settings")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("signing_settings", "one_torch_thread")]
 
 EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
 MLP_30 = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16], "input_norm": "asinh"}}
@@ -32,15 +32,6 @@ MLP_3 = {"name": "mlp", "config": {"in_features": 3, "num_classes": 2, "hidden":
 TINY_LM = {"base_model": "tiny_gpt2", "max_length": 96, "max_records": 8, "epochs": 4, "batch_size": 8,
            "lr": 1e-2, "seed": 3}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _run(job_id: int) -> Job:

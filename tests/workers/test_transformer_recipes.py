@@ -49,17 +49,12 @@ S3T = {"epochs": 3, "lr": 1e-2, "batch_size": 8, "shards": 2, "slices": 2, "orde
 PLAIN = {"epochs": 4, "lr": 3e-3, "batch_size": 8, "seed": 0}
 DP = {"epochs": 2, "lr": 0.5, "batch_size": 8, "noise_multiplier": 0.5, "seed": 0}
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def architecture(hf_config: dict) -> dict:
     return {"name": "transformers", "config": {"hf_config": hf_config, "max_length": MAX_LENGTH}}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------- data
