@@ -196,6 +196,12 @@ def deletion_request_extend(*, request: DeletionRequest, actor, reason: str, mon
         raise ValidationFailed("a reason is required", field="reason")
     if request.extended_at is not None:
         raise Conflict("the deadline was already extended once", code="already_extended")
+    now = timezone.now()
+    if request.due_at <= now:
+        # Art. 12(3): the person is told of an extension within one month of receipt, with the reasons;
+        # a deadline already missed cannot be moved after the fact (it stays overdue, and says so).
+        raise Conflict(f"the deadline passed on {request.due_at:%Y-%m-%d %H:%M} UTC: an extension must be decided "
+                       "and given to the person before the deadline, not after it", code="deadline_passed")
     if request.jurisdiction in GDPR_LIKE:
         months = GDPR_MAX_EXTENSION_MONTHS if months is None else months
         if days is not None or not 1 <= months <= GDPR_MAX_EXTENSION_MONTHS:
@@ -207,7 +213,7 @@ def deletion_request_extend(*, request: DeletionRequest, actor, reason: str, mon
             raise ValidationFailed(f"CCPA extensions are up to {CCPA_DAYS} days", field="days")
         new_due = request.due_at + timedelta(days=days)
     return transition(request, OPEN_STATES, request.status, actor=actor_name(actor), event="request.extended",
-                       due_at=new_due, extended_at=timezone.now(), extension_reason=reason, overdue=False)
+                       due_at=new_due, extended_at=now, extension_reason=reason, overdue=False)
 
 
 @transaction.atomic

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from deletion import deadlines, decisions, workflow
 from deletion.models import DeletionRequest, ModelOutcome, RequestStatus
@@ -265,6 +266,23 @@ def test_extension_once(api_client_for, trained, jurisdiction, legal, body, delt
     assert after == expected
     again = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", body, format="json")
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_extended"
+
+
+def test_an_extension_after_the_deadline_is_refused_and_changes_nothing(api_client_for, trained):
+    from foundation.ledger.models import LedgerEvent
+
+    dpo = api_client_for("dpo")
+    created = _create(dpo).json()
+    missed = timezone.now() - timedelta(hours=1)
+    DeletionRequest.objects.update(due_at=missed)
+    events = LedgerEvent.objects.count()
+    response = dpo.post(f"/api/v1/deletion-requests/{created['id']}/extend/", {"reason": "complex", "months": 2},
+                        format="json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "deadline_passed", response.content
+    assert "the deadline passed on" in response.json()["error"]["message"]
+    request = DeletionRequest.objects.get()
+    assert (request.due_at, request.extended_at, request.extension_reason) == (missed, None, "")
+    assert LedgerEvent.objects.count() == events
 
 
 def test_gdpr_extension_beyond_two_months_refused(api_client_for, trained):
