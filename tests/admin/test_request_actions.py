@@ -137,7 +137,7 @@ def test_reject_shows_the_services_error(client_for, trained):
 
 
 def test_extend_once_then_the_service_refuses(client_for, trained):
-    request = make_request(due_in_days=-2)
+    request = make_request(due_in_days=2)
     alice = client_for("alice")
     before = request.due_at
     assert post(alice, request, "extend", {"months": "2", "reason": "complex request"}) == ["Deadline extended."]
@@ -145,6 +145,12 @@ def test_extend_once_then_the_service_refuses(client_for, trained):
     assert request.due_at > before and request.extension_reason == "complex request" and not request.overdue
     assert post(alice, request, "extend", {"months": "1", "reason": "again"}) == [
         "extend: the deadline was already extended once"]
+    # A deadline already missed is not moved after the fact.
+    late = make_request(due_in_days=-2)
+    [message] = post(alice, late, "extend", {"months": "2", "reason": "complex request"})
+    assert message.startswith("extend: the deadline passed on"), message
+    late.refresh_from_db()
+    assert late.extended_at is None
 
 
 def test_extend_ccpa_by_days_and_limits(client_for, trained):
