@@ -89,6 +89,9 @@ HEADLINES = {
                   "privacy limit. The records were not removed from the model's weights.",
     "suppressed": "The model's answers pass through a filter whose measured leak rate is within its "
                   "target. The data are still inside the model.",
+    "exact_attested": "The company's own pipeline retrained this model without this person's records and "
+                      "says so; the platform checked that declaration, audited the new version, and deleted "
+                      "every older copy that held the records.",
 }
 NOT_PASSED = {
     "FAIL": "The checks found that this model may still hold or reveal this person's data, or that "
@@ -406,6 +409,8 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
             verdict = entry["verdict"]["verdict"]
             action = entry["guarantee"].get("action")
             what = entry["guarantee"]["title"] + (f": {action}" if action else "")
+            if entry.get("attestation"):
+                what += f"; attested by {entry['attestation']['attested_by']}"
             result = verdict
             if entry["outcome"] in SETTLED_WITHOUT_UNLEARNING:  # nothing was unlearned: say what happened
                 what, result = SETTLED_WITHOUT_UNLEARNING[entry["outcome"]], entry["outcome"].upper()
@@ -517,9 +522,11 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
             ("New model fingerprint", _p(entry["new_artifact_sha256"], styles["mono"])
              if entry["new_artifact_sha256"] else "none"),
             ("Code version", _p(entry["code_version"], styles["mono"])),
-            ("Reference models", _reference_models_text(entry["shadow_model_count"])),
+            ("Reference models", _reference_models_text(entry["shadow_model_count"],
+                                                        from_pipeline=bool(entry.get("attestation")))),
             ("Cost", _cost_text(entry["cost"])),
         ], styles),
+        *_attestation(entry, styles),
         *_promise(entry, styles),
         _p("What it does not promise", styles["h2"]),
         _p(guarantee["does_not_promise"], styles["body"]),
@@ -625,6 +632,34 @@ def _language_model_section(section: dict[str, Any], styles: dict[str, Any], *,
     return story
 
 
+def _attestation(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
+    """For a version the company's own pipeline retrained: who attests, what the platform checked
+    of the company's declaration, and the promise in one paragraph."""
+    attestation = entry.get("attestation")
+    if not attestation:
+        return []
+    found = attestation["erased_found"]
+    checked = (f"{_plural(attestation['request_records_checked'], 'record')} of this request and "
+               f"{_plural(attestation['erased_before_checked'], 'record')} erased before: "
+               + ("none of them is in the declaration" if found == 0 else f"{found} of them ARE in the declaration"))
+    references = attestation["reference_models"]
+    return [
+        _p("Who attests, and what the platform checked", styles["h2"]),
+        _facts([
+            ("Attested by", attestation["attested_by"]),
+            ("Company pipeline", attestation["pipeline"]),
+            ("Job sent to the pipeline", _when(attestation["job_sent"])),
+            ("New version uploaded", _when(attestation["uploaded"])),
+            ("Records declared", f"{_number(attestation['records_declared'])} (the records the company says the "
+                                 "new version was trained on)"),
+            ("Checked against", checked),
+            ("Reference models from the pipeline", _number(references) if references else
+             "none: the company provided none"),
+        ], styles),
+        _p(attestation["statement"], styles["quote"]),
+    ]
+
+
 def _promise(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
     """The class's promise; for a result other than PASS, said to be what was NOT established."""
     guarantee, verdict = entry["guarantee"], entry["verdict"]["verdict"]
@@ -637,9 +672,12 @@ def _promise(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
             _p(guarantee["promises"], styles["quote"])]
 
 
-def _reference_models_text(count: int) -> str:
+def _reference_models_text(count: int, *, from_pipeline: bool = False) -> str:
     if count == 0:
         return "none (this result does not rest on a comparison with reference models)"
+    if from_pipeline:
+        return (f"{_plural(count, 'reference model')} (for comparison; for a version the company's pipeline "
+                "retrained, its own where it provided them: see below)")
     return f"{_plural(count, 'reference model')} (trained with and without the records, for comparison)"
 
 

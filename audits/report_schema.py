@@ -51,6 +51,14 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
 
   - ``risk_acceptance`` (only when erasure was not confirmed and the residual risk accepted):
     ``{reason, proposed_by, proposed_at, confirmed_by, confirmed_at}``: two DPO users.
+  - ``attestation`` (only for a version the company's own pipeline retrained, class
+    ``exact_attested``): ``{attested_by, pipeline, job_sent, uploaded, records_declared,
+    request_records_checked, erased_before_checked, erased_found, reference_models, statement}``:
+    who attests, the pipeline as it declared itself, when the signed job went out and the upload
+    came in, how many records the declared membership lists, how many erased records (this
+    request's and those erased before) the platform checked it against and how many of them it
+    found there, the reference models from the same pipeline the audit used, and the promise in
+    one paragraph as the report prints it.
 
 * ``end_state`` (reports since 2026-12-06): ``{status, meaning}``: ``COMPLETED`` (erasure
   confirmed for every affected model, or the model withdrawn or held as the report says) or
@@ -133,7 +141,7 @@ Timestamp = Annotated[str, _Constraint("an ISO 8601 date-time with a time zone",
 Text = Annotated[str, _NON_EMPTY]
 Count = Annotated[int, _NON_NEGATIVE]
 Seconds = Annotated[float, _NON_NEGATIVE]
-GuaranteeClass = Literal["exact", "dp_bounded", "approximate", "suppressed"]
+GuaranteeClass = Literal["exact", "dp_bounded", "approximate", "suppressed", "exact_attested"]
 VerdictValue = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 if set(get_args(GuaranteeClass)) != set(GUARANTEE_CLASSES):  # pragma: no cover - a programming error
@@ -280,6 +288,21 @@ class RiskAcceptance(TypedDict):
     confirmed_at: Timestamp
 
 
+class Attestation(TypedDict):
+    """A version the company's own pipeline retrained (exact_attested): who attests, what was checked."""
+
+    attested_by: Text
+    pipeline: Text
+    job_sent: Timestamp
+    uploaded: Timestamp
+    records_declared: Count
+    request_records_checked: Count
+    erased_before_checked: Count
+    erased_found: Count
+    reference_models: Count
+    statement: Text
+
+
 class ModelVersionReport(TypedDict):
     model: Text
     version: Count
@@ -299,6 +322,7 @@ class ModelVersionReport(TypedDict):
     language_model: NotRequired[LanguageModelSection | None]
     earlier_attempts: NotRequired[list[EarlierAttempt]]
     risk_acceptance: NotRequired[RiskAcceptance]
+    attestation: NotRequired[Attestation]
 
 
 class EndState(TypedDict):

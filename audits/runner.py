@@ -130,9 +130,11 @@ def run_audit_job(job: Job, progress) -> dict:
         checks, audit, suppression = _language_model_evidence(original, unlearned, dataset, forget_keys,
                                                               seed=new.id, device=device, progress=progress)
     else:
+        shadows, procedure = reference_models_for(job, source=source, new=new)
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
                                              device=device, progress=progress,
-                                             equivalence=(job.config or {}).get("equivalence"))
+                                             equivalence=(job.config or {}).get("equivalence"),
+                                             shadows=shadows, procedure=procedure)
         suppression = None
     if job.guarantee_class == "exact":
         progress("replaying the exact deletion", 0.75)
@@ -201,6 +203,34 @@ def shadow_procedure_of(version: ModelVersion):
     )
 
 
+def reference_models_for(job: Job, *, source: ModelVersion, new: ModelVersion) -> tuple[list, object]:
+    """The shadow models an audit calibrates against, and how they were trained against how the
+    model was (:func:`shadow_procedure_of`). The lineage's shadow models (workers.runners.shadow),
+    except for a version the company's own pipeline retrained (``exact_attested``): the reference
+    models that pipeline uploaded with it, where it did; else the lineage's, which another procedure
+    trained (the shadow_procedure check names both and the verdict cannot PASS on them); with none
+    at all, no procedure (None: the verdict says the declaration was not tested)."""
+    from workers.runners.shadow import shadow_runs
+
+    if job.guarantee_class == "exact_attested":
+        from audits.checks.evidence import ShadowProcedure
+        from workers.pipeline_references import pipeline_reference_runs
+
+        references = pipeline_reference_runs(version=new)
+        if references:
+            pipeline = new.training_run.code_version if new.training_run else "unknown"
+            theirs = sorted({run.code_version for run in references})
+            return references, ShadowProcedure(
+                same_as_model=theirs == [pipeline],
+                shadows=(f"{len(references)} reference model(s) the company's pipeline trained and uploaded with "
+                         f"version {new.version} (code {', '.join(theirs)})"),
+                model=f"version {new.version}, retrained by the company's pipeline (code {pipeline})")
+        platform = shadow_runs(version=source)
+        # None at all: no procedure to judge; the verdict says the declaration was not tested.
+        return platform, shadow_procedure_of(source) if platform else None
+    return shadow_runs(version=source), shadow_procedure_of(source)
+
+
 def replay_check(outcome: dict):
     from audits.checks.replay import exact_replay
 
@@ -208,7 +238,7 @@ def replay_check(outcome: dict):
 
 
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress,
-                         equivalence: dict | None = None):
+                         equivalence: dict | None = None, shadows=None, procedure=None):
     """Score the unlearned, original and shadow models on the forgotten records, a retain sample
     and held-out records; run every registered check that applies to a classifier on the scores,
     the equivalence test within the margins the plan declared (the audit job's config)."""
@@ -221,6 +251,8 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     from workers.runners.shadow import shadow_runs
     from workers.training.storage import load_run
 
+    if shadows is None:
+        shadows, procedure = shadow_runs(version=source), shadow_procedure_of(source)
     store = artifact_store()
     train = dataset_split(dataset, "train")
     test = dataset_split(dataset, "test")
@@ -237,7 +269,6 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     r_before, _, retain_acc_before = _scores_and_accuracy(original.model, retain_ds, device)
     t_before, _, test_acc_before = _scores_and_accuracy(original.model, test_ds, device)
 
-    shadows = shadow_runs(version=source)
     shadow_scores, shadow_in, shadow_test = [], [], []
     for i, run in enumerate(shadows):
         progress(f"scoring shadow model {i + 1} of {len(shadows)}", 0.2 + 0.5 * i / max(1, len(shadows)))
@@ -282,10 +313,12 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
                                original_retain=retain_acc_before, original_test=test_acc_before),
         nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
-        shadow_procedure=shadow_procedure_of(source),
+        shadow_procedure=procedure,
     ))
     audit = {
         "shadow_models": len(shadows),
+        "shadow_procedure": None if procedure is None else {
+            "same_as_model": procedure.same_as_model, "shadows": procedure.shadows, "model": procedure.model},
         "records": len(forget_keys),
         "metrics": {
             "forget_accuracy": {"original": forget_acc_before, "unlearned": forget_acc_after},

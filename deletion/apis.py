@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deletion import deadlines, decisions, intake
+from deletion.external_retrain import external_retrain_latest, external_retrain_state
 from deletion.models import (
     ENDED_STATES,
     DeletionRequest,
@@ -85,6 +86,12 @@ class OutcomeOut(serializers.Serializer):
     risk_acceptance = serializers.JSONField(
         help_text="{reason, proposed_by, proposed_at, confirmed_by?, confirmed_at?}: the residual risk of a "
                   "result that did not pass, accepted by two DPO users ({} when none)")
+    external_retrain = serializers.SerializerMethodField(
+        help_text="{id, status, attested_by, sent_at, expires_at, uploaded_at, new_version_id, membership_check, "
+                  "refusal, ...}: the latest job sent to the company's own pipeline for this outcome (null when none)")
+
+    def get_external_retrain(self, outcome) -> dict | None:
+        return external_retrain_state(external_retrain_latest(outcome))
 
     def get_job(self, outcome) -> dict | None:
         job = outcome.job
@@ -340,10 +347,14 @@ def _withdraw(target, actor, data):
 
 class EscalateIn(StrictSerializer):
     model_version_id = serializers.IntegerField(min_value=1)
+    method = serializers.ChoiceField(["retrain", "external_retrain"], required=False, help_text=(
+        "the exact method: the company's own pipeline (external_retrain) where the model's policy declares one, "
+        "else the platform's retrain (the default)"))
 
 
 def _escalate(target, actor, data):
-    return decisions.outcome_escalate(request=target, actor=actor, model_version_id=data["model_version_id"])
+    return decisions.outcome_escalate(request=target, actor=actor, model_version_id=data["model_version_id"],
+                                      method=data.get("method"))
 
 
 VerifyApi = _action(VerificationIn, _verify)

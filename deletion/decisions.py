@@ -14,6 +14,12 @@ from django.utils import timezone
 from audits.checks.registry import audit_cannot_confirm
 from audits.runner import older_copies_purge
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
+from deletion.external_retrain import (
+    EXTERNAL_RETRAIN,
+    external_retrain_policy,
+    external_retrain_start,
+    external_retrains_cancel,
+)
 from deletion.models import (
     OPEN_STATES,
     REJECTIONS_BY_JURISDICTION,
@@ -35,6 +41,7 @@ from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, Task, VersionStatus
 from workers.jobs import job_cancel, job_create, versions_held
+from workers.mlflow_registry import mlflow_deployment_confirmed, mlflow_model_withdrawn
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
 
@@ -118,6 +125,9 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         if held:
             ledger_append(event_type="outcome.held", actor=actor_name(actor), request=str(request.public_id),
                           model_version=version_id, reason=holds[version_id])
+            continue
+        if step["method"] == EXTERNAL_RETRAIN:  # the company's own pipeline retrains (its signed job goes out)
+            external_retrain_start(outcome=outcome, actor=actor)
             continue
         version = ModelVersion.objects.select_related("model").get(pk=version_id)
         job = _unlearning_job_for(request, version, step)
@@ -270,15 +280,22 @@ def outcome_risk_accept(*, request: DeletionRequest, actor, model_version_id: in
 
 
 @transaction.atomic
-def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) -> DeletionRequest:
+def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int,
+                     method: str | None = None) -> DeletionRequest:
     """After an audit that did not pass (FAIL or INCONCLUSIVE): unlearn the same records again with
-    an exact retrain of the model the result came from."""
+    an exact method: the model's own pipeline where its policy declares an external retrain (a signed
+    job goes to it, deletion.external_retrain), else the platform's retrain of the model the result
+    came from. ``method`` (``retrain`` or ``external_retrain``) chooses one explicitly."""
     outcome = _outcome_locked(request, model_version_id=model_version_id)
     if outcome.status not in DECIDABLE:
         raise Conflict(f"only an audit that did not pass can be escalated (this outcome is {outcome.status})",
                        code="illegal_transition")
     version = outcome.model_version
-    if version.status == VersionStatus.PURGED:
+    method = method or (EXTERNAL_RETRAIN if external_retrain_policy(version.model) else "retrain")
+    if method not in ("retrain", EXTERNAL_RETRAIN):
+        raise ValidationFailed(f"escalation is to an exact method: retrain or {EXTERNAL_RETRAIN}, not {method!r}",
+                               field="method")
+    if method == "retrain" and version.status == VersionStatus.PURGED:
         # The retrain reads the version's stored run (its recipe, config and membership).
         raise Conflict(f"{version} was purged, so there is nothing to retrain from; withdraw the model from "
                        "serving instead (GDPR Art. 18)", code="escalation_impossible",
@@ -300,6 +317,13 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
         "purged_artifacts": [{"description": p.get("label") or p.get("kind", "artifact"), "sha256": p["sha256"]}
                              for p in purged],
     }]
+    if method == EXTERNAL_RETRAIN:  # the company's pipeline retrains from its own data: its signed job goes out
+        outcome.save(update_fields=["attempts"])
+        retrain = external_retrain_start(outcome=outcome, actor=actor)
+        ledger_append(event_type="outcome.escalated", actor=actor_name(actor), request=str(request.public_id),
+                      model_version=model_version_id, method=EXTERNAL_RETRAIN,
+                      external_retrain=str(retrain.public_id))
+        return _back_to_executing(request)
     outcome.audit, outcome.audit_job = {}, None
     outcome.new_version = None
     outcome.method, outcome.guarantee_class = "retrain", "exact"
@@ -311,6 +335,10 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int) 
     outcome.save()
     ledger_append(event_type="outcome.escalated", actor=actor_name(actor), request=str(request.public_id),
                   model_version=model_version_id, method="retrain", job=outcome.job.id)
+    return _back_to_executing(request)
+
+
+def _back_to_executing(request: DeletionRequest) -> DeletionRequest:
     # Back to EXECUTING through the guarded transition (ledger, webhooks). The row is locked first:
     # another model's escalation or audit may move the request at the same time.
     request = DeletionRequest.objects.select_for_update().get(pk=request.pk)
@@ -331,8 +359,12 @@ def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, 
     outcome.confirmed_manually = manual
     outcome.confirmed_at = timezone.now()
     outcome.save()
+    # A model from the company's MLflow registry: the new version goes there too, and the serving
+    # alias moves to it (attempted after commit, retried while MLflow cannot be reached).
+    mlflow = mlflow_deployment_confirmed(version=outcome.new_version, request=str(request.public_id),
+                                         guarantee_class=outcome.guarantee_class)
     ledger_append(event_type="deployment.confirmed", actor=actor_name(actor), request=str(request.public_id),
-                  model_version=new_version_id, manual=manual)
+                  model_version=new_version_id, manual=manual, **({"mlflow_sync": mlflow.id} if mlflow else {}))
     return _advanced(request)
 
 
@@ -350,6 +382,7 @@ def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, re
     ModelVersion.objects.filter(pk=model_version_id).update(status=VersionStatus.WITHDRAWN)
     if outcome.job is not None and outcome.job.status in (JobStatus.PENDING, JobStatus.RUNNING):
         job_cancel(job=outcome.job)  # nothing is unlearned from a model that is being erased
+    external_retrains_cancel(outcome=outcome)  # an upload token of the company's pipeline opens nothing now
     destroyed = []
     if outcome.new_version is not None and outcome.new_version.status != VersionStatus.PURGED:
         destroyed += version_purge(version=outcome.new_version)
@@ -363,9 +396,11 @@ def model_withdraw(*, request: DeletionRequest, actor, model_version_id: int, re
                      "withdrawal": {"purge_deferred": purge["purge_deferred"],
                                     "copies_remain": bool(purge["purge_deferred"]) or purge["copies_remaining"] > 0}}
     outcome.save(update_fields=["status", "hold_reason", "audit"])
+    mlflow = mlflow_model_withdrawn(version=version, request=str(request.public_id))  # its serving alias goes
     ledger_append(event_type="model.withdrawn", actor=actor_name(actor), request=str(request.public_id),
                   model_version=model_version_id, reason=reason, artifacts_purged=[p["sha256"] for p in destroyed],
-                  purge_deferred=[p["sha256"] for p in purge["purge_deferred"]])
+                  purge_deferred=[p["sha256"] for p in purge["purge_deferred"]],
+                  **({"mlflow_sync": mlflow.id} if mlflow else {}))
     return _advanced(request)
 
 

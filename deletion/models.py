@@ -187,3 +187,50 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+
+
+class ExternalRetrainStatus(models.TextChoices):
+    AWAITING_UPLOAD = "awaiting_upload", "Signed job sent; awaiting the company pipeline's upload"
+    REGISTERED = "registered", "Uploaded, checked and registered as a new version"
+    REFUSED = "refused", "Upload refused: its membership holds an erased record"
+    EXPIRED = "expired", "The upload token expired before any upload"
+    CANCELLED = "cancelled", "Cancelled (the model was withdrawn)"
+
+
+class ExternalRetrain(models.Model):
+    """The external-retrain handshake of one outcome (deletion.external_retrain): the signed job
+    sent to the company's pipeline, its upload token, and what became of the upload.
+
+    The token is random (256 bits); only its SHA-256 is kept here, scoped to this row (so to one
+    request and one model version), with its expiry and the moment it was used (once)."""
+
+    public_id = models.UUIDField(unique=True, editable=False)
+    outcome = models.ForeignKey(ModelOutcome, on_delete=models.CASCADE, related_name="external_retrains")
+    status = models.CharField(max_length=20, choices=ExternalRetrainStatus.choices,
+                              default=ExternalRetrainStatus.AWAITING_UPLOAD)
+    webhook = models.ForeignKey(WebhookEndpoint, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    attested_by = models.CharField(max_length=300)
+    requested_by = models.CharField(max_length=200)
+    # What the job asked for (the signed payload without the token).
+    job = models.JSONField(default=dict)
+    token_hash = models.CharField(max_length=64, unique=True)
+    token_prefix = models.CharField(max_length=12)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    uploaded_at = models.DateTimeField(null=True, blank=True)
+    # What the pipeline declared (code version, seed, config) and what the platform checked of it:
+    # {records_declared, request_records_checked, erased_before_checked, erased_found: [keys], ...}.
+    declaration = models.JSONField(default=dict, blank=True)
+    membership_check = models.JSONField(default=dict, blank=True)
+    refusal = models.JSONField(default=dict, blank=True)  # {code, message, record_keys}
+    new_version = models.ForeignKey("models_registry.ModelVersion", on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="+")
+    reference_models = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "expires_at"], name="external_retrain_status_idx")]
+
+    def __str__(self) -> str:
+        return f"external retrain {self.public_id} ({self.status})"

@@ -67,9 +67,19 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
     A version uploaded from outside is unlearned by the recipe its family stored it with (a list of
     scikit-learn estimators is a sklearn_sisa ensemble whatever the model row says); a family whose
     models take no approximate method (scikit-learn) has such a policy refused when it is saved,
-    and the planner never picks one for it."""
+    and the planner never picks one for it. A model whose policy makes the company's own pipeline its
+    method for every deletion (``external_retrain.use: every_deletion``) gets that (``exact_attested``)."""
+    # Imported here: deletion.external_retrain reaches this module through the workflow.
+    from deletion.external_retrain import (
+        EXTERNAL_RETRAIN,
+        GUARANTEE_CLASS,
+        external_retrain_planned,
+    )
+
     model = version.model
     policy = model.unlearning_policy or {}
+    if external_retrain_planned(model):  # the company's own pipeline, for every deletion (its policy says so)
+        return EXTERNAL_RETRAIN, GUARANTEE_CLASS
     uploaded = selectors.lineage_root(version).metrics.get("uploaded_recipe") or {}
     exact = exact_method_for(uploaded.get("name") or model.training_recipe)
     if exact is not None:

@@ -12,7 +12,13 @@ from django.utils import timezone
 from audits.checks.replay import CANNOT_SHOW
 from audits.checks.sanity_rates import exact_sanity_false_alarm_sentence
 from audits.report_schema import SCHEMA_VERSION, STANDARD_LIMITATIONS, guarantee_entry
-from deletion.models import DeletionRequest, LegalGround, OutcomeStatus, RequestStatus
+from deletion.models import (
+    DeletionRequest,
+    ExternalRetrainStatus,
+    LegalGround,
+    OutcomeStatus,
+    RequestStatus,
+)
 from deletion.planning import request_end_state
 from deletion.selectors import request_timeline
 
@@ -247,7 +253,54 @@ def _model_entry(outcome) -> dict:
     if outcome.risk_acceptance.get("confirmed_by"):
         entry["risk_acceptance"] = {key: str(outcome.risk_acceptance[key]) for key in (
             "reason", "proposed_by", "proposed_at", "confirmed_by", "confirmed_at")}
+    attestation = attestation_entry(outcome, verdict["verdict"])
+    if attestation:
+        entry["attestation"] = attestation
     return entry
+
+
+_VERDICT_WORDS = {"PASS": "PASS",
+                  "FAIL": "FAIL: erasure from this model is NOT confirmed",
+                  "INCONCLUSIVE": "INCONCLUSIVE: erasure from this model is NOT confirmed"}
+
+
+def attestation_entry(outcome, verdict: str) -> dict | None:
+    """For a version the company's own pipeline retrained (exact_attested): who attests, what the
+    platform checked of the company's declaration, and the promise in one paragraph. None otherwise."""
+    if outcome.guarantee_class != "exact_attested" or outcome.new_version_id is None:
+        return None
+    retrain = outcome.external_retrains.filter(status=ExternalRetrainStatus.REGISTERED,
+                                               new_version_id=outcome.new_version_id).first()
+    if retrain is None:
+        return None
+    check, declared = retrain.membership_check or {}, retrain.declaration or {}
+    pipeline = f"the company's pipeline, code version {declared.get('code_version', 'not declared')}"
+    references = retrain.reference_models
+    request_records, erased_before = int(check.get("request_records_checked", 0)), int(check.get("erased_before_checked", 0))
+    audited = (f"It then audited the new version against {references} reference model(s) that the same pipeline "
+               "trained" if references else
+               "It then audited the new version; the company provided no reference models from its pipeline, so the "
+               "audit could not test the declaration on the model itself")
+    statement = (
+        f"Exact, as declared by the company's pipeline. {retrain.attested_by} attests that version "
+        f"{outcome.new_version.version} of {outcome.model_version.model.name} was retrained by the company's own "
+        f"pipeline (code version {declared.get('code_version', 'not declared')}) without this person's records. The "
+        f"platform did not compute the new model itself. It checked the company's own declaration of the "
+        f"{int(check.get('records_declared', 0)):,} records the new version was trained on against the "
+        f"{request_records:,} record(s) of this request and the {erased_before:,} record(s) erased before: none of "
+        f"them is in it. {audited}. The audit's verdict: {_VERDICT_WORDS.get(verdict, verdict)}.")
+    return {
+        "attested_by": retrain.attested_by,
+        "pipeline": pipeline,
+        "job_sent": retrain.created_at.isoformat(),
+        "uploaded": (retrain.uploaded_at or retrain.created_at).isoformat(),
+        "records_declared": int(check.get("records_declared", 0)),
+        "request_records_checked": request_records,
+        "erased_before_checked": erased_before,
+        "erased_found": len(check.get("erased_found") or []),
+        "reference_models": int(references),
+        "statement": statement,
+    }
 
 
 def _kept_data_metric(job) -> list[dict]:

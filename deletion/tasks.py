@@ -21,3 +21,10 @@ def ledger_checkpoint() -> str:
              max_retries=webhooks.MAX_ATTEMPTS - 1)
 def deliver_webhook(delivery_id: int) -> str:
     return webhooks.webhook_deliver(delivery_id=delivery_id)
+
+
+@shared_task(name="deletion.expire_external_retrains")
+def expire_external_retrains() -> list[str]:
+    from deletion.external_retrain import external_retrains_expire
+
+    return external_retrains_expire()

@@ -74,6 +74,24 @@ def webhooks_notify(*, request: DeletionRequest, event: str, audience: str = "re
         transaction.on_commit(lambda d=delivery.id: _enqueue(d))
 
 
+def webhook_send(*, endpoint: WebhookEndpoint, payload: dict) -> WebhookDelivery:
+    """Queue one signed delivery of ``payload`` to ``endpoint`` alone (after commit), e.g. the
+    external-retrain job to the company's pipeline. A credential in it (``payload["upload"]["token"]``)
+    is forgotten once the delivery ends (:func:`webhook_deliver`)."""
+    delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=payload)
+    transaction.on_commit(lambda: _enqueue(delivery.id))
+    return delivery
+
+
+def _without_credentials(event: dict) -> dict:
+    """The event as kept after its delivery ended: an upload token it carried is redacted (only the
+    receiver needed it; the platform keeps its hash)."""
+    upload = event.get("upload")
+    if not isinstance(upload, dict) or "token" not in upload:
+        return event
+    return {**event, "upload": {**upload, "token": "(redacted once the delivery ended)"}}
+
+
 def _enqueue(delivery_id: int) -> None:
     # By name: the task module (deletion.tasks) imports this one.
     current_app.send_task(DELIVER_TASK, args=[delivery_id], queue="default")
@@ -98,13 +116,16 @@ def webhook_deliver(*, delivery_id: int) -> str:
                                  allow_redirects=False)
         if 200 <= response.status_code < 300:
             WebhookDelivery.objects.filter(pk=delivery_id).update(status=DELIVERED, delivered_at=timezone.now(),
-                                                                  last_error="")
+                                                                  last_error="",
+                                                                  event=_without_credentials(delivery.event))
             return DELIVERED
         error = f"HTTP {response.status_code}"
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
     final = delivery.attempts + 1 >= MAX_ATTEMPTS
-    WebhookDelivery.objects.filter(pk=delivery_id).update(last_error=error, status=FAILED if final else PENDING)
+    WebhookDelivery.objects.filter(pk=delivery_id).update(
+        last_error=error, status=FAILED if final else PENDING,
+        **({"event": _without_credentials(delivery.event)} if final else {}))
     if final:
         return FAILED
     raise DeliveryFailed(error)

@@ -244,7 +244,12 @@ CELERY_BEAT_SCHEDULE = {
                                    "schedule": float(ARTIFACT_GC_EVERY_SECONDS), "options": {"queue": "default"}},
     "mark-deadlines": {"task": "deletion.mark_deadlines", "schedule": 3600.0, "options": {"queue": "default"}},
     "ledger-checkpoint": {"task": "deletion.ledger_checkpoint", "schedule": 3600.0, "options": {"queue": "default"}},
+    "expire-external-retrains": {"task": "deletion.expire_external_retrains", "schedule": 300.0,
+                                 "options": {"queue": "default"}},
 }
+# Where clients reach the API, for the absolute upload URL in an external-retrain job (e.g.
+# https://platform.example.org); unset, the job gives the path only.
+PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL", ("http", "https"))
 
 # ---------------------------------------------------------------- production hardening
 # Off in development; `python manage.py check --deploy` is clean with DJANGO_DEBUG=false.
@@ -306,3 +311,9 @@ def _data_source_queries() -> dict:
 
 
 DATA_SOURCE_QUERIES = _data_source_queries()
+
+# The company's MLflow tracking server (workers/mlflow_registry.py): registered models' versions are
+# imported from it, and an unlearned version is registered back and its serving alias moved. Unset
+# (the embedded default), the MLflow import is off and says so. Credentials: MLflow's own variables
+# (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+MLFLOW_TRACKING_URI = env_url("MLFLOW_TRACKING_URI", ("http", "https"))

@@ -59,12 +59,12 @@ class LineError:
 class ImportRejected(ValidationFailed):
     default_code = "import_rejected"
 
-    def __init__(self, errors: list[LineError], *, total: int | None = None) -> None:
+    def __init__(self, errors: list[LineError], *, total: int | None = None, what: str = "import") -> None:
         self.errors = errors
         first = errors[0]
-        count = total if total is not None else len(errors)
+        count = self.total = total if total is not None else len(errors)
         super().__init__(
-            f"import rejected, nothing was kept: line {first.line}: {first.problem}"
+            f"{what} rejected, nothing was kept: line {first.line}: {first.problem}"
             + (f" (and {count - 1} more problem(s))" if count > 1 else ""),
             details={"errors": [{"line": e.line, "problem": e.problem} for e in errors]},
         )
@@ -446,10 +446,13 @@ def _resolve_subjects(
 # ---------------------------------------------------------------- membership
 
 
-def _membership_rows_from_file(source: IO, fmt: str) -> Iterator[tuple[int, str, int, int, int]]:
+def membership_rows_from_file(source: IO, fmt: str, *, required: set[str] | None = None
+                              ) -> Iterator[tuple[int, str, int, int, int]]:
+    """Checked membership rows ``(line, record_key, shard, slice, position)`` of a CSV or JSONL file
+    (``required``: its columns that may not be left out; record_key at least)."""
     errors = _Errors()
     position = 0
-    for line, row in iter_rows(source, fmt, allowed=MEMBERSHIP_COLUMNS, required={"record_key"}):
+    for line, row in iter_rows(source, fmt, allowed=MEMBERSHIP_COLUMNS, required=required or {"record_key"}):
         try:
             key = _check_text(row.get("record_key"), "record_key", max_length=200)
             shard = _check_int(row.get("shard"), "shard", low=0, high=32767, default=0)
@@ -465,7 +468,7 @@ def _membership_rows_from_file(source: IO, fmt: str) -> Iterator[tuple[int, str,
 
 def training_membership_import_file(*, run: TrainingRun, dataset: Dataset, source: IO, fmt: str) -> ImportResult:
     """A run's membership from CSV/JSONL (record_key, shard, slice, position)."""
-    return training_membership_import(run=run, dataset=dataset, rows=_membership_rows_from_file(source, fmt))
+    return training_membership_import(run=run, dataset=dataset, rows=membership_rows_from_file(source, fmt))
 
 
 def training_membership_import(

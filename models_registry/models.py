@@ -219,6 +219,46 @@ class TrainingMembership(models.Model):
         db_table = "models_registry_trainingmembership"
 
 
+class MembershipUploadStatus(models.TextChoices):
+    OPEN = "open"
+    COMPLETE = "complete"
+
+
+class MembershipUpload(models.Model):
+    """A run's membership of one dataset uploaded in numbered chunks (models_registry.membership_uploads).
+
+    Each chunk is checked and loaded into the membership on arrival; until the client completes the
+    upload the run's membership is half there, and no version may be registered from the run.
+    """
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="membership_uploads")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="membership_uploads")
+    status = models.CharField(max_length=10, choices=MembershipUploadStatus.choices,
+                              default=MembershipUploadStatus.OPEN)
+    rows = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "dataset"], name="membership_upload_once")]
+
+    def __str__(self) -> str:
+        return f"membership upload {self.id} (run {self.run_id}, {self.status})"
+
+
+class MembershipUploadChunk(models.Model):
+    """A chunk applied to an upload: its sha256 tells a retry of it (a no-op) from other rows under its number."""
+
+    upload = models.ForeignKey(MembershipUpload, on_delete=models.CASCADE, related_name="chunks")
+    number = models.IntegerField()
+    sha256 = models.CharField(max_length=64)
+    rows = models.IntegerField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["upload", "number"], name="membership_chunk_once")]
+
+
 class VersionStatus(models.TextChoices):
     SERVING = "serving"
     RETAINED = "retained"

@@ -155,7 +155,25 @@ POLICY_FIELDS = {
     # The equivalence test's symmetric margin (> 0, standardised LiRA score units), declared in the
     # plan before any audit; without it the platform default (audits.checks.equivalence).
     "equivalence_margin": float,
+    # The company's own pipeline is the model's exact method (deletion.external_retrain): see
+    # EXTERNAL_RETRAIN_FIELDS.
+    "external_retrain": dict,
 }
+
+# ``unlearning_policy.external_retrain``: ``webhook`` (required), the id of the webhook endpoint of the
+# company's pipeline that receives the signed job; ``attested_by`` (required), the team or person who
+# attests the pipeline's retrains (the report names them); ``use``: "escalation" (default: when the
+# DPO escalates a result that did not pass) or "every_deletion" (the planner's method for every
+# deletion of the model); ``token_ttl_seconds``: how long the upload token lives (default 12 hours).
+EXTERNAL_RETRAIN_FIELDS = {"webhook": int, "attested_by": str, "use": str, "token_ttl_seconds": int}
+EXTERNAL_RETRAIN_USES = ("escalation", "every_deletion")
+EXTERNAL_RETRAIN_TTL_SECONDS = (300, 7 * 24 * 3600)
+
+# Who knows the webhook endpoints and the upload path (deletion, added from deletion.apps): each
+# check answers why an ``external_retrain`` section cannot serve a model of an architecture (its
+# webhook is none such, inactive or not the ML side's; the family's uploads are checked in a
+# worker), or None.
+EXTERNAL_RETRAIN_CHECKS: Hooks[Callable[[dict, dict], str | None]] = Hooks("external-retrain check")
 
 
 # Who knows the unlearning methods (the workers' method catalogue, added from workers.apps): each
@@ -208,6 +226,8 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
             )
         if expected is int and value < 0:
             raise ValidationFailed(f"unlearning_policy.{key} must be >= 0", field=f"unlearning_policy.{key}")
+    if "external_retrain" in policy:
+        _external_retrain_validate(policy["external_retrain"], architecture=architecture or {})
     if "approximate_method" in policy:
         if not len(APPROXIMATE_METHOD_CHECKS):
             raise ImproperlyConfigured("no unlearning method catalogue is registered (the workers app is not installed)")
@@ -219,6 +239,37 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
             raise ValidationFailed(f"unlearning_policy.approximate_method: {problem}",
                                    field="unlearning_policy.approximate_method")
     return policy
+
+
+def _external_retrain_validate(section: dict[str, Any], *, architecture: dict) -> None:
+    """Check ``unlearning_policy.external_retrain`` (see EXTERNAL_RETRAIN_FIELDS); ValidationFailed naming the field."""
+    prefix = "unlearning_policy.external_retrain"
+    for key, value in section.items():
+        expected = EXTERNAL_RETRAIN_FIELDS.get(key)
+        if expected is None:
+            raise ValidationFailed(f"unknown {prefix} field {key!r}; allowed: {', '.join(sorted(EXTERNAL_RETRAIN_FIELDS))}",
+                                   field=f"{prefix}.{key}")
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ValidationFailed(f"{prefix}.{key} must be {expected.__name__}", field=f"{prefix}.{key}")
+    for key in ("webhook", "attested_by"):
+        if key not in section:
+            raise ValidationFailed(f"{prefix}.{key} is required: the webhook of the company's pipeline that receives "
+                                   "the signed job, and who attests its retrains", field=f"{prefix}.{key}")
+    attested_by = section["attested_by"].strip()
+    if not attested_by or len(attested_by) > 300:
+        raise ValidationFailed(f"{prefix}.attested_by must name the team or person who attests (1 to 300 characters)",
+                               field=f"{prefix}.attested_by")
+    if section.get("use", "escalation") not in EXTERNAL_RETRAIN_USES:
+        raise ValidationFailed(f"{prefix}.use must be one of {', '.join(EXTERNAL_RETRAIN_USES)}", field=f"{prefix}.use")
+    low, high = EXTERNAL_RETRAIN_TTL_SECONDS
+    if not low <= section.get("token_ttl_seconds", low) <= high:
+        raise ValidationFailed(f"{prefix}.token_ttl_seconds must be from {low} to {high}",
+                               field=f"{prefix}.token_ttl_seconds")
+    if not len(EXTERNAL_RETRAIN_CHECKS):
+        raise ImproperlyConfigured("no webhook check is registered (the deletion app is not installed)")
+    problem = next(filter(None, (check(section, architecture) for check in EXTERNAL_RETRAIN_CHECKS)), None)
+    if problem:
+        raise ValidationFailed(f"{prefix}: {problem}", field=f"{prefix}.webhook")
 
 
 def kept_data_floor_validate(*, floor: Any, training_recipe: str) -> float | None:

@@ -95,11 +95,12 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes) -
     version when the weights fit (workers.upload_checks); what the web side can check without
     building is refused here already.
     """
+    from models_registry.membership_uploads import membership_complete_check
     from workers.model_families import family_of
-    from workers.model_families.base import UploadRefused
 
     if training_run.model_id != model.id:
         raise ValidationFailed("the training run belongs to another model", field="training_run")
+    membership_complete_check(run=training_run)  # at once, before a worker's check is queued
     if len(data) > MAX_CHECKPOINT_BYTES:
         raise ValidationFailed(f"checkpoint larger than {MAX_CHECKPOINT_BYTES} bytes", field="body")
     if not model.architecture:
@@ -113,28 +114,42 @@ def model_version_upload(*, model: RegisteredModel, training_run, data: bytes) -
         from workers.upload_checks import upload_check_queue
 
         return upload_check_queue(model=model, training_run=training_run, family=family, data=data)
+    checked = family_upload_check(family=family, model=model, data=data, run_config=training_run.config or {})
+    return uploaded_version_store(model=model, training_run=training_run, family=family, checked=checked,
+                                  size_bytes=len(data))
+
+
+def family_upload_check(*, family, model: RegisteredModel, data: bytes, run_config: dict):
+    """``data`` checked by ``family`` (one checked in the web process) against ``model``'s registered
+    architecture, without executing anything it holds; returns the
+    :class:`~workers.model_families.CheckedUpload`. ValidationFailed naming the problem (``body``,
+    with the family's code) or the run configuration the family's recipe refuses (``training_run``)."""
+    from workers.model_families.base import UploadRefused
+
     try:
-        checked = family.check_upload(data, architecture=model.architecture, task=model.task,
-                                      run_config=training_run.config or {})
+        return family.check_upload(data, architecture=model.architecture, task=model.task, run_config=run_config)
     except UploadRefused as exc:
         raise ValidationFailed(str(exc), field="body", code=exc.code) from None
     except ValueError as exc:  # a recipe config the family's recipe refuses
         raise ValidationFailed(f"the training run's configuration does not fit the {family.name} family: {exc}",
                                field="training_run") from None
-    return uploaded_version_store(model=model, training_run=training_run, family=family, checked=checked,
-                                  size_bytes=len(data))
 
 
-def uploaded_version_store(*, model: RegisteredModel, training_run, family, checked, size_bytes: int) -> ModelVersion:
+def uploaded_version_store(*, model: RegisteredModel, training_run, family, checked, size_bytes: int,
+                           parent: ModelVersion | None = None, guarantee_class: str = "") -> ModelVersion:
     """Store an upload its ``family`` has checked (a :class:`~workers.model_families.CheckedUpload`)
     with the run's membership from the registry, and register the version and its weights row.
-    ValidationFailed when the run has no imported membership (nothing is stored then)."""
+    ValidationFailed when the run has no imported membership (nothing is stored then). ``parent``
+    and ``guarantee_class``: a version the company's pipeline retrained without a deletion's records
+    (the affected version it replaces, ``exact_attested``)."""
     from django.db import transaction
 
+    from models_registry.membership_uploads import membership_complete_check
     from workers.artifacts import ArtifactManifest, code_version
     from workers.model_families.base import UploadRefused
     from workers.training.storage import membership_to_tensors
 
+    uploads = membership_complete_check(run=training_run)
     membership = training_run_membership(training_run)
     if not membership:
         raise training_run_without_membership(training_run)
@@ -149,9 +164,14 @@ def uploaded_version_store(*, model: RegisteredModel, training_run, family, chec
                                 extra={"uploaded": True, "family": family.name, **checked.extra})
     ref = store.put(manifest, {**checked.blobs, "membership": membership_to_tensors(membership)})
     with transaction.atomic():
+        if membership_complete_check(run=training_run, lock=True) != uploads:
+            raise ValidationFailed(f"an upload of training run {training_run.id}'s membership began while the "
+                                   "version was stored; upload the weights again once it is complete",
+                                   field="training_run", code="membership_incomplete")
         # Shadow models and retrains read the procedure from here (the run row keeps what the company recorded).
         version = registry.model_version_create(
             model=model, artifact_sha256=ref.artifact_id, training_run=training_run, status=VersionStatus.RETAINED,
+            parent=parent, guarantee_class=guarantee_class,  # an external retrain (deletion.external_retrain)
             metrics={"uploaded_recipe": {"name": checked.recipe, "config": checked.recipe_config,
                                          "family": family.name}})
         registry.stored_artifact_register(sha256=ref.artifact_id, kind="weights", model_version=version,
@@ -167,8 +187,11 @@ def training_run_without_membership(training_run) -> ValidationFailed:
 
 
 def training_run_membership(training_run) -> list:
-    """The run's membership as the registry holds it (record key, shard, slice, position)."""
+    """The run's membership as the registry holds it (record key, shard, slice, position). Conflict
+    while an upload of it is open: a half-uploaded membership is never taken as the run's."""
+    from models_registry.membership_uploads import membership_complete_check
     from models_registry.selectors import run_membership
     from workers.training.membership import MembershipRow
 
+    membership_complete_check(run=training_run)
     return [MembershipRow(*row) for row in run_membership(run_id=training_run.id)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from workers import artifact_gc, jobs
+from workers import artifact_gc, jobs, mlflow_registry
 
 
 @shared_task(
@@ -31,3 +31,9 @@ def sweep_stale_jobs() -> list[int]:
 @shared_task(name="workers.collect_orphaned_artifacts", acks_late=True)
 def collect_orphaned_artifacts() -> dict:
     return artifact_gc.artifact_store_gc().summary()
+
+
+@shared_task(name=mlflow_registry.SYNC_TASK, acks_late=True, autoretry_for=(mlflow_registry.MlflowUnavailable,),
+             retry_backoff=5, retry_backoff_max=3600, retry_jitter=True, max_retries=mlflow_registry.MAX_ATTEMPTS - 1)
+def mlflow_sync(sync_id: int) -> str:
+    return mlflow_registry.mlflow_sync_run(sync_id=sync_id)

@@ -105,6 +105,32 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
             "resulting upper bound on the leak rate at the stated confidence."
         ),
     ),
+    "exact_attested": GuaranteeText(
+        name="exact_attested",
+        title="Exact deletion, as attested by the company's pipeline",
+        action="removal (exact, as declared by the company's own pipeline)",
+        promises=(
+            "The company's own training pipeline retrained the model without the records and "
+            "declared which records the new model was trained on; the person named in this "
+            "section attests it. The platform checked that declaration record by record: none of "
+            "the records erased for this request, and none of those erased before, is in it. The "
+            "new model was audited, and every older copy of the model that was trained on the "
+            "records has been deleted."
+        ),
+        does_not_promise=(
+            "The platform did not compute the new model: that it was trained only on the declared "
+            "records rests on the company's declaration, which the platform checked but cannot "
+            "recompute. It does not cover copies kept outside the platform (in the company's own "
+            "pipeline or storage), copies of the same information stored under another name, or "
+            "what anyone learned from the old model while it was in use."
+        ),
+        evidence=(
+            "The company's declaration of the records the new model was trained on, checked against "
+            "the records erased; who attests it; the audit of the new model against reference models "
+            "trained by the same pipeline where the company provided them; and the list of deleted "
+            "copies with their fingerprints (sha256)."
+        ),
+    ),
 }
 
 if set(GUARANTEE_TEXTS) != set(GUARANTEE_CLASSES):  # pragma: no cover - a programming error

@@ -19,6 +19,13 @@ What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words p
 * ``suppressed``: the weights hold the data by design, so statistics on the weights do not
   count; the guard's calibrated leak bound decides, and LM memorisation measured through the
   guard FAILs it when the guard lets a record through.
+* ``exact_attested``: the company's own pipeline retrained the model and declared its membership;
+  the platform's check of that declaration (the lineage proof: the registered membership holds
+  none of the records) and the purge decide a FAIL, and so does a statistical check that finds a
+  record on the member side (the data contradict the declaration). PASS needs the statistical
+  audit to have run: the per-record test against reference models from the company's own
+  pipeline (for a language model, the memorisation test against held-out records); without
+  them the declaration was not tested and the verdict is INCONCLUSIVE.
 
 Utility and retain-set privacy are not about the subject's data; their failures are reported as
 warnings beside the verdict.
@@ -71,6 +78,18 @@ RULES: dict[str, str] = {
         "forgotten record is reproduced through the guard (LM memorisation). PASS if the bound "
         "is at most alpha. INCONCLUSIVE if the bound is missing, inconsistent, or the "
         "calibration set is too small for any bound to reach alpha."
+    ),
+    "exact_attested": (
+        "exact_attested (the company's pipeline retrained the model and declared the records it was "
+        "trained on; the platform checked that declaration but did not compute the model): FAIL if the "
+        "declared membership, as registered, holds a forgotten record, an older copy is not purged, or "
+        "a statistical check finds a forgotten record on the member side (the data contradict the "
+        "declaration). INCONCLUSIVE if the audit had no reference models from the company's pipeline "
+        "(then the declaration was not tested and rests on the company's word alone), if the per-record "
+        "test could not test every record, or if the older copies are not purged yet. PASS if the "
+        "membership check holds, every older copy is purged, and the per-record test against reference "
+        "models from the same pipeline (for a language model, the memorisation test against held-out "
+        "records) detected none of the records; the test's demonstrated power is stated beside it."
     ),
 }
 
@@ -191,6 +210,8 @@ def final_verdict(
     elif guarantee_class == "dp_bounded":
         dp_results = [r for r in checks if check_spec(r.check).role == "dp_bound"]
         verdict, reasons = _dp_bounded(dp_results, member_fails)
+    elif guarantee_class == "exact_attested":
+        verdict, reasons = _exact_attested(by_name, lineage, member_fails)
     else:
         verdict, reasons = _suppressed(suppression, member_fails)
 
@@ -267,6 +288,52 @@ def _exact(lineage: LineageProof | None, member_fails: list[str],
         "The new version was trained only on data without the records, every older copy is "
         "purged, and no statistical sanity check contradicts it; no replay ran, so this rests on "
         "the platform's execution record."
+    ]
+
+
+# The statistical audit of an attested declaration: the per-record test (classifiers, against
+# reference models) or the memorisation test (language models, against held-out records).
+_ATTESTATION_TESTS = ("membership_lira", "lm_memorisation")
+
+
+def _exact_attested(by_name: dict[str, list[CheckResult]], lineage: LineageProof | None,
+                    member_fails: list[str]) -> tuple[Verdict, list[str]]:
+    reasons: list[str] = []
+    if lineage is not None and not lineage.new_version_holds_none:
+        reasons.append("The membership the company's pipeline declared, as registered, holds a forgotten record.")
+    if lineage is not None and lineage.older_copies_purged is False:
+        reasons.append("An older copy that holds the records is not purged.")
+    reasons += [f"The statistics contradict the company's declaration: {m}" for m in member_fails]
+    if reasons:
+        return Verdict.FAIL, reasons
+    missing: list[str] = []
+    procedure = by_name.get("shadow_procedure", [])
+    missing += [f"The reference models are not from the company's pipeline, so they cannot test its "
+                f"declaration: {r.reason}" for r in procedure if r.verdict != Verdict.PASS]
+    tests = [r for name in _ATTESTATION_TESTS for r in by_name.get(name, [])]
+    if not tests:
+        missing.append("No reference models from the company's pipeline were given, so the per-record test did "
+                       "not run: the company's declaration was checked against the registry but not tested on "
+                       "the model, and erasure would rest on the company's word alone.")
+    missing += [_describe(r) for r in tests if r.verdict != Verdict.PASS]
+    if lineage is None:
+        missing.append("No lineage proof was given for the attested deletion.")
+    elif lineage.older_copies_purged is None:
+        missing.append("The older copies that hold the records are not purged yet.")
+    if missing:
+        return Verdict.INCONCLUSIVE, missing
+    power = by_name.get("membership_power", [])
+    if power and all(r.verdict == Verdict.PASS for r in power):
+        strength = f"The test's power was demonstrated on the old model: {power[0].reason}"
+    elif power:
+        strength = (f"The test's power was not demonstrated ({power[0].reason}), so not detecting the records "
+                    "adds little to the declaration.")
+    else:
+        strength = "No power check ran beside the test."
+    return Verdict.PASS, [
+        "The company's pipeline declared a retrain without the records; the platform checked its declared "
+        "membership and found none of them in it; every older copy is purged; and the statistical test of the "
+        "new model detected none of them. " + strength
     ]
 
 

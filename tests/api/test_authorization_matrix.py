@@ -18,6 +18,10 @@ EXPECTED = {
     "dataset-source-import": {"post": {"ml_engineer"}},
     "training-runs": {"post": {"ml_engineer"}},
     "training-membership-import": {"post": {"ml_engineer"}},
+    "membership-uploads": {"post": {"ml_engineer"}},
+    "membership-upload": {"get": {"ml_engineer", "dpo", "auditor"}},
+    "membership-upload-chunk": {"put": {"ml_engineer"}},
+    "membership-upload-complete": {"post": {"ml_engineer"}},
     "models": {"get": {"ml_engineer", "dpo", "auditor"}, "post": {"ml_engineer"}},
     "model-version-upload": {"post": {"ml_engineer"}},
     "upload-check": {"get": {"ml_engineer", "dpo", "auditor"}},
@@ -25,6 +29,9 @@ EXPECTED = {
     "shadow-jobs": {"post": {"ml_engineer", "auditor"}},  # the audits' reference: auditors may ask for it
     "job": {"get": {"ml_engineer", "dpo", "auditor"}},
     "job-cancel": {"post": {"ml_engineer", "auditor"}},  # who may start the job's kind (403 otherwise)
+    "mlflow-imports": {"post": {"ml_engineer"}},
+    "mlflow-syncs": {"get": {"ml_engineer", "dpo", "auditor"}},
+    "mlflow-sync-retry": {"post": {"ml_engineer"}},
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},
     **{f"deletion-request-{action}": {"post": {"dpo"}}
@@ -35,6 +42,9 @@ EXPECTED = {
     "webhook": {"delete": ALL},
     "report": {"get": {"dpo", "auditor"}},
     "report-pdf": {"get": {"dpo", "auditor"}},
+    # Opened by the upload token of an external-retrain job only: an API token of any role is a 403,
+    # no credential a 401 (tests/deletion/test_external_retrain.py sends the tokens that do and do not).
+    "external-retrain-upload": {"post": set()},
 }
 PUBLIC = {"schema", "api-docs"}
 

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, settings
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 CASES_RUN = {"count": 0, "operations": set()}
 REGISTRY_PATHS = ("/api/v1/datasets", "/api/v1/training-runs", "/api/v1/models", "/api/v1/training-jobs",
-                  "/api/v1/shadow-jobs", "/api/v1/jobs")
+                  "/api/v1/shadow-jobs", "/api/v1/jobs", "/api/v1/membership-uploads",
+                  "/api/v1/mlflow")
 
 
 def _load_schema():

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from foundation.registry import Registry
 
-# What a method may promise (DESIGN.md, "Guarantee classes").
-GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed")
+# What a method may promise (DESIGN.md, "Guarantee classes"). ``exact_attested`` is no method of
+# the platform's: the company's own pipeline retrained without the records and declared so, and the
+# platform checked that declaration (deletion.external_retrain).
+GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed", "exact_attested")
 
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
@@ -69,6 +71,9 @@ class MethodSpec:
             raise ValueError(f"unlearning method {self.name!r}: unknown kind {self.kind!r}")
         if self.guarantee_class not in GUARANTEE_CLASSES:
             raise ValueError(f"unlearning method {self.name!r}: unknown guarantee class {self.guarantee_class!r}")
+        if self.guarantee_class == "exact_attested":
+            raise ValueError(f"unlearning method {self.name!r}: exact_attested is what the company's own pipeline "
+                             "declares, never a method the platform runs")
         if self.replay not in REPLAY_WHEN or (self.replay and self.guarantee_class != "exact"):
             raise ValueError(f"unlearning method {self.name!r}: replay must be one of {REPLAY_WHEN}, for exact methods")
 
