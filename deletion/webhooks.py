@@ -11,12 +11,14 @@ import hmac
 import secrets
 import time
 
-import requests
+import urllib3
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from deletion.models import DeletionRequest, WebhookDelivery, WebhookEndpoint
+from foundation import outbound
 from foundation.access.models import ApiToken
 from foundation.errors import ValidationFailed
 from foundation.strict_json import canonical_json
@@ -28,9 +30,22 @@ DELIVER_TASK = "deletion.deliver_webhook"
 TIMEOUT_SECONDS = 10
 
 
+def allowed_networks():
+    return outbound.networks(settings.WEBHOOK_ALLOWED_NETWORKS)
+
+
 def webhook_register(*, client: ApiToken, url: str) -> tuple[WebhookEndpoint, str]:
+    """Register a callback URL; refused when it is not http(s) or its host resolves to an internal
+    address now (it is checked again, and pinned, at every delivery: foundation.outbound). A name
+    that does not resolve yet is accepted: its deliveries fail until it does."""
     if not url.startswith(("https://", "http://")):
         raise ValidationFailed("url must be http(s)", field="url")
+    try:
+        outbound.target_of(url, allowed=allowed_networks())
+    except outbound.OutboundRefused as exc:
+        raise ValidationFailed(str(exc), field="url", code="webhook_target_refused") from None
+    except (OSError, UnicodeError):
+        pass
     secret = "whsec_" + secrets.token_urlsafe(32)
     return WebhookEndpoint.objects.create(client=client, url=url, secret=secret), secret
 
@@ -111,18 +126,21 @@ def webhook_deliver(*, delivery_id: int) -> str:
     header = sign(delivery.endpoint.secret, body, int(time.time()))
     WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=delivery.attempts + 1)
     try:
-        response = requests.post(delivery.endpoint.url, data=body, timeout=TIMEOUT_SECONDS,
-                                 headers={"Content-Type": "application/json", "X-Deletion-Signature": header},
-                                 allow_redirects=False)
-        if 200 <= response.status_code < 300:
+        status_code = outbound.post_pinned(delivery.endpoint.url, body=body, timeout=TIMEOUT_SECONDS,
+                                           headers={"Content-Type": "application/json", "X-Deletion-Signature": header},
+                                           allowed=allowed_networks())
+        if 200 <= status_code < 300:
             WebhookDelivery.objects.filter(pk=delivery_id).update(status=DELIVERED, delivered_at=timezone.now(),
                                                                   last_error="",
                                                                   event=_without_credentials(delivery.event))
             return DELIVERED
-        error = f"HTTP {response.status_code}"
-    except requests.RequestException as exc:
+        error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
+        final = delivery.attempts + 1 >= MAX_ATTEMPTS
+    except outbound.OutboundRefused as exc:  # the target is the problem, not the moment: no retry
+        error, final = f"refused: {exc}"[:1000], True
+    except (urllib3.exceptions.HTTPError, OSError, UnicodeError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
-    final = delivery.attempts + 1 >= MAX_ATTEMPTS
+        final = delivery.attempts + 1 >= MAX_ATTEMPTS
     WebhookDelivery.objects.filter(pk=delivery_id).update(
         last_error=error, status=FAILED if final else PENDING,
         **({"event": _without_credentials(delivery.event)} if final else {}))

@@ -317,3 +317,14 @@ DATA_SOURCE_QUERIES = _data_source_queries()
 # (the embedded default), the MLflow import is off and says so. Credentials: MLflow's own variables
 # (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
 MLFLOW_TRACKING_URI = env_url("MLFLOW_TRACKING_URI", ("http", "https"))
+
+
+# Webhook targets on internal addresses (loopback, private, link-local...) are refused unless their
+# network is listed here (CIDRs, comma-separated), e.g. a receiver inside the company's own network.
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", [])
+try:
+    from foundation.outbound import networks as _networks
+
+    _networks(WEBHOOK_ALLOWED_NETWORKS)
+except ValueError as _exc:
+    raise ImproperlyConfiguredEnv(f"WEBHOOK_ALLOWED_NETWORKS: {_exc}") from None

@@ -12,3 +12,10 @@ def trained(db):
     model = factories.registered_model(recipe="sisa")
     run, version = factories.trained_version(model, ds, [(f"r{i}", i % 2, 0) for i in range(9)])
     return dict(ds=ds, model=model, version=version)
+
+
+@pytest.fixture(autouse=True)
+def _local_receivers_allowed(settings):
+    """The tests' webhook receivers listen on 127.0.0.1: the operator's allow-list names it here
+    (deletion/webhooks.py refuses internal addresses otherwise; test_webhook_targets.py empties it)."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.1/32"]
