@@ -195,7 +195,7 @@ def deletion_request_reject(*, request: DeletionRequest, actor, ground: str, rea
         raise ValidationFailed("a reason is required", field="reason")
     return transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.REJECTED, actor=actor_name(actor),
                        event="request.rejected", rejection_ground=ground, decision_reason=reason,
-                       completed_at=timezone.now())
+                       completed_at=timezone.now(), identifier_digests=[])
 
 
 @transaction.atomic
@@ -229,7 +229,8 @@ def deletion_request_extend(*, request: DeletionRequest, actor, reason: str, mon
 @transaction.atomic
 def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = "") -> DeletionRequest:
     return transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.CANCELLED, actor=actor_name(actor),
-                       event="request.cancelled", decision_reason=reason, completed_at=timezone.now())
+                       event="request.cancelled", decision_reason=reason, completed_at=timezone.now(),
+                       identifier_digests=[])
 
 
 # Outcomes whose audit did not pass: they wait for the DPO to escalate, withdraw or accept the risk.

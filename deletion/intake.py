@@ -25,7 +25,7 @@ from foundation.errors import Conflict, ValidationFailed
 from foundation.ledger.services import ledger_append
 from foundation.strict_json import canonical_json
 from models_registry.models import DataRecord, Dataset
-from models_registry.services import subjects_find
+from models_registry.services import identifier_digests, subjects_find
 
 
 def _body_fingerprint(body: dict[str, Any]) -> str:
@@ -71,6 +71,7 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
                 public_id=uuid.uuid4(), jurisdiction=body["jurisdiction"], legal_ground=body["legal_ground"],
                 channel=body["channel"], subject=subjects[0] if subjects else None,
                 identifier_kinds=sorted(kind for kind, _ in identifiers), record_ids=record_ids,
+                identifier_digests=identifier_digests(identifiers=identifiers),
                 verification=body.get("verification") or {}, created_by=created_by,
                 idempotency_key=idempotency_key, body_fingerprint=fingerprint, received_at=now,
                 due_at=due_date(jurisdiction=body["jurisdiction"], received_at=now),

@@ -89,6 +89,10 @@ class DeletionRequest(models.Model):
     # another); the verified identifiers link them in this request.
     linked_subjects = models.ManyToManyField("models_registry.DataSubject", blank=True, related_name="+")
     identifier_kinds = models.JSONField(default=list)
+    # Keyed digests (every pepper version) of the identifiers the request gave, kept until it ends: a
+    # completed request puts them on the suppression list even when no record of the person existed
+    # yet (their data imported later is refused); a rejected or cancelled one drops them.
+    identifier_digests = models.JSONField(default=list, blank=True)
     record_ids = models.JSONField(default=list, help_text="Records named by key in the request.")
     verification = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey("access.ApiToken", on_delete=models.PROTECT, null=True, blank=True, related_name="requests")

@@ -21,6 +21,7 @@ from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
 from models_registry.selectors import current_source
+from models_registry.services import identifiers_suppress
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import request_data_erase
@@ -167,6 +168,13 @@ def _erase_request_data(request: DeletionRequest) -> None:
     scoped = set(request_scope(request).record_ids)
     held = {rid for o in request.outcomes.filter(status=OutcomeStatus.HELD) for rid in o.record_ids}
     to_erase = sorted(scoped - held)
+    if not held and request.identifier_digests:
+        # The identifiers the person gave go on the suppression list, data or not: what is
+        # imported of them later is refused (the subjects' own identifiers follow below).
+        added = identifiers_suppress(digests=request.identifier_digests, reason=f"deletion request {request.public_id}")
+        DeletionRequest.objects.filter(pk=request.pk).update(identifier_digests=[])
+        ledger_append(event_type="identifiers.suppressed", actor="platform", request=str(request.public_id),
+                      kinds=sorted({d["kind"] for d in request.identifier_digests}), entries=added)
     if not to_erase:
         return
     erased = request_data_erase(record_ids=to_erase, subjects=[] if held else request_subjects(request),

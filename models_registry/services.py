@@ -391,4 +391,25 @@ def subject_suppress(*, subject: DataSubject, reason: str) -> None:
     subject.save(update_fields=["erased_at"])
 
 
+def identifier_digests(*, identifiers: Iterable[tuple[str, str]]) -> list[dict]:
+    """``[{"kind", "key_version", "digest" (hex)}]`` of each identifier under every pepper version."""
+    from models_registry.pseudonyms import identifier_digests_all_versions
+
+    return [{"kind": kind, "key_version": version, "digest": digest.hex()}
+            for kind, value in identifiers for version, digest in identifier_digests_all_versions(kind, value).items()]
+
+
+def identifiers_suppress(*, digests: Iterable[dict], reason: str) -> int:
+    """Put identifier digests (as :func:`identifier_digests` gives them) on the suppression list,
+    each once; returns how many entries were added. A person with no data yet is suppressed this way."""
+    added = 0
+    for entry in digests:
+        digest = bytes.fromhex(entry["digest"])
+        _, created = SuppressionEntry.objects.get_or_create(
+            kind=SuppressionKind.SUBJECT, identifier_kind=entry["kind"], key_version=entry["key_version"],
+            digest=digest, defaults={"reason": reason})
+        added += created
+    return added
+
+
 IDENTIFIER_KINDS = tuple(IdentifierKind.values)

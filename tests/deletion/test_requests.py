@@ -162,6 +162,32 @@ def test_subject_with_no_data_completes_with_empty_scope(api_client_for, trained
     assert DeletionRequest.objects.get().status == "COMPLETED"
 
 
+def test_a_person_with_no_data_yet_is_suppressed_so_their_data_is_not_imported_later(api_client_for, trained):
+    """Issue 22 (3): the identifiers go on the suppression list when the request ends, data or not."""
+    from models_registry.importing import ImportRejected
+
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo, {**BODY, "identifiers": {"email": "Stranger@Example.org "}}).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    _run_report_job(request_id)
+    request = DeletionRequest.objects.get()
+    assert request.status == "COMPLETED" and request.identifier_digests == []  # now suppression entries
+    with pytest.raises(ImportRejected, match="the record's subject was erased and is on the suppression list"):
+        factories.import_records(trained["ds"], [{"record_key": "late-1", "content": "arrived after the request",
+                                                  "email": "stranger@example.org"}])
+    assert not DataRecord.objects.filter(external_key="late-1").exists()
+
+
+def test_a_cancelled_request_keeps_no_digest_of_the_identifiers(api_client_for, trained):
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo, {**BODY, "identifiers": {"email": "changed.mind@example.org"}}).json()["id"]
+    assert DeletionRequest.objects.get().identifier_digests  # kept while the request is worked on
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/cancel/", {"reason": "withdrawn"}, format="json")
+    assert DeletionRequest.objects.get().identifier_digests == []
+    factories.import_records(trained["ds"], [{"record_key": "kept-1", "content": "c", "email": "changed.mind@example.org"}])
+
+
 def test_partial_approval_with_legal_hold(api_client_for, trained):
     dpo = api_client_for("dpo")
     request_id = _create(dpo).json()["id"]
