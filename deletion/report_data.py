@@ -427,8 +427,24 @@ def report_data(*, request: DeletionRequest) -> dict:
         },
         "model_versions": [_model_entry(o) for o in outcomes],
         "end_state": {"status": str(end), "meaning": END_STATE_MEANING[end]},
-        "limitations": list(STANDARD_LIMITATIONS),
+        "limitations": list(STANDARD_LIMITATIONS) + mlflow_copies(outcomes),
     }
+
+
+def mlflow_copies(outcomes) -> list[str]:
+    """For versions imported from the company's MLflow registry: the copies MLflow keeps of them,
+    which the platform cannot delete (it moves or removes the serving alias and tags the version)."""
+    from workers.models import MlflowModelVersion
+
+    sentences = []
+    for row in (MlflowModelVersion.objects.filter(model_version__in=[o.model_version_id for o in outcomes])
+                .select_related("model_version__model").order_by("registered_model", "version")):
+        sentences.append(
+            f"The company's MLflow registry still holds version {row.version} of {row.registered_model} (imported "
+            f"as {row.model_version.model.name} v{row.model_version.version}), with the weights trained on the erased "
+            f"records: the platform moves the '{row.serving_alias}' alias off it and tags it, but does not delete "
+            "it. Delete that version and its logged model in MLflow (then run mlflow gc) for the copy to go.")
+    return sentences
 
 
 def report_build_and_sign(*, request: DeletionRequest) -> dict:
