@@ -58,6 +58,16 @@ def on_job_finished(*, job_id: int) -> None:
                     "verdict": "FAIL", "reasons": [not_met["reason"]],
                     "rule": f"FAIL when the method ({not_met['method']}) cannot establish its guarantee; "
                             "no new version was made"}, "guarantee_not_met": not_met}
+            elif job.status == JobStatus.CANCELLED:
+                # Stopped on request before it recorded a version: nothing was unlearned or tested.
+                # Back to the DPO, who escalates (a new job), withdraws the model or accepts the risk.
+                outcome.status, outcome.verdict = OutcomeStatus.AWAITING_DECISION, "INCONCLUSIVE"
+                outcome.audit = {"cancelled": {"job": job.id, "at": timezone.now().isoformat()}, "verdict": {
+                    "verdict": "INCONCLUSIVE",
+                    "reasons": [f"the unlearning job ({job.method}) was cancelled before it made a new version: "
+                                "nothing was unlearned and nothing was tested; the model still serves the "
+                                "version that holds the records"],
+                    "rule": "INCONCLUSIVE when the job was cancelled: no new version, no evidence"}}
             else:
                 outcome.status = OutcomeStatus.FAILED
             outcome.save(update_fields=["new_version", "status", "audit_job", "verdict", "audit"])

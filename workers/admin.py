@@ -21,7 +21,13 @@ from foundation.errors import DomainError
 from models_registry.models import Dataset, ModelVersion, RegisteredModel
 from workers.models import Job, JobKind
 from workers.selectors import ENDED, job_state, job_with_state
-from workers.services import JOB_STARTERS, model_train, shadow_models_train, started_job_cancel
+from workers.services import (
+    JOB_STARTERS,
+    REQUEST_JOB_CANCELLERS,
+    model_train,
+    shadow_models_train,
+    started_job_cancel,
+)
 from workers.training_catalogue import NO_ARCHITECTURE, RECIPE_SPECS
 
 STATUS_TONE = {"pending": "new", "running": "busy", "succeeded": "ok", "failed": "bad", "cancelled": "off"}
@@ -69,6 +75,13 @@ def recipe_table() -> list[dict]:
 
 def may_start(request: HttpRequest, kind: str) -> bool:
     return role_of(request) in JOB_STARTERS.get(kind, ())
+
+
+def may_cancel(request: HttpRequest, job: Job) -> bool:
+    """Who may start a kind of job may cancel it; a deletion request's unlearning job, the DPO."""
+    if job.deletion_request_id is not None:
+        return job.kind == JobKind.UNLEARN and role_of(request) in REQUEST_JOB_CANCELLERS
+    return may_start(request, job.kind)
 
 
 @admin.register(Job)
@@ -150,7 +163,7 @@ class JobAdmin(admin.ModelAdmin):
             "result_url": reverse("admin:models_registry_modelversion_change", args=[result["id"]]) if result else "",
             "shadow_url": (f"{reverse('admin:workers_job_shadow')}?version={result['id']}"
                            if result and may_start(request, JobKind.SHADOW) else ""),
-            "can_cancel": job.status not in ENDED and job.deletion_request_id is None and may_start(request, job.kind),
+            "can_cancel": job.status not in ENDED and may_cancel(request, job),
             "api_url": reverse("job", args=[job.id]),
             **(extra_context or {}),
         }
@@ -161,7 +174,7 @@ class JobAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         job = self._visible(request, object_id)
-        if job.kind in JOB_STARTERS and not may_start(request, job.kind):
+        if not may_cancel(request, job):
             raise PermissionDenied
         try:
             job = started_job_cancel(job=job)

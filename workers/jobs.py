@@ -102,9 +102,11 @@ def job_cancel(*, job: Job) -> Job:
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
         raise Conflict(f"job {job.id} has already ended ({job.status})", code="job_ended")
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)
-    Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+    stopped = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
         status=JobStatus.CANCELLED, finished_at=timezone.now(), progress_stage="cancelled"
     )
+    if stopped:  # it never ran: whoever follows jobs hears it ended, as a running one's end is heard
+        transaction.on_commit(lambda: _after_job(job.pk))
     job.refresh_from_db()
     return job
 

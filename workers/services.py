@@ -14,6 +14,8 @@ from workers.runners.storage import artifact_store
 # Who may start (and cancel) each kind of job from the API and the admin: training is the ML
 # engineers'; shadow models are the reference the audits need, which auditors may ask for too.
 JOB_STARTERS = {JobKind.TRAIN: ("ml_engineer",), JobKind.SHADOW: ("ml_engineer", "auditor")}
+# Who may cancel a deletion request's unlearning job: the DPO, whose decision the request then waits for.
+REQUEST_JOB_CANCELLERS = ("dpo",)
 # LiRA (Carlini et al., 2022) used up to 256 shadow models; more would only cost GPU time.
 SHADOW_COUNT_MAX = 256
 
@@ -63,17 +65,18 @@ def shadow_models_train(*, version: ModelVersion, count: int = 16, enqueue: bool
 
 
 def started_job_cancel(*, job: Job) -> Job:
-    """Cancel a training or shadow-model job (workers.jobs.job_cancel: a pending one at once, a
-    running one at its next progress report, before it records any lineage). Conflict for a job
-    of a deletion request (its request decides: a DPO withdraws the model version), for other
-    kinds, and for a job that has ended."""
-    if job.deletion_request_id is not None:
-        raise Conflict(f"job {job.id} belongs to deletion request {job.deletion_request.public_id}, which decides "
-                       "when it stops: a DPO withdraws the model version from the request (a request is cancelled "
-                       "only before approval, when it has no jobs yet)", code="job_in_request")
-    if job.kind not in JOB_STARTERS:
-        raise Conflict(f"job {job.id} is a {job.kind} job; only training and shadow-model jobs are cancelled here",
-                       code="job_not_cancellable")
+    """Cancel a job (workers.jobs.job_cancel: a pending one at once, a running one at its next
+    progress report, before it records anything): a training or shadow-model job, or a deletion
+    request's unlearning job (its outcome goes back to the DPO, who escalates, withdraws the model or
+    accepts the risk). Conflict for a request's audit or report job, other kinds, and a job that has
+    ended."""
+    if job.deletion_request_id is not None and job.kind != JobKind.UNLEARN:
+        raise Conflict(f"job {job.id} is the {job.kind} job of deletion request {job.deletion_request.public_id}: "
+                       "only its unlearning jobs can be cancelled (a DPO decides what happens next)",
+                       code="job_in_request")
+    if job.deletion_request_id is None and job.kind not in JOB_STARTERS:
+        raise Conflict(f"job {job.id} is a {job.kind} job; only training, shadow-model and a request's "
+                       "unlearning jobs are cancelled here", code="job_not_cancellable")
     return job_cancel(job=job)
 
 

@@ -16,7 +16,13 @@ from models_registry.apis import StrictSerializer
 from models_registry.models import Dataset, ModelVersion, RegisteredModel
 from workers.models import Job, JobKind, JobStatus
 from workers.selectors import job_state, job_with_state
-from workers.services import JOB_STARTERS, model_train, shadow_models_train, started_job_cancel
+from workers.services import (
+    JOB_STARTERS,
+    REQUEST_JOB_CANCELLERS,
+    model_train,
+    shadow_models_train,
+    started_job_cancel,
+)
 
 
 class TrainingJobIn(StrictSerializer):
@@ -141,17 +147,20 @@ class JobDetailApi(APIView):
 
 
 class JobCancelApi(APIView):
-    """POST: cancel a training or shadow-model job: 200 when it was pending (cancelled now), 202
-    when it runs (it stops at its next progress report). 409 for a job that has ended or belongs
-    to a deletion request. Who may start a kind of job may cancel it."""
+    """POST: cancel a training or shadow-model job, or a deletion request's unlearning job: 200 when
+    it was pending (cancelled now), 202 when it runs (it stops at its next progress report). 409 for
+    a job that has ended, or a request's audit or report job. Who may start a kind of job may cancel
+    it; a request's unlearning job, the DPO (the request then waits for the DPO's decision)."""
 
-    permission_classes = [HasRole.of(*sorted({role for roles in JOB_STARTERS.values() for role in roles}))]
+    permission_classes = [HasRole.of(*sorted({role for roles in JOB_STARTERS.values() for role in roles}
+                                             | set(REQUEST_JOB_CANCELLERS)))]
 
     @extend_schema(request=None, responses={200: JobOut, 202: JobOut})
     def post(self, request, job_id: int):
         job = _job(job_id)
         role = role_of(request)
-        if job.kind in JOB_STARTERS and role not in JOB_STARTERS[job.kind]:
-            raise PermissionDenied(f"the {role} role may not cancel a {job.kind} job")
+        allowed = REQUEST_JOB_CANCELLERS if job.deletion_request_id else JOB_STARTERS.get(job.kind, ())
+        if role not in allowed:
+            raise PermissionDenied(f"the {role} role may not cancel this {job.kind} job")
         job = started_job_cancel(job=job)
         return _job_response(job, status.HTTP_200_OK if job.status == JobStatus.CANCELLED else status.HTTP_202_ACCEPTED)

@@ -78,13 +78,18 @@ def test_the_forms_show_the_services_refusals(client_for, registry):
     assert 'id="dp-job-cancel"' in client_for("bob").get(shadow["Location"]).text
 
 
-def test_a_request_job_has_no_cancel_button_and_is_not_cancelled(client_for, registry):
+def test_a_request_job_is_cancelled_by_a_dpo_only(client_for, registry):
     from tests.admin.conftest import make_request
 
     job = Job.objects.create(kind="unlearn", registered_model=registry["model"], deletion_request=make_request())
-    charlie = client_for("charlie")
+    charlie = client_for("charlie")  # an ML engineer: the request's jobs are the DPO's to stop
     assert 'id="dp-job-cancel"' not in charlie.get(f"/admin/workers/job/{job.pk}/change/").text
-    answer = charlie.post(f"/admin/workers/job/{job.pk}/cancel/", follow=True)
-    assert "belongs to deletion request" in answer.text
+    assert charlie.post(f"/admin/workers/job/{job.pk}/cancel/").status_code == 403
     job.refresh_from_db()
     assert job.status == "pending" and not job.cancel_requested
+    alice = client_for("alice")
+    assert 'id="dp-job-cancel"' in alice.get(f"/admin/workers/job/{job.pk}/change/").text
+    answer = alice.post(f"/admin/workers/job/{job.pk}/cancel/", follow=True)
+    assert "Cancelled." in answer.text
+    job.refresh_from_db()
+    assert job.status == "cancelled"

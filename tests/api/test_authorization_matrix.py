@@ -28,7 +28,7 @@ EXPECTED = {
     "training-jobs": {"post": {"ml_engineer"}},
     "shadow-jobs": {"post": {"ml_engineer", "auditor"}},  # the audits' reference: auditors may ask for it
     "job": {"get": {"ml_engineer", "dpo", "auditor"}},
-    "job-cancel": {"post": {"ml_engineer", "auditor"}},  # who may start the job's kind (403 otherwise)
+    "job-cancel": {"post": {"ml_engineer", "auditor", "dpo"}},  # who may start the job's kind; a request's: the dpo
     "mlflow-imports": {"post": {"ml_engineer"}},
     "mlflow-syncs": {"get": {"ml_engineer", "dpo", "auditor"}},
     "mlflow-sync-retry": {"post": {"ml_engineer"}},

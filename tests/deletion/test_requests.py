@@ -188,6 +188,29 @@ def test_a_cancelled_request_keeps_no_digest_of_the_identifiers(api_client_for, 
     factories.import_records(trained["ds"], [{"record_key": "kept-1", "content": "c", "email": "changed.mind@example.org"}])
 
 
+def test_a_dpo_cancels_a_requests_queued_unlearning_job_and_the_request_waits_for_the_dpo(
+        api_client_for, trained, django_capture_on_commit_callbacks):
+    """Issue 22 (4): the job ends cancelled, no version is made, the outcome comes back to the DPO
+    (INCONCLUSIVE: nothing was unlearned or tested), who can then escalate to a retrain."""
+    dpo = api_client_for("dpo")
+    request_id = _create(dpo).json()["id"]
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/verify/", EVIDENCE, format="json")
+    dpo.post(f"/api/v1/deletion-requests/{request_id}/approve/", {}, format="json")
+    job = Job.objects.get(kind="unlearn")
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = dpo.post(f"/api/v1/jobs/{job.id}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.content
+    outcome = ModelOutcome.objects.get()
+    assert (outcome.status, outcome.verdict, outcome.new_version) == ("awaiting_decision", "INCONCLUSIVE", None)
+    assert "was cancelled before it made a new version" in outcome.audit["verdict"]["reasons"][0]
+    assert DeletionRequest.objects.get().status in ("EXECUTING", "AUDITING")
+    assert trained["version"].model.versions.count() == 1  # no partial version
+    escalated = dpo.post(f"/api/v1/deletion-requests/{request_id}/escalate/",
+                         {"model_version_id": trained["version"].id}, format="json")
+    assert escalated.status_code == 200, escalated.content
+    assert Job.objects.filter(kind="unlearn", status="pending").count() == 1
+
+
 def test_partial_approval_with_legal_hold(api_client_for, trained):
     dpo = api_client_for("dpo")
     request_id = _create(dpo).json()["id"]

@@ -143,9 +143,12 @@ def test_cancel_a_pending_job_an_ended_one_and_one_of_a_request(engineer, api_cl
     assert job_execute(job_id=job_id) == "skipped"  # a worker that gets the message does nothing
     assert _error(engineer.post(f"/api/v1/jobs/{job_id}/cancel/"), 409)["code"] == "job_ended"
 
-    request_job = Job.objects.create(kind="unlearn", registered_model=model, deletion_request=_request())
-    refusal = _error(engineer.post(f"/api/v1/jobs/{request_job.id}/cancel/"), 409)
-    assert refusal["code"] == "job_in_request" and "deletion request" in refusal["message"]
+    request = _request()
+    request_job = Job.objects.create(kind="unlearn", registered_model=model, deletion_request=request)
+    assert engineer.post(f"/api/v1/jobs/{request_job.id}/cancel/").status_code == 403  # a request's: the DPO's
+    audit_job = Job.objects.create(kind="audit", registered_model=model, deletion_request=request)
+    refusal = _error(api_client_for("dpo").post(f"/api/v1/jobs/{audit_job.id}/cancel/"), 409)
+    assert refusal["code"] == "job_in_request" and "only its unlearning jobs" in refusal["message"]
     assert engineer.get(f"/api/v1/jobs/{request_job.id}/").json()["kind"] == "unlearn"
     assert engineer.post("/api/v1/jobs/999999/cancel/").status_code == 404
 
