@@ -93,9 +93,8 @@ def post_pinned(url: str, *, body: bytes, headers: Mapping[str, str], timeout: f
 
     target = target_of(url, allowed=allowed)
     default_port = 443 if target.scheme == "https" else 80
-    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    if ":" in target.host and not target.host.startswith("["):
-        host_header = f"[{target.host}]" + ("" if target.port == default_port else f":{target.port}")
+    host = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal
+    host_header = host if target.port == default_port else f"{host}:{target.port}"
     if target.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(target.address, target.port, timeout=timeout, retries=False,
                                            server_hostname=target.host, assert_hostname=target.host,

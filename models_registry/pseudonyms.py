@@ -7,6 +7,7 @@ lookups try every configured version, and a match under an old version is re-key
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -79,5 +80,10 @@ def content_fingerprint(content: bytes | str, *, key_version: int | None = None)
     if isinstance(content, str):
         content = content.encode()
     version = current_key_version() if key_version is None else key_version
-    key = hmac.new(_pepper(version), b"record-content-fingerprint", hashlib.sha256).digest()
-    return hmac.new(key, content, hashlib.sha256).digest(), version
+    return hmac.new(_content_key(_pepper(version)), content, hashlib.sha256).digest(), version
+
+
+@functools.lru_cache(maxsize=8)
+def _content_key(pepper: bytes) -> bytes:
+    """The content key of a pepper, derived once (a source read checks every record's fingerprint)."""
+    return hmac.new(pepper, b"record-content-fingerprint", hashlib.sha256).digest()

@@ -3,6 +3,7 @@ the test server, not the platform's), and a dataset registered and imported over
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 
@@ -32,26 +33,39 @@ class CompanyDatabase:
             connection.execute(sql, params)
 
 
-@pytest.fixture
-def company_database(db, settings, monkeypatch):
-    """A database of the company's (its own customers table), reachable with a DSN kept as a secret
-    in the environment (COMPANY_WAREHOUSE_DSN); the test sets the operator's queries."""
+@contextlib.contextmanager
+def second_database(prefix: str):
+    """A database of its own on the test server (not the platform's), dropped afterwards."""
     import psycopg
+    from django.conf import settings
     from psycopg.conninfo import make_conninfo
 
     default = settings.DATABASES["default"]
     server = make_conninfo(host=default["HOST"], port=default.get("PORT") or None, user=default["USER"],
                            password=default.get("PASSWORD") or None)
-    name = f"company_warehouse_{os.getpid()}"
-    with psycopg.connect(make_conninfo(server, dbname="postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    company = CompanyDatabase(make_conninfo(server, dbname=name))
-    company.execute(CUSTOMERS)
-    monkeypatch.setenv("COMPANY_WAREHOUSE_DSN", company.dsn)
-    yield company
-    with psycopg.connect(make_conninfo(server, dbname="postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    name = f"{prefix}_{os.getpid()}"
+
+    def drop_then(sql: str | None) -> None:
+        with psycopg.connect(make_conninfo(server, dbname="postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            if sql:
+                admin.execute(sql)
+
+    drop_then(f"CREATE DATABASE {name}")
+    try:
+        yield CompanyDatabase(make_conninfo(server, dbname=name))
+    finally:
+        drop_then(None)
+
+
+@pytest.fixture
+def company_database(db, monkeypatch):
+    """A database of the company's (its own customers table), reachable with a DSN kept as a secret
+    in the environment (COMPANY_WAREHOUSE_DSN); the test sets the operator's queries."""
+    with second_database("company_warehouse") as company:
+        company.execute(CUSTOMERS)
+        monkeypatch.setenv("COMPANY_WAREHOUSE_DSN", company.dsn)
+        yield company
 
 
 def operator_queries(settings, **queries: str | tuple[str, float]) -> None:

@@ -48,7 +48,6 @@ from workers.datasets.sources import (
     source_records,
 )
 
-FILE_ARTIFACT_KIND = "dataset_file"
 MAX_SOURCE_FILE_BYTES = 2 * 1024**3
 DEFAULT_QUERY_TIMEOUT_SECONDS = 60
 
@@ -130,7 +129,7 @@ def _store_file(dataset: Dataset, data: bytes) -> str:
     from workers.artifacts import ArtifactManifest, code_version
     from workers.runners.storage import artifact_store
 
-    manifest = ArtifactManifest(kind=FILE_ARTIFACT_KIND, code_version=code_version(),
+    manifest = ArtifactManifest(kind=ArtifactKind.DATASET_FILE.value, code_version=code_version(),
                                 extra={"format": dataset.source["kind"], "dataset": str(dataset),
                                        "file_sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
     tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)

@@ -18,7 +18,7 @@ import pytest
 
 from foundation.access.authentication import api_token_create
 from tests.audits.conftest import dev_identity, nss_db, pdfsig  # noqa: F401 (fixtures)
-from tests.company_sources import CompanyDatabase
+from tests.company_sources import second_database
 from tests.workers.test_mlflow import MlflowServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -44,23 +44,9 @@ def platform_folders(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def crm():
     """The company's CRM: a database of its own on the test server, not the platform's."""
-    import psycopg
-    from django.conf import settings
-    from psycopg.conninfo import make_conninfo
-
-    default = settings.DATABASES["default"]
-    server = make_conninfo(host=default["HOST"], port=default.get("PORT") or None, user=default["USER"],
-                           password=default.get("PASSWORD") or None)
-    name = f"crm_examples_{os.getpid()}"
-    with psycopg.connect(make_conninfo(server, dbname="postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    with pytest.MonkeyPatch.context() as patch:
-        database = CompanyDatabase(make_conninfo(server, dbname=name))
+    with second_database("crm_examples") as database, pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRM_DSN", database.dsn)  # the web side reads the secret from its environment
         yield database
-    with psycopg.connect(make_conninfo(server, dbname="postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,6 @@ class DataSource(ABC):
 
     name: ClassVar[str]
     holds_file: ClassVar[bool] = True
-    file_suffix: ClassVar[str] = ""
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -14,8 +14,6 @@ MAX_FIELD_BYTES = 1024 * 1024
 
 
 class CsvFileSource(DataSource, name="csv"):
-    file_suffix = ".csv"
-
     def _text(self) -> str:
         try:
             return (self.data or b"").decode("utf-8-sig")

@@ -17,8 +17,6 @@ def _no_constant(name: str) -> Any:
 
 
 class JsonLinesFileSource(DataSource, name="jsonl"):
-    file_suffix = ".jsonl"
-
     def _parsed(self) -> list[tuple[int, dict[str, Any]]]:
         if getattr(self, "_rows", None) is not None:
             return self._rows

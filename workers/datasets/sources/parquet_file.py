@@ -24,8 +24,6 @@ def _table(data: bytes):
 
 
 class ParquetFileSource(DataSource, name="parquet"):
-    file_suffix = ".parquet"
-
     def _loaded(self):
         if getattr(self, "_table", None) is None:
             self._table = _table(self.data or b"")

@@ -14,6 +14,7 @@ The configuration the source receives is resolved on the Django side
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 from workers.datasets.sources.base import DataSource, SourceError
@@ -89,6 +90,4 @@ class PostgresQuerySource(DataSource, name="postgresql"):
 
 def _plain(value: Any) -> Any:
     """A NUMERIC column arrives as Decimal: a feature is a float."""
-    from decimal import Decimal
-
     return float(value) if isinstance(value, Decimal) else value
