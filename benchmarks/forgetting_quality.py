@@ -1,11 +1,14 @@
-"""Forgetting quality (NeurIPS 2023 unlearning challenge) of every approximate method.
+"""Forgetting quality (the NeurIPS 2023 unlearning challenge's score and the platform's variant) of every approximate method.
 
 The challenge's question: over many runs, can the outputs of unlearned models be told apart from
 those of models retrained without the forget set? Per forget record, N unlearned and N retrained
 models give two samples of its loss; audits/checks/forgetting_quality.py turns them into the
-challenge's per-example epsilons and score (1.0 = indistinguishable) and compares the score with
-its noise floor (the score's distribution when both samples come from one distribution, at the
-same N): FAIL when the score is below the floor's 5% quantile.
+platform's variant of the challenge's per-example epsilons and score (1.0 = indistinguishable;
+single-threshold attacks both ways, delta 0.01) and compares the score with its noise floor (the
+score's distribution when both samples come from one distribution, at the same N): FAIL when the
+score is below the floor's 5% quantile. Beside it, ``challenge F`` is the challenge's own score
+(audits/checks/challenge_metric.py, its metric.py's rules: logit-scaled confidences, double
+thresholds, delta 1e-5) over the same N runs.
 
 Set-up (one reference set, the platform's ``plain`` recipe): N originals (seeds 1..N) trained on
 all training records, N retrained models (seeds 1001..1000+N) trained without the forget set;
@@ -37,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from approximate_unlearning import canary_sources, per_record  # noqa: E402
 
+from audits.checks.challenge_metric import challenge_forget_score, logit_scaled_confidence  # noqa: E402
 from audits.checks.forgetting_quality import forgetting_quality  # noqa: E402
 from workers.datasets.reference import load_reference_split, materialise_reference, plant_canaries  # noqa: E402
 from workers.training import RECIPES  # noqa: E402
@@ -100,15 +104,22 @@ def main() -> None:
 
     started = time.perf_counter()
     signals: dict[str, list[np.ndarray]] = {"none": [], "retrain": [], **{m: [] for m in methods}}
+    confidences: dict[str, list[np.ndarray]] = {name: [] for name in signals}  # for the challenge's own score
     reference: list[np.ndarray] = []
+    reference_confidences: list[np.ndarray] = []
     seconds: dict[str, float] = {m: 0.0 for m in methods}
     for i in range(1, n + 1):
         original = recipe(i).train(train).model
         signals["none"].append(per_record(original, forget)[0])
+        confidences["none"].append(confidence(original, forget))
         # Seeds apart from the originals' (a shared seed would correlate a method's start with
         # its reference and flatter it), and apart from each other.
-        reference.append(per_record(recipe(1000 + i).train(retain).model, forget)[0])
-        signals["retrain"].append(per_record(recipe(2000 + i).train(retain).model, forget)[0])
+        retrained_model = recipe(1000 + i).train(retain).model
+        reference.append(per_record(retrained_model, forget)[0])
+        reference_confidences.append(confidence(retrained_model, forget))
+        second_retrain = recipe(2000 + i).train(retain).model
+        signals["retrain"].append(per_record(second_retrain, forget)[0])
+        confidences["retrain"].append(confidence(second_retrain, forget))
         for name in methods:
             method = METHODS.get(name)({"seed": i})
             forget_loader = DataLoader(forget, batch_size=32, shuffle=True)
@@ -116,13 +127,14 @@ def main() -> None:
             model, result = method.unlearn(original, forget_loader, retain_loader)
             seconds[name] += result.wall_seconds
             signals[name].append(per_record(model, forget)[0])
+            confidences[name].append(confidence(model, forget))
         print(f"  model set {i}/{n} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     retrained = np.stack(reference)
     rows = {}
-    print("\n| method | score | noise floor (median, 5%) | p (score <= floor) | verdict | leans to | "
-          "mean forget loss (retrained) | seconds per run |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| method | platform score | noise floor (median, 5%) | p (score <= floor) | verdict | leans to | "
+          "challenge F | mean forget loss (retrained) | seconds per run |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, runs in signals.items():
         check = forgetting_quality(record_ids=forget_keys, unlearned_signals=np.stack(runs),
                                    retrained_signals=retrained, higher_is_member=False, signal="loss")
@@ -132,14 +144,25 @@ def main() -> None:
             "p_value": check.null_p_value, "verdict": str(check.verdict.value), "side": check.side,
             "mean_forget_loss": float(np.stack(runs).mean()),
             "seconds_per_run": seconds[name] / n if name in seconds else None,
+            # The challenge's own score (metric.py's rules, logit-scaled confidences), N = n.
+            "challenge_f": (challenge_forget_score(np.stack(confidences[name]), np.stack(reference_confidences)).score
+                            if n >= 3 else None),
         }
         r = rows[name]
         print(f"| {name} | {_f(r['score'])} | {_f(r['null_median'])}, {_f(r['null_p05'])} | {_f(r['p_value'])} "
-              f"| {r['verdict']} | {r['side']} | {r['mean_forget_loss']:.3f} ({retrained.mean():.3f}) "
+              f"| {r['verdict']} | {r['side']} | {_f(r['challenge_f'])} | {r['mean_forget_loss']:.3f} ({retrained.mean():.3f}) "
               f"| {_f(r['seconds_per_run'])} |")
     print(json.dumps({"benchmark": "forgetting_quality", "dataset": args.dataset, "forget": args.forget,
                       "forget_records": len(forget), "models_per_side": n, "epochs": epochs,
                       "wall_seconds": round(time.perf_counter() - started, 1), "rows": rows}))
+
+
+@torch.no_grad()
+def confidence(model, dataset) -> np.ndarray:
+    """The challenge's signal per record of ``dataset``: log p_y - log(1 - p_y) from the logits."""
+    model.eval()
+    logits, labels = zip(*[(model(inputs), targets) for _, inputs, targets in DataLoader(dataset, batch_size=512)], strict=True)
+    return logit_scaled_confidence(torch.cat(logits).numpy(), torch.cat(labels).numpy())[1]
 
 
 def _f(value) -> str:

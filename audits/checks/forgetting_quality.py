@@ -1,9 +1,14 @@
-"""Forgetting quality: the per-example epsilon estimator of the NeurIPS 2023 unlearning challenge.
+"""Platform forgetting quality (check ``platform_forgetting_quality``): a variant of the NeurIPS
+2023 unlearning challenge's per-example epsilon estimator, NOT the challenge's score.
 
-Source (reimplemented here, not copied): Triantafillou et al., "Are we making progress in
-unlearning? Findings from the first NeurIPS unlearning competition", arXiv:2406.09073, Sec. 3,
-and the challenge's Kaggle scoring code (functions ``compute_epsilon_s``, ``bin_index_fn``, ``F``
-and ``forgetting_quality``, as reproduced in public competition repositories).
+The challenge's score itself, exactly as its ``metric.py`` computes it, is
+:mod:`audits.checks.challenge_metric`; this variant differs from it in the ways listed below and
+must never be reported under the challenge's name. Measured on the same inputs, its F is higher
+(more lenient) than the challenge's by 0.06-0.12 at 16-64 models and by up to 0.70 at 512 models
+with a few examples (issue 23's review).
+
+Source of the estimator: Triantafillou et al., "Are we making progress in unlearning? Findings
+from the first NeurIPS unlearning competition", arXiv:2406.09073, Sec. 3.
 
 For each forget example, N unlearned models (unlearning run N times with different seeds) and N
 retrained models give two samples of a scalar output signal. Every threshold attack on those
@@ -15,7 +20,14 @@ them zero is discarded, and the estimate starts at 0. Per-example epsilons are b
 0.5 over 13 bins (``np.digitize`` on ``0, 0.5, ..., 6``, so bin indices run 1..13) and the score
 is the mean over examples of ``2 / 2**bin`` (1.0 = indistinguishable, ~0 = fully separable).
 
-Differences from the challenge code, on purpose:
+Differences from the challenge's ``metric.py``:
+* single-threshold attacks only, at the observed values: the challenge adds a double-threshold
+  family ("between l and r") that catches a collapsed or peaky unlearned distribution inside a
+  wide retrained one, and gives the cap (50) outright to a distribution whose range is below 1%
+  of the other's;
+* delta = 0.01 here, 1e-5 in the challenge (a larger delta gives smaller epsilons);
+* 13 fixed bins (0 to 6.5) here; the challenge's buckets stop at ceil(log(N - 1)) and an epsilon
+  beyond them scores 0;
 * thresholds run in both directions ("unlearned if above" and "unlearned if below"): the
   challenge's threshold attack only used "above" and relied on a logistic-regression attack for
   the other side; without the reverse test an unlearned model whose loss stays *below* the
@@ -41,7 +53,7 @@ from numpy.typing import ArrayLike, NDArray
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
 
-CHALLENGE_DELTA = 0.01  # the delta the challenge scored with
+PLATFORM_DELTA = 0.01  # the challenge scored with 1e-5 (audits.checks.challenge_metric)
 BIN_WIDTH = 0.5
 N_BINS = 13
 # Below 16 models per side the smallest non-zero error rate exceeds 6% and a finite epsilon
@@ -105,7 +117,7 @@ def epsilon_from_error_rates(
 
 
 def per_example_epsilons(
-    unlearned_signals: ArrayLike, retrained_signals: ArrayLike, *, delta: float = CHALLENGE_DELTA
+    unlearned_signals: ArrayLike, retrained_signals: ArrayLike, *, delta: float = PLATFORM_DELTA
 ) -> NDArray[np.float64]:
     """Epsilon of every forget example from threshold attacks in both directions.
 
@@ -165,7 +177,7 @@ def null_distribution(
     n_retrained: int,
     n_examples: int,
     *,
-    delta: float = CHALLENGE_DELTA,
+    delta: float = PLATFORM_DELTA,
     n_simulated_examples: int = DEFAULT_NULL_EXAMPLES,
     n_replicates: int = DEFAULT_NULL_REPLICATES,
     seed: int = 0,
@@ -214,7 +226,7 @@ class ForgettingQualityResult(CheckResult):
 
 
 # Needs several unlearned and retrained models: run by the benchmark, not by the audit runner.
-@register_check(CheckSpec(name="forgetting_quality", role="forget", on_weights=True))
+@register_check(CheckSpec(name="platform_forgetting_quality", role="forget", on_weights=True))
 def forgetting_quality(
     *,
     record_ids: Sequence[str],
@@ -222,7 +234,7 @@ def forgetting_quality(
     retrained_signals: ArrayLike,
     higher_is_member: bool,
     signal: str = "loss",
-    delta: float = CHALLENGE_DELTA,
+    delta: float = PLATFORM_DELTA,
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
 ) -> ForgettingQualityResult:
@@ -244,7 +256,8 @@ def forgetting_quality(
     ids = record_id_tuple(record_ids, u.shape[1])
     n_u, n_r = u.shape[0], r.shape[0]
     rule = (
-        f"NeurIPS 2023 unlearning-challenge forgetting quality on {signal}: per-example epsilon "
+        f"Platform forgetting quality (a variant of the NeurIPS 2023 challenge score, not that score) on "
+        f"{signal}: per-example epsilon "
         f"from threshold attacks (both directions) with delta = {fmt(delta)}, bins of width "
         f"{BIN_WIDTH}, score = mean of 2 / 2^bin. FAIL if the score is below the {fmt(alpha)} "
         "quantile of its simulated distribution for identically distributed outputs at the same "
@@ -252,7 +265,7 @@ def forgetting_quality(
         "PASS otherwise."
     )
     common = {
-        "check": "forgetting_quality",
+        "check": "platform_forgetting_quality",
         "rule": rule,
         "signal": signal,
         "delta": delta,

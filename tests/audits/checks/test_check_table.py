@@ -58,7 +58,7 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
                                    "max_abs_difference": 0.25, "records_only_stored": 1,
                                    "records_only_replayed": 0, "missing": []}},
     },
-    "forgetting_quality": lambda: {
+    "platform_forgetting_quality": lambda: {
         "record_ids": record_ids(3),
         "unlearned_signals": np.zeros((16, 3)),
         "retrained_signals": np.ones((16, 3)),

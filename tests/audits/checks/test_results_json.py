@@ -68,7 +68,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "dp_group_privacy",
         "equivalence_tost",
         "exact_replay",
-        "forgetting_quality",
+        "platform_forgetting_quality",
         "lm_memorisation",
         "membership_lira",
         "membership_power",

@@ -60,7 +60,7 @@ def test_approximate_pass_needs_no_detection_power_and_equivalence():
         ("membership_lira", None),
         ("population_attack", None),
         ("equivalence_tost", "member"),
-        ("forgetting_quality", "member"),
+        ("platform_forgetting_quality", "member"),
         ("lm_memorisation", None),
     ],
 )
@@ -86,7 +86,7 @@ def test_approximate_fails_on_any_member_side_failure(name, side):
         replace(approximate_passing(), "equivalence_tost", INCONCLUSIVE),
         replace(approximate_passing(), "membership_lira", INCONCLUSIVE),  # untestable record
         replace(approximate_passing(), "equivalence_tost", FAIL, "non_member"),  # over-forgot
-        [*approximate_passing(), r("forgetting_quality", FAIL, "non_member")],
+        [*approximate_passing(), r("platform_forgetting_quality", FAIL, "non_member")],
     ],
 )
 def test_approximate_is_inconclusive_without_full_evidence(checks):
