@@ -73,6 +73,14 @@ class ClassifierEvidence:
     original_nonmember_null_scores: NDArray[np.float64] | None = None
     # How the shadow models were trained against how the model was (see audits.checks.shadow_procedure).
     shadow_procedure: ShadowProcedure | None = None
+    # The logit-scaled confidences before any standardisation, for the tests that need
+    # probabilities (RMIA): ``unlearned_conf``/``original_conf`` (forget records), ``reference_conf``
+    # (shadow models x forget records, rows as in ``shadow_reference.shadow_out``) and the same three
+    # on the held-out records (``population_*``). None when not measured.
+    raw_confidences: dict[str, NDArray[np.float64]] | None = None
+    # The level each per-record membership test runs at (Holm within the test over the records);
+    # the runner divides the family-wise alpha between the per-record tests it runs.
+    per_record_alpha: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,12 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
         nonmember_null_scores=held_out,
         original_nonmember_null_scores=held_out + rng.normal(0, 0.1, 200),
         shadow_procedure=ShadowProcedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
+        raw_confidences={
+            "unlearned_conf": baselines + rng.normal(0, 1, 20), "original_conf": baselines + 6.0 + rng.normal(0, 1, 20),
+            "reference_conf": shadow, "population_unlearned_conf": held_out,
+            "population_original_conf": held_out + rng.normal(0, 0.1, 200),
+            "population_reference_conf": held_out_shadow,
+        },
     )
 
 
@@ -243,7 +249,7 @@ def test_without_shadow_models_the_per_record_test_and_its_power_do_not_run():
         n
         for n in CHECKS
         if "classifier" in check_spec(n).applies_to
-        and n not in ("equivalence_tost", "membership_lira", "membership_power")
+        and n not in ("equivalence_tost", "membership_lira", "membership_power", "membership_rmia")
     ]
 
 

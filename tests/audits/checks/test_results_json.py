@@ -72,6 +72,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "lm_memorisation",
         "membership_lira",
         "membership_power",
+        "membership_rmia",
         "population_attack",
         "retain_privacy",
         "shadow_procedure",
