@@ -58,6 +58,12 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
                                    "max_abs_difference": 0.25, "records_only_stored": 1,
                                    "records_only_replayed": 0, "missing": []}},
     },
+    "representation_retention": lambda: {
+        "original": np.eye(12)[:, :6],
+        "unlearned": np.eye(12)[:, :6],
+        "references": [np.random.default_rng(s).normal(size=(12, 6)) for s in range(2)],
+        "controls": [np.eye(12)[:, :6] + np.random.default_rng(9).normal(0, 0.3, (12, 6))],
+    },
     "platform_forgetting_quality": lambda: {
         "record_ids": record_ids(3),
         "unlearned_signals": np.zeros((16, 3)),
