@@ -58,6 +58,10 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
                                    "max_abs_difference": 0.25, "records_only_stored": 1,
                                    "records_only_replayed": 0, "missing": []}},
     },
+    "relearning": lambda: {
+        "unlearned": {"10 steps": 0.6, "30 steps": 0.9},
+        "references": [{"10 steps": 0.0, "30 steps": 0.05}, {"10 steps": 0.02, "30 steps": 0.1}],
+    },
     "representation_retention": lambda: {
         "original": np.eye(12)[:, :6],
         "unlearned": np.eye(12)[:, :6],

@@ -5,62 +5,29 @@ every output and none of the representation: FAIL. A retrain without the class, 
 original on the retain set (another seed than the controls) and gradient ascent on the class all
 move the representation of the forget inputs: not FAILed."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from sklearn.datasets import load_digits
 
 from audits.checks.representation import linear_cka, representation_retention
 from audits.checks.result import Verdict
-
-FORGET = 3
+from tests.audits.checks.digits_models import FORGET, fit, fresh, retrained, split, trained
 
 
 @pytest.fixture(scope="module")
 def digits_models():
-    torch.set_num_threads(1)
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor((x / 16.0).astype(np.float32))
-    y = torch.tensor(y)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    train, test = order[:1300], order[1300:]
-    xt, yt, xe, ye = x[train], y[train], x[test], y[test]
-    keep = yt != FORGET
-
-    def net(seed):
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def fit(model, xs, ys, epochs, lr=1e-2, params=None, seed=0, ascend=None):
-        opt = torch.optim.Adam(params or model.parameters(), lr=lr)
-        g = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(xs), generator=g).split(64):
-                loss = nn.functional.cross_entropy(model(xs[batch]), ys[batch])
-                if ascend is not None:  # NegGrad+: ascend on a batch of the forget set
-                    f = torch.randint(0, len(ascend[0]), (16,), generator=g)
-                    loss = loss - 0.3 * nn.functional.cross_entropy(model(ascend[0][f]), ascend[1][f])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        return model
-
-    original = fit(net(1), xt, yt, 30)
-    references = [fit(net(10 + s), xt[keep], yt[keep], 30, seed=s) for s in range(3)]
+    xt, yt, xe, ye, keep = split()
+    original, references = trained()
     # The controls: the original fine-tuned on the retain set at the edit's budget (5 epochs, lr 1e-2).
-    controls = [fit(copy.deepcopy(original), xt[keep], yt[keep], 5, seed=100 + s) for s in range(3)]
-    head = copy.deepcopy(original)
+    controls = [fit(fresh(original), xt[keep], yt[keep], 5, seed=100 + s) for s in range(3)]
+    head = fresh(original)
     head[-1].reset_parameters()
     fit(head, xt[keep], yt[keep], 5, params=head[-1].parameters())
     unlearned = {
         "head_only": head,
-        "retrain": fit(net(20), xt[keep], yt[keep], 30, seed=7),
-        "finetune": fit(copy.deepcopy(original), xt[keep], yt[keep], 5, seed=200),
-        "neggrad_plus": fit(copy.deepcopy(original), xt[keep], yt[keep], 5, lr=1e-3, seed=300,
-                            ascend=(xt[~keep], yt[~keep])),
+        "retrain": retrained(20),
+        "finetune": fit(fresh(original), xt[keep], yt[keep], 5, seed=200),
+        "neggrad_plus": fit(fresh(original), xt[keep], yt[keep], 5, lr=1e-3, seed=300, ascend=(xt[~keep], yt[~keep])),
     }
     forget_inputs = xe[ye == FORGET]
 

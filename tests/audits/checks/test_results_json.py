@@ -74,6 +74,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "membership_power",
         "membership_rmia",
         "population_attack",
+        "relearning",
         "representation_retention",
         "retain_privacy",
         "shadow_procedure",
