@@ -58,6 +58,15 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
                                    "max_abs_difference": 0.25, "records_only_stored": 1,
                                    "records_only_replayed": 0, "missing": []}},
     },
+    "unlearning_lira": lambda: {
+        "record_ids": record_ids(3),
+        "design": "per record",
+        "target_scores": np.zeros(3),
+        "unlearned_shadow_scores": np.random.default_rng(1).normal(3, 1, (6, 3)),
+        "unlearned_shadow_held": np.ones((6, 3), dtype=bool),
+        "out_shadow_scores": np.random.default_rng(2).normal(0, 1, (6, 3)),
+        "out_shadow_mask": np.ones((6, 3), dtype=bool),
+    },
     "relearning": lambda: {
         "unlearned": {"10 steps": 0.6, "30 steps": 0.9},
         "references": [{"10 steps": 0.0, "30 steps": 0.05}, {"10 steps": 0.02, "30 steps": 0.1}],
