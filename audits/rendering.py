@@ -123,6 +123,7 @@ def render_report_pdf(report: dict[str, Any]) -> bytes:
     story += _first_page(report, styles)
     story += _request_section(report, styles)
     story += _scope_section(report, styles)
+    story += _recipients_paragraphs(report, styles)
     for index, entry in enumerate(report["model_versions"], start=1):
         story.append(PageBreak())
         story += _model_section(entry, index, styles)
@@ -323,6 +324,11 @@ def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
     retried = [_model_name(e) for e in entries if e.get("earlier_attempts")]
     retried_sentence = (f" For {'; '.join(retried)} an earlier attempt did not pass its audit; it was "
                         "escalated and its result destroyed (see that model's section).") if retried else ""
+    kept = [_model_name(e) for e in entries if e.get("dp_bound")]
+    if kept:  # a dp_bounded result: the model was kept as trained, on its privacy bound
+        retried_sentence += (f" Nothing was deleted from the weights of {'; '.join(kept)}: trained with differential "
+                             "privacy, it was kept on its privacy bound for this person's records (see its section), "
+                             "which is a risk decision, not erasure.")
     if worst == "PASS":
         return worst, (f"All {_plural(len(entries), 'unlearned model version')} passed their checks. "
                        "What each result promises, and what it does not, is set out per model below."
@@ -505,6 +511,20 @@ def _scope_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
     return story
 
 
+def _recipients_paragraphs(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
+    """GDPR Art. 19: the recipients of model copies who were told of the erasure (by a signed
+    webhook), each with what they were asked to do."""
+    recipients = report.get("recipients_notified") or []
+    if not recipients:
+        return []
+    items = [f"{r['name']} (webhook endpoint #{r['endpoint_id']}), holding {r['model']} version {r['version_held']}: "
+             + (f"asked to replace it with version {r['new_version']} and delete every copy of it"
+                if r["action"] == "replace" else "asked to stop using it and delete every copy of it")
+             for r in recipients]
+    return [_p("Recipients of model copies told of the erasure (GDPR Art. 19):", styles["body"]),
+            _bullets(items, styles["body"])]
+
+
 def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) -> list[Any]:
     verdict, guarantee = entry["verdict"], entry["guarantee"]
     new_version = (f"version {entry['new_version']}" if entry["new_version"] is not None
@@ -527,6 +547,7 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
             ("Cost", _cost_text(entry["cost"])),
         ], styles),
         *_attestation(entry, styles),
+        *_dp_bound(entry, styles),
         *_promise(entry, styles),
         _p("What it does not promise", styles["h2"]),
         _p(guarantee["does_not_promise"], styles["body"]),
@@ -657,6 +678,48 @@ def _attestation(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
              "none: the company provided none"),
         ], styles),
         _p(attestation["statement"], styles["quote"]),
+    ]
+
+
+def _dp_bound(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
+    """For a model kept on its differential-privacy bound (dp_bounded): the person's bound, how it
+    was computed, the limits, vacuous or not, and what of the training pipeline was private."""
+    bound = entry.get("dp_bound")
+    if not bound:
+        return []
+
+    def figure(value: float | None) -> str:
+        return "infinite" if value is None else f"{value:.4g}"
+
+    per_record = bound["per_record"]
+    accountant = bound["accountant"]
+    holds = {True: "private", False: "NOT private", None: "not known"}
+    return [
+        _p("The differential-privacy bound (nothing was deleted from the weights)", styles["h2"]),
+        _p(bound["statement"], styles["quote"]),
+        _facts([
+            ("This person's records (k)", str(bound["k"])),
+            ("Bound", f"epsilon {figure(bound['epsilon'])}, delta {figure(bound['delta'])}"),
+            ("Computed by", bound["computed_by"] + (
+                " (the group accounted as one unit by Opacus' accountant)" if bound["computed_by"] != "generic"
+                else " (k epsilon, k e^((k-1) epsilon) delta)")),
+            ("Generic bound", f"epsilon {figure(bound['generic']['epsilon'])}, delta {figure(bound['generic']['delta'])}"),
+            ("Accountant's group bound", f"epsilon {figure(accountant['epsilon'])}, delta {figure(accountant['delta'])}"
+             if accountant else "not computed"),
+            ("Per record (the run)", f"epsilon {figure(per_record['epsilon'])} at delta {figure(per_record['delta'])}, "
+                                     f"{per_record['accountant']} accountant, sampling rate "
+                                     f"{figure(per_record['sample_rate'])}, noise multiplier "
+                                     f"{figure(per_record['noise_multiplier'])}, {per_record['steps']} steps"),
+            ("Policy limits", f"epsilon <= {figure(bound['max_epsilon'])}, delta <= {figure(bound['max_delta'])}"),
+            ("Within the limits", "yes" if bound["within_limits"] else "NO: the bound is vacuous"),
+            ("Whole pipeline private", holds[bound["whole_pipeline_private"]]),
+        ], styles),
+        *([_p("What the training run recorded of its pipeline (the bound holds only if all of it was private):",
+              styles["body"]),
+           _bullets([f"{c['condition'].replace('_', ' ')}: {holds[c['holds']]} ({c['known_by']}): {c['detail']}"
+                     for c in bound["conditions"]], styles["small"])] if bound["conditions"] else
+          [_p("The training run recorded nothing of what was private beyond DP-SGD itself: whether the whole "
+              "pipeline was private is not known.", styles["body"])]),
     ]
 
 

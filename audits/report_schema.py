@@ -59,11 +59,25 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
     request's and those erased before) the platform checked it against and how many of them it
     found there, the reference models from the same pipeline the audit used, and the promise in
     one paragraph as the report prints it.
+  - ``dp_bound`` (only for a ``dp_bounded`` result: a model trained with DP-SGD kept as it is, by the
+    DPO's decision): ``{k, epsilon, delta, computed_by, generic, accountant, per_record, max_epsilon,
+    max_delta, within_limits, vacuous, whole_pipeline_private, conditions, statement}``: the
+    person's group-privacy bound for their k records (epsilon and delta; null when infinite), how it
+    was computed (``accountant (...)``: the group accounted as one unit by Opacus' accountant, or
+    ``generic``: (k epsilon, k e^((k-1) epsilon) delta)), both bounds (``{epsilon, delta}``; the
+    accountant's null where it could not compute one), the run's per-record figures ``{epsilon, delta,
+    accountant, sample_rate, noise_multiplier, steps}``, the policy's limits, whether the bound is
+    within them or vacuous, whether the whole pipeline was private (null: not known) with the
+    ``conditions`` ``[{condition, holds, known_by, detail}]`` the run recorded, and the statement the
+    report prints (nothing was deleted from the weights; the bound is a risk decision).
 
 * ``end_state`` (reports since 2026-12-06): ``{status, meaning}``: ``COMPLETED`` (erasure
   confirmed for every affected model, or the model withdrawn or held as the report says) or
   ``CLOSED_RISK_ACCEPTED`` (erasure not confirmed for at least one model; the residual risk
   accepted by two DPO users), and what that means for the company's position, in plain words.
+* ``recipients_notified`` (optional): ``[{name, endpoint_id, model, version_held, new_version,
+  action}]``: the recipients of model copies told of the erasure by a signed webhook (GDPR
+  Art. 19), and whether they were asked to replace their copy or delete it; never a secret or URL.
 * ``limitations``: what these tests cannot show, in short sentences (at least one; see
   :data:`STANDARD_LIMITATIONS`).
 * ``ledger_head``: ``{seq, hash}``: the ledger's head when the report was signed (hash as 64 hex
@@ -303,6 +317,46 @@ class Attestation(TypedDict):
     statement: Text
 
 
+class DPFigures(TypedDict):
+    epsilon: float | None  # null when infinite
+    delta: float | None
+
+
+class DPPerRecord(TypedDict):
+    epsilon: float
+    delta: float
+    accountant: Text
+    sample_rate: float
+    noise_multiplier: float
+    steps: Count
+
+
+class DPCondition(TypedDict):
+    condition: Text
+    holds: bool | None  # null: not known
+    known_by: Text  # the recipe, the ML engineer's declaration, or unknown
+    detail: str
+
+
+class DPBound(TypedDict):
+    """A dp_bounded result: the person's group-privacy bound, how it was computed, and its conditions."""
+
+    k: Count
+    epsilon: float | None
+    delta: float | None
+    computed_by: Text
+    generic: DPFigures
+    accountant: DPFigures | None
+    per_record: DPPerRecord
+    max_epsilon: float
+    max_delta: float
+    within_limits: bool
+    vacuous: bool
+    whole_pipeline_private: bool | None
+    conditions: list[DPCondition]
+    statement: Text
+
+
 class ModelVersionReport(TypedDict):
     model: Text
     version: Count
@@ -323,6 +377,7 @@ class ModelVersionReport(TypedDict):
     earlier_attempts: NotRequired[list[EarlierAttempt]]
     risk_acceptance: NotRequired[RiskAcceptance]
     attestation: NotRequired[Attestation]
+    dp_bound: NotRequired[DPBound]
 
 
 class EndState(TypedDict):
@@ -330,6 +385,18 @@ class EndState(TypedDict):
 
     status: Literal["COMPLETED", "CLOSED_RISK_ACCEPTED"]
     meaning: Text
+
+
+class RecipientNotified(TypedDict):
+    """A recipient of a model copy told of the erasure (GDPR Art. 19): who, through which webhook
+    endpoint, of which version, and what they were asked to do (replace or delete)."""
+
+    name: Text
+    endpoint_id: Count
+    model: Text
+    version_held: Count
+    new_version: int | None
+    action: Literal["replace", "delete"]
 
 
 class LedgerHeadEntry(TypedDict):
@@ -356,6 +423,7 @@ class ReportData(TypedDict):
     scope: Scope
     model_versions: list[ModelVersionReport]
     end_state: NotRequired[EndState]
+    recipients_notified: NotRequired[list[RecipientNotified]]
     limitations: Annotated[list[Text], _NON_EMPTY]
     ledger_head: LedgerHeadEntry
     signer: SignerEntry

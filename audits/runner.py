@@ -16,6 +16,7 @@ import time
 import numpy as np
 from django.db import transaction
 
+from audits.checks.rmia import MIN_POPULATION as RMIA_MIN_POPULATION
 from audits.investigation import flagged_record_keys
 from foundation.strict_json import jsonable
 from models_registry import selectors
@@ -35,6 +36,8 @@ from workers.runners.storage import artifact_store
 
 logger = logging.getLogger(__name__)
 
+# The chance of a false FAIL from the per-record membership tests together (LiRA and RMIA share it).
+FAMILY_ALPHA = 0.05
 RETAIN_SAMPLE = 500
 TEST_SAMPLE = 1000
 HISTOGRAM_BINS = 30
@@ -113,6 +116,8 @@ def run_audit_job(job: Job, progress) -> dict:
     from workers.training.device import select_device
     from workers.training.storage import load_run
 
+    if job.guarantee_class == "dp_bounded":
+        return dp_bound_audit(job)
     started = time.perf_counter()
     load_recipes()
     new = ModelVersion.objects.select_related("model", "parent").get(pk=job.config["audited_version"])
@@ -146,8 +151,63 @@ def run_audit_job(job: Job, progress) -> dict:
         if flagged and unlearned.tokenizer is None:
             progress("investigating the sanity check's flags", 0.78)
             audit["flag_investigation"] = _investigate(flagged, unlearned, dataset, device)
+    if derived_version(source):
+        # A derived child may hold records of its parent's dataset through the lineage: its lineage
+        # proof and purge cover every record of the request, not only those of its own dataset.
+        records = list(DataRecord.objects.filter(id__in=job.forget_record_ids).order_by("id"))
+        audit["derived"] = {"reference": "none: the shadow models of a derived model would learn from the same "
+                                         "parent, which held the records, so no reference that never saw them exists",
+                            "records_scored": len(forget_keys), "records": len(records)}
     return _conclude(job, source, new, records, checks, audit, suppression, store=store, device=device,
                      started=started, progress=progress)
+
+
+def dp_bound_audit(job: Job) -> dict:
+    """The audit of a dp_bounded outcome: nothing was unlearned and no version made, so the weights
+    are not tested; the dp_group_privacy check recomputes the person's group-privacy bound for their
+    k = ``len(job.forget_record_ids)`` records from the accountant figures the DP-SGD run recorded on
+    the version (the accountant's group bound or the generic one, the smaller), against the limits the
+    plan declared (``job.config["dp_limits"]``), and states what of the pipeline the run recorded as
+    private. No copy is purged: the model that holds the records keeps serving, by the DPO's decision."""
+    from audits.checks.dp_group import DPTrainingFigures, dp_group_privacy
+    from audits.checks.result import CheckResult
+    from audits.checks.verdict import final_verdict
+
+    started = time.perf_counter()
+    version = ModelVersion.objects.select_related("model").get(pk=job.config["audited_version"])
+    limits = (job.config or {}).get("dp_limits") or {}
+    metrics = version.metrics or {}
+    figures = DPTrainingFigures.from_metrics(metrics)
+    k = len(job.forget_record_ids)
+    checks: list[CheckResult] = []
+    if figures is not None and k >= 1 and limits.get("max_epsilon") is not None:
+        checks.append(dp_group_privacy(epsilon=figures.epsilon, delta=figures.delta, k=k,
+                                       max_epsilon=float(limits["max_epsilon"]),
+                                       max_delta=float(limits["max_delta"]), figures=figures))
+    verdict = final_verdict(guarantee_class="dp_bounded", checks=checks)
+    notes = list(verdict.notes)
+    pipeline = metrics.get("dp_pipeline") or {}
+    whole = pipeline.get("whole_pipeline_private") if pipeline else None
+    if whole is not True:
+        notes.append("The bound holds only if the whole training pipeline was private; the run recorded "
+                     + ("that part of it was NOT." if whole is False else "not all of it as private (see the conditions)."))
+    notes.append("Nothing was deleted from the model's weights: the bound is what the risk decision rests on. No "
+                 "statistical test ran: the weights tested would be those of the version that holds the records.")
+    audit = {
+        "records": k, "shadow_models": 0, "nothing_deleted": True,
+        "checks": [c.to_dict() for c in checks],
+        "verdict": {**verdict.to_dict(), "notes": notes},
+        "dp_bound": {"figures": None if figures is None else {
+            "accountant": figures.accountant, "sample_rate": figures.sample_rate,
+            "noise_multiplier": figures.noise_multiplier, "steps": figures.steps, "delta": figures.delta,
+            "epsilon": figures.epsilon},
+            "whole_pipeline_private": whole, "conditions": pipeline.get("conditions") or {},
+            "conditions_recorded": bool(pipeline)},
+        "purged": [], "purge_deferred": [], "older_copies_purged": None, "purge_waits_for_decision": True,
+        "audit_seconds": round(time.perf_counter() - started, 3),
+    }
+    audit = jsonable(audit)
+    return {"device": "cpu", "verdict": audit["verdict"]["verdict"], "purged": 0, "audit": audit}
 
 
 def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, original, unlearned, dataset,
@@ -212,6 +272,11 @@ def reference_models_for(job: Job, *, source: ModelVersion, new: ModelVersion) -
     at all, no procedure (None: the verdict says the declaration was not tested)."""
     from workers.runners.shadow import shadow_runs
 
+    if derived_version(source):
+        # Shadow models of a derived model would be derived from the same parent, which held the
+        # records (workers.services.shadow_models_train refuses them): no reference exists, so the
+        # per-record test does not run; an exact result rests on its lineage, another is INCONCLUSIVE.
+        return [], None
     if job.guarantee_class == "exact_attested":
         from audits.checks.evidence import ShadowProcedure
         from workers.pipeline_references import pipeline_reference_runs
@@ -229,6 +294,21 @@ def reference_models_for(job: Job, *, source: ModelVersion, new: ModelVersion) -
         # None at all: no procedure to judge; the verdict says the declaration was not tested.
         return platform, shadow_procedure_of(source) if platform else None
     return shadow_runs(version=source), shadow_procedure_of(source)
+
+
+def min_out_shadows(version: ModelVersion) -> int:
+    """The shadow policy's minimum of OUT shadow models per forgotten record: the platform's
+    ``AUDIT_MIN_OUT_SHADOWS``, or more where the model's policy asks (never fewer)."""
+    from django.conf import settings
+
+    asked = (version.model.unlearning_policy or {}).get("min_out_shadows")
+    return max(settings.AUDIT_MIN_OUT_SHADOWS, int(asked)) if asked else settings.AUDIT_MIN_OUT_SHADOWS
+
+
+def derived_version(version: ModelVersion) -> bool:
+    """Whether ``version`` (or the trained version at the top of its unlearning chain) was derived
+    from another model's version (distilled, fine-tuned)."""
+    return version.upstream_edges.exists() or selectors.lineage_root(version).upstream_edges.exists()
 
 
 def replay_check(outcome: dict):
@@ -302,6 +382,14 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
                                          nonmember_shadow_scores=shadow_test_z if len(test_keys) else None)
     attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
                                                             shadow_test)
+    # The raw confidences for RMIA (probabilities, not the standardised scale), when it can run:
+    # then LiRA and RMIA share the family-wise alpha (each at half, Holm within each over the records).
+    raw_confidences = None
+    if reference is not None and len(test_keys) >= RMIA_MIN_POPULATION:
+        raw_confidences = {"unlearned_conf": f_after, "original_conf": f_before, "reference_conf": raw_shadow_scores,
+                           "population_unlearned_conf": t_after, "population_original_conf": t_before,
+                           "population_reference_conf": np.array(shadow_test)}
+    per_record_alpha = FAMILY_ALPHA / (2 if raw_confidences is not None else 1)
     # Declared before any score was seen (the audit job's config); a job without them (planned
     # before they existed) runs no equivalence test.
     margins = DeclaredMargins.from_config(equivalence)
@@ -313,7 +401,9 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
                                original_retain=retain_acc_before, original_test=test_acc_before),
         nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
-        shadow_procedure=procedure,
+        shadow_procedure=procedure, raw_confidences=raw_confidences, per_record_alpha=per_record_alpha,
+        out_shadow_counts=(~np.array(shadow_in, dtype=bool)).sum(axis=0) if shadow_in else None,
+        shadow_models=len(shadows), min_out_shadows=min_out_shadows(source),
     ))
     audit = {
         "shadow_models": len(shadows),

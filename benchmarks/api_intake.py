@@ -92,6 +92,7 @@ def main() -> None:
     env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "false",
            "SECRET_KEY": settings.SECRET_KEY, "SUBJECT_PEPPER": settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION],
            "RECORD_KEK": settings.RECORD_KEK, "KEYSTORE_DIR": str(settings.KEYSTORE_DIR),
+           "CONTENT_FINGERPRINT_KEY": settings.CONTENT_FINGERPRINT_KEYS[settings.CONTENT_FINGERPRINT_KEY_VERSION],
            # Plain HTTP on loopback (TLS ends at a proxy in production); no rate limit on the load.
            "SECURE_SSL_REDIRECT": "false", "BEHIND_TLS_PROXY": "false", "INTAKE_RATE_LIMIT": "10000000/minute"}
     server = subprocess.Popen(

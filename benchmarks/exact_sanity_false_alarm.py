@@ -89,7 +89,7 @@ from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
 
 # workers/runners/shadow.py (imports Django): the production count and the half each shadow gets.
-SHADOW_COUNT_DEFAULT = 16
+SHADOW_COUNT_DEFAULT = 32
 SHADOW_FRACTION = 0.5
 SHADOW_SEED_BASE = 10_000
 # audits/runner.py: held-out records the audit scores.
@@ -137,12 +137,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
-    """workers.runners.shadow.shadow_half: a deterministic half of ``keys`` by a hash of
-    (version, index, key)."""
-    def draw(key: str) -> int:
-        return hashlib.sha256(f"shadow:{version_id}:{index}:{key}".encode()).digest()[0]
+    """workers.runners.shadow.shadow_half: complementary pairs (indices 2i and 2i + 1) split the
+    keys by a hash of (version, pair, key), one half each (the test holds the two equal)."""
+    pair, second = divmod(index, 2)
 
-    return sorted(k for k in keys if draw(k) < 256 * SHADOW_FRACTION)
+    def first_half(key: str) -> bool:
+        return hashlib.sha256(f"shadow:{version_id}:{pair}:{key}".encode()).digest()[0] < 256 * SHADOW_FRACTION
+
+    return sorted(k for k in keys if first_half(k) != bool(second))
 
 
 def standardise(scores: np.ndarray, held_out: np.ndarray) -> np.ndarray:

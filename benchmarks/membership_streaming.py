@@ -145,6 +145,7 @@ def _gunicorn(workers: int) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "false",
            "SECRET_KEY": settings.SECRET_KEY, "SUBJECT_PEPPER": settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION],
            "RECORD_KEK": settings.RECORD_KEK, "KEYSTORE_DIR": str(settings.KEYSTORE_DIR),
+           "CONTENT_FINGERPRINT_KEY": settings.CONTENT_FINGERPRINT_KEYS[settings.CONTENT_FINGERPRINT_KEY_VERSION],
            "SECURE_SSL_REDIRECT": "false", "BEHIND_TLS_PROXY": "false"}
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "deletion_platform.wsgi:application", "--workers",
                                str(workers), "--timeout", "300", "--bind", f"127.0.0.1:{port}", "--log-level",

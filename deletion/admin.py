@@ -56,6 +56,7 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
+from deletion.report_data import derived_model_note
 from foundation.errors import DomainError
 from models_registry.models import RegisteredModel
 
@@ -121,7 +122,7 @@ def audit_summary(audit: Any) -> dict[str, Any]:
               for check in audit.get("checks", []) if isinstance(check, dict)]
     verdict = audit.get("verdict") if isinstance(audit.get("verdict"), dict) else {}
     return {"metrics": rows, "checks": checks, "rule": verdict.get("rule", ""),
-            "shadow_models": audit.get("shadow_models")}
+            "shadow_models": audit.get("shadow_models"), "nothing_deleted": bool(audit.get("nothing_deleted"))}
 
 
 def report_pdf_url(report_id: int) -> str:
@@ -391,6 +392,8 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "outcome": outcome,
             "verdict_tone": VERDICT_TONE.get(outcome.verdict, "off"),
             "action": guarantee_text(outcome.guarantee_class).action,
+            # A derived child: its parent, the parent's new version it was re-derived from, the class cap.
+            "derived": derived_model_note(outcome),
             "audit": audit_summary(getattr(outcome, "audit", None)),
             "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
@@ -419,6 +422,8 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "jobs": jobs,
             "reports": [{"report": report, "pdf_url": report_pdf_url(report.pk)}
                         for report in selectors.request_reports(request=target)],
+            # Notices to the person and to recipients of model copies: never the address or the text.
+            "notices": list(target.notices.select_related("recipient").order_by("created_at", "id")),
             "can_act": can_act,
             "offer": {
                 "verify": can_act and target.status == S.RECEIVED,

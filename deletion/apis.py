@@ -52,6 +52,16 @@ class VerificationIn(StrictSerializer):
     verifier = serializers.CharField(max_length=200)
 
 
+class ContactIn(StrictSerializer):
+    # Checked by the intake service (deletion.notices), which names the field in its error.
+    email = serializers.CharField(required=False, max_length=254, help_text=(
+        "where the person is told of the receipt, an extension, a refusal and the completion; kept only "
+        "encrypted, and destroyed after the last notice"))
+    handoff = serializers.ChoiceField(["webhook"], required=False, help_text=(
+        "webhook: the notices go, written out, to this client's webhooks (event notice.<kind>) for its own "
+        "request system to pass on"))
+
+
 class DeletionRequestIn(StrictSerializer):
     identifiers = IdentifiersIn(required=False)
     record_keys = RecordKeyIn(many=True, required=False, max_length=1000)
@@ -59,6 +69,9 @@ class DeletionRequestIn(StrictSerializer):
     legal_ground = serializers.ChoiceField(LegalGround.choices)
     channel = serializers.CharField(max_length=50)
     verification = VerificationIn(required=False)
+    contact = ContactIn(required=False)
+    language = serializers.CharField(required=False, max_length=35, help_text=(
+        "the language the notices are written in (e.g. en, de); English where it has no translation"))
 
     def validate(self, data):
         if not data.get("identifiers") and not data.get("record_keys"):
@@ -397,7 +410,7 @@ class WebhookListApi(APIView):
 
     @extend_schema(responses=WebhookOut(many=True))
     def get(self, request):
-        return Response(WebhookOut(request.user.webhooks.filter(active=True), many=True).data)
+        return Response(WebhookOut(request.user.webhooks.filter(active=True, recipient__isnull=True), many=True).data)
 
     @extend_schema(request=WebhookIn, responses={201: WebhookOut})
     def post(self, request):
@@ -412,7 +425,7 @@ class WebhookDetailApi(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, webhook_id: int):
-        changed = request.user.webhooks.filter(pk=webhook_id, active=True).update(active=False)
+        changed = request.user.webhooks.filter(pk=webhook_id, active=True, recipient__isnull=True).update(active=False)
         if not changed:
             raise NotFound("no such webhook")
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,6 +12,7 @@ class DeletionConfig(AppConfig):
         from deletion.workflow import (
             on_job_finished,
             run_report_job,
+            unsettled_parent_reason,
             unsettled_source_reason,
             versions_open_requests_use,
         )
@@ -23,6 +24,7 @@ class DeletionConfig(AppConfig):
         job_runner_register(JobKind.REPORT, run_report_job)
         JOB_FINISHED.add(lambda job_id: on_job_finished(job_id=job_id))
         JOB_GATES.add(unsettled_source_reason)
+        JOB_GATES.add(unsettled_parent_reason)
         JOB_GATES.add(external_retrain_wait_reason)
         EXTERNAL_RETRAIN_CHECKS.add(external_retrain_problem)
         VERSIONS_HELD.add(versions_open_requests_use)

@@ -25,9 +25,14 @@ from deletion.models import (
     REJECTIONS_BY_JURISDICTION,
     DeletionRequest,
     ModelOutcome,
+    NoticeKind,
     OutcomeStatus,
 )
+from deletion.notices import notice_send
 from deletion.planning import (
+    DP_BOUNDED,
+    derived_steps_planned,
+    dp_bound_plan,
     equivalence_test_plan,
     estimated_cost,
     plan_method,
@@ -44,6 +49,7 @@ from workers.jobs import job_cancel, job_create, versions_held
 from workers.mlflow_registry import mlflow_deployment_confirmed, mlflow_model_withdrawn
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
+from workers.unlearning.catalogue import METHOD_SPECS
 
 
 @transaction.atomic
@@ -65,6 +71,8 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
         # S3T: how much of the kept data the served model would still learn from, and the retrain
         # of the switched-off adapters offered when that crosses the model's floor.
         kept_data, alternatives = s3t_kept_data(version=version, record_ids=record_ids) if method == "s3t" else (None, [])
+        # DP-SGD-trained: the person's group-privacy bound, and dp_bounded offered as a risk decision.
+        dp_bound, dp_alternatives = dp_bound_plan(version=version, records=len(record_ids))
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "method": method, "guarantee_class": guarantee,
@@ -80,9 +88,11 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             # The independent replay of an exact result: when it runs and what it costs.
             "replay": replay_plan(version=version, method=method),
             "kept_data": kept_data,
+            "dp_bound": dp_bound,
             # Methods the DPO may approve instead of ``method`` (deletion_request_approve's ``methods``).
-            "alternatives": alternatives,
+            "alternatives": alternatives + dp_alternatives,
         })
+    plan = derived_steps_planned(plan)  # derived children: re-derived from their parent's new version
     summary = {
         "records": len(scope.record_ids), "records_by_dataset": scope.records_by_dataset,
         "model_versions": [{"id": p["model_version_id"], "model": p["model"], "version": p["version"]} for p in plan],
@@ -129,6 +139,9 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         if step["method"] == EXTERNAL_RETRAIN:  # the company's own pipeline retrains (its signed job goes out)
             external_retrain_start(outcome=outcome, actor=actor)
             continue
+        if step["method"] == DP_BOUNDED:  # nothing is unlearned: the bound is audited, then the DPO decides
+            _dp_bound_audit_start(request, outcome, step, actor)
+            continue
         version = ModelVersion.objects.select_related("model").get(pk=version_id)
         job = _unlearning_job_for(request, version, step)
         outcome.job = job
@@ -141,7 +154,29 @@ def deletion_request_approve(*, request: DeletionRequest, actor, holds: dict[int
         # report, which erases the records and says what was (not) done.
         request = transition(request, (S.APPROVED,), S.AUDITING, actor="platform", event="request.auditing")
         return _advanced(request)
-    return transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
+    request = transition(request, (S.APPROVED,), S.EXECUTING, actor="platform", event="request.executing")
+    if not request.outcomes.filter(status__in=[OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING]).exists():
+        return _advanced(request)  # nothing to unlearn, only audits to run (dp_bounded): on to AUDITING
+    return request
+
+
+def _dp_bound_audit_start(request: DeletionRequest, outcome: ModelOutcome, step: dict, actor) -> None:
+    """dp_bounded: no unlearning job and no new version. An audit job (guarantee class dp_bounded)
+    recomputes the person's group-privacy bound from the version's recorded accountant figures and
+    holds it against the limits the plan declared (audits.runner); the outcome then waits for the
+    DPO's written risk acceptance whatever the bound (deletion.workflow.on_job_finished)."""
+    version = outcome.model_version
+    declared = step.get("dp_bound") or {}
+    job = job_create(kind=JobKind.AUDIT, registered_model=version.model, source_version=version,
+                     deletion_request=request, forget_record_ids=step["record_ids"], guarantee_class=DP_BOUNDED,
+                     config={"audited_version": version.id,
+                             "dp_limits": {"max_epsilon": declared.get("max_epsilon"),
+                                           "max_delta": declared.get("max_delta")}})
+    outcome.audit_job = job
+    outcome.status = OutcomeStatus.AUDITING
+    outcome.save(update_fields=["audit_job", "status"])
+    ledger_append(event_type="job.created", actor=actor_name(actor), request=str(request.public_id),
+                  job=job.id, model_version=version.id, method=DP_BOUNDED, kind=JobKind.AUDIT)
 
 
 def _chosen_step(planned: dict[int, dict], version_id: int, method: str) -> dict:
@@ -180,7 +215,7 @@ def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: d
             return pending
     return job_create(kind=JobKind.UNLEARN, registered_model=version.model, source_version=version,
                       deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
-                      config=(version.model.unlearning_policy or {}).get("method_config", {}),
+                      config=step.get("method_config") or (version.model.unlearning_policy or {}).get("method_config", {}),
                       forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"],
                       countdown=window)
 
@@ -193,9 +228,11 @@ def deletion_request_reject(*, request: DeletionRequest, actor, ground: str, rea
                                f"allowed: {', '.join(allowed)}", field="ground")
     if not reason.strip():
         raise ValidationFailed("a reason is required", field="reason")
-    return transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.REJECTED, actor=actor_name(actor),
-                       event="request.rejected", rejection_ground=ground, decision_reason=reason,
-                       completed_at=timezone.now(), identifier_digests=[])
+    request = transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.REJECTED, actor=actor_name(actor),
+                         event="request.rejected", rejection_ground=ground, decision_reason=reason,
+                         completed_at=timezone.now(), identifier_digests=[])
+    notice_send(request=request, kind=NoticeKind.REFUSAL)  # its grounds and the right to complain
+    return request
 
 
 @transaction.atomic
@@ -222,15 +259,19 @@ def deletion_request_extend(*, request: DeletionRequest, actor, reason: str, mon
         if months is not None or not 1 <= days <= CCPA_DAYS:
             raise ValidationFailed(f"CCPA extensions are up to {CCPA_DAYS} days", field="days")
         new_due = request.due_at + timedelta(days=days)
-    return transition(request, OPEN_STATES, request.status, actor=actor_name(actor), event="request.extended",
-                       due_at=new_due, extended_at=now, extension_reason=reason, overdue=False)
+    request = transition(request, OPEN_STATES, request.status, actor=actor_name(actor), event="request.extended",
+                         due_at=new_due, extended_at=now, extension_reason=reason, overdue=False)
+    notice_send(request=request, kind=NoticeKind.EXTENSION)  # Art. 12(3): the person is told, with the reasons
+    return request
 
 
 @transaction.atomic
 def deletion_request_cancel(*, request: DeletionRequest, actor, reason: str = "") -> DeletionRequest:
-    return transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.CANCELLED, actor=actor_name(actor),
-                       event="request.cancelled", decision_reason=reason, completed_at=timezone.now(),
-                       identifier_digests=[])
+    request = transition(request, (S.RECEIVED, S.VERIFIED, S.SCOPED), S.CANCELLED, actor=actor_name(actor),
+                         event="request.cancelled", decision_reason=reason, completed_at=timezone.now(),
+                         identifier_digests=[])
+    notice_send(request=request, kind=NoticeKind.CANCELLATION)
+    return request
 
 
 # Outcomes whose audit did not pass: they wait for the DPO to escalate, withdraw or accept the risk.
@@ -292,6 +333,11 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int,
         raise Conflict(f"only an audit that did not pass can be escalated (this outcome is {outcome.status})",
                        code="illegal_transition")
     version = outcome.model_version
+    if outcome.method in METHOD_SPECS and METHOD_SPECS.get(outcome.method).rederives:
+        # Its recipe derives it from a parent: a retrain is the re-derivation that did not pass.
+        raise Conflict(f"{version} is derived from another model and was re-derived from its parent's new version; "
+                       "it cannot be retrained on its own: withdraw it from serving (GDPR Art. 18) or accept the "
+                       "risk", code="escalation_impossible", details={"model_version": version.id})
     method = method or (EXTERNAL_RETRAIN if external_retrain_policy(version.model) else "retrain")
     if method not in ("retrain", EXTERNAL_RETRAIN):
         raise ValidationFailed(f"escalation is to an exact method: retrain or {EXTERNAL_RETRAIN}, not {method!r}",

@@ -17,7 +17,9 @@ from deletion.models import (
     GROUNDS_BY_JURISDICTION,
     DeletionRequest,
     ModelOutcome,
+    NoticeKind,
 )
+from deletion.notices import contact_discard, contact_sealed, notice_contact_validate, notice_send
 from deletion.selectors import timeline_entry
 from deletion.transitions import actor_name
 from foundation.access.models import ApiToken
@@ -61,15 +63,19 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
         raise ValidationFailed(
             f"legal_ground {body['legal_ground']} does not apply under {body['jurisdiction']}; "
             f"allowed: {', '.join(GROUNDS_BY_JURISDICTION[body['jurisdiction']])}", field="legal_ground")
+    notice_contact_validate(contact=body.get("contact"), language=body.get("language"), client=created_by)
     identifiers = [(kind, value) for kind, value in body.get("identifiers", {}).items() if value]
     subjects = subjects_find(identifiers=identifiers) if identifiers else []
     record_ids = _resolve_record_keys(body.get("record_keys", []))
     now = timezone.now()
+    public_id = uuid.uuid4()
+    # The person's e-mail address, if given, is kept only encrypted under a key of its own.
+    sealed = contact_sealed(public_id=str(public_id), contact=body.get("contact"))
     try:
         with transaction.atomic():
             request = DeletionRequest.objects.create(
-                public_id=uuid.uuid4(), jurisdiction=body["jurisdiction"], legal_ground=body["legal_ground"],
-                channel=body["channel"], subject=subjects[0] if subjects else None,
+                public_id=public_id, jurisdiction=body["jurisdiction"], legal_ground=body["legal_ground"],
+                language=body.get("language") or "", **sealed, channel=body["channel"], subject=subjects[0] if subjects else None,
                 identifier_kinds=sorted(kind for kind, _ in identifiers), record_ids=record_ids,
                 identifier_digests=identifier_digests(identifiers=identifiers),
                 verification=body.get("verification") or {}, created_by=created_by,
@@ -83,7 +89,9 @@ def deletion_request_create(*, client, body: dict[str, Any], idempotency_key: st
                 jurisdiction=request.jurisdiction, legal_ground=request.legal_ground, channel=request.channel,
                 subject=request.subject.reference if request.subject else None,
                 linked_subjects=[x.reference for x in subjects[1:]], due_at=request.due_at.isoformat())
+            notice_send(request=request, kind=NoticeKind.RECEIPT)
     except IntegrityError:
+        contact_discard(key_ref=sealed.get("contact_key_ref", ""))
         existing = DeletionRequest.objects.filter(created_by=created_by, idempotency_key=idempotency_key).first()
         if not idempotency_key or existing is None:
             raise

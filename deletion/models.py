@@ -110,6 +110,17 @@ class DeletionRequest(models.Model):
     failure = models.TextField(blank=True, default="")
     due_soon = models.BooleanField(default=False)
     overdue = models.BooleanField(default=False)
+    # Notices to the person (deletion/notices.py). Their e-mail address, if they gave one, is kept
+    # only AES-GCM encrypted under a data key of its own in the keystore (``contact_key_ref``); the
+    # key is destroyed and these fields blanked after the last notice. ``contact_handoff``: the
+    # notices go to the requesting client's webhooks (the company's own request system) instead.
+    language = models.CharField(max_length=35, blank=True, default="",
+                                help_text="The language the person asked for, e.g. de or fr-CA.")
+    contact_key_ref = models.CharField(max_length=100, blank=True, default="")
+    contact_nonce = models.BinaryField(blank=True, default=b"", editable=False)
+    contact_ciphertext = models.BinaryField(blank=True, default=b"", editable=False)
+    contact_handoff = models.BooleanField(default=False)
+    contact_destroyed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -183,6 +194,22 @@ class WebhookEndpoint(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
+class ModelRecipient(models.Model):
+    """Someone outside the platform to whom a copy of a model version was disclosed (GDPR Art. 19):
+    when a request erases data from that version, they are told through their own signed webhook
+    (``endpoint``, whose secret they were given once) which version replaces it and what to do.
+    The endpoint serves this recipient alone: it never receives the clients' request events."""
+
+    name = models.CharField(max_length=200)
+    model_version = models.ForeignKey("models_registry.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    endpoint = models.OneToOneField(WebhookEndpoint, on_delete=models.CASCADE, related_name="recipient")
+    registered_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} (holds model version {self.model_version_id})"
+
+
 class WebhookDelivery(models.Model):
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     event = models.JSONField()
@@ -238,3 +265,38 @@ class ExternalRetrain(models.Model):
 
     def __str__(self) -> str:
         return f"external retrain {self.public_id} ({self.status})"
+
+
+class NoticeKind(models.TextChoices):
+    RECEIPT = "receipt", "Request received"
+    EXTENSION = "extension", "Deadline extended"
+    REFUSAL = "refusal", "Request refused"
+    COMPLETION = "completion", "Request completed"
+    CANCELLATION = "cancellation", "Request cancelled"
+    RECIPIENT_ERASURE = "recipient_erasure", "Erasure notice to a recipient (Art. 19)"
+
+
+# After one of these the person is told nothing more: their contact address is destroyed.
+LAST_NOTICES = (NoticeKind.REFUSAL, NoticeKind.COMPLETION, NoticeKind.CANCELLATION)
+
+
+class NoticeDelivery(models.Model):
+    """One notice about a request: to the person (by e-mail, or handed to the requesting client's
+    webhooks) or to a recipient of a model copy (their webhook). Holds what the notice said in
+    plain facts (``context``), never the address it went to."""
+
+    request = models.ForeignKey(DeletionRequest, on_delete=models.CASCADE, related_name="notices")
+    kind = models.CharField(max_length=30, choices=NoticeKind.choices)
+    channel = models.CharField(max_length=20)  # email, webhook
+    language = models.CharField(max_length=10, blank=True, default="")
+    recipient = models.ForeignKey(ModelRecipient, on_delete=models.SET_NULL, null=True, blank=True,
+                                  related_name="notices")
+    status = models.CharField(max_length=20, default="pending")  # pending, sent, failed
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    context = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]

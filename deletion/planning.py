@@ -20,12 +20,15 @@ from workers.artifact_manifests import ArtifactError
 from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_manifest
-from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for
+from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for, weakest_guarantee
 from workers.unlearning.exact.s3t_plan import s3t_deactivation_plan, s3t_stored_state
 
 # Offered in place of s3t when switching adapters off would leave the served model below the
 # kept-data floor the model's ML engineer set (or without any adapter).
 S3T_RETRAIN = "s3t_retrain"
+# Offered for a version trained with DP-SGD: no unlearning, the subject's group-privacy bound as a risk
+# decision of the DPO (deletion.decisions runs its audit job; the outcome always waits for the DPO).
+DP_BOUNDED = "dp_bounded"
 
 
 def request_subjects(request: DeletionRequest) -> list:
@@ -95,6 +98,46 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
     return "retrain", "exact"
 
 
+def derived_steps_planned(plan: list[dict]) -> list[dict]:
+    """The plan's steps with those of derived children (a distilled or fine-tuned model whose
+    method re-derives it, workers.unlearning.catalogue ``rederives``) told where they come from:
+    ``derived_from`` (the parent version, the edge's kind and the parent step's class) and the job's
+    ``method_config`` (the parent), and the class capped at the parent step's (a child promises at
+    most what its new parent does; the job caps it again at the class the parent's new version
+    actually got, which an escalation may raise). A child of a parent outside the plan (its records
+    came only through the child's own training data) keeps its method's class. Chains of children
+    are capped down the chain."""
+    from workers.runners.derived import derived_parent_edge
+
+    steps = {step["model_version_id"]: step for step in plan}
+    for step in plan:
+        spec = METHOD_SPECS.get(step["method"]) if step["method"] in METHOD_SPECS else None
+        if spec is None or not spec.rederives:
+            continue
+        edge = derived_parent_edge(ModelVersion.objects.get(pk=step["model_version_id"]), spec.rederives)
+        if edge is None:
+            continue
+        parent = {"version_id": edge.parent_id, "model": edge.parent.model.name, "version": edge.parent.version,
+                  "kind": edge.kind}
+        step["derived_from"] = {**parent, "guarantee_class": None}
+        step["method_config"] = {"parent": parent}
+    for _ in plan:  # parents before children, however the plan is ordered
+        for step in plan:
+            parent_step = steps.get((step.get("derived_from") or {}).get("version_id"))
+            if parent_step is None:
+                continue
+            step["derived_from"]["guarantee_class"] = parent_step["guarantee_class"]
+            step["guarantee_class"] = weakest_guarantee(METHOD_SPECS.get(step["method"]).guarantee_class,
+                                                        parent_step["guarantee_class"])
+            if step["guarantee_class"] != "exact":
+                step["audit_cannot_confirm"] = (
+                    f"this audit cannot confirm erasure here: a derived model has no shadow models (they would "
+                    f"learn from the same parent), so only an exact re-derivation passes on its lineage, and the "
+                    f"parent's plan is {parent_step['guarantee_class']}; expect a decision by the DPO unless the "
+                    f"parent's result is exact")
+    return plan
+
+
 def s3t_kept_data(*, version: ModelVersion, record_ids: list[int]) -> tuple[dict | None, list[dict]]:
     """For an S3T model, before anything runs: how many of the kept records the served model would
     still have learned from once the adapters whose slices hold ``record_ids`` are switched off,
@@ -149,6 +192,76 @@ def s3t_kept_data(*, version: ModelVersion, record_ids: list[int]) -> tuple[dict
         "why": (f"Retrain the {len(to_retrain)} switched-off adapter(s) on the kept records of their slices, "
                 f"from the last clean adapter of each ordering, so that the served model learns from all "
                 f"{plan.kept_records:,} kept records again; it costs training those adapters."),
+    }]
+
+
+def dp_limits(version: ModelVersion) -> tuple[float, float]:
+    """The (max_epsilon, max_delta) a subject's DP bound must meet: the model's policy
+    (``dp_max_epsilon``, ``dp_max_delta``) or the platform's (settings.DP_MAX_EPSILON, DP_MAX_DELTA)."""
+    from django.conf import settings
+
+    policy = version.model.unlearning_policy or {}
+    return (float(policy.get("dp_max_epsilon", settings.DP_MAX_EPSILON)),
+            float(policy.get("dp_max_delta", settings.DP_MAX_DELTA)))
+
+
+def dp_bound_plan(*, version: ModelVersion, records: int) -> tuple[dict | None, list[dict]]:
+    """For a version trained with DP-SGD (its metrics record the accountant's figures,
+    workers.training.dp), before anything runs: the subject's group-privacy bound for their
+    ``records`` (k) records in it, computed by :func:`audits.checks.dp_group.subject_bound` (the
+    accountant's group bound or the generic one, the smaller), held against the policy's limits,
+    with the conditions the run recorded of what was private. Returns ``(dp_bound, alternatives)``:
+    None and no alternative for a version without DP figures; else the bound and ``dp_bounded``
+    offered as a method the DPO may approve instead: no new version, nothing deleted from the
+    weights, a risk decision the DPO accepts in writing (the outcome always waits for it).
+
+    ``k`` counts the request's records in the version's membership; the DP recipe's membership holds
+    the records Poisson sampling put in a batch at least once (one never sampled never reached the
+    model)."""
+    from audits.checks.dp_group import DPTrainingFigures, subject_bound
+
+    metrics = version.metrics or {}
+    figures = DPTrainingFigures.from_metrics(metrics) if records >= 1 else None
+    if figures is None:
+        return None, []
+    max_epsilon, max_delta = dp_limits(version)
+    subject = subject_bound(figures=figures, k=records, max_epsilon=max_epsilon, max_delta=max_delta)
+    pipeline = metrics.get("dp_pipeline") or {}
+    conditions = pipeline.get("conditions") or {}
+    whole = pipeline.get("whole_pipeline_private") if pipeline else None
+    bound, generic, accounted = subject.bound, subject.generic, subject.accountant
+    how = ("the accountant, the group accounted as one unit" if subject.computed_by != "generic"
+           else "the generic group-privacy bound (k epsilon, k e^((k-1) epsilon) delta)")
+    verdict = ("within the limits" if subject.within_limits else
+               "VACUOUS: its delta is 1 or more, so it guarantees nothing" if bound.delta >= 1 else
+               "VACUOUS: beyond the limits, so it is no meaningful guarantee for this person")
+    private = {True: "The run recorded the whole pipeline as private.",
+               False: "The run recorded that part of the pipeline was NOT private: the bound does not hold.",
+               None: "Whether the whole pipeline was private is not known: the bound holds only if it was."}[whole]
+    summary = (f"Differential-privacy bound for this person's {records} record(s) (k = {records}): epsilon "
+               f"{bound.epsilon:.4g}, delta {bound.delta:.3g}, from {how}; limits epsilon <= {max_epsilon:g}, "
+               f"delta <= {max_delta:g}: {verdict}. Per record the run's {figures.accountant} accountant gives "
+               f"epsilon {figures.epsilon:.4g} at delta {figures.delta:.3g} (sampling rate {figures.sample_rate:.4g}, "
+               f"noise multiplier {figures.noise_multiplier:.4g}, {figures.steps} steps). {private} "
+               "Choosing dp_bounded deletes nothing from the weights: it is a risk decision.")
+    dp_bound = {
+        "k": records, "epsilon": bound.epsilon, "delta": bound.delta, "computed_by": subject.computed_by,
+        "generic": {"epsilon": generic.epsilon, "delta": generic.delta},
+        "accountant": None if accounted is None else {"epsilon": accounted.epsilon, "delta": accounted.delta},
+        "accountant_problem": subject.accountant_problem,
+        "per_record": {"epsilon": figures.epsilon, "delta": figures.delta, "accountant": figures.accountant,
+                       "sample_rate": figures.sample_rate, "noise_multiplier": figures.noise_multiplier,
+                       "steps": figures.steps},
+        "max_epsilon": max_epsilon, "max_delta": max_delta, "within_limits": subject.within_limits,
+        "vacuous": subject.vacuous, "whole_pipeline_private": whole, "conditions": conditions,
+        "conditions_recorded": bool(pipeline), "summary": summary,
+    }
+    return dp_bound, [{
+        "method": DP_BOUNDED, "guarantee_class": DP_BOUNDED, "estimated_seconds": None,
+        "why": (f"Keep the model as trained and rely on its differential-privacy bound for this person's records "
+                f"(epsilon {bound.epsilon:.4g}, delta {bound.delta:.3g}"
+                f"{'' if subject.within_limits else ', VACUOUS'}): nothing is deleted from the weights; an audit "
+                "job checks the bound and the DPO accepts the residual risk in writing (two DPO users)."),
     }]
 
 

@@ -19,6 +19,7 @@ from deletion.models import (
     OutcomeStatus,
     RequestStatus,
 )
+from deletion.notices import recipients_notified
 from deletion.planning import request_end_state
 from deletion.selectors import request_timeline
 
@@ -216,6 +217,9 @@ def _model_entry(outcome) -> dict:
                 # The per-record test beside an exact method is a sanity check: with its measured false-alarm rate.
                 verdict["notes"].append(exact_sanity_false_alarm_sentence(outcome.method))
             verdict["notes"] += flag_notes(audit)
+    derived = derived_model_note(outcome)
+    if derived:
+        verdict["notes"].append(derived)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -256,7 +260,31 @@ def _model_entry(outcome) -> dict:
     attestation = attestation_entry(outcome, verdict["verdict"])
     if attestation:
         entry["attestation"] = attestation
+    dp_bound = dp_bound_entry(outcome)
+    if dp_bound:
+        entry["dp_bound"] = dp_bound
     return entry
+
+
+def derived_model_note(outcome) -> str:
+    """For a derived child (distilled or fine-tuned from another model): its parent, the parent's
+    new version it was re-derived from and the class cap, in one sentence; "" for other models."""
+    details = (((outcome.job.result or {}).get("unlearning") or {}).get("details") or {}) if outcome.job else {}
+    parent = details.get("derived_from")
+    if not parent:
+        step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+        parent = step.get("derived_from")
+        if not parent:
+            return ""
+        return (f"Derived model ({parent['kind'].replace('_', ' ')} {parent['model']} v{parent['version']}): it is "
+                f"re-derived from its parent's unlearned version, and its guarantee class is at most the parent's "
+                f"(planned: {parent.get('guarantee_class') or 'not in this request'}).")
+    new_parent = details.get("parent_new_version") or {}
+    return (f"Derived model ({parent['kind'].replace('_', ' ')} {parent['model']} v{parent['version']}): re-derived "
+            f"from the parent's version {new_parent.get('version')} ({new_parent.get('guarantee_class') or 'unchanged'}); "
+            f"{details.get('records_held_through_parent', 0)} record(s) held through the parent, "
+            f"{details.get('records_held_directly', 0)} in its own training data. Class cap: "
+            f"{details.get('class_cap')} (a child promises at most what its new parent does).")
 
 
 _VERDICT_WORDS = {"PASS": "PASS",
@@ -301,6 +329,58 @@ def attestation_entry(outcome, verdict: str) -> dict | None:
         "reference_models": int(references),
         "statement": statement,
     }
+
+
+def dp_bound_entry(outcome) -> dict | None:
+    """For a dp_bounded result (a DP-trained model kept as it is): the person's group-privacy bound
+    as its audit computed it (audits.runner.dp_bound_audit), how, against which limits, the conditions
+    the run recorded of what was private, and the statement the report prints. None otherwise."""
+    audit = outcome.audit or {}
+    check = next((c for c in audit.get("checks", []) if c.get("check") == "dp_group_privacy"), None)
+    if outcome.guarantee_class != "dp_bounded" or check is None:
+        return None
+    recorded = audit.get("dp_bound") or {}
+    figures = recorded.get("figures") or {}
+    bound, generic, accounted = check["bound"], check.get("generic_bound") or check["bound"], check.get("accountant_bound")
+    within = check.get("verdict") == "PASS"
+    whole = recorded.get("whole_pipeline_private")
+    how = ("Opacus' accountant, the group accounted as one unit (sampling rate 1 - (1 - q)^k, noise multiplier "
+           "sigma / k, the same steps)" if check.get("computed_by", "generic") != "generic" else
+           "the generic group-privacy bound (k epsilon, k e^((k-1) epsilon) delta)")
+    k = int(bound["k"])
+    stated = (f"epsilon {_fmt(bound['epsilon'])}, delta {_fmt(bound['delta'])} for this person's {k} record(s), from "
+              f"{how}; the policy's limits are epsilon <= {_fmt(check['max_epsilon'])} and delta <= "
+              f"{_fmt(check['max_delta'])}, and the bound is "
+              + ("within them." if within else "VACUOUS: beyond them, it is no meaningful guarantee for this person."))
+    condition = {True: "The training run recorded its whole pipeline as private.",
+                 False: "The training run recorded that part of its pipeline was NOT private: the bound does not hold.",
+                 None: "Whether the whole training pipeline was private is not known (see the conditions): the "
+                       "bound holds only if it was."}[whole]
+    statement = ("Nothing was deleted from this model's weights: it was trained with differential privacy (DP-SGD) "
+                 f"and kept as it is. The bound on the influence of this person's records is {stated} {condition} "
+                 "Keeping the model on this bound is a risk decision of the DPO, not erasure.")
+    return {
+        "k": k, "epsilon": _num(bound["epsilon"]), "delta": _num(bound["delta"]),
+        "computed_by": str(check.get("computed_by", "generic")),
+        "generic": {"epsilon": _num(generic["epsilon"]), "delta": _num(generic["delta"])},
+        "accountant": None if not accounted else {"epsilon": _num(accounted["epsilon"]),
+                                                  "delta": _num(accounted["delta"])},
+        "per_record": {"epsilon": float(check["per_record_epsilon"]), "delta": float(check["per_record_delta"]),
+                       "accountant": str(figures.get("accountant", "unknown")),
+                       "sample_rate": float(figures.get("sample_rate", 0.0)),
+                       "noise_multiplier": float(figures.get("noise_multiplier", 0.0)),
+                       "steps": int(figures.get("steps", 0))},
+        "max_epsilon": float(check["max_epsilon"]), "max_delta": float(check["max_delta"]),
+        "within_limits": within, "vacuous": not within, "whole_pipeline_private": whole,
+        "conditions": [{"condition": name, "holds": c.get("holds"), "known_by": str(c.get("known_by") or "unknown"),
+                        "detail": str(c.get("detail", ""))} for name, c in (recorded.get("conditions") or {}).items()],
+        "statement": statement,
+    }
+
+
+def _fmt(value) -> str:
+    number = _num(value)
+    return "infinite" if number is None else f"{number:.4g}"
 
 
 def _kept_data_metric(job) -> list[dict]:
@@ -427,6 +507,7 @@ def report_data(*, request: DeletionRequest) -> dict:
         },
         "model_versions": [_model_entry(o) for o in outcomes],
         "end_state": {"status": str(end), "meaning": END_STATE_MEANING[end]},
+        "recipients_notified": recipients_notified(request=request),
         "limitations": list(STANDARD_LIMITATIONS) + mlflow_copies(outcomes),
     }
 

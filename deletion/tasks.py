@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from deletion import deadlines, webhooks
+from deletion import deadlines, notices, webhooks
 from foundation.ledger.services import ledger_checkpoint_write
 
 
@@ -21,6 +21,14 @@ def ledger_checkpoint() -> str:
              max_retries=webhooks.MAX_ATTEMPTS - 1)
 def deliver_webhook(delivery_id: int) -> str:
     return webhooks.webhook_deliver(delivery_id=delivery_id)
+
+
+# A notice the mail server could not take yet is retried; a permanent failure is recorded, not retried.
+@shared_task(name=notices.SEND_TASK, acks_late=True,
+             autoretry_for=(notices.NoticeNotSent,), retry_backoff=30, retry_backoff_max=3600, retry_jitter=True,
+             max_retries=notices.MAX_ATTEMPTS - 1)
+def send_notice(notice_id: int) -> str:
+    return notices.notice_deliver(notice_id=notice_id)
 
 
 @shared_task(name="deletion.expire_external_retrains")

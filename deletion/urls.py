@@ -1,6 +1,6 @@
 from django.urls import path
 
-from deletion import apis, external_retrain_apis
+from deletion import apis, external_retrain_apis, recipient_apis
 
 urlpatterns = [
     path("deletion-requests/", apis.DeletionRequestListApi.as_view(), name="deletion-requests"),
@@ -21,6 +21,9 @@ urlpatterns = [
     path("deployments/pending/", apis.PendingDeploymentsApi.as_view(), name="deployments-pending"),
     path("webhooks/", apis.WebhookListApi.as_view(), name="webhooks"),
     path("webhooks/<int:webhook_id>/", apis.WebhookDetailApi.as_view(), name="webhook"),
+    path("model-recipients/", recipient_apis.ModelRecipientListApi.as_view(), name="model-recipients"),
+    path("model-recipients/<int:recipient_id>/", recipient_apis.ModelRecipientDetailApi.as_view(),
+         name="model-recipient"),
     # Authorised by the upload token of an external-retrain job, not by an API token.
     path("external-retrains/<uuid:retrain_id>/upload/", external_retrain_apis.ExternalRetrainUploadApi.as_view(),
          name="external-retrain-upload"),

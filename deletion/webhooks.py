@@ -76,7 +76,8 @@ def webhooks_notify(*, request: DeletionRequest, event: str, audience: str = "re
     """Queue a delivery to every active endpoint of ``audience`` whose client may see ``request``
     (after commit). ``data`` (plain JSON values) is added to the payload, e.g. the model version
     an event is about."""
-    endpoints = WebhookEndpoint.objects.filter(active=True).select_related("client")
+    # A recipient's endpoint (Art. 19, deletion.notices) hears only its own erasure notices.
+    endpoints = WebhookEndpoint.objects.filter(active=True, recipient__isnull=True).select_related("client")
     payload = {"event": event, "request": str(request.public_id), "status": request.status,
                "at": timezone.now().isoformat(), **data}
     for endpoint in endpoints:

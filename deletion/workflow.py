@@ -14,8 +14,10 @@ from deletion import report_data
 from deletion.models import (
     DeletionRequest,
     ModelOutcome,
+    NoticeKind,
     OutcomeStatus,
 )
+from deletion.notices import notice_send, recipients_notify
 from deletion.planning import request_end_state, request_scope, request_subjects
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
@@ -32,7 +34,8 @@ def on_job_finished(*, job_id: int) -> None:
     """A job ended: move its outcome (and then the request) on.
 
     unlearn succeeded -> the outcome is audited (an audit job); failed -> the request fails.
-    audit done -> PASS/INCONCLUSIVE await deployment, FAIL needs escalation or withdrawal.
+    audit done -> PASS awaits deployment, FAIL needs escalation or withdrawal, INCONCLUSIVE (and any
+    suppressed or dp_bounded result: nothing was deleted from the weights) awaits the DPO's decision.
     report done -> the request completes (done by the report job itself)."""
     job = Job.objects.get(pk=job_id)
     if job.kind == JobKind.UNLEARN:
@@ -42,6 +45,9 @@ def on_job_finished(*, job_id: int) -> None:
             not_met = (job.result or {}).get("guarantee_not_met")
             if job.status == JobStatus.SUCCEEDED:
                 outcome.new_version = job.result_version
+                # A derived child's class is its method's capped at its parent's new version's, known
+                # only once it ran (workers.runners.derived); other jobs name none.
+                outcome.guarantee_class = (job.result or {}).get("guarantee_class") or outcome.guarantee_class
                 outcome.status = OutcomeStatus.AUDITING
                 outcome.audit_job = job_create(kind=JobKind.AUDIT, registered_model=job.registered_model,
                                                source_version=outcome.model_version,
@@ -70,7 +76,7 @@ def on_job_finished(*, job_id: int) -> None:
                     "rule": "INCONCLUSIVE when the job was cancelled: no new version, no evidence"}}
             else:
                 outcome.status = OutcomeStatus.FAILED
-            outcome.save(update_fields=["new_version", "status", "audit_job", "verdict", "audit"])
+            outcome.save(update_fields=["new_version", "guarantee_class", "status", "audit_job", "verdict", "audit"])
             ledger_append(event_type="job.finished", actor="worker", request=str(outcome.request.public_id),
                           job=job.id, kind=job.kind, status=job.status, new_version=job.result_version_id,
                           **({"guarantee_not_met": not_met["reason"]} if not_met else {}))
@@ -85,6 +91,10 @@ def on_job_finished(*, job_id: int) -> None:
                 outcome.verdict = outcome.audit["verdict"]["verdict"]
             if job.status != JobStatus.SUCCEEDED:
                 outcome.status = OutcomeStatus.FAILED
+            elif outcome.guarantee_class == "dp_bounded":
+                # Nothing was deleted from the weights: whatever the bound, only the DPO's written
+                # acceptance of the risk (two DPO users) settles it, or an escalation or withdrawal.
+                outcome.status = OutcomeStatus.AWAITING_DECISION
             elif outcome.verdict == "PASS" and outcome.guarantee_class != "suppressed":
                 outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
             elif outcome.verdict == "FAIL":
@@ -162,12 +172,16 @@ def request_finalize(*, request_id: int, progress=None) -> dict:
         return {"skipped": f"already ended ({request.status})"}
     with transaction.atomic():
         _erase_request_data(request)
+        # Art. 19: whoever holds a copy of a changed model is told, before the report that lists them.
+        recipients_notify(request=request)
     summary = report_data.report_build_and_sign(request=request)
     with transaction.atomic():
         end = request_end_state(request)
         transition(request, (S.AUDITING,), end, actor="platform",
                    event="request.completed" if end == S.COMPLETED else "request.closed_risk_accepted",
                    completed_at=timezone.now())
+        # The person's address is under a key of its own, not the subject's destroyed above.
+        notice_send(request=request, kind=NoticeKind.COMPLETION)
     return summary
 
 
@@ -220,6 +234,26 @@ def unsettled_source_reason(job: Job) -> str:
     state = {OutcomeStatus.AUDITING: "being audited", OutcomeStatus.AUDIT_FAILED: "failed its audit",
              OutcomeStatus.AWAITING_DECISION: "inconclusive, awaiting the DPO's decision"}[unsettled.status]
     return f"version {head.version} ({unsettled.request.public_id}) is {state}"
+
+
+def unsettled_parent_reason(job: Job) -> str:
+    """A start gate for the unlearning job of a derived child (a method that re-derives it from its
+    parent, workers.runners.derived): it waits while the parent version it was derived from is being
+    unlearned and that outcome is not settled, that is until the parent's new version passed its
+    audit or the DPO decided (accepted the risk, withdrew the parent, which the job then reports as
+    nothing to re-derive from). The parent is the one the plan named (``config.parent``)."""
+    from workers.unlearning.catalogue import METHOD_SPECS
+
+    if job.kind != JobKind.UNLEARN or job.method not in METHOD_SPECS or not METHOD_SPECS.get(job.method).rederives:
+        return ""
+    parent_id = ((job.config or {}).get("parent") or {}).get("version_id")
+    unsettled = (ModelOutcome.objects.filter(model_version_id=parent_id, status__in=[
+        OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING, OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED,
+        OutcomeStatus.AWAITING_DECISION]).select_related("request", "model_version__model").order_by("id").first())
+    if unsettled is None:
+        return ""
+    parent = unsettled.model_version
+    return f"its parent {parent.model.name} v{parent.version} is being unlearned ({unsettled.status})"
 
 
 def versions_open_requests_use(job: Job | None) -> set[int]:

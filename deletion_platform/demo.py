@@ -7,7 +7,9 @@ shadow models; then acts as outside clients over HTTP with API tokens: submits d
 (one person with data in both models, one with data in one, one with none, and a duplicate
 submission with the same Idempotency-Key), approves them as the DPO, waits for the workers,
 confirms the new versions as the serving side, and prints per request its final status, method and
-guarantee class per model, verdict, signed PDF and time from receipt to completion.
+guarantee class per model, verdict, signed PDF and time from receipt to completion. A student
+distilled from the breast-cancer model over the training API is unlearned after it: re-distilled
+from the parent's audited new version, then audited itself.
 Exits 0 only if every request completed and every PDF verifies.
 """
 
@@ -34,6 +36,9 @@ BC_PLAIN = {
     "architecture": {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [32, 16]}},
     "epochs": 30, "lr": 3e-3, "batch_size": 32, "seed": 7,
 }
+# A smaller student distilled from the breast-cancer model on its training records (the transfer set).
+BC_STUDENT = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16]}}
+BC_DISTILL = {"epochs": 20, "lr": 3e-3, "batch_size": 32, "seed": 7, "temperature": 2.0}
 
 
 def say(text: str = "") -> None:
@@ -110,7 +115,9 @@ def wait_jobs(jobs, label_of) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the deletion platform end to end on bundled data.")
-    parser.add_argument("--shadows", type=int, default=16, help="shadow models per model (audits need 16)")
+    parser.add_argument("--shadows", type=int, default=32,
+                        help="shadow models per model (complementary pairs: 32 put every record OUT in 16, "
+                             "what an approximate verdict needs)")
     args = parser.parse_args(argv)
     started_demo = time.perf_counter()
     prepare_platform()
@@ -262,6 +269,8 @@ def _run(args, port: int, started_demo: float) -> int:
     _, serving_token = api_token_create(name="serving-side", role="ml_engineer")
     say("  tokens created for: web-form (intake), dpo-console and dpo-second (two DPO users: accepting a "
         "residual risk takes both), serving-side (ml_engineer)")
+    student = _distil_student(base, serving_token, parent=versions[bc_model.name], dataset=datasets["breast_cancer"],
+                              run_id=run_id)
 
     rows = {name: [r for r in reference_records(datasets[name].storage_location) if r["split"] == "train"]
             for name in datasets}
@@ -328,6 +337,9 @@ def _run(args, port: int, started_demo: float) -> int:
             say(f"    {outcome['model']} v{outcome['version']} -> v{_version_number(outcome['new_version_id'])}: "
                 f"{outcome['method']} ({outcome['guarantee_class']}), verdict {outcome['verdict'] or 'none'}, "
                 f"{outcome['status']}")
+            if outcome["model"] == student.model.name:
+                derived_ok = _derived_summary(request, outcome)
+                ok = ok and derived_ok
         if not state["outcomes"]:
             say("    no model held this person's data")
         report = Report.objects.filter(request=request).order_by("-id").first()
@@ -349,6 +361,57 @@ def _run(args, port: int, started_demo: float) -> int:
     say("  Browse: make serve, then http://127.0.0.1:8000/admin/ "
         f"(DPO login: dpo / {password}); API docs at /api/docs/")
     return 0 if ok else 1
+
+
+def _distil_student(base: str, token: str, *, parent, dataset, run_id: str):
+    """An ML engineer distils a smaller student from the breast-cancer model over the training API
+    (``parent_version``); the version it registers carries the distilled_from lineage edge, so a
+    request that reaches the parent re-distils the student from the parent's unlearned version."""
+    import requests
+
+    from models_registry.services import registered_model_create
+    from workers.models import Job
+
+    model = registered_model_create(name=f"breast-cancer-student-{run_id}", task="classification",
+                                    training_recipe="distill", architecture=BC_STUDENT)
+    response = requests.post(f"{base}/api/v1/training-jobs/", headers={"Authorization": f"Bearer {token}"},
+                             json={"model": model.name, "dataset": dataset.id, "recipe_config": BC_DISTILL,
+                                   "parent_version": parent.id}, timeout=30)
+    response.raise_for_status()
+    job = Job.objects.get(pk=response.json()["id"])
+    wait_jobs([job], lambda job: f"distil {model.name}")
+    job.refresh_from_db()
+    version = job.result_version
+    edge = version.upstream_edges.get()
+    say(f"  {model.name} v{version.version}: {edge.kind.replace('_', ' ')} {parent.model.name} v{parent.version} over "
+        f"the API on {job.result.get('members')} transfer records, test accuracy {version.metrics.get('test_accuracy')}")
+    return version
+
+
+def _derived_summary(request, outcome: dict) -> bool:
+    """Print how a derived child was unlearned: re-derived from which new version of its parent, with
+    which class cap, and that its job ran after the parent's audit. True when it was unlearned and
+    audited after its parent."""
+    from deletion.models import ModelOutcome
+
+    child = ModelOutcome.objects.select_related("job", "audit_job").get(request=request,
+                                                                         model_version_id=outcome["model_version_id"])
+    details = ((child.job.result or {}).get("unlearning") or {}).get("details") or {} if child.job else {}
+    parent = details.get("derived_from")
+    if not parent:
+        say("    derived child: NOT re-derived (see its job)")
+        return False
+    parent_outcome = (ModelOutcome.objects.select_related("audit_job")
+                      .filter(request=request, model_version_id=parent["version_id"]).first())
+    audited_first = (parent_outcome is not None and parent_outcome.audit_job is not None and child.job.started_at
+                     and parent_outcome.audit_job.finished_at and child.job.started_at > parent_outcome.audit_job.finished_at)
+    new_parent = details.get("parent_new_version") or {}
+    say(f"      {parent['kind'].replace('_', ' ')} {parent['model']} v{parent['version']}: re-distilled from its "
+        f"v{new_parent.get('version')} ({new_parent.get('guarantee_class')}) "
+        f"{'after' if audited_first else 'NOT after'} the parent's audit; class cap {details.get('class_cap')}; "
+        f"own audit {child.verdict or 'none'} ({(child.audit or {}).get('shadow_models', 0)} shadow models: a derived "
+        "model has no reference that never saw its parent's records)")
+    return bool(audited_first and child.verdict)
 
 
 def _follow(base: str, request_ids: dict[str, str], dpos, serving) -> dict[str, dict]:

@@ -14,6 +14,7 @@ from deletion_platform import embedded
 from foundation.env import (
     ImproperlyConfiguredEnv,
     env_bool,
+    env_float,
     env_int,
     env_json,
     env_list,
@@ -61,6 +62,28 @@ for _item in env_list("SUBJECT_PEPPER_PREVIOUS", []):
     if int(_version) >= SUBJECT_PEPPER_VERSION:
         raise ImproperlyConfiguredEnv("SUBJECT_PEPPER_PREVIOUS versions must be below SUBJECT_PEPPER_VERSION")
     SUBJECT_PEPPERS[int(_version)] = _secret
+
+# Record content is fingerprinted (HMAC-SHA256) under a key of its own, so that a pepper rotation
+# never breaks matching suppressed content. The fingerprint under version n is chained through every
+# key 1..n (models_registry.pseudonyms), so a rotation re-keys stored fingerprints without the erased
+# content: set a new CONTENT_FINGERPRINT_KEY with the next CONTENT_FINGERPRINT_KEY_VERSION, keep every
+# older key in CONTENT_FINGERPRINT_KEY_PREVIOUS ("1:oldest,2:older"), then run
+# `manage.py content_fingerprints_rekey`.
+CONTENT_FINGERPRINT_KEY_VERSION = env_int("CONTENT_FINGERPRINT_KEY_VERSION", 1, minimum=1)
+CONTENT_FINGERPRINT_KEYS: dict[int, str] = {CONTENT_FINGERPRINT_KEY_VERSION: env_secret(
+    "CONTENT_FINGERPRINT_KEY", minimum_length=32,
+    dev_default=_dev_secret("content_fingerprint_key") if DEBUG else None)}
+for _item in env_list("CONTENT_FINGERPRINT_KEY_PREVIOUS", []):
+    _version, _, _secret = _item.partition(":")
+    if not _version.isdigit() or len(_secret) < 32 or not 1 <= int(_version) < CONTENT_FINGERPRINT_KEY_VERSION:
+        raise ImproperlyConfiguredEnv(
+            "CONTENT_FINGERPRINT_KEY_PREVIOUS must be a comma list of VERSION:SECRET, versions below "
+            "CONTENT_FINGERPRINT_KEY_VERSION, secrets of 32+ characters")
+    CONTENT_FINGERPRINT_KEYS[int(_version)] = _secret
+if set(CONTENT_FINGERPRINT_KEYS) != set(range(1, CONTENT_FINGERPRINT_KEY_VERSION + 1)):
+    raise ImproperlyConfiguredEnv(
+        "CONTENT_FINGERPRINT_KEY_PREVIOUS must hold every version from 1 below CONTENT_FINGERPRINT_KEY_VERSION: "
+        "a content fingerprint is chained through every key, none may be dropped")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"] if DEBUG else [])
 
@@ -250,6 +273,16 @@ CELERY_BEAT_SCHEDULE = {
 # Where clients reach the API, for the absolute upload URL in an external-retrain job (e.g.
 # https://platform.example.org); unset, the job gives the path only.
 PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL", ("http", "https"))
+# The limits a differential-privacy bound must meet to mean something (dp_bounded, deletion.planning):
+# a subject's group bound (epsilon, delta) beyond them is shown as vacuous. A model's policy may set its
+# own (unlearning_policy.dp_max_epsilon, dp_max_delta). Epsilon 10 is already a weak limit; delta well
+# below one over the size of any training set.
+DP_MAX_EPSILON = env_float("DP_MAX_EPSILON", 10.0, minimum=0.0)
+DP_MAX_DELTA = env_float("DP_MAX_DELTA", 1e-5, minimum=0.0, below=1.0)
+# The audit's shadow policy (audits.checks.shadow_policy): an approximate verdict needs at least this
+# many shadow models in which each forgotten record was absent (32 shadows in complementary pairs
+# give every record 16); a model's unlearning_policy.min_out_shadows may ask for more.
+AUDIT_MIN_OUT_SHADOWS = env_int("AUDIT_MIN_OUT_SHADOWS", 16, minimum=1)
 
 # ---------------------------------------------------------------- production hardening
 # Off in development; `python manage.py check --deploy` is clean with DJANGO_DEBUG=false.
@@ -328,3 +361,24 @@ try:
     _networks(WEBHOOK_ALLOWED_NETWORKS)
 except ValueError as _exc:
     raise ImproperlyConfiguredEnv(f"WEBHOOK_ALLOWED_NETWORKS: {_exc}") from None
+
+# Notices to the person who made a request (deletion/notices.py) go through Django's e-mail backend.
+# The default writes each e-mail as a file under EMAIL_FILE_PATH (nothing leaves the machine, and no
+# address reaches a log, as the console backend would put it in the worker's output); production
+# sets the SMTP backend and its server.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+if "." not in EMAIL_BACKEND:
+    raise ImproperlyConfiguredEnv(f"EMAIL_BACKEND={EMAIL_BACKEND!r} must be a dotted path to an e-mail backend class")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")  # or EMAIL_HOST_PASSWORD_FILE
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfiguredEnv("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(DATA_DIR / "outbox"))
+DEFAULT_FROM_EMAIL = env_str("NOTICE_FROM_EMAIL", "privacy@localhost")
+# How the notices are signed, e.g. "The data protection team of Example Ltd".
+NOTICE_SENDER_NAME = env_str("NOTICE_SENDER_NAME", "The data protection team")

@@ -7,6 +7,7 @@ content is the value), the usual way to pass secrets to containers.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -57,6 +58,22 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfiguredEnv(f"{name}={value!r} is not an integer") from None
     if minimum is not None and number < minimum:
         raise ImproperlyConfiguredEnv(f"{name}={number} must be >= {minimum}")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None, below: float | None = None) -> float:
+    """A finite number; ``minimum`` inclusive, ``below`` exclusive."""
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfiguredEnv(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number) or (minimum is not None and number < minimum) or (below is not None and number >= below):
+        bounds = " and ".join(x for x in (f">= {minimum}" if minimum is not None else "",
+                                          f"< {below}" if below is not None else "") if x)
+        raise ImproperlyConfiguredEnv(f"{name}={number} must be a finite number{' ' + bounds if bounds else ''}")
     return number
 
 

@@ -28,8 +28,6 @@ from models_registry.models import (
     Dataset,
     DataSubject,
     SubjectIdentifier,
-    SuppressionEntry,
-    SuppressionKind,
     TrainingRun,
 )
 from models_registry.pseudonyms import (
@@ -37,6 +35,7 @@ from models_registry.pseudonyms import (
     current_key_version,
     identifier_digests_all_versions,
 )
+from models_registry.suppression import suppression_list
 
 MAX_ERRORS = 20
 MAX_COLUMNS = 16
@@ -232,18 +231,6 @@ def _check_int(value: Any, name: str, *, low: int, high: int, default: int) -> i
 # ---------------------------------------------------------------- records
 
 
-def _suppressed_sets(dataset: Dataset) -> tuple[set[str], set[bytes], set[tuple[str, int, bytes]]]:
-    keys, contents, subjects = set(), set(), set()
-    for entry in SuppressionEntry.objects.filter(dataset_name__in=[dataset.name, ""]).iterator():
-        if entry.kind == SuppressionKind.RECORD:
-            keys.add(entry.external_key)
-        elif entry.kind == SuppressionKind.CONTENT and entry.digest:
-            contents.add(bytes(entry.digest))
-        elif entry.kind == SuppressionKind.SUBJECT and entry.digest:
-            subjects.add((entry.identifier_kind, entry.key_version, bytes(entry.digest)))
-    return keys, contents, subjects
-
-
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
@@ -275,7 +262,7 @@ def dataset_records_import(*, dataset: Dataset, source: IO | None = None, fmt: s
 
 def _records_import(dataset: Dataset, rows: Iterable[tuple[int, dict]]) -> ImportResult:
     errors = _Errors()
-    supp_keys, supp_contents, supp_subjects = _suppressed_sets(dataset)
+    suppressed = suppression_list(dataset_name=dataset.name)
     current = current_key_version()
     seen_keys: dict[str, int] = {}
     staged: list[tuple[int, str, str, bytes, int]] = []
@@ -309,10 +296,10 @@ def _records_import(dataset: Dataset, rows: Iterable[tuple[int, dict]]) -> Impor
             continue
         seen_keys[key] = line
         fingerprint, fp_version = content_fingerprint(content)
-        if key in supp_keys or fingerprint in supp_contents:
+        if suppressed.has_key(key) or fingerprint in suppressed.contents:
             errors.add(line, f"record {key!r} was erased and is on the suppression list")
             continue
-        if any(d in supp_subjects for d in digests):
+        if suppressed.has_digest(digests):
             errors.add(line, "the record's subject was erased and is on the suppression list")
             continue
         staged.append((line, key, split, fingerprint, fp_version))

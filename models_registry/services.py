@@ -158,6 +158,10 @@ POLICY_FIELDS = {
     # The company's own pipeline is the model's exact method (deletion.external_retrain): see
     # EXTERNAL_RETRAIN_FIELDS.
     "external_retrain": dict,
+    # The limits a subject's differential-privacy group bound must meet (a DP-trained model's dp_bounded
+    # option, deletion.planning); without them the platform's DP_MAX_EPSILON / DP_MAX_DELTA. delta < 1.
+    "dp_max_epsilon": float,
+    "dp_max_delta": float,
 }
 
 # ``unlearning_policy.external_retrain``: ``webhook`` (required), the id of the webhook endpoint of the
@@ -226,6 +230,8 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
             )
         if expected is int and value < 0:
             raise ValidationFailed(f"unlearning_policy.{key} must be >= 0", field=f"unlearning_policy.{key}")
+    if policy.get("dp_max_delta", 0) >= 1:
+        raise ValidationFailed("unlearning_policy.dp_max_delta must be below 1", field="unlearning_policy.dp_max_delta")
     if "external_retrain" in policy:
         _external_retrain_validate(policy["external_retrain"], architecture=architecture or {})
     if "approximate_method" in policy:
@@ -411,5 +417,35 @@ def identifiers_suppress(*, digests: Iterable[dict], reason: str) -> int:
         added += created
     return added
 
+
+
+def content_fingerprints_rekey(*, batch_size: int = 5000) -> dict[str, int]:
+    """After the content fingerprint key was rotated: move every stored content fingerprint (the
+    records' and the suppression list's) to the current key version by chaining it through the
+    newer keys (models_registry.pseudonyms.content_fingerprint_rekey). Needs no content, so erased
+    content stays matchable. Idempotent: what is already under the current version is left alone,
+    and each batch commits on its own, so an interrupted run is finished by running it again.
+    Returns the current version and how many rows of each kind were moved."""
+    from models_registry.pseudonyms import content_fingerprint_rekey, current_content_key_version
+
+    current = current_content_key_version()
+    moved = {"key_version": current, "records": 0, "suppression_entries": 0}
+    tables = (("records", DataRecord.objects.all(), "content_fingerprint", "fingerprint_key_version"),
+              ("suppression_entries", SuppressionEntry.objects.filter(kind=SuppressionKind.CONTENT), "digest",
+               "key_version"))
+    for name, rows, digest_field, version_field in tables:
+        while True:
+            with transaction.atomic():
+                batch = list(rows.filter(**{f"{version_field}__lt": current}).select_for_update()
+                             .only("pk", digest_field, version_field).order_by("pk")[:batch_size])
+                if not batch:
+                    break
+                for row in batch:
+                    setattr(row, digest_field, content_fingerprint_rekey(
+                        bytes(getattr(row, digest_field)), from_version=getattr(row, version_field), to_version=current))
+                    setattr(row, version_field, current)
+                rows.model.objects.bulk_update(batch, [digest_field, version_field])
+            moved[name] += len(batch)
+    return moved
 
 IDENTIFIER_KINDS = tuple(IdentifierKind.values)

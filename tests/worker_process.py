@@ -50,6 +50,7 @@ class WorkerProcess:
             "DATA_DIR": str(settings.DATA_DIR),
             "SECRET_KEY": settings.SECRET_KEY,
             "SUBJECT_PEPPER": settings.SUBJECT_PEPPERS[settings.SUBJECT_PEPPER_VERSION],
+            "CONTENT_FINGERPRINT_KEY": settings.CONTENT_FINGERPRINT_KEYS[settings.CONTENT_FINGERPRINT_KEY_VERSION],
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

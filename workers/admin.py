@@ -53,7 +53,8 @@ class ShadowForm(forms.Form):
     # Shadow models are made for trained versions at the top of their lineage (see shadow_models_train).
     version = forms.ModelChoiceField(ModelVersion.objects.filter(parent__isnull=True, training_run__isnull=False)
                                      .select_related("model").order_by("model__name", "version"))
-    count = forms.IntegerField(initial=16, help_text="At least 2; audits need 16.")
+    count = forms.IntegerField(initial=32, help_text="At least 2, in complementary pairs; an approximate verdict "
+                                                      "needs 32 (every record OUT in 16).")
 
     def start(self) -> Job:
         return shadow_models_train(version=self.cleaned_data["version"], count=self.cleaned_data["count"])

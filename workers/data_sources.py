@@ -7,9 +7,13 @@ workers, and purging the platform's own copy (the source modules are workers.dat
   store (a ``dataset_file`` artifact, its bytes as one uint8 tensor) and the dataset names it.
 - Reading (workers): every read goes back to the source. Only records the registry holds as active
   and unsuppressed are returned — a record erased from the platform is never trained on again,
-  even where the company's table still holds it — and every returned record's content is checked
-  against the fingerprint stored at import, so a retrain or a replay notices that the source
-  changed under the model (:class:`SourceChanged`).
+  even where the company's table still holds it — and a row whose subject identifiers or content
+  are on the suppression list is left out too (an erased person's row that comes back under a
+  kept key, with their e-mail address filled in or their content copied); the read counts what it
+  left out, never which. Every returned record's content is checked against the fingerprint stored
+  at import, so a retrain or a replay notices that the source changed under the model
+  (:class:`SourceChanged`). A folder in the platform's own layout is read with the same
+  suppression filter (:func:`folder_split`).
 - Purge: a file in the artifact store is rewritten without the erased rows and the old file is
   purged; a database the platform cannot write is asked whether it still holds them, for the report.
 """
@@ -37,7 +41,11 @@ from models_registry.models import (
     SuppressionEntry,
     SuppressionKind,
 )
-from models_registry.pseudonyms import content_fingerprint
+from models_registry.pseudonyms import (
+    content_fingerprints_all_versions,
+    current_content_key_version,
+)
+from models_registry.suppression import suppression_list
 from workers.datasets.sources import (
     DatasetSchema,
     DataSource,
@@ -194,10 +202,13 @@ class SourceRead:
     unregistered_rows: int = 0
     excluded_still_held: list[str] = field(default_factory=list)  # erased or suppressed, still in the source
     missing: list[str] = field(default_factory=list)  # active records of the split the source lost
+    # Left out because the row's subject identifiers or content are on the suppression list: a count only.
+    suppressed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "unregistered_rows": self.unregistered_rows,
-                "excluded_still_held": len(self.excluded_still_held), "missing": len(self.missing)}
+                "excluded_still_held": len(self.excluded_still_held), "missing": len(self.missing),
+                "suppressed": self.suppressed}
 
 
 def _registered(dataset: Dataset) -> dict[str, tuple[str, bool, bytes, int]]:
@@ -221,6 +232,8 @@ def source_split(dataset: Dataset, split: str):
 
     schema = dataset_schema(dataset)
     registered = _registered(dataset)
+    suppressed = suppression_list(dataset_name=dataset.name)
+    current = current_content_key_version()
     read = SourceRead(records=0)
     kept, changed = [], []
     seen: set[str] = set()
@@ -237,7 +250,11 @@ def source_split(dataset: Dataset, split: str):
             if not usable:
                 read.excluded_still_held.append(record.key)
                 continue
-            if content_fingerprint(record.content(), key_version=version)[0] != fingerprint:
+            fingerprints = content_fingerprints_all_versions(record.content(), up_to=max(version, current))
+            if suppressed.has_identifier(record.identifiers) or suppressed.has_fingerprint(fingerprints[current], current):
+                read.suppressed += 1
+                continue
+            if fingerprints[version] != fingerprint:
                 changed.append(record.key)
                 continue
             kept.append(record)
@@ -262,14 +279,34 @@ def source_split(dataset: Dataset, split: str):
     return data
 
 
+def folder_split(dataset: Dataset, split: str):
+    """The records of ``split`` of a dataset kept as a folder in the platform's own layout, less
+    those on the suppression list: an erased record key, a record whose subject (records.jsonl)
+    or content is suppressed. A purge rewrites such a folder, but a folder restored from a backup,
+    copied back or rebuilt still holds them. The read's count is on ``source_read``."""
+    from workers.datasets.reference import load_reference_split, record_content, record_subjects
+
+    data = load_reference_split(dataset.storage_location, split)
+    suppressed = suppression_list(dataset_name=dataset.name)
+    subjects = record_subjects(dataset.storage_location) if suppressed.subjects else {}
+    left_out = []
+    for index, key in enumerate(data.record_keys):
+        if (suppressed.has_key(key) or suppressed.has_identifier(subjects.get(key) or {})
+                or (suppressed.contents and suppressed.has_content(record_content(data, index)))):
+            left_out.append(key)
+    if left_out:
+        data = data.without(left_out)
+    data.source_read = SourceRead(records=len(data), suppressed=len(left_out))
+    return data
+
+
 def dataset_split(dataset: Dataset, split: str):
     """What the workers train, unlearn and audit on: one split of a dataset, from its source or
-    from a folder in the platform's own layout (the reference sets)."""
+    from a folder in the platform's own layout (the reference sets); either way without what is
+    on the suppression list, the read's findings on the result's ``source_read``."""
     if has_source(dataset):
         return source_split(dataset, split)
-    from workers.datasets.reference import load_reference_split
-
-    return load_reference_split(dataset.storage_location, split)
+    return folder_split(dataset, split)
 
 
 # ---------------------------------------------------------------- purge

@@ -21,14 +21,19 @@ SHADOW_COUNT_MAX = 256
 
 
 def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict[str, Any],
-                split: str = "train", recipe: str | None = None, enqueue: bool = True) -> Job:
+                split: str = "train", recipe: str | None = None, enqueue: bool = True,
+                parent_version: ModelVersion | None = None) -> Job:
     """Queue a training job for ``model`` on ``dataset`` with ``recipe`` (default: the model's
     registered recipe), which must train models of the model's task and family
     (workers.training_catalogue) and be the model's registered recipe: the planner picks a
     version's unlearning method from that (an exact method for a sharded recipe). ValidationFailed
     naming the field. The recipe configuration's architecture is the model's registered one,
-    filled in when left out; the recipe checks the rest of its configuration in the worker."""
-    from workers.training_catalogue import training_recipe_config
+    filled in when left out; the recipe checks the rest of its configuration in the worker.
+
+    A recipe that derives a model (distill, finetune) takes ``parent_version``, the version it is
+    derived from (another model's, still held); its configuration's ``parent`` names it, and the
+    version the job registers gets the lineage edge (distilled_from, fine_tuned_from)."""
+    from workers.training_catalogue import RECIPE_SPECS, training_recipe_config
 
     recipe = recipe or model.training_recipe
     config = training_recipe_config(recipe=recipe, task=model.task, architecture=model.architecture,
@@ -37,14 +42,44 @@ def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict
         raise ValidationFailed(f"model {model.name!r} is registered with the {model.training_recipe} recipe, from "
                                "which its deletions are planned; it is trained with that recipe only (register "
                                f"another model to train with {recipe})", field="recipe", code="recipe_not_registered")
-    return job_create(
-        kind=JobKind.TRAIN, registered_model=model, method=recipe, enqueue=enqueue,
-        config={"dataset_id": dataset.id, "recipe": recipe, "recipe_config": config, "split": split},
-    )
+    job_config: dict[str, Any] = {"dataset_id": dataset.id, "recipe": recipe, "recipe_config": config, "split": split}
+    derives = RECIPE_SPECS.get(recipe).derives
+    if derives or parent_version is not None:
+        derived_parent_check(model=model, recipe=recipe, derives=derives, parent=parent_version)
+        config["parent"] = {"version_id": parent_version.id, "artifact_sha256": parent_version.artifact_sha256}
+        job_config["parent_version_id"] = parent_version.id
+    return job_create(kind=JobKind.TRAIN, registered_model=model, method=recipe, enqueue=enqueue, config=job_config)
 
 
-def shadow_models_train(*, version: ModelVersion, count: int = 16, enqueue: bool = True) -> Job:
-    """Queue the training of ``count`` shadow models of ``version`` (at least 2; audits need 16),
+def derived_parent_check(*, model: RegisteredModel, recipe: str, derives: str, parent: ModelVersion | None) -> None:
+    """Refuse (ValidationFailed, field ``parent_version``) a parent version that ``recipe`` cannot
+    derive ``model`` from: none for a deriving recipe, one for a recipe that derives nothing, a
+    version of the same model, one no longer held (purged, withdrawn), or, for finetune, one whose
+    model has another architecture."""
+    if not derives:
+        raise ValidationFailed(f"the {recipe} recipe derives no model from another: leave parent_version out",
+                               field="parent_version")
+    if parent is None:
+        raise ValidationFailed(f"the {recipe} recipe derives a model from a parent version: name it "
+                               "(parent_version, the version's id)", field="parent_version")
+    if parent.model_id == model.id:
+        raise ValidationFailed(f"{parent} is a version of {model.name!r} itself: a derived model is registered as a "
+                               "model of its own", field="parent_version")
+    if parent.status not in (VersionStatus.SERVING, VersionStatus.RETAINED) or not parent.artifact_sha256:
+        raise ValidationFailed(f"{parent} is {parent.status}: a model is derived only from a version still held",
+                               field="parent_version")
+    if parent.model.task != model.task:
+        raise ValidationFailed(f"{parent} is a {parent.model.task} model; {model.name!r} is {model.task}",
+                               field="parent_version")
+    if recipe == "finetune" and parent.model.architecture != model.architecture:
+        raise ValidationFailed(f"the finetune recipe starts from its parent's weights: {parent}'s architecture "
+                               f"{parent.model.architecture!r} is not {model.name!r}'s {model.architecture!r}",
+                               field="parent_version")
+
+
+def shadow_models_train(*, version: ModelVersion, count: int = 32, enqueue: bool = True) -> Job:
+    """Queue the training of ``count`` shadow models of ``version`` (at least 2; an approximate
+    verdict needs every record OUT in 16, which 32 give: they are trained in complementary pairs),
     each on a seeded half of its run's records with its recipe (workers.runners.shadow). The
     audits look them up at the trained version at the top of the lineage, so they are made for
     that one: a version unlearned from it, or one without a training run, is refused."""
@@ -52,7 +87,7 @@ def shadow_models_train(*, version: ModelVersion, count: int = 16, enqueue: bool
 
     if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= SHADOW_COUNT_MAX:
         raise ValidationFailed(f"count must be an integer from 2 to {SHADOW_COUNT_MAX} "
-                               "(audits need 16 shadow models)", field="count")
+                               "(an approximate verdict needs 32: every record OUT in 16)", field="count")
     if version.parent_id is not None:
         root = lineage_root(version)
         raise ValidationFailed(f"{version} was unlearned from {root}: shadow models are made for the trained "
@@ -60,6 +95,13 @@ def shadow_models_train(*, version: ModelVersion, count: int = 16, enqueue: bool
     if version.training_run_id is None:
         raise ValidationFailed(f"{version} has no training run: shadow models train on halves of a run's records",
                                field="version")
+    if version.upstream_edges.exists():
+        # A shadow of a derived model would be derived from the same parent, which held the parent's
+        # records: no reference that never saw them. The audit says so (audits.runner).
+        raise ValidationFailed(f"{version} is derived from another version ({version.upstream_edges.first().kind}): "
+                               "its shadow models would learn from the same parent, which held the records a "
+                               "deletion forgets, so they cannot be the audit's reference", field="version",
+                               code="derived_version")
     return job_create(kind=JobKind.SHADOW, registered_model=version.model, source_version=version,
                       method=version.model.training_recipe, config={"count": count}, enqueue=enqueue)
 

@@ -34,12 +34,16 @@ class TrainingJobIn(StrictSerializer):
                                           help_text="The recipe's configuration; architecture defaults to the "
                                           "model's registered one.")
     split = serializers.CharField(max_length=20, default="train")
+    parent_version = serializers.IntegerField(
+        required=False, help_text="For a recipe that derives a model (distill, finetune): the id of the version it is "
+        "distilled or fine-tuned from; the new version records that lineage.")
 
 
 class ShadowJobIn(StrictSerializer):
     model = serializers.CharField(max_length=200, help_text="The registered model's name.")
     version = serializers.IntegerField(help_text="The version number of the trained version.")
-    count = serializers.IntegerField(default=16, help_text="At least 2; audits need 16.")
+    count = serializers.IntegerField(default=32, help_text="At least 2, in complementary pairs; an approximate "
+                                     "verdict needs every record OUT in 16 shadows, which 32 give.")
 
 
 class VersionRefOut(serializers.Serializer):
@@ -113,8 +117,13 @@ class TrainingJobListApi(APIView):
         dataset = Dataset.objects.filter(pk=data["dataset"]).first()
         if dataset is None:
             raise ValidationFailed(f"no registered dataset has id {data['dataset']}", field="dataset")
+        parent = None
+        if "parent_version" in data:
+            parent = ModelVersion.objects.select_related("model").filter(pk=data["parent_version"]).first()
+            if parent is None:
+                raise ValidationFailed(f"no model version has id {data['parent_version']}", field="parent_version")
         job = model_train(model=model, dataset=dataset, recipe=data.get("recipe"),
-                          recipe_config=data["recipe_config"], split=data["split"])
+                          recipe_config=data["recipe_config"], split=data["split"], parent_version=parent)
         return _job_response(job)
 
 

@@ -46,7 +46,9 @@ class RecipeSpec:
     whose models it trains (:data:`NO_ARCHITECTURE`: models its configuration alone describes);
     ``task``: the task of those models; ``trains``: what it trains, in words. ``model_architecture``:
     its configuration's ``architecture`` is the model's (the registered one is filled in); otherwise
-    the recipe fixes its own. ``no_running_statistics``: it refuses modules with BatchNorm."""
+    the recipe fixes its own. ``no_running_statistics``: it refuses modules with BatchNorm.
+    ``derives``: the recipe derives a child from a parent version (a training request names it,
+    ``parent_version``), and the run records this lineage edge kind (models_registry LineageKind)."""
 
     name: str
     task: str
@@ -54,6 +56,7 @@ class RecipeSpec:
     trains: str
     model_architecture: bool = True
     no_running_statistics: bool = False
+    derives: str = ""
 
 
 RECIPE_SPECS: Registry[RecipeSpec] = Registry("training recipe")
@@ -77,6 +80,12 @@ for _spec in (
                "a transformers sequence classifier built from its hf_config"),
     RecipeSpec("sklearn", CLASSIFICATION, ("sklearn",), "one scikit-learn estimator fitted on every record"),
     RecipeSpec("sklearn_sisa", CLASSIFICATION, ("sklearn",), "a SISA ensemble of scikit-learn estimators, one per shard"),
+    RecipeSpec("distill", CLASSIFICATION, ("builtin", "entry_point"),
+               "a PyTorch module built from the architecture, trained on a transfer set to match its parent "
+               "version's softened outputs", derives="distilled_from"),
+    RecipeSpec("finetune", CLASSIFICATION, ("builtin", "entry_point"),
+               "its parent version's PyTorch module (the same architecture) trained further on the dataset",
+               derives="fine_tuned_from"),
 ):
     RECIPE_SPECS.register(_spec.name)(_spec)
 
@@ -89,8 +98,9 @@ def running_statistics_known(architecture: Mapping[str, Any]) -> bool:
 
 
 def fitting_recipes(*, task: str, family: str, batchnorm: bool = False) -> list[str]:
-    """The recipes that train a model of ``task`` and ``family`` (``batchnorm``: its module has BatchNorm)."""
-    return [name for name in RECIPE_SPECS if (spec := RECIPE_SPECS.get(name)).task == task
+    """The recipes that train a model of ``task`` and ``family`` (``batchnorm``: its module has BatchNorm)
+    from its data alone (not those that derive it from a parent version)."""
+    return [name for name in RECIPE_SPECS if (spec := RECIPE_SPECS.get(name)).task == task and not spec.derives
             and family in spec.families and not (batchnorm and spec.no_running_statistics)]
 
 

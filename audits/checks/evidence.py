@@ -81,6 +81,12 @@ class ClassifierEvidence:
     # The level each per-record membership test runs at (Holm within the test over the records);
     # the runner divides the family-wise alpha between the per-record tests it runs.
     per_record_alpha: float = 0.05
+    # The shadow policy (audits.checks.shadow_policy): shadow models in which each forgotten record
+    # was absent, how many shadow models there are, and the minimum the platform (or the model's
+    # policy) requires. None: not counted (then nothing statistical can PASS an approximate verdict).
+    out_shadow_counts: NDArray[np.int64] | None = None
+    shadow_models: int = 0
+    min_out_shadows: int = 16
 
 
 @dataclass(frozen=True)

@@ -535,6 +535,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         "unlearned_scores": evidence.forget_scores,
         "reference": reference,
         "nonmember_scores": evidence.nonmember_null_scores if calibrated else None,
+        "alpha": evidence.per_record_alpha,
     }
 
 

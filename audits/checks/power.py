@@ -72,6 +72,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         "source": "original_model",
         # The original model's own held-out scores: the same test as the unlearned model gets.
         "nonmember_scores": evidence.original_nonmember_null_scores if calibrated else None,
+        "alpha": evidence.per_record_alpha,
     }
 
 

@@ -69,7 +69,7 @@ def test_the_forms_show_the_services_refusals(client_for, registry):
                                                       "recipe_config": "[]", "split": "train"})
     assert "recipe_config must be an object" in page.text
     page = client_for("bob").post("/admin/workers/job/shadow/", {"version": registry["version"].pk, "count": 1})
-    assert page.status_code == 200 and "audits need 16 shadow models" in page.text
+    assert page.status_code == 200 and "an approximate verdict needs 32" in page.text
     assert not Job.objects.exists()
 
     shadow = client_for("bob").post("/admin/workers/job/shadow/", {"version": registry["version"].pk, "count": 2})

@@ -40,6 +40,9 @@ EXPECTED = {
     "deployments-pending": {"get": {"ml_engineer", "dpo"}},
     "webhooks": {"get": ALL, "post": ALL},
     "webhook": {"delete": ALL},
+    # Recipients of model copies (GDPR Art. 19): registered by the DPO or an ML engineer.
+    "model-recipients": {"get": {"dpo", "ml_engineer", "auditor"}, "post": {"dpo", "ml_engineer"}},
+    "model-recipient": {"delete": {"dpo", "ml_engineer"}},
     "report": {"get": {"dpo", "auditor"}},
     "report-pdf": {"get": {"dpo", "auditor"}},
     # Opened by the upload token of an external-retrain job only: an API token of any role is a 403,
@@ -127,7 +130,8 @@ def test_check_deploy_is_clean_under_production_settings():
     import sys
 
     env = {**os.environ, "DJANGO_DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50),
-           "SUBJECT_PEPPER": "p" * 40, "RECORD_KEK": "k" * 40, "ALLOWED_HOSTS": "platform.example.org"}
+           "SUBJECT_PEPPER": "p" * 40, "RECORD_KEK": "k" * 40, "CONTENT_FINGERPRINT_KEY": "c" * 40,
+           "ALLOWED_HOSTS": "platform.example.org"}
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

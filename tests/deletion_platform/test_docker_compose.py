@@ -22,7 +22,8 @@ def test_compose_file_is_valid():
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    env = {**os.environ, "POSTGRES_PASSWORD": "x", "SECRET_KEY": "y", "SUBJECT_PEPPER": "z", "RECORD_KEK": "w", "APP_DB_PASSWORD": "v"}
+    env = {**os.environ, "POSTGRES_PASSWORD": "x", "SECRET_KEY": "y", "SUBJECT_PEPPER": "z", "RECORD_KEK": "w", "APP_DB_PASSWORD": "v",
+           "CONTENT_FINGERPRINT_KEY": "u"}
     result = subprocess.run([*command, "-f", str(COMPOSE), "config", "--services"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -157,7 +157,7 @@ def test_a_read_excludes_erased_records_and_notices_a_source_that_changed(api_cl
     train = dataset_split(dataset, "train")
     assert len(train) == 32 and list(train.record_keys) == sorted(train.record_keys)
     assert train.inputs.shape == (32, 3) and train.source_read.to_dict() == {
-        "records": 32, "unregistered_rows": 0, "excluded_still_held": 0, "missing": 0}
+        "records": 32, "unregistered_rows": 0, "excluded_still_held": 0, "missing": 0, "suppressed": 0}
 
     records_erase(records=DataRecord.objects.filter(dataset=dataset, external_key="K0001"), reason="test")
     company_database.execute("INSERT INTO customers VALUES ('K9999', NULL, 1, 1, 1, 0, 'train')")

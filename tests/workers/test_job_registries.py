@@ -35,10 +35,14 @@ def test_a_second_runner_for_a_kind_or_an_unknown_kind_is_refused():
 
 def test_the_request_workflow_plugs_into_the_engine_through_its_hooks():
     from deletion.external_retrain import external_retrain_wait_reason
-    from deletion.workflow import unsettled_source_reason, versions_open_requests_use
+    from deletion.workflow import (
+        unsettled_parent_reason,
+        unsettled_source_reason,
+        versions_open_requests_use,
+    )
 
     assert len(jobs.JOB_FINISHED) == 1
-    assert list(jobs.JOB_GATES) == [unsettled_source_reason, external_retrain_wait_reason]
+    assert list(jobs.JOB_GATES) == [unsettled_source_reason, unsettled_parent_reason, external_retrain_wait_reason]
     assert list(jobs.VERSIONS_HELD) == [versions_open_requests_use]
 
 

@@ -73,7 +73,7 @@ def test_a_training_run_started_over_the_api_writes_its_lineage(engineer, api_cl
     assert members == train_keys and version.training_run.recipe == "plain"
     assert StoredArtifact.objects.filter(model_version=version, kind="weights").exists()
 
-    # An auditor asks for shadow models of the version (2 here; audits need 16).
+    # An auditor asks for shadow models of the version (2 here; an approximate verdict needs 32).
     shadows = api_client_for("auditor").post("/api/v1/shadow-jobs/", {"model": "bc-api", "version": 1, "count": 2},
                                              format="json")
     assert shadows.status_code == 202, shadows.content
@@ -88,8 +88,8 @@ def test_a_training_run_started_over_the_api_writes_its_lineage(engineer, api_cl
 
 def test_bad_training_requests_are_refused_naming_the_field(engineer, model, dataset):
     assert _error(_train(engineer, model, dataset, recipe="plian"), 400)["fields"] == {
-        "recipe": ["unknown training recipe 'plian'; recipes: dp, hf_sequence_classifier, lora_causal_lm, plain, s3t, "
-                   "sisa, sklearn, sklearn_sisa"]}
+        "recipe": ["unknown training recipe 'plian'; recipes: distill, dp, finetune, hf_sequence_classifier, "
+                   "lora_causal_lm, plain, s3t, sisa, sklearn, sklearn_sisa"]}
     estimator = registered_model_create(name="bc-logreg", task="classification", training_recipe="sklearn",
                                         architecture={"name": "sklearn", "config": {"in_features": 30, "num_classes": 2}})
     refusal = _error(_train(engineer, estimator, dataset, recipe="s3t"), 400)

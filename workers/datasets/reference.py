@@ -138,6 +138,17 @@ def reference_records(directory: str | os.PathLike[str]) -> Iterator[dict[str, A
             }
 
 
+def record_subjects(directory: str | os.PathLike[str]) -> dict[str, dict[str, str] | None]:
+    """Record key -> its subject's identifiers (``{"email", "customer_id"}``) or None, from records.jsonl."""
+    with (Path(directory) / "records.jsonl").open(encoding="utf-8") as handle:
+        return {meta["record_key"]: meta["subject"] for meta in map(json.loads, handle)}
+
+
+def record_content(dataset: RecordDataset, index: int) -> str:
+    """The content record ``index`` of a split was registered with (``content`` of :func:`reference_records`)."""
+    return _content_of(dataset, index)[0]
+
+
 def record_import_row(row: dict[str, Any]) -> dict[str, str]:
     """Flatten a :func:`reference_records` row to the record importer's columns
     (record_key, split, content, email, customer_id)."""

@@ -26,15 +26,20 @@ from workers.models import Job
 from workers.runners.storage import artifact_store
 
 SHADOW_FRACTION = 0.5
-SHADOW_COUNT_DEFAULT = 16
+SHADOW_COUNT_DEFAULT = 32
 
 
 def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
-    """A deterministic half of ``keys``: each key goes in by a hash of (version, index, key)."""
-    def draw(key: str) -> int:
-        return hashlib.sha256(f"shadow:{version_id}:{index}:{key}".encode()).digest()[0]
+    """A deterministic half of ``keys`` for shadow model ``index``. Shadows come in complementary
+    pairs (indices 2i and 2i + 1): a hash of (version, pair, key) puts each key in one half of the
+    pair and the other shadow of the pair takes exactly the other half, so with 2n shadows every
+    record is OUT in exactly n of them (the audit's shadow policy counts them per record)."""
+    pair, second = divmod(index, 2)
 
-    return sorted(k for k in keys if draw(k) < 256 * SHADOW_FRACTION)
+    def first_half(key: str) -> bool:
+        return hashlib.sha256(f"shadow:{version_id}:{pair}:{key}".encode()).digest()[0] < 256 * SHADOW_FRACTION
+
+    return sorted(k for k in keys if first_half(k) != bool(second))
 
 
 def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
@@ -59,7 +64,7 @@ def run_shadow_job(job: Job, progress) -> dict:
         raise JobDeferred(f"unlearning job {waiting.id} on the same model runs first", countdown=30.0)
     recipes = load_recipes()
     version = job.source_version
-    count = int(job.config.get("count", 16))
+    count = int(job.config.get("count", SHADOW_COUNT_DEFAULT))
     store = artifact_store()
     # Recipe, config and membership come from the registry, not the (possibly purged) weights:
     # halves of what the lineage holds now, so records forgotten since are never taken in again.

@@ -12,14 +12,14 @@ from django.db import transaction
 
 from models_registry import services as registry
 from models_registry.importing import training_membership_import
-from models_registry.models import DataRecord, Dataset, RecordStatus, VersionStatus
+from models_registry.models import DataRecord, Dataset, ModelVersion, RecordStatus, VersionStatus
 from workers.models import Job
 from workers.runners.storage import artifact_store, stored_artifacts_register
 
 
 def training_dataset(dataset: Dataset, split: str = "train"):
-    """The dataset's split as a RecordDataset, limited to records that are still active (a source's
-    read does that itself, and says what it found on ``source_read``)."""
+    """The dataset's split as a RecordDataset, limited to records that are still active and not
+    suppressed (a source's read does that itself); what the read found is on ``source_read``."""
     from workers.data_sources import dataset_split, has_source
 
     data = dataset_split(dataset, split)
@@ -27,7 +27,9 @@ def training_dataset(dataset: Dataset, split: str = "train"):
         return data
     active = set(DataRecord.objects.filter(dataset=dataset, status=RecordStatus.ACTIVE)
                  .values_list("external_key", flat=True))
-    return data.subset([k for k in data.record_keys if k in active])
+    kept = data.subset([k for k in data.record_keys if k in active])
+    kept.source_read = data.source_read
+    return kept
 
 
 def load_recipes():
@@ -47,7 +49,14 @@ def run_training_job(job: Job, progress) -> dict:
         return {"skipped": "result already recorded", "version": job.result_version_id}
     dataset = Dataset.objects.get(pk=job.config["dataset_id"])
     recipe_name = job.config["recipe"]
-    recipe = RECIPES.get(recipe_name)(job.config.get("recipe_config", {}))
+    parent = _parent_version(job)
+    if parent is None:
+        recipe = RECIPES.get(recipe_name)(job.config.get("recipe_config", {}))
+    else:  # distill, finetune: the recipe starts from the parent's model
+        from workers.training.storage import load_run
+
+        recipe = RECIPES.get(recipe_name)(job.config.get("recipe_config", {}),
+                                          parent=load_run(artifact_store(), parent.artifact_sha256).model)
     data = training_dataset(dataset, job.config.get("split", "train"))
     device = select_device()
     result = recipe.train(data, device=device, progress=progress.scaled(0, 90))
@@ -72,14 +81,41 @@ def run_training_job(job: Job, progress) -> dict:
             model=job.registered_model, artifact_sha256=ref.artifact_id, training_run=run,
             status=VersionStatus.SERVING, guarantee_class="",
             dp_epsilon=result.metrics.get("epsilon"), dp_delta=result.metrics.get("delta"),
-            metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))},
+            # Figures, and a DP run's record of what was private (the condition of its privacy bound).
+            metrics={**{k: v for k, v in result.metrics.items()
+                        if isinstance(v, (int, float, str)) or k == "dp_pipeline"},
+                     **_left_out(data)},
         )
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=run, version=version)
+        if parent is not None:  # the child may hold what its parent held: scoping follows this edge
+            from workers.training_catalogue import RECIPE_SPECS
+
+            registry.model_lineage_edge_add(parent=parent, child=version, kind=RECIPE_SPECS.get(recipe_name).derives)
         Job.objects.filter(pk=job.pk).update(result_version=version)
     read = getattr(data, "source_read", None)
     return {"device": str(device), "artifact": ref.artifact_id, "version": version.id,
             "members": len(result.membership), "metrics": version.metrics,
             **({"source": read.to_dict()} if read is not None else {})}
+
+
+def _parent_version(job: Job) -> ModelVersion | None:
+    """The version a deriving recipe (distill, finetune) starts from, or None. Refused when it is no
+    longer held (purged or withdrawn since the job was queued): its weights may be gone, and a
+    child of a withdrawn model would carry what the withdrawal took out of service."""
+    parent_id = (job.config or {}).get("parent_version_id")
+    if parent_id is None:
+        return None
+    parent = ModelVersion.objects.get(pk=parent_id)
+    if parent.status not in (VersionStatus.SERVING, VersionStatus.RETAINED):
+        raise ValueError(f"the parent version {parent} is {parent.status}: a model is derived only from a version "
+                         "still held")
+    return parent
+
+
+def _left_out(data) -> dict[str, int]:
+    """How many suppressed records the dataset's read left out (a count, never which), for the version's metrics."""
+    read = getattr(data, "source_read", None)
+    return {"suppressed_records_left_out": read.suppressed} if read is not None else {}
 
 
 def _held_out_accuracy(model, dataset: Dataset, device) -> float | None:

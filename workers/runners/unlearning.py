@@ -56,6 +56,10 @@ def run_unlearning_job(job: Job, progress) -> dict:
     load_recipes()
     load_all_methods()
     source = current_source(job.source_version)
+    if METHOD_SPECS.get(job.method).rederives:  # a derived child: re-derived from its parent's new version
+        from workers.runners.derived import run_rederive_job
+
+        return run_rederive_job(job, source, progress)
     refused = approximate_method_refusal(job.method, source.model.architecture)
     if refused:  # a policy edited around its check: say so, not an optimizer's "empty parameter list"
         raise ValueError(refused)

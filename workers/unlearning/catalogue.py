@@ -20,6 +20,9 @@ from foundation.registry import Registry
 # the platform's: the company's own pipeline retrained without the records and declared so, and the
 # platform checked that declaration (deletion.external_retrain).
 GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed", "exact_attested")
+# From the strongest promise to the weakest: a model derived from another promises at most what the
+# version it was re-derived from promises (weakest_guarantee).
+GUARANTEE_STRENGTH = ("exact", "exact_attested", "dp_bounded", "approximate", "suppressed")
 
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
@@ -65,6 +68,9 @@ class MethodSpec:
     # "on request" (it costs what ``replay_cost`` says, shown in the plan), or "" (none).
     replay: str = ""
     replay_cost: str = ""
+    # A method that re-derives a child from its parent's unlearned version: the lineage edge kind
+    # (distilled_from, fine_tuned_from) of the children it takes. Its class is capped by the parent's.
+    rederives: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_OF_KIND:
@@ -134,8 +140,32 @@ for _spec in (
                replay_cost="one S3T training from scratch on the kept records"),
     MethodSpec("sklearn_sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sklearn_sisa", recipe="sklearn_sisa",
                replay="every audit", replay_cost="refits the affected shards again: about the unlearning job's time"),
+    # A derived child, once its parent is unlearned: distilled again from the parent's new version on
+    # the transfer set without the records, or fine-tuned again from it. Exact only as far as the
+    # parent's new version is (weakest_guarantee); from_scratch: nothing of the child's old weights is read.
+    MethodSpec("redistill", TRAINING_RUN, "exact", "workers.unlearning.exact.rederive", recipe="distill",
+               from_scratch=True, rederives="distilled_from"),
+    MethodSpec("refinetune", TRAINING_RUN, "exact", "workers.unlearning.exact.rederive", recipe="finetune",
+               from_scratch=True, rederives="fine_tuned_from"),
 ):
     method_declare(_spec)
+
+
+def weakest_guarantee(*classes: str) -> str:
+    """The weakest of ``classes`` (GUARANTEE_STRENGTH); empty strings are skipped (a version that was
+    trained, never unlearned, promises nothing about a deletion). ``ValueError`` for an unknown class."""
+    named = [c for c in classes if c]
+    unknown = sorted(set(named) - set(GUARANTEE_STRENGTH))
+    if unknown:
+        raise ValueError(f"unknown guarantee class(es) {', '.join(unknown)}; known: {', '.join(GUARANTEE_STRENGTH)}")
+    if not named:
+        raise ValueError("no guarantee class given")
+    return max(named, key=GUARANTEE_STRENGTH.index)
+
+
+def rederiving_method_for(kind: str) -> MethodSpec | None:
+    """The method that re-derives children of lineage edge ``kind`` (None: no such method)."""
+    return next((spec for spec in method_specs() if spec.rederives == kind), None)
 
 
 def method_specs(*, kind: str | None = None) -> list[MethodSpec]:

@@ -111,6 +111,9 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
         nonmember_null_scores=held_out,
         original_nonmember_null_scores=held_out + rng.normal(0, 0.1, 200),
         shadow_procedure=ShadowProcedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
+        out_shadow_counts=(~is_in).sum(axis=0),
+        shadow_models=16,
+        min_out_shadows=8,
         raw_confidences={
             "unlearned_conf": baselines + rng.normal(0, 1, 20), "original_conf": baselines + 6.0 + rng.normal(0, 1, 20),
             "reference_conf": shadow, "population_unlearned_conf": held_out,

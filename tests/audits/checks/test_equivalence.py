@@ -228,6 +228,7 @@ def _classifier_evidence(n_records: int, *, unlearned: str, margins=True, n_shad
         utility=UtilityFigures(metric="accuracy", retain=0.97, test=0.9, original_retain=0.97,
                                original_test=0.9),
         shadow_procedure=ShadowProcedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
+        out_shadow_counts=(~is_in).sum(axis=0), shadow_models=n_shadow, min_out_shadows=n_shadow // 4,
     )
 
 

@@ -76,6 +76,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "population_attack",
         "relearning",
         "representation_retention",
+        "shadow_policy",
         "unlearning_lira",
         "retain_privacy",
         "shadow_procedure",

@@ -7,6 +7,7 @@ from audits.checks.equivalence import equivalence
 from audits.checks.membership import fit_shadow_reference, membership_test
 from audits.checks.power import membership_power
 from audits.checks.result import CheckResult, Verdict
+from audits.checks.shadow_policy import shadow_policy
 from audits.checks.shadow_procedure import shadow_procedure
 from audits.checks.verdict import RULES, LineageProof, SuppressionBound, final_verdict
 from tests.audits.checks.helpers import record_ids, shadow_population
@@ -37,6 +38,7 @@ def approximate_passing() -> list[CheckResult]:
         r("equivalence_tost", PASS),
         r("population_attack", PASS),
         r("shadow_procedure", PASS),
+        r("shadow_policy", PASS),
     ]
 
 
@@ -231,6 +233,7 @@ def _pipeline(rng, unlearned_gap: float) -> Verdict:
             design="paired",
         ),
         shadow_procedure(same_as_model=True, shadows="the plain recipe", model="the plain recipe"),
+        shadow_policy(record_ids=ids, out_per_record=(~is_in).sum(axis=0), shadow_models=16, minimum=6),
     ]
     return final_verdict(guarantee_class="approximate", checks=checks)
 
