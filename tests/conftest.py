@@ -7,6 +7,9 @@ import os
 
 import pytest
 
+from tests.s3_server import s3_server  # noqa: F401 (moto's S3 server, one per session, started on first use)
+from tests.workers.store_backends import keystore_database_url  # noqa: F401 (the keystore's own database)
+
 
 def pytest_configure(config):
     if not config.pluginmanager.hasplugin("django"):

@@ -18,6 +18,11 @@ The store is held alone from the scan to the last removal (ArtifactStore.exclusi
 can make a file referenced, or young, between its check and its removal. When a file that
 decides what is referenced cannot be read, nothing is removed.
 
+The same holds on both backends (workers.artifacts): on S3 a file's age is its LastModified, a
+partial is a multipart upload left open (aborted once older than the grace period), and removing
+an orphan deletes all its versions and destroys its data key; a version Object Lock keeps is
+listed in ``retained``, never as removed.
+
 The reverse — a row whose manifest or blob is missing — is reported (``missing``), never fixed
 here: a missing copy of a model is for a person to look into. While a row's manifest is missing,
 no blob is removed (``blobs_held``): the blobs it named cannot be told from orphans, and they may
@@ -27,11 +32,9 @@ be what recovers it.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -55,14 +58,13 @@ logger = logging.getLogger(__name__)
 # Registry rows whose sha256 names a manifest in the store (dataset caches are files elsewhere).
 STORE_KINDS = (ArtifactKind.WEIGHTS, ArtifactKind.CHECKPOINT, ArtifactKind.ADAPTER, ArtifactKind.SHADOW_MODEL)
 _PLACEHOLDER = "0" * 64  # a version registered without weights in the store
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
 class StoreFile:
     kind: str  # "manifest", "blob" or "partial" (a temporary file a killed writer left)
     sha256: str  # the file's name (for a partial: the name it was being written as)
-    path: str
+    path: str  # a path, or s3://bucket/key on the object-store backend
     bytes: int
     age_seconds: float
 
@@ -94,6 +96,7 @@ class ArtifactGcReport:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     refused: str = ""  # why nothing was removed, when something made it unsafe
     blobs_held: str = ""  # why no blob was removed (a row's manifest is missing: they may be its)
+    retained: list[dict[str, Any]] = field(default_factory=list)  # copies the object store keeps (Object Lock)
 
     @property
     def removed_bytes(self) -> int:
@@ -105,7 +108,7 @@ class ArtifactGcReport:
                 "young_kept": self.young_kept, "orphans_found": len(self.orphans),
                 "orphans_removed": len(self.removed), "removed_bytes": self.removed_bytes,
                 "missing": len(self.missing), "unreadable": len(self.unreadable), "refused": self.refused,
-                "blobs_held": self.blobs_held}
+                "blobs_held": self.blobs_held, "retained": len(self.retained)}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "removed_bytes": self.removed_bytes}
@@ -137,7 +140,7 @@ def _collect(store, *, min_age: float, dry_run: bool, actor: str) -> ArtifactGcR
     protected_since = min(now, _oldest_live_job_start(now)) - min_age
     report = ArtifactGcReport(dry_run=dry_run, min_age_seconds=min_age,
                               protected_since=datetime.fromtimestamp(protected_since, tz=UTC).isoformat())
-    manifests, blobs, partials = _scan(store, now)
+    manifests, blobs, partials = store.scan()
     report.manifests, report.blobs = len(manifests), len(blobs)
     reader = _ManifestReader(store, report)
 
@@ -168,10 +171,12 @@ def _collect(store, *, min_age: float, dry_run: bool, actor: str) -> ArtifactGcR
                          + sum(1 for e in partials.values() if e.mtime >= protected_since))
 
     report.orphans = (
-        [manifests[n].file("manifest", now) for n in sorted(set(manifests) - keep_manifests)]
-        + [blobs[n].file("blob", now) for n in sorted(set(blobs) - keep_blobs)]
-        + [e.file("partial", now) for n, e in sorted(partials.items()) if e.mtime < protected_since]
+        [_file("manifest", n, manifests[n], now) for n in sorted(set(manifests) - keep_manifests)]
+        + [_file("blob", n, blobs[n], now) for n in sorted(set(blobs) - keep_blobs)]
+        + [_file("partial", n, e, now) for n, e in sorted(partials.items()) if e.mtime < protected_since]
     )
+    entries = {("manifest", n): e for n, e in manifests.items()} | {("blob", n): e for n, e in blobs.items()} | {
+        ("partial", n): e for n, e in partials.items()}
     if reader.unsafe:
         report.refused = ("a manifest that decides what is referenced could not be read "
                           f"({reader.unsafe}); nothing removed")
@@ -187,50 +192,30 @@ def _collect(store, *, min_age: float, dry_run: bool, actor: str) -> ArtifactGcR
     _ledger("artifacts.gc_started", actor, orphans=len(removable),
             files=[{"kind": f.kind, "sha256": f.sha256, "bytes": f.bytes} for f in removable])
     for orphan in removable:
-        try:
-            Path(orphan.path).unlink()
-        except FileNotFoundError:  # removed meanwhile by something that ignores the lock
+        key = (orphan.kind, orphan.sha256 if orphan.kind != "partial" else _partial_name(orphan, partials))
+        removed, retained = store.remove_scanned(key[0], key[1], entries[key])
+        report.retained += [{"kind": orphan.kind, "sha256": orphan.sha256, **held} for held in retained]
+        if not removed or retained:  # gone meanwhile, or a copy stays: not reported removed
             continue
         logger.info("artifact gc removed %s %s (%d bytes, %.0f s old)", orphan.kind, orphan.sha256,
                     orphan.bytes, orphan.age_seconds)
         report.removed.append(orphan)
     _ledger("artifacts.gc_finished", actor, removed=len(report.removed), removed_bytes=report.removed_bytes,
             files=[{"kind": f.kind, "sha256": f.sha256, "bytes": f.bytes} for f in report.removed],
-            missing=[asdict(m) for m in report.missing])
+            missing=[asdict(m) for m in report.missing], retained=report.retained)
     return report
 
 
-@dataclass
-class _Entry:
-    path: Path
-    size: int
-    mtime: float
-
-    def file(self, kind: str, now: float) -> StoreFile:
-        name = self.path.name.split(".")[0] if kind != "partial" else self.path.name
-        return StoreFile(kind=kind, sha256=name, path=str(self.path), bytes=self.size,
-                         age_seconds=round(now - self.mtime, 1))
+def _file(kind: str, name: str, entry, now: float) -> StoreFile:
+    """A scanned store entry (workers.artifacts.StoreEntry) as the report lists it; a partial is
+    named by the last part of its location (the file's name, or the key and upload id)."""
+    shown = name if kind != "partial" else entry.location.rsplit("/", 1)[-1]
+    return StoreFile(kind=kind, sha256=shown, path=entry.location, bytes=entry.size,
+                     age_seconds=round(now - entry.mtime, 1))
 
 
-def _scan(store, now: float) -> tuple[dict[str, _Entry], dict[str, _Entry], dict[str, _Entry]]:
-    """The store's manifests and blobs by sha256, and the temporary files killed writers left."""
-    found: list[dict[str, _Entry]] = [{}, {}]
-    partials: dict[str, _Entry] = {}
-    for index, (folder, suffix) in enumerate(((store.manifest_dir, ".json"), (store.blob_dir, ".safetensors"))):
-        for path in folder.iterdir():
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            entry = _Entry(path, stat.st_size, stat.st_mtime)
-            stem = path.name.removesuffix(suffix)
-            if path.name.endswith(suffix) and _SHA256.fullmatch(stem):
-                found[index][stem] = entry
-            elif path.name.startswith(".") and path.name.endswith(".tmp"):
-                partials[str(path)] = entry
-            else:
-                logger.warning("artifact gc: %s is not a store file; left alone", path)
-    return found[0], found[1], partials
+def _partial_name(orphan: StoreFile, partials: dict) -> str:
+    return next(name for name, entry in partials.items() if entry.location == orphan.path)
 
 
 class _ManifestReader:

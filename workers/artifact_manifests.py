@@ -27,6 +27,11 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 STORE_ROOTS: Hooks[Callable[[], str | os.PathLike[str]]] = Hooks("artifact store root")
 
 
+# The store itself (either backend, with its lock), for the same callers: workers.apps adds
+# workers.runners.storage.artifact_store. Without one, a store under store_root() is used.
+STORE_OPENERS: Hooks[Callable[[], Any]] = Hooks("artifact store")
+
+
 def store_root() -> Path:
     """The artifact store's root (the first one added to :data:`STORE_ROOTS`)."""
     for root in STORE_ROOTS:
@@ -125,7 +130,14 @@ def manifest_read(root: str | os.PathLike[str], artifact_id: str) -> ArtifactMan
         raise ArtifactNotFound(f"no artifact {artifact_id}") from None
     if size > MAX_MANIFEST_BYTES:
         raise UnsafeArtifactError(f"manifest {artifact_id} is {size} bytes; refused")
-    data = path.read_bytes()
+    return manifest_from_bytes(path.read_bytes(), artifact_id)
+
+
+def manifest_from_bytes(data: bytes, artifact_id: str) -> ArtifactManifest:
+    """The manifest held in ``data``, checked against its name ``artifact_id`` (size, sha256,
+    JSON), wherever the bytes came from (a file, an object store)."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise UnsafeArtifactError(f"manifest {artifact_id} is {len(data)} bytes; refused")
     if hashlib.sha256(data).hexdigest() != artifact_id:
         raise ArtifactIntegrityError(f"manifest {artifact_id} does not match its sha256")
     try:

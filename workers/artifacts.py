@@ -7,7 +7,12 @@ Layout under the store's root::
     manifests/<sha256>.json      canonical JSON naming the blobs of one artifact (by role), its
                                  architecture, config, recipe, parent, code version and extras;
                                  the sha256 of the manifest bytes is the artifact's id
-    .lock                        writers hold it shared, the garbage collector and purges alone
+
+The store's lock is held shared by writers and alone by the garbage collector and purges: a
+PostgreSQL advisory lock for the platform's store (workers.runners.storage), which holds across
+hosts; ``flock`` on ``.lock`` for a store built by hand with no database. :class:`S3ArtifactStore`
+keeps the same layout in an S3-compatible bucket, each object sealed under a data key of its own
+(workers.object_store; docs/object_storage.md).
 
 An artifact may reference other artifacts (``parts``: a SISA ensemble names its per-slice
 checkpoints). Purging an artifact removes its manifest and every blob and part that no remaining
@@ -32,10 +37,11 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
+from foundation.data_keys import DataKeys
 from foundation.files import atomic_write
 from foundation.strict_json import canonical_json, fields_once
 
@@ -62,6 +69,18 @@ from workers.artifact_manifests import (  # noqa: F401
     manifest_read,
 )
 from workers.file_formats import foreign_format
+from workers.object_store import (
+    SEALED_OVERHEAD,
+    PendingUpload,
+    S3Objects,
+    object_key_ref,
+    object_name,
+    seal,
+    sealed_manifest_read,
+    sealed_read,
+)
+
+logger = logging.getLogger(__name__)
 
 # The safetensors library itself refuses headers above 100 MB; a header of a real checkpoint is
 # a few hundred bytes per tensor, so 100 MB is far beyond anything legitimate.
@@ -311,12 +330,15 @@ class RemovedFile:
 
 @dataclass
 class PurgeReport:
-    """What a purge removed, and what it kept because another artifact still references it."""
+    """What a purge removed, what it kept because another artifact still references it, and the
+    copies it could not remove (``retained``: an object store's Object Lock, a replica), each with
+    why: an artifact with a retained copy is not purged, whatever else went."""
 
     artifact_ids: list[str] = field(default_factory=list)
     removed: list[RemovedFile] = field(default_factory=list)
     kept_shared: list[str] = field(default_factory=list)
     referenced_by: list[str] = field(default_factory=list)
+    retained: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -324,31 +346,135 @@ class PurgeReport:
             "removed": [vars(r) for r in self.removed],
             "kept_shared": list(self.kept_shared),
             "referenced_by": list(self.referenced_by),
+            "retained": list(self.retained),
         }
 
 
-class ArtifactStore:
-    """The content-addressed store rooted at ``root`` (created if missing)."""
+@dataclass
+class StoreEntry:
+    """One stored file as the garbage collector sees it (workers.artifact_gc)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    location: str  # a path, or s3://bucket/key
+    size: int
+    mtime: float  # seconds since the epoch: when it was last put
+
+
+StoreLock = Callable[..., contextlib.AbstractContextManager[None]]  # lock(shared=bool)
+
+
+class FileStoreLock:
+    """``flock`` on one file: the lock of a store used without a database (unit tests, tools on
+    one host). The platform's own store takes a PostgreSQL advisory lock instead
+    (foundation.locks.AdvisoryStoreLock, through workers.runners.storage), which holds across hosts."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def __call__(self, *, shared: bool) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ArtifactStore:
+    """The content-addressed store on a local filesystem, rooted at ``root`` (created if missing).
+
+    The logic (content addressing, write-once, closures, purges) is written against a few object
+    primitives (``_stored``, ``_read``, ``_write_once``, ``_delete``, ``_names``, ``scan``), which
+    :class:`S3ArtifactStore` implements on an S3-compatible bucket: one interface, two backends.
+    ``lock`` is the store's lock (see :meth:`_lock`); without one, ``flock`` on ``root/.lock``.
+    """
+
+    backend = "local"
+
+    def __init__(self, root: str | os.PathLike[str], *, lock: StoreLock | None = None) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs"
         self.manifest_dir = self.root / MANIFEST_DIR
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        self._store_lock = lock or FileStoreLock(self.root / ".lock")
+
+    # -- object primitives (kind: "blob" or "manifest"; name: its sha256)
+
+    def _path(self, kind: str, name: str) -> Path:
+        return self.blob_path(name) if kind == "blob" else self.manifest_path(name)
+
+    def _stored(self, kind: str, name: str) -> bool:
+        return self._path(kind, name).exists()
+
+    def _read(self, kind: str, name: str) -> bytes | None:
+        try:
+            return self._path(kind, name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _write_once(self, kind: str, name: str, data: bytes) -> None:
+        _write_once(self._path(kind, name), data)
+
+    def _delete(self, kind: str, name: str) -> tuple[RemovedFile | None, list[dict[str, Any]]]:
+        """Remove one stored file; return what was removed (None when it was not there) and the
+        copies that stay (none on a local disk)."""
+        path = self._path(kind, name)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return None, []
+        return RemovedFile(kind=kind, path=str(path), sha256=name, bytes=size), []
+
+    def _names(self, kind: str) -> list[str]:
+        folder, suffix = (self.blob_dir, ".safetensors") if kind == "blob" else (self.manifest_dir, ".json")
+        return sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}")
+                      if SHA256_HEX.match(p.name.removesuffix(suffix)))
+
+    def scan(self) -> tuple[dict[str, StoreEntry], dict[str, StoreEntry], dict[str, StoreEntry]]:
+        """Every manifest and blob by sha256, and the temporary files writers killed mid-write
+        left (by location), each with its size and the time it was last put."""
+        found: list[dict[str, StoreEntry]] = [{}, {}]
+        partials: dict[str, StoreEntry] = {}
+        for index, (folder, suffix) in enumerate(((self.manifest_dir, ".json"), (self.blob_dir, ".safetensors"))):
+            for path in folder.iterdir():
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                entry = StoreEntry(str(path), stat.st_size, stat.st_mtime)
+                stem = path.name.removesuffix(suffix)
+                if path.name.endswith(suffix) and SHA256_HEX.match(stem):
+                    found[index][stem] = entry
+                elif path.name.startswith(".") and path.name.endswith(".tmp"):
+                    partials[str(path)] = entry
+                else:
+                    logger.warning("artifact store: %s is not a store file; left alone", path)
+        return found[0], found[1], partials
+
+    def remove_scanned(self, kind: str, name: str, entry: StoreEntry) -> tuple[bool, list[dict[str, Any]]]:
+        """Remove what :meth:`scan` found (the garbage collector's orphans; a partial by its
+        location). Returns (removed, copies that stay)."""
+        try:
+            Path(entry.location).unlink()
+        except FileNotFoundError:  # removed meanwhile by something that ignores the lock
+            return False, []
+        return True, []
 
     # -- writing
 
     def put_blob(self, tensors: Mapping[str, torch.Tensor]) -> str:
         """Store tensors as one safetensors blob; return its sha256 (the file's name)."""
-        with self._lock(fcntl.LOCK_SH):
-            return self._put_blob(tensors)
+        with self._lock(shared=True):
+            return self._put_blob(tensors)[0]
 
-    def _put_blob(self, tensors: Mapping[str, torch.Tensor]) -> str:
+    def _put_blob(self, tensors: Mapping[str, torch.Tensor]) -> tuple[str, int]:
         data = tensors_to_bytes(tensors)
         digest = hashlib.sha256(data).hexdigest()
-        _write_once(self.blob_path(digest), data)  # identical content stored twice is one file
-        return digest
+        self._write_once("blob", digest, data)  # identical content stored twice is one file
+        return digest, len(data)
 
     def put(
         self,
@@ -360,31 +486,31 @@ class ArtifactStore:
         Every artifact named in ``manifest.parts`` must already be in the store. Returns the
         artifact's reference; storing the same manifest and content again returns the same id.
         """
-        with self._lock(fcntl.LOCK_SH):
+        with self._lock(shared=True):
             return self._put(manifest, files)
 
     def _put(self, manifest: ArtifactManifest,
              files: Mapping[str, Mapping[str, torch.Tensor]] | None) -> ArtifactRef:
         recorded = dict(manifest.files)
         for role, tensors in (files or {}).items():
-            digest = self._put_blob(tensors)
-            recorded[role] = {"sha256": digest, "bytes": self.blob_path(digest).stat().st_size}
+            digest, size = self._put_blob(tensors)
+            recorded[role] = {"sha256": digest, "bytes": size}
         for role, entry in recorded.items():
-            if not self.blob_path(check_sha(entry.get("sha256"))).exists():
+            if not self._stored("blob", check_sha(entry.get("sha256"))):
                 raise ArtifactNotFound(f"blob {entry['sha256']} of role {role!r} is not stored")
         for part, artifact_id in manifest.parts.items():
-            if not self.manifest_path(check_sha(artifact_id)).exists():
+            if not self._stored("manifest", check_sha(artifact_id)):
                 raise ArtifactNotFound(f"part {part!r} refers to unknown artifact {artifact_id}")
         manifest.files = recorded
         data = canonical_json(manifest.to_dict()).encode("utf-8")
         artifact_id = hashlib.sha256(data).hexdigest()
-        _write_once(self.manifest_path(artifact_id), data)
+        self._write_once("manifest", artifact_id, data)
         return ArtifactRef(artifact_id, {role: e["sha256"] for role, e in recorded.items()})
 
     # -- reading
 
     def exists(self, artifact_id: str) -> bool:
-        return self.manifest_path(check_sha(artifact_id)).exists()
+        return self._stored("manifest", check_sha(artifact_id))
 
     def manifest(self, artifact_id: str) -> ArtifactManifest:
         """The manifest of ``artifact_id``, checked against its name."""
@@ -392,11 +518,9 @@ class ArtifactStore:
 
     def load_blob(self, sha256: str) -> dict[str, torch.Tensor]:
         """Load one blob by sha256: integrity, then header checks, then safetensors."""
-        path = self.blob_path(check_sha(sha256))
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ArtifactNotFound(f"no blob {sha256}") from None
+        data = self._read("blob", check_sha(sha256))
+        if data is None:
+            raise ArtifactNotFound(f"no blob {sha256}")
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ArtifactIntegrityError(f"blob {sha256} does not match its sha256")
         return safetensors_from_bytes(data, source=f"blob {sha256}")
@@ -413,7 +537,7 @@ class ArtifactStore:
         return self.load_blob(entry["sha256"])
 
     def artifact_ids(self) -> list[str]:
-        return sorted(p.stem for p in self.manifest_dir.glob("*.json") if SHA256_HEX.match(p.stem))
+        return self._names("manifest")
 
     def blob_path(self, sha256: str) -> Path:
         return self.blob_dir / f"{sha256}.safetensors"
@@ -421,21 +545,15 @@ class ArtifactStore:
     def manifest_path(self, artifact_id: str) -> Path:
         return manifest_path(self.root, artifact_id)
 
-    @contextlib.contextmanager
-    def _lock(self, mode: int) -> Iterator[None]:
-        """The store's lock (``flock`` on ``.lock``): writers share it; :meth:`exclusively` holds
-        it alone. Not re-entrant across modes: never put while holding it exclusively."""
-        with open(self.root / ".lock", "a+b") as handle:
-            fcntl.flock(handle, mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self, *, shared: bool) -> contextlib.AbstractContextManager[None]:
+        """The store's lock: writers share it; :meth:`exclusively` holds it alone. Not re-entrant
+        across modes: never put while holding it exclusively."""
+        return self._store_lock(shared=shared)
 
     def exclusively(self) -> contextlib.AbstractContextManager[None]:
         """Hold the store alone: no put runs meanwhile, so what is referenced, and how old each
         file is, cannot change between a check and a removal (garbage collection, purges)."""
-        return self._lock(fcntl.LOCK_EX)
+        return self._lock(shared=False)
 
     def closure(self, artifact_id: str, *, skip_missing: bool = False) -> list[str]:
         """``artifact_id`` and every artifact reachable through ``parts``, each once.
@@ -467,6 +585,7 @@ class ArtifactStore:
         ``refuse_if_referenced``, which raises ArtifactInUse instead. Blobs whose bytes another
         remaining artifact also holds are kept and listed in ``kept_shared``. The store is held
         alone meanwhile: a put that shares a blob cannot slip in between the check and the removal.
+        Copies the backend cannot remove are listed in ``retained`` (see :class:`PurgeReport`).
         """
         with self.exclusively():
             return self._purge(artifact_id, include_parts, refuse_if_referenced)
@@ -504,7 +623,7 @@ class ArtifactStore:
                 continue
             manifest = self.manifest(target)
             blobs_to_check.extend(e["sha256"] for e in manifest.files.values())
-            report.removed.append(self._remove(self.manifest_path(target), "manifest", target))
+            self._purge_one(report, "manifest", target)
             report.artifact_ids.append(target)
         for target in protected:
             kept_blobs.update(e["sha256"] for e in self.manifest(target).files.values())
@@ -512,16 +631,14 @@ class ArtifactStore:
             if digest in kept_blobs:
                 report.kept_shared.append(digest)
                 continue
-            path = self.blob_path(digest)
-            if path.exists():
-                report.removed.append(self._remove(path, "blob", digest))
+            self._purge_one(report, "blob", digest)
         return report
 
-    @staticmethod
-    def _remove(path: Path, kind: str, sha256: str) -> RemovedFile:
-        size = path.stat().st_size
-        path.unlink()
-        return RemovedFile(kind=kind, path=str(path), sha256=sha256, bytes=size)
+    def _purge_one(self, report: PurgeReport, kind: str, name: str) -> None:
+        removed, retained = self._delete(kind, name)
+        if removed is not None:
+            report.removed.append(removed)
+        report.retained += [{"kind": kind, "sha256": name, **held} for held in retained]
 
     def iter_files(self) -> Iterator[Path]:
         yield from sorted(self.blob_dir.glob("*"))
@@ -532,17 +649,15 @@ class ArtifactStore:
         does), with the artifacts that name them: what releases before 2026-12-06 refused to load,
         judging by those bytes. Reads the first 8 bytes of every blob, and checks only those."""
         found = []
-        for path in sorted(self.blob_dir.glob("*.safetensors")):
-            with path.open("rb") as handle:
-                head = handle.read(8)
-            if foreign_format(head) is None:
+        for sha256 in self._names("blob"):
+            head = self._head("blob", sha256)
+            if head is None or foreign_format(head) is None:
                 continue
-            sha256 = path.stem
             try:
                 self.load_blob(sha256)
             except ArtifactError:
                 continue  # really foreign or damaged: refused today as before, not this bug
-            found.append(ForeignLookingBlob(sha256=sha256, bytes=path.stat().st_size,
+            found.append(ForeignLookingBlob(sha256=sha256, bytes=self._size("blob", sha256),
                                             looked_like=foreign_format(head), artifact_ids=[]))
         if found:
             by_sha = {blob.sha256: blob for blob in found}
@@ -555,6 +670,127 @@ class ArtifactStore:
                     if entry.get("sha256") in by_sha:
                         by_sha[entry["sha256"]].artifact_ids.append(artifact_id)
         return found
+
+    def _head(self, kind: str, name: str) -> bytes | None:
+        try:
+            with self._path(kind, name).open("rb") as handle:
+                return handle.read(8)
+        except FileNotFoundError:
+            return None
+
+    def _size(self, kind: str, name: str) -> int:
+        return self._path(kind, name).stat().st_size
+
+
+class S3ArtifactStore(ArtifactStore):
+    """The same store in an S3-compatible bucket (workers.object_store): the same names under
+    the location's prefix (``blobs/<sha256>.safetensors``, ``manifests/<sha256>.json``), each
+    object sealed under a data key of its own in ``keys`` (the keystore), which a purge or the
+    garbage collector destroys with the object's versions. A sha256 names the plaintext, so an
+    artifact has the same id on both backends and is checked against it after opening.
+
+    Write-once is a conditional PUT; putting content already stored makes it young again (a copy
+    onto itself), as a local put refreshes a file's modification time. ``lock`` must hold across
+    hosts (foundation.locks.AdvisoryStoreLock). No temporary files: a PUT is whole or absent; a
+    multipart upload left open is what the garbage collector sees as a partial.
+    """
+
+    backend = "s3"
+
+    def __init__(self, objects: S3Objects, *, keys: DataKeys, lock: StoreLock) -> None:
+        self.objects = objects
+        self.keys = keys
+        self._store_lock = lock
+        self.root = Path(objects.location.name)  # a name for messages; nothing is written there
+
+    _relative = staticmethod(object_name)
+    key_ref = staticmethod(object_key_ref)  # the keystore reference of a stored object's data key
+
+    def location(self, kind: str, name: str) -> str:
+        return f"s3://{self.objects.location.bucket}/{self.objects.location.key(self._relative(kind, name))}"
+
+    def _stored(self, kind: str, name: str) -> bool:
+        return self.objects.exists(self._relative(kind, name))
+
+    def _read(self, kind: str, name: str) -> bytes | None:
+        return sealed_read(self.objects, self.keys, kind, name)
+
+    def _write_once(self, kind: str, name: str, data: bytes) -> None:
+        relative, ref = self._relative(kind, name), self.key_ref(kind, name)
+        if self.objects.exists(relative):
+            if self.keys.has_key(ref):
+                self.objects.touch(relative)
+                return
+            # A copy a purge could not delete (Object Lock) under its destroyed key: the content
+            # is stored anew under a new key, as a new version.
+            self.objects.put(relative, seal(self.keys.data_key(ref, create=True), ref, data))
+            return
+        if not self.objects.put_if_absent(relative, seal(self.keys.data_key(ref, create=True), ref, data)):
+            self.objects.touch(relative)  # another host put the same content meanwhile
+
+    def _delete(self, kind: str, name: str) -> tuple[RemovedFile | None, list[dict[str, Any]]]:
+        relative = self._relative(kind, name)
+        size = self._plain_size(kind, name)
+        outcome = self.objects.delete(relative)
+        self.keys.destroy(self.key_ref(kind, name))  # every copy left anywhere is unreadable now
+        if outcome.retained:  # not removed: a copy stays (sealed under the destroyed key)
+            return None, [{**held, "versions_deleted": outcome.versions_deleted} for held in outcome.retained]
+        if not outcome.versions_deleted:
+            return None, []
+        return RemovedFile(kind=kind, path=self.location(kind, name), sha256=name, bytes=size), []
+
+    def _plain_size(self, kind: str, name: str) -> int:
+        for item in self.objects.list(self._relative(kind, name)):
+            return max(0, item.size - SEALED_OVERHEAD)
+        return 0
+
+    def _names(self, kind: str) -> list[str]:
+        folder = "blobs/" if kind == "blob" else f"{MANIFEST_DIR}/"
+        suffix = ".safetensors" if kind == "blob" else ".json"
+        names = (item.key[len(folder):].removesuffix(suffix) for item in self.objects.list(folder))
+        return sorted(n for n in names if SHA256_HEX.match(n))
+
+    def scan(self) -> tuple[dict[str, StoreEntry], dict[str, StoreEntry], dict[str, StoreEntry]]:
+        found: list[dict[str, StoreEntry]] = [{}, {}]
+        for index, (folder, suffix) in enumerate(((f"{MANIFEST_DIR}/", ".json"), ("blobs/", ".safetensors"))):
+            for item in self.objects.list(folder):
+                stem = item.key[len(folder):].removesuffix(suffix)
+                if item.key.endswith(suffix) and SHA256_HEX.match(stem):
+                    found[index][stem] = StoreEntry(self.location("manifest" if index == 0 else "blob", stem),
+                                                    max(0, item.size - SEALED_OVERHEAD), item.mtime)
+                else:
+                    logger.warning("artifact store: %s is not a store object; left alone", item.key)
+        partials = {f"{upload.key}?uploadId={upload.upload_id}": StoreEntry(
+            f"s3://{self.objects.location.bucket}/{self.objects.location.key(upload.key)}?uploadId={upload.upload_id}",
+            0, upload.mtime) for upload in self.objects.pending_uploads()}
+        return found[0], found[1], partials
+
+    def remove_scanned(self, kind: str, name: str, entry: StoreEntry) -> tuple[bool, list[dict[str, Any]]]:
+        if kind == "partial":
+            key, _, upload_id = name.partition("?uploadId=")
+            self.objects.abort_upload(PendingUpload(key=key, upload_id=upload_id, mtime=entry.mtime))
+            return True, []
+        removed, retained = self._delete(kind, name)
+        return removed is not None, retained
+
+    def manifest(self, artifact_id: str) -> ArtifactManifest:
+        return sealed_manifest_read(self.objects, self.keys, artifact_id)
+
+    def blob_path(self, sha256: str) -> Path:
+        raise NotImplementedError("an S3 store has no local paths; use location()")
+
+    def manifest_path(self, artifact_id: str) -> Path:
+        raise NotImplementedError("an S3 store has no local paths; use location()")
+
+    def iter_files(self) -> Iterator[Path]:
+        raise NotImplementedError("an S3 store has no local files")
+
+    def _head(self, kind: str, name: str) -> bytes | None:
+        data = self._read(kind, name)
+        return None if data is None else data[:8]
+
+    def _size(self, kind: str, name: str) -> int:
+        return self._plain_size(kind, name)
 
 
 @dataclass

@@ -40,20 +40,27 @@ def _purge_rows(store, artifacts: list[StoredArtifact]) -> list[dict]:
     """Mark the rows purged and destroy their files. The store is content-addressed: while another
     row that is not being purged names the same file (another model trained to the same bytes,
     whose copy its own deletion purges), the file stays for it and the entry says so
-    (``still_held_by``) instead of claiming it destroyed."""
+    (``still_held_by``) instead of claiming it destroyed. A copy the object store keeps (Object
+    Lock retention, a legal hold, a replica) is named in ``retained`` with why: such a file is
+    not destroyed, only unreadable (its data key is), and the report says so."""
     purging = {a.pk for a in artifacts}
     purged = []
     for artifact in artifacts:
-        removed = []
+        removed, retained = [], []
         sharer = (StoredArtifact.objects.filter(sha256=artifact.sha256, status=ArtifactStatus.PRESENT)
                   .exclude(pk__in=purging).order_by("id").first())
         if artifact.kind != ArtifactKind.DATASET_CACHE and sharer is None and store.exists(artifact.sha256):
             report = store.purge(artifact.sha256, include_parts=False)
             removed = [{"sha256": f.sha256, "kind": f.kind, "bytes": f.bytes} for f in report.removed]
+            retained = report.retained
         StoredArtifact.objects.filter(pk=artifact.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
         entry = {"sha256": artifact.sha256, "kind": artifact.kind, "label": artifact.label, "files": removed}
         if sharer is not None:
             entry["still_held_by"] = sharer.label or f"stored artifact {sharer.id}"
+        if retained:
+            entry["retained"] = retained
+            logger.warning("purge of %s %s: the object store keeps a copy: %s", artifact.kind, artifact.sha256,
+                           "; ".join(sorted({r["reason"] for r in retained})))
         purged.append(entry)
     return purged
 

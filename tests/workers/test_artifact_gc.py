@@ -1,15 +1,13 @@
 """The artifact store's garbage collector against the registry (real PostgreSQL): orphans a killed
 job left are removed and written to the ledger; what the registry reaches, what is young and what
-a live job may still register are kept; rows whose files are missing are reported, not fixed."""
+a live job may still register are kept; rows whose files are missing are reported, not fixed.
+Every test runs on both backends (tests/workers/store_backends.py): a local folder and an S3 bucket."""
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,18 +18,20 @@ from foundation.ledger.models import LedgerEvent
 from models_registry import services as registry
 from models_registry.models import StoredArtifact
 from tests import factories
+from tests.workers import store_backends as backends
 from workers.artifact_gc import artifact_store_gc
 from workers.artifacts import ArtifactManifest, ArtifactStore
 from workers.models import Job
-from workers.runners.storage import artifact_store
+from workers.runners import storage
 
 pytestmark = pytest.mark.django_db
 HOUR = 3600.0
 
 
 @pytest.fixture
-def store() -> ArtifactStore:
-    return artifact_store()  # under the test's own ARTIFACT_ROOT (tests/conftest.py)
+def store(store_backend) -> ArtifactStore:
+    # Under the test's own ARTIFACT_ROOT (tests/conftest.py), or its own prefix in the bucket.
+    return storage.artifact_store()
 
 
 def tensors(seed: int) -> dict[str, torch.Tensor]:
@@ -55,23 +55,24 @@ def put_sisa(store: ArtifactStore, seed: int):
     return top, parts
 
 
-def files_of(store: ArtifactStore, artifact_id: str) -> set[Path]:
-    """The manifest and blob files of ``artifact_id`` and everything its parts reach."""
+def files_of(store: ArtifactStore, artifact_id: str) -> set:
+    """The manifest and blob files of ``artifact_id`` and everything its parts reach (handles)."""
     paths = set()
     for member in store.closure(artifact_id):
-        paths.add(store.manifest_path(member))
-        paths |= {store.blob_path(e["sha256"]) for e in store.manifest(member).files.values()}
+        paths.add(backends.handle(store, "manifest", member))
+        paths |= {backends.handle(store, "blob", e["sha256"]) for e in store.manifest(member).files.values()}
     return paths
 
 
-def age(paths, seconds: float) -> None:
-    then = time.time() - seconds
-    for path in paths:
-        os.utime(path, (then, then))
+def exists(store: ArtifactStore, item) -> bool:
+    return backends.exists(store, item)
 
 
-def everything(store: ArtifactStore) -> set[Path]:
-    return set(store.blob_dir.iterdir()) | set(store.manifest_dir.iterdir())
+def age(store: ArtifactStore, items, seconds: float) -> None:
+    backends.age(store, items, seconds)
+
+
+everything = backends.everything
 
 
 def register(artifact_id: str, **fields) -> StoredArtifact:
@@ -91,12 +92,12 @@ def test_an_orphan_older_than_the_grace_period_is_removed_and_ledgered(store):
     register(kept.artifact_id)
     orphan = put_model(store, 2)
     orphan_files = files_of(store, orphan.artifact_id)
-    age(everything(store), 2 * HOUR)
+    age(store, everything(store), 2 * HOUR)
 
     report = artifact_store_gc(min_age_seconds=HOUR)
 
-    assert not any(p.exists() for p in orphan_files)
-    assert all(p.exists() for p in files_of(store, kept.artifact_id))
+    assert not any(exists(store, p) for p in orphan_files)
+    assert all(exists(store, p) for p in files_of(store, kept.artifact_id))
     removed = {(f.kind, f.sha256) for f in report.removed}
     assert removed == {("manifest", orphan.artifact_id), *{("blob", s) for s in orphan.files.values()}}
     assert report.summary()["orphans_found"] == report.summary()["orphans_removed"] == 3
@@ -127,11 +128,11 @@ def test_referenced_artifacts_their_parts_and_shared_blobs_are_kept(store):
     row = register(purged.artifact_id)
     StoredArtifact.objects.filter(pk=row.pk).update(status="purged")
     referenced = files_of(store, top.artifact_id) | files_of(store, version_only.artifact_id)
-    age(everything(store), 2 * HOUR)
+    age(store, everything(store), 2 * HOUR)
 
     report = artifact_store_gc(min_age_seconds=HOUR)
 
-    assert all(p.exists() for p in referenced), "a referenced file was removed"
+    assert all(exists(store, p) for p in referenced), "a referenced file was removed"
     assert store.manifest(top.artifact_id).parts == parts
     removed = {f.sha256 for f in report.removed}
     assert removed == ({orphan_top.artifact_id, orphan_checkpoint.artifact_id, *orphan_checkpoint.files.values(),
@@ -142,7 +143,7 @@ def test_referenced_artifacts_their_parts_and_shared_blobs_are_kept(store):
 
 def test_a_young_orphan_and_what_a_young_manifest_reaches_are_kept(store):
     old_part = store.put(ArtifactManifest(kind="checkpoint", code_version="test"), {"weights": tensors(1)})
-    age(everything(store), 2 * HOUR)
+    age(store, everything(store), 2 * HOUR)
     young_top = store.put(ArtifactManifest(kind="sisa_ensemble", code_version="test",
                                            parts={"shard0/slice0": old_part.artifact_id}), {"membership": tensors(2)})
 
@@ -150,16 +151,16 @@ def test_a_young_orphan_and_what_a_young_manifest_reaches_are_kept(store):
 
     assert report.removed == [] and report.orphans == []
     assert store.exists(young_top.artifact_id) and store.exists(old_part.artifact_id)
-    assert store.blob_path(old_part.weights_sha256).exists()
+    assert exists(store, backends.handle(store, "blob", old_part.weights_sha256))
     assert report.young_kept == 4  # two manifests, two blobs
     # The same files, all old now, go.
-    age(everything(store), 2 * HOUR)
+    age(store, everything(store), 2 * HOUR)
     assert len(artifact_store_gc(min_age_seconds=HOUR).removed) == 4
 
 
 def test_putting_stored_content_again_makes_it_young(store):
     orphan = put_model(store, 5)
-    age(everything(store), 2 * HOUR)
+    age(store, everything(store), 2 * HOUR)
     put_model(store, 5)  # a re-run of a killed job writes the same bytes: nothing is rewritten
     assert artifact_store_gc(min_age_seconds=HOUR).removed == []
     assert store.exists(orphan.artifact_id)
@@ -171,9 +172,9 @@ def test_files_written_since_a_live_job_started_are_kept_until_its_heartbeat_sto
     job = Job.objects.create(kind="unlearn", status="running", started_at=now - timedelta(hours=3),
                              heartbeat_at=now)
     before_job = put_model(store, 6)
-    age(files_of(store, before_job.artifact_id), 5 * HOUR)
+    age(store, files_of(store, before_job.artifact_id), 5 * HOUR)
     during_job = put_model(store, 7)  # stored 2 h ago by the job, which registers at its end
-    age(files_of(store, during_job.artifact_id), 2 * HOUR)
+    age(store, files_of(store, during_job.artifact_id), 2 * HOUR)
 
     report = artifact_store_gc(min_age_seconds=HOUR)
     assert {f.sha256 for f in report.removed} == {before_job.artifact_id, *before_job.files.values()}
@@ -186,21 +187,20 @@ def test_files_written_since_a_live_job_started_are_kept_until_its_heartbeat_sto
 
 def test_a_dry_run_removes_nothing(store):
     orphan = put_model(store, 8)
-    partial = store.blob_dir / ".abc.safetensors.x1y2.tmp"  # what a writer killed mid-write leaves
-    partial.write_bytes(b"half a file")
+    partial = backends.start_partial_upload(store)  # what a writer killed mid-write leaves
     before = everything(store)
-    age(before, 2 * HOUR)
+    age(store, before, 2 * HOUR)
 
     report = artifact_store_gc(dry_run=True, min_age_seconds=HOUR)
 
     assert everything(store) == before and report.removed == []
     assert {(f.kind, f.sha256) for f in report.orphans} == {
         ("manifest", orphan.artifact_id), *{("blob", s) for s in orphan.files.values()},
-        ("partial", partial.name)}
+        ("partial", backends.partial_name(store, partial))}
     assert gc_events() == []
     # Without --dry-run the partial write goes too.
     artifact_store_gc(min_age_seconds=HOUR)
-    assert not partial.exists() and not store.exists(orphan.artifact_id)
+    assert partial not in everything(store) and not store.exists(orphan.artifact_id)
 
 
 # ---------------------------------------------------------------- the reverse case, and safety
@@ -209,14 +209,14 @@ def test_a_dry_run_removes_nothing(store):
 def test_rows_whose_files_are_missing_are_reported_and_left_as_they_are(store):
     gone = put_model(store, 9)
     gone_row = register(gone.artifact_id, label="weights of v9")
-    store.manifest_path(gone.artifact_id).unlink()
+    backends.delete(store, backends.handle(store, "manifest", gone.artifact_id))
     top, parts = put_sisa(store, 2)
     register(top.artifact_id)
     lost_part_blobs = {e["sha256"] for e in store.manifest(parts["shard1/slice0"]).files.values()}
-    store.manifest_path(parts["shard1/slice0"]).unlink()  # one child checkpoint lost
+    backends.delete(store, backends.handle(store, "manifest", parts["shard1/slice0"]))  # one child checkpoint lost
     lost_blob = store.manifest(parts["shard0/slice0"]).files["optimizer"]["sha256"]
-    store.blob_path(lost_blob).unlink()
-    age(everything(store), 2 * HOUR)
+    backends.delete(store, backends.handle(store, "blob", lost_blob))
+    age(store, everything(store), 2 * HOUR)
 
     report = artifact_store_gc(min_age_seconds=HOUR)
 
@@ -228,7 +228,7 @@ def test_rows_whose_files_are_missing_are_reported_and_left_as_they_are(store):
     # The lost manifests' blobs look like orphans, but may be what recovers them: all kept.
     assert {f.sha256 for f in report.orphans} == {*gone.files.values(), *lost_part_blobs}
     assert report.removed == [] and report.blobs_held
-    assert all(store.blob_path(s).exists() for s in {*gone.files.values(), *lost_part_blobs})
+    assert all(exists(store, backends.handle(store, "blob", s)) for s in {*gone.files.values(), *lost_part_blobs})
 
     with pytest.raises(CommandError, match="3 registry row"):
         call_command("artifacts_gc", "--min-age", "3600")
@@ -238,8 +238,8 @@ def test_an_unreadable_referenced_manifest_stops_all_removal(store):
     live = put_model(store, 10)
     register(live.artifact_id)
     orphan = put_model(store, 11)
-    store.manifest_path(live.artifact_id).write_bytes(b'{"format": 1, "kind": "edited"}')
-    age(everything(store), 2 * HOUR)
+    backends.overwrite(store, backends.handle(store, "manifest", live.artifact_id), b'{"format": 1, "kind": "edited"}')
+    age(store, everything(store), 2 * HOUR)
 
     report = artifact_store_gc(min_age_seconds=HOUR)
 
@@ -264,7 +264,7 @@ def test_a_put_waits_while_the_collector_holds_the_store(store):
 
 def test_the_command_and_the_beat_entry(store, settings, capsys):
     orphan = put_model(store, 13)
-    age(everything(store), 2 * HOUR)
+    age(store, everything(store), 2 * HOUR)
     call_command("artifacts_gc", "--dry-run", "--min-age", "60")
     out = capsys.readouterr().out
     assert f"would remove manifest {orphan.artifact_id}" in out and "3 orphans found, 0 removed" in out
@@ -277,3 +277,15 @@ def test_the_command_and_the_beat_entry(store, settings, capsys):
     entry = settings.CELERY_BEAT_SCHEDULE["collect-orphaned-artifacts"]
     assert entry["task"] == collect_orphaned_artifacts.name
     assert collect_orphaned_artifacts.run()["orphans_found"] == 0
+
+
+def test_uploads_in_flight_are_left_alone_for_the_grace_period(store):
+    """A writer still uploading (a temporary file; an open multipart upload on S3) and what it
+    has stored but not yet registered are young: the collector keeps them."""
+    partial = backends.start_partial_upload(store)
+    in_flight = put_model(store, 14)
+
+    report = artifact_store_gc(min_age_seconds=HOUR)
+
+    assert report.removed == [] and report.orphans == [] and report.young_kept == 4  # manifest, 2 blobs, partial
+    assert partial in everything(store) and store.exists(in_flight.artifact_id)

@@ -1,5 +1,7 @@
 """The content-addressed artifact store: round trips, deduplication, purging, and refusing every
-file that is not an honest safetensors file (without ever unpickling it)."""
+file that is not an honest safetensors file (without ever unpickling it). The store's own tests run
+on both backends (``any_store``: a local folder and an S3 bucket of moto's server, see
+tests/workers/store_backends.py); the S3-only ones follow them."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as settings_hypothesis
 from hypothesis import strategies as st
 
+from tests.workers import store_backends as backends
 from tests.workers.training.data import settings  # noqa: F401  (no Django settings needed)
 from workers.artifacts import (
     ArtifactIntegrityError,
@@ -37,6 +40,13 @@ torch.set_num_threads(1)
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(tmp_path / "store")
+
+
+@pytest.fixture(params=backends.STORE_BACKENDS)
+def any_store(request, tmp_path: Path) -> ArtifactStore:
+    if request.param == "local":
+        return ArtifactStore(tmp_path / "store")
+    return backends.s3_store(request.getfixturevalue("s3_server"), tmp_path)
 
 
 def weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -63,7 +73,8 @@ class _RunsCode:
 # ---------------------------------------------------------------- round trips
 
 
-def test_weights_round_trip_and_manifest_records_what_made_them(store: ArtifactStore) -> None:
+def test_weights_round_trip_and_manifest_records_what_made_them(any_store: ArtifactStore) -> None:
+    store = any_store
     ref = store.put(manifest(parent=None, extra={"note": "x"}), {"weights": weights()})
     loaded = store.load(ref.artifact_id)
     assert loaded.keys() == weights().keys()
@@ -71,21 +82,26 @@ def test_weights_round_trip_and_manifest_records_what_made_them(store: ArtifactS
     stored = store.manifest(ref.artifact_id)
     assert stored.architecture == {"name": "mlp", "config": {"in_features": 3}}
     assert stored.recipe["name"] == "plain" and stored.code_version == "test"
-    blob = store.blob_path(ref.weights_sha256).read_bytes()
+    blob = store._read("blob", ref.weights_sha256)
     assert hashlib.sha256(blob).hexdigest() == ref.weights_sha256
-    manifest_bytes = store.manifest_path(ref.artifact_id).read_bytes()
+    manifest_bytes = store._read("manifest", ref.artifact_id)
     assert hashlib.sha256(manifest_bytes).hexdigest() == ref.artifact_id
+    if store.backend == "s3":  # what leaves the host is sealed: the tensors' bytes are not in it
+        sealed = backends.raw_bytes(store, ("blob", ref.weights_sha256))
+        assert weights()["layer.weight"].numpy().tobytes() in blob
+        assert weights()["layer.weight"].numpy().tobytes() not in sealed
+        assert b'"architecture"' not in backends.raw_bytes(store, ("manifest", ref.artifact_id))
 
 
-def test_identical_content_is_stored_once(store: ArtifactStore) -> None:
+def test_identical_content_is_stored_once(any_store: ArtifactStore) -> None:
+    store = any_store
     first = store.put(manifest(), {"weights": weights()})
     second = store.put(manifest(), {"weights": weights()})
     other = store.put(manifest(extra={"run": 2}), {"weights": weights()})
     assert first == second
     assert other.artifact_id != first.artifact_id and other.weights_sha256 == first.weights_sha256
-    assert len(list(store.blob_dir.iterdir())) == 1
-    assert len(list(store.manifest_dir.iterdir())) == 2
-    assert not [p for p in store.root.rglob("*.tmp")]
+    assert backends.count(store, "blob") == 1 and backends.count(store, "manifest") == 2
+    assert len(backends.everything(store)) == 3  # no temporary file, no open upload
 
 
 def test_optimizer_state_flattens_to_tensors_and_json_and_back() -> None:
@@ -202,12 +218,13 @@ def test_a_valid_file_passes_the_same_checks() -> None:
     assert table["layer.weight"].shape == (4, 3) and table["layer.weight"].dtype == "F32"
 
 
-def test_a_blob_changed_on_disk_is_detected(store: ArtifactStore) -> None:
+def test_a_blob_changed_on_disk_is_detected(any_store: ArtifactStore) -> None:
+    store = any_store
     ref = store.put(manifest(), {"weights": weights()})
-    path = store.blob_path(ref.weights_sha256)
-    tampered = bytearray(path.read_bytes())
+    item = backends.handle(store, "blob", ref.weights_sha256)
+    tampered = bytearray(backends.raw_bytes(store, item))
     tampered[-1] ^= 0xFF
-    path.write_bytes(bytes(tampered))
+    backends.overwrite(store, item, bytes(tampered))
     with pytest.raises(ArtifactIntegrityError):
         store.load(ref.artifact_id)
 
@@ -215,17 +232,23 @@ def test_a_blob_changed_on_disk_is_detected(store: ArtifactStore) -> None:
 # ---------------------------------------------------------------- purging
 
 
-def test_purge_removes_the_files_and_says_which(store: ArtifactStore) -> None:
+def test_purge_removes_the_files_and_says_which(any_store: ArtifactStore) -> None:
+    store = any_store
     ref = store.put(manifest(), {"weights": weights(), "optimizer": {"m": torch.ones(2)}})
-    paths = {store.blob_path(s) for s in ref.files.values()} | {store.manifest_path(ref.artifact_id)}
+    items = {backends.handle(store, "blob", s) for s in ref.files.values()} | {
+        backends.handle(store, "manifest", ref.artifact_id)}
     report = store.purge(ref.artifact_id)
-    assert {Path(r.path) for r in report.removed} == paths
+    if store.backend == "local":
+        assert {Path(r.path) for r in report.removed} == items
+    else:
+        assert {r.path for r in report.removed} == {store.location(*item) for item in items}
     assert {r.sha256 for r in report.removed} == set(ref.files.values()) | {ref.artifact_id}
-    assert not any(p.exists() for p in paths)
-    assert not store.exists(ref.artifact_id)
+    assert not any(backends.exists(store, item) for item in items)
+    assert not store.exists(ref.artifact_id) and report.retained == []
 
 
-def test_purge_keeps_what_another_artifact_still_references(store: ArtifactStore) -> None:
+def test_purge_keeps_what_another_artifact_still_references(any_store: ArtifactStore) -> None:
+    store = any_store
     shared = store.put(ArtifactManifest(kind="checkpoint", config={"slice": 0}), {"weights": weights(1)})
     only_parent = store.put(ArtifactManifest(kind="checkpoint", config={"slice": 1}), {"weights": weights(2)})
     parent = store.put(manifest(parts={"s0": shared.artifact_id, "s1": only_parent.artifact_id}))
@@ -256,17 +279,87 @@ def test_writes_are_atomic_renames(store: ArtifactStore, monkeypatch: pytest.Mon
     assert all(src.endswith(".tmp") for src, _ in calls)
 
 
-def test_purging_a_part_by_itself_removes_it_and_names_who_referenced_it(store: ArtifactStore) -> None:
+def test_purging_a_part_by_itself_removes_it_and_names_who_referenced_it(any_store: ArtifactStore) -> None:
     """The unlearning job purges superseded checkpoints one by one, before or after the parent's
     top level: the data must go either way."""
+    store = any_store
     checkpoint = store.put(ArtifactManifest(kind="checkpoint"), {"weights": weights(4)})
     parent = store.put(manifest(parts={"s0": checkpoint.artifact_id}))
     report = store.purge(checkpoint.artifact_id, include_parts=False)
     assert report.referenced_by == [parent.artifact_id]
     assert {r.sha256 for r in report.removed} == {checkpoint.artifact_id, checkpoint.weights_sha256}
-    assert not store.blob_path(checkpoint.weights_sha256).exists()
+    assert not backends.exists(store, backends.handle(store, "blob", checkpoint.weights_sha256))
     store.purge(parent.artifact_id)  # the parent goes afterwards without complaint
     assert store.artifact_ids() == []
+
+
+# ---------------------------------------------------------------- the S3 backend: versions, Object Lock, backups
+
+
+def _versions(store, item) -> list[dict]:
+    key = store.objects.location.key(store._relative(*item))
+    listing = store.objects.client.list_object_versions(Bucket=store.objects.location.bucket, Prefix=key)
+    return [v for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []) if v["Key"] == key]
+
+
+def _items(store, ref) -> set:
+    return {("manifest", ref.artifact_id), *{("blob", s) for s in ref.files.values()}}
+
+
+def test_a_purge_in_a_versioned_bucket_deletes_every_version(s3_server, tmp_path: Path) -> None:
+    store = backends.s3_store(s3_server, tmp_path)
+    ref = store.put(manifest(), {"weights": weights()})
+    store.put(manifest(), {"weights": weights()})  # put again: a second version of each object
+    assert all(len(_versions(store, item)) == 2 for item in _items(store, ref))
+
+    report = store.purge(ref.artifact_id)
+
+    assert {r.sha256 for r in report.removed} == set(ref.files.values()) | {ref.artifact_id}
+    assert report.retained == []
+    assert all(_versions(store, item) == [] for item in _items(store, ref))  # no old version, no delete marker
+    assert not any(store.keys.has_key(store.key_ref(*item)) for item in _items(store, ref))
+
+
+def test_object_lock_retention_is_reported_and_never_called_purged(s3_server, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    store = backends.s3_store(s3_server, tmp_path, bucket=s3_server.locked_bucket)
+    ref = store.put(manifest(), {"weights": weights(5)})
+    until = datetime.now(tz=UTC) + timedelta(days=30)
+    locked = ("blob", ref.weights_sha256)
+    for version in _versions(store, locked):
+        store.objects.client.put_object_retention(
+            Bucket=store.objects.location.bucket, Key=version["Key"], VersionId=version["VersionId"],
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+
+    report = store.purge(ref.artifact_id)
+
+    assert [r.sha256 for r in report.removed] == [ref.artifact_id]  # the manifest went; the blob did not
+    assert [(r["sha256"], r["mode"]) for r in report.retained] == [(ref.weights_sha256, "COMPLIANCE")]
+    assert "Object Lock retention (COMPLIANCE) until" in report.retained[0]["reason"]
+    assert backends.exists(store, locked)  # the copy is there, as the report says...
+    with pytest.raises(ArtifactIntegrityError, match="data key is destroyed"):
+        store.load_blob(ref.weights_sha256)  # ...and unreadable: its data key is gone
+
+
+def test_a_purged_artifact_restored_from_a_backup_cannot_be_read(s3_server, tmp_path: Path) -> None:
+    store = backends.s3_store(s3_server, tmp_path)
+    ref = store.put(manifest(), {"weights": weights(6)})
+    backup = {item: backends.raw_bytes(store, item) for item in _items(store, ref)}  # a copy of the bucket
+
+    store.purge(ref.artifact_id)
+    for item, sealed in backup.items():  # the backup is restored into the bucket
+        backends.overwrite(store, item, sealed)
+
+    assert store.exists(ref.artifact_id)
+    with pytest.raises(ArtifactIntegrityError, match="data key is destroyed"):
+        store.manifest(ref.artifact_id)
+    with pytest.raises(ArtifactIntegrityError, match="data key is destroyed"):
+        store.load_blob(ref.weights_sha256)
+    assert weights(6)["layer.weight"].numpy().tobytes() not in b"".join(backup.values())
+    # Put again (the same content stored anew), it is sealed under a new key and reads.
+    again = store.put(manifest(), {"weights": weights(6)})
+    assert again == ref and torch.equal(store.load(ref.artifact_id)["layer.weight"], weights(6)["layer.weight"])
 
 
 # ---------------------------------------------------------------- header lengths that look foreign

@@ -15,9 +15,29 @@ from models_registry.models import (
 
 
 def artifact_store():
+    """The artifact store the settings name (ARTIFACT_STORE): a folder under ARTIFACT_ROOT, or an
+    S3-compatible bucket (ARTIFACT_S3_*) whose objects are sealed under data keys in the keystore.
+    Either way its lock is a PostgreSQL advisory lock, which holds for every worker host."""
+    from foundation.locks import AdvisoryStoreLock
+
+    if settings.ARTIFACT_STORE == "s3":
+        from models_registry.keystore import keystore
+        from workers.artifacts import S3ArtifactStore
+
+        objects = _s3_objects()
+        return S3ArtifactStore(objects, keys=keystore(), lock=AdvisoryStoreLock(f"artifact store {objects.location.name}"))
     from workers.artifacts import ArtifactStore
 
-    return ArtifactStore(settings.ARTIFACT_ROOT)
+    return ArtifactStore(settings.ARTIFACT_ROOT, lock=AdvisoryStoreLock(f"artifact store {settings.ARTIFACT_ROOT}"))
+
+
+def _s3_objects():
+    from workers.object_store import S3Location, S3Objects
+
+    return S3Objects(S3Location(
+        bucket=settings.ARTIFACT_S3_BUCKET, prefix=settings.ARTIFACT_S3_PREFIX,
+        endpoint_url=settings.ARTIFACT_S3_ENDPOINT_URL, region=settings.ARTIFACT_S3_REGION,
+        access_key_id=settings.ARTIFACT_S3_ACCESS_KEY_ID, secret_access_key=settings.ARTIFACT_S3_SECRET_ACCESS_KEY))
 
 
 def artifact_root():
@@ -28,6 +48,11 @@ def artifact_root():
 def artifact_manifest(artifact_id: str):
     """The manifest of a stored artifact (what it is, its parts and state; no weights), read without
     torch, so that the web side may call it. Raises workers.artifact_manifests.ArtifactError."""
+    if settings.ARTIFACT_STORE == "s3":
+        from models_registry.keystore import keystore
+        from workers.object_store import sealed_manifest_read
+
+        return sealed_manifest_read(_s3_objects(), keystore(), artifact_id)
     from workers.artifact_manifests import manifest_read
 
     return manifest_read(settings.ARTIFACT_ROOT, artifact_id)

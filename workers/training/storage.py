@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from workers.artifact_manifests import store_root
+from workers.artifact_manifests import STORE_OPENERS, store_root
 from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore, code_version
 from workers.training.base import RECIPES, TrainingRecipe, TrainingRun
 from workers.training.membership import MembershipRow
@@ -20,8 +20,10 @@ from workers.training.membership import MembershipRow
 
 def recipe_store() -> ArtifactStore:
     """The worker's artifact store, which a recipe reads what its config names by sha256 from (an
-    uploaded model's tokenizer). Its root comes through workers.artifact_manifests.STORE_ROOTS:
-    this package imports no Django (the method library retrains through it)."""
+    uploaded model's tokenizer). It comes through workers.artifact_manifests.STORE_OPENERS (either
+    backend), else STORE_ROOTS: this package imports no Django (the method library retrains through it)."""
+    for open_store in STORE_OPENERS:
+        return open_store()
     return ArtifactStore(store_root())
 
 
