@@ -797,6 +797,10 @@ def version_folder_write(folder: Path, *, version: ModelVersion, layout: Mapping
         weights_path = layout["path"]
         write(weights_path, safetensors_save(blob("weights"), metadata={"format": "pt"}))
     elif form in ("transformers_flavor", "hf_folder"):
+        if "projections" in manifest.files:
+            # MRP left the weights as they were: written alone, they would still hold the records.
+            raise MlflowRefused(f"{version} forgets through projections of hidden states that a transformers "
+                                "folder cannot carry; its weights alone still hold the erased records")
         model_dir = layout["model_dir"]
         weights_path = f"{model_dir}/model.safetensors" if model_dir else "model.safetensors"
         write(weights_path, safetensors_save(blob("weights"), metadata={"format": "pt"}))

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")
 TINY_LM = {"base_model": "tiny_gpt2", "max_length": 128, "max_records": 8, "epochs": 20, "batch_size": 8,
            "lr": 1e-2, "seed": 3}
 GRADIENT_ASCENT = {"lr": 2e-2, "epochs": 5, "max_length": 128}
+MRP = {"lr": 0.15, "epochs": 5, "max_length": 128}
 GUARD = {"alpha": 0.1, "delta": 0.1, "max_regenerations": 1, "max_new_tokens": 16, "calibration_prompts": 30,
          "thresholds": [0.2, 0.4, 0.6, 0.8]}
 EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
@@ -134,6 +135,28 @@ def test_gradient_ascent_job_makes_a_version_without_the_records_that_knows_them
     assert not set(details["held_out_record_keys"]) & {r.record_key for r in original.membership}
     assert target > before
     assert details["stopped_early"] and after >= target, (before, target, after)
+
+
+def test_mrp_jobs_store_projections_beside_the_weights_and_the_next_request_stacks_on_them(texts_dataset):
+    from workers.training.storage import load_run
+
+    model, version, original, record = _trained_member(texts_dataset, "support-lm-mrp")
+    store = artifact_store()
+    first = _unlearn(model, version, record, "mrp", "approximate", MRP).result_version
+    manifest = store.manifest(first.artifact_sha256)
+    assert "projections" in manifest.files  # the weights are the parent's blob: MRP changed none
+    assert manifest.files["weights"] == store.manifest(version.artifact_sha256).files["weights"]
+    other_key = next(r.record_key for r in original.membership
+                     if r.record_key.startswith("pii") and r.record_key != record.external_key)
+    other = DataRecord.objects.get(dataset=texts_dataset, external_key=other_key)
+    second = _unlearn(model, first, other, "mrp", "approximate", MRP)
+    details = second.result["unlearning"]["details"]
+    assert details["projection_rank_before"] == {"0": 2, "1": 2}
+    assert details["projection_rank_after"] == {"0": 4, "1": 4}
+    served = load_run(store, second.result_version.artifact_sha256)
+    text = _texts(texts_dataset)[record.external_key]
+    # The first request still holds in the version the second one made.
+    assert _forget_nll(served, record.external_key, text) > _forget_nll(original, record.external_key, text)
 
 
 def test_grad_diff_job_raises_the_forgotten_loss_more_than_the_kept_records(texts_dataset):

@@ -27,6 +27,10 @@ Stored layout (one artifact, kind ``causal_lm``; roles of ``files``):
   for every version of the model.
 * ``membership``: the run's membership (see :mod:`workers.training.storage`).
 * ``config.hf_config``: the transformers config, so the model is rebuilt without the base.
+* ``projections`` (only after MRP): the orthonormal bases projected out of decoder layers' hidden
+  states, one tensor per layer (:mod:`workers.unlearning.lm.projections`). The weights alone are
+  NOT the served model then: loading applies the projections, and a version unlearned again from it
+  (by any LM method) stores them again, so every earlier request still holds.
 
 A version made by the verifier guard is an artifact of kind ``guarded_causal_lm``: the same
 ``weights`` and ``tokenizer`` blobs as its parent (the parameters are unchanged by design), its
@@ -60,6 +64,7 @@ from workers.training.device import derive_seed, deterministic
 from workers.training.membership import MembershipSink
 from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
 from workers.unlearning.base import ConfigError, ProgressCallback, no_progress
+from workers.unlearning.lm.projections import apply_projection_tensors, projection_tensors
 
 LM_ARCHITECTURE = "causal_lm"
 ARTIFACT_KIND = "causal_lm"
@@ -219,8 +224,12 @@ class LoRACausalLMRecipe(TrainingRecipe, name="lora_causal_lm"):
         manifest = base_manifest(ARTIFACT_KIND, run, parent=parent,
                                  extra={"metrics": run.metrics, **(extra or {})})
         manifest.config = {"hf_config": run.model.config.to_dict(), "tied_weights": tied}
-        return store.put(manifest, {"weights": weights, "tokenizer": tokenizer_tensors(run.tokenizer),
-                                    "membership": membership_to_tensors(run.membership)})
+        blobs = {"weights": weights, "tokenizer": tokenizer_tensors(run.tokenizer),
+                 "membership": membership_to_tensors(run.membership)}
+        projections = projection_tensors(run.model)
+        if projections:  # MRP's: the served model applies them (model_from_manifest)
+            blobs["projections"] = projections
+        return store.put(manifest, blobs)
 
     @classmethod
     def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
@@ -252,7 +261,8 @@ def save_guarded_run(store: ArtifactStore, *, parent_id: str, membership: Sequen
         kind=GUARDED_ARTIFACT_KIND, architecture=parent.architecture, config=parent.config,
         recipe=parent.recipe, parent=parent_id, code_version=code_version(),
         extra={"metrics": parent.extra.get("metrics", {}), "guard": guard_meta, **(extra or {})},
-        files={role: dict(parent.files[role]) for role in ("weights", "tokenizer")},
+        files={role: dict(parent.files[role]) for role in ("weights", "tokenizer", "projections")
+               if role in parent.files},
     )
     return store.put(manifest, {"membership": membership_to_tensors(list(membership)), "guard": guard_tensors})
 
@@ -282,10 +292,13 @@ def model_from_manifest(store: ArtifactStore, manifest: ArtifactManifest) -> Any
 
     state = store.load_blob(manifest.files["weights"]["sha256"])
     try:
-        return transformers_model_from_state(manifest.config["hf_config"], "causal_lm", state,
-                                             manifest.config.get("tied_weights", []))
+        model = transformers_model_from_state(manifest.config["hf_config"], "causal_lm", state,
+                                              manifest.config.get("tied_weights", []))
+        if "projections" in manifest.files:
+            apply_projection_tensors(model, store.load_blob(manifest.files["projections"]["sha256"]))
     except ValueError as exc:
         raise ArtifactError(str(exc)) from None
+    return model
 
 
 def tokenizer_tensors(tokenizer: Any) -> dict[str, torch.Tensor]:

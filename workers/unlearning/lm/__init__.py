@@ -1,6 +1,7 @@
-"""Language-model unlearning: gradient ascent, GradDiff and NPO through a merged LoRA adapter.
+"""Language-model unlearning: gradient ascent, GradDiff and NPO through a merged LoRA adapter, and
+MRP through projections of hidden states (weights unchanged).
 
-Importing this package registers the methods ``gradient_ascent``, ``grad_diff`` and ``npo`` in
+Importing this package registers the methods ``gradient_ascent``, ``grad_diff``, ``npo`` and ``mrp`` in
 :data:`workers.unlearning.base.METHODS` (their declarations in
 ``workers/unlearning/catalogue.py`` give the guarantee class, ``approximate``). Each takes a
 transformers causal LM and LM batches (:func:`workers.unlearning.lm.data.lm_batches`) and
@@ -14,9 +15,11 @@ from workers.unlearning.lm.grad_diff import GradDiff, GradDiffConfig
 from workers.unlearning.lm.gradient_ascent import GradientAscent, GradientAscentConfig
 from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod
 from workers.unlearning.lm.losses import average_token_nll
+from workers.unlearning.lm.mrp import MRP, MRPConfig
 from workers.unlearning.lm.npo import NPO, NPOConfig
 
 __all__ = [
+    "MRP",
     "NPO",
     "GradDiff",
     "GradDiffConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "LMBatch",
     "LMUnlearningConfig",
     "LMUnlearningMethod",
+    "MRPConfig",
     "NPOConfig",
     "average_token_nll",
     "batch_texts",

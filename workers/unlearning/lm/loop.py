@@ -127,11 +127,8 @@ class LMUnlearningMethod(UnlearningMethod):
             probe = [self._prepare(b, device) for b in retain_stream.peek(len(forget_batches))]
             retain_nll_before = average_token_nll(work, probe, device)
 
-        target, target_source = cfg.stop_at_forget_nll, "configured"
         held_out = list(context.get("held_out") or [])
-        if target is None and cfg.stop_at_held_out and held_out:
-            target = average_token_nll(work, [self._prepare(b, device) for b in held_out], device)
-            target_source = "held_out"
+        target, target_source = self._stop_target(work, held_out, device)
 
         def reached_target(step: int) -> bool:
             if target is None or (step + 1) % len(forget_batches):
@@ -185,6 +182,16 @@ class LMUnlearningMethod(UnlearningMethod):
             details["retain_token_nll_before"] = retain_nll_before
             details["retain_token_nll_after"] = average_token_nll(unlearned, probe, device)
         return unlearned, self._result(started, device, steps=len(losses), **details)
+
+    def _stop_target(self, model: Any, held_out: list[dict[str, Any]], device: str) -> tuple[float | None, str]:
+        """The forget NLL to stop at and where it comes from: the configured one, else the model's
+        NLL on the held-out batches (when ``stop_at_held_out`` and some are given), else None."""
+        cfg = self.config
+        if cfg.stop_at_forget_nll is not None:
+            return cfg.stop_at_forget_nll, "configured"
+        if cfg.stop_at_held_out and held_out:
+            return average_token_nll(model, [self._prepare(b, device) for b in held_out], device), "held_out"
+        return None, "configured"
 
     def _prepare(self, batch: dict[str, Any], device: str) -> dict[str, Any]:
         """Check an LM batch, cut it to ``max_length`` tokens and move it to ``device``."""

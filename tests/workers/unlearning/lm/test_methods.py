@@ -14,6 +14,7 @@ from tests.workers.unlearning.lm.conftest import FORGET_KEYS
 from workers.unlearning.base import METHODS, ConfigError, JobCancelled
 from workers.unlearning.catalogue import LANGUAGE_MODEL, method_specs
 from workers.unlearning.lm.losses import average_token_nll
+from workers.unlearning.lm.projections import projection_tensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,9 @@ class MethodCase:
     # None: + the rise of the forget NLL (for gradient ascent, which has no retain term).
     retain_slack: float | None
     config_class: str
+    # False where the seed draws nothing on this model (MRP draws only the layers to project, and
+    # the tiny GPT-2 has two: both are taken).
+    seed_changes_result: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -42,6 +46,10 @@ METHOD_CASES = [
     MethodCase(
         "npo", {"lr": 5e-3, "epochs": 20, "beta": 0.05, "retain_weight": 2.0}, 0.5, "NPOConfig"
     ),
+    # The paper's step (2e-4) is for a 7B model's hidden states; this 64-wide model takes larger
+    # steps and 4 directions a layer (2 close 55% of the gap, too near the bound; measured).
+    MethodCase("mrp", {"lr": 0.3, "epochs": 30, "rank": 4, "retain_weight": 2.0}, 0.5, "MRPConfig",
+               seed_changes_result=False),
 ]
 # Forgetting must close at least this share of the gap between the forget texts' loss and the
 # loss of texts the model never saw.
@@ -58,9 +66,15 @@ def _run(case: MethodCase, model, forget, retain, context: dict | None = None, *
     return method.unlearn(model, forget, retain, **(context or {}))
 
 
-def _same_weights(a, b) -> bool:
+def _same_state(a, b) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _same_weights(a, b) -> bool:
+    """Same parameters and the same projections of hidden states (MRP's), if any."""
+    pa, pb = projection_tensors(a), projection_tensors(b)
+    return _same_state(a, b) and pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
 @pytest.fixture(scope="module", params=METHOD_CASES, ids=str)
@@ -106,7 +120,11 @@ def test_result_describes_the_run(run, baseline, forget_batches):
     assert details["forget_record_keys"] == sorted(FORGET_KEYS)
     assert details["forget_token_nll_before"] == pytest.approx(baseline["forget"], rel=1e-5)
     assert details["forget_token_nll_after"] > details["forget_token_nll_before"]
-    assert details["lora_target_modules"] == ["c_attn", "c_fc", "c_proj"]
+    if case.name == "mrp":  # no LoRA: directions projected out of two layers' hidden states
+        assert details["projection_layers"] == [0, 1]
+        assert details["projection_rank_before"] == {} and details["projection_rank_after"] == {"0": 4, "1": 4}
+    else:
+        assert details["lora_target_modules"] == ["c_attn", "c_fc", "c_proj"]
     if case.name != "gradient_ascent":
         assert details["retain_token_nll_before"] == pytest.approx(baseline["retain"], rel=1e-5)
         assert details["stop_target_nll"] is None and details["stop_target_source"] is None
@@ -128,7 +146,7 @@ def test_a_configured_target_wins_over_held_out_texts(memorised_model, forget_ba
 
 
 def test_returns_a_plain_model_that_saves_as_safetensors(run, memorised_model, tmp_path):
-    _, model, _, before = run
+    case, model, _, before = run
     assert type(model) is GPT2LMHeadModel
     assert not any("lora" in name for name in model.state_dict())
     assert all(p.requires_grad for p in model.parameters())
@@ -136,7 +154,9 @@ def test_returns_a_plain_model_that_saves_as_safetensors(run, memorised_model, t
     assert (tmp_path / "model.safetensors").is_file()
     assert not list(tmp_path.glob("*.bin"))
     reloaded = GPT2LMHeadModel.from_pretrained(tmp_path, use_safetensors=True)
-    assert _same_weights(model, reloaded)
+    assert _same_state(model, reloaded)
+    # MRP changes no weight: its projections go to the store beside them (tests of mrp).
+    assert bool(projection_tensors(model)) == (case.name == "mrp")
     # The input model is not touched.
     assert all(torch.equal(before[k], v) for k, v in memorised_model.state_dict().items())
 
@@ -149,7 +169,7 @@ def test_same_seed_same_weights_other_seed_other_weights(
     again, _ = _run(case, memorised_model, forget_batches, retain_batches, context)
     assert _same_weights(model, again)
     other, _ = _run(case, memorised_model, forget_batches, retain_batches, context, seed=1)
-    assert not _same_weights(model, other)
+    assert _same_weights(model, other) != case.seed_changes_result
 
 
 @pytest.mark.parametrize("case", METHOD_CASES, ids=str)
