@@ -10,7 +10,8 @@ set a model is retrained without it:
 * ``class``: every training record of one class;
 * ``canary``: the 25 mislabelled canaries (memorised by the original model).
 
-Every approximate classifier method runs with its default config. Per forget set and method:
+Every approximate classifier method runs with its default config (a whole-class method, such as
+data_free_class, on the ``class`` forget set only). Per forget set and method:
 forget, retain and test accuracy; a loss-threshold membership-inference AUC on the forget set
 (forget records against held-out records of the same classes: 0.5 = indistinguishable, compare
 with the retrained row); and time as a fraction of retraining, wall-clock and process CPU time
@@ -46,12 +47,14 @@ from workers.datasets.reference import (  # noqa: E402
 )
 from workers.training import RECIPES  # noqa: E402
 from workers.unlearning.base import METHODS  # noqa: E402
-from workers.unlearning.catalogue import CLASSIFICATION, approximate_methods_for  # noqa: E402
+from workers.unlearning.catalogue import CLASSIFICATION, METHOD_SPECS, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
 
 SCENARIOS = ("random", "class", "canary")
 FORGET_CLASS = 3
 CANARIES = 25
+# Shadow pairs trained for methods that read shadow models (dmm, oracle_matching): they read half.
+SHADOW_PAIRS = 4
 RANDOM_SHARE = 0.02
 
 
@@ -175,7 +178,9 @@ def main() -> None:
     }
     for scenario in args.scenarios.split(","):
         forget_keys = forget_keys_for(scenario, train, canaries, args.seed)
-        rows = run_scenario(recipe, original, train, test, forget_keys, methods)
+        # A whole-class method (data_free_class) refuses any other forget set.
+        applicable = [m for m in methods if scenario == "class" or not METHOD_SPECS.get(m).whole_class_only]
+        rows = run_scenario(recipe, original, train, test, forget_keys, applicable)
         print_table(scenario, len(forget_keys), rows)
         results["scenarios"][scenario] = {
             "forget_records": len(forget_keys),
@@ -207,6 +212,7 @@ def run_scenario(
         metrics = evaluate(model, forget, retain, test, test_reference)
         return {**metrics, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
+    shadows = ShadowModels(recipe, train, pairs=SHADOW_PAIRS)
     started, cpu_started = time.perf_counter(), time.process_time()
     retrained = recipe.train(retain).model
     rows = {"none": measure(original, 0.0, 0.0)}
@@ -217,12 +223,52 @@ def run_scenario(
         forget_loader = DataLoader(forget, batch_size=32, shuffle=True)
         retain_loader = DataLoader(retain, batch_size=64, shuffle=True)
         cpu_started = time.process_time()
-        model, result = METHODS.get(name)().unlearn(original, forget_loader, retain_loader)
+        model, result = METHODS.get(name)().unlearn(original, forget_loader, retain_loader,
+                                                    **shadows.context(name))
         rows[name] = measure(model, result.wall_seconds, time.process_time() - cpu_started)
+        # Subset runs included: the shadow models the method read, trained for it here.
+        rows[name]["subset_run_seconds"] = shadows.seconds_for(name)
     for row in rows.values():
         row["time_fraction"] = row["seconds"] / rows["retrain"]["seconds"]
         row["cpu_time_fraction"] = row["cpu_seconds"] / rows["retrain"]["cpu_seconds"]
     return rows
+
+
+class ShadowModels:
+    """Complementary pairs of shadow models of ``recipe`` on ``train`` (trained on first use), handed
+    to the methods that declare the need, as the unlearning job hands over the platform's."""
+
+    def __init__(self, recipe: Any, train: RecordDataset, *, pairs: int, seed: int = 0) -> None:
+        self.recipe, self.train, self.pairs, self.seed = recipe, train, pairs, seed
+        self.references: list | None = None
+        self.seconds = 0.0
+
+    def needed(self, name: str) -> bool:
+        return "shadow_references" in METHOD_SPECS.get(name).needs
+
+    def context(self, name: str) -> dict[str, Any]:
+        if not self.needed(name):
+            return {}
+        if self.references is None:
+            from workers.unlearning.references import ShadowReference
+
+            started = time.perf_counter()
+            keys = list(self.train.record_keys)
+            rng = np.random.default_rng(10_000 + self.seed)
+            self.references = []
+            for pair in range(self.pairs):
+                first = rng.random(len(keys)) < 0.5
+                for side, chosen in enumerate((first, ~first)):
+                    members = [k for k, c in zip(keys, chosen, strict=True) if c]
+                    config = {**self.recipe.config.to_dict(), "seed": 10_000 + 2 * pair + side}
+                    model = type(self.recipe)(config).train(self.train.subset(members)).model
+                    self.references.append(ShadowReference.of_model(2 * pair + side, model, members))
+            self.seconds = time.perf_counter() - started
+        return {"references": self.references}
+
+    def seconds_for(self, name: str) -> float:
+        """Training time of the shadow models the method read (its share of the pairs)."""
+        return self.seconds / 2 if self.needed(name) else 0.0
 
 
 def print_table(scenario: str, forget_records: int, rows: dict[str, dict[str, float]]) -> None:

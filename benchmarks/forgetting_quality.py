@@ -38,14 +38,14 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from approximate_unlearning import canary_sources, per_record  # noqa: E402
+from approximate_unlearning import FORGET_CLASS, ShadowModels, canary_sources, per_record  # noqa: E402
 
 from audits.checks.challenge_metric import challenge_forget_score, logit_scaled_confidence  # noqa: E402
 from audits.checks.forgetting_quality import forgetting_quality  # noqa: E402
 from workers.datasets.reference import load_reference_split, materialise_reference, plant_canaries  # noqa: E402
 from workers.training import RECIPES  # noqa: E402
 from workers.unlearning.base import METHODS  # noqa: E402
-from workers.unlearning.catalogue import CLASSIFICATION, approximate_methods_for  # noqa: E402
+from workers.unlearning.catalogue import CLASSIFICATION, METHOD_SPECS, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
 
 RECIPE_CONFIGS = {
@@ -65,11 +65,13 @@ RANDOM_SHARE = 0.02
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(RECIPE_CONFIGS), default="mnist")
-    parser.add_argument("--forget", choices=("canary", "random"), default="canary")
+    parser.add_argument("--forget", choices=("canary", "random", "class"), default="canary")
     parser.add_argument("--models", type=int, default=16, help="models per side (the check needs >= 16)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--methods", default="", help="comma-separated; default: every approximate method")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shadow-pairs", type=int, default=8,
+                        help="shadow pairs trained for methods that read them (dmm, oracle_matching read half)")
     return parser.parse_args()
 
 
@@ -78,6 +80,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_all_methods()
     methods = [m for m in args.methods.split(",") if m] or approximate_methods_for(CLASSIFICATION)
+    # A whole-class method (data_free_class) refuses any other forget set.
+    methods = [m for m in methods if args.forget == "class" or not METHOD_SPECS.get(m).whole_class_only]
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
 
     def recipe(seed: int):
@@ -92,6 +96,9 @@ def main() -> None:
             if not forget_keys:
                 forget_keys = plant_canaries(path, kind="mislabel", count=CANARIES, seed=0)
             train = load_reference_split(path, "train").without(canary_sources(path))
+        elif args.forget == "class":  # every training record of one class
+            forget_keys = [key for key, (_, _, target) in zip(train.record_keys, train, strict=True)
+                           if int(target) == FORGET_CLASS]
         else:
             rng = np.random.default_rng(7)
             keys = train.record_keys
@@ -108,6 +115,9 @@ def main() -> None:
     reference: list[np.ndarray] = []
     reference_confidences: list[np.ndarray] = []
     seconds: dict[str, float] = {m: 0.0 for m in methods}
+    # One set of shadow pairs for every original (they depend only on the data), for the methods that
+    # read them; their training time is counted once, in each such method's seconds.
+    shadows = ShadowModels(recipe(0), train, pairs=args.shadow_pairs)
     for i in range(1, n + 1):
         original = recipe(i).train(train).model
         signals["none"].append(per_record(original, forget)[0])
@@ -124,8 +134,8 @@ def main() -> None:
             method = METHODS.get(name)({"seed": i})
             forget_loader = DataLoader(forget, batch_size=32, shuffle=True)
             retain_loader = DataLoader(retain, batch_size=64, shuffle=True)
-            model, result = method.unlearn(original, forget_loader, retain_loader)
-            seconds[name] += result.wall_seconds
+            model, result = method.unlearn(original, forget_loader, retain_loader, **shadows.context(name))
+            seconds[name] += result.wall_seconds + (shadows.seconds_for(name) if i == 1 else 0.0)
             signals[name].append(per_record(model, forget)[0])
             confidences[name].append(confidence(model, forget))
         print(f"  model set {i}/{n} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)

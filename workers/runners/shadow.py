@@ -50,6 +50,27 @@ def shadow_runs(*, version: ModelVersion) -> list[TrainingRun]:
                                            artifacts__in=present).distinct().order_by("id"))
 
 
+def shadow_references(*, version: ModelVersion) -> list:
+    """The shadow models of ``version``'s lineage as the method library's references
+    (workers.unlearning.references.ShadowReference): index, member keys (from the registry) and a
+    loader of the stored weights, so that a method loads only the models it reads."""
+    from workers.training.storage import load_run
+    from workers.unlearning.references import ShadowReference
+
+    store = artifact_store()
+    references = []
+    for run in shadow_runs(version=version):
+        artifact = StoredArtifact.objects.filter(training_run=run, kind=ArtifactKind.SHADOW_MODEL,
+                                                 status=ArtifactStatus.PRESENT).first()
+        if artifact is None:
+            continue
+        members = DataRecord.objects.filter(memberships__run=run).values_list("external_key", flat=True)
+        references.append(ShadowReference(
+            index=int(run.config.get("shadow_index", len(references))), members=frozenset(members),
+            load=lambda sha256=artifact.sha256: load_run(store, sha256).model))
+    return references
+
+
 def run_shadow_job(job: Job, progress) -> dict:
     from workers.artifacts import code_version
     from workers.data_sources import dataset_split

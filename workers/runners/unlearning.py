@@ -111,7 +111,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
             forget_loader = DataLoader(forget, batch_size=LOADER_BATCH, collate_fn=collate_records)
             retain_loader = DataLoader(retain, batch_size=LOADER_BATCH, shuffle=False, collate_fn=collate_records)
             new_model, result = method.unlearn(trained.model, forget_loader, retain_loader, device=device,
-                                               progress=phase)
+                                               progress=phase, **_method_needs(spec, source))
             kept = [row for row in trained.membership if row.record_key not in forget_keys]
             new_run = TrainingRun(trained.recipe, trained.config, new_model.cpu(), kept, trained.metrics)
         progress("storing the new version", 0.9)
@@ -132,6 +132,17 @@ def run_unlearning_job(job: Job, progress) -> dict:
     # Older copies are purged by the audit job, once it has taken its evidence from them.
     return {"device": device, "artifact": ref.artifact_id, "version": version.id,
             "unlearning": jsonable(result.to_dict())}
+
+
+def _method_needs(spec: MethodSpec, source: ModelVersion) -> dict:
+    """The context a classifier method declared it needs (MethodSpec.needs), fulfilled here:
+    ``shadow_references`` hands over the lineage's shadow models as ``references``."""
+    context = {}
+    if "shadow_references" in spec.needs:
+        from workers.runners.shadow import shadow_references
+
+        context["references"] = shadow_references(version=source)
+    return context
 
 
 def _unlearn_language_model(*, job: Job, source: ModelVersion, trained, spec: MethodSpec, method, data,

@@ -360,7 +360,8 @@ def _count_records(role: str, data: Iterable[Batch]) -> int:
     dataset = getattr(data, "dataset", None)
     if dataset is not None and hasattr(dataset, "__len__"):
         return len(dataset)
-    return sum(len(batch[-1]) for batch in data)
+    # Counted from the inputs: a label-free method (laf) must work on batches whose labels are withheld.
+    return sum(len(batch[-2]) for batch in data)
 
 
 def _num_batches(data: Iterable[Batch]) -> int:

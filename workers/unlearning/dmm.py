@@ -1,0 +1,239 @@
+"""Datamodel matching (DMM): predict a retrained model's outputs with datamodels, then match them.
+
+Georgiev et al., "Attribute-to-Delete: Machine Unlearning via Datamodel Matching" (arXiv:2410.23232,
+2024). A datamodel of an example x is a linear model of x's output as a function of which training
+records a model was trained on: f(x; S) ~ b(x) + sum_{j in S} beta_j(x). DMM (a) predicts the
+output of a model retrained without the forget set F and (b) fine-tunes the model to match the
+predictions on F and a retain sample (:mod:`workers.unlearning.output_matching`).
+
+Here, per target example and per class (centred logits), the datamodel is fitted on the platform's
+shadow models, which are the random-subset runs datamodels need (each trained on a random half).
+Only the coefficients of the forget records enter the prediction, so only they are fitted: the
+regressors are the shadow models' inclusion masks of the forget records. The masks of the other
+records are independent of these (shadow.shadow_half hashes each key on its own), so leaving them
+out does not bias the forget records' coefficients; it leaves their effect in the residual.
+The fit is ridge regression (:func:`datamodel_fit`) whose penalty spares each forget record's
+effect on its own output: with fewer shadow models than forget records, plain ridge would spread a
+record's effect over every column and shrink it by about models / records, while the self effect is
+the large one for a memorised record and the cross effects are small and noisy.
+
+Extrapolation from 50% subsets to "everything but F": the prediction is anchored on the served
+model's own outputs, f(x) - sum_{j in F} beta_j(x), the form the paper uses: the datamodel supplies
+only the change that removing F makes, not the level. The coefficients are measured at 50% density
+and applied at 100% without rescaling; a record's effect in a half-data model is, for ordinary
+records, if anything larger than in the full model (less redundancy), so the prediction may overshoot
+for them; for memorised records the self-effect dominates and is similar at both densities. The
+result reports, on the forget set, the mean margin of the original model, of the prediction and of
+the shadow models without the record, so that a reader sees where the prediction lands.
+
+The datamodels' quality is reported as the linear datamodeling score (LDS, Park et al. 2023): per
+target example, the Spearman correlation across held-out shadow models between predicted and actual
+outputs, averaged over classes, with each pair of shadow models held out in turn (the audit's
+shadows are never read). The datamodel weights are derived from the records: they live in memory
+during the job only and are dropped with it, never stored (``details["derived_copies"]``).
+
+Context: ``references`` (required). Details: ``shadow_split``, ``matched``, ``datamodels`` (models,
+regressors, regularisation, LDS), ``extrapolation``, ``derived_copies``, ``final_phase_loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from torch import Tensor
+
+from workers.unlearning.base import ConfigError
+from workers.unlearning.loop import UnlearningRun, require_range
+from workers.unlearning.output_matching import (
+    MatchingTargets,
+    OutputMatchingConfig,
+    OutputMatchingMethod,
+)
+from workers.unlearning.references import ShadowSplit, inclusion_masks, reference_outputs
+
+
+@dataclass
+class DatamodelMatchingConfig(OutputMatchingConfig):
+    """``ridge`` times the mean diagonal of the masks' Gram matrix is the penalty on every coefficient
+    but a forget record's effect on its own output (:func:`datamodel_fit`). ``min_shadow_models``: the
+    fewest shadow models the datamodels may be fitted on.
+
+    The paper fits datamodels on many thousands of subset models (or estimates them with TRAK); the
+    platform has tens, fewer than the forget records of a larger request. Plain ridge then spreads
+    each record's effect over every column and shrinks it by about models / records; penalising the
+    cross effects and not the self effect keeps a memorised record's own effect (the one that
+    matters) whole while the noisy cross effects shrink."""
+
+    ridge: float = 1.0
+    min_shadow_models: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        require_range(self, "ridge", 0.0, 1e6)
+        if self.min_shadow_models < 2:
+            raise ConfigError(f"DatamodelMatchingConfig.min_shadow_models must be >= 2, got {self.min_shadow_models}")
+
+
+@dataclass(frozen=True)
+class Datamodels:
+    """Linear datamodels of T targets x C classes on F regressors: ``weights`` (F, T, C),
+    ``intercept`` (T, C); float64."""
+
+    weights: Tensor
+    intercept: Tensor
+
+    def predict(self, masks: Tensor) -> Tensor:
+        """(models, T, C) outputs predicted for inclusion ``masks`` (models, F)."""
+        return self.intercept + torch.einsum("mf,ftc->mtc", masks.double(), self.weights)
+
+    def removal_effect(self) -> Tensor:
+        """(T, C): the predicted output with every regressor included less the output with none."""
+        return self.weights.sum(dim=0)
+
+
+def datamodel_fit(masks: Tensor, outputs: Tensor, *, ridge: float, self_index: Tensor | None = None) -> Datamodels:
+    """Ridge regression of ``outputs`` (models, T, C) on inclusion ``masks`` (models, F).
+
+    With X the centred masks and G = X'X, each target's coefficients solve
+    (G + ridge * mean(diag G) * P) beta = X'y, where the penalty P is 1 on every regressor except the
+    target's own record (``self_index[t]``, the column of target t, or -1 for a target that is no
+    regressor), which is not penalised: a record's effect on its own output is the one expected to be
+    large, the others' small. A regressor that never varies gets weight 0."""
+    x = masks.double()
+    targets = outputs.shape[1]
+    y = outputs.double()
+    x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc
+    diagonal = gram.diagonal()
+    scale = ridge * (float(diagonal.mean()) if float(diagonal.mean()) > 0 else 1.0)
+    moment = torch.einsum("mf,mtc->ftc", xc, yc)  # X'y for every target and class
+    varies = diagonal > 0
+    weights = torch.zeros(x.shape[1], targets, y.shape[2], dtype=torch.float64)
+    own = torch.full((targets,), -1, dtype=torch.long) if self_index is None else self_index.long()
+    for column in torch.unique(own).tolist():
+        chosen = own == column
+        penalty = torch.full((x.shape[1],), scale, dtype=torch.float64)
+        if column >= 0:
+            penalty[column] = 0.0
+        system = (gram + torch.diag(penalty))[varies][:, varies]
+        rhs = moment[varies][:, chosen].reshape(int(varies.sum()), -1)
+        solved = torch.linalg.lstsq(system, rhs).solution
+        weights[varies.nonzero().flatten().unsqueeze(1), chosen.nonzero().flatten()] = solved.reshape(
+            int(varies.sum()), int(chosen.sum()), y.shape[2])
+    intercept = y_mean - torch.einsum("f,ftc->tc", x_mean, weights)
+    return Datamodels(weights=weights, intercept=intercept)
+
+
+def cross_validated_predictions(masks: Tensor, outputs: Tensor, groups: Tensor, *, ridge: float,
+                                self_index: Tensor | None = None) -> Tensor:
+    """(models, T, C): each model's outputs predicted by datamodels fitted without its group (a shadow
+    pair: the two models of a pair have complementary masks, so one would reveal the other)."""
+    predicted = torch.empty_like(outputs, dtype=torch.float64)
+    for group in torch.unique(groups):
+        held = groups == group
+        fitted = datamodel_fit(masks[~held], outputs[~held], ridge=ridge, self_index=self_index)
+        predicted[held] = fitted.predict(masks[held])
+    return predicted
+
+
+def linear_datamodeling_score(predicted: Tensor, actual: Tensor) -> np.ndarray:
+    """(T,) per target: the Spearman correlation across models between predicted and actual outputs
+    (models, T, C), averaged over the classes whose outputs vary; NaN where none does."""
+    p = predicted.double().numpy()
+    a = actual.double().numpy()
+    scores = np.full(p.shape[1], np.nan)
+    for t in range(p.shape[1]):
+        values = [_spearman(p[:, t, c], a[:, t, c]) for c in range(p.shape[2])]
+        values = [v for v in values if np.isfinite(v)]
+        if values:
+            scores[t] = float(np.mean(values))
+    return scores
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = rankdata(x), rankdata(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def label_margins(logits: Tensor, labels: Tensor) -> Tensor:
+    """The label's logit less the log-sum-exp of the other classes' logits, per row (KLoM's margin)."""
+    rows = torch.arange(len(labels))
+    others = logits.double().clone()
+    others[rows, labels] = float("-inf")
+    return logits.double()[rows, labels] - torch.logsumexp(others, dim=1)
+
+
+class DatamodelMatching(OutputMatchingMethod, name="dmm"):
+    """Targets: the original model's outputs less the forget records' datamodel coefficients."""
+
+    config_class = DatamodelMatchingConfig
+
+    def targets(self, examples: MatchingTargets, original: Tensor, split: ShadowSplit,
+                run: UnlearningRun) -> tuple[Tensor, dict[str, Any]]:
+        config = self.config
+        assert isinstance(config, DatamodelMatchingConfig)
+        shadows = list(split.method)
+        if len(shadows) < config.min_shadow_models:
+            raise ValueError(f"dmm: {len(shadows)} shadow model(s) to fit the datamodels on, fewer than "
+                             f"min_shadow_models={config.min_shadow_models}; train more shadow models")
+        cut = examples.forget_count
+        masks = inclusion_masks(shadows, examples.keys[:cut])
+        outputs = reference_outputs(shadows, examples.inputs, device=run.device)
+        run.progress("reading the shadow models", 0.0)
+        # Forget record t is regressor t: its own effect is not penalised (datamodel_fit).
+        own = torch.cat([torch.arange(cut), torch.full((len(examples.keys) - cut,), -1)])
+        datamodels = datamodel_fit(masks, outputs, ridge=config.ridge, self_index=own)
+        predicted = original - datamodels.removal_effect()
+        groups = torch.tensor([r.pair for r in shadows])
+        held_out = cross_validated_predictions(masks, outputs, groups, ridge=config.ridge, self_index=own)
+        labels = examples.labels
+        lds = linear_datamodeling_score(
+            torch.stack([label_margins(held_out[m], labels) for m in range(len(shadows))]).unsqueeze(2),
+            torch.stack([label_margins(outputs[m], labels) for m in range(len(shadows))]).unsqueeze(2))
+        forget_labels = labels[:cut]
+        out_mask = 1 - masks  # (models, forget records): the shadow models without the record
+        shadow_margins = torch.stack([label_margins(outputs[m, :cut], forget_labels) for m in range(len(shadows))])
+        out_margin = (out_mask * shadow_margins).sum(dim=0) / out_mask.sum(dim=0).clamp_min(1)
+        details = {
+            "datamodels": {
+                "shadow_models": len(shadows), "regressors": cut, "targets": len(examples.keys),
+                "classes": int(outputs.shape[2]), "ridge": config.ridge, "self_effect_penalised": False,
+                "fitted_on": "inclusion masks of the forget records in the method's shadow models (random halves)",
+                "lds": {
+                    "output": "the label's margin (KLoM's), from the per-class predictions",
+                    "forget": _mean(lds[:cut]), "retain_sample": _mean(lds[cut:]),
+                    "held_out": "each shadow pair in turn (leave-one-pair-out over the method's shadow models)",
+                },
+            },
+            "extrapolation": {
+                "form": "anchored: the original model's outputs less the sum of the forget records' coefficients",
+                "density": "coefficients fitted on 50% subsets, applied to the full set without rescaling",
+                "forget_mean_margin": {
+                    "original": float(label_margins(original[:cut], forget_labels).mean()),
+                    "predicted": float(label_margins(predicted[:cut], forget_labels).mean()),
+                    "shadow_models_without_the_record": float(out_margin.mean()),
+                },
+            },
+            "derived_copies": {
+                "datamodel_weights": {
+                    "shape": list(datamodels.weights.shape),
+                    "stored": False,
+                    "note": ("derived from the forgotten records; held in memory during the job only and dropped "
+                             "when it ends: no copy is written, so none is left to purge"),
+                },
+            },
+        }
+        del datamodels, held_out
+        return predicted, details
+
+
+def _mean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
