@@ -562,6 +562,11 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
     if verdict["warnings"]:
         story += [_p("Warnings. These concern the model's quality or other people's data, not this "
                      "person's records:", styles["body"]), _bullets(verdict["warnings"], styles["body"])]
+    if verdict.get("power"):
+        story += [_p("How much the test could see (its power):", styles["body"]),
+                  _bullets(verdict["power"], styles["body"])]
+    if verdict.get("false_fail"):
+        story += [_p("How often such a result is wrong: " + verdict["false_fail"], styles["body"])]
     if verdict["notes"]:
         story += [_p("Checks that did not count towards this result:", styles["body"]),
                   _bullets(verdict["notes"], styles["small"])]
@@ -571,6 +576,7 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
                      "with (from models trained without the records, or the target).", styles["small"])]
     if entry.get("language_model"):
         story += _language_model_section(entry["language_model"], styles)
+    story += _forget_references(entry, styles)
     story += _charts(entry, styles)
     for number, attempt in enumerate(entry.get("earlier_attempts") or [], start=1):
         story += _attempt_section(attempt, number, len(entry["earlier_attempts"]), styles)
@@ -679,6 +685,19 @@ def _attestation(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         ], styles),
         _p(attestation["statement"], styles["quote"]),
     ]
+
+
+def _forget_references(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
+    """For a forgotten class or sub-population: what the representation and relearning checks
+    compared the new model with, and what they found (or why they did not apply)."""
+    section = entry.get("forget_references")
+    if not section:
+        return []
+    story: list[Any] = [CondPageBreak(40 * mm), _p("Representation and relearning", styles["h2"]),
+                        _p(section["statement"], styles["body"])]
+    if section["findings"]:
+        story.append(_bullets(section["findings"], styles["body"]))
+    return story
 
 
 def _dp_bound(entry: dict[str, Any], styles: dict[str, Any]) -> list[Any]:

@@ -247,6 +247,10 @@ class VerdictEntry(TypedDict):
     reasons: list[str]
     warnings: list[str]
     notes: list[str]
+    # The audit's power in words (the erased records' own, then the pipeline's on planted canaries)
+    # and the stated bound on a false FAIL over the checks that could FAIL the verdict.
+    power: NotRequired[list[str]]
+    false_fail: NotRequired[str]
 
 
 class LMFigure(TypedDict):
@@ -338,6 +342,15 @@ class DPCondition(TypedDict):
     detail: str
 
 
+class ForgetReferences(TypedDict):
+    """The representation and relearning checks of an approximate result (a forgotten class or
+    sub-population): what the audit retrained and fine-tuned, or why the checks did not apply, and
+    their figures in plain words (audits.forget_references.forget_references_report)."""
+
+    statement: Text
+    findings: list[Text]
+
+
 class DPBound(TypedDict):
     """A dp_bounded result: the person's group-privacy bound, how it was computed, and its conditions."""
 
@@ -378,6 +391,7 @@ class ModelVersionReport(TypedDict):
     risk_acceptance: NotRequired[RiskAcceptance]
     attestation: NotRequired[Attestation]
     dp_bound: NotRequired[DPBound]
+    forget_references: NotRequired[ForgetReferences]
 
 
 class EndState(TypedDict):
@@ -570,4 +584,6 @@ def verdict_entry(final_verdict: Any) -> VerdictEntry:
         "reasons": list(final_verdict.reasons),
         "warnings": list(final_verdict.warnings),
         "notes": list(final_verdict.notes),
+        "power": list(getattr(final_verdict, "power", ())),
+        "false_fail": str(getattr(final_verdict, "false_fail", "")),
     }

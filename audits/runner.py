@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 from django.db import transaction
 
 from audits.checks.rmia import MIN_POPULATION as RMIA_MIN_POPULATION
+from audits.forget_references import forget_reference_figures
 from audits.investigation import flagged_record_keys
 from foundation.strict_json import jsonable
 from models_registry import selectors
@@ -139,7 +141,10 @@ def run_audit_job(job: Job, progress) -> dict:
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
                                              device=device, progress=progress,
                                              equivalence=(job.config or {}).get("equivalence"),
-                                             shadows=shadows, procedure=procedure)
+                                             shadows=shadows, procedure=procedure,
+                                             unlearning=_ulira_method(job, new),
+                                             measure_forget_references=partial(forget_reference_figures, job,
+                                                                               source=source, new=new))
         suppression = None
     if job.guarantee_class == "exact":
         progress("replaying the exact deletion", 0.75)
@@ -317,11 +322,23 @@ def replay_check(outcome: dict):
     return exact_replay(outcome=outcome)
 
 
+def _ulira_method(job: Job, new: ModelVersion) -> dict | None:
+    """What U-LiRA runs on the shadows for an approximate result (audits.unlearned_shadows), None
+    for the other classes: nothing approximate to test."""
+    from audits.unlearned_shadows import audited_method
+
+    return audited_method(job, new) if job.guarantee_class == "approximate" else None
+
+
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress,
-                         equivalence: dict | None = None, shadows=None, procedure=None):
+                         equivalence: dict | None = None, shadows=None, procedure=None, unlearning: dict | None = None,
+                         measure_forget_references=None):
     """Score the unlearned, original and shadow models on the forgotten records, a retain sample
     and held-out records; run every registered check that applies to a classifier on the scores,
-    the equivalence test within the margins the plan declared (the audit job's config)."""
+    the equivalence test within the margins the plan declared (the audit job's config); with
+    ``unlearning`` (an approximate result's method), U-LiRA on the shadows that held the records;
+    with ``measure_forget_references`` (audits.forget_references.forget_reference_figures, the
+    audit job bound), the references and controls of the representation and relearning checks."""
     from audits.checks.equivalence import DeclaredMargins
     from audits.checks.evidence import ClassifierEvidence, UtilityFigures
     from audits.checks.membership import fit_shadow_reference
@@ -340,6 +357,12 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     retain_keys = _sample(member_keys, RETAIN_SAMPLE, seed=seed)
     test_keys = _sample(list(test.record_keys), TEST_SAMPLE, seed=seed)
     forget_ds, retain_ds, test_ds = train.subset(forget_keys), train.subset(retain_keys), test.subset(test_keys)
+    # Canaries planted in training (never forget records): the pipeline's power, beside the records' own.
+    canary_keys = canary_record_keys(source)
+    if canary_keys:
+        trained, forgotten = set(train.record_keys), set(forget_keys)
+        canary_keys = [k for k in canary_keys if k in trained and k not in forgotten]
+    canary_ds = train.subset(canary_keys) if canary_keys else None
 
     progress("scoring the unlearned and original models", 0.1)
     f_after, _, forget_acc_after = _scores_and_accuracy(unlearned.model, forget_ds, device)
@@ -349,7 +372,7 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     r_before, _, retain_acc_before = _scores_and_accuracy(original.model, retain_ds, device)
     t_before, _, test_acc_before = _scores_and_accuracy(original.model, test_ds, device)
 
-    shadow_scores, shadow_in, shadow_test = [], [], []
+    shadow_scores, shadow_in, shadow_test, canary_shadow, canary_in = [], [], [], [], []
     for i, run in enumerate(shadows):
         progress(f"scoring shadow model {i + 1} of {len(shadows)}", 0.2 + 0.5 * i / max(1, len(shadows)))
         artifact = StoredArtifact.objects.get(training_run=run, kind=ArtifactKind.SHADOW_MODEL, status=ArtifactStatus.PRESENT)
@@ -359,6 +382,9 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         shadow_scores.append(scores)
         shadow_in.append([key in members for key in forget_keys])
         shadow_test.append(_scores_and_accuracy(shadow.model, test_ds, device)[0])
+        if canary_keys:
+            canary_shadow.append(_scores_and_accuracy(shadow.model, canary_ds, device)[0])
+            canary_in.append([key in members for key in canary_keys])
 
     # Each model's scores on the scale of its own held-out records (signals.standardise_on_held_out).
     # The held-out records, no model's members, are also the per-record test's empirical null: the
@@ -376,6 +402,15 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     else:
         f_after_z, f_before_z = f_after, f_before
 
+    ulira = ulira_section = None
+    if unlearning is not None:
+        from audits.unlearned_shadows import unlearned_shadow_runs
+
+        ulira, ulira_section = unlearned_shadow_runs(
+            unlearning=unlearning, shadows=shadows, shadow_in=np.array(shadow_in, dtype=bool),
+            shadow_forget=raw_shadow_scores, shadow_test=shadow_test, target_scores=f_after_z, forget_keys=forget_keys,
+            train=train, forget_ds=forget_ds, test_ds=test_ds, device=device, progress=progress,
+            score=lambda model, records: _scores_and_accuracy(model, records, device)[0])
     reference = None
     if len(shadows) >= 2 and forget_keys:
         reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in),
@@ -383,16 +418,20 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
                                                             shadow_test)
     # The raw confidences for RMIA (probabilities, not the standardised scale), when it can run:
-    # then LiRA and RMIA share the family-wise alpha (each at half, Holm within each over the records).
+    # then LiRA and RMIA (and U-LiRA, where it ran) share the family-wise alpha (each at an equal
+    # share, Holm within each over the records).
     raw_confidences = None
     if reference is not None and len(test_keys) >= RMIA_MIN_POPULATION:
         raw_confidences = {"unlearned_conf": f_after, "original_conf": f_before, "reference_conf": raw_shadow_scores,
                            "population_unlearned_conf": t_after, "population_original_conf": t_before,
                            "population_reference_conf": np.array(shadow_test)}
-    per_record_alpha = FAMILY_ALPHA / (2 if raw_confidences is not None else 1)
+    per_record_alpha = FAMILY_ALPHA / ((2 if raw_confidences is not None else 1) + (ulira is not None))
     # Declared before any score was seen (the audit job's config); a job without them (planned
     # before they existed) runs no equivalence test.
     margins = DeclaredMargins.from_config(equivalence)
+    references, references_section = (None, None) if measure_forget_references is None else measure_forget_references(
+        original=original, unlearned=unlearned, train=train, test=test, forget_keys=forget_keys, device=device,
+        progress=progress)
     checks = run_checks(ClassifierEvidence(
         record_ids=tuple(str(k) for k in forget_keys), forget_scores=f_after_z, original_forget_scores=f_before_z,
         shadow_reference=reference, equivalence_margins=margins, attack_forget_scores=attacked_forget,
@@ -403,7 +442,10 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
         shadow_procedure=procedure, raw_confidences=raw_confidences, per_record_alpha=per_record_alpha,
         out_shadow_counts=(~np.array(shadow_in, dtype=bool)).sum(axis=0) if shadow_in else None,
-        shadow_models=len(shadows), min_out_shadows=min_out_shadows(source),
+        shadow_models=len(shadows), min_out_shadows=min_out_shadows(source), ulira=ulira,
+        forget_references=references,
+        canaries=_canary_evidence(original, canary_keys, canary_ds, canary_shadow, canary_in, shadow_test,
+                                  t_before, shadow_test_z, t_before_z, device),
     ))
     audit = {
         "shadow_models": len(shadows),
@@ -420,7 +462,36 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         "histograms": _histogram({"forget": f_after, "retain": r_after, "test": t_after}),
         "score_standardisation": calibration,
     }
+    if ulira_section is not None:
+        audit["unlearning_lira"] = ulira_section
+    if references_section is not None:
+        audit["forget_references"] = references_section
     return checks, audit
+
+
+def canary_record_keys(version: ModelVersion) -> list[str]:
+    """The keys of the canaries planted in the training of ``version``'s lineage root, as its
+    training recorded them (``metrics["canary_record_keys"]``); none when none were planted."""
+    root = selectors.lineage_root(version)
+    return [str(k) for k in (root.metrics or {}).get("canary_record_keys") or []]
+
+
+def _canary_evidence(original, keys, canary_ds, shadow_scores, shadow_in, shadow_test, t_before, shadow_test_z,
+                     t_before_z, device):
+    """The planted canaries scored like the forget records (on the original model, on the scale of its
+    held-out records, against the shadow models' fit for them); None without canaries or shadows."""
+    from audits.checks.evidence import CanaryEvidence
+    from audits.checks.membership import fit_shadow_reference
+    from audits.checks.signals import standardise_on_held_out as standardise
+
+    if not keys or len(shadow_scores) < 2:
+        return None
+    seen = _scores_and_accuracy(original.model, canary_ds, device)[0]
+    shadow = np.array([standardise(sc, te)[0] for sc, te in zip(shadow_scores, shadow_test, strict=True)])
+    return CanaryEvidence(record_ids=tuple(keys), original_scores=standardise(seen, t_before)[0],
+                          reference=fit_shadow_reference(shadow, np.array(shadow_in, dtype=bool),
+                                                         nonmember_shadow_scores=shadow_test_z),
+                          original_nonmember_null_scores=t_before_z)
 
 
 def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed, device, progress):

@@ -8,7 +8,7 @@ Plain data: NumPy arrays and the checks' own record types, no model code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from numpy.typing import NDArray
 
@@ -87,6 +87,53 @@ class ClassifierEvidence:
     out_shadow_counts: NDArray[np.int64] | None = None
     shadow_models: int = 0
     min_out_shadows: int = 16
+    # U-LiRA (audits.checks.ulira): the audited method run on the shadows that held the records,
+    # as the check's arguments but the ids and alpha (``design``, ``target_scores``,
+    # ``unlearned_shadow_scores``/``_held``, ``out_shadow_scores``/``_mask``). None: not run (not
+    # an approximate result, no method known, no shadows).
+    ulira: dict[str, Any] | None = None
+    # Canaries planted in the model's training (recorded in its lineage as such), scored like the
+    # forget records: the pipeline's demonstrated power (audits.checks.power.canary_power). None
+    # where none were planted. Never a stand-in for the forget records' own power.
+    canaries: CanaryEvidence | None = None
+    # For an approximate result: models retrained without the forget set and derived controls, and
+    # what the representation and relearning checks compare of them (audits.forget_references).
+    # None: not measured (another guarantee class); its ``not_applicable`` says why the checks do
+    # not apply (random records rather than a class or sub-population, say).
+    forget_references: ForgetReferenceFigures | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ForgetReferenceFigures:
+    """What the representation and relearning checks read, measured for a class or sub-population
+    forget set. Representations: (inputs, features) of the same inputs (the forgotten records,
+    ``is_forget`` True, and held-out records of other labels) for the original, the unlearned model,
+    each retrained reference and each derived control. Recoveries: budget name -> accuracy on the
+    forgotten records after fine-tuning on held-out forget-like examples, for the unlearned model
+    and each reference. ``not_applicable`` (both checks) and ``relearning_not_applicable`` say why
+    a check does not apply; the figures are None then."""
+
+    not_applicable: str | None = None
+    relearning_not_applicable: str | None = None
+    original_representation: NDArray[np.float64] | None = None
+    unlearned_representation: NDArray[np.float64] | None = None
+    reference_representations: tuple[NDArray[np.float64], ...] = ()
+    control_representations: tuple[NDArray[np.float64], ...] = ()
+    is_forget: NDArray[np.bool_] | None = None
+    unlearned_recovery: dict[str, float] | None = None
+    reference_recovery: tuple[dict[str, float], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class CanaryEvidence:
+    """The planted canaries' ids, the original model's scores on them (on the forget scores' scale)
+    and the shadow models' fit for them (the shadows trained on halves of the same data, canaries
+    included); ``original_nonmember_null_scores`` as for the forget records."""
+
+    record_ids: tuple[str, ...]
+    original_scores: NDArray[np.float64]
+    reference: ShadowReference
+    original_nonmember_null_scores: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,7 @@ class ForgettingQualityResult(CheckResult):
 
 
 # Needs several unlearned and retrained models: run by the benchmark, not by the audit runner.
-@register_check(CheckSpec(name="platform_forgetting_quality", role="forget", on_weights=True))
+@register_check(CheckSpec(name="platform_forgetting_quality", role="diagnostic", on_weights=True))
 def forgetting_quality(
     *,
     record_ids: Sequence[str],

@@ -496,6 +496,14 @@ class MembershipTestResult(CheckResult):
     calibration: CalibrationDiagnostic | None
     n_nonmembers: int = 0
     n_extrapolated: int = 0
+    # Power per record, both ways: the same corrected test on the original model (which trained on
+    # the records). None when the original's scores were not given (power then unknown per record).
+    original_adjusted_p_values: NDArray[np.float64] | None = None
+    powered_ids: tuple[str, ...] | None = None
+    unpowered_ids: tuple[str, ...] = ()
+    # Detections on the unlearned model of records the test cannot detect on the original: reported,
+    # not counted (a flag from a test that could not detect the record where it was a member).
+    unpowered_flags: tuple[str, ...] = ()
 
 
 def p_value_rule(test: CorrectedTest, variance: str) -> str:
@@ -535,6 +543,8 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         "unlearned_scores": evidence.forget_scores,
         "reference": reference,
         "nonmember_scores": evidence.nonmember_null_scores if calibrated else None,
+        "original_scores": evidence.original_forget_scores,
+        "original_nonmember_scores": evidence.original_nonmember_null_scores if calibrated else None,
         "alpha": evidence.per_record_alpha,
     }
 
@@ -557,6 +567,8 @@ def membership_test(
     nonmember_scores: ArrayLike | None = None,
     alpha: float = DEFAULT_ALPHA,
     calibration: CalibrationDiagnostic | None = None,
+    original_scores: ArrayLike | None = None,
+    original_nonmember_scores: ArrayLike | None = None,
 ) -> MembershipTestResult:
     """Test every forgotten record on the unlearned model against its OUT shadow distribution.
 
@@ -564,29 +576,60 @@ def membership_test(
     fitted for the same records, ``nonmember_scores`` (the unlearned model's scores on the
     held-out records whose shadow scores the reference holds: they calibrate the p-values; the
     audit always gives them), ``alpha`` (family-wise, Holm), optionally a calibration diagnostic
-    of the shadow fit on known non-members. Out: :class:`MembershipTestResult`. FAIL if any record
-    is detected after correction; INCONCLUSIVE if some record could not be tested; PASS otherwise,
-    which means only "not detected" (the power check says whether detection was possible).
+    of the shadow fit on known non-members, and ``original_scores`` (with
+    ``original_nonmember_scores``): the original model's scores on the same records, on which the
+    same corrected test gives the power per record. Out: :class:`MembershipTestResult`.
+
+    Power enters both ways (when the original's scores are given): FAIL only if a record the test
+    detects on the original is still detected; a detection of a record the test cannot detect on
+    the original is reported, not counted; INCONCLUSIVE if some record could not be tested or has
+    no power (its non-detection shows nothing); PASS only when every record is powered and none is
+    detected. Without the original's scores every detection counts and PASS means only "not
+    detected" (the membership_power check then says whether detection was possible).
     """
     scores = np.asarray(unlearned_scores, dtype=np.float64)
     ids = record_id_tuple(record_ids, reference.n_records)
     test = corrected_membership_test(scores, reference, alpha=alpha, nonmember_scores=nonmember_scores)
     n_tested = int(test.tested.sum())
-    detected_ids = tuple(r for r, d in zip(ids, test.detected, strict=True) if d)
     untestable_ids = tuple(r for r, t in zip(ids, test.tested, strict=True) if not t)
+    before = None
+    if original_scores is not None:
+        # The same test at the same corrected level (the same family size) on the original model.
+        before = corrected_membership_test(original_scores, reference, alpha=alpha, n_tests=max(n_tested, 1),
+                                           nonmember_scores=original_nonmember_scores)
+        powered = before.detected & test.tested
+    else:
+        powered = test.tested
+    counted = test.detected & powered
+    detected_ids = tuple(r for r, d in zip(ids, counted, strict=True) if d)
+    unpowered_flags = tuple(r for r, d, w in zip(ids, test.detected, powered, strict=True) if d and not w)
+    powered_ids = None if before is None else tuple(r for r, w in zip(ids, powered, strict=True) if w)
+    unpowered_ids = () if before is None else tuple(
+        r for r, t, w in zip(ids, test.tested, powered, strict=True) if t and not w)
 
-    rule = (
-        f"Offline LiRA per record: {p_value_rule(test, reference.variance)}; Holm correction "
-        f"over the {n_tested} tested records at family-wise alpha = {fmt(alpha)}. "
+    power_rule = (
+        "Power per record, both ways: the same test at the same level on the original model, which "
+        "trained on the records; a record it does not detect there has no power: its detection on the "
+        "unlearned model is reported, not counted, and its non-detection shows nothing. FAIL if a "
+        "powered record is still detected; INCONCLUSIVE if a record has fewer than "
+        f"{MIN_OUT_MODELS_PER_RECORD} OUT shadow scores or no power; PASS only if every record is "
+        "powered and none is detected."
+        if before is not None else
         "FAIL if any Holm-adjusted p <= alpha; INCONCLUSIVE if a record has fewer than "
         f"{MIN_OUT_MODELS_PER_RECORD} OUT shadow scores; otherwise PASS, meaning no record is "
         "detected (whether one could have been is the membership_power check)."
     )
-    if test.detected.any():
+    rule = (
+        f"Offline LiRA per record: {p_value_rule(test, reference.variance)}; Holm correction "
+        f"over the {n_tested} tested records at family-wise alpha = {fmt(alpha)}. " + power_rule
+    )
+    if detected_ids:
         verdict = Verdict.FAIL
+        of = n_tested if powered_ids is None else len(powered_ids)
         reason = (
-            f"{len(detected_ids)} of {n_tested} forgotten records are still detected as members "
-            f"(smallest adjusted p = {fmt(float(np.nanmin(test.adjusted_p_values)))})."
+            f"{len(detected_ids)} of {of} {'' if powered_ids is None else 'powered '}forgotten records "
+            f"are still detected as members (smallest adjusted p = "
+            f"{fmt(float(np.nanmin(test.adjusted_p_values[counted])))})."
         )
         if not test.n_nonmembers and calibration is not None and calibration.anti_conservative:
             reason += (
@@ -601,9 +644,23 @@ def membership_test(
             + ", ".join(untestable_ids[:10])
             + (" ..." if len(untestable_ids) > 10 else "")
         )
+    elif unpowered_ids:
+        verdict = Verdict.INCONCLUSIVE
+        reason = (
+            f"{len(unpowered_ids)} of {len(ids)} forgotten record(s) are not detected even on the original "
+            "model, which trained on them: the test has no power for them, so not detecting them after "
+            f"unlearning shows nothing ({len(powered_ids or ())} powered record(s), none detected)."
+        )
     else:
         verdict = Verdict.PASS
-        reason = f"None of the {n_tested} forgotten records is detected as a member."
+        reason = f"None of the {n_tested} forgotten records is detected as a member" + (
+            "." if before is None else ", and the test detects every one of them on the original model.")
+    if unpowered_flags:
+        reason += (
+            f" {len(unpowered_flags)} record(s) flagged on the unlearned model but not detectable on the "
+            "original are reported, not counted: " + ", ".join(unpowered_flags[:10])
+            + (" ..." if len(unpowered_flags) > 10 else "") + "."
+        )
 
     return MembershipTestResult(
         check="membership_lira",
@@ -631,4 +688,8 @@ def membership_test(
         calibration=calibration,
         n_nonmembers=test.n_nonmembers,
         n_extrapolated=test.n_extrapolated,
+        original_adjusted_p_values=None if before is None else before.adjusted_p_values,
+        powered_ids=powered_ids,
+        unpowered_ids=unpowered_ids,
+        unpowered_flags=unpowered_flags,
     )

@@ -154,6 +154,12 @@ class PopulationAttackResult(CheckResult):
     n_bootstrap: int
     figures: tuple[AttackFigure, ...]
 
+    def false_fail_level(self) -> float | None:
+        """Each applicable figure FAILs when its interval lies wholly above chance, a one-sided
+        error of (1 - level) / 2; any of them FAILs the check (Bonferroni over the figures)."""
+        applicable = sum(1 for f in self.figures if f.applicable)
+        return applicable * (1.0 - self.level) / 2 if applicable else None
+
 
 def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any]:
     return {

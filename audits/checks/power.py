@@ -14,6 +14,7 @@ beside it. Low power is never a FAIL: it makes a "not detected" uninformative (I
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -170,3 +171,52 @@ def membership_power(
         powered_ids=tuple(r for r, d in zip(ids, test.detected, strict=True) if d),
         n_nonmembers=test.n_nonmembers,
     )
+
+
+def _canary_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
+    canaries = evidence.canaries
+    if canaries is None or not canaries.record_ids:
+        return None
+    calibrated = canaries.reference.nonmember_shadow_scores is not None
+    return {
+        "record_ids": canaries.record_ids,
+        "seen_scores": canaries.original_scores,
+        "reference": canaries.reference,
+        "nonmember_scores": canaries.original_nonmember_null_scores if calibrated else None,
+        "alpha": evidence.per_record_alpha,
+        # The canaries face the forget set's correction (or their own, when there are more of them).
+        "n_tests": max(len(evidence.record_ids), len(canaries.record_ids)),
+    }
+
+
+@register_check(
+    CheckSpec(
+        name="canary_power",
+        role="power",
+        on_weights=True,
+        applies_to=("classifier",),
+        inputs=_canary_inputs,
+    )
+)
+def canary_power(
+    *,
+    record_ids: Sequence[str],
+    seen_scores: ArrayLike,
+    reference: ShadowReference,
+    nonmember_scores: ArrayLike | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    n_tests: int | None = None,
+    min_detected_fraction: float | None = None,
+) -> PowerResult:
+    """The pipeline's demonstrated power: the per-record test on canaries planted in training, on the
+    original model (which trained on them). Same inputs as :func:`membership_power` for canary ids;
+    out: a :class:`PowerResult` named ``canary_power`` (PASS when at least the minimum fraction is
+    detected, INCONCLUSIVE otherwise). Reported beside the verdict, never needed for a PASS and never
+    a stand-in for the forget records' own power (``membership_power``)."""
+    result = membership_power(record_ids=record_ids, seen_scores=seen_scores, reference=reference,
+                              source="canaries", nonmember_scores=nonmember_scores, alpha=alpha,
+                              n_tests=n_tests, min_detected_fraction=min_detected_fraction)
+    return dataclasses.replace(
+        result, check="canary_power",
+        rule=result.rule + " This is the pipeline's sensitivity on planted canaries, reported beside the "
+        "verdict; it never stands in for the forget records' own power.")

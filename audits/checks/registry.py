@@ -28,11 +28,13 @@ from foundation.registry import Registry
 #   power:    whether the per-record test could detect members at all; never FAILs a verdict;
 #   dp_bound: the subject's differential-privacy bound, which decides the dp_bounded class;
 #   retain, utility: the records that stay, the model's job; a FAIL is a warning beside the verdict;
+#   diagnostic: a forget-side figure reported beside the verdict whose FAIL only warns (the platform's
+#             variant of the challenge's forgetting quality: a score, not a test at a stated level);
 #   replay:   a second computation of an exact deletion's weights; decides the exact class with the
 #             lineage proof (a difference FAILs it, an environment it cannot reproduce leaves it open).
-Role = Literal["forget", "power", "dp_bound", "retain", "utility", "replay"]
+Role = Literal["forget", "power", "dp_bound", "retain", "utility", "diagnostic", "replay"]
 ROLES: tuple[Role, ...] = get_args(Role)
-WARNING_ROLES: tuple[Role, ...] = ("retain", "utility")
+WARNING_ROLES: tuple[Role, ...] = ("retain", "utility", "diagnostic")
 
 Inputs = Callable[[Any], Mapping[str, Any] | None]
 CheckFunction = TypeVar("CheckFunction", bound=Callable[..., CheckResult])

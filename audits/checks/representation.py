@@ -26,7 +26,9 @@ the controls)`` (k = 3 by default). Measured on scikit-learn digits (an MLP, cla
 hidden layer; tests/audits/checks/test_representation.py): retrained references change 0.20-0.23,
 controls at the edit's budget 0.014-0.029 (seeds differ by a factor of 2, hence the log 2 floor),
 a head-only edit exactly 0. PASS otherwise; NOT_APPLICABLE without 2 references, a control, or
-``MIN_INPUTS`` forget inputs. A k-NN probe of the forgotten class on each representation is
+``MIN_INPUTS`` forget inputs, and where the audit says why it does not apply (``not_applicable``:
+random records rather than a class or sub-population, no retrained reference possible). The audit
+runner measures the representations (audits/forget_references.py). A k-NN probe of the forgotten class on each representation is
 reported beside it, not counted (the measurement above shows it cannot separate the cases).
 """
 
@@ -34,10 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from audits.checks.evidence import ClassifierEvidence
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
@@ -89,16 +93,33 @@ def _log_change(similarity: float) -> float:
     return float(np.log(max(1.0 - similarity, 1e-12)))
 
 
-@register_check(CheckSpec(name="representation_retention", role="forget", on_weights=True))
+def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
+    """The representations the runner measured on the forget inputs, or why the check does not
+    apply; None where the runner measured nothing (not an approximate result)."""
+    figures = evidence.forget_references
+    if figures is None:
+        return None
+    if figures.not_applicable or figures.original_representation is None:
+        return {"original": np.zeros((0, 1)), "unlearned": np.zeros((0, 1)), "references": (), "controls": (),
+                "not_applicable": figures.not_applicable or "no representation was measured"}
+    return {"original": figures.original_representation, "unlearned": figures.unlearned_representation,
+            "references": figures.reference_representations, "controls": figures.control_representations,
+            "is_forget": figures.is_forget}
+
+
+@register_check(CheckSpec(name="representation_retention", role="forget", on_weights=True,
+                          applies_to=("classifier",), inputs=_classifier_inputs))
 def representation_retention(*, original: ArrayLike, unlearned: ArrayLike, references: Sequence[ArrayLike],
                              controls: Sequence[ArrayLike], is_forget: ArrayLike | None = None,
-                             k_spread: float = DEFAULT_K_SPREAD) -> RepresentationResult:
+                             k_spread: float = DEFAULT_K_SPREAD,
+                             not_applicable: str | None = None) -> RepresentationResult:
     """Hold the unlearned model's representation of the forget inputs against references and controls.
 
     In: each model's representation (inputs, features) of the same inputs: the original's, the
     unlearned model's, each retrained reference's, each derived control's. ``is_forget``: when the
     inputs mix forget-class and other inputs, which are which (the probe uses both; the change is
-    computed on the forget rows). Out: :class:`RepresentationResult`."""
+    computed on the forget rows). ``not_applicable``: why the audit did not measure them (the
+    result is NOT_APPLICABLE with that reason). Out: :class:`RepresentationResult`."""
     mask = None if is_forget is None else np.asarray(is_forget, dtype=bool)
 
     def rows(x):
@@ -111,7 +132,12 @@ def representation_retention(*, original: ArrayLike, unlearned: ArrayLike, refer
             f"model's is below every retrained reference's and every derived control's by more than a factor "
             f"e^margin, margin = max(log 2, {fmt(k_spread)} x the larger standard deviation of log change among "
             f"the references or the controls); PASS otherwise; NOT_APPLICABLE with fewer than {MIN_REFERENCES} "
-            f"references, no control or fewer than {MIN_INPUTS} inputs. Similarity to the original alone is never the rule.")
+            f"references, no control or fewer than {MIN_INPUTS} inputs, or where the forget set is not a class or "
+            "sub-population (random records). Similarity to the original alone is never the rule.")
+    if not_applicable:
+        return RepresentationResult(check="representation_retention", rule=rule, verdict=Verdict.NOT_APPLICABLE,
+                                    reason=not_applicable, inputs=0, unlearned_change=float("nan"),
+                                    reference_changes=(), control_changes=(), margin=float("nan"), probe_accuracy={})
     refs = tuple(1.0 - linear_cka(rows(r), base) for r in references)
     ctrl = tuple(1.0 - linear_cka(rows(c), base) for c in controls)
     common = dict(check="representation_retention", rule=rule, inputs=n, reference_changes=refs, control_changes=ctrl)

@@ -41,6 +41,13 @@ class CheckResult:
     rule: str
     reason: str = ""
 
+    def false_fail_level(self) -> float | None:
+        """The most this check FAILs a model that forgot the records (its nominal level, family-wise
+        over its own records and figures), for the verdict's bound over every check that can FAIL
+        it; None where its rule is a margin or tolerance, not a test at a stated level."""
+        alpha = getattr(self, "alpha", None)
+        return float(alpha) if isinstance(alpha, int | float) and not isinstance(alpha, bool) else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (nested results included)."""
         return {f.name: json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}

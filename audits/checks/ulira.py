@@ -27,6 +27,9 @@ holds every record) or "per record" (the platform's random-half shadows, each un
 forget records it held: with m records, all are together in only 2^-m of them, so each record is
 tested on the shadows that held it). A record with fewer than ``MIN_SHADOWS_PER_SIDE`` scores on
 either side cannot be tested: INCONCLUSIVE names the shortfall.
+
+The audit runner feeds it for approximate results, "per record" (:mod:`audits.unlearned_shadows`
+runs the method on the shadows).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from audits.checks.evidence import ClassifierEvidence
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
 from audits.checks.stats import holm_adjust
@@ -75,7 +79,16 @@ class ULiRAResult(CheckResult):
     side: str | None
 
 
-@register_check(CheckSpec(name="unlearning_lira", role="forget", on_weights=True))
+def _inputs(evidence: ClassifierEvidence) -> dict | None:
+    """The runner's U-LiRA runs (``evidence.ulira``) at the per-record tests' level, or None when
+    none ran (not an approximate result, no method to run, no shadow models)."""
+    if evidence.ulira is None:
+        return None
+    return {"record_ids": evidence.record_ids, **evidence.ulira, "alpha": evidence.per_record_alpha}
+
+
+@register_check(CheckSpec(name="unlearning_lira", role="forget", on_weights=True, applies_to=("classifier",),
+                          inputs=_inputs))
 def unlearning_lira(*, record_ids: Sequence[str], design: str, target_scores: ArrayLike,
                     unlearned_shadow_scores: ArrayLike, unlearned_shadow_held: ArrayLike,
                     out_shadow_scores: ArrayLike, out_shadow_mask: ArrayLike,

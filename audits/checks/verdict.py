@@ -6,10 +6,12 @@ The rule for the class is printed in the result.
 
 What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words promises):
 
-* ``approximate``: statistics decide. FAIL when a forgotten record is still detected by the
-  corrected per-record test, or a forget-side metric is significantly on the member side. PASS
-  only when the per-record test ran on every record without a detection, its power was
-  demonstrated, and every aggregate metric is TOST-equivalent to the reference.
+* ``approximate``: statistics decide. What can FAIL it (the checks registered with the
+  ``forget`` role, on the member side): the per-record membership tests (LiRA, RMIA, U-LiRA) on
+  records where they have power, the representation check, the relearning check, the population
+  attack, equivalence (TOST) beyond the member margin, and LM memorisation. PASS only when the
+  shadow policy holds, the per-record test ran on every record, every record is powered, none is
+  detected, and every aggregate metric is TOST-equivalent to the reference.
 * ``exact``: the lineage proof decides (new version trained on none of the records, every older
   copy purged); the statistics are sanity checks, and a member-side FAIL among them makes the
   verdict INCONCLUSIVE (a proof that the data contradict usually means a duplicate of the record
@@ -27,8 +29,26 @@ What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words p
   pipeline (for a language model, the memorisation test against held-out records); without
   them the declaration was not tested and the verdict is INCONCLUSIVE.
 
-Utility and retain-set privacy are not about the subject's data; their failures are reported as
-warnings beside the verdict.
+What only warns, whatever the class: utility, retain-set privacy (other people's data), and the
+``diagnostic`` forget-side figures (the platform's forgetting-quality score; the challenge's F and
+KLoM are computed where several unlearned runs exist and reported, never decide): their FAIL or
+INCONCLUSIVE is a warning beside the verdict.
+
+How power enters, both ways: the per-record test runs at the same corrected level on the
+original model, which trained on the records. A record it does not detect there has no power: a
+detection of it on the unlearned model is reported, not counted (it cannot FAIL the verdict), and
+its non-detection shows nothing (it cannot PASS it either: the approximate verdict is INCONCLUSIVE
+and names how many records lack power). Canaries planted in training show the pipeline can detect
+memorisation in this model (``canary_power``); they are reported beside the records' own power and
+never stand in for it.
+
+The false-FAIL rate, family-wise over checks and records: each check that can FAIL the verdict
+states its level (:meth:`~audits.checks.result.CheckResult.false_fail_level`, family-wise over its
+own records: Holm), the per-record tests share one alpha (the audit runner divides it between
+them), and the verdict states the union bound, the sum of the levels of the checks that ran
+(Bonferroni: the chance that any of them FAILs a model that forgot is at most the sum). Checks
+whose rule is a margin from the reference models' spread (representation, relearning) or a
+tolerance (LM memorisation) have no nominal level and are named as such.
 
 Which check is which comes from its registration (:class:`~audits.checks.registry.CheckSpec`):
 its ``role`` (forget, power, dp_bound, retain, utility), whether it reads its evidence off the
@@ -47,13 +67,19 @@ from workers.unlearning.base import GUARANTEE_CLASSES
 
 RULES: dict[str, str] = {
     "approximate": (
-        "approximate: FAIL if any forgotten record is still detected as a member after Holm "
-        "correction, or a forget-set metric is significantly on the member side (population "
-        "attack, equivalence or forgetting quality beyond the member margin, LM memorisation "
-        "above the reference). PASS only if the per-record test ran on every record without a "
-        "detection AND its power was demonstrated on a model that saw the records (or on "
-        "canaries) AND every declared aggregate metric is equivalent to the reference within "
-        "its margins (TOST). INCONCLUSIVE otherwise."
+        "approximate: FAIL if a forget-set check finds the data on the member side: a per-record "
+        "membership test (LiRA, RMIA, U-LiRA; Holm over the records) still detects a record it can "
+        "detect on the original model, or the representation check, the relearning check, the "
+        "population attack, equivalence beyond the member margin or LM memorisation does. Power "
+        "counts both ways: a record the per-record test cannot detect on the original model (which "
+        "trained on it) can neither FAIL nor PASS the verdict; its flag is reported, not counted. "
+        "PASS only if there are enough shadow models per record, the per-record test ran on every "
+        "record, detects every record on the original model and none after unlearning, and every "
+        "declared aggregate metric is equivalent to the reference within its margins (TOST). "
+        "INCONCLUSIVE otherwise, naming how many records lack power. Utility, retain-set privacy "
+        "and the forgetting-quality score only warn. Canaries show the pipeline's sensitivity and "
+        "never stand in for the records' own power. The chance of a false FAIL is at most the sum "
+        "of the levels of the checks that can FAIL (stated with the result)."
     ),
     "exact": (
         "exact: FAIL if the lineage proof fails (the new version trained on a forgotten record, "
@@ -133,6 +159,12 @@ class FinalVerdict(CheckResult):
     checks: tuple[tuple[str, str], ...]
     lineage: LineageProof | None
     suppression: SuppressionBound | None
+    # The audit's power in words: the forget records' own (on the original model) and the pipeline's
+    # (planted canaries), each on its own line; empty where no per-record test ran.
+    power: tuple[str, ...] = ()
+    # The union bound on a false FAIL over the checks that could FAIL the verdict, and it in words.
+    false_fail_bound: float | None = None
+    false_fail: str = ""
 
 
 def _member_side_fail(result: CheckResult) -> bool:
@@ -143,7 +175,8 @@ def _member_side_fail(result: CheckResult) -> bool:
 
 
 def _over_forgetting_fail(result: CheckResult) -> bool:
-    return result.verdict == Verdict.FAIL and getattr(result, "side", None) == "non_member"
+    return (result.verdict == Verdict.FAIL and check_spec(result.check).role == "forget"
+            and getattr(result, "side", None) == "non_member")
 
 
 def _describe(result: CheckResult) -> str:
@@ -215,6 +248,7 @@ def final_verdict(
     else:
         verdict, reasons = _suppressed(suppression, member_fails)
 
+    bound, false_fail = _false_fail_statement(counted)
     return FinalVerdict(
         check="final_verdict",
         verdict=verdict,
@@ -227,7 +261,63 @@ def final_verdict(
         checks=tuple((r.check, r.verdict.value) for r in checks),
         lineage=lineage,
         suppression=suppression,
+        power=_power_statements(by_name),
+        false_fail_bound=bound,
+        false_fail=false_fail,
     )
+
+
+def _false_fail_statement(counted: Sequence[CheckResult]) -> tuple[float | None, str]:
+    """The union bound on a false FAIL over the checks that could FAIL this verdict (role ``forget``,
+    run and applicable), and it in plain words; (None, "") when none ran."""
+    can_fail = [r for r in counted if check_spec(r.check).role == "forget" and r.verdict != Verdict.NOT_APPLICABLE]
+    if not can_fail:
+        return None, ""
+    levels = [(r.check, r.false_fail_level()) for r in can_fail]
+    stated = [(name, level) for name, level in levels if level is not None]
+    unstated = sorted({name for name, level in levels if level is None})
+    bound = min(1.0, sum(level for _, level in stated)) if stated else None
+    text = ""
+    if stated:
+        text = (f"The chance that the checks which can FAIL this verdict find a forgotten record on the member "
+                f"side of a model that did forget it is at most {fmt(bound)}: the sum of their levels ("
+                + ", ".join(f"{name} {fmt(level)}" for name, level in stated)
+                + "; each per-record test holds its level over all the records by Holm's correction).")
+    if unstated:
+        text += ((" " if text else "") + f"{', '.join(unstated)} state no error rate: "
+                 "their thresholds are margins from the reference models' spread or tolerances, so their "
+                 "false FAILs are not in this bound" + (" (none is stated)." if not stated else "."))
+    return bound, text
+
+
+def _power_statements(by_name: dict[str, list[CheckResult]]) -> tuple[str, ...]:
+    """The audit's power in words: the forget records' own, then the pipeline's (canaries)."""
+    own: list[str] = []
+    for result in by_name.get("membership_lira", []):
+        powered = getattr(result, "powered_ids", None)
+        if powered is not None:
+            own.append(f"LiRA detects {len(powered)} of {len(result.record_ids)} record(s) on the original model")
+    for result in by_name.get("membership_rmia", []):
+        powered = getattr(result, "powered", None)
+        if powered is not None:
+            own.append(f"RMIA detects {len(powered)} of {len(result.record_ids)}")
+    own += [f"membership_power {r.verdict.value}: {r.reason}" for r in by_name.get("membership_power", [])]
+    canaries = by_name.get("canary_power", [])
+    if not (own or canaries):
+        return ()
+    lines = [
+        "The forget records' own power (the per-record test on the original model, which trained on them; a "
+        "record it cannot detect there can neither FAIL nor PASS the verdict): "
+        + ("; ".join(own) if own else "not measured") + "."
+    ]
+    if canaries:
+        lines += [f"Pipeline power (canaries planted in training; they show the pipeline detects memorisation in "
+                  f"this model and never stand in for the records' own power): {r.verdict.value}: {r.reason}"
+                  for r in canaries]
+    else:
+        lines.append("Pipeline power (canaries): no canaries were planted in this model's training, so the "
+                     "pipeline's sensitivity is shown only by the forget records' own power.")
+    return tuple(lines)
 
 
 def _approximate(
@@ -248,8 +338,9 @@ def _approximate(
     if missing:
         return Verdict.INCONCLUSIVE, missing
     return Verdict.PASS, [
-        "No forgotten record is detected, the test's power is demonstrated, and every aggregate "
-        "metric is equivalent to the reference within its declared margins."
+        "No forgotten record is detected, the per-record test detects every one of them on the original "
+        "model (its power, record by record), and every aggregate metric is equivalent to the reference "
+        "within its declared margins."
     ]
 
 
@@ -315,7 +406,9 @@ def _exact_attested(by_name: dict[str, list[CheckResult]], lineage: LineageProof
         missing.append("No reference models from the company's pipeline were given, so the per-record test did "
                        "not run: the company's declaration was checked against the registry but not tested on "
                        "the model, and erasure would rest on the company's word alone.")
-    missing += [_describe(r) for r in tests if r.verdict != Verdict.PASS]
+    # The attested class states the test's power beside its PASS (the declaration and the registry check
+    # decide it); a test that ran on every record but lacks power for some is stated, not a gap.
+    missing += [_describe(r) for r in tests if r.verdict != Verdict.PASS and not _unpowered_only(r)]
     if lineage is None:
         missing.append("No lineage proof was given for the attested deletion.")
     elif lineage.older_copies_purged is None:
@@ -335,6 +428,12 @@ def _exact_attested(by_name: dict[str, list[CheckResult]], lineage: LineageProof
         "membership and found none of them in it; every older copy is purged; and the statistical test of the "
         "new model detected none of them. " + strength
     ]
+
+
+def _unpowered_only(result: CheckResult) -> bool:
+    """The per-record test ran on every record and detected none it has power for; some it has none for."""
+    return (result.verdict == Verdict.INCONCLUSIVE and bool(getattr(result, "unpowered_ids", ()))
+            and not getattr(result, "untestable_ids", ()) and not getattr(result, "detected_ids", ()))
 
 
 def _dp_bounded(

@@ -20,8 +20,10 @@ from audits.checks import CHECKS
 from audits.checks.equivalence import DeclaredMargins
 from audits.checks.evidence import (
     MODEL_KINDS,
+    CanaryEvidence,
     ClassifierEvidence,
     Evidence,
+    ForgetReferenceFigures,
     LanguageModelEvidence,
     ShadowProcedure,
     UtilityFigures,
@@ -57,25 +59,6 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
                                    "differing": ["model/members.0.weight", "model/members.0.bias"],
                                    "max_abs_difference": 0.25, "records_only_stored": 1,
                                    "records_only_replayed": 0, "missing": []}},
-    },
-    "unlearning_lira": lambda: {
-        "record_ids": record_ids(3),
-        "design": "per record",
-        "target_scores": np.zeros(3),
-        "unlearned_shadow_scores": np.random.default_rng(1).normal(3, 1, (6, 3)),
-        "unlearned_shadow_held": np.ones((6, 3), dtype=bool),
-        "out_shadow_scores": np.random.default_rng(2).normal(0, 1, (6, 3)),
-        "out_shadow_mask": np.ones((6, 3), dtype=bool),
-    },
-    "relearning": lambda: {
-        "unlearned": {"10 steps": 0.6, "30 steps": 0.9},
-        "references": [{"10 steps": 0.0, "30 steps": 0.05}, {"10 steps": 0.02, "30 steps": 0.1}],
-    },
-    "representation_retention": lambda: {
-        "original": np.eye(12)[:, :6],
-        "unlearned": np.eye(12)[:, :6],
-        "references": [np.random.default_rng(s).normal(size=(12, 6)) for s in range(2)],
-        "controls": [np.eye(12)[:, :6] + np.random.default_rng(9).normal(0, 0.3, (12, 6))],
     },
     "platform_forgetting_quality": lambda: {
         "record_ids": record_ids(3),
@@ -120,6 +103,25 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
             "population_original_conf": held_out + rng.normal(0, 0.1, 200),
             "population_reference_conf": held_out_shadow,
         },
+        # Ten canaries planted in training, scored on the original model like the forget records.
+        canaries=None if not with_shadows else CanaryEvidence(
+            record_ids=tuple(f"canary-{i}" for i in range(10)), original_scores=baselines[:10] + 6.0,
+            reference=fit_shadow_reference(shadow[:, :10], is_in[:, :10], nonmember_shadow_scores=held_out_shadow),
+            original_nonmember_null_scores=held_out),
+        # U-LiRA "per record": each IN shadow unlearned back to about where its OUT scores lie.
+        ulira=None if not with_shadows else {
+            "design": "per record", "target_scores": baselines,
+            "unlearned_shadow_scores": shadow - 6.0 * is_in, "unlearned_shadow_held": is_in,
+            "out_shadow_scores": shadow, "out_shadow_mask": ~is_in,
+        },
+        # A forgotten class: representations of 12 inputs that a head-only edit left as they were,
+        # and the recovery after fine-tuning on forget-like examples.
+        forget_references=ForgetReferenceFigures(
+            original_representation=np.eye(12)[:, :6], unlearned_representation=np.eye(12)[:, :6],
+            reference_representations=tuple(np.random.default_rng(s).normal(size=(12, 6)) for s in range(2)),
+            control_representations=(np.eye(12)[:, :6] + np.random.default_rng(9).normal(0, 0.3, (12, 6)),),
+            unlearned_recovery={"10 steps": 0.6, "30 steps": 0.9},
+            reference_recovery=({"10 steps": 0.0, "30 steps": 0.05}, {"10 steps": 0.02, "30 steps": 0.1})),
     )
 
 
@@ -177,6 +179,7 @@ TREATMENT: dict[str, tuple[Verdict, Verdict, Verdict, Verdict]] = {
     "dp_bound": (PASS, PASS, FAIL, PASS),
     "retain": (PASS, PASS, PASS, PASS),
     "utility": (PASS, PASS, PASS, PASS),
+    "diagnostic": (PASS, PASS, PASS, PASS),
     "replay": (PASS, FAIL, PASS, PASS),
 }
 
@@ -256,7 +259,7 @@ def test_the_approximate_class_names_a_needed_check_that_did_not_run(name):
 @pytest.mark.parametrize("name", CHECKS.names())
 def test_only_evidence_about_the_subject_is_read_off_the_weights(name):
     spec = check_spec(name)
-    assert not spec.on_weights or spec.role in ("forget", "power")
+    assert not spec.on_weights or spec.role in ("forget", "power", "diagnostic")
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
@@ -271,7 +274,8 @@ def test_without_shadow_models_the_per_record_test_and_its_power_do_not_run():
         n
         for n in CHECKS
         if "classifier" in check_spec(n).applies_to
-        and n not in ("equivalence_tost", "membership_lira", "membership_power", "membership_rmia")
+        and n not in ("canary_power", "equivalence_tost", "membership_lira", "membership_power", "membership_rmia",
+                      "unlearning_lira")
     ]
 
 

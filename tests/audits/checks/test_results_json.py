@@ -65,6 +65,7 @@ def test_results_round_trip_through_strict_json(result: CheckResult):
 
 def test_every_check_module_is_registered_and_unknown_names_raise():
     assert set(CHECKS.names()) == {
+        "canary_power",
         "dp_group_privacy",
         "equivalence_tost",
         "exact_replay",

@@ -62,7 +62,10 @@ def test_approximate_pass_needs_no_detection_power_and_equivalence():
         ("membership_lira", None),
         ("population_attack", None),
         ("equivalence_tost", "member"),
-        ("platform_forgetting_quality", "member"),
+        ("membership_rmia", None),
+        ("unlearning_lira", "member"),
+        ("representation_retention", None),
+        ("relearning", None),
         ("lm_memorisation", None),
     ],
 )
@@ -88,7 +91,7 @@ def test_approximate_fails_on_any_member_side_failure(name, side):
         replace(approximate_passing(), "equivalence_tost", INCONCLUSIVE),
         replace(approximate_passing(), "membership_lira", INCONCLUSIVE),  # untestable record
         replace(approximate_passing(), "equivalence_tost", FAIL, "non_member"),  # over-forgot
-        [*approximate_passing(), r("platform_forgetting_quality", FAIL, "non_member")],
+        [*approximate_passing(), r("unlearning_lira", FAIL, "non_member")],
     ],
 )
 def test_approximate_is_inconclusive_without_full_evidence(checks):
