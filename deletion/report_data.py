@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from audits.checks.replay import CANNOT_SHOW
 from audits.checks.sanity_rates import exact_sanity_false_alarm_sentence
+from audits.forget_references import forget_references_report
 from audits.report_schema import SCHEMA_VERSION, STANDARD_LIMITATIONS, guarantee_entry
+from audits.unlearned_shadows import ulira_notes
 from deletion.models import (
     DeletionRequest,
     ExternalRetrainStatus,
@@ -217,6 +219,8 @@ def _model_entry(outcome) -> dict:
                 # The per-record test beside an exact method is a sanity check: with its measured false-alarm rate.
                 verdict["notes"].append(exact_sanity_false_alarm_sentence(outcome.method))
             verdict["notes"] += flag_notes(audit)
+        # U-LiRA, the challenge score and KLoM over the method's runs on the shadows (approximate results).
+        verdict["notes"] += ulira_notes(audit.get("unlearning_lira"))
     derived = derived_model_note(outcome)
     if derived:
         verdict["notes"].append(derived)
@@ -263,6 +267,9 @@ def _model_entry(outcome) -> dict:
     dp_bound = dp_bound_entry(outcome)
     if dp_bound:
         entry["dp_bound"] = dp_bound
+    forget_references = forget_references_report(audit)
+    if forget_references:
+        entry["forget_references"] = forget_references
     return entry
 
 
@@ -404,7 +411,9 @@ def _verdict_entry(verdict_data: dict) -> dict:
             "rule": str(verdict_data.get("rule") or "no audit result was recorded"),
             "reasons": [str(r) for r in verdict_data.get("reasons", [])],
             "warnings": [str(w) for w in verdict_data.get("warnings", [])],
-            "notes": [str(n) for n in verdict_data.get("notes", [])]}
+            "notes": [str(n) for n in verdict_data.get("notes", [])],
+            "power": [str(p) for p in verdict_data.get("power", [])],
+            "false_fail": str(verdict_data.get("false_fail") or "")}
 
 
 def _attempt_entry(attempt: dict) -> dict:
@@ -461,6 +470,10 @@ def report_data(*, request: DeletionRequest) -> dict:
             if item.get("still_held_by"):
                 description += (f"; an identical file is still held by {item['still_held_by']}, another "
                                 "model's copy, deleted when that copy is purged")
+            if item.get("retained"):  # not deleted: the object store keeps a copy (workers.purge)
+                description += ("; NOT deleted: the object store keeps a copy ("
+                                + "; ".join(sorted({r["reason"] for r in item["retained"]}))
+                                + "), unreadable: its data key is destroyed")
             purged.append({"description": description, "sha256": item["sha256"]})
         for attempt in outcome.attempts:
             purged += [{"description": f"{p['description']} of the failed attempt (version {attempt['new_version']} "

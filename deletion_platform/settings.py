@@ -162,6 +162,18 @@ STATIC_ROOT = DATA_DIR / "static"
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
 DATASET_ROOT = Path(env_str("DATASET_ROOT", str(DATA_DIR / "datasets"))).resolve()
 REPORT_ROOT = Path(env_str("REPORT_ROOT", str(DATA_DIR / "reports"))).resolve()
+# Which backend holds the artifact store (docs/object_storage.md): "local", the folder above (the
+# embedded default), or "s3", an S3-compatible bucket (AWS S3, MinIO) every worker host reaches.
+ARTIFACT_STORE = env_str("ARTIFACT_STORE", "local")
+if ARTIFACT_STORE not in {"local", "s3"}:
+    raise ImproperlyConfiguredEnv(f"ARTIFACT_STORE={ARTIFACT_STORE!r} must be local or s3")
+ARTIFACT_S3_BUCKET = env_str("ARTIFACT_S3_BUCKET", required=ARTIFACT_STORE == "s3")
+ARTIFACT_S3_PREFIX = env_str("ARTIFACT_S3_PREFIX", "artifacts")
+ARTIFACT_S3_ENDPOINT_URL = env_url("ARTIFACT_S3_ENDPOINT_URL", ("http", "https"), None)  # unset: AWS
+ARTIFACT_S3_REGION = env_str("ARTIFACT_S3_REGION")
+# Unset: boto3's own chain (AWS_* variables, an instance profile). *_FILE works for both.
+ARTIFACT_S3_ACCESS_KEY_ID = env_str("ARTIFACT_S3_ACCESS_KEY_ID")
+ARTIFACT_S3_SECRET_ACCESS_KEY = env_str("ARTIFACT_S3_SECRET_ACCESS_KEY")
 
 
 # ---------------------------------------------------------------- report signing (audits/signing.py)
@@ -283,6 +295,20 @@ DP_MAX_DELTA = env_float("DP_MAX_DELTA", 1e-5, minimum=0.0, below=1.0)
 # many shadow models in which each forgotten record was absent (32 shadows in complementary pairs
 # give every record 16); a model's unlearning_policy.min_out_shadows may ask for more.
 AUDIT_MIN_OUT_SHADOWS = env_int("AUDIT_MIN_OUT_SHADOWS", 16, minimum=1)
+# The representation and relearning checks of an approximate result whose forget set is a class or
+# a sub-population (audits.forget_references): how many models the audit retrains without the
+# forget set (the model's own recipe and config, each a full training run) and how many derived
+# controls it fine-tunes at the method's budget. Each costs what one training (one unlearning) run
+# costs; 0 references turns the checks off (NOT_APPLICABLE, saying so). An audit job's config may
+# set its own ("forget_references": {"references": n, "controls": n}).
+AUDIT_FORGET_REFERENCES = env_int("AUDIT_FORGET_REFERENCES", 2, minimum=0)
+AUDIT_FORGET_CONTROLS = env_int("AUDIT_FORGET_CONTROLS", 2, minimum=0)
+# U-LiRA of an approximate result (audits.unlearned_shadows): the method is run again on at most this
+# many shadow models that held the forgotten records (16: each record gets 4 or more runs with 32
+# shadows in pairs), within this many seconds of the audit (a slower method gets fewer runs, and the
+# audit says so); 0 shadows turns it off.
+AUDIT_ULIRA_MAX_SHADOWS = env_int("AUDIT_ULIRA_MAX_SHADOWS", 16, minimum=0)
+AUDIT_ULIRA_SECONDS = env_float("AUDIT_ULIRA_SECONDS", 30.0, minimum=0.0)
 
 # ---------------------------------------------------------------- production hardening
 # Off in development; `python manage.py check --deploy` is clean with DJANGO_DEBUG=false.
@@ -317,6 +343,19 @@ UNLEARNING_BATCH_WINDOW_SECONDS = env_int("UNLEARNING_BATCH_WINDOW_SECONDS", 0, 
 # Envelope encryption of stored record content: per-subject data keys in a keystore folder kept
 # apart from the database (and its backups), wrapped by RECORD_KEK.
 KEYSTORE_DIR = Path(env_str("KEYSTORE_DIR", str(DATA_DIR / "keystore"))).resolve()
+# With the object-store backend the keys are kept in a PostgreSQL database of their own, apart
+# from DATABASE_URL, with its own credentials (docs/object_storage.md): a destroyed key is gone
+# for every worker host at once. Required with ARTIFACT_STORE=s3; KEYSTORE_DIR is then unused.
+KEYSTORE_DATABASE_URL = env_url("KEYSTORE_DATABASE_URL", ("postgres", "postgresql"), None)
+if ARTIFACT_STORE == "s3" and not KEYSTORE_DATABASE_URL:
+    raise ImproperlyConfiguredEnv("KEYSTORE_DATABASE_URL must be set with ARTIFACT_STORE=s3 (a database of its own "
+                                  "for the data keys, apart from DATABASE_URL)")
+if KEYSTORE_DATABASE_URL:
+    _keys_db = parse_database_url("KEYSTORE_DATABASE_URL", KEYSTORE_DATABASE_URL)
+    if (_keys_db["HOST"], _keys_db["PORT"], _keys_db["NAME"]) == (
+            DATABASES["default"]["HOST"], DATABASES["default"]["PORT"], DATABASES["default"]["NAME"]):
+        raise ImproperlyConfiguredEnv("KEYSTORE_DATABASE_URL must name another database than DATABASE_URL: a backup "
+                                      "of the platform's database must not hold the keys")
 RECORD_KEK = env_secret("RECORD_KEK", minimum_length=32, dev_default=_dev_secret("record_kek") if DEBUG else None)
 
 

@@ -65,10 +65,10 @@ def test_a_method_class_needs_a_declaration_in_its_module():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("task", "method", "message"), [
-    ("classification", "finetuen", "unknown unlearning method 'finetuen'; known: finetune, influence"),
-    ("classification", "npo", "'npo' unlearns language modeling models, not classification; for this model: finetune"),
+    ("classification", "finetuen", "unknown unlearning method 'finetuen'; known: data_free_class, "),
+    ("classification", "npo", "'npo' unlearns language modeling models, not classification; for this model: data_free_class, "),
     ("language_modeling", "scrub", "'scrub' unlearns classification models, not language modeling; for this model: "
-                                   "grad_diff, gradient_ascent, npo, verifier_guard"),
+                                   "grad_diff, gradient_ascent, mrp, npo, verifier_guard"),
     ("classification", "retrain", "'retrain' is an exact method"),
 ])
 def test_a_policy_with_a_method_that_cannot_run_is_refused_when_saved(task, method, message):

@@ -28,6 +28,8 @@ CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
 
 REPLAY_WHEN = ("", "every audit", "on request")
+# What a method may need the unlearning job to hand it (MethodSpec.needs).
+METHOD_NEEDS = ("shadow_references",)
 
 # What a method works on, which decides how an unlearning job calls it.
 CLASSIFIER = "classifier"  # an nn.Module, loaders of (keys, inputs, targets) batches -> a new module
@@ -71,6 +73,15 @@ class MethodSpec:
     # A method that re-derives a child from its parent's unlearned version: the lineage edge kind
     # (distilled_from, fine_tuned_from) of the children it takes. Its class is capped by the parent's.
     rederives: str = ""
+    # The models it applies to, in words the plan can show ("": every model of its kind's task).
+    applies_to: str = ""
+    # What one run costs, for planning before the model has a history of jobs ("": not declared).
+    cost: str = ""
+    # It forgets whole classes only: the forget set must be every training record of one class.
+    whole_class_only: bool = False
+    # What the unlearning job must hand the method beyond the model and the two loaders (METHOD_NEEDS):
+    # "shadow_references" = the lineage's shadow models, as the context key ``references``.
+    needs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_OF_KIND:
@@ -82,6 +93,10 @@ class MethodSpec:
                              "declares, never a method the platform runs")
         if self.replay not in REPLAY_WHEN or (self.replay and self.guarantee_class != "exact"):
             raise ValueError(f"unlearning method {self.name!r}: replay must be one of {REPLAY_WHEN}, for exact methods")
+        unknown_needs = sorted(set(self.needs) - set(METHOD_NEEDS))
+        if unknown_needs:
+            raise ValueError(f"unlearning method {self.name!r}: unknown need(s) {', '.join(unknown_needs)}; "
+                             f"known: {', '.join(METHOD_NEEDS)}")
 
     @property
     def task(self) -> str | None:
@@ -124,9 +139,44 @@ for _spec in (
     MethodSpec("l1_sparse", CLASSIFIER, "approximate", "workers.unlearning.l1_sparse"),
     MethodSpec("salun", CLASSIFIER, "approximate", "workers.unlearning.salun"),
     MethodSpec("influence", CLASSIFIER, "approximate", "workers.unlearning.influence"),
+    # Both read the shadow models of half of the pairs (stated in the result); the audit uses the rest.
+    MethodSpec("oracle_matching", CLASSIFIER, "approximate", "workers.unlearning.oracle_matching",
+               applies_to="classifiers with shadow models (at least 2 complementary pairs) and batches keyed by "
+                          "record",
+               cost="one forward pass of half the shadow models over the forget set, then 25 epochs over the "
+                    "forget set paired with a 512-record retain sample: about a fine-tune's time. The shadow "
+                    "models that trained on a forgotten record (half of them) are purged and trained again after "
+                    "the deletion, as for every method",
+               needs=("shadow_references",)),
+    MethodSpec("dmm", CLASSIFIER, "approximate", "workers.unlearning.dmm",
+               applies_to="classifiers with shadow models (at least 2 complementary pairs, 4 models for the "
+                          "method) and batches keyed by record",
+               cost="one forward pass of half the shadow models over the forget set and a 512-record retain "
+                    "sample, a least-squares fit per pair held out (seconds), then 25 epochs of matching: about "
+                    "a fine-tune's time. More shadow models (subset runs) improve the datamodels; they and "
+                    "their retraining after each purge cost one training of the model on half its data each",
+               needs=("shadow_references",)),
+    # Needs no label: for data whose labels the company no longer has.
+    MethodSpec("laf", CLASSIFIER, "approximate", "workers.unlearning.laf",
+               applies_to="classifiers whose last layer is an nn.Linear on a feature vector (mlp, small_cnn, "
+                          "text_bag, any such module); kept retain accuracy on wide features (256 units), not on "
+                          "narrow ones (64)",
+               cost="two small VAEs fitted on the forget and retain features, then a few epochs of two "
+                    "extractor steps per forget batch: about a fine-tune's time"),
+    # No gradients and no retain labels; refuses a forget set that is not one whole class.
+    MethodSpec("data_free_class", CLASSIFIER, "approximate", "workers.unlearning.data_free_class",
+               applies_to="classifiers built of nn.Linear / ungrouped nn.Conv2d layers in data order "
+                          "(mlp, small_cnn), wide enough for class-specific units; forgetting one whole class",
+               cost="two forward passes (the forget set and at most 2,048 retain records), no training: seconds",
+               whole_class_only=True),
     MethodSpec("gradient_ascent", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.gradient_ascent"),
     MethodSpec("grad_diff", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.grad_diff"),
     MethodSpec("npo", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.npo"),
+    # Weights unchanged: projections of two layers' hidden states, stacked across requests.
+    MethodSpec("mrp", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.mrp",
+               applies_to="any causal LM the platform accepts (decoder layers in one list)",
+               cost="2 epochs of one forward and backward pass per forget batch and retain batch, training only "
+                    "a few directions per layer: less than a LoRA epoch of GradDiff"),
     MethodSpec("verifier_guard", GUARD, "suppressed", "workers.unlearning.guard.method"),
     MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True,
                replay="on request", replay_cost="one more full training of the model"),
