@@ -521,8 +521,23 @@ def report_data(*, request: DeletionRequest) -> dict:
         "model_versions": [_model_entry(o) for o in outcomes],
         "end_state": {"status": str(end), "meaning": END_STATE_MEANING[end]},
         "recipients_notified": recipients_notified(request=request),
-        "limitations": list(STANDARD_LIMITATIONS) + mlflow_copies(outcomes),
+        "limitations": list(STANDARD_LIMITATIONS) + mlflow_copies(outcomes) + method_limitations(outcomes),
     }
+
+
+def method_limitations(outcomes) -> list[str]:
+    """What the method catalogue says the report must state of the versions a method made (its
+    ``report_limitation``), once per model and method, for outcomes that made a version."""
+    from workers.unlearning.catalogue import METHOD_SPECS
+
+    sentences = []
+    for outcome in outcomes:
+        spec = METHOD_SPECS.get(outcome.method) if outcome.method in METHOD_SPECS else None
+        if spec is not None and spec.report_limitation and outcome.new_version_id:
+            sentence = spec.report_limitation.format(model=outcome.model_version.model.name)
+            if sentence not in sentences:
+                sentences.append(sentence)
+    return sentences
 
 
 def mlflow_copies(outcomes) -> list[str]:

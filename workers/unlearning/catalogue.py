@@ -82,6 +82,9 @@ class MethodSpec:
     # What the unlearning job must hand the method beyond the model and the two loaders (METHOD_NEEDS):
     # "shadow_references" = the lineage's shadow models, as the context key ``references``.
     needs: tuple[str, ...] = ()
+    # What the report must say of every version the method makes, under its limitations ("": nothing),
+    # e.g. that the new version keeps its parent's weights and hides the records from its outputs only.
+    report_limitation: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_OF_KIND:
@@ -176,7 +179,12 @@ for _spec in (
     MethodSpec("mrp", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.mrp",
                applies_to="any causal LM the platform accepts (decoder layers in one list)",
                cost="2 epochs of one forward and backward pass per forget batch and retain batch, training only "
-                    "a few directions per layer: less than a LoRA epoch of GradDiff"),
+                    "a few directions per layer: less than a LoRA epoch of GradDiff",
+               report_limitation=(
+                   "MRP changes no weight: the new version of {model} is its parent's weights (still trained on the "
+                   "erased records, and not purged, since the new version uses them) with projections applied to two "
+                   "layers' hidden states. The records are removed from what the served model computes, not from "
+                   "its weights: whoever holds the weights file without the projections still holds the data.")),
     MethodSpec("verifier_guard", GUARD, "suppressed", "workers.unlearning.guard.method"),
     MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True,
                replay="on request", replay_cost="one more full training of the model"),
