@@ -26,8 +26,10 @@ from deletion.workflow import declared_for_audit
 from models_registry.models import DataRecord
 from models_registry.services import model_version_create
 from tests import factories
-from workers.jobs import job_create, job_execute
-from workers.models import Job, JobKind
+from tests.audits.audit_jobs import check as _check
+from tests.audits.audit_jobs import run as _run
+from workers.jobs import job_create
+from workers.models import JobKind
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train, shadow_models_train
 
@@ -54,16 +56,6 @@ def _two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(previous)
-
-
-def _run(job: Job) -> Job:
-    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
-    job.refresh_from_db()
-    return job
-
-
-def _check(audit: dict, name: str) -> dict:
-    return next(c for c in audit["checks"] if c["check"] == name)
 
 
 def test_an_approximate_deletion_is_tested_for_equivalence_and_the_original_fails_it(settings):

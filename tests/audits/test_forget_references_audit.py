@@ -22,8 +22,10 @@ import torch
 from models_registry.models import DataRecord
 from models_registry.services import model_version_create
 from tests import factories
-from workers.jobs import job_create, job_execute
-from workers.models import Job, JobKind
+from tests.audits.audit_jobs import check as _check
+from tests.audits.audit_jobs import run as _run
+from workers.jobs import job_create
+from workers.models import JobKind
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train
 
@@ -48,16 +50,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def _run(job: Job) -> Job:
-    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
-    job.refresh_from_db()
-    return job
-
-
-def _check(audit: dict, name: str) -> dict:
-    return next(c for c in audit["checks"] if c["check"] == name)
 
 
 def _head_only_version(model, original, forget_keys: set[str]):

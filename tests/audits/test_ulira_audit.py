@@ -22,7 +22,9 @@ import torch
 
 from models_registry.models import DataRecord
 from tests import factories
-from workers.jobs import job_create, job_execute
+from tests.audits.audit_jobs import check as _check
+from tests.audits.audit_jobs import run as _run
+from workers.jobs import job_create
 from workers.models import Job, JobKind
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train, shadow_models_train
@@ -49,16 +51,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def _run(job: Job) -> Job:
-    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
-    job.refresh_from_db()
-    return job
-
-
-def _check(audit: dict, name: str) -> dict:
-    return next(c for c in audit["checks"] if c["check"] == name)
 
 
 def _unlearn(model, original, records, method: str, config: dict) -> int:
