@@ -23,7 +23,7 @@ from models_registry.models import DataRecord
 from models_registry.services import model_version_create
 from tests import factories
 from tests.audits.audit_jobs import check as _check
-from tests.audits.audit_jobs import run as _run
+from tests.flows import run_job as _run
 from workers.jobs import job_create
 from workers.models import JobKind
 from workers.reference_data import reference_dataset_register

@@ -23,7 +23,7 @@ import torch
 from models_registry.models import DataRecord
 from tests import factories
 from tests.audits.audit_jobs import check as _check
-from tests.audits.audit_jobs import run as _run
+from tests.flows import run_job as _run
 from workers.jobs import job_create
 from workers.models import Job, JobKind
 from workers.reference_data import reference_dataset_register

@@ -21,7 +21,8 @@ from models_registry.models import DataRecord, TrainingMembership
 from tests import factories
 from tests.deletion.test_end_states import _pdf_text
 from tests.deletion.test_requests import _run_report_job
-from workers.jobs import job_execute
+from tests.flows import EVIDENCE
+from tests.flows import run_job as _run
 from workers.models import Job
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train
@@ -35,13 +36,6 @@ DP = {"architecture": MLP, "epochs": 1, "batch_size": 32, "lr": 0.5, "noise_mult
 # Limits under which a pair of records is covered by the accountant's group bound (epsilon about 15
 # at delta 1e-6) and not by the generic one (its delta, 2 e^epsilon 1e-6, is above 1e-5).
 LOOSE = {"dp_max_epsilon": 20.0, "dp_max_delta": 1e-5}
-EVIDENCE = {"method": "email-link", "verified_at": "2026-11-20T10:00:00Z", "verifier": "support"}
-
-
-def _run(job: Job) -> Job:
-    assert job_execute(job_id=job.id) == "succeeded", Job.objects.get(pk=job.id).error
-    job.refresh_from_db()
-    return job
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
+from tests.workers.unlearning.test_method_harness import TensorRecords
 from workers.datasets.base import RecordDataset
 from workers.training.architectures import build_model
 
@@ -21,26 +22,9 @@ ARCHITECTURE = {"name": "mlp", "config": {"in_features": 64, "num_classes": 10, 
                                           "input_norm": "none"}}
 
 
-class DigitRecords(RecordDataset):
-    """Records ``d<index>`` over in-memory tensors."""
-
-    modality = "image"
-
-    def __init__(self, inputs: Tensor, targets: Tensor) -> None:
-        self.inputs, self.targets = inputs, targets
-        self._keys = [f"d{i}" for i in range(len(targets))]
-
-    @property
-    def record_keys(self) -> Sequence[str]:
-        return self._keys
-
-    def __getitem__(self, index: int) -> tuple[str, Tensor, Tensor]:
-        return self._keys[index], self.inputs[index], self.targets[index]
-
-
 @dataclass(frozen=True)
 class DigitClasses:
-    train: DigitRecords
+    train: TensorRecords
     test_inputs: Tensor
     test_targets: Tensor
     original: nn.Module
@@ -86,7 +70,7 @@ def digit_classes() -> DigitClasses:
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
                 optimizer.step()
-    return DigitClasses(DigitRecords(x, y), inputs[test_index], targets[test_index], model.eval())
+    return DigitClasses(TensorRecords(x, y), inputs[test_index], targets[test_index], model.eval())
 
 
 class LabelRead(AssertionError):
