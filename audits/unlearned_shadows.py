@@ -52,7 +52,7 @@ def audited_method(job, new) -> dict:
                            "on the shadow models"}
     if producer.method not in METHOD_SPECS or METHOD_SPECS.get(producer.method).kind != CLASSIFIER:
         return {"not_run": f"the method {producer.method!r} is not an approximate method for classifiers"}
-    if getattr(METHOD_SPECS.get(producer.method), "needs", ()):
+    if METHOD_SPECS.get(producer.method).needs:
         # Run on a shadow, it would read the very shadow models its result is compared with.
         return {"not_run": f"the method {producer.method!r} reads the lineage's shadow models itself, so the "
                            "shadows cannot also test it"}
