@@ -44,7 +44,8 @@ def _resolve_record_keys(record_keys: list[dict[str, str]]) -> list[int]:
         dataset = Dataset.objects.filter(name=name, version=version or "1").first()
         if dataset is None:
             raise ValidationFailed(f"unknown dataset {item['dataset']!r}", field=f"record_keys[{index}].dataset")
-        record = DataRecord.objects.filter(dataset=dataset, external_key=item["record_key"]).first()
+        # A planted canary is nobody's record: like an unknown key, it holds nothing of the person.
+        record = DataRecord.objects.filter(dataset=dataset, external_key=item["record_key"], canary=False).first()
         if record is not None:  # an unknown key is not an error: it simply holds nothing
             ids.append(record.id)
     return ids

@@ -93,8 +93,8 @@ class SubjectIdentifierAdmin(admin.ModelAdmin):
 
 @admin.register(DataRecord)
 class DataRecordAdmin(admin.ModelAdmin):
-    list_display = ("external_key", "dataset", "subject", "split", "status", "erased_at")
-    list_filter = ("status", "dataset", "split")
+    list_display = ("external_key", "dataset", "subject", "split", "status", "canary", "erased_at")
+    list_filter = ("status", "dataset", "split", "canary")
     search_fields = ("external_key", "subject__reference")
     list_select_related = ("dataset", "subject")
     readonly_fields = ("fingerprint", "memberships")
@@ -249,9 +249,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
         datasets = format_html_join(", ", "{}@{} ({}, {})", run.datasets.values_list(
             "name", "version", "modality", "legal_basis")) or "no datasets"
         excluded = obj.excluded_records.count()
+        members = TrainingMembership.objects.filter(run=run)
+        canaries = members.filter(record__canary=True).count()
         return format_html(
-            "run {} · recipe {} · seed {} · code {} · {} training records · datasets: {}{}",
-            run.id, run.recipe, run.seed, run.code_version, TrainingMembership.objects.filter(run=run).count(),
+            "run {} · recipe {} · seed {} · code {} · {} training records{} · datasets: {}{}",
+            run.id, run.recipe, run.seed, run.code_version, members.count() - canaries,
+            f" (and {canaries} planted canaries)" if canaries else "",
             datasets, f" · {excluded} records excluded by unlearning" if excluded else "",
         )
 

@@ -81,7 +81,7 @@ class DatasetOut(serializers.ModelSerializer):
                   "source", "record_schema", "created_at", "record_count"]
 
     def get_record_count(self, obj) -> int:
-        return obj.records.count()
+        return obj.records.filter(canary=False).count()  # planted canaries are nobody's records
 
 
 class DatasetListApi(APIView):

@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from models_registry.models import (
+    CanaryRecord,
     DataRecord,
     DataSubject,
     ExcludedRecord,
@@ -139,11 +140,13 @@ SELECT 'artifact', a.id, a.size_bytes, NULL::bigint, NULL::int, NULL::int, a.kin
   FROM models_registry_storedartifact a WHERE a.id IN (SELECT id FROM arts)
 """
 _BY_SUBJECT = _SCOPE_SQL.format(
-    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active'",
+    # Canaries (planted by training, nobody's data) are in no request's scope.
+    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE subject_id = %s AND status = 'active' "
+            "AND NOT canary",
     blocks=_RUNS_OF_RECORD.format(record="rec.id"),
 )
 _BY_RECORDS = _SCOPE_SQL.format(
-    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE id = ANY(%s)",
+    records="SELECT id, dataset_id, status FROM models_registry_datarecord WHERE id = ANY(%s) AND NOT canary",
     blocks=_RUNS_OF_RECORD.format(record="rec.id"),
 )
 
@@ -261,6 +264,23 @@ def memberships_of_records(*, record_ids: Iterable[int]) -> list[tuple[int, int,
             [ids],
         )
         return cursor.fetchall()
+
+
+# ---------------------------------------------------------------- canaries
+
+
+def canary_keys_of_run(*, run_id: int | None) -> list[str]:
+    """The keys of the canaries training run ``run_id`` planted (workers.canaries), sorted; none
+    for a run without canaries (or no run)."""
+    if run_id is None:
+        return []
+    return sorted(CanaryRecord.objects.filter(run_id=run_id).values_list("record__external_key", flat=True))
+
+
+def dataset_canaries(*, dataset_id: int) -> list[CanaryRecord]:
+    """Every active canary planted in the dataset's training runs, with its record, by key."""
+    return list(CanaryRecord.objects.filter(record__dataset_id=dataset_id, record__status="active")
+                .select_related("record").order_by("record__external_key"))
 
 
 # ---------------------------------------------------------------- unlearning chains

@@ -41,12 +41,15 @@ class TrainForm(forms.Form):
     recipe_config = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 8, "cols": 70}),
                                     help_text="A JSON object; architecture defaults to the model's registered one.")
     split = forms.CharField(max_length=20, initial="train")
+    canaries = forms.IntegerField(required=False, initial=0, min_value=0, help_text=(
+        "Canaries to plant: mislabelled synthetic records drawn from the dataset's test split with the run's seed. "
+        "The audits show by them that they detect memorisation in this model; no request, count or export shows them."))
 
     def start(self) -> Job:
         data = self.cleaned_data
         return model_train(model=data["model"], dataset=data["dataset"], recipe=data["recipe"] or None,
                            recipe_config={} if data["recipe_config"] is None else data["recipe_config"],
-                           split=data["split"])
+                           split=data["split"], canaries=data["canaries"] or 0)
 
 
 class ShadowForm(forms.Form):

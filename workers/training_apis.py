@@ -14,6 +14,7 @@ from foundation.access.authentication import HasRole, role_of
 from foundation.errors import NotFound, PermissionDenied, ValidationFailed
 from models_registry.apis import StrictSerializer
 from models_registry.models import Dataset, ModelVersion, RegisteredModel
+from workers.canaries import MAX_CANARIES
 from workers.models import Job, JobKind, JobStatus
 from workers.selectors import job_state, job_with_state
 from workers.services import (
@@ -37,6 +38,11 @@ class TrainingJobIn(StrictSerializer):
     parent_version = serializers.IntegerField(
         required=False, help_text="For a recipe that derives a model (distill, finetune): the id of the version it is "
         "distilled or fine-tuned from; the new version records that lineage.")
+    canaries = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=MAX_CANARIES, help_text="How many canaries to plant (plain, sisa, s3t, dp "
+        "classifiers on tabular or image data): mislabelled synthetic records drawn from the dataset's test split "
+        "with the run's seed, recorded as canaries; the audits show they detect memorisation in this model by "
+        "them. Nobody's data: no request, record count or export includes them.")
 
 
 class ShadowJobIn(StrictSerializer):
@@ -123,7 +129,8 @@ class TrainingJobListApi(APIView):
             if parent is None:
                 raise ValidationFailed(f"no model version has id {data['parent_version']}", field="parent_version")
         job = model_train(model=model, dataset=dataset, recipe=data.get("recipe"),
-                          recipe_config=data["recipe_config"], split=data["split"], parent_version=parent)
+                          recipe_config=data["recipe_config"], split=data["split"], parent_version=parent,
+                          canaries=data["canaries"])
         return _job_response(job)
 
 
