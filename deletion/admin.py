@@ -108,6 +108,12 @@ AUDIT_METRICS = {
     "forget_accuracy": "accuracy on the erased records",
     "retain_accuracy": "accuracy on kept training records",
     "test_accuracy": "accuracy on held-out records",
+    "forget_mae": "mean absolute error on the erased records",
+    "forget_rmse": "root mean squared error on the erased records",
+    "retain_mae": "mean absolute error on kept training records",
+    "retain_rmse": "root mean squared error on kept training records",
+    "test_mae": "mean absolute error on held-out records",
+    "test_rmse": "root mean squared error on held-out records",
 }
 
 

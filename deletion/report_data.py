@@ -29,6 +29,13 @@ _METRIC_LABELS = {
     "forget_accuracy": "Accuracy on the erased records",
     "retain_accuracy": "Accuracy on kept training records",
     "test_accuracy": "Accuracy on held-out records",
+    # A regression model's errors, in the unit of its target (lower is better).
+    "forget_mae": "Mean absolute error on the erased records",
+    "forget_rmse": "Root mean squared error on the erased records",
+    "retain_mae": "Mean absolute error on kept training records",
+    "retain_rmse": "Root mean squared error on kept training records",
+    "test_mae": "Mean absolute error on held-out records",
+    "test_rmse": "Root mean squared error on held-out records",
 }
 _NOT_UNLEARNED = {
     OutcomeStatus.HELD: "Not unlearned: the model is under a legal hold ({reason}).",

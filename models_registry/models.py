@@ -91,6 +91,10 @@ class RecordStatus(models.TextChoices):
     ERASED = "erased"
 
 
+# The split of a planted canary's record: no dataset file holds it (workers.canaries).
+CANARY_SPLIT = "canary"
+
+
 class DataRecord(models.Model):
     # 32-bit ids keep TrainingMembership narrow; 2^31 records per installation is ample.
     id = models.AutoField(primary_key=True)
@@ -105,6 +109,9 @@ class DataRecord(models.Model):
     fingerprint_key_version = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=10, choices=RecordStatus.choices, default=RecordStatus.ACTIVE)
     erased_at = models.DateTimeField(null=True, blank=True)
+    # A canary the platform planted in a training run (its content: CanaryRecord): nobody's data, so
+    # in no request's scope, no record count and no export (workers.canaries).
+    canary = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [
@@ -115,6 +122,30 @@ class DataRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset_id}:{self.external_key}"
+
+
+class CanaryKind(models.TextChoices):
+    MISLABELLED_SYNTHETIC = "mislabelled_synthetic", "Synthetic input drawn from one class's held-out records, another class's label"
+
+
+class CanaryRecord(models.Model):
+    """What a canary is: its input (safetensors, tensor ``input``) and label, planted by training run
+    ``run`` to show that the audit detects memorisation in that run's model (audits canary_power).
+
+    The input is synthetic (each element drawn from a different held-out record of class
+    ``look_alike``; workers.training.canaries), so no person's record is copied; the label is
+    another class's. Kept here, not in the dataset's files: a canary is no row of the company's data."""
+
+    record = models.OneToOneField(DataRecord, on_delete=models.CASCADE, primary_key=True, related_name="canary_content")
+    run = models.ForeignKey("TrainingRun", on_delete=models.PROTECT, related_name="canaries")
+    kind = models.CharField(max_length=30, choices=CanaryKind.choices)
+    label = models.IntegerField()
+    look_alike = models.IntegerField(help_text="The class whose held-out records the input was drawn from.")
+    seed = models.BigIntegerField()
+    inputs = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"canary {self.record_id} of run {self.run_id}"
 
 
 class SuppressionKind(models.TextChoices):
@@ -149,6 +180,7 @@ class SuppressionEntry(models.Model):
 class Task(models.TextChoices):
     CLASSIFICATION = "classification"
     LANGUAGE_MODELING = "language_modeling"
+    REGRESSION = "regression"  # one real number per record, MSE-trained (workers.training.regression)
 
 
 class RegisteredModel(models.Model):

