@@ -155,7 +155,7 @@ Timestamp = Annotated[str, _Constraint("an ISO 8601 date-time with a time zone",
 Text = Annotated[str, _NON_EMPTY]
 Count = Annotated[int, _NON_NEGATIVE]
 Seconds = Annotated[float, _NON_NEGATIVE]
-GuaranteeClass = Literal["exact", "dp_bounded", "approximate", "suppressed", "exact_attested"]
+GuaranteeClass = Literal["exact", "dp_bounded", "approximate", "suppressed", "exact_attested", "concept_erased"]
 VerdictValue = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 if set(get_args(GuaranteeClass)) != set(GUARANTEE_CLASSES):  # pragma: no cover - a programming error

@@ -27,6 +27,7 @@ from models_registry.services import identifiers_suppress
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import request_data_erase
+from workers.unlearning.catalogue import counts_as_erasure
 
 
 @transaction.atomic
@@ -95,7 +96,7 @@ def on_job_finished(*, job_id: int) -> None:
                 # Nothing was deleted from the weights: whatever the bound, only the DPO's written
                 # acceptance of the risk (two DPO users) settles it, or an escalation or withdrawal.
                 outcome.status = OutcomeStatus.AWAITING_DECISION
-            elif outcome.verdict == "PASS" and outcome.guarantee_class != "suppressed":
+            elif outcome.verdict == "PASS" and counts_as_erasure(outcome.guarantee_class):
                 outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
             elif outcome.verdict == "FAIL":
                 outcome.status = OutcomeStatus.AUDIT_FAILED

@@ -131,6 +131,25 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
             "copies with their fingerprints (sha256)."
         ),
     ),
+    "concept_erased": GuaranteeText(
+        name="concept_erased",
+        title="Concept erased (an attribute, not a person's data)",
+        action="concept erasure: an attribute, never a person's erasure",
+        promises=(
+            "The model can no longer use the named attribute through any linear read-out of the erased "
+            "layer: a linear probe trained to predict the attribute from that layer's output does no "
+            "better than chance, within the stated tolerance."
+        ),
+        does_not_promise=(
+            "It holds against linear probes only: a non-linear probe may still recover the attribute, "
+            "and the report shows how well one did. Nothing was removed from the model's weights, no "
+            "record was deleted, and it never counts as erasure of anyone's personal data."
+        ),
+        evidence=(
+            "A linear probe's AUC for the attribute on the erased representations (with its AUC before "
+            "erasure), and a non-linear probe's AUC shown beside it."
+        ),
+    ),
 }
 
 if set(GUARANTEE_TEXTS) != set(GUARANTEE_CLASSES):  # pragma: no cover - a programming error

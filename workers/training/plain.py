@@ -23,6 +23,7 @@ from workers.training.device import derive_seed, deterministic
 from workers.training.membership import MembershipSink
 from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
 from workers.unlearning.base import ProgressCallback, no_progress
+from workers.unlearning.concept_erasure import apply_eraser_tensors, eraser_tensors
 
 
 class MissingLineage(ValueError):
@@ -37,8 +38,11 @@ class SingleModelStorage:
     def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
              extra: dict[str, Any] | None = None) -> ArtifactRef:
         manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
-        return store.put(manifest, {"weights": cpu_state_dict(run.model),
-                                    "membership": membership_to_tensors(run.membership)})
+        blobs = {"weights": cpu_state_dict(run.model), "membership": membership_to_tensors(run.membership)}
+        erasers = eraser_tensors(run.model)
+        if erasers:  # a concept erasure's (LEACE): the served model applies them, outside its weights
+            blobs["concept_erasers"] = erasers
+        return store.put(manifest, blobs)
 
     @classmethod
     def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
@@ -50,6 +54,8 @@ class SingleModelStorage:
                 "versions/?training_run=<id>): the new version carries the run's membership and its recipe")
         model = build_model(manifest.architecture or {})
         model.load_state_dict(store.load_blob(manifest.files["weights"]["sha256"]))
+        if "concept_erasers" in manifest.files:
+            apply_eraser_tensors(model, store.load_blob(manifest.files["concept_erasers"]["sha256"]))
         membership = membership_from_tensors(store.load_blob(manifest.files["membership"]["sha256"]))
         return TrainingRun(cls.name, manifest.recipe["config"], model, membership,
                            manifest.extra.get("metrics", {}))
@@ -57,6 +63,8 @@ class SingleModelStorage:
 
 class PlainRecipe(SingleModelStorage, TrainingRecipe, name="plain"):
     config_class = RecipeConfig
+    # What one batch minimises; the regression recipe (workers.training.regression) names its own.
+    loss_fn: Any = staticmethod(torch.nn.functional.cross_entropy)
 
     def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
               progress: ProgressCallback = no_progress) -> TrainingRun:
@@ -72,7 +80,7 @@ class PlainRecipe(SingleModelStorage, TrainingRecipe, name="plain"):
                 model, optimizer, sorted_by_key(dataset),
                 epochs=config.epochs, batch_size=config.batch_size, generator=generator,
                 sink=sink, shard=0, slice=0, device=device,
-                on_epoch=lambda e: progress("train", (e + 1) / config.epochs),
+                on_epoch=lambda e: progress("train", (e + 1) / config.epochs), loss_fn=self.loss_fn,
             )
         model.eval()
         return TrainingRun(
