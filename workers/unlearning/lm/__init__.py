@@ -1,7 +1,9 @@
 """Language-model unlearning: gradient ascent, GradDiff and NPO through a merged LoRA adapter, and
-MRP through projections of hidden states (weights unchanged).
+MRP through projections of hidden states (weights unchanged), and fact-lookup localised unlearning
+(only the MLPs that fact-lookup localisation selects are trained).
 
-Importing this package registers the methods ``gradient_ascent``, ``grad_diff``, ``npo`` and ``mrp`` in
+Importing this package registers the methods ``gradient_ascent``, ``grad_diff``, ``npo``, ``mrp`` and
+``fact_lookup`` in
 :data:`workers.unlearning.base.METHODS` (their declarations in
 ``workers/unlearning/catalogue.py`` give the guarantee class, ``approximate``). Each takes a
 transformers causal LM and LM batches (:func:`workers.unlearning.lm.data.lm_batches`) and
@@ -11,6 +13,7 @@ To add a method, follow ``workers/unlearning/ADDING_A_METHOD.md``.
 """
 
 from workers.unlearning.lm.data import LMBatch, batch_texts, lm_batches
+from workers.unlearning.lm.fact_lookup import FactLookupConfig, FactLookupUnlearning
 from workers.unlearning.lm.grad_diff import GradDiff, GradDiffConfig
 from workers.unlearning.lm.gradient_ascent import GradientAscent, GradientAscentConfig
 from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod
@@ -21,6 +24,8 @@ from workers.unlearning.lm.npo import NPO, NPOConfig
 __all__ = [
     "MRP",
     "NPO",
+    "FactLookupConfig",
+    "FactLookupUnlearning",
     "GradDiff",
     "GradDiffConfig",
     "GradientAscent",

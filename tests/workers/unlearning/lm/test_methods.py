@@ -50,6 +50,8 @@ METHOD_CASES = [
     # steps and 4 directions a layer (2 close 55% of the gap, too near the bound; measured).
     MethodCase("mrp", {"lr": 0.3, "epochs": 30, "rank": 4, "retain_weight": 2.0}, 0.5, "MRPConfig",
                seed_changes_result=False),
+    # Full weights of the localised MLP (one of two layers here); the seed draws only the random baseline's layers.
+    MethodCase("fact_lookup", {"lr": 3e-3, "epochs": 30}, 0.5, "FactLookupConfig", seed_changes_result=False),
 ]
 # Forgetting must close at least this share of the gap between the forget texts' loss and the
 # loss of texts the model never saw.
@@ -123,6 +125,8 @@ def test_result_describes_the_run(run, baseline, forget_batches):
     if case.name == "mrp":  # no LoRA: directions projected out of two layers' hidden states
         assert details["projection_layers"] == [0, 1]
         assert details["projection_rank_before"] == {} and details["projection_rank_after"] == {"0": 4, "1": 4}
+    elif case.name == "fact_lookup":  # no LoRA: the full weights of the MLP fact-lookup localisation selected
+        assert details["trained_mlp_layers"] == [0] and details["localisation_extraction_layer"] == 1
     else:
         assert details["lora_target_modules"] == ["c_attn", "c_fc", "c_proj"]
     if case.name != "gradient_ascent":
