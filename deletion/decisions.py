@@ -31,11 +31,14 @@ from deletion.models import (
 from deletion.notices import notice_send
 from deletion.planning import (
     DP_BOUNDED,
+    approximate_alternatives,
     derived_steps_planned,
     dp_bound_plan,
     equivalence_test_plan,
     estimated_cost,
+    method_card,
     plan_method,
+    policy_method_refused,
     replay_plan,
     request_scope,
     s3t_kept_data,
@@ -45,7 +48,7 @@ from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, Task, VersionStatus
-from workers.jobs import job_cancel, job_create, versions_held
+from workers.jobs import job_cancel, job_create, versions_audited, versions_held
 from workers.mlflow_registry import mlflow_deployment_confirmed, mlflow_model_withdrawn
 from workers.models import Job, JobKind, JobStatus
 from workers.purge import version_purge
@@ -65,17 +68,26 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
     versions = {v.version_id: v for v in scope.versions}
     plan = []
     for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
-        method, guarantee = plan_method(version=version)
         record_ids = versions[version.id].record_ids
+        method, guarantee = plan_method(version=version, record_ids=record_ids)
         model_kind = "language_model" if version.model.task == Task.LANGUAGE_MODELING else "classifier"
         # S3T: how much of the kept data the served model would still learn from, and the retrain
         # of the switched-off adapters offered when that crosses the model's floor.
         kept_data, alternatives = s3t_kept_data(version=version, record_ids=record_ids) if method == "s3t" else (None, [])
         # DP-SGD-trained: the person's group-privacy bound, and dp_bounded offered as a risk decision.
         dp_bound, dp_alternatives = dp_bound_plan(version=version, records=len(record_ids))
+        # The policy's approximate method when it cannot take this forget set (the plan is then a retrain).
+        policy_refused = policy_method_refused(version=version, record_ids=record_ids)
+        # Where the policy allows approximate methods: the others that apply to this model and forget set.
+        approximate, not_offered = (approximate_alternatives(version=version, planned=method, record_ids=record_ids)
+                                    if guarantee == "approximate" or policy_refused else ([], {}))
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "method": method, "guarantee_class": guarantee,
+            # Where the method applies and what it costs, as the catalogue declares them.
+            "method_info": method_card(method),
+            # The policy's approximate method when it cannot take this forget set (then a retrain).
+            "policy_method_refused": policy_refused,
             "records": len(record_ids), "record_ids": record_ids,
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
             # Said before the method runs: where the audit cannot confirm erasure, the request will
@@ -90,7 +102,9 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "kept_data": kept_data,
             "dp_bound": dp_bound,
             # Methods the DPO may approve instead of ``method`` (deletion_request_approve's ``methods``).
-            "alternatives": alternatives + dp_alternatives,
+            "alternatives": alternatives + dp_alternatives + approximate,
+            # Methods of the model's task that were considered and not offered, and why.
+            "not_offered": not_offered,
         })
     plan = derived_steps_planned(plan)  # derived children: re-derived from their parent's new version
     summary = {
@@ -187,6 +201,10 @@ def _chosen_step(planned: dict[int, dict], version_id: int, method: str) -> dict
     if method == step["method"]:
         return step
     offered = {alternative["method"]: alternative for alternative in step.get("alternatives") or []}
+    refused = (step.get("not_offered") or {}).get(method)
+    if method not in offered and refused:
+        raise ValidationFailed(f"{method!r} cannot unlearn this request's records from {step['model']} "
+                               f"v{step['version']}: {refused}", field="methods", code="method_not_applicable")
     if method not in offered:
         allowed = ", ".join([step["method"], *offered])
         raise ValidationFailed(f"the plan does not offer {method!r} for {step['model']} v{step['version']}; "
@@ -213,9 +231,12 @@ def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: d
             pending.forget_record_ids = sorted(set(pending.forget_record_ids) | set(step["record_ids"]))
             pending.save(update_fields=["forget_record_ids"])
             return pending
+    policy = version.model.unlearning_policy or {}
+    # The policy's method_config configures the policy's method, not one the DPO chose instead.
+    policy_config = policy.get("method_config", {}) if step["method"] == policy.get("approximate_method") else {}
     return job_create(kind=JobKind.UNLEARN, registered_model=version.model, source_version=version,
                       deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
-                      config=step.get("method_config") or (version.model.unlearning_policy or {}).get("method_config", {}),
+                      config=step.get("method_config") or policy_config,
                       forget_record_ids=step["record_ids"], estimated_seconds=step["estimated_seconds"],
                       countdown=window)
 
@@ -307,7 +328,8 @@ def outcome_risk_accept(*, request: DeletionRequest, actor, model_version_id: in
     purge = {}
     if outcome.new_version is not None:
         purge = older_copies_purge(source=outcome.new_version.parent, record_ids=outcome.record_ids,
-                                   keep_versions=versions_held(outcome.audit_job or outcome.job))
+                                   keep_versions=versions_held(outcome.audit_job or outcome.job),
+                                   audited=versions_audited(outcome.audit_job or outcome.job))
         outcome.audit = {**outcome.audit, **purge, "purge_waits_for_decision": False}
         outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
     else:  # the method could not make a version: the model as it is stays in service

@@ -8,6 +8,7 @@ from django.db.models import Avg
 
 from audits.checks.equivalence import DEFAULT_MARGIN, DeclaredMargins, equivalence_plan
 from audits.checks.registry import check_spec
+from audits.checks.verdict import planned_alpha_share
 from deletion.models import (
     DeletionRequest,
     ModelOutcome,
@@ -20,7 +21,13 @@ from workers.artifact_manifests import ArtifactError
 from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_manifest
-from workers.unlearning.catalogue import METHOD_SPECS, exact_method_for, weakest_guarantee
+from workers.training_catalogue import changed_weights_refusal
+from workers.unlearning.catalogue import (
+    METHOD_SPECS,
+    approximate_methods_for,
+    exact_method_for,
+    weakest_guarantee,
+)
 from workers.unlearning.exact.s3t_plan import s3t_deactivation_plan, s3t_stored_state
 
 # Offered in place of s3t when switching adapters off would leave the served model below the
@@ -61,7 +68,92 @@ def _merge_scopes(a, b):
                            sorted(artifacts.values(), key=lambda x: x.id), a.subject_id)
 
 
-def plan_method(*, version: ModelVersion) -> tuple[str, str]:
+def method_card(name: str) -> dict | None:
+    """What the plan shows of catalogue method ``name`` beside its class: where it applies, what one
+    run costs (as declared in workers.unlearning.catalogue), whether it forgets whole classes only
+    and what the job hands it. None for a name the catalogue does not declare (dp_bounded,
+    external_retrain: the plan says what those are)."""
+    if name not in METHOD_SPECS:
+        return None
+    spec = METHOD_SPECS.get(name)
+    applies_to = spec.applies_to
+    if not applies_to:
+        applies_to = (f"every {spec.task.replace('_', ' ')} model" if spec.task is not None else
+                      f"models trained with the {spec.recipe} recipe" if spec.recipe else
+                      "every model the platform trained or holds a training run for")
+    return {"method": name, "guarantee_class": spec.guarantee_class, "applies_to": applies_to,
+            "cost": spec.cost or spec.replay_cost or "not declared", "whole_class_only": spec.whole_class_only,
+            "needs": list(spec.needs)}
+
+
+def _recipe_of(version: ModelVersion) -> str:
+    """The recipe the version's weights are stored by (an uploaded version: the one its family used)."""
+    uploaded = selectors.lineage_root(version).metrics.get("uploaded_recipe") or {}
+    return uploaded.get("name") or version.model.training_recipe
+
+
+def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] | None = None) -> str | None:
+    """Why the approximate ``method`` cannot unlearn ``record_ids`` from ``version``, in words for
+    the plan and the DPO, or None when it can: it is no method for models of this task, the model's
+    family refuses approximate methods, the recipe's storage would lose the weights it changes
+    (workers.training_catalogue.changed_weights_refusal), or it forgets whole classes only and the
+    records are not every training record of one class (read from the dataset's labels, only for
+    such a method and only with ``record_ids``)."""
+    model = version.model
+    spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None
+    if spec is None or spec.task is None:
+        return None  # exact methods and the plan's own (dp_bounded, external_retrain) are planned, not refused
+    if spec.task != model.task:
+        fitting = ", ".join(approximate_methods_for(model.task)) or "none"
+        return (f"{method!r} unlearns {spec.task.replace('_', ' ')} models, not {model.task.replace('_', ' ')}; "
+                f"for this model: {fitting}")
+    refused = approximate_method_refusal(method, model.architecture) or changed_weights_refusal(
+        method=method, recipe=_recipe_of(version))
+    if refused:
+        return refused
+    if spec.whole_class_only and record_ids is not None:
+        from workers.forget_classes import whole_class_problem
+
+        problem = whole_class_problem(version=version, record_ids=record_ids)
+        if problem:
+            return (f"{method!r} forgets whole classes only (every training record of one class), and {problem}; "
+                    f"choose another method or retrain")
+    return None
+
+
+def approximate_alternatives(*, version: ModelVersion, planned: str, record_ids: list[int]) -> tuple[list[dict], dict]:
+    """For a step whose planned method is approximate: the other approximate methods of the model's
+    task that can unlearn ``record_ids`` from ``version`` (the DPO may choose one instead), each with
+    where it applies and what it costs, and ``not_offered``: method -> why not, for the rest (a
+    whole-class-only method on a forget set that is not one class, a recipe that would lose the
+    change). Methods that need shadow models are offered; the job says if the lineage has too few."""
+    offered, not_offered = [], {}
+    for name in approximate_methods_for(version.model.task):
+        if name == planned:
+            continue
+        refusal = method_refusal(version=version, method=name, record_ids=record_ids)
+        if refusal:
+            not_offered[name] = refusal
+            continue
+        card = method_card(name)
+        offered.append({**card, "estimated_seconds": estimated_cost(model_id=version.model_id, method=name),
+                        "why": f"Another approximate method for this model. Applies to: {card['applies_to']}. "
+                               f"Cost: {card['cost']}."})
+    return offered, not_offered
+
+
+def policy_method_refused(*, version: ModelVersion, record_ids: list[int]) -> str | None:
+    """Why the approximate method the model's policy names cannot unlearn ``record_ids`` from
+    ``version`` (the plan then falls back to a retrain and says why), None when it can or the
+    policy names none."""
+    method = (version.model.unlearning_policy or {}).get("approximate_method")
+    if not method or exact_method_for(_recipe_of(version)) is not None:
+        return None
+    refusal = method_refusal(version=version, method=method, record_ids=record_ids)
+    return None if refusal is None else f"the model's policy names {method!r}, refused here: {refusal}"
+
+
+def plan_method(*, version: ModelVersion, record_ids: list[int] | None = None) -> tuple[str, str]:
     """What the model's unlearning policy allows for this version: the exact method the method
     catalogue declares for the model's recipe (sisa, s3t), else the configured approximate method
     (an exact retrain after ``exact_after`` approximate deletions), else a full retrain. Returns
@@ -70,7 +162,9 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
     A version uploaded from outside is unlearned by the recipe its family stored it with (a list of
     scikit-learn estimators is a sklearn_sisa ensemble whatever the model row says); a family whose
     models take no approximate method (scikit-learn) has such a policy refused when it is saved,
-    and the planner never picks one for it. A model whose policy makes the company's own pipeline its
+    and the planner never picks one for it; nor one the recipe's storage would lose, nor (given
+    ``record_ids``) a whole-class-only method for records that are not one whole class
+    (:func:`method_refusal`). A model whose policy makes the company's own pipeline its
     method for every deletion (``external_retrain.use: every_deletion``) gets that (``exact_attested``)."""
     # Imported here: deletion.external_retrain reaches this module through the workflow.
     from deletion.external_retrain import (
@@ -83,12 +177,12 @@ def plan_method(*, version: ModelVersion) -> tuple[str, str]:
     policy = model.unlearning_policy or {}
     if external_retrain_planned(model):  # the company's own pipeline, for every deletion (its policy says so)
         return EXTERNAL_RETRAIN, GUARANTEE_CLASS
-    uploaded = selectors.lineage_root(version).metrics.get("uploaded_recipe") or {}
-    exact = exact_method_for(uploaded.get("name") or model.training_recipe)
+    exact = exact_method_for(_recipe_of(version))
     if exact is not None:
         return exact.name, exact.guarantee_class
     method = policy.get("approximate_method")
-    if method and not policy.get("prefer_exact") and not approximate_method_refusal(method, model.architecture):
+    if method and not policy.get("prefer_exact") and not method_refusal(version=version, method=method,
+                                                                       record_ids=record_ids):
         limit = policy.get("exact_after")
         done = ModelOutcome.objects.filter(model_version__model=model, guarantee_class="approximate",
                                            status__in=[OutcomeStatus.CONFIRMED, OutcomeStatus.AWAITING_DEPLOYMENT]).count()
@@ -292,7 +386,10 @@ def equivalence_test_plan(*, version: ModelVersion, model_kind: str, records: in
     margin = (version.model.unlearning_policy or {}).get("equivalence_margin")
     declared_by = (f"the policy of model {version.model.name}" if margin is not None
                    else "the platform default")
-    margins = DeclaredMargins.symmetric(DEFAULT_MARGIN if margin is None else margin, declared_by=declared_by)
+    # Its alpha is its share of the audit's family-wise level (audits.checks.verdict), so that the
+    # audit's checks together FAIL a model that forgot with chance at most that level.
+    margins = DeclaredMargins.symmetric(DEFAULT_MARGIN if margin is None else margin, declared_by=declared_by,
+                                        alpha=planned_alpha_share(model_kind))
     return equivalence_plan(margins, records=records)
 
 

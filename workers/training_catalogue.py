@@ -19,9 +19,11 @@ from typing import Any
 
 from foundation.errors import ValidationFailed
 from foundation.registry import Registry
+from workers.unlearning.catalogue import METHOD_SPECS, TRAINING_RUN, exact_method_for
 
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
+REGRESSION = "regression"
 # The family of a model registered without an architecture and given none by its recipe configuration.
 NO_ARCHITECTURE = "none"
 # A transformers classifier the platform builds itself from an hf_config, reading byte tokens
@@ -48,7 +50,11 @@ class RecipeSpec:
     its configuration's ``architecture`` is the model's (the registered one is filled in); otherwise
     the recipe fixes its own. ``no_running_statistics``: it refuses modules with BatchNorm.
     ``derives``: the recipe derives a child from a parent version (a training request names it,
-    ``parent_version``), and the run records this lineage edge kind (models_registry LineageKind)."""
+    ``parent_version``), and the run records this lineage edge kind (models_registry LineageKind).
+    ``rebuilds_model_from``: what the recipe's storage rebuilds the served model from when it does
+    not store the model's weights as they stand ("": it stores them); weights an approximate method
+    changed would then be lost when the new version is saved, so such methods are refused
+    (:func:`changed_weights_refusal`)."""
 
     name: str
     task: str
@@ -57,6 +63,7 @@ class RecipeSpec:
     model_architecture: bool = True
     no_running_statistics: bool = False
     derives: str = ""
+    rebuilds_model_from: str = ""
 
 
 RECIPE_SPECS: Registry[RecipeSpec] = Registry("training recipe")
@@ -65,11 +72,16 @@ TORCH_MODULES = ("builtin", "entry_point", BUILT_TRANSFORMERS)
 # One line per recipe (workers/training/<module>.py registers its class under the same name).
 for _spec in (
     RecipeSpec("plain", CLASSIFICATION, TORCH_MODULES, "one PyTorch module built from the architecture"),
+    RecipeSpec("plain_regression", REGRESSION, ("builtin", "entry_point"),
+               "one PyTorch module built from the architecture, with one real-valued output per record, trained "
+               "with mean squared error"),
     RecipeSpec("sisa", CLASSIFICATION, TORCH_MODULES,
-               "a SISA ensemble (shards and slices) of PyTorch modules built from the architecture"),
+               "a SISA ensemble (shards and slices) of PyTorch modules built from the architecture",
+               rebuilds_model_from="the shard checkpoints training kept (each shard's last slice)"),
     RecipeSpec("s3t", CLASSIFICATION, TORCH_MODULES,
                "LoRA adapters, one per slice, over a frozen PyTorch module built from the architecture",
-               no_running_statistics=True),
+               no_running_statistics=True,
+               rebuilds_model_from="the frozen base weights and the LoRA adapters training kept"),
     RecipeSpec("dp", CLASSIFICATION, TORCH_MODULES,
                "one PyTorch module trained with DP-SGD (Opacus), built from the architecture",
                no_running_statistics=True),
@@ -88,6 +100,24 @@ for _spec in (
                derives="fine_tuned_from"),
 ):
     RECIPE_SPECS.register(_spec.name)(_spec)
+
+
+def changed_weights_refusal(*, method: str, recipe: str) -> str | None:
+    """Why unlearning method ``method`` cannot unlearn a model stored by training recipe ``recipe``
+    (None: it can; an exact method rebuilds the model through the recipe): any other method changes
+    the served model's weights, and a recipe that rebuilds its model from what training
+    kept (``rebuilds_model_from``) would drop that change when the new version is saved, leaving
+    the records in the served model while the version claims they were unlearned."""
+    if recipe not in RECIPE_SPECS or method not in METHOD_SPECS:
+        return None
+    spec, method_spec = RECIPE_SPECS.get(recipe), METHOD_SPECS.get(method)
+    if not spec.rebuilds_model_from or method_spec.kind == TRAINING_RUN:  # exact: rebuilt from the recipe
+        return None
+    exact = exact_method_for(recipe)
+    instead = f"its exact method {exact.name!r} or retrain" if exact is not None else "retrain"
+    return (f"{method!r} changes the served model's weights, but the {recipe} recipe stores only "
+            f"{spec.rebuilds_model_from} and rebuilds the model from them: the change would be lost when the "
+            f"new version is saved. Unlearn this model with {instead}")
 
 
 def running_statistics_known(architecture: Mapping[str, Any]) -> bool:

@@ -13,6 +13,7 @@ from workers.unlearning.catalogue import (
     GUARD,
     LANGUAGE_MODEL,
     METHOD_SPECS,
+    REGRESSOR,
     TRAINING_RUN,
     MethodSpec,
     method_specs,
@@ -28,12 +29,12 @@ def test_the_catalogue_is_the_registry():
 
 
 def _fits_its_kind(spec: MethodSpec, cls: type) -> bool:
-    """A classifier or language-model method runs on its family's shared loop; a guard or an exact
-    method (which takes a TrainingRun) on neither."""
+    """A classifier, regressor or language-model method runs on its family's shared loop; a guard or an
+    exact method (which takes a TrainingRun) on neither."""
     from workers.unlearning.lm.loop import LMUnlearningMethod
     from workers.unlearning.loop import ApproximateMethod
 
-    loops = {CLASSIFIER: ApproximateMethod, LANGUAGE_MODEL: LMUnlearningMethod}
+    loops = {CLASSIFIER: ApproximateMethod, REGRESSOR: ApproximateMethod, LANGUAGE_MODEL: LMUnlearningMethod}
     if spec.kind in loops:
         return issubclass(cls, loops[spec.kind])
     return not issubclass(cls, tuple(loops.values()))
@@ -68,7 +69,7 @@ def test_a_method_class_needs_a_declaration_in_its_module():
     ("classification", "finetuen", "unknown unlearning method 'finetuen'; known: data_free_class, "),
     ("classification", "npo", "'npo' unlearns language modeling models, not classification; for this model: data_free_class, "),
     ("language_modeling", "scrub", "'scrub' unlearns classification models, not language modeling; for this model: "
-                                   "grad_diff, gradient_ascent, mrp, npo, verifier_guard"),
+                                   "fact_lookup, grad_diff, gradient_ascent, mrp, npo, verifier_guard"),
     ("classification", "retrain", "'retrain' is an exact method"),
 ])
 def test_a_policy_with_a_method_that_cannot_run_is_refused_when_saved(task, method, message):

@@ -23,6 +23,7 @@ from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
 from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
+from workers.training_catalogue import changed_weights_refusal
 from workers.unlearning.catalogue import (
     GUARD,
     LANGUAGE_MODELING,
@@ -40,6 +41,7 @@ GUARD_KEY_BYTES = 16
 def run_unlearning_job(job: Job, progress) -> dict:
     from torch.utils.data import DataLoader
 
+    from workers.canaries import with_canaries
     from workers.data_sources import dataset_split
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
@@ -69,6 +71,10 @@ def run_unlearning_job(job: Job, progress) -> dict:
     store = artifact_store()
     progress("loading the model", 0.02)
     trained = load_run(store, source.artifact_sha256)
+    # The recipe that stores the new version must be able to hold what the method changes.
+    unstorable = changed_weights_refusal(method=job.method, recipe=trained.recipe)
+    if unstorable:
+        raise ValueError(f"{source}: {unstorable}")
     spec = METHOD_SPECS.get(job.method)
     registry_membership = None
     if spec.kind == TRAINING_RUN:
@@ -80,7 +86,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
         member_keys = {row.record_key for row in registry_membership}
     else:
         member_keys = {row.record_key for row in trained.membership}
-    data = dataset_split(dataset, "train")
+    data = with_canaries(dataset_split(dataset, "train"), dataset)  # planted canaries are kept records
     forget = data.subset(sorted(forget_keys & member_keys))
     retain = data.subset(sorted(member_keys - forget_keys))
     method = METHODS.get(job.method)(job.config or None)
@@ -95,6 +101,12 @@ def run_unlearning_job(job: Job, progress) -> dict:
         kind = "a language model" if trained.tokenizer is not None else "a classifier"
         raise ValueError(f"{spec.name!r} cannot unlearn {kind} ({source}); language models take "
                          f"{', '.join(approximate_methods_for(LANGUAGE_MODELING))} or retrain")
+    if spec.task is not None and trained.tokenizer is None and spec.task != source.model.task:
+        # A classification method on a regression model (or the reverse): its loss cannot read the targets.
+        raise ValueError(f"{spec.name!r} unlearns {spec.task.replace('_', ' ')} models; {source} is a "
+                         f"{source.model.task.replace('_', ' ')} model: it takes "
+                         f"{', '.join(approximate_methods_for(source.model.task)) or 'no approximate method'} "
+                         "or retrain")
     if spec.task == LANGUAGE_MODELING:
         ref, result = _unlearn_language_model(job=job, source=source, trained=trained, spec=spec, method=method,
                                               data=data, forget_keys=forget_keys, store=store, device=device,

@@ -19,13 +19,25 @@ from foundation.registry import Registry
 # What a method may promise (DESIGN.md, "Guarantee classes"). ``exact_attested`` is no method of
 # the platform's: the company's own pipeline retrained without the records and declared so, and the
 # platform checked that declaration (deletion.external_retrain).
-GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed", "exact_attested")
+# ``concept_erased`` is about an attribute (a feature), not a person: a "stop using attribute X" request.
+GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed", "exact_attested", "concept_erased")
 # From the strongest promise to the weakest: a model derived from another promises at most what the
 # version it was re-derived from promises (weakest_guarantee).
-GUARANTEE_STRENGTH = ("exact", "exact_attested", "dp_bounded", "approximate", "suppressed")
+GUARANTEE_STRENGTH = ("exact", "exact_attested", "dp_bounded", "approximate", "suppressed", "concept_erased")
+# The classes that never count as erasure of a person's data, whatever their audit says, and why in the
+# plan's words (audits.checks.registry.audit_cannot_confirm): the weights still hold the data
+# (suppressed), or what was erased is an attribute, not anyone's records (concept_erased).
+NOT_A_PERSONS_ERASURE: dict[str, str] = {
+    "suppressed": ("suppression is not erasure: the weights keep the data, so the DPO decides whether to "
+                   "accept it (or choose an exact method)"),
+    "concept_erased": ("concept erasure is not erasure of anyone's data: it stops linear read-outs of an "
+                       "attribute, and the records stay in the weights (choose an exact or approximate method "
+                       "to erase a person)"),
+}
 
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
+REGRESSION = "regression"
 
 REPLAY_WHEN = ("", "every audit", "on request")
 # What a method may need the unlearning job to hand it (MethodSpec.needs).
@@ -36,13 +48,17 @@ CLASSIFIER = "classifier"  # an nn.Module, loaders of (keys, inputs, targets) ba
 LANGUAGE_MODEL = "language_model"  # a causal LM, LM batches of the forget/retain texts -> a new LM
 GUARD = "guard"  # a causal LM, the forgotten texts -> the same weights behind a keyed, calibrated guard
 TRAINING_RUN = "training_run"  # the stored TrainingRun, forget keys, retain set -> a new TrainingRun
+CONCEPT = "concept"  # a model, batches of (keys, inputs, attribute labels) -> the model with the attribute erased
+REGRESSOR = "regressor"  # as CLASSIFIER, but the module predicts one real number per input (MSE-trained)
 # The task of the models a policy may name a method of each kind for; None: the planner picks
 # methods of that kind, never a policy.
 TASK_OF_KIND: dict[str, str | None] = {
     CLASSIFIER: CLASSIFICATION,
     LANGUAGE_MODEL: LANGUAGE_MODELING,
     GUARD: LANGUAGE_MODELING,
+    REGRESSOR: REGRESSION,
     TRAINING_RUN: None,
+    CONCEPT: None,
 }
 
 
@@ -91,6 +107,9 @@ class MethodSpec:
             raise ValueError(f"unlearning method {self.name!r}: unknown kind {self.kind!r}")
         if self.guarantee_class not in GUARANTEE_CLASSES:
             raise ValueError(f"unlearning method {self.name!r}: unknown guarantee class {self.guarantee_class!r}")
+        if (self.guarantee_class == "concept_erased") != (self.kind == CONCEPT):
+            raise ValueError(f"unlearning method {self.name!r}: concept_erased is the class of concept erasure "
+                             "methods (kind concept) and of no other")
         if self.guarantee_class == "exact_attested":
             raise ValueError(f"unlearning method {self.name!r}: exact_attested is what the company's own pipeline "
                              "declares, never a method the platform runs")
@@ -172,6 +191,12 @@ for _spec in (
                           "(mlp, small_cnn), wide enough for class-specific units; forgetting one whole class",
                cost="two forward passes (the forget set and at most 2,048 retain records), no training: seconds",
                whole_class_only=True),
+    # Regression (Tarun et al., ICML 2023): a blindspot model trained briefly on the retain set is the forget set's target.
+    MethodSpec("blindspot", REGRESSOR, "approximate", "workers.unlearning.blindspot",
+               applies_to="regression models (one output, MSE-trained) whose blindspot copy can be re-initialised "
+                          "(every layer with reset_parameters: mlp); not classifiers",
+               cost="a blindspot copy of the model trained 2 epochs on the retain set, then 5 epochs of one forward "
+                    "and backward pass per retain batch paired with a forget batch: about twice a fine-tune's time"),
     MethodSpec("gradient_ascent", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.gradient_ascent"),
     MethodSpec("grad_diff", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.grad_diff"),
     MethodSpec("npo", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.npo"),
@@ -185,6 +210,23 @@ for _spec in (
                    "erased records, and not purged, since the new version uses them) with projections applied to two "
                    "layers' hidden states. The records are removed from what the served model computes, not from "
                    "its weights: whoever holds the weights file without the projections still holds the data.")),
+    # Mechanistic unlearning (arXiv 2410.12949): trains only the MLPs that fact-lookup localisation selects.
+    MethodSpec("fact_lookup", LANGUAGE_MODEL, "approximate", "workers.unlearning.lm.fact_lookup",
+               applies_to="causal LMs whose decoder layers sit in one list and each have an mlp module (GPT-2, "
+                          "Llama, Mistral, Qwen, SmolLM2); texts whose record-specific part starts with the subject "
+                          "(a name) and goes on to its facts",
+               cost="two forward passes per decoder layer over the forget texts (localisation), then the configured "
+                    "epochs of one forward and backward pass per forget and retain batch, updating one MLP in ten: "
+                    "about a GradDiff run of the same epochs"),
+    # "Stop using attribute X": erases a feature from one layer's representations, no person's records.
+    MethodSpec("leace", CONCEPT, "concept_erased", "workers.unlearning.concept_erasure",
+               applies_to="any torch model with a named layer whose output is a [batch, features] tensor; an "
+                          "attribute with labels for the records the eraser is fitted on",
+               cost="one forward pass over the fitting records and a closed-form solve (seconds)",
+               report_limitation=(
+                   "LEACE makes the attribute undecodable by linear probes at the erased layer of {model}, and no "
+                   "more: a non-linear probe may still recover it (the concept probe's figure says how well). It "
+                   "erases an attribute, not any person's records.")),
     MethodSpec("verifier_guard", GUARD, "suppressed", "workers.unlearning.guard.method"),
     MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True,
                replay="on request", replay_cost="one more full training of the model"),
@@ -219,6 +261,14 @@ def weakest_guarantee(*classes: str) -> str:
     if not named:
         raise ValueError("no guarantee class given")
     return max(named, key=GUARANTEE_STRENGTH.index)
+
+
+def counts_as_erasure(guarantee_class: str) -> bool:
+    """Whether a result of ``guarantee_class`` can ever confirm erasure of a person's data
+    (NOT_A_PERSONS_ERASURE: no); ``ValueError`` for an unknown class."""
+    if guarantee_class not in GUARANTEE_CLASSES:
+        raise ValueError(f"unknown guarantee class {guarantee_class!r}; known: {', '.join(GUARANTEE_CLASSES)}")
+    return guarantee_class not in NOT_A_PERSONS_ERASURE
 
 
 def rederiving_method_for(kind: str) -> MethodSpec | None:

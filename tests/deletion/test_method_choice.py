@@ -1,0 +1,124 @@
+"""The plan and the DPO's method choice know where each unlearning method applies and what it costs
+(issue 24): every step shows its method's applicability and cost as the catalogue declares them; a
+step whose policy allows approximate methods offers the others that apply to the model, each with
+its applicability and cost; a method that forgets whole classes only is refused when the request is
+planned, with the reason, for a forget set that is not one whole class (the policy's choice falls
+back to a retrain, the DPO's is refused), and planned for one that is."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from deletion import decisions, intake
+from foundation.errors import ValidationFailed
+from models_registry.models import DataRecord
+from tests import factories
+from tests.flows import EVIDENCE
+from workers.forget_classes import whole_class_problem_of
+from workers.unlearning.catalogue import CLASSIFICATION, METHOD_SPECS, approximate_methods_for
+
+WHOLE_CLASS_ONLY = [name for name in approximate_methods_for(CLASSIFICATION) if METHOD_SPECS.get(name).whole_class_only]
+
+
+def test_a_forget_set_is_a_whole_class_only_when_it_is_every_member_of_one_class():
+    labels = {"a": 0, "b": 0, "c": 1, "d": 1, "x": 0}
+    members = ["a", "b", "c", "d"]  # "x" is labelled but not a member: not counted in its class
+    assert whole_class_problem_of(labels=labels, member_keys=members, forget_keys=["a", "b"]) is None
+    assert whole_class_problem_of(labels=labels, member_keys=members, forget_keys=["a"]) == (
+        "the 1 record(s) to forget are 1 of the 2 training records of class 0, not all of them")
+    assert "belong to 2 classes (class 0: 1, class 1: 1), not one" in whole_class_problem_of(
+        labels=labels, member_keys=members, forget_keys=["a", "c"])
+    assert "none of the records" in whole_class_problem_of(labels=labels, member_keys=members, forget_keys=["x"])
+
+
+@pytest.fixture
+def breast_cancer_model(db):
+    """A plain classifier (its version's membership: breast_cancer's training split) whose policy
+    names the whole-class-only method, and the training records by label."""
+    from workers.data_sources import dataset_split
+    from workers.reference_data import reference_dataset_register
+
+    assert WHOLE_CLASS_ONLY, "the catalogue declares no whole-class-only method"
+    dataset = reference_dataset_register(name="breast_cancer")
+    train = dataset_split(dataset, "train")
+    model = factories.registered_model(name="bc-policy-whole-class",
+                                       unlearning_policy={"approximate_method": WHOLE_CLASS_ONLY[0]})
+    _, version = factories.trained_version(model, dataset, [(key, 0, 0) for key in train.record_keys])
+    by_label: dict[int, list[str]] = {}
+    for key, _, target in train:
+        by_label.setdefault(int(target), []).append(key)
+    return dataset, model, version, by_label
+
+
+def _scoped(dataset, keys: list[str]):
+    request, _ = intake.deletion_request_create(client=None, body={
+        "identifiers": {}, "record_keys": [{"dataset": f"{dataset.name}@{dataset.version}", "record_key": key}
+                                           for key in keys],
+        "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
+    return decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
+
+
+def test_one_persons_records_refuse_the_whole_class_method_at_planning_and_offer_the_applicable_ones(
+        breast_cancer_model, api_client_for, client):
+    dataset, model, version, by_label = breast_cancer_model
+    whole_class = WHOLE_CLASS_ONLY[0]
+    request = _scoped(dataset, by_label[0][:1])
+    [step] = request.plan
+    # The policy's method is refused now, with the reason, and the plan falls back to a retrain.
+    assert (step["method"], step["guarantee_class"]) == ("retrain", "exact")
+    assert f"the model's policy names {whole_class!r}, refused here" in step["policy_method_refused"]
+    assert (f"forgets whole classes only (every training record of one class), and the 1 record(s) to forget are "
+            f"1 of the {len(by_label[0])} training records of class 0, not all of them") in step["policy_method_refused"]
+    assert step["method_info"]["method"] == "retrain" and step["method_info"]["cost"] == "one more full training of the model"
+    # Offered instead: the other classification methods, each with where it applies and what it costs.
+    offered = {a["method"]: a for a in step["alternatives"]}
+    assert set(offered) == set(approximate_methods_for(CLASSIFICATION)) - set(WHOLE_CLASS_ONLY)
+    dmm = METHOD_SPECS.get("dmm")
+    assert offered["dmm"]["applies_to"] == dmm.applies_to and offered["dmm"]["cost"] == dmm.cost
+    assert offered["dmm"]["needs"] == ["shadow_references"] and offered["dmm"]["guarantee_class"] == "approximate"
+    assert offered["finetune"]["applies_to"] == "every classification model"
+    assert set(step["not_offered"]) == set(WHOLE_CLASS_ONLY)
+    # No language-model or regression method is offered for a classifier.
+    assert not {a for a in offered if METHOD_SPECS.get(a).task != CLASSIFICATION}
+
+    # The plan API shows it; the DPO's choice of the refused method is refused with the reason.
+    dpo = api_client_for("dpo", name="alice")
+    shown = dpo.get(f"/api/v1/deletion-requests/{request.public_id}/").json()["plan"][0]
+    assert shown["method_info"]["applies_to"] and shown["not_offered"][whole_class] == step["not_offered"][whole_class]
+    refused = dpo.post(f"/api/v1/deletion-requests/{request.public_id}/approve/",
+                       {"methods": [{"model_version_id": version.id, "method": whole_class}]}, format="json")
+    assert refused.status_code == 400, refused.json()
+    assert f"{whole_class!r} cannot unlearn this request's records" in refused.json()["error"]["message"]
+    assert "not all of them" in refused.json()["error"]["message"]
+
+    # The admin shows applicability and cost beside the method, and offers the applicable ones.
+    from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    call_command("setup_roles", stdout=io.StringIO())
+    bob = User.objects.create_user("bob", "bob@example.org", is_staff=True)
+    bob.groups.add(Group.objects.get(name="dpo"))
+    client.force_login(bob)
+    html = client.get(reverse("admin:deletion_deletionrequest_change", args=[request.pk])).content.decode()
+    assert f'id="dp-method-info-{version.id}"' in html and f'id="dp-policy-refused-{version.id}"' in html
+    assert '<option value="dmm">' in html and f'<option value="{whole_class}">' not in html
+
+    # An offered approximate method can be chosen: its job runs it, without the policy's config.
+    with pytest.raises(ValidationFailed, match="does not offer 'npo'"):
+        decisions.deletion_request_approve(request=request, actor="tests", methods={version.id: "npo"})
+    request = decisions.deletion_request_approve(request=request, actor="tests", methods={version.id: "finetune"})
+    outcome = request.outcomes.get()
+    assert (outcome.method, outcome.guarantee_class) == ("finetune", "approximate")
+    assert (outcome.job.method, outcome.job.config) == ("finetune", {})
+
+
+def test_a_whole_class_is_planned_with_the_policys_whole_class_method(breast_cancer_model):
+    dataset, model, version, by_label = breast_cancer_model
+    request = _scoped(dataset, by_label[1])
+    [step] = request.plan
+    assert (step["method"], step["guarantee_class"]) == (WHOLE_CLASS_ONLY[0], "approximate")
+    assert step["policy_method_refused"] is None and step["method_info"]["whole_class_only"] is True
+    assert step["records"] == len(by_label[1]) == DataRecord.objects.filter(id__in=step["record_ids"]).count()
