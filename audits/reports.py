@@ -1,7 +1,8 @@
 """Signed erasure reports: create (render, sign, store, record) and verify.
 
 ``report_create`` anchors the ledger head in the report, renders the PDF, embeds the report JSON
-in it, signs it (PAdES), stores it content-addressed under ``settings.REPORT_ROOT`` and records a
+in it, signs it (PAdES), stores it content-addressed (``<sha256>.pdf`` in the shared files' ``reports``
+area: ``settings.REPORT_ROOT``, or sealed in the object store with ARTIFACT_STORE=s3) and records a
 ``report.signed`` ledger event. ``report_verify`` checks a PDF against the trust root and the
 ledger: the signature, the embedded report, the anchored ledger entry, and the ``report.signed``
 event naming this very file.
@@ -26,7 +27,6 @@ from django.db import transaction
 from audits.models import Report
 from audits.report_schema import REPORT_ATTACHMENT, validate_report
 from foundation.errors import Conflict, NotFound, ValidationFailed
-from foundation.files import atomic_write
 from foundation.ledger.models import LedgerEvent
 from foundation.ledger.services import ledger_append, ledger_head, ledger_verify
 from foundation.strict_json import canonical_json
@@ -44,6 +44,20 @@ def report_pdf_file(report: Report) -> Path:
     return moved if moved.exists() else recorded
 
 
+def report_pdf_read(report: Report) -> bytes | None:
+    """The stored PDF's bytes (None when it is gone): the shared files' ``reports`` area, or the
+    recorded ``pdf_path`` of a report kept on a local disk (see :func:`report_pdf_file`)."""
+    from workers.runners.storage import shared_files
+
+    files = shared_files("reports")
+    if files.backend == "local":
+        try:
+            return report_pdf_file(report).read_bytes()
+        except FileNotFoundError:
+            return None
+    return files.get(f"{report.pdf_sha256}.pdf")
+
+
 def report_create(*, request, report: dict[str, Any]) -> Report:
     """Render, sign and store the erasure report of ``request``.
 
@@ -55,6 +69,7 @@ def report_create(*, request, report: dict[str, Any]) -> Report:
     """
     from audits.rendering import render_report_pdf
     from audits.signing import sign_pdf_detailed, signing_identity
+    from workers.runners.storage import shared_files
 
     if report.get("request_id") != str(request.public_id):
         raise ValidationFailed(
@@ -77,8 +92,9 @@ def report_create(*, request, report: dict[str, Any]) -> Report:
     signed = sign_pdf_detailed(pdf, attachments={REPORT_ATTACHMENT: canonical_json(body).encode()},
                                identity=identity)
     sha256 = hashlib.sha256(signed.pdf).hexdigest()
-    path = Path(settings.REPORT_ROOT) / f"{sha256}.pdf"
-    _write_once(path, signed.pdf)
+    files = shared_files("reports")
+    files.put(f"{sha256}.pdf", signed.pdf)
+    path = files.location(f"{sha256}.pdf")
     with transaction.atomic():
         row = Report.objects.create(
             request=request, json=body, pdf_sha256=sha256, pdf_path=str(path), ledger_seq=seq,
@@ -89,12 +105,6 @@ def report_create(*, request, report: dict[str, Any]) -> Report:
                       certificate_sha256=identity.certificate_sha256)
     logger.info("report %s of request %s signed (%s, %s)", row.id, request.public_id, signed.profile, sha256)
     return row
-
-
-def _write_once(path: Path, data: bytes) -> None:
-    """Write atomically; the name is the content's hash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data, mode=0o640)
 
 
 # ---------------------------------------------------------------- verification
@@ -112,7 +122,7 @@ class ReportVerification:
     ledger_hash: str | None = None
 
 
-def report_verify(pdf_path: str | Path) -> list[str]:
+def report_verify(pdf_path: str | Path | bytes) -> list[str]:
     """Check a report PDF; returns the problems in words (empty: the report checks out).
 
     Checks: the PAdES signature (intact, valid, issued under ``REPORT_TRUST_ROOT`` or the
@@ -123,13 +133,14 @@ def report_verify(pdf_path: str | Path) -> list[str]:
     return report_verify_detailed(pdf_path).problems
 
 
-def report_verify_detailed(pdf_path: str | Path) -> ReportVerification:
-    """:func:`report_verify` with what was found besides the problems (signer, ledger entry)."""
+def report_verify_detailed(pdf_path: str | Path | bytes) -> ReportVerification:
+    """:func:`report_verify` with what was found besides the problems (signer, ledger entry).
+    ``pdf_path`` may be the PDF's bytes (a report kept in the object store: report_pdf_read)."""
     from audits.signing import embedded_files, verify_pdf_signature
 
     result = ReportVerification()
     try:
-        data = Path(pdf_path).read_bytes()
+        data = pdf_path if isinstance(pdf_path, bytes) else Path(pdf_path).read_bytes()
     except OSError as exc:
         result.problems.append(f"the file cannot be read: {exc}")
         return result
@@ -191,10 +202,9 @@ def report_pdf_bytes(*, report: Report) -> bytes:
     (code ``report_file_changed``) when its content no longer matches; both are logged as errors,
     since either means the report store was tampered with or lost.
     """
-    try:
-        data = report_pdf_file(report).read_bytes()
-    except FileNotFoundError:
-        logger.error("the PDF of report %s is missing from %s", report.pk, settings.REPORT_ROOT)
+    data = report_pdf_read(report)
+    if data is None:
+        logger.error("the PDF of report %s is missing from the report store", report.pk)
         raise NotFound("the report's PDF file is missing from the report store",
                        code="report_file_missing") from None
     if hashlib.sha256(data).hexdigest() != report.pdf_sha256:

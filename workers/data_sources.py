@@ -285,10 +285,12 @@ def folder_split(dataset: Dataset, split: str):
     or content is suppressed. A purge rewrites such a folder, but a folder restored from a backup,
     copied back or rebuilt still holds them. The read's count is on ``source_read``."""
     from workers.datasets.reference import load_reference_split, record_content, record_subjects
+    from workers.runners.storage import dataset_folder
 
-    data = load_reference_split(dataset.storage_location, split)
+    folder = dataset_folder(dataset.storage_location)
+    data = load_reference_split(folder, split)
     suppressed = suppression_list(dataset_name=dataset.name)
-    subjects = record_subjects(dataset.storage_location) if suppressed.subjects else {}
+    subjects = record_subjects(folder) if suppressed.subjects else {}
     left_out = []
     for index, key in enumerate(data.record_keys):
         if (suppressed.has_key(key) or suppressed.has_identifier(subjects.get(key) or {})

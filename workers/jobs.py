@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,10 +32,21 @@ HEARTBEAT_SECONDS = 5.0
 def job_create(*, kind: str, enqueue: bool = True, countdown: float = 0, **fields: Any) -> Job:
     """Create a job row and enqueue it once the surrounding transaction commits (after
     ``countdown`` seconds: the batching window in which later requests may join the job)."""
-    job = Job.objects.create(kind=kind, queue=QUEUE_OF_KIND.get(kind, "default"), **fields)
+    job = Job.objects.create(kind=kind, queue=job_queue(kind=kind, fields=fields), **fields)
     if enqueue:
         transaction.on_commit(lambda: job_enqueue(job_id=job.id, countdown=countdown))
     return job
+
+
+def job_queue(*, kind: str, fields: dict[str, Any]) -> str:
+    """The queue a new job goes to: its kind's (QUEUE_OF_KIND), except an audit of a language
+    model, which goes to LM_AUDIT_QUEUE ("gpu" where GPU workers run; "audit", the CPU workers, by
+    default)."""
+    if kind == JobKind.AUDIT:
+        model = fields.get("registered_model") or getattr(fields.get("source_version"), "model", None)
+        if model is not None and model.task == "language_modeling":
+            return settings.LM_AUDIT_QUEUE
+    return QUEUE_OF_KIND.get(kind, "default")
 
 
 RUN_JOB_TASK = "workers.run_job"  # workers/tasks.py, which imports this module: sent by name
@@ -150,8 +162,12 @@ def jobs_sweep_stale(*, now=None) -> list[int]:
     # A running job whose heartbeat is older than this is taken to have lost its worker.
     stale_after = timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
     for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after):
+        # claimed_at cleared and the heartbeat set: if this message is lost too (a worker that takes
+        # it is killed before acknowledging, and the broker keeps it unacknowledged for hours), the
+        # pending-job pass below sends it again after a stale period; before, it never did.
         changed = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at).update(
-            status=JobStatus.PENDING, claimed_by="", progress_stage="requeued after worker loss"
+            status=JobStatus.PENDING, claimed_by="", claimed_at=None, heartbeat_at=now,
+            progress_stage="requeued after worker loss"
         )
         if changed:
             logger.warning("job %s lost its worker %s; re-enqueued", job.pk, job.claimed_by)
@@ -226,6 +242,15 @@ def versions_held(job: Job | None) -> set[int]:
     return {v for v in held if v}
 
 
+def versions_audited(job: Job | None) -> set[int]:
+    """Versions that other pending or running audits compare against (their source version): its
+    files must stay whole, the source's own included. Requests batched into one unlearning job
+    each have their own audit of the same source; the first audit or decision to purge destroyed
+    it under the others (tests/workers/test_multi_host.py)."""
+    return {v for v in Job.objects.filter(kind=JobKind.AUDIT, status__in=[JobStatus.PENDING, JobStatus.RUNNING])
+            .exclude(pk=getattr(job, "pk", None)).values_list("source_version_id", flat=True) if v}
+
+
 class TransientJobError(Exception):
     """A failure worth retrying (a lost connection, a full disk being cleaned); others are permanent."""
 
@@ -264,6 +289,40 @@ def _defer(job_id: int, deferred: JobDeferred) -> None:
         job_enqueue(job_id=job_id, countdown=deferred.countdown)
 
 
+class ClaimHeartbeat:
+    """While a job runs, a thread of this process writes its heartbeat every HEARTBEAT_SECONDS, so
+    that only a worker that died (SIGKILL, OOM, a lost host) goes stale, never one in a long step
+    that reports no progress (loading a model, an audit check, signing): the sweeper released such
+    a live claim and a second worker ran the job again. The write is conditional on the claim
+    still being this worker's."""
+
+    def __init__(self, job_id: int, claimed_by: str, *, every: float = HEARTBEAT_SECONDS) -> None:
+        self.job_id, self.claimed_by, self.every = job_id, claimed_by, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"job-{job_id}-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING, claimed_by=self.claimed_by).update(
+                        heartbeat_at=timezone.now())
+                except Exception:  # the database is away for a moment: the next beat tries again
+                    logger.warning("heartbeat of job %s not written", self.job_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def job_execute(*, job_id: int) -> str:
     """Claim and run one job. Returns the job's final status, or 'skipped' when another worker
     holds it (a redelivered task) or it has ended."""
@@ -273,7 +332,8 @@ def job_execute(*, job_id: int) -> str:
     started = time.perf_counter()
     reporter = ProgressReporter(job_id)
     try:
-        outcome = JOB_RUNNERS.get(job.kind)(job, reporter)
+        with ClaimHeartbeat(job_id, job.claimed_by):
+            outcome = JOB_RUNNERS.get(job.kind)(job, reporter)
     except JobCancelled as exc:
         job_finish(job_id=job_id, status=JobStatus.CANCELLED, started=started, error=str(exc))
         _after_job(job_id)

@@ -190,9 +190,32 @@ class S3Objects:
             raise
         return True
 
-    def put(self, relative: str, data: bytes) -> None:
-        """Write the object unconditionally (tests use it to damage a stored file)."""
-        self.client.put_object(Bucket=self.location.bucket, Key=self.location.key(relative), Body=data)
+    def put(self, relative: str, data: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+        """Write the object unconditionally; its version id (None on an unversioned bucket)."""
+        response = self.client.put_object(Bucket=self.location.bucket, Key=self.location.key(relative), Body=data,
+                                          Metadata=metadata or {})
+        version = response.get("VersionId")
+        return None if version in (None, "null") else version
+
+    def get_with_metadata(self, relative: str) -> tuple[bytes, dict[str, str]] | None:
+        """The object's current bytes and user metadata, read in one request (None when there is none)."""
+        try:
+            response = self.client.get_object(Bucket=self.location.bucket, Key=self.location.key(relative))
+        except self._errors() as exc:
+            if _code(exc) in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        return response["Body"].read(), dict(response.get("Metadata") or {})
+
+    def metadata(self, relative: str) -> dict[str, str] | None:
+        """The current object's user metadata (None when there is no object)."""
+        try:
+            head = self.client.head_object(Bucket=self.location.bucket, Key=self.location.key(relative))
+        except self._errors() as exc:
+            if _code(exc) in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        return dict(head.get("Metadata") or {})
 
     def touch(self, relative: str) -> None:
         """Make the object young again (a copy onto itself: its LastModified becomes now)."""
@@ -223,12 +246,13 @@ class S3Objects:
 
     # -- deleting, and what keeps a copy
 
-    def delete(self, relative: str) -> DeletedObject:
-        """Delete every version of the object (and its delete markers) that nothing retains;
-        return how many went and, for each copy kept, why."""
+    def delete(self, relative: str, *, keep_version: str | None = None) -> DeletedObject:
+        """Delete every version of the object (and its delete markers) that nothing retains, but
+        ``keep_version`` (the version a replace just wrote); return how many went and, for each
+        copy kept, why."""
         key = self.location.key(relative)
         outcome = DeletedObject(key=relative)
-        versions = self._versions(key)
+        versions = [v for v in self._versions(key) if keep_version is None or v != keep_version]
         locked = self._object_lock_enabled()
         for version_id in versions:
             if locked:

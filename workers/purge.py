@@ -30,7 +30,7 @@ from models_registry.models import (
 from models_registry.services import records_erase, stored_artifact_register, subject_suppress
 from workers.datasets.purge import dataset_files_without
 from workers.models import Job
-from workers.runners.storage import artifact_store
+from workers.runners.storage import artifact_store, dataset_folder
 from workers.unlearning.catalogue import GUARD, method_specs
 
 logger = logging.getLogger(__name__)
@@ -66,14 +66,18 @@ def _purge_rows(store, artifacts: list[StoredArtifact]) -> list[dict]:
 
 
 def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
-                         keep_versions: set[int] = frozenset()) -> tuple[list[dict], list[dict]]:
+                         keep_versions: set[int] = frozenset(),
+                         audited: set[int] = frozenset()) -> tuple[list[dict], list[dict]]:
     """Destroy the artifacts of ``source``'s model that still hold ``record_ids`` (call after the
     new version, which excludes them, is recorded); mark ``source`` purged. Artifacts that a
     version in ``keep_versions`` still needs (another open request unlearns from it) are deferred:
-    returned second, and purged by that request's own audit. Returns (purged, deferred)."""
+    returned second, and purged by that request's own audit. ``source`` itself stays whole only
+    when another audit still compares against it (``audited``: workers.jobs.versions_audited); an
+    unlearning job scoped on it builds on the newest version instead. Returns (purged, deferred)."""
     needed = set()
     # Only this model's versions: another model's identical files are its own rows (see _purge_rows).
-    for version in ModelVersion.objects.filter(id__in=keep_versions - {source.id}, model_id=source.model_id):
+    kept = (set(keep_versions) - {source.id}) | set(audited)
+    for version in ModelVersion.objects.filter(id__in=kept, model_id=source.model_id):
         if version.artifact_sha256 and store.exists(version.artifact_sha256):
             needed |= set(store.closure(version.artifact_sha256))
     holding = {a.id for a in selectors.artifacts_holding(record_ids=record_ids)}
@@ -82,7 +86,7 @@ def lineage_copies_purge(*, store, source: ModelVersion, record_ids: list[int],
     deferred = [{"sha256": a.sha256, "kind": a.kind, "label": a.label} for a in candidates if a.sha256 in needed]
     destroyed = [a for a in candidates if a.sha256 not in needed]
     purged = _purge_rows(store, destroyed)
-    if source.id not in keep_versions:
+    if source.id not in set(keep_versions) | set(audited):
         for artifact in StoredArtifact.objects.filter(model_version=source, status=ArtifactStatus.PRESENT):
             purged += _purge_rows(store, [artifact])  # the parent's top level, even if shared parts stay
         ModelVersion.objects.filter(pk=source.pk).update(status=VersionStatus.PURGED, purged_at=timezone.now())
@@ -148,13 +152,19 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
     for record in records:
         by_dataset.setdefault(record.dataset_id, []).append(record.external_key)
     for dataset_id, keys in by_dataset.items():
-        dataset = records[0].dataset.__class__.objects.get(pk=dataset_id)
-        rewritten = dataset_files_without(dataset.storage_location, set(keys))
+        # Row-locked to the end of the transaction: two hosts erasing from one dataset at once would
+        # rewrite its files over each other (a split file of one rewrite beside the records of another).
+        dataset = records[0].dataset.__class__.objects.select_for_update().get(pk=dataset_id)
+        folder = dataset_folder(dataset.storage_location)  # a path here, or shared files (object store)
+        rewritten = dataset_files_without(folder, set(keys))
+        # Copies of the old files the object store keeps (Object Lock, a replica): unreadable, not deleted.
+        retained = list(getattr(folder, "retained", []))
         cache_rows = StoredArtifact.objects.filter(dataset=dataset, kind=ArtifactKind.DATASET_CACHE, status=ArtifactStatus.PRESENT)
         for row in cache_rows:
             if row.id in {c.id for c in caches}:
                 StoredArtifact.objects.filter(pk=row.pk).update(status=ArtifactStatus.PURGED, purged_at=timezone.now())
-                purged.append({"sha256": row.sha256, "kind": row.kind, "label": row.label, "files": []})
+                purged.append({"sha256": row.sha256, "kind": row.kind, "label": row.label, "files": [],
+                               **({"retained": retained} if retained else {})})
 
         for path, digest, size in rewritten:
             stored_artifact_register(sha256=digest, kind=ArtifactKind.DATASET_CACHE, size_bytes=size, dataset=dataset,

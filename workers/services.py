@@ -22,7 +22,7 @@ SHADOW_COUNT_MAX = 256
 
 def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict[str, Any],
                 split: str = "train", recipe: str | None = None, enqueue: bool = True,
-                parent_version: ModelVersion | None = None) -> Job:
+                parent_version: ModelVersion | None = None, canaries: int = 0) -> Job:
     """Queue a training job for ``model`` on ``dataset`` with ``recipe`` (default: the model's
     registered recipe), which must train models of the model's task and family
     (workers.training_catalogue) and be the model's registered recipe: the planner picks a
@@ -32,7 +32,11 @@ def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict
 
     A recipe that derives a model (distill, finetune) takes ``parent_version``, the version it is
     derived from (another model's, still held); its configuration's ``parent`` names it, and the
-    version the job registers gets the lineage edge (distilled_from, fine_tuned_from)."""
+    version the job registers gets the lineage edge (distilled_from, fine_tuned_from).
+
+    ``canaries``: how many canaries to plant (workers.canaries): mislabelled synthetic records drawn
+    from the dataset's held-out split with the run's seed, recorded as canaries, which the audits
+    score to show they detect memorisation in this model; 0 plants none."""
     from workers.training_catalogue import RECIPE_SPECS, training_recipe_config
 
     recipe = recipe or model.training_recipe
@@ -43,6 +47,11 @@ def model_train(*, model: RegisteredModel, dataset: Dataset, recipe_config: dict
                                "which its deletions are planned; it is trained with that recipe only (register "
                                f"another model to train with {recipe})", field="recipe", code="recipe_not_registered")
     job_config: dict[str, Any] = {"dataset_id": dataset.id, "recipe": recipe, "recipe_config": config, "split": split}
+    if canaries:
+        from workers.canaries import canary_request_check
+
+        canary_request_check(count=canaries, recipe=recipe, task=model.task, dataset=dataset)
+        job_config["canaries"] = canaries
     derives = RECIPE_SPECS.get(recipe).derives
     if derives or parent_version is not None:
         derived_parent_check(model=model, recipe=recipe, derives=derives, parent=parent_version)

@@ -8,8 +8,9 @@ model goes in two steps:
    can without building: the run belongs to the model and has imported membership, the entry point is
    installed (package metadata), the body is a well-formed safetensors file (a pickle, a zip, a lying
    header are refused here, 4xx, nothing kept). It then keeps the bytes as a pending upload,
-   ``<ARTIFACT_ROOT>/pending-uploads/<token>.safetensors`` (outside the content-addressed store and
-   its garbage collector, on the storage every worker shares), and queues an ``upload_check`` job; the
+   ``<token>.safetensors`` in the shared files' ``pending-uploads`` area (workers.shared_files:
+   ``<ARTIFACT_ROOT>/pending-uploads/`` locally, sealed objects in the bucket with ARTIFACT_STORE=s3;
+   outside the content-addressed store and its garbage collector, on the storage every worker shares), and queues an ``upload_check`` job; the
    answer is 202 with the check (``GET /api/v1/upload-checks/<id>/``).
 2. The job (a worker, queue ``default``; workers.runners.upload_check): builds the module, checks
    that the weights fit it (names, shapes, a strict load) and that the run's configuration fits the
@@ -23,10 +24,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
 from foundation.errors import ValidationFailed
@@ -37,17 +36,24 @@ from workers.models import Job, JobKind, JobStatus
 PENDING_UPLOADS_DIR = "pending-uploads"
 
 
-def pending_upload_path(token: str) -> Path:
-    """Where the bytes of a pending upload wait for the worker (``token``: hex, from the job's config)."""
+def pending_upload_name(token: str) -> str:
+    """The shared file (area ``pending-uploads``) where the bytes of a pending upload wait for the
+    worker (``token``: hex, from the job's config)."""
     if not isinstance(token, str) or not re.fullmatch(r"[0-9a-f]{32}", token):
         raise ValueError(f"bad pending upload token {token!r}")
-    return Path(settings.ARTIFACT_ROOT) / PENDING_UPLOADS_DIR / f"{token}.safetensors"
+    return f"{token}.safetensors"
+
+
+def pending_uploads():
+    """The shared files of pending uploads (workers.runners.storage.shared_files)."""
+    from workers.runners.storage import shared_files
+
+    return shared_files(PENDING_UPLOADS_DIR)
 
 
 def upload_check_queue(*, model: RegisteredModel, training_run, family, data: bytes) -> Job:
     """Check what the web side can (see the module docstring), keep the bytes, queue the check job
     (enqueued after commit). ValidationFailed naming the problem; then nothing is kept."""
-    from foundation.files import atomic_write
     from workers.model_families.base import UploadRefused
     from workers.services import training_run_without_membership
 
@@ -58,15 +64,14 @@ def upload_check_queue(*, model: RegisteredModel, training_run, family, data: by
     if not TrainingMembership.objects.filter(run=training_run).exists():
         raise training_run_without_membership(training_run)
     token = uuid.uuid4().hex
-    path = pending_upload_path(token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
+    files = pending_uploads()
+    files.put(pending_upload_name(token), data)
     try:  # the file goes again if its job row does not commit: it never outlives the row
         with transaction.atomic():
             return job_create(kind=JobKind.UPLOAD_CHECK, registered_model=model, method=family.name,
                               config={"training_run": training_run.id, "pending_upload": token, "bytes": len(data)})
     except BaseException:
-        path.unlink(missing_ok=True)
+        files.delete(pending_upload_name(token))
         raise
 
 

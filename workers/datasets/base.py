@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+IN_MEMORY = "<file read from shared storage>"  # an adapter's ``path`` when it was given the file's bytes
+
 
 class RecordDataset(Dataset, ABC):
     """A map-style dataset whose items are ``(record_key: str, input: Tensor, target: Tensor)``."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.datasets.base import RecordDataset
+from workers.datasets.base import IN_MEMORY, RecordDataset
 
 NPZ_ARRAYS = ("record_keys", "images", "targets")
 
@@ -26,9 +26,10 @@ class ImageArrayDataset(RecordDataset):
 
     modality = "image"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        with np.load(self.path, allow_pickle=False) as archive:
+    def __init__(self, path: str | os.PathLike[str] | bytes) -> None:
+        # bytes: the file's content, read from shared storage (workers.shared_files), no local copy
+        self.path = Path(IN_MEMORY if isinstance(path, bytes) else path)
+        with np.load(io.BytesIO(path) if isinstance(path, bytes) else self.path, allow_pickle=False) as archive:
             missing = [name for name in NPZ_ARRAYS if name not in archive.files]
             if missing:
                 raise ValueError(f"{self.path}: missing array(s) {missing}")

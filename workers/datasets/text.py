@@ -8,6 +8,7 @@ gives the input ids with padding set to -100 (language modelling labels).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from workers.datasets.base import RecordDataset
+from workers.datasets.base import IN_MEMORY, RecordDataset
 
 PAD_ID = 0
 BYTE_VOCAB_SIZE = 257
@@ -84,18 +85,20 @@ class TextJsonlDataset(TextRecordDataset):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | bytes,
         *,
         max_length: int = 256,
         target: str = "label",
         tokenize: Callable[[str], list[int]] = byte_tokenize,
     ) -> None:
-        self.path = Path(path)
+        # bytes: the file's content, read from shared storage (workers.shared_files), no local copy
+        self.path = Path(IN_MEMORY if isinstance(path, bytes) else path)
         keys: list[str] = []
         texts: list[str] = []
         labels: list[int] = []
         seen: set[str] = set()
-        with self.path.open(encoding="utf-8") as handle:
+        opened = io.StringIO(path.decode("utf-8")) if isinstance(path, bytes) else self.path.open(encoding="utf-8")
+        with opened as handle:
             for line, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue

@@ -73,6 +73,7 @@ def shadow_references(*, version: ModelVersion) -> list:
 
 def run_shadow_job(job: Job, progress) -> dict:
     from workers.artifacts import code_version
+    from workers.canaries import with_canaries
     from workers.data_sources import dataset_split
     from workers.runners.training import load_recipes
     from workers.training.device import select_device
@@ -102,7 +103,7 @@ def run_shadow_job(job: Job, progress) -> dict:
     if uploaded:
         recipe_name, base_config = uploaded["name"], dict(uploaded["config"])
     dataset = version.training_run.datasets.get()
-    data = dataset_split(dataset, "train")
+    data = with_canaries(dataset_split(dataset, "train"), dataset)  # the run's canaries are its records too
     device = select_device()
     done = {run.config.get("shadow_index") for run in shadow_runs(version=version)}
     trained = []

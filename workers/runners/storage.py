@@ -40,6 +40,37 @@ def _s3_objects():
         access_key_id=settings.ARTIFACT_S3_ACCESS_KEY_ID, secret_access_key=settings.ARTIFACT_S3_SECRET_ACCESS_KEY))
 
 
+STORED_FOLDER_PREFIX = "object store: datasets/"  # a Dataset's storage_location when its folder is shared files
+
+
+def shared_files(area: str):
+    """The shared files of ``area`` (workers.shared_files: ``datasets``, ``pending-uploads``,
+    ``reports``) on the backend the settings name: a folder on this host (DATASET_ROOT,
+    ARTIFACT_ROOT/pending-uploads, REPORT_ROOT), or sealed objects in the artifact store's bucket."""
+    from workers.shared_files import LocalFiles, S3Files, check_area
+
+    check_area(area)
+    if settings.ARTIFACT_STORE == "s3":
+        from models_registry.keystore import keystore
+
+        return S3Files(_s3_objects(), keystore(), area)
+    roots = {"datasets": settings.DATASET_ROOT, "pending-uploads": settings.ARTIFACT_ROOT / "pending-uploads",
+             "reports": settings.REPORT_ROOT}
+    return LocalFiles(roots[area], area, mode=0o640 if area == "reports" else None)
+
+
+def dataset_folder(storage_location: str):
+    """A reference dataset's folder from its storage_location: the path on this host, or the
+    folder in shared storage (``object store: datasets/<name>``), read and rewritten in memory."""
+    from pathlib import Path
+
+    from workers.shared_files import StoredFolder
+
+    if storage_location.startswith(STORED_FOLDER_PREFIX):
+        return StoredFolder(shared_files("datasets"), storage_location[len(STORED_FOLDER_PREFIX):])
+    return Path(storage_location)
+
+
 def artifact_root():
     """The artifact store's root from the settings (added to workers.artifact_manifests.STORE_ROOTS)."""
     return settings.ARTIFACT_ROOT

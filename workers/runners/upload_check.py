@@ -10,7 +10,7 @@ from django.db import transaction
 
 from foundation.errors import ValidationFailed
 from workers.models import Job
-from workers.upload_checks import pending_upload_path
+from workers.upload_checks import pending_upload_name, pending_uploads
 
 
 def run_upload_check_job(job: Job, progress) -> dict[str, Any]:
@@ -21,10 +21,9 @@ def run_upload_check_job(job: Job, progress) -> dict[str, Any]:
 
     if job.result_version_id:  # registered before a crash lost the job's last update
         return {"skipped": "result already recorded", "version": job.result_version_id}
-    path = pending_upload_path(job.config["pending_upload"])
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    files, name = pending_uploads(), pending_upload_name(job.config["pending_upload"])
+    data = files.get(name)
+    if data is None:
         return {"refused": {"code": "upload_missing",
                             "message": "the uploaded file is no longer kept (an earlier run of this check ended); "
                                        "upload it again"}}
@@ -33,9 +32,9 @@ def run_upload_check_job(job: Job, progress) -> dict[str, Any]:
     except TransientJobError:
         raise
     except BaseException:
-        path.unlink(missing_ok=True)
+        files.delete(name)  # every version, and its data key (object store)
         raise
-    path.unlink(missing_ok=True)
+    files.delete(name)
     return outcome
 
 
