@@ -326,14 +326,18 @@ def _summary(measurements: Sequence[TextMeasurement]) -> dict[str, float | None]
 
 def language_model_evidence(*, original: Any, unlearned: Any, train_records: Sequence[tuple[str, str]],
                             held_out: Sequence[tuple[str, str]], forget_keys: Sequence[str],
-                            guard_key: bytes | None, seed: int, device: str, progress: Any) -> dict[str, Any]:
+                            guard_key: bytes | None, seed: int, device: str, progress: Any,
+                            min_references: int = TWINS_PER_RECORD) -> dict[str, Any]:
     """Measure an LM unlearning outcome. In: the original and new runs (``load_run``), the
     dataset's training and held-out records as ``(key, text)``, the forgotten keys, the guard's
     hashing key (for a guarded new version), a seed for the samples, the device and a progress
     callback (``(stage, fraction)``, fractions 0..1). Out: ``{"checks": [CheckResult...],
     "suppression": SuppressionBound | None, "section": {...}}`` (the section is the audit's
     ``language_model`` entry: JSON data, no text of any record). The checks are every registered
-    check that applies to a language model, run on the measurements."""
+    check that applies to a language model, run on the measurements. ``min_references``: the fewest
+    held-out records of its format a forgotten record must be compared with (the LM audit's own
+    minimum, setting ``AUDIT_LM_MIN_REFERENCES``); as many are drawn, and at least
+    :data:`TWINS_PER_RECORD`."""
     from audits.checks.evidence import LanguageModelEvidence, UtilityFigures
     from audits.checks.registry import run_checks
     from audits.checks.verdict import SuppressionBound
@@ -343,7 +347,8 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
     members = [row.record_key for row in unlearned.membership]
     retain = _sample([(k, texts[k]) for k in members if k in texts], UTILITY_SAMPLE, seed)
     test = _sample(held_out, UTILITY_SAMPLE, seed + 1)
-    twins = held_out_twins(forgotten, held_out, per_record=TWINS_PER_RECORD, seed=seed)
+    per_record = max(TWINS_PER_RECORD, int(min_references))
+    twins = held_out_twins(forgotten, held_out, per_record=per_record, seed=seed)
     max_length = int(original.config.get("max_length", 256))
     guarded = unlearned.guard is not None
     if guarded and guard_key is None:
@@ -383,6 +388,8 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
         reference_memorisation=tuple(ref_after[key].memorisation for key, _ in measured),
         utility=UtilityFigures(metric="perplexity", retain=ppl_after["retain"], test=ppl_after["test"],
                                original_retain=ppl_before["retain"], original_test=ppl_before["test"]),
+        reference_record_ids=tuple(key for key, _ in forgotten),
+        references_per_record=tuple(len(twins[key]) for key, _ in forgotten), min_references=int(min_references),
     ))
     # Whether the memorisation check could see anything at all: the same comparison on the
     # original version, a figure of the section (not a check of the audit).
@@ -401,7 +408,9 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
     section: dict[str, Any] = {
         "records": len(forgotten),
         "records_without_reference": len(unmeasured),
-        "held_out_per_record": TWINS_PER_RECORD,
+        "held_out_per_record": per_record,
+        "references": {"minimum": int(min_references), "shadow_models": 0,
+                       "per_record": {key: len(twins[key]) for key, _ in forgotten}},
         "retain_sample": len(retain), "test_sample": len(test),
         "measured_through_guard": guarded,
         "figures": figures,

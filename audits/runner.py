@@ -11,6 +11,7 @@ workflow (deletion) reads the audit from the job's result and writes it on its o
 from __future__ import annotations
 
 import logging
+import re
 import time
 from functools import partial
 
@@ -18,6 +19,7 @@ import numpy as np
 from django.db import transaction
 
 from audits.checks.rmia import MIN_POPULATION as RMIA_MIN_POPULATION
+from audits.checks.verdict import FAMILY_WISE_LEVEL
 from audits.forget_references import forget_reference_figures
 from audits.investigation import flagged_record_keys
 from foundation.strict_json import jsonable
@@ -30,16 +32,18 @@ from models_registry.models import (
     ModelVersion,
     StoredArtifact,
 )
-from workers.jobs import job_create, versions_held
-from workers.models import Job
+from workers.jobs import job_create, versions_audited, versions_held
+from workers.models import Job, JobKind
 from workers.purge import lineage_copies_purge
 from workers.runners.shadow import SHADOW_COUNT_DEFAULT
 from workers.runners.storage import artifact_store
+from workers.unlearning.catalogue import counts_as_erasure
 
 logger = logging.getLogger(__name__)
 
-# The chance of a false FAIL from the per-record membership tests together (LiRA and RMIA share it).
-FAMILY_ALPHA = 0.05
+# The chance of a false FAIL, family-wise over the statistical checks that can FAIL an audit and their
+# records (audits.checks.verdict.with_family_alpha splits it between the checks that run).
+FAMILY_ALPHA = FAMILY_WISE_LEVEL
 RETAIN_SAMPLE = 500
 TEST_SAMPLE = 1000
 HISTOGRAM_BINS = 30
@@ -47,7 +51,9 @@ ROC_POINTS = 60
 
 
 def _scores_and_accuracy(model, dataset, device: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """LiRA scores (logit-scaled confidence of the true class) and the accuracy of ``model``."""
+    """LiRA scores (logit-scaled confidence of the true class) and the accuracy of ``model``. For a
+    regression model (real targets): the log-scaled squared error (signals.squared_error_signal)
+    and, in the accuracy's place, its root mean squared error."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -63,7 +69,42 @@ def _scores_and_accuracy(model, dataset, device: str) -> tuple[np.ndarray, np.nd
     if not logits:
         return np.zeros(0), np.zeros(0), float("nan")
     z, y = np.concatenate(logits), np.concatenate(labels)
+    if np.issubdtype(y.dtype, np.floating):  # a regression model: one real output per record
+        from audits.checks.signals import squared_error_signal
+
+        predicted = z.reshape(len(y), -1)[:, 0]
+        return squared_error_signal(predicted, y), y, float(np.sqrt(np.mean((predicted - y) ** 2)))
     return logit_scaled_confidence(z, y), y, float((z.argmax(-1) == y).mean())
+
+
+# What a regression model's audit cannot run, and why (in its JSON and, for the references, its report).
+REGRESSION_NOT_APPLICABLE = {
+    "membership_rmia": ("RMIA compares the probabilities a model gives a record's true class; a regression model "
+                        "gives a real number, not probabilities, so RMIA does not run. The per-record LiRA test, "
+                        "U-LiRA and the population attack run on the log-scaled squared error instead."),
+    "forget_references": ("A regression model: the representation and relearning checks compare the accuracy on, and "
+                          "features of, a forgotten class or sub-population against retrained references; a real-valued "
+                          "target has no class, so neither check applies."),
+}
+
+
+def _regression_errors(model, datasets: dict, device: str) -> dict[str, float]:
+    """``{"<set>_mae", "<set>_rmse"}`` of a regression model on each named record set."""
+    from workers.training.evaluate import regression_errors
+
+    figures = {}
+    for name, records in datasets.items():
+        for metric, value in regression_errors(model.to(device), records, device=device).items():
+            figures[f"{name}_{metric}"] = value
+    return figures
+
+
+def _no_forget_references_for_regression(**_: object):
+    from audits.checks.evidence import ForgetReferenceFigures
+
+    why = REGRESSION_NOT_APPLICABLE["forget_references"]
+    return ForgetReferenceFigures(not_applicable=why), {
+        "population": {"statement": "records of a regression model"}, "applies": False, "why_not": why}
 
 
 def _histogram(groups: dict[str, np.ndarray]) -> dict:
@@ -109,6 +150,34 @@ def _sample(keys: list[str], n: int, seed: int) -> list[str]:
     return sorted(np.random.default_rng(seed).choice(sorted(keys), size=n, replace=False).tolist())
 
 
+class StageClock:
+    """The job's progress callback, noting when each stage began, for the audit's ``stage_seconds``
+    (where an audit's time goes). Stages that differ only in their numbers ("scoring shadow model
+    3 of 32") count as one; a phase reporter (``scaled``) notes into the same clock."""
+
+    def __init__(self, progress, marks: list | None = None) -> None:
+        self._progress = progress
+        self._marks: list[tuple[str, float]] = [] if marks is None else marks
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self._marks or self._marks[-1][0] != stage:
+            self._marks.append((stage, time.perf_counter()))
+        self._progress(stage, fraction)
+
+    def scaled(self, base: float, span: float) -> StageClock:
+        inner = self._progress.scaled(base, span) if hasattr(self._progress, "scaled") else self._progress
+        return StageClock(inner, self._marks)
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per stage (numbers in a stage's name replaced by #), up to now."""
+        totals: dict[str, float] = {}
+        ends = [t for _, t in self._marks[1:]] + [time.perf_counter()]
+        for (stage, begun), ended in zip(self._marks, ends, strict=True):
+            key = re.sub(r"\d+", "#", stage)
+            totals[key] = totals.get(key, 0.0) + ended - begun
+        return {stage: round(seconds, 2) for stage, seconds in totals.items()}
+
+
 def run_audit_job(job: Job, progress) -> dict:
     """Audit the version ``job.config["audited_version"]`` for the records ``job.forget_record_ids``
     under ``job.guarantee_class``; purge the older copies unless it failed. Returns the audit
@@ -121,6 +190,7 @@ def run_audit_job(job: Job, progress) -> dict:
     if job.guarantee_class == "dp_bounded":
         return dp_bound_audit(job)
     started = time.perf_counter()
+    progress = StageClock(progress)
     load_recipes()
     new = ModelVersion.objects.select_related("model", "parent").get(pk=job.config["audited_version"])
     # The version actually unlearned from (a later request may build on an earlier one's result).
@@ -143,8 +213,9 @@ def run_audit_job(job: Job, progress) -> dict:
                                              equivalence=(job.config or {}).get("equivalence"),
                                              shadows=shadows, procedure=procedure,
                                              unlearning=_ulira_method(job, new),
-                                             measure_forget_references=partial(forget_reference_figures, job,
-                                                                               source=source, new=new))
+                                             measure_forget_references=_no_forget_references_for_regression
+                                             if source.model.task == "regression" and job.guarantee_class == "approximate"
+                                             else partial(forget_reference_figures, job, source=source, new=new))
         suppression = None
     if job.guarantee_class == "exact":
         progress("replaying the exact deletion", 0.75)
@@ -222,6 +293,7 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
     without the records any version of the chain up to ``source`` excluded and without this
     request's; the method and the environment are those recorded by the job that made ``new``.
     A full retrain is replayed when the audit job or the model's policy asks (``replay``)."""
+    from workers.canaries import with_canaries
     from workers.data_sources import dataset_split
     from workers.training.membership import MembershipRow
     from workers.unlearning.exact.replay import ReplayInputs, replay_exact, retain_keys
@@ -230,7 +302,7 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
     method = producer.method if producer is not None else ""
     recorded = (store.manifest(new.artifact_sha256).extra.get("unlearning") or {}).get("details", {}).get("environment")
     rows = [MembershipRow(*row) for row in selectors.version_membership(version=source)]
-    retain = dataset_split(dataset, "train").subset(retain_keys(rows, forget_keys))
+    retain = with_canaries(dataset_split(dataset, "train"), dataset).subset(retain_keys(rows, forget_keys))
     requested = bool((job.config or {}).get("replay") or new.model.unlearning_policy.get("replay_retrain"))
     outcome = replay_exact(method=method, inputs=ReplayInputs(source=original, registry_membership=tuple(rows),
                                                               forget_keys=frozenset(forget_keys), retain=retain),
@@ -240,11 +312,12 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
 
 def _investigate(flagged: list[str], unlearned, dataset, device: str) -> dict:
     from audits.investigation import investigate_flags
+    from workers.canaries import with_canaries
     from workers.data_sources import dataset_split
 
     return jsonable(investigate_flags(
         flagged_keys=flagged, dataset=dataset, kept_keys=[row.record_key for row in unlearned.membership],
-        model=unlearned.model, train=dataset_split(dataset, "train"),
+        model=unlearned.model, train=with_canaries(dataset_split(dataset, "train"), dataset),
         test=dataset_split(dataset, "test"), device=device))
 
 
@@ -298,7 +371,24 @@ def reference_models_for(job: Job, *, source: ModelVersion, new: ModelVersion) -
         platform = shadow_runs(version=source)
         # None at all: no procedure to judge; the verdict says the declaration was not tested.
         return platform, shadow_procedure_of(source) if platform else None
-    return shadow_runs(version=source), shadow_procedure_of(source)
+    return shadows_not_read_by_the_method(shadow_runs(version=source), new), shadow_procedure_of(source)
+
+
+def method_shadow_indices(new: ModelVersion) -> set[int]:
+    """The shadow indices the unlearning method that made ``new`` read itself, as its result states
+    (``details.shadow_split.method_shadow_indices``, workers.unlearning.references); empty for a
+    method that read none, or a version no unlearning job made."""
+    producer = Job.objects.filter(result_version=new, kind=JobKind.UNLEARN).first()
+    details = (((producer.result or {}).get("unlearning") or {}).get("details") or {}) if producer else {}
+    return set((details.get("shadow_split") or {}).get("method_shadow_indices") or [])
+
+
+def shadows_not_read_by_the_method(runs: list, new: ModelVersion) -> list:
+    """``runs`` without the shadow models the unlearning method read (:func:`method_shadow_indices`):
+    a method that learned from a shadow model's outputs (oracle matching, DMM) would otherwise be
+    judged against its own oracle."""
+    read = method_shadow_indices(new)
+    return [run for run in runs if int(run.config.get("shadow_index", -1)) not in read] if read else runs
 
 
 def min_out_shadows(version: ModelVersion) -> int:
@@ -344,6 +434,8 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     from audits.checks.membership import fit_shadow_reference
     from audits.checks.registry import run_checks
     from audits.checks.signals import standardise_on_held_out as standardise
+    from audits.checks.verdict import with_family_alpha
+    from workers.canaries import with_canaries
     from workers.data_sources import dataset_split
     from workers.runners.shadow import shadow_runs
     from workers.training.storage import load_run
@@ -351,14 +443,17 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     if shadows is None:
         shadows, procedure = shadow_runs(version=source), shadow_procedure_of(source)
     store = artifact_store()
-    train = dataset_split(dataset, "train")
+    # The run's planted canaries are records of its membership (and of its shadows'): read with the split.
+    train = with_canaries(dataset_split(dataset, "train"), dataset)
     test = dataset_split(dataset, "test")
-    member_keys = [row.record_key for row in unlearned.membership]
+    # Canaries planted in training (never forget records): the pipeline's power, beside the records' own;
+    # never in the retain sample, whose figures are of the company's records.
+    canary_keys = canary_record_keys(source)
+    planted = set(canary_keys)
+    member_keys = [row.record_key for row in unlearned.membership if row.record_key not in planted]
     retain_keys = _sample(member_keys, RETAIN_SAMPLE, seed=seed)
     test_keys = _sample(list(test.record_keys), TEST_SAMPLE, seed=seed)
     forget_ds, retain_ds, test_ds = train.subset(forget_keys), train.subset(retain_keys), test.subset(test_keys)
-    # Canaries planted in training (never forget records): the pipeline's power, beside the records' own.
-    canary_keys = canary_record_keys(source)
     if canary_keys:
         trained, forgotten = set(train.record_keys), set(forget_keys)
         canary_keys = [k for k in canary_keys if k in trained and k not in forgotten]
@@ -371,6 +466,8 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     f_before, _, forget_acc_before = _scores_and_accuracy(original.model, forget_ds, device)
     r_before, _, retain_acc_before = _scores_and_accuracy(original.model, retain_ds, device)
     t_before, _, test_acc_before = _scores_and_accuracy(original.model, test_ds, device)
+    # A regression model: "accuracy" above is its RMSE; the audit reports MAE and RMSE (the target's unit).
+    regression = source.model.task == "regression"
 
     shadow_scores, shadow_in, shadow_test, canary_shadow, canary_in = [], [], [], [], []
     for i, run in enumerate(shadows):
@@ -410,58 +507,65 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
             unlearning=unlearning, shadows=shadows, shadow_in=np.array(shadow_in, dtype=bool),
             shadow_forget=raw_shadow_scores, shadow_test=shadow_test, target_scores=f_after_z, forget_keys=forget_keys,
             train=train, forget_ds=forget_ds, test_ds=test_ds, device=device, progress=progress,
-            score=lambda model, records: _scores_and_accuracy(model, records, device)[0])
+            score=lambda model, records: _scores_and_accuracy(model, records, device)[0], retain_ds=retain_ds)
+    # The method's runs on the shadows also measure what it does to the kept records (retain_privacy_ulira).
+    ulira_retain = ulira.pop("retain", None) if ulira is not None else None
     reference = None
     if len(shadows) >= 2 and forget_keys:
         reference = fit_shadow_reference(np.array(shadow_scores), np.array(shadow_in),
                                          nonmember_shadow_scores=shadow_test_z if len(test_keys) else None)
     attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, raw_shadow_scores, shadow_in,
                                                             shadow_test)
-    # The raw confidences for RMIA (probabilities, not the standardised scale), when it can run:
-    # then LiRA and RMIA (and U-LiRA, where it ran) share the family-wise alpha (each at an equal
-    # share, Holm within each over the records).
+    # The raw confidences for RMIA (probabilities, not the standardised scale), when it can run.
     raw_confidences = None
-    if reference is not None and len(test_keys) >= RMIA_MIN_POPULATION:
+    if reference is not None and len(test_keys) >= RMIA_MIN_POPULATION and not regression:
         raw_confidences = {"unlearned_conf": f_after, "original_conf": f_before, "reference_conf": raw_shadow_scores,
                            "population_unlearned_conf": t_after, "population_original_conf": t_before,
                            "population_reference_conf": np.array(shadow_test)}
-    per_record_alpha = FAMILY_ALPHA / ((2 if raw_confidences is not None else 1) + (ulira is not None))
     # Declared before any score was seen (the audit job's config); a job without them (planned
     # before they existed) runs no equivalence test.
     margins = DeclaredMargins.from_config(equivalence)
     references, references_section = (None, None) if measure_forget_references is None else measure_forget_references(
         original=original, unlearned=unlearned, train=train, test=test, forget_keys=forget_keys, device=device,
         progress=progress)
-    checks = run_checks(ClassifierEvidence(
+    progress("running the checks", 0.76)
+    # The statistical checks the evidence supports (LiRA, RMIA, U-LiRA, the population attack, the
+    # equivalence test) split the family-wise level, each holding its share over its own records.
+    checks = run_checks(with_family_alpha(ClassifierEvidence(
         record_ids=tuple(str(k) for k in forget_keys), forget_scores=f_after_z, original_forget_scores=f_before_z,
         shadow_reference=reference, equivalence_margins=margins, attack_forget_scores=attacked_forget,
         attack_nonmember_scores=attacked_test, attack_signal=signal, retain_scores=r_after,
         original_retain_scores=r_before, nonmember_scores=t_after, original_nonmember_scores=t_before,
-        utility=UtilityFigures(metric="accuracy", retain=retain_acc_after, test=test_acc_after,
+        utility=UtilityFigures(metric="rmse" if regression else "accuracy", retain=retain_acc_after, test=test_acc_after,
                                original_retain=retain_acc_before, original_test=test_acc_before),
         nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
-        shadow_procedure=procedure, raw_confidences=raw_confidences, per_record_alpha=per_record_alpha,
+        shadow_procedure=procedure, raw_confidences=raw_confidences,
         out_shadow_counts=(~np.array(shadow_in, dtype=bool)).sum(axis=0) if shadow_in else None,
         shadow_models=len(shadows), min_out_shadows=min_out_shadows(source), ulira=ulira,
+        ulira_retain=ulira_retain,
         forget_references=references,
         canaries=_canary_evidence(original, canary_keys, canary_ds, canary_shadow, canary_in, shadow_test,
                                   t_before, shadow_test_z, t_before_z, device),
-    ))
+    ), level=FAMILY_ALPHA))
     audit = {
         "shadow_models": len(shadows),
         "shadow_procedure": None if procedure is None else {
             "same_as_model": procedure.same_as_model, "shadows": procedure.shadows, "model": procedure.model},
         "records": len(forget_keys),
         "metrics": {
-            "forget_accuracy": {"original": forget_acc_before, "unlearned": forget_acc_after},
-            "retain_accuracy": {"original": retain_acc_before, "unlearned": retain_acc_after},
-            "test_accuracy": {"original": test_acc_before, "unlearned": test_acc_after},
+            **(_regression_metrics(original, unlearned, forget_ds, retain_ds, test_ds, device) if regression else {
+                "forget_accuracy": {"original": forget_acc_before, "unlearned": forget_acc_after},
+                "retain_accuracy": {"original": retain_acc_before, "unlearned": retain_acc_after},
+                "test_accuracy": {"original": test_acc_before, "unlearned": test_acc_after}}),
             "retain_sample": len(retain_keys), "test_sample": len(test_keys),
         },
         "roc": _roc(attacked_forget, attacked_test),  # the scores the population attack used
         "histograms": _histogram({"forget": f_after, "retain": r_after, "test": t_after}),
         "score_standardisation": calibration,
     }
+    if regression:
+        audit["regression"] = {"signal": "log-scaled squared error, -log(max(e^2, 1e-6)) in the target's unit",
+                               "not_applicable": {"membership_rmia": REGRESSION_NOT_APPLICABLE["membership_rmia"]}}
     if ulira_section is not None:
         audit["unlearning_lira"] = ulira_section
     if references_section is not None:
@@ -469,11 +573,17 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     return checks, audit
 
 
+def _regression_metrics(original, unlearned, forget_ds, retain_ds, test_ds, device: str) -> dict:
+    """A regression model's MAE and RMSE on the forgotten, kept and held-out records, before and after."""
+    sets = {"forget": forget_ds, "retain": retain_ds, "test": test_ds}
+    before, after = _regression_errors(original.model, sets, device), _regression_errors(unlearned.model, sets, device)
+    return {key: {"original": before[key], "unlearned": after[key]} for key in before}
+
+
 def canary_record_keys(version: ModelVersion) -> list[str]:
-    """The keys of the canaries planted in the training of ``version``'s lineage root, as its
-    training recorded them (``metrics["canary_record_keys"]``); none when none were planted."""
-    root = selectors.lineage_root(version)
-    return [str(k) for k in (root.metrics or {}).get("canary_record_keys") or []]
+    """The keys of the canaries planted in the training of ``version``'s lineage root, as the
+    registry recorded them (workers.canaries); none when none were planted."""
+    return selectors.canary_keys_of_run(run_id=selectors.lineage_root(version).training_run_id)
 
 
 def _canary_evidence(original, keys, canary_ds, shadow_scores, shadow_in, shadow_test, t_before, shadow_test_z,
@@ -508,9 +618,12 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
         guard_key = keystore().data_key(unlearned.guard.key_ref)[:GUARD_KEY_BYTES]
     train = record_texts(dataset_split(dataset, "train"))
     held_out = record_texts(dataset_split(dataset, "test"))
+    from django.conf import settings
+
     evidence = language_model_evidence(original=original, unlearned=unlearned, train_records=train,
                                        held_out=held_out, forget_keys=forget_keys, guard_key=guard_key,
-                                       seed=seed, device=device, progress=progress.scaled(5, 75))
+                                       seed=seed, device=device, progress=progress.scaled(5, 75),
+                                       min_references=settings.AUDIT_LM_MIN_REFERENCES)
     audit = {"shadow_models": 0, "records": len(forget_keys), "language_model": evidence["section"]}
     return evidence["checks"], audit, evidence["suppression"]
 
@@ -522,15 +635,18 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
     the audit in it."""
     from audits.checks.verdict import LineageProof, final_verdict
 
+    progress("the verdict", 0.79)
     record_ids = [r.id for r in records]
     holds_none = not {v.version_id for v in selectors.versions_trained_on(
         record_ids=record_ids, statuses=("serving", "retained", "retired", "withdrawn"))} & {new.id}
     preliminary = final_verdict(guarantee_class=job.guarantee_class, checks=checks, suppression=suppression,
                                 lineage=LineageProof(new_version_holds_none=holds_none, older_copies_purged=True))
-    # A guard's PASS is a PASS of the guard, not of erasure: its copies wait for the DPO's decision too.
-    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) == "PASS" and job.guarantee_class != "suppressed":
+    # A guard's PASS is a PASS of the guard, not of erasure (counts_as_erasure): its copies wait for the DPO's
+    # decision too.
+    if str(getattr(preliminary.verdict, "value", preliminary.verdict)) == "PASS" and counts_as_erasure(job.guarantee_class):
         progress("purging older copies", 0.8)
         purge = older_copies_purge(source=source, record_ids=record_ids, keep_versions=versions_held(job),
+                                   audited=versions_audited(job),
                                    store=store)
     else:
         purge = {"purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,
@@ -547,13 +663,15 @@ def _conclude(job, source, new, records, checks, audit, suppression, *, store, d
         **purge,
         "audit_seconds": round(time.perf_counter() - started, 2),
     }
+    if isinstance(progress, StageClock):
+        audit["stage_seconds"] = progress.seconds()
     audit = jsonable(audit)
     return {"device": device, "verdict": audit["verdict"].get("verdict"), "purged": len(purge["purged"]),
             "audit": audit}
 
 
 def older_copies_purge(*, source: ModelVersion, record_ids: list[int], keep_versions: set[int],
-                       store=None) -> dict:
+                       store=None, audited: set[int] = frozenset()) -> dict:
     """Destroy every older copy of ``source``'s model that still holds ``record_ids`` (parent
     weights, superseded checkpoints, shadow models that saw them), except what a version in
     ``keep_versions`` still needs (those wait: ``purge_deferred``); queue new shadow models for the
@@ -563,7 +681,7 @@ def older_copies_purge(*, source: ModelVersion, record_ids: list[int], keep_vers
     store = store or artifact_store()
     with transaction.atomic():
         purged, deferred = lineage_copies_purge(store=store, source=source, record_ids=record_ids,
-                                                keep_versions=keep_versions)
+                                                keep_versions=keep_versions, audited=audited)
     replenish = None
     if any(p["kind"] == ArtifactKind.SHADOW_MODEL for p in purged):
         replenish = shadow_models_replenish(version=source)

@@ -80,7 +80,8 @@ def plan_unlearned_shadows(shadow_in: np.ndarray, *, cap: int) -> list[int]:
 def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.ndarray, shadow_forget: np.ndarray,
                           shadow_test: Sequence[np.ndarray], target_scores: np.ndarray, forget_keys: Sequence[str],
                           train, forget_ds, test_ds, score: Callable, device: str, progress,
-                          budget_seconds: float | None = None, cap: int | None = None) -> tuple[dict | None, dict]:
+                          budget_seconds: float | None = None, cap: int | None = None,
+                          retain_ds=None) -> tuple[dict | None, dict]:
     """Run the audited method on the shadows that held the records and gather what U-LiRA, the
     challenge score and KLoM compare.
 
@@ -90,9 +91,12 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
     on the standardised scale; the train split (records by key), the forgotten records and the
     held-out sample as datasets, ``score(model, dataset)`` (the runner's LiRA score); the time
     budget and the most shadows to unlearn (default: the settings ``AUDIT_ULIRA_SECONDS`` and
-    ``AUDIT_ULIRA_MAX_SHADOWS``). Out: ``(evidence, section)``: the arguments of
-    :func:`audits.checks.ulira.unlearning_lira` but the ids and alpha (None when it cannot run) and
-    the audit's ``unlearning_lira`` section."""
+    ``AUDIT_ULIRA_MAX_SHADOWS``); ``retain_ds``, a sample of the audited model's kept records, whose
+    exposure each run measures before and after the method (the attack AUC of those a shadow trained
+    on against the held-out sample). Out: ``(evidence, section)``: the arguments of
+    :func:`audits.checks.ulira.unlearning_lira` but the ids and alpha (None when it cannot run), with
+    ``"retain"`` (the arguments of :func:`audits.checks.retain_privacy.retain_privacy_ulira`, None
+    without ``retain_ds``), and the audit's ``unlearning_lira`` section."""
     from django.conf import settings
 
     from audits.checks.signals import standardise_on_held_out as standardise
@@ -112,6 +116,8 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
     started = time.perf_counter()
     runs: list[tuple[int, np.ndarray, np.ndarray]] = []  # (shadow, raw scores of the records, standardised)
     stopped = None
+    run_seconds: list[float] = []
+    retain_auc: list[tuple[float, float, int]] = []  # (before, after, kept records scored) per run
     for n, index in enumerate(order):
         elapsed = time.perf_counter() - started
         if runs and elapsed + elapsed / len(runs) > budget_seconds:
@@ -120,23 +126,30 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
             break
         stage = f"unlearning shadow model {n + 1} of {len(order)} (U-LiRA)"
         try:
-            model = _unlearned_shadow(unlearning, shadows[index],
-                                      [k for k, h in zip(forget_keys, held[index], strict=True) if h], train=train,
-                                      seed_offset=index, device=device,
-                                      progress=lambda _stage, f, n=n, stage=stage: progress(
-                                          stage, 0.7 + 0.05 * (n + f) / len(order)))
+            model, members, retain_before = _unlearned_shadow(
+                unlearning, shadows[index], [k for k, h in zip(forget_keys, held[index], strict=True) if h],
+                train=train, seed_offset=index, device=device,
+                before=None if retain_ds is None else (lambda m: score(m, retain_ds)),
+                progress=lambda _stage, f, n=n, stage=stage: progress(stage, 0.7 + 0.05 * (n + f) / len(order)))
         except (ValueError, FloatingPointError) as exc:  # refused this shadow's data, or diverged on it: say so
             stopped = f"the method failed on shadow model {index} after {len(runs)} run(s): {exc}"
             break
-        raw = score(model, forget_ds)
-        runs.append((index, raw, standardise(raw, score(model, test_ds))[0]))
+        raw, test_after = score(model, forget_ds), score(model, test_ds)
+        runs.append((index, raw, standardise(raw, test_after)[0]))
+        if retain_ds is not None:
+            retain_auc.append(_retain_exposure(retain_before, score(model, retain_ds), retain_ds, members,
+                                               np.asarray(shadow_test[index]), test_after))
         del model  # a derived copy of the records: never stored
+        run_seconds.append(round(time.perf_counter() - started - sum(run_seconds), 2))
     seconds = round(time.perf_counter() - started, 2)
     unlearned_index = [i for i, _, _ in runs]
     unlearned_held = held[unlearned_index]
     out_mask = ~held
     out_z = np.array([standardise(sc, te)[0] for sc, te in zip(shadow_forget, shadow_test, strict=True)])
+    kept = [r for r in retain_auc if r[2] > 0]
     evidence = {
+        "retain": {"auc_before": np.array([b for b, _, _ in kept]), "auc_after": np.array([a for _, a, _ in kept]),
+                   "retain_records": np.array([n for _, _, n in kept])} if retain_ds is not None else None,
         "design": DESIGN, "target_scores": np.asarray(target_scores, dtype=np.float64),
         "unlearned_shadow_scores": np.array([z for _, _, z in runs]).reshape(len(runs), len(forget_keys)),
         "unlearned_shadow_held": unlearned_held, "out_shadow_scores": out_z, "out_shadow_mask": out_mask,
@@ -151,6 +164,13 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
         "budget_seconds": budget_seconds, "seconds": seconds, "stopped": stopped,
         "storage": f"unlearned shadows: {len(runs)}, {STORAGE_NOTE}",
         "unlearned_per_record": {"min": int(per_record_u.min()), "max": int(per_record_u.max())},
+        # After each run in turn: its seconds, and the fewest unlearned shadows any record had then.
+        "run_seconds": run_seconds,
+        "min_runs_per_record": np.cumsum(unlearned_held, axis=0).min(axis=1).astype(int).tolist(),
+        # The kept records' exposure before and after each run (retain_privacy_ulira decides on it).
+        "retain_exposure": None if retain_ds is None else {
+            "retain_sample": len(retain_ds), "runs": len(kept),
+            "auc_before": [round(b, 4) for b, _, _ in kept], "auc_after": [round(a, 4) for _, a, _ in kept]},
         "out_per_record": {"min": int(per_record_o.min()), "max": int(per_record_o.max())},
         **_run_figures(unlearned_raw, unlearned_held, np.asarray(shadow_forget, dtype=np.float64), out_mask,
                        forget_keys),
@@ -158,11 +178,26 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
     return evidence, section
 
 
+def _retain_exposure(before: np.ndarray, after: np.ndarray, retain_ds, members: set[str], test_before: np.ndarray,
+                     test_after: np.ndarray) -> tuple[float, float, int]:
+    """The threshold attack's AUC of the kept records a shadow trained on (``members`` among
+    ``retain_ds``'s keys) against the held-out sample, before and after the method, and how many
+    kept records it scored ((nan, nan, 0) when it trained on none of them)."""
+    from audits.checks.stats import attack_auc
+
+    held = np.array([key in members for key in retain_ds.record_keys], dtype=bool)
+    if not held.any() or not len(test_before) or not len(test_after):
+        return float("nan"), float("nan"), 0
+    return attack_auc(before[held], test_before), attack_auc(after[held], test_after), int(held.sum())
+
+
 def _unlearned_shadow(unlearning: dict, run, held_keys: list[str], *, train, seed_offset: int, device: str,
-                      progress):
+                      progress, before: Callable | None = None):
     """The shadow of ``run``, loaded from the store, unlearned of ``held_keys`` by the audited
     method (retain: the rest of its membership); in memory only. ``progress`` is the method's (the
-    job's heartbeat, and its cancellation)."""
+    job's heartbeat, and its cancellation); ``before(model)``, when given, is computed on the shadow
+    as trained, before the method runs. Out: (the unlearned model, the shadow's membership keys,
+    ``before``'s value or None)."""
     from torch.utils.data import DataLoader
 
     from models_registry.models import ArtifactKind, ArtifactStatus, StoredArtifact
@@ -178,7 +213,9 @@ def _unlearned_shadow(unlearning: dict, run, held_keys: list[str], *, train, see
                                           status=ArtifactStatus.PRESENT)
     shadow = load_run(artifact_store(), artifact.sha256)
     forget = set(held_keys)
-    retain = sorted(row.record_key for row in shadow.membership if row.record_key not in forget)
+    members = {row.record_key for row in shadow.membership}
+    measured = before(shadow.model) if before is not None else None
+    retain = sorted(key for key in members if key not in forget)
     config = dict(unlearning["config"])
     config["seed"] = int(config.get("seed", 0)) + 1 + seed_offset
     method = METHODS.get(unlearning["method"])(config)
@@ -186,7 +223,7 @@ def _unlearned_shadow(unlearning: dict, run, held_keys: list[str], *, train, see
         shadow.model, DataLoader(train.subset(sorted(forget)), batch_size=LOADER_BATCH, collate_fn=collate_records),
         DataLoader(train.subset(retain), batch_size=LOADER_BATCH, shuffle=False, collate_fn=collate_records),
         device=device, progress=progress)
-    return model.eval()
+    return model.eval(), members, measured
 
 
 def _run_figures(unlearned: np.ndarray, unlearned_held: np.ndarray, out: np.ndarray, out_mask: np.ndarray,
@@ -239,6 +276,13 @@ def ulira_notes(section: dict | None) -> list[str]:
              f"{section['storage']}."]
     if section.get("stopped"):
         notes.append(f"U-LiRA ran on fewer shadow models than planned: {section['stopped']}.")
+    exposure = section.get("retain_exposure") or {}
+    if exposure.get("runs"):
+        before, after = np.mean(exposure["auc_before"]), np.mean(exposure["auc_after"])
+        notes.append(f"The kept records over the same runs (a sample of {exposure['retain_sample']}): the membership "
+                     f"attack's AUC on those each shadow trained on went from {before:.3f} before the method to "
+                     f"{after:.3f} after, on average over {exposure['runs']} run(s) (retain_privacy_ulira; warns, "
+                     "does not decide the verdict).")
     for key, label in (("challenge_metric", "NeurIPS 2023 challenge score"), ("klom", "KLoM")):
         figure = section.get(key) or {}
         if figure.get("computed"):

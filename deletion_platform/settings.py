@@ -33,6 +33,8 @@ def _dev_secret(name: str, length: int = 48) -> str:
     """A development secret generated once and kept under DATA_DIR/secrets (never in git).
 
     Only used when DEBUG is on and the variable is unset; production must set it."""
+    if os.environ.get(name.upper()) or os.environ.get(f"{name.upper()}_FILE"):
+        return ""  # the variable is set: nothing is generated (a worker host keeps no file of it)
     path = DATA_DIR / "secrets" / name
     if path.exists():
         return path.read_text().strip()
@@ -255,6 +257,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Where audits of language models go: "audit" (the CPU workers; the embedded default) or "gpu"
+# when GPU workers run (their checks run the model over many texts). Classifier audits stay on "audit".
+LM_AUDIT_QUEUE = env_str("LM_AUDIT_QUEUE", "audit")
+if LM_AUDIT_QUEUE not in {"audit", "gpu"}:
+    raise ImproperlyConfiguredEnv(f"LM_AUDIT_QUEUE={LM_AUDIT_QUEUE!r} must be audit or gpu")
 
 LOGGING = {
     "version": 1,
@@ -309,6 +316,11 @@ AUDIT_FORGET_CONTROLS = env_int("AUDIT_FORGET_CONTROLS", 2, minimum=0)
 # audit says so); 0 shadows turns it off.
 AUDIT_ULIRA_MAX_SHADOWS = env_int("AUDIT_ULIRA_MAX_SHADOWS", 16, minimum=0)
 AUDIT_ULIRA_SECONDS = env_float("AUDIT_ULIRA_SECONDS", 30.0, minimum=0.0)
+# A language model's audit trains no shadow models: its reference for a forgotten record ("a model
+# that never saw it") is the same version on held-out records of the record's format, which no
+# version trained on (audits.lm_evidence). Its own minimum: at least this many such records per
+# forgotten record, else the lm_reference_policy check names the shortfall (as shadow_policy does).
+AUDIT_LM_MIN_REFERENCES = env_int("AUDIT_LM_MIN_REFERENCES", 4, minimum=1)
 
 # ---------------------------------------------------------------- production hardening
 # Off in development; `python manage.py check --deploy` is clean with DJANGO_DEBUG=false.

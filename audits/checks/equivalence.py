@@ -63,8 +63,9 @@ TARGET_POWER = 0.8
 # The plan states the power before any model is scored, so it assumes a spread of the paired
 # differences: 0.6, the widest measured in the runs above (sd 0.20-0.60 for retrained and unlearned
 # models; the OUT shadow models' own predictive spread was 0.15-0.83). Measuring it for the model
-# at hand would mean scoring the shadow models at plan time, in the web process. At +-0.5 and
-# alpha 0.05 it asks for 14 records for 80% power.
+# at hand would mean scoring the shadow models at plan time, in the web process. At +-0.5 it asks
+# for 14 records for 80% power at alpha 0.05, and 22 at 0.01, the alpha the plan declares for a
+# classifier (the test's share of the audit's family-wise 0.05: audits.checks.verdict).
 PLANNING_SPREAD = 0.6
 
 
@@ -224,11 +225,12 @@ class DeclaredMargins:
             raise ValueError("member_side must be 'higher' or 'lower'")
 
     @classmethod
-    def symmetric(cls, margin: float, *, declared_by: str) -> DeclaredMargins:
-        """Margins ``[-margin, +margin]`` on the standardised LiRA score (members higher)."""
+    def symmetric(cls, margin: float, *, declared_by: str, alpha: float = DEFAULT_ALPHA) -> DeclaredMargins:
+        """Margins ``[-margin, +margin]`` on the standardised LiRA score (members higher), tested at
+        ``alpha`` (the plan gives the test's share of the audit's family-wise level)."""
         if not margin > 0:
             raise ValueError(f"margin must be > 0, got {margin}")
-        return cls(-float(margin), float(margin), declared_by=declared_by)
+        return cls(-float(margin), float(margin), float(alpha), declared_by=declared_by)
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -380,7 +382,8 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         "member_side": margins.member_side,
         "design": "paired",
         "reference_name": "the mean of its OUT shadow models",
-        "alpha": margins.alpha,
+        # The declared alpha, or less where it exceeded this test's share of the family-wise level.
+        "alpha": (evidence.check_alpha or {}).get("equivalence_tost", margins.alpha),
         "difference_spread": spread,
         "spread_source": "as if the unlearned model scored them like a fresh OUT shadow model",
         "margins_declared_by": margins.declared_by,
@@ -396,6 +399,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         applies_to=("classifier",),
         inputs=_classifier_inputs,
         min_records=MIN_PAIRS,
+        false_fail="level",
     )
 )
 def equivalence(

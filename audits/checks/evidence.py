@@ -7,6 +7,7 @@ Plain data: NumPy arrays and the checks' own record types, no model code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
@@ -78,9 +79,15 @@ class ClassifierEvidence:
     # (shadow models x forget records, rows as in ``shadow_reference.shadow_out``) and the same three
     # on the held-out records (``population_*``). None when not measured.
     raw_confidences: dict[str, NDArray[np.float64]] | None = None
-    # The level each per-record membership test runs at (Holm within the test over the records);
-    # the runner divides the family-wise alpha between the per-record tests it runs.
+    # The level each per-record membership test runs at (Holm within the test over the records)
+    # where the family-wise level was not split (``check_alpha`` None: evidence not assembled by the
+    # audit runner).
     per_record_alpha: float = 0.05
+    # Each statistical check's share of the audit's family-wise level, by check name: the checks that
+    # can FAIL the verdict at a stated level and that this evidence supports split it (Bonferroni over
+    # the checks; each holds its share over its own records or figures), the equivalence test keeping
+    # the alpha the plan declared (audits.checks.verdict.with_family_alpha fills it). None: not split.
+    check_alpha: Mapping[str, float] | None = None
     # The shadow policy (audits.checks.shadow_policy): shadow models in which each forgotten record
     # was absent, how many shadow models there are, and the minimum the platform (or the model's
     # policy) requires. None: not counted (then nothing statistical can PASS an approximate verdict).
@@ -92,6 +99,10 @@ class ClassifierEvidence:
     # ``unlearned_shadow_scores``/``_held``, ``out_shadow_scores``/``_mask``). None: not run (not
     # an approximate result, no method known, no shadows).
     ulira: dict[str, Any] | None = None
+    # The same runs' effect on the records that stay (audits.checks.retain_privacy.retain_privacy_ulira):
+    # per unlearned shadow, the attack AUC of the kept records it trained on before and after the method
+    # (``auc_before``, ``auc_after``) and how many it scored (``retain_records``). None: not measured.
+    ulira_retain: dict[str, Any] | None = None
     # Canaries planted in the model's training (recorded in its lineage as such), scored like the
     # forget records: the pipeline's demonstrated power (audits.checks.power.canary_power). None
     # where none were planted. Never a stand-in for the forget records' own power.
@@ -101,6 +112,13 @@ class ClassifierEvidence:
     # None: not measured (another guarantee class); its ``not_applicable`` says why the checks do
     # not apply (random records rather than a class or sub-population, say).
     forget_references: ForgetReferenceFigures | None = None
+
+    def alpha_share(self, name: str) -> float:
+        """The level check ``name`` runs at: its share of the family-wise level where it was split,
+        else ``per_record_alpha``."""
+        if self.check_alpha is not None and name in self.check_alpha:
+            return float(self.check_alpha[name])
+        return self.per_record_alpha
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,6 +175,13 @@ class LanguageModelEvidence:
     memorisation: tuple[LMRecordMemorisation, ...]
     reference_memorisation: tuple[LMRecordMemorisation, ...]
     utility: UtilityFigures
+    # The LM audit's own reference policy (audits.checks.shadow_policy.lm_reference_policy): every
+    # forgotten record's id, how many held-out records of its format it was compared with (the LM
+    # audit's "never saw it" reference: it trains no shadow models), and the minimum required
+    # (setting AUDIT_LM_MIN_REFERENCES). None: not counted.
+    reference_record_ids: tuple[str, ...] | None = None
+    references_per_record: tuple[int, ...] | None = None
+    min_references: int = 4
 
 
 Evidence = ClassifierEvidence | LanguageModelEvidence

@@ -257,6 +257,7 @@ def _language_model_inputs(evidence: LanguageModelEvidence) -> dict[str, Any]:
         role="forget",
         applies_to=("language_model",),
         inputs=_language_model_inputs,
+        false_fail="margin",
     )
 )
 def lm_memorisation(

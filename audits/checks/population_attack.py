@@ -73,6 +73,22 @@ class AttackFigure:
         return bool(self.applicable and self.ci_low is not None and self.ci_low > self.chance)
 
 
+def applicable_figures(n_members: int, n_nonmembers: int) -> int:
+    """How many of the figures (AUC, TPR at each of ``LOW_FPRS``) the minimum sizes allow."""
+    auc = n_members >= MIN_MEMBERS_FOR_AUC and n_nonmembers >= MIN_NONMEMBERS_FOR_AUC
+    tprs = sum(n_members >= MIN_MEMBERS_FOR_TPR and n_nonmembers >= min_nonmembers_for_fpr(fpr) for fpr in LOW_FPRS)
+    return int(auc) + int(tprs)
+
+
+def interval_level(alpha: float, figures: int) -> float:
+    """The two-sided interval level that holds the check's false-FAIL rate at ``alpha`` over
+    ``figures`` figures: each FAILs when its interval lies wholly above chance, a one-sided error of
+    (1 - level) / 2, and any of them FAILs the check (Bonferroni): level = 1 - 2 alpha / figures."""
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
+    return 1.0 - 2.0 * alpha / max(int(figures), 1)
+
+
 def attack_figures(
     member_scores: ArrayLike,
     nonmember_scores: ArrayLike,
@@ -166,6 +182,8 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any]:
         "forget_scores": evidence.attack_forget_scores,
         "nonmember_scores": evidence.attack_nonmember_scores,
         "signal": evidence.attack_signal,
+        # Its share of the family-wise level where the runner split it; else its own interval level.
+        "alpha": (evidence.check_alpha or {}).get("population_attack"),
     }
 
 
@@ -176,6 +194,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any]:
         on_weights=True,
         applies_to=("classifier",),
         inputs=_classifier_inputs,
+        false_fail="level",
     )
 )
 def population_attack(
@@ -188,6 +207,7 @@ def population_attack(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     level: float = DEFAULT_LEVEL,
     seed: int = 0,
+    alpha: float | None = None,
 ) -> PopulationAttackResult:
     """Threshold attack of forget-set scores against non-member scores on the unlearned model.
 
@@ -198,9 +218,14 @@ def population_attack(
     :class:`PopulationAttackResult`. FAIL if any applicable figure's interval lies wholly above
     chance (AUC above ``reference_auc``, TPR above its FPR); NOT_APPLICABLE if the AUC is not
     applicable; PASS otherwise, which means "not significantly member-like", not "forgotten".
+    ``alpha`` (the check's share of the audit's family-wise level), when given, sets the interval
+    level instead of ``level`` so that the check FAILs a model that forgot with chance at most
+    ``alpha`` (:func:`interval_level`).
     """
     members = np.asarray(forget_scores, dtype=np.float64)
     nonmembers = np.asarray(nonmember_scores, dtype=np.float64)
+    if alpha is not None:
+        level = interval_level(alpha, applicable_figures(members.size, nonmembers.size))
     figures = attack_figures(
         members,
         nonmembers,

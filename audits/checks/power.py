@@ -73,7 +73,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         "source": "original_model",
         # The original model's own held-out scores: the same test as the unlearned model gets.
         "nonmember_scores": evidence.original_nonmember_null_scores if calibrated else None,
-        "alpha": evidence.per_record_alpha,
+        "alpha": evidence.alpha_share("membership_lira"),
     }
 
 
@@ -125,7 +125,7 @@ def membership_power(
     n_detected = int(test.detected.sum())
     fraction = n_detected / n_tested if n_tested else 0.0
     interval = clopper_pearson(n_detected, n_tested, INTERVAL_LEVEL)
-    what = "the original model" if source == "original_model" else "the canary model"
+    what = "the original model" if source == "original_model" else "the model they were planted in"
 
     rule = (
         f"The per-record test ({p_value_rule(test, reference.variance)}; same alpha = "
@@ -183,7 +183,7 @@ def _canary_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
         "seen_scores": canaries.original_scores,
         "reference": canaries.reference,
         "nonmember_scores": canaries.original_nonmember_null_scores if calibrated else None,
-        "alpha": evidence.per_record_alpha,
+        "alpha": evidence.alpha_share("membership_lira"),
         # The canaries face the forget set's correction (or their own, when there are more of them).
         "n_tests": max(len(evidence.record_ids), len(canaries.record_ids)),
     }

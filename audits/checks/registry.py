@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar, get_args
 from audits.checks.evidence import MODEL_KINDS, Evidence, ModelKind
 from audits.checks.result import CheckResult
 from foundation.registry import Registry
+from workers.unlearning.catalogue import NOT_A_PERSONS_ERASURE
 
 # What a check is evidence of, which decides how the verdict treats it:
 #   forget:   a FAIL means a forgotten record (or the forget set) still looks like a member (a
@@ -35,6 +36,9 @@ from foundation.registry import Registry
 Role = Literal["forget", "power", "dp_bound", "retain", "utility", "diagnostic", "replay"]
 ROLES: tuple[Role, ...] = get_args(Role)
 WARNING_ROLES: tuple[Role, ...] = ("retain", "utility", "diagnostic")
+# How a forget-role check holds its false FAILs (CheckSpec.false_fail).
+FalseFail = Literal["level", "margin"]
+FALSE_FAILS: tuple[FalseFail, ...] = get_args(FalseFail)
 
 Inputs = Callable[[Any], Mapping[str, Any] | None]
 CheckFunction = TypeVar("CheckFunction", bound=Callable[..., CheckResult])
@@ -53,6 +57,11 @@ class CheckSpec:
     arguments, or to None when the evidence cannot support it (too few shadow models, say).
     A check with neither is run by whoever holds its inputs (a policy, a benchmark, a test).
     ``min_records``: the fewest forgotten records it can run on (the plan says so beforehand).
+    ``false_fail`` (``forget`` role only): how its chance of FAILing a model that forgot is held. ``"level"``: a test at a stated level that takes its share of the
+    audit's family-wise level as its ``alpha`` (:func:`audits.checks.verdict.family_alpha_shares`);
+    ``"margin"``: it FAILs beyond a margin from reference models' spread or a tolerance, which
+    gives no error rate, so it stays outside that level (the verdict names it); a forget-role check
+    that says neither is treated so too.
     """
 
     name: str
@@ -62,10 +71,14 @@ class CheckSpec:
     applies_to: tuple[ModelKind, ...] = ()
     inputs: Inputs | None = None
     min_records: int = 1
+    false_fail: FalseFail | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"check {self.name!r}: role {self.role!r} is not one of {ROLES}")
+        if self.false_fail is not None and (self.role != "forget" or self.false_fail not in FALSE_FAILS):
+            raise ValueError(f"check {self.name!r}: false_fail {self.false_fail!r} needs the forget role and one of "
+                             f"{FALSE_FAILS}")
         unknown = set(self.applies_to) - set(MODEL_KINDS)
         if unknown:
             raise ValueError(f"check {self.name!r}: unknown model kind(s) {sorted(unknown)}")
@@ -113,15 +126,31 @@ def run_checks(evidence: Evidence) -> list[CheckResult]:
     return results
 
 
+def checks_at_a_level(evidence: Evidence) -> list[str]:
+    """The checks that can FAIL a verdict at a stated level (``false_fail == "level"``) and that the
+    evidence supports (their adapter gives arguments): those that share the family-wise level, in
+    registry order. A check supported but not applicable at this size (too few records) keeps its
+    share: whether it applies is its own decision, made on the scores."""
+    return [name for name in CHECKS
+            if CHECKS.get(name).spec.false_fail == "level" and evidence.model_kind in CHECKS.get(name).spec.applies_to
+            and CHECKS.get(name).spec.inputs(evidence) is not None]
+
+
+def checks_for_kind(model_kind: ModelKind, false_fail: FalseFail) -> list[str]:
+    """The registered checks the audit runner runs on ``model_kind`` whose false FAILs are held as
+    ``false_fail`` says (all of them, before any evidence: what a plan can count on)."""
+    return [name for name in CHECKS
+            if CHECKS.get(name).spec.false_fail == false_fail and model_kind in CHECKS.get(name).spec.applies_to]
+
+
 def audit_cannot_confirm(*, guarantee_class: str, model_kind: ModelKind, records: int | None = None) -> str | None:
     """Why an audit of a ``guarantee_class`` result on a ``model_kind`` model cannot end PASS and so
     cannot confirm erasure, in plain words for the plan (shown before the method runs), or None
     when it can. Read off the registry: an approximate PASS needs every check whose spec says so,
     and a check the audit runner never runs on this kind of model, or on as few forgotten records
     as ``records`` (when given), can never be there."""
-    if guarantee_class == "suppressed":
-        return ("suppression is not erasure: the weights keep the data, so the DPO decides whether to "
-                "accept it (or choose an exact method)")
+    if guarantee_class in NOT_A_PERSONS_ERASURE:
+        return NOT_A_PERSONS_ERASURE[guarantee_class]
     if guarantee_class != "approximate":
         return None
     needed = [CHECKS.get(name).spec for name in CHECKS if CHECKS.get(name).spec.needed_for_approximate_pass]

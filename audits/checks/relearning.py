@@ -62,7 +62,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
 
 
 @register_check(CheckSpec(name="relearning", role="forget", on_weights=True, applies_to=("classifier",),
-                          inputs=_classifier_inputs))
+                          inputs=_classifier_inputs, false_fail="margin"))
 def relearning(*, unlearned: Mapping[str, float], references: Sequence[Mapping[str, float]],
                k_spread: float = DEFAULT_K_SPREAD, min_margin: float = DEFAULT_MIN_MARGIN,
                not_applicable: str | None = None) -> RelearningResult:

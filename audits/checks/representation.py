@@ -108,7 +108,7 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
 
 
 @register_check(CheckSpec(name="representation_retention", role="forget", on_weights=True,
-                          applies_to=("classifier",), inputs=_classifier_inputs))
+                          applies_to=("classifier",), inputs=_classifier_inputs, false_fail="margin"))
 def representation_retention(*, original: ArrayLike, unlearned: ArrayLike, references: Sequence[ArrayLike],
                              controls: Sequence[ArrayLike], is_forget: ArrayLike | None = None,
                              k_spread: float = DEFAULT_K_SPREAD,

@@ -11,6 +11,11 @@ tolerance; FAIL when the lower end exceeds it (significantly worse); INCONCLUSIV
 
 Inputs from models: the original and the unlearned model's scores on the same retain records
 and on the same non-member records, in the same order.
+
+The same question for the METHOD, where U-LiRA re-ran it on shadow models
+(:func:`retain_privacy_ulira`): on each unlearned shadow, the attack AUC of the kept records it
+trained on before and after the method, the mean change over the runs with a t interval, the same
+non-inferiority rule. Both only warn.
 """
 
 from __future__ import annotations
@@ -161,3 +166,100 @@ def retain_privacy(
         auc_change_ci=(low, high),
         **common,
     )
+
+
+# Two runs of the method at least: the change's spread across runs is the interval's.
+MIN_ULIRA_RUNS = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ULiRARetainPrivacyResult(CheckResult):
+    """The attack AUC on kept records before and after the method, over the U-LiRA runs."""
+
+    tolerance: float
+    level: float
+    runs: int
+    retain_records: tuple[int, ...]
+    auc_before: tuple[float, ...]
+    auc_after: tuple[float, ...]
+    mean_change: float | None
+    change_ci: tuple[float, float] | None
+
+
+def _ulira_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
+    """The retain figures of the runner's U-LiRA runs (``evidence.ulira_retain``); None when U-LiRA
+    did not run or measured none."""
+    figures = evidence.ulira_retain
+    if not figures:
+        return None
+    return {"auc_before": figures["auc_before"], "auc_after": figures["auc_after"],
+            "retain_records": figures["retain_records"]}
+
+
+@register_check(
+    CheckSpec(
+        name="retain_privacy_ulira",
+        role="retain",
+        applies_to=("classifier",),
+        inputs=_ulira_inputs,
+    )
+)
+def retain_privacy_ulira(
+    *,
+    auc_before: ArrayLike,
+    auc_after: ArrayLike,
+    retain_records: ArrayLike,
+    tolerance: float = DEFAULT_AUC_TOLERANCE,
+    level: float = DEFAULT_LEVEL,
+) -> ULiRARetainPrivacyResult:
+    """The change in the kept records' privacy that the audited METHOD causes, measured where it can
+    be repeated: on the shadow models U-LiRA unlearned (each run is one draw of "trained, then this
+    method"), not on the one audited model alone (:func:`retain_privacy`).
+
+    In: per unlearned shadow, the threshold attack's AUC of the kept records it trained on (a sample
+    of the audited model's retain set) against held-out records, on the shadow as trained
+    (``auc_before``) and after the method (``auc_after``), and how many kept records each run
+    scored. Out: :class:`ULiRARetainPrivacyResult`: the mean change after - before with a t
+    interval over the runs at ``level``; PASS if its upper end is within ``tolerance`` (AUC units,
+    as :func:`retain_privacy`), FAIL if its lower end exceeds it (the method exposes the records that
+    stay: the "privacy onion"), INCONCLUSIVE between; NOT_APPLICABLE with fewer than
+    :data:`MIN_ULIRA_RUNS` runs. Role ``retain``: it warns, never decides the verdict."""
+    from scipy import stats
+
+    if tolerance < 0:
+        raise ValueError("tolerance must be >= 0")
+    before, after = _paired("U-LiRA retain AUC", auc_before, auc_after)
+    counts = tuple(int(c) for c in np.asarray(retain_records).ravel())
+    if len(counts) != before.size:
+        raise ValueError(f"{len(counts)} retain-record counts for {before.size} runs")
+    pct = f"{level * 100:g}%"
+    rule = (
+        f"Over the U-LiRA runs (the method run on shadow models that trained on the records): the threshold "
+        f"attack's AUC on kept records each shadow trained on against held-out records, after the method minus "
+        f"before, mean over the runs with a {pct} t interval. PASS if its upper end <= tolerance "
+        f"{fmt(tolerance)}; FAIL if its lower end > {fmt(tolerance)} (a warning: kept records became more "
+        f"exposed); INCONCLUSIVE otherwise; NOT_APPLICABLE below {MIN_ULIRA_RUNS} runs."
+    )
+    common = {"check": "retain_privacy_ulira", "rule": rule, "tolerance": tolerance, "level": level,
+              "runs": int(before.size), "retain_records": counts, "auc_before": tuple(before.tolist()),
+              "auc_after": tuple(after.tolist())}
+    if before.size < MIN_ULIRA_RUNS:
+        return ULiRARetainPrivacyResult(
+            verdict=Verdict.NOT_APPLICABLE, mean_change=None, change_ci=None,
+            reason=f"Needs at least {MIN_ULIRA_RUNS} U-LiRA runs; got {before.size}.", **common)
+    change = after - before
+    mean = float(change.mean())
+    spread = float(change.std(ddof=1)) / np.sqrt(change.size)
+    half = float(stats.t.isf((1 - level) / 2, change.size - 1)) * spread
+    low, high = mean - half, mean + half
+    summary = (f"attack AUC on kept records {fmt(float(before.mean()))} -> {fmt(float(after.mean()))} on average over "
+               f"{before.size} run(s) of the method ({min(counts)}-{max(counts)} kept records each), change "
+               f"{fmt(mean)} ({pct} CI {fmt(low)} to {fmt(high)})")
+    if high <= tolerance:
+        verdict, reason = Verdict.PASS, f"{summary}: the method does not expose the kept records beyond the tolerance."
+    elif low > tolerance:
+        verdict, reason = Verdict.FAIL, f"{summary}: the method makes the kept records more exposed."
+    else:
+        verdict, reason = Verdict.INCONCLUSIVE, f"{summary}: the interval straddles the tolerance."
+    return ULiRARetainPrivacyResult(verdict=verdict, reason=reason, mean_change=mean, change_ci=(low, high),
+                                    **common)

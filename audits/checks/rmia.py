@@ -164,11 +164,11 @@ def _classifier_inputs(evidence: ClassifierEvidence) -> dict[str, Any] | None:
     if raw is None or evidence.shadow_reference is None:
         return None
     return {"record_ids": evidence.record_ids, **raw, "reference_out": evidence.shadow_reference.shadow_out,
-            "alpha": evidence.per_record_alpha}
+            "alpha": evidence.alpha_share("membership_rmia")}
 
 
 @register_check(CheckSpec(name="membership_rmia", role="forget", on_weights=True, applies_to=("classifier",),
-                          inputs=_classifier_inputs))
+                          inputs=_classifier_inputs, false_fail="level"))
 def membership_rmia(*, record_ids: Sequence[str], unlearned_conf: ArrayLike, original_conf: ArrayLike,
                     reference_conf: ArrayLike, reference_out: ArrayLike, population_unlearned_conf: ArrayLike,
                     population_original_conf: ArrayLike, population_reference_conf: ArrayLike,

@@ -84,11 +84,11 @@ def _inputs(evidence: ClassifierEvidence) -> dict | None:
     none ran (not an approximate result, no method to run, no shadow models)."""
     if evidence.ulira is None:
         return None
-    return {"record_ids": evidence.record_ids, **evidence.ulira, "alpha": evidence.per_record_alpha}
+    return {"record_ids": evidence.record_ids, **evidence.ulira, "alpha": evidence.alpha_share("unlearning_lira")}
 
 
 @register_check(CheckSpec(name="unlearning_lira", role="forget", on_weights=True, applies_to=("classifier",),
-                          inputs=_inputs))
+                          inputs=_inputs, false_fail="level"))
 def unlearning_lira(*, record_ids: Sequence[str], design: str, target_scores: ArrayLike,
                     unlearned_shadow_scores: ArrayLike, unlearned_shadow_held: ArrayLike,
                     out_shadow_scores: ArrayLike, out_shadow_mask: ArrayLike,

@@ -11,7 +11,8 @@ What counts, by class (see :mod:`audits.checks.guarantees` for the plain-words p
   records where they have power, the representation check, the relearning check, the population
   attack, equivalence (TOST) beyond the member margin, and LM memorisation. PASS only when the
   shadow policy holds, the per-record test ran on every record, every record is powered, none is
-  detected, and every aggregate metric is TOST-equivalent to the reference.
+  detected, every aggregate metric is TOST-equivalent to the reference, and U-LiRA, where it runs,
+  tested every record (an INCONCLUSIVE U-LiRA, its runs cut by the time budget say, blocks a PASS).
 * ``exact``: the lineage proof decides (new version trained on none of the records, every older
   copy purged); the statistics are sanity checks, and a member-side FAIL among them makes the
   verdict INCONCLUSIVE (a proof that the data contradict usually means a duplicate of the record
@@ -42,13 +43,16 @@ and names how many records lack power). Canaries planted in training show the pi
 memorisation in this model (``canary_power``); they are reported beside the records' own power and
 never stand in for it.
 
-The false-FAIL rate, family-wise over checks and records: each check that can FAIL the verdict
-states its level (:meth:`~audits.checks.result.CheckResult.false_fail_level`, family-wise over its
-own records: Holm), the per-record tests share one alpha (the audit runner divides it between
-them), and the verdict states the union bound, the sum of the levels of the checks that ran
-(Bonferroni: the chance that any of them FAILs a model that forgot is at most the sum). Checks
-whose rule is a margin from the reference models' spread (representation, relearning) or a
-tolerance (LM memorisation) have no nominal level and are named as such.
+The false-FAIL rate, family-wise over checks and records, held at :data:`FAMILY_WISE_LEVEL`
+(0.05): the checks that can FAIL the verdict at a stated level (``CheckSpec.false_fail ==
+"level"``: LiRA, RMIA, U-LiRA, the population attack, the equivalence test) and that the audit's
+evidence supports split it between them (:func:`with_family_alpha`, :func:`family_alpha_shares`:
+Bonferroni over the checks, the equivalence test keeping the alpha the plan declared, which the
+plan sets to its share, :func:`planned_alpha_share`); each holds its share over its own records
+(Holm) or figures. The verdict states the level held, the sum of the levels of the checks that ran
+(:meth:`~audits.checks.result.CheckResult.false_fail_level`). Checks whose rule is a margin from
+the reference models' spread (representation, relearning) or a tolerance (LM memorisation) have
+no nominal level: they are outside it and named as such.
 
 Which check is which comes from its registration (:class:`~audits.checks.registry.CheckSpec`):
 its ``role`` (forget, power, dp_bound, retain, utility), whether it reads its evidence off the
@@ -57,11 +61,19 @@ weights (``on_weights``), and whether the approximate class needs it for a PASS.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from audits.checks.registry import CHECKS, WARNING_ROLES, check_spec
+from audits.checks.evidence import ClassifierEvidence, ModelKind
+from audits.checks.registry import (
+    CHECKS,
+    WARNING_ROLES,
+    check_spec,
+    checks_at_a_level,
+    checks_for_kind,
+)
 from audits.checks.result import CheckResult, Verdict, fmt
 from workers.unlearning.base import GUARANTEE_CLASSES
 
@@ -74,12 +86,17 @@ RULES: dict[str, str] = {
         "counts both ways: a record the per-record test cannot detect on the original model (which "
         "trained on it) can neither FAIL nor PASS the verdict; its flag is reported, not counted. "
         "PASS only if there are enough shadow models per record, the per-record test ran on every "
-        "record, detects every record on the original model and none after unlearning, and every "
-        "declared aggregate metric is equivalent to the reference within its margins (TOST). "
+        "record, detects every record on the original model and none after unlearning, every "
+        "declared aggregate metric is equivalent to the reference within its margins (TOST), and "
+        "U-LiRA, where it runs (the method re-run on shadow models that held the records), tested "
+        "every record. "
         "INCONCLUSIVE otherwise, naming how many records lack power. Utility, retain-set privacy "
         "and the forgetting-quality score only warn. Canaries show the pipeline's sensitivity and "
-        "never stand in for the records' own power. The chance of a false FAIL is at most the sum "
-        "of the levels of the checks that can FAIL (stated with the result)."
+        "never stand in for the records' own power. The chance of a false FAIL is held at 0.05 "
+        "family-wise over the statistical checks and the records (the checks that run split it, each "
+        "holding its share over its records); the representation, relearning and LM memorisation "
+        "checks FAIL on margins from reference models, which give no error rate, and are outside it "
+        "(stated with the result)."
     ),
     "exact": (
         "exact: FAIL if the lineage proof fails (the new version trained on a forgotten record, "
@@ -116,6 +133,12 @@ RULES: dict[str, str] = {
         "membership check holds, every older copy is purged, and the per-record test against reference "
         "models from the same pipeline (for a language model, the memorisation test against held-out "
         "records) detected none of the records; the test's demonstrated power is stated beside it."
+    ),
+    "concept_erased": (
+        "concept_erased (an attribute, never a person's data): PASS if the concept probe ran and its linear "
+        "probe reads the attribute at chance within its tolerance; FAIL if it FAILed; INCONCLUSIVE if it did not "
+        "run or could not show anything. The guarantee holds against linear probes only; the non-linear "
+        "probe's figure is reported, not counted. Checks about records do not count."
     ),
 }
 
@@ -245,6 +268,8 @@ def final_verdict(
         verdict, reasons = _dp_bounded(dp_results, member_fails)
     elif guarantee_class == "exact_attested":
         verdict, reasons = _exact_attested(by_name, lineage, member_fails)
+    elif guarantee_class == "concept_erased":
+        verdict, reasons = _concept_erased(by_name)
     else:
         verdict, reasons = _suppressed(suppression, member_fails)
 
@@ -267,9 +292,84 @@ def final_verdict(
     )
 
 
+def _concept_erased(by_name: dict[str, list[CheckResult]]) -> tuple[Verdict, list[str]]:
+    """The concept probe alone decides: the class promises nothing about records."""
+    probes = by_name.get("concept_probe", [])
+    if not probes:
+        return Verdict.INCONCLUSIVE, ["The concept probe did not run: nothing shows the attribute was erased."]
+    failed = [r for r in probes if r.verdict == Verdict.FAIL]
+    if failed:
+        return Verdict.FAIL, [_describe(r) for r in failed]
+    if all(r.verdict == Verdict.PASS for r in probes):
+        return Verdict.PASS, [_describe(r) for r in probes]
+    return Verdict.INCONCLUSIVE, [_describe(r) for r in probes if r.verdict != Verdict.PASS]
+
+
+# The chance that an audit FAILs a model that did forget the records, family-wise over every check
+# that can FAIL it at a stated level and over their records.
+FAMILY_WISE_LEVEL = 0.05
+
+
+def family_alpha_shares(*, level: float, checks: Sequence[str],
+                        declared: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Split the family-wise ``level`` between ``checks`` (Bonferroni: if each FAILs a model that
+    forgot with chance at most its share, any of them does with chance at most the sum).
+
+    Equal shares, ``level / len(checks)``, except that a check with a ``declared`` alpha (fixed
+    before the audit: the equivalence test's, by the plan) keeps it where it is no larger than the
+    equal share and is cut to the equal share where it is larger; the other checks split what is
+    left equally. Out: name -> share, in ``checks`` order, summing to ``level`` (to less only when
+    every check declared a smaller alpha); empty for no checks. Raises ``ValueError`` for a level
+    outside (0, 1), a repeated name, or a declared alpha outside (0, 1) or for a check not listed."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"the family-wise level must lie in (0, 1), got {level}")
+    names = list(checks)
+    if len(set(names)) != len(names):
+        raise ValueError(f"each check takes one share; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+    declared = dict(declared or {})
+    unknown = sorted(set(declared) - set(names))
+    if unknown:
+        raise ValueError(f"declared alpha for check(s) not in the family: {unknown}")
+    bad = {name: a for name, a in declared.items() if not 0.0 < float(a) < 1.0}
+    if bad:
+        raise ValueError(f"a declared alpha must lie in (0, 1): {bad}")
+    if not names:
+        return {}
+    equal = level / len(names)
+    fixed = {name: min(float(declared[name]), equal) for name in names if name in declared}
+    free = [name for name in names if name not in fixed]
+    rest = (level - sum(fixed.values())) / len(free) if free else 0.0
+    return {name: fixed.get(name, rest) for name in names}
+
+
+def planned_alpha_share(model_kind: ModelKind, *, level: float = FAMILY_WISE_LEVEL) -> float:
+    """The equal share of the family-wise ``level`` of each check that can FAIL an audit of a
+    ``model_kind`` model at a stated level, counting every such check the runner may run on it
+    (what the plan can know before any score): the alpha the plan declares for the equivalence test.
+    At the audit, the checks that run split what is left (:func:`family_alpha_shares`)."""
+    names = checks_for_kind(model_kind, "level")
+    if not names:
+        raise ValueError(f"no check can FAIL a {model_kind} audit at a stated level")
+    return level / len(names)
+
+
+def with_family_alpha(evidence: ClassifierEvidence, *, level: float = FAMILY_WISE_LEVEL) -> ClassifierEvidence:
+    """``evidence`` with each statistical check's share of the family-wise ``level``
+    (``check_alpha``): the checks that can FAIL at a stated level and that the evidence supports
+    (:func:`audits.checks.registry.checks_at_a_level`) split it, the equivalence test keeping the
+    alpha its declared margins carry (or its equal share, if that is smaller)."""
+    names = checks_at_a_level(evidence)
+    margins = evidence.equivalence_margins
+    declared = ({"equivalence_tost": margins.alpha}
+                if margins is not None and "equivalence_tost" in names else None)
+    return dataclasses.replace(evidence, check_alpha=family_alpha_shares(level=level, checks=names,
+                                                                         declared=declared))
+
+
 def _false_fail_statement(counted: Sequence[CheckResult]) -> tuple[float | None, str]:
-    """The union bound on a false FAIL over the checks that could FAIL this verdict (role ``forget``,
-    run and applicable), and it in plain words; (None, "") when none ran."""
+    """The level at which a false FAIL is held over the checks that could FAIL this verdict (role
+    ``forget``, run and applicable): the sum of the levels of those that state one, and it in plain
+    words with the margin-based checks named as outside it; (None, "") when none ran."""
     can_fail = [r for r in counted if check_spec(r.check).role == "forget" and r.verdict != Verdict.NOT_APPLICABLE]
     if not can_fail:
         return None, ""
@@ -279,14 +379,23 @@ def _false_fail_statement(counted: Sequence[CheckResult]) -> tuple[float | None,
     bound = min(1.0, sum(level for _, level in stated)) if stated else None
     text = ""
     if stated:
-        text = (f"The chance that the checks which can FAIL this verdict find a forgotten record on the member "
-                f"side of a model that did forget it is at most {fmt(bound)}: the sum of their levels ("
-                + ", ".join(f"{name} {fmt(level)}" for name, level in stated)
-                + "; each per-record test holds its level over all the records by Holm's correction).")
+        shares = ", ".join(f"{name} {fmt(level)}" for name, level in stated)
+        if bound <= FAMILY_WISE_LEVEL * (1 + 1e-9):
+            text = (f"The chance that this audit's statistical checks find a forgotten record on the member side of "
+                    f"a model that did forget it is held at {fmt(bound)}, family-wise over the checks and the "
+                    f"records: the checks that ran split the platform's level of {fmt(FAMILY_WISE_LEVEL)} between "
+                    f"them ({shares}), and each holds its share over all the records by Holm's correction (the "
+                    "population attack over its figures).")
+        else:
+            text = (f"The chance that the checks which can FAIL this verdict find a forgotten record on the member "
+                    f"side of a model that did forget it is at most {fmt(bound)}, the sum of their levels ({shares}),"
+                    f" which is above the platform's family-wise level of {fmt(FAMILY_WISE_LEVEL)}: these levels "
+                    "were not split between the checks.")
     if unstated:
-        text += ((" " if text else "") + f"{', '.join(unstated)} state no error rate: "
-                 "their thresholds are margins from the reference models' spread or tolerances, so their "
-                 "false FAILs are not in this bound" + (" (none is stated)." if not stated else "."))
+        text += ((" " if text else "") + f"Outside that level: {', '.join(unstated)}. They FAIL only when the model "
+                 "keeps more of the forgotten data than every reference model by a margin set from the references' "
+                 "spread, or beyond a tolerance, which is not a test at a stated level: no error rate can be "
+                 "attached to their FAIL" + (" (no check here states one)." if not stated else "."))
     return bound, text
 
 
@@ -335,6 +444,8 @@ def _approximate(
     # Over-forgetting makes the deletion detectable: not a member-side FAIL, but no PASS either.
     # (A needed check's over-forgetting FAIL is already a missing PASS above.)
     missing += [_describe(r) for r in counted if _over_forgetting_fail(r) and r.check not in needed]
+    missing += [_unfinished_when_it_applies(r) for r in counted
+                if r.check in _NEEDED_WHEN_IT_RUNS and r.verdict == Verdict.INCONCLUSIVE]
     if missing:
         return Verdict.INCONCLUSIVE, missing
     return Verdict.PASS, [
@@ -342,6 +453,21 @@ def _approximate(
         "model (its power, record by record), and every aggregate metric is equivalent to the reference "
         "within its declared margins."
     ]
+
+
+# Checks that an approximate PASS needs whenever they run, though not every audit can run them:
+# U-LiRA runs the result's own method on the shadows, which needs a platform job that made the
+# version (a result made elsewhere has no method to run: then it does not run, and says why).
+# Where it runs and cannot test every record (its time budget cut the method's runs, too few
+# shadows held a record), whether the method leaves a trace a retrain does not is not shown.
+_NEEDED_WHEN_IT_RUNS = ("unlearning_lira",)
+
+
+def _unfinished_when_it_applies(result: CheckResult) -> str:
+    return (f"{result.check} INCONCLUSIVE: the test of the method itself (U-LiRA: the same method run on shadow "
+            "models that trained on the records, against shadow models that never saw them) applies to this "
+            "result but could not test every record, so it is not shown that the method leaves no trace a "
+            f"retrain would not; an approximate result cannot PASS without it. {result.reason}")
 
 
 def _exact(lineage: LineageProof | None, member_fails: list[str],

@@ -46,6 +46,10 @@ PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
 # Example arguments of the checks the audit runner does not feed.
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
+    "concept_probe": lambda: {
+        "representations": np.random.default_rng(3).normal(size=(60, 4)),
+        "attribute": np.arange(60) % 2,
+    },
     "dp_group_privacy": lambda: {
         "epsilon": 1.0,
         "delta": 1e-5,
@@ -114,6 +118,11 @@ def classifier_evidence(*, with_shadows: bool = True) -> ClassifierEvidence:
             "unlearned_shadow_scores": shadow - 6.0 * is_in, "unlearned_shadow_held": is_in,
             "out_shadow_scores": shadow, "out_shadow_mask": ~is_in,
         },
+        # The same runs' attack AUC on the kept records each shadow trained on, before and after.
+        ulira_retain=None if not with_shadows else {
+            "auc_before": np.array([0.55, 0.56, 0.54]), "auc_after": np.array([0.55, 0.57, 0.54]),
+            "retain_records": np.array([20, 21, 19]),
+        },
         # A forgotten class: representations of 12 inputs that a head-only edit left as they were,
         # and the recovery after fine-tuning on forget-like examples.
         forget_references=ForgetReferenceFigures(
@@ -136,6 +145,7 @@ def language_model_evidence() -> LanguageModelEvidence:
         utility=UtilityFigures(
             metric="perplexity", retain=12.0, test=15.0, original_retain=11.5, original_test=14.8
         ),
+        reference_record_ids=tuple(keys), references_per_record=(4, 4, 2), min_references=4,
     )
 
 
@@ -275,7 +285,7 @@ def test_without_shadow_models_the_per_record_test_and_its_power_do_not_run():
         for n in CHECKS
         if "classifier" in check_spec(n).applies_to
         and n not in ("canary_power", "equivalence_tost", "membership_lira", "membership_power", "membership_rmia",
-                      "unlearning_lira")
+                      "retain_privacy_ulira", "unlearning_lira")
     ]
 
 

@@ -14,6 +14,7 @@ from audits.checks.membership import (
     membership_test,
 )
 from audits.checks.result import Verdict
+from audits.checks.stats import holm_adjust
 from tests.audits.checks.helpers import held_out_population, record_ids, shadow_population
 
 
@@ -249,3 +250,40 @@ def test_calibration_inputs_are_validated():
     ref = fit_shadow_reference(np.arange(8.0).reshape(4, 2), is_in, nonmember_shadow_scores=np.zeros((4, 5)))
     with pytest.raises(ValueError, match="nonmember_scores shape"):
         lira_p_values([0.0, 0.0], ref, nonmember_scores=[0.0] * 4)
+
+
+def _hard_records_easy_held_out(rng, n_records, *, gap=0.0, n_held_out=300):
+    """Issue 23's mismatch: forgotten records whose OUT shadow scores spread with 1 and which the
+    tested model scores like one more shadow model (+ ``gap`` as members), held-out records that
+    every model scores within 0.4 of their baseline (easy records: a narrow null)."""
+    baselines, shadow, is_in = shadow_population(rng, 16, n_records, gap=3.0)
+    held_baselines = rng.normal(0.0, 2.0, n_held_out)
+    held_out_shadow = held_baselines + rng.normal(0.0, 0.4, (16, n_held_out))
+    held_out = held_baselines + rng.normal(0.0, 0.4, n_held_out)
+    ref = fit_shadow_reference(shadow, is_in, nonmember_shadow_scores=held_out_shadow)
+    return ref, baselines + gap + rng.normal(0.0, 1.0, n_records), held_out
+
+
+def test_hard_records_are_not_falsely_flagged_against_a_null_of_easy_records():
+    """A held-out null narrower than the forgotten records' own spread flags forgotten records
+    beyond its largest value; the Student-t floor (the record's own OUT fit) holds the level, and
+    members are still detected."""
+    rng = np.random.default_rng(23)
+    n_sets, n_records, alpha = 60, 20, 0.05
+    false_fails = {True: 0, False: 0}
+    for _ in range(n_sets):
+        ref, forgotten, held_out = _hard_records_easy_held_out(rng, n_records)
+        for floor in (True, False):
+            # The default (True: the floor) against the held-out null alone (False).
+            p = lira_p_values(forgotten, ref, nonmember_scores=held_out, predictive_floor=None if floor else False)
+            false_fails[floor] += bool(np.any(holm_adjust(p, n_tests=n_records) <= alpha))
+    assert false_fails[False] / n_sets > 0.3  # the held-out null alone: far above alpha
+    assert false_fails[True] / n_sets <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / n_sets)
+    ref, members, held_out = _hard_records_easy_held_out(rng, n_records, gap=8.0)
+    result = membership_test(record_ids=record_ids(n_records), unlearned_scores=members, reference=ref,
+                             nonmember_scores=held_out, alpha=alpha)
+    assert result.verdict == Verdict.FAIL and result.n_detected >= 15
+    assert "Student-t predictive tail" in result.rule
+    # The floor is the larger p-value, so expected power uses the larger threshold.
+    power = expected_power(ref, alpha, n_records, nonmember_scores=held_out)
+    assert np.all(power <= expected_power(ref, alpha, n_records, nonmember_scores=held_out, predictive_floor=False))

@@ -66,11 +66,13 @@ def test_results_round_trip_through_strict_json(result: CheckResult):
 def test_every_check_module_is_registered_and_unknown_names_raise():
     assert set(CHECKS.names()) == {
         "canary_power",
+        "concept_probe",
         "dp_group_privacy",
         "equivalence_tost",
         "exact_replay",
         "platform_forgetting_quality",
         "lm_memorisation",
+        "lm_reference_policy",
         "membership_lira",
         "membership_power",
         "membership_rmia",
@@ -80,6 +82,7 @@ def test_every_check_module_is_registered_and_unknown_names_raise():
         "shadow_policy",
         "unlearning_lira",
         "retain_privacy",
+        "retain_privacy_ulira",
         "shadow_procedure",
         "utility",
     }

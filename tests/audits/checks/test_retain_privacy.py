@@ -54,3 +54,25 @@ def test_mismatched_inputs_raise():
             nonmember_scores_before=[0.0],
             nonmember_scores_after=[0.0],
         )
+
+
+def test_the_methods_effect_on_kept_records_over_the_u_lira_runs_warns_when_it_exposes_them():
+    from audits.checks.retain_privacy import retain_privacy_ulira
+    from audits.checks.verdict import final_verdict
+
+    rng = np.random.default_rng(0)
+    before = rng.uniform(0.52, 0.58, 8)
+    counts = np.full(8, 120)
+    same = retain_privacy_ulira(auc_before=before, auc_after=before + rng.normal(0, 0.003, 8), retain_records=counts)
+    assert same.verdict == Verdict.PASS and same.change_ci[1] <= same.tolerance, same.reason
+    # Every run of the method makes the kept records it trained on 0.08 easier to tell from held-out ones.
+    exposed = retain_privacy_ulira(auc_before=before, auc_after=before + 0.08 + rng.normal(0, 0.01, 8),
+                                   retain_records=counts)
+    assert exposed.verdict == Verdict.FAIL and exposed.change_ci[0] > exposed.tolerance
+    assert "more exposed" in exposed.reason and "8 run(s)" in exposed.reason
+    assert retain_privacy_ulira(auc_before=before[:1], auc_after=before[:1], retain_records=counts[:1]).verdict == (
+        Verdict.NOT_APPLICABLE)
+    # Role retain: it warns beside the verdict and never decides it.
+    verdict = final_verdict(guarantee_class="approximate", checks=[exposed])
+    assert any(w.startswith("retain_privacy_ulira FAIL") for w in verdict.warnings)
+    assert verdict.verdict != Verdict.FAIL

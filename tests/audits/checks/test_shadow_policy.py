@@ -46,3 +46,25 @@ def test_an_approximate_pass_needs_it_and_an_exact_one_reports_it():
 def test_a_minimum_below_one_is_refused():
     with pytest.raises(ValueError, match="minimum"):
         shadow_policy(record_ids=record_ids(1), out_per_record=np.array([3]), shadow_models=6, minimum=0)
+
+
+def test_a_language_model_audit_states_its_own_minimum_of_held_out_references_per_record():
+    from audits.checks.evidence import LanguageModelEvidence, UtilityFigures
+    from audits.checks.registry import run_checks
+    from audits.checks.shadow_policy import lm_reference_policy
+
+    short = lm_reference_policy(record_ids=["a", "b", "c"], references_per_record=[4, 2, 0], minimum=4)
+    assert short.verdict == Verdict.INCONCLUSIVE and short.short == ("b", "c")
+    assert short.references_per_record == (4, 2, 0)
+    assert "2 of 3 record(s) have fewer than 4 held-out records of their format" in short.reason
+    assert "(the fewest: 0)" in short.reason and "trains no shadow models" in short.rule
+    assert lm_reference_policy(record_ids=["a"], references_per_record=[6], minimum=4).verdict == Verdict.PASS
+    with pytest.raises(ValueError, match="minimum"):
+        lm_reference_policy(record_ids=["a"], references_per_record=[6], minimum=0)
+    # The audit of a language model runs it from its evidence, at the minimum the evidence carries.
+    evidence = LanguageModelEvidence(
+        memorisation=(), reference_memorisation=(),
+        utility=UtilityFigures(metric="perplexity", retain=12.0, test=15.0, original_retain=11.5, original_test=14.8),
+        reference_record_ids=("a", "b"), references_per_record=(8, 5), min_references=6)
+    [policy] = [r for r in run_checks(evidence) if r.check == "lm_reference_policy"]
+    assert policy.verdict == Verdict.INCONCLUSIVE and policy.minimum == 6 and policy.short == ("b",)
