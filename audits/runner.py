@@ -300,6 +300,13 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
 
     producer = Job.objects.filter(result_version=new).first()
     method = producer.method if producer is not None else ""
+    # Requests batched into one job share its new version, and each has an audit of its own: the
+    # version was rebuilt without every record of the job, not only this request's (whose batch-mates
+    # may be erased from the dataset files by now, when their requests ended first).
+    removed = set(forget_keys)
+    if producer is not None and producer.forget_record_ids:
+        removed |= set(DataRecord.objects.filter(id__in=producer.forget_record_ids).values_list("external_key", flat=True))
+    forget_keys = sorted(removed)
     recorded = (store.manifest(new.artifact_sha256).extra.get("unlearning") or {}).get("details", {}).get("environment")
     rows = [MembershipRow(*row) for row in selectors.version_membership(version=source)]
     retain = with_canaries(dataset_split(dataset, "train"), dataset).subset(retain_keys(rows, forget_keys))
