@@ -26,9 +26,8 @@ from tests.audits.conftest import dev_identity  # noqa: F401 (fixture)
 from tests.flows import run_job
 from tests.worker_process import WorkerProcess, purge_broker
 
-# slow (RUN_SLOW=1) for now: 5-9 min on 2 shared cores, and not yet seen passing whole after the last
-# fixes (the stale-release re-send); an open race (an audit reading a record another request just
-# erased from the dataset file) can still fail it. Run it alone: it shares the test broker.
+# slow (RUN_SLOW=1): about 3 min on 2 shared cores (passed whole on 2026-12-07 in 175 s), more than
+# make test's budget for one issue. Run it alone: it shares the test broker.
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True),
               pytest.mark.timeout(900)]
 
