@@ -313,9 +313,12 @@ AUDIT_FORGET_CONTROLS = env_int("AUDIT_FORGET_CONTROLS", 2, minimum=0)
 # U-LiRA of an approximate result (audits.unlearned_shadows): the method is run again on at most this
 # many shadow models that held the forgotten records (16: each record gets 4 or more runs with 32
 # shadows in pairs), within this many seconds of the audit (a slower method gets fewer runs, and the
-# audit says so); 0 shadows turns it off.
+# audit says so); 0 shadows turns it off. An INCONCLUSIVE U-LiRA blocks an approximate PASS, so the
+# budget must let every record reach 4 runs: on the demo's MNIST model a fine-tune run takes about 6 s
+# on 2 quiet cores and 8 random records need 7 runs (median; at most 12) of 32 paired shadows
+# (benchmarks/audit_time.py, 2026-12-07: 30 s allowed 5 runs, INCONCLUSIVE), hence 90 s.
 AUDIT_ULIRA_MAX_SHADOWS = env_int("AUDIT_ULIRA_MAX_SHADOWS", 16, minimum=0)
-AUDIT_ULIRA_SECONDS = env_float("AUDIT_ULIRA_SECONDS", 30.0, minimum=0.0)
+AUDIT_ULIRA_SECONDS = env_float("AUDIT_ULIRA_SECONDS", 90.0, minimum=0.0)
 # A language model's audit trains no shadow models: its reference for a forgotten record ("a model
 # that never saw it") is the same version on held-out records of the record's format, which no
 # version trained on (audits.lm_evidence). Its own minimum: at least this many such records per
