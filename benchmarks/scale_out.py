@@ -65,20 +65,12 @@ def start_workers(count: int, logs: Path) -> list[subprocess.Popen]:
 
 def run_batch(records, timeout: float) -> float:
     """File, verify and approve one request per record; drive them to their end. Seconds taken."""
-    from deletion import decisions, intake
-    from deletion.models import DeletionRequest, ModelOutcome
+    from deletion.models import DeletionRequest
+    from tests.flows import approved_request, outcomes_settle
     from workers.jobs import jobs_sweep_stale
 
-    evidence = {"method": "email-link", "verified_at": "2026-12-07T10:00:00Z", "verifier": "bench"}
     started = time.monotonic()
-    requests = []
-    for record in records:
-        request, _ = intake.deletion_request_create(client=None, body={
-            "identifiers": {}, "record_keys": [{"dataset": f"{record.dataset.name}@{record.dataset.version}",
-                                                "record_key": record.external_key}],
-            "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "benchmark"})
-        request = decisions.deletion_request_verify(request=request, actor="bench", evidence=evidence)
-        requests.append(decisions.deletion_request_approve(request=request, actor="bench"))
+    requests = [approved_request([record]) for record in records]
     ended = {"COMPLETED", "CLOSED_RISK_ACCEPTED", "FAILED"}
     while True:
         statuses = list(DeletionRequest.objects.filter(pk__in=[r.pk for r in requests]).values_list("status", flat=True))
@@ -90,17 +82,7 @@ def run_batch(records, timeout: float) -> float:
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"batch not done after {timeout} s: {sorted(statuses)}")
         jobs_sweep_stale()
-        for outcome in ModelOutcome.objects.filter(request__in=requests,
-                                                   status__in=["audit_failed", "awaiting_decision",
-                                                               "awaiting_deployment"]):
-            if outcome.status in ("audit_failed", "awaiting_decision"):
-                for dpo in ("alice", "bob"):
-                    decisions.outcome_risk_accept(request=outcome.request, actor=dpo,
-                                                  model_version_id=outcome.model_version_id, reason="benchmark")
-                outcome.refresh_from_db()
-            if outcome.status == "awaiting_deployment":
-                decisions.deployment_confirm(request=outcome.request, actor="serving", manual=True,
-                                             new_version_id=outcome.new_version_id)
+        outcomes_settle(requests, reason="benchmark")
         time.sleep(0.5)
 
 

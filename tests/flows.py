@@ -1,5 +1,6 @@
 """Steps many tests take on the way to an audited deletion: run a job in-process, file an erasure
-request for some records and take it to approval."""
+request for some records and take it to approval, and play the DPOs and the serving side for
+requests that workers are taking through."""
 
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ def approved_request(records: Iterable, **approve):
         "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
     request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
     return decisions.deletion_request_approve(request=request, actor="tests", **approve)
+
+
+def outcomes_settle(requests: Iterable, *, reason: str) -> None:
+    """One pass over ``requests``' model outcomes: where an audit did not confirm the deletion, two
+    DPO users (alice, bob) accept the residual risk with ``reason``; a new version awaiting
+    deployment is confirmed by the serving side. For loops that wait on real workers."""
+    from deletion.models import ModelOutcome
+
+    for outcome in ModelOutcome.objects.filter(request__in=list(requests),
+                                               status__in=["audit_failed", "awaiting_decision", "awaiting_deployment"]):
+        if outcome.status in ("audit_failed", "awaiting_decision"):
+            for dpo in ("alice", "bob"):
+                decisions.outcome_risk_accept(request=outcome.request, actor=dpo,
+                                              model_version_id=outcome.model_version_id, reason=reason)
+            outcome.refresh_from_db()
+        if outcome.status == "awaiting_deployment":
+            decisions.deployment_confirm(request=outcome.request, actor="serving", manual=True,
+                                         new_version_id=outcome.new_version_id)
 
 
 def registered_over_api(client, *, name: str, architecture: dict, dataset, keys, recipe: str = "plain",

@@ -160,13 +160,8 @@ class S3Objects:
 
     def get(self, relative: str) -> bytes | None:
         """The object's current bytes, or None when there is none."""
-        try:
-            response = self.client.get_object(Bucket=self.location.bucket, Key=self.location.key(relative))
-        except self._errors() as exc:
-            if _code(exc) in {"NoSuchKey", "404", "NotFound"}:
-                return None
-            raise
-        return response["Body"].read()
+        found = self.get_with_metadata(relative)
+        return None if found is None else found[0]
 
     def exists(self, relative: str) -> bool:
         try:

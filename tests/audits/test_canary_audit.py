@@ -27,14 +27,12 @@ reported, never standing in), not of canary power on this set: halves 5 are one 
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
 from models_registry.models import DataRecord
 from tests import factories
-from tests.audits.audit_jobs import check
+from tests.audits.audit_jobs import check, fix_shadow_halves
 from tests.flows import run_job
 from workers.jobs import job_create
 from workers.models import JobKind
@@ -56,16 +54,7 @@ MEMORISING_MLP = {
 
 @pytest.fixture(autouse=True)
 def _fixed_halves(monkeypatch):
-    from workers.runners import shadow
-
-    halves = shadow.shadow_half
-
-    def fixed(keys, *, version_id, index):
-        # Canary keys name the training job (canary-j<job>-NNNN): hashed without it.
-        alias = {re.sub(r"^canary-j\d+-", "canary-", key): key for key in keys}
-        return sorted(alias[key] for key in halves(sorted(alias), version_id=HALVES_OF, index=index))
-
-    monkeypatch.setattr(shadow, "shadow_half", fixed)
+    fix_shadow_halves(monkeypatch, halves_of=HALVES_OF)
 
 
 @pytest.fixture(autouse=True)

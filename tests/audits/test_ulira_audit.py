@@ -31,6 +31,7 @@ import torch
 from models_registry.models import DataRecord
 from tests import factories
 from tests.audits.audit_jobs import check as _check
+from tests.audits.audit_jobs import fix_shadow_halves
 from tests.flows import run_job as _run
 from workers.jobs import job_create
 from workers.models import Job, JobKind
@@ -58,11 +59,7 @@ HALVES_OF = 1
 
 @pytest.fixture(autouse=True)
 def _fixed_halves(monkeypatch):
-    from workers.runners import shadow
-
-    halves = shadow.shadow_half
-    monkeypatch.setattr(shadow, "shadow_half", lambda keys, *, version_id, index: halves(
-        keys, version_id=HALVES_OF, index=index))
+    fix_shadow_halves(monkeypatch, halves_of=HALVES_OF)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ import pytest
 
 from tests import factories
 from tests.audits.conftest import dev_identity  # noqa: F401 (fixture)
-from tests.flows import run_job
+from tests.flows import outcomes_settle, run_job
 from tests.worker_process import WorkerProcess, purge_broker
 
 # slow (RUN_SLOW=1): about 3 min on 2 shared cores (passed whole on 2026-12-07 in 175 s), more than
@@ -147,8 +147,7 @@ def _drive(requests, hosts: Hosts, *, timeout: float) -> None:
     """Play DPO, serving side and beat until every request ended: accept the residual risk of a
     result the audit did not pass (two DPOs; no shadow models here, so no audit passes), confirm new versions, sweep stale jobs,
     and kill host 0's worker mid-job until it was killed KILLS times."""
-    from deletion import decisions
-    from deletion.models import DeletionRequest, ModelOutcome
+    from deletion.models import DeletionRequest
     from workers.jobs import jobs_sweep_stale
 
     ended = {"COMPLETED", "CLOSED_RISK_ACCEPTED", "FAILED"}
@@ -163,17 +162,7 @@ def _drive(requests, hosts: Hosts, *, timeout: float) -> None:
         if len(hosts.kills) < KILLS:
             hosts.kill_mid_job(0)
         jobs_sweep_stale()
-        for outcome in ModelOutcome.objects.filter(request__in=requests,
-                                                   status__in=["audit_failed", "awaiting_decision",
-                                                               "awaiting_deployment"]):
-            if outcome.status in ("audit_failed", "awaiting_decision"):
-                for dpo in ("alice", "bob"):
-                    decisions.outcome_risk_accept(request=outcome.request, actor=dpo,
-                                                  model_version_id=outcome.model_version_id, reason="multi-host test")
-                outcome.refresh_from_db()
-            if outcome.status == "awaiting_deployment":
-                decisions.deployment_confirm(request=outcome.request, actor="serving", manual=True,
-                                             new_version_id=outcome.new_version_id)
+        outcomes_settle(requests, reason="multi-host test")
         time.sleep(0.5)
 
 

@@ -76,7 +76,7 @@ from workers.unlearning.base import (
     UnlearningResult,
     no_progress,
 )
-from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod, _Cycle
+from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod
 from workers.unlearning.lm.lora import rng_scope
 from workers.unlearning.lm.losses import IGNORE_INDEX, average_token_nll, mean_token_nll
 from workers.unlearning.lm.projections import decoder_layers
@@ -193,12 +193,8 @@ class FactLookupUnlearning(LMUnlearningMethod, name="fact_lookup"):
                 progress: ProgressCallback = no_progress, **context: Any) -> tuple[Any, UnlearningResult]:
         started = time.perf_counter()
         cfg = self.config
-        forget_batches = [self._prepare(b, device) for b in forget]
-        if not forget_batches:
-            raise ValueError(f"{self.name}: the forget set is empty")
-        retain_stream = _Cycle(retain, "retain") if self.uses_retain else None
+        forget_batches, retain_stream, forget_keys = self._inputs(forget, retain, device)
         probe = [self._prepare(b, device) for b in retain_stream.peek(len(forget_batches))] if retain_stream else []
-        forget_keys = sorted({k for b in forget_batches for k in b["record_keys"]})
 
         work = copy.deepcopy(model).to(device).eval()
         requires_grad = {n: p.requires_grad for n, p in work.named_parameters()}

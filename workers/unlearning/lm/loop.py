@@ -112,11 +112,7 @@ class LMUnlearningMethod(UnlearningMethod):
         """
         started = time.perf_counter()
         cfg = self.config
-        forget_batches = [self._prepare(b, device) for b in forget]
-        if not forget_batches:
-            raise ValueError(f"{self.name}: the forget set is empty")
-        retain_stream = _Cycle(retain, "retain") if self.uses_retain else None
-        forget_keys = sorted({k for b in forget_batches for k in b["record_keys"]})
+        forget_batches, retain_stream, forget_keys = self._inputs(forget, retain, device)
 
         work = copy.deepcopy(model).to(device)
         requires_grad = {n: p.requires_grad for n, p in work.named_parameters()}
@@ -192,6 +188,15 @@ class LMUnlearningMethod(UnlearningMethod):
         if cfg.stop_at_held_out and held_out:
             return average_token_nll(model, [self._prepare(b, device) for b in held_out], device), "held_out"
         return None, "configured"
+
+    def _inputs(self, forget: Any, retain: Any, device: str) -> tuple[list[dict[str, Any]], Any, list[str]]:
+        """The forget batches prepared on ``device`` (refused when empty), the retain stream (None
+        when the method reads no retain set) and the forgotten record keys, sorted."""
+        forget_batches = [self._prepare(b, device) for b in forget]
+        if not forget_batches:
+            raise ValueError(f"{self.name}: the forget set is empty")
+        retain_stream = _Cycle(retain, "retain") if self.uses_retain else None
+        return forget_batches, retain_stream, sorted({k for b in forget_batches for k in b["record_keys"]})
 
     def _prepare(self, batch: dict[str, Any], device: str) -> dict[str, Any]:
         """Check an LM batch, cut it to ``max_length`` tokens and move it to ``device``."""

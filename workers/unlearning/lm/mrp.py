@@ -42,7 +42,6 @@ from workers.unlearning.base import (
     no_progress,
 )
 from workers.unlearning.lm.grad_diff import GradDiff, GradDiffConfig
-from workers.unlearning.lm.loop import _Cycle
 from workers.unlearning.lm.lora import rng_scope
 from workers.unlearning.lm.losses import average_token_nll
 from workers.unlearning.lm.projections import (
@@ -87,11 +86,7 @@ class MRP(GradDiff, name="mrp"):
                 progress: ProgressCallback = no_progress, **context: Any) -> tuple[Any, UnlearningResult]:
         started = time.perf_counter()
         cfg = self.config
-        forget_batches = [self._prepare(b, device) for b in forget]
-        if not forget_batches:
-            raise ValueError(f"{self.name}: the forget set is empty")
-        retain_stream = _Cycle(retain, "retain") if self.uses_retain else None
-        forget_keys = sorted({k for b in forget_batches for k in b["record_keys"]})
+        forget_batches, retain_stream, forget_keys = self._inputs(forget, retain, device)
 
         work = copy.deepcopy(model).to(device).eval()
         requires_grad = {n: p.requires_grad for n, p in work.named_parameters()}
