@@ -176,6 +176,13 @@ ARTIFACT_S3_REGION = env_str("ARTIFACT_S3_REGION")
 # Unset: boto3's own chain (AWS_* variables, an instance profile). *_FILE works for both.
 ARTIFACT_S3_ACCESS_KEY_ID = env_str("ARTIFACT_S3_ACCESS_KEY_ID")
 ARTIFACT_S3_SECRET_ACCESS_KEY = env_str("ARTIFACT_S3_SECRET_ACCESS_KEY")
+# Objects above the threshold go up in parts (one PUT stops at 5 GB), each part sealed by itself;
+# S3 wants parts of 5 MiB to 5 GiB (workers.object_store).
+ARTIFACT_S3_PART_SIZE = env_int("ARTIFACT_S3_PART_SIZE", 64 * 1024 * 1024, minimum=5 * 1024 * 1024)
+if ARTIFACT_S3_PART_SIZE > 5 * 1024**3:
+    raise ImproperlyConfiguredEnv(f"ARTIFACT_S3_PART_SIZE={ARTIFACT_S3_PART_SIZE} must be <= {5 * 1024**3} (5 GiB)")
+ARTIFACT_S3_MULTIPART_THRESHOLD = env_int("ARTIFACT_S3_MULTIPART_THRESHOLD", 256 * 1024 * 1024,
+                                          minimum=5 * 1024 * 1024)
 
 
 # ---------------------------------------------------------------- report signing (audits/signing.py)

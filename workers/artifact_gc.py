@@ -21,7 +21,10 @@ decides what is referenced cannot be read, nothing is removed.
 The same holds on both backends (workers.artifacts): on S3 a file's age is its LastModified, a
 partial is a multipart upload left open (aborted once older than the grace period), and removing
 an orphan deletes all its versions and destroys its data key; a version Object Lock keeps is
-listed in ``retained``, never as removed.
+listed in ``retained``, never as removed. Such a held orphan is reported once: it is recorded
+(workers.models.HeldOrphan, with its retention date and legal hold), and every later run re-checks
+the hold without trying a delete (``still_held``, not ledgered again); the first run after the
+hold is gone deletes it and says so (``released``, in the ledger with what was removed).
 
 The reverse — a row whose manifest or blob is missing — is reported (``missing``), never fixed
 here: a missing copy of a model is for a person to look into. While a row's manifest is missing,
@@ -50,7 +53,7 @@ from models_registry.models import (
     StoredArtifact,
     VersionStatus,
 )
-from workers.models import Job, JobStatus
+from workers.models import HeldOrphan, Job, JobStatus
 from workers.runners.storage import artifact_store
 
 logger = logging.getLogger(__name__)
@@ -96,7 +99,9 @@ class ArtifactGcReport:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     refused: str = ""  # why nothing was removed, when something made it unsafe
     blobs_held: str = ""  # why no blob was removed (a row's manifest is missing: they may be its)
-    retained: list[dict[str, Any]] = field(default_factory=list)  # copies the object store keeps (Object Lock)
+    retained: list[dict[str, Any]] = field(default_factory=list)  # copies the object store keeps (Object Lock), new
+    still_held: list[dict[str, Any]] = field(default_factory=list)  # held orphans reported before, re-checked
+    released: list[dict[str, Any]] = field(default_factory=list)  # held orphans whose hold is gone: removed now
 
     @property
     def removed_bytes(self) -> int:
@@ -108,7 +113,8 @@ class ArtifactGcReport:
                 "young_kept": self.young_kept, "orphans_found": len(self.orphans),
                 "orphans_removed": len(self.removed), "removed_bytes": self.removed_bytes,
                 "missing": len(self.missing), "unreadable": len(self.unreadable), "refused": self.refused,
-                "blobs_held": self.blobs_held, "retained": len(self.retained)}
+                "blobs_held": self.blobs_held, "retained": len(self.retained), "still_held": len(self.still_held),
+                "released": len(self.released)}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "removed_bytes": self.removed_bytes}
@@ -175,17 +181,20 @@ def _collect(store, *, min_age: float, dry_run: bool, actor: str) -> ArtifactGcR
         + [_file("blob", n, blobs[n], now) for n in sorted(set(blobs) - keep_blobs)]
         + [_file("partial", n, e, now) for n, e in sorted(partials.items()) if e.mtime < protected_since]
     )
+    known_held = _recheck_held(store, report, dry_run=dry_run)
     entries = {("manifest", n): e for n, e in manifests.items()} | {("blob", n): e for n, e in blobs.items()} | {
         ("partial", n): e for n, e in partials.items()}
     if reader.unsafe:
         report.refused = ("a manifest that decides what is referenced could not be read "
                           f"({reader.unsafe}); nothing removed")
+        report.released = []  # not removed: still recorded as held, re-checked next run
         return report
     lost = [m for m in report.missing if not m.missing.startswith("blob ")]
     if lost:
         report.blobs_held = (f"{len(lost)} registry row(s) name a manifest the store lacks; its blobs cannot be "
                              "told from orphans, so no blob is removed until a person has looked")
     removable = [f for f in report.orphans if not (report.blobs_held and f.kind == "blob")]
+    report.released = [r for r in report.released if r["location"] in {f.path for f in removable}]
     if dry_run or not removable:
         return report
     # The attempt is recorded before the files go, the outcome after.
@@ -194,16 +203,84 @@ def _collect(store, *, min_age: float, dry_run: bool, actor: str) -> ArtifactGcR
     for orphan in removable:
         key = (orphan.kind, orphan.sha256 if orphan.kind != "partial" else _partial_name(orphan, partials))
         removed, retained = store.remove_scanned(key[0], key[1], entries[key])
-        report.retained += [{"kind": orphan.kind, "sha256": orphan.sha256, **held} for held in retained]
+        held = [copy for copy in retained if "version_id" in copy]  # a version still in the bucket
+        if held:
+            _held_record(store, orphan, held)
+        if held and orphan.path in known_held:  # held again since the re-check: not news
+            report.released = [r for r in report.released if r["location"] != orphan.path]
+            report.still_held.append(_held_entry(orphan, held, known_held[orphan.path].first_reported_at))
+        else:
+            report.retained += [{"kind": orphan.kind, "sha256": orphan.sha256, **copy} for copy in retained]
         if not removed or retained:  # gone meanwhile, or a copy stays: not reported removed
             continue
+        if orphan.path in known_held:
+            HeldOrphan.objects.filter(location=orphan.path).delete()
+            logger.info("artifact gc: the hold on %s %s is gone (%s before); removed now", orphan.kind,
+                        orphan.sha256, known_held[orphan.path].reason)
         logger.info("artifact gc removed %s %s (%d bytes, %.0f s old)", orphan.kind, orphan.sha256,
                     orphan.bytes, orphan.age_seconds)
         report.removed.append(orphan)
+    report.released = [r for r in report.released if r["location"] in {f.path for f in report.removed}]
     _ledger("artifacts.gc_finished", actor, removed=len(report.removed), removed_bytes=report.removed_bytes,
             files=[{"kind": f.kind, "sha256": f.sha256, "bytes": f.bytes} for f in report.removed],
-            missing=[asdict(m) for m in report.missing], retained=report.retained)
+            missing=[asdict(m) for m in report.missing], retained=report.retained, released=report.released)
     return report
+
+
+def _recheck_held(store, report: ArtifactGcReport, *, dry_run: bool) -> dict[str, HeldOrphan]:
+    """Re-check the orphans recorded as held (HeldOrphan rows of this store): one still held leaves
+    ``report.orphans`` for ``report.still_held`` (its row updated: the date may have moved), one
+    whose hold is gone stays an orphan, noted in ``report.released``, and the removal deletes it.
+    A row whose object is no longer an orphan (referenced or young again, or gone) is dropped.
+    Returns the rows of the orphans re-checked, by location."""
+    rows = {row.location: row for row in HeldOrphan.objects.filter(store=store.name)}
+    if not rows:
+        return {}
+    known, orphans = {}, []
+    for orphan in report.orphans:
+        row = rows.pop(orphan.path, None)
+        if row is None or orphan.kind == "partial":
+            orphans.append(orphan)
+            continue
+        known[orphan.path] = row
+        held = store.held_copies(orphan.kind, orphan.sha256)
+        if held:
+            report.still_held.append(_held_entry(orphan, held, row.first_reported_at))
+            if not dry_run:
+                _held_record(store, orphan, held)
+            continue
+        report.released.append({"kind": orphan.kind, "sha256": orphan.sha256, "location": orphan.path,
+                                "held_since": row.first_reported_at.isoformat(), "was_held_by": row.reason})
+        orphans.append(orphan)
+    report.orphans = orphans
+    if rows and not dry_run:
+        HeldOrphan.objects.filter(pk__in=[row.pk for row in rows.values()]).delete()
+    return known
+
+
+def _held_summary(held: list[dict[str, Any]]) -> dict[str, Any]:
+    """What keeps an object, from its held versions (workers.object_store.S3Objects.holds): the
+    reasons, the latest retention date, whether a legal hold is on."""
+    dates = [datetime.fromisoformat(copy["retain_until"]) for copy in held if copy.get("retain_until")]
+    return {"reason": "; ".join(dict.fromkeys(copy["reason"] for copy in held)),
+            "retain_until": max(dates) if dates else None,
+            "legal_hold": any(copy.get("legal_hold") for copy in held)}
+
+
+def _held_entry(orphan: StoreFile, held: list[dict[str, Any]], since: datetime) -> dict[str, Any]:
+    summary = _held_summary(held)
+    return {"kind": orphan.kind, "sha256": orphan.sha256, "location": orphan.path, "reason": summary["reason"],
+            "retain_until": summary["retain_until"].isoformat() if summary["retain_until"] else None,
+            "legal_hold": summary["legal_hold"], "held_since": since.isoformat()}
+
+
+def _held_record(store, orphan: StoreFile, held: list[dict[str, Any]]) -> None:
+    """Record (or update) a held orphan, so that later runs re-check it instead of reporting it."""
+    summary = _held_summary(held)
+    HeldOrphan.objects.update_or_create(
+        location=orphan.path,
+        defaults={"store": store.name, "kind": orphan.kind, "sha256": orphan.sha256, "holds": held,
+                  "last_checked_at": timezone.now(), **summary})
 
 
 def _file(kind: str, name: str, entry, now: float) -> StoreFile:

@@ -70,14 +70,16 @@ from workers.artifact_manifests import (  # noqa: F401
 )
 from workers.file_formats import foreign_format
 from workers.object_store import (
+    PLAIN_BYTES_METADATA,
+    S3_MIN_PART_BYTES,
     SEALED_OVERHEAD,
     PendingUpload,
     S3Objects,
     object_key_ref,
     object_name,
-    seal,
     sealed_manifest_read,
     sealed_read,
+    sealed_write,
 )
 
 logger = logging.getLogger(__name__)
@@ -454,6 +456,15 @@ class ArtifactStore:
                     logger.warning("artifact store: %s is not a store file; left alone", path)
         return found[0], found[1], partials
 
+    @property
+    def name(self) -> str:
+        """The store's name in messages and records (its root; s3://bucket/prefix on S3)."""
+        return str(self.root)
+
+    def held_copies(self, kind: str, name: str) -> list[dict[str, Any]]:
+        """What keeps a stored object that a removal would not delete, with why (none on a local disk)."""
+        return []
+
     def remove_scanned(self, kind: str, name: str, entry: StoreEntry) -> tuple[bool, list[dict[str, Any]]]:
         """Remove what :meth:`scan` found (the garbage collector's orphans; a partial by its
         location). Returns (removed, copies that stay)."""
@@ -716,6 +727,8 @@ class S3ArtifactStore(ArtifactStore):
         return sealed_read(self.objects, self.keys, kind, name)
 
     def _write_once(self, kind: str, name: str, data: bytes) -> None:
+        """Store ``data`` sealed (in parts above the multipart threshold: workers.object_store),
+        unless it is there already, which makes it young again."""
         relative, ref = self._relative(kind, name), self.key_ref(kind, name)
         if self.objects.exists(relative):
             if self.keys.has_key(ref):
@@ -723,9 +736,9 @@ class S3ArtifactStore(ArtifactStore):
                 return
             # A copy a purge could not delete (Object Lock) under its destroyed key: the content
             # is stored anew under a new key, as a new version.
-            self.objects.put(relative, seal(self.keys.data_key(ref, create=True), ref, data))
+            sealed_write(self.objects, self.keys.data_key(ref, create=True), ref, relative, data, if_absent=False)
             return
-        if not self.objects.put_if_absent(relative, seal(self.keys.data_key(ref, create=True), ref, data)):
+        if not sealed_write(self.objects, self.keys.data_key(ref, create=True), ref, relative, data, if_absent=True):
             self.objects.touch(relative)  # another host put the same content meanwhile
 
     def _delete(self, kind: str, name: str) -> tuple[RemovedFile | None, list[dict[str, Any]]]:
@@ -740,9 +753,8 @@ class S3ArtifactStore(ArtifactStore):
         return RemovedFile(kind=kind, path=self.location(kind, name), sha256=name, bytes=size), []
 
     def _plain_size(self, kind: str, name: str) -> int:
-        for item in self.objects.list(self._relative(kind, name)):
-            return max(0, item.size - SEALED_OVERHEAD)
-        return 0
+        found = self.objects.head(self._relative(kind, name))
+        return 0 if found is None else _plain_bytes(*found)
 
     def _names(self, kind: str) -> list[str]:
         folder = "blobs/" if kind == "blob" else f"{MANIFEST_DIR}/"
@@ -756,14 +768,24 @@ class S3ArtifactStore(ArtifactStore):
             for item in self.objects.list(folder):
                 stem = item.key[len(folder):].removesuffix(suffix)
                 if item.key.endswith(suffix) and SHA256_HEX.match(stem):
-                    found[index][stem] = StoreEntry(self.location("manifest" if index == 0 else "blob", stem),
-                                                    max(0, item.size - SEALED_OVERHEAD), item.mtime)
+                    kind = "manifest" if index == 0 else "blob"
+                    # An object uploaded in parts is above 5 MiB and says its plaintext size.
+                    size = (self._plain_size(kind, stem) if item.size > S3_MIN_PART_BYTES
+                            else max(0, item.size - SEALED_OVERHEAD))
+                    found[index][stem] = StoreEntry(self.location(kind, stem), size, item.mtime)
                 else:
                     logger.warning("artifact store: %s is not a store object; left alone", item.key)
         partials = {f"{upload.key}?uploadId={upload.upload_id}": StoreEntry(
             f"s3://{self.objects.location.bucket}/{self.objects.location.key(upload.key)}?uploadId={upload.upload_id}",
             0, upload.mtime) for upload in self.objects.pending_uploads()}
         return found[0], found[1], partials
+
+    @property
+    def name(self) -> str:
+        return self.objects.location.name
+
+    def held_copies(self, kind: str, name: str) -> list[dict[str, Any]]:
+        return self.objects.holds(self._relative(kind, name))
 
     def remove_scanned(self, kind: str, name: str, entry: StoreEntry) -> tuple[bool, list[dict[str, Any]]]:
         if kind == "partial":
@@ -791,6 +813,13 @@ class S3ArtifactStore(ArtifactStore):
 
     def _size(self, kind: str, name: str) -> int:
         return self._plain_size(kind, name)
+
+
+def _plain_bytes(sealed_size: int, metadata: Mapping[str, str]) -> int:
+    """A sealed object's plaintext size: what a sealed stream's metadata says, else the single-part
+    format's size less its overhead."""
+    stated = metadata.get(PLAIN_BYTES_METADATA, "")
+    return int(stated) if stated.isdigit() else max(0, sealed_size - SEALED_OVERHEAD)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -99,14 +100,56 @@ class ProgressReporter:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
 
-def job_finish(*, job_id: int, status: str, started: float, device: str = "", result: dict | None = None,
-               error: str = "", **fields: Any) -> None:
-    Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+class ClaimLost(Exception):
+    """This worker no longer holds the job's claim: the sweeper released it (its heartbeat went
+    stale) and another worker claimed it, or it ended. What this worker would have written is
+    dropped, so that it cannot overwrite the new holder's result."""
+
+
+@dataclass(frozen=True)
+class JobClaimToken:
+    """Which claim of a job a worker holds: its identity and the attempt number its claim made.
+    A later claim of the same job, even by the same process, has a higher attempt."""
+
+    claimed_by: str
+    attempt: int
+
+
+def job_claim_token(job: Job) -> JobClaimToken:
+    """The claim ``job`` (a row read after this worker's claim) records."""
+    return JobClaimToken(claimed_by=job.claimed_by, attempt=job.attempts)
+
+
+def _holding(job_id: int, claim: JobClaimToken):
+    """The job's row while ``claim`` still holds it (running, same worker, same attempt)."""
+    return Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, claimed_by=claim.claimed_by,
+                              attempts=claim.attempt)
+
+
+def _claim_lost(job_id: int, claim: JobClaimToken, doing: str) -> ClaimLost:
+    """The refusal, logged, naming who holds the job now."""
+    now = Job.objects.filter(pk=job_id).values("status", "claimed_by", "attempts").first() or {}
+    message = (f"job {job_id}: {claim.claimed_by} (attempt {claim.attempt}) no longer holds its claim, so it may "
+               f"not {doing}; the job is {now.get('status', 'gone')}"
+               + (f", claimed by {now['claimed_by']} (attempt {now['attempts']})" if now.get("claimed_by") else "")
+               + "; this worker's outcome is dropped")
+    logger.warning("%s", message)
+    return ClaimLost(message)
+
+
+def job_finish(*, job_id: int, claim: JobClaimToken, status: str, started: float, device: str = "",
+               result: dict | None = None, error: str = "", **fields: Any) -> None:
+    """Write the job's end (status, result, error) while ``claim`` still holds it. Raises ClaimLost
+    (logged, nothing written) when the claim was released and taken by another worker, or the job
+    has ended: a worker the sweeper took for dead must not overwrite the new holder's result."""
+    changed = _holding(job_id, claim).update(
         status=status, finished_at=timezone.now(), wall_seconds=time.perf_counter() - started,
         device=device, result=result or {}, error=error[:10000],
         progress_percent=100.0 if status == JobStatus.SUCCEEDED else F("progress_percent"),
         progress_stage=status, **fields,
     )
+    if changed != 1:
+        raise _claim_lost(job_id, claim, f"finish it as {status}")
 
 
 def job_cancel(*, job: Job) -> Job:
@@ -276,11 +319,11 @@ class JobDeferred(Exception):
         self.countdown = countdown
 
 
-def _defer(job_id: int, deferred: JobDeferred) -> None:
+def _defer(job_id: int, claim: JobClaimToken, deferred: JobDeferred) -> None:
     # claimed_at is cleared and heartbeat_at set, so that the sweeper re-sends the job if this
-    # message is lost, but not before a stale period has passed.
+    # message is lost, but not before a stale period has passed. Only while this claim holds it.
     now = timezone.now()
-    changed = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+    changed = _holding(job_id, claim).update(
         status=JobStatus.PENDING, claimed_by="", claimed_at=None, heartbeat_at=now,
         progress_stage=f"waiting: {deferred.reason}"[:100], progress_percent=0.0,
     )
@@ -324,41 +367,48 @@ class ClaimHeartbeat:
 
 
 def job_execute(*, job_id: int) -> str:
-    """Claim and run one job. Returns the job's final status, or 'skipped' when another worker
-    holds it (a redelivered task) or it has ended."""
+    """Claim and run one job. Returns the job's final status, 'skipped' when another worker holds
+    it (a redelivered task) or it has ended, or 'claim lost' when this worker's claim was released
+    and taken by another worker while it ran (its outcome is dropped: ClaimLost)."""
     if not job_claim(job_id=job_id):
         return "skipped"
     job = Job.objects.get(pk=job_id)
+    claim = job_claim_token(job)
     started = time.perf_counter()
     reporter = ProgressReporter(job_id)
     try:
         with ClaimHeartbeat(job_id, job.claimed_by):
             outcome = JOB_RUNNERS.get(job.kind)(job, reporter)
     except JobCancelled as exc:
-        job_finish(job_id=job_id, status=JobStatus.CANCELLED, started=started, error=str(exc))
-        _after_job(job_id)
-        return JobStatus.CANCELLED
+        return _end(job_id, claim, status=JobStatus.CANCELLED, started=started, error=str(exc))
     except JobDeferred as deferred:
-        _defer(job_id, deferred)
+        _defer(job_id, claim, deferred)
         return "deferred"
     except GuaranteeNotMet as exc:
-        job_finish(job_id=job_id, status=JobStatus.FAILED, started=started, error=f"guarantee not met: {exc.reason}",
-                   result={"guarantee_not_met": {"method": job.method, "reason": exc.reason, "details": exc.details}})
-        _after_job(job_id)
-        return JobStatus.FAILED
+        return _end(job_id, claim, status=JobStatus.FAILED, started=started,
+                    error=f"guarantee not met: {exc.reason}",
+                    result={"guarantee_not_met": {"method": job.method, "reason": exc.reason,
+                                                  "details": exc.details}})
     except TransientJobError:
         # Let Celery retry: the job goes back to pending so the retry can claim it.
-        Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(status=JobStatus.PENDING, claimed_by="")
+        _holding(job_id, claim).update(status=JobStatus.PENDING, claimed_by="")
         raise
     except Exception as exc:
         logger.exception("job %s failed", job_id)
-        job_finish(job_id=job_id, status=JobStatus.FAILED, started=started, error=f"{type(exc).__name__}: {exc}")
-        _after_job(job_id)
-        return JobStatus.FAILED
-    job_finish(job_id=job_id, status=JobStatus.SUCCEEDED, started=started,
-               device=outcome.pop("device", ""), result=outcome)
+        return _end(job_id, claim, status=JobStatus.FAILED, started=started, error=f"{type(exc).__name__}: {exc}")
+    return _end(job_id, claim, status=JobStatus.SUCCEEDED, started=started, device=outcome.pop("device", ""),
+                result=outcome)
+
+
+def _end(job_id: int, claim: JobClaimToken, *, status: str, **finish: Any) -> str:
+    """Finish the job under ``claim`` and tell the registered hooks; a lost claim ends here
+    (job_finish logged the refusal): the job's new holder finishes it and tells them."""
+    try:
+        job_finish(job_id=job_id, claim=claim, status=status, **finish)
+    except ClaimLost:
+        return "claim lost"
     _after_job(job_id)
-    return JobStatus.SUCCEEDED
+    return status
 
 
 def _after_job(job_id: int) -> None:

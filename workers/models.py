@@ -156,3 +156,31 @@ class MlflowSync(models.Model):
 
     def __str__(self) -> str:
         return f"MLflow {self.kind} {self.registered_model}@{self.alias} ({self.status})"
+
+
+# ---------------------------------------------------------------- the artifact store's held orphans
+
+
+class HeldOrphan(models.Model):
+    """An orphan of the artifact store (workers.artifact_gc) that the object store keeps: Object
+    Lock retention not yet passed, or a legal hold. Its data key is destroyed, so the copy cannot be
+    read. Reported once, when first found; every later collection re-checks the hold (no delete is
+    tried, nothing is ledgered while it holds) and deletes the copy on the first run after the hold
+    is gone, saying so, and then this row goes."""
+
+    store = models.CharField(max_length=500, help_text="The store's name (s3://bucket/prefix).")
+    kind = models.CharField(max_length=20, help_text="manifest or blob")
+    sha256 = models.CharField(max_length=64)
+    location = models.CharField(max_length=1000, unique=True)
+    reason = models.TextField(help_text="What keeps the copy, as the object store says it.")
+    retain_until = models.DateTimeField(null=True, blank=True, help_text="The latest retention date of its versions.")
+    legal_hold = models.BooleanField(default=False)
+    holds = models.JSONField(default=list, blank=True, help_text="Each kept version and why.")
+    first_reported_at = models.DateTimeField(auto_now_add=True)
+    last_checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["store", "kind", "sha256"]
+
+    def __str__(self) -> str:
+        return f"held {self.kind} {self.sha256} in {self.store}: {self.reason}"

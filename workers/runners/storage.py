@@ -37,7 +37,8 @@ def _s3_objects():
     return S3Objects(S3Location(
         bucket=settings.ARTIFACT_S3_BUCKET, prefix=settings.ARTIFACT_S3_PREFIX,
         endpoint_url=settings.ARTIFACT_S3_ENDPOINT_URL, region=settings.ARTIFACT_S3_REGION,
-        access_key_id=settings.ARTIFACT_S3_ACCESS_KEY_ID, secret_access_key=settings.ARTIFACT_S3_SECRET_ACCESS_KEY))
+        access_key_id=settings.ARTIFACT_S3_ACCESS_KEY_ID, secret_access_key=settings.ARTIFACT_S3_SECRET_ACCESS_KEY),
+        part_size=settings.ARTIFACT_S3_PART_SIZE, multipart_threshold=settings.ARTIFACT_S3_MULTIPART_THRESHOLD)
 
 
 STORED_FOLDER_PREFIX = "object store: datasets/"  # a Dataset's storage_location when its folder is shared files

@@ -35,6 +35,15 @@ class Command(BaseCommand):
                 f"{summary['young_kept']} unreferenced files younger than the grace period kept; "
                 f"{summary['orphans_found']} orphans found, {summary['orphans_removed']} removed "
                 f"({summary['removed_bytes']} bytes)" + (" [dry run]" if dry_run else ""))
+        for copy in report.retained:
+            self.stderr.write(f"KEPT BY THE OBJECT STORE: {copy['kind']} {copy['sha256']}: {copy['reason']} "
+                              "(its data key is destroyed; re-checked on every run, deleted once released)")
+        for entry in report.still_held:
+            self.stdout.write(f"still held: {entry['kind']} {entry['sha256']} ({entry['reason']}; "
+                              f"reported {entry['held_since']})")
+        for entry in report.released:
+            self.stdout.write(f"released: {entry['kind']} {entry['sha256']} (held since {entry['held_since']} by "
+                              f"{entry['was_held_by']}): {'would be removed' if dry_run else 'removed'}")
         for row in report.missing:
             self.stderr.write(f"MISSING: {row.source} {row.row_id} ({row.label}) names {row.sha256}: "
                               f"{row.missing} is not in the store")
