@@ -14,14 +14,33 @@ the probability a model m gives x's true label:
   ``LR(x, z) = (Pr(x|m) / Pr(x)) / (Pr(z|m) / Pr(z))``;
 * the score of x: the share of population records z with ``LR(x, z) >= gamma``.
 
-A member x dominates most z; a non-member is like one more z. The p-value of x is its score's
-rank among the scores the held-out records get with x added to them (full conformal,
-:func:`conformal_p_values`), valid whenever a forgotten record and a held-out record are alike to
-the models. It cannot go below ``1 / (1 + m)`` with m held-out records, so Holm's correction over
-k records (which holds the chance of flagging any truly forgotten record at ``alpha``) can detect
-nothing unless ``m >= k / alpha - 1``: the power check then says so. ``gamma`` 1 (the default)
-makes the score the rank of x's likelihood ratio among the population's; the paper's larger
-gamma sharpens a threshold-free score, which the calibrated p-value does not need.
+A member x dominates most z; a non-member is like one more z. For a fixed population the score at
+any gamma is a non-decreasing function of x's own ratio ``Pr(x|m) / Pr(x)``, so the test ranks that
+ratio among the held-out records' (:func:`rmia_p_values`: the full-conformal p-value of the score at
+gamma 1, the reference code's choice); gamma changes the reported score, not what is flagged. Each
+held-out record's ``Pr(z)`` comes from the same reference models as the record's ``Pr(x)`` (those
+that did not train on it: :func:`population_ratios`), so that a forgotten record and the held-out
+records are alike (exchangeable) when the tested model trained on neither.
+
+Ranks alone cannot go below ``1 / (1 + m)`` with m held-out records, and Holm's correction over k
+records at ``alpha`` needs ``alpha / k`` for its first step. Issue 23's planted benchmark (497
+held-out records, 20 forgotten, RMIA's share of the family-wise level 0.0133) needs 0.00067 where
+ranks give 0.0020: RMIA detected none of the 20 on any model, the original included, and was
+INCONCLUSIVE (no power) in every seed of every case with 20 or more records, where LiRA FAILed the
+original presented as unlearned in 20 of 20. Beyond the largest held-out ratio the log ratio's tail is now taken as
+exponential, fitted to the largest tenth of the held-out log ratios as LiRA's held-out calibration
+fits its tail (:mod:`audits.checks.membership`): an assumption, which a non-member reaches with
+probability at most ``1 / (1 + m)``, and the rule counts the records that rely on it. On synthetic
+non-members (the generator of tests/audits/checks/test_rmia.py, 20,000 per setting, m = 100 and 497)
+0.0004 to 0.0014 of the p-values were at or below 0.001. On the planted benchmark's cached models
+RMIA then FAILed the original presented as unlearned in 20 of 20 seeds (7.4 of its 20 records
+detected on average, 2 to 13; LiRA 5.1, 1 to 8) and no model retrained without the records (0 of
+20). Taking every held-out record's ``Pr(z)`` from all the reference models instead (a mean over
+twice as many models as a forget record's ``Pr(x)``: less noisy, so not exchangeable with it)
+detected 7.85 records on average (3 to 14) with the same verdicts. The offline ``Pr(x)`` is at
+least ``(1 - a) / 2``, so no ratio exceeds ``2 / (1 - a)`` (2.9 at the default a): a memorised
+record whose OUT models give it about 0 reaches at most that, which a few hard held-out records
+approach; that, not the score, bounds RMIA's power on such records.
 
 Power, both ways: the same test run on the ORIGINAL model (which trained on the records) says
 for which records the test can detect a member at all. A record it cannot detect on the original
@@ -42,6 +61,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from audits.checks.evidence import ClassifierEvidence
+from audits.checks.membership import TAIL_FRACTION, TAIL_MIN_POINTS
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt, record_id_tuple
 from audits.checks.stats import holm_adjust
@@ -51,6 +71,8 @@ DEFAULT_GAMMA = 1.0
 DEFAULT_OFFLINE_A = 0.3
 MIN_OUT_MODELS = 1
 MIN_POPULATION = 20
+# Forget records whose (records x held-out) likelihood ratios are computed at once.
+_RATIO_CHUNK = 1024
 
 
 def _probabilities(confidences: ArrayLike) -> NDArray[np.float64]:
@@ -69,43 +91,105 @@ def marginal_probability(reference_conf: ArrayLike, out_mask: ArrayLike, *, a: f
     return np.where(count >= MIN_OUT_MODELS, ((1 + a) * out_mean + (1 - a)) / 2, np.nan)
 
 
+def population_ratios(population_target_conf: ArrayLike, population_reference_conf: ArrayLike,
+                      reference_out: ArrayLike, *, a: float) -> NDArray[np.float64]:
+    """Each held-out record's likelihood ratio ``Pr(z|m) / Pr(z)``, one row per forget record.
+
+    In: the tested model's confidences on the m held-out records (m,), the reference models' (n_ref, m),
+    and which reference models did not train on which forget record (n_ref, k). Row i takes ``Pr(z)``
+    from the reference models that did not train on forget record i, the ones its own ``Pr(x)`` comes
+    from: a forgotten record's ratio and row i are then alike (exchangeable) when the tested model
+    trained on neither, whatever the number of those models (fewer models, a noisier ``Pr``). Out:
+    (k, m); a row of NaN where no reference model left the record out."""
+    target = _probabilities(population_target_conf)
+    reference = _probabilities(population_reference_conf)
+    weights = np.asarray(reference_out, dtype=np.float64)
+    count = weights.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_mean = (weights.T @ reference) / count[:, None]
+    marginal = ((1 + a) * out_mean + (1 - a)) / 2
+    ratios = target[None, :] / marginal
+    ratios[count < MIN_OUT_MODELS] = np.nan
+    return ratios
+
+
+def _rows(target_ratio: NDArray[np.float64], population_ratio: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The population's ratios as one row per target: a shared (m,) population is repeated."""
+    z = np.asarray(population_ratio, dtype=np.float64)
+    return np.broadcast_to(z, (target_ratio.size, z.shape[-1])) if z.ndim == 1 else z
+
+
 def rmia_scores(target_ratio: NDArray[np.float64], population_ratio: NDArray[np.float64], *,
                 gamma: float) -> NDArray[np.float64]:
-    """Share of population records each target dominates by ``gamma``: ``ratio_x / ratio_z >= gamma``."""
-    z = np.sort(population_ratio)
+    """Share of population records each target dominates by ``gamma``: ``ratio_x / ratio_z >= gamma``
+    (the paper's score). ``population_ratio``: (m,) shared, or (k, m), one row per target. NaN for a
+    target without a ratio."""
+    rows = _rows(target_ratio, population_ratio)
     # ratio_x / ratio_z >= gamma  <=>  ratio_z <= ratio_x / gamma (ratios are positive)
-    return np.searchsorted(z, target_ratio / gamma, side="right") / z.size
+    share = np.mean(rows <= (target_ratio / gamma)[:, None], axis=1)
+    return np.where(np.isfinite(target_ratio), share, np.nan)
 
 
-def conformal_p_values(target_ratio: NDArray[np.float64], population_ratio: NDArray[np.float64], *,
-                       gamma: float) -> NDArray[np.float64]:
-    """Full-conformal p-value of each target's RMIA score among the population's.
+def _tail_points(m: int) -> int:
+    """How many of the largest population statistics the exponential tail is fitted to (as LiRA's
+    held-out calibration, :mod:`audits.checks.membership`)."""
+    return max(TAIL_MIN_POINTS, int(np.ceil(TAIL_FRACTION * m)))
 
-    For target x, every population record j is scored against the other population records and
-    x (``(#{z != j dominated by j} + [j dominates x]) / m``) and x against the population; then
-    ``p = (1 + #{j: score_j >= score_x}) / (1 + m)``. If x is exchangeable with the population (a
-    non-member), this p-value is valid at every level; it cannot go below ``1 / (1 + m)``."""
-    m = population_ratio.size
-    z = np.sort(population_ratio)
-    base = np.searchsorted(z, population_ratio / gamma, side="right").astype(np.float64)
-    base -= population_ratio <= population_ratio / gamma  # j itself, only when gamma <= 1
-    x_score = rmia_scores(target_ratio, population_ratio, gamma=gamma)
-    p = np.full(target_ratio.shape, np.nan)
-    for i, ratio in enumerate(target_ratio):
-        if not np.isfinite(ratio):
-            continue
-        null = (base + (population_ratio >= gamma * ratio)) / m
-        p[i] = (1 + np.count_nonzero(null >= x_score[i])) / (1 + m)
+
+def population_tail_scale(population_ratio: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Scale of the exponential tail of the population's log likelihood ratios, per row of (k, m)
+    (a (m,) population gives one value): the mean excess of the largest ``k`` (:func:`_tail_points`)
+    over the next one. NaN where there are too few population records for a tail (``m <= k``) or the
+    largest ``k + 1`` are all equal."""
+    z = np.atleast_2d(np.asarray(population_ratio, dtype=np.float64))
+    m = z.shape[1]
+    k = _tail_points(m)
+    if m <= k:
+        return np.full(z.shape[0], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = -np.sort(-np.log(z), axis=1)[:, : k + 1]
+        excess = np.mean(top[:, :k] - top[:, [k]], axis=1)
+    return np.where(np.isfinite(excess) & (excess > 0), excess, np.nan)
+
+
+def rmia_p_values(target_ratio: NDArray[np.float64], population_ratio: NDArray[np.float64]) -> NDArray[np.float64]:
+    """One-sided p-value of each target's likelihood ratio among the population's.
+
+    ``p = (1 + #{z: ratio_z >= ratio_x}) / (1 + m)``: the full-conformal p-value of RMIA's score
+    at gamma 1 (the share of the population x dominates), valid at every level when x is
+    exchangeable with the m population records (a non-member; :func:`population_ratios`). Beyond
+    the largest population ratio it would stop at ``1 / (1 + m)``; there the log ratio's tail is
+    taken as exponential (:func:`population_tail_scale`):
+    ``p = exp(-(log ratio_x - max log ratio_z) / scale) / (1 + m)``, an assumption that a non-member
+    reaches with probability at most ``1 / (1 + m)``. ``population_ratio``: (m,) shared, or (k, m),
+    one row per target. NaN for a target without a ratio (no OUT reference model)."""
+    target = np.asarray(target_ratio, dtype=np.float64)
+    rows = _rows(target, population_ratio)
+    m = rows.shape[1]
+    ok = np.isfinite(target) & ~np.any(np.isnan(rows), axis=1)
+    exceed = np.sum(rows >= target[:, None], axis=1)
+    p = np.where(ok, (1.0 + exceed) / (1.0 + m), np.nan)
+    beyond = ok & (exceed == 0)
+    if beyond.any():
+        scale = population_tail_scale(rows[beyond])
+        with np.errstate(divide="ignore"):
+            excess = np.log(target[beyond]) - np.log(np.max(rows[beyond], axis=1))
+        tail = np.exp(-excess / scale) / (1.0 + m)
+        p[beyond] = np.where(np.isfinite(scale), tail, p[beyond])
     return p
 
 
 @dataclass(frozen=True)
 class RMIATest:
-    """Per-record scores and p-values of one model against the held-out population."""
+    """Per-record scores and p-values of one model against the held-out population.
+
+    ``n_extrapolated``: records beyond every population ratio, whose p-value (below ``1 / (1 + m)``)
+    comes from the assumed exponential tail of the held-out log ratios (:func:`rmia_p_values`)."""
 
     scores: NDArray[np.float64]
     p_values: NDArray[np.float64]
     adjusted: NDArray[np.float64]
+    n_extrapolated: int = 0
 
 
 def rmia_test(*, target_conf: ArrayLike, reference_conf: ArrayLike, reference_out: ArrayLike,
@@ -132,14 +216,19 @@ def rmia_test(*, target_conf: ArrayLike, reference_conf: ArrayLike, reference_ou
     if pop_target.size < MIN_POPULATION:
         raise ValueError(f"RMIA needs at least {MIN_POPULATION} held-out records, got {pop_target.size}")
     ratio_x = _probabilities(target) / marginal_probability(ref, out, a=a)
-    ratio_z = _probabilities(pop_target) / marginal_probability(pop_ref, np.ones_like(pop_ref, dtype=bool), a=a)
-    scores = rmia_scores(ratio_x, ratio_z, gamma=gamma)
-    p = conformal_p_values(ratio_x, ratio_z, gamma=gamma)
+    scores, p = np.full(ratio_x.shape, np.nan), np.full(ratio_x.shape, np.nan)
+    # Row blocks bound the memory of the (records x held-out) ratios for large forget sets.
+    for start in range(0, ratio_x.size, _RATIO_CHUNK):
+        rows = slice(start, start + _RATIO_CHUNK)
+        ratio_z = population_ratios(pop_target, pop_ref, out[:, rows], a=a)
+        scores[rows] = rmia_scores(ratio_x[rows], ratio_z, gamma=gamma)
+        p[rows] = rmia_p_values(ratio_x[rows], ratio_z)
     adjusted = np.full_like(p, np.nan)
     testable = np.isfinite(p)
     if testable.any():
         adjusted[testable] = holm_adjust(p[testable])
-    return RMIATest(scores=scores, p_values=p, adjusted=adjusted)
+    extrapolated = int(np.sum(p[testable] < 1.0 / (1 + pop_target.size)))
+    return RMIATest(scores=scores, p_values=p, adjusted=adjusted, n_extrapolated=extrapolated)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -192,10 +281,17 @@ def membership_rmia(*, record_ids: Sequence[str], unlearned_conf: ArrayLike, ori
     unpowered = tuple(i for i, d, w in zip(ids, detected_mask, powered_mask, strict=True) if d and not w)
     powered = tuple(i for i, w in zip(ids, powered_mask, strict=True) if w)
     ref = np.asarray(reference_conf)
-    rule = (f"RMIA (offline, a = {fmt(a)}, gamma = {fmt(gamma)}) against {np.asarray(population_unlearned_conf).size} "
-            f"held-out records and {ref.shape[0]} reference models, conformal p-values, Holm at {fmt(alpha)}. Power "
-            "per record: the same test on the original model. FAIL if a record detected on the original is still "
-            "detected; INCONCLUSIVE if no record is detected on the original; PASS otherwise.")
+    m = np.asarray(population_unlearned_conf).size
+    rule = (f"RMIA (offline, a = {fmt(a)}, gamma = {fmt(gamma)}) against {m} held-out records and {ref.shape[0]} "
+            "reference models: p = (1 + #{held-out likelihood ratios >= the record's}) / (1 + "
+            f"{m}), each held-out ratio's Pr(z) from the record's own OUT reference models (valid if a forgotten and "
+            f"a held-out record are alike to the models); below 1/{m + 1} = {fmt(1.0 / (m + 1))}, "
+            + (f"an exponential tail fitted to the largest {_tail_points(m)} held-out log ratios (an assumption; "
+               f"{after.n_extrapolated} record(s) there on the unlearned model, {before.n_extrapolated} on the "
+               "original)" if m > _tail_points(m) else "nothing (too few held-out records to fit a tail)")
+            + f". Holm over the records at {fmt(alpha)}. Power per record: the same test on the original "
+            "model. FAIL if a record detected on the original is still detected; INCONCLUSIVE if no record is "
+            "detected on the original; PASS otherwise.")
     if detected:
         verdict = Verdict.FAIL
         reason = (f"{len(detected)} of {len(powered)} record(s) the test detects on the original model are still "
