@@ -139,13 +139,15 @@ def render_report_pdf(report: dict[str, Any]) -> bytes:
     document = BaseDocTemplate(
         output, pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
         bottomMargin=MARGIN, pageTemplates=[PageTemplate("page", [frame])],
-        title=f"Erasure report for request {report['request_id']}",
+        title=f"{_report_title(report)} for request {report['request_id']}",
         author=report["signer"]["organisation"] or report["signer"]["name"],
-        subject=f"Erasure of the data of {report['subject_reference']} from machine-learning models",
+        subject=(f"Concept erasure of the attribute {report['concept']['attribute']!r} from machine-learning models, "
+                 "not an erasure of anyone's data" if report.get("concept") else
+                 f"Erasure of the data of {report['subject_reference']} from machine-learning models"),
         creator="Data-deletion platform", lang="en-GB", displayDocTitle=True,
     )
     document.build(story, canvasmaker=_page_canvas(
-        f"Erasure report · request {report['request_id']}", styles["_fonts"]))
+        f"{_report_title(report)} · request {report['request_id']}", styles["_fonts"]))
     return output.getvalue()
 
 
@@ -344,6 +346,21 @@ def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
 # How a request ended (its status), in the words the first page and section 1 use.
 END_STATES = {"COMPLETED": "completed, erasure confirmed",
               "CLOSED_RISK_ACCEPTED": "closed with the residual risk accepted, erasure NOT confirmed for every model"}
+# A concept request's (an attribute, no person): its end says nothing of anyone's erasure.
+CONCEPT_END_STATES = {
+    "COMPLETED": "completed, the attribute's concept erasure confirmed against linear probes",
+    "CLOSED_RISK_ACCEPTED": "closed with the residual risk accepted, concept erasure NOT confirmed for every model"}
+
+
+def _law(report: dict[str, Any]) -> str:
+    """The law row: a concept request invokes no article of it (no person asked for anything)."""
+    if report.get("concept"):
+        return f"{report['jurisdiction'].replace('_', ' ')}, under which the company works; no person's right invoked"
+    return JURISDICTIONS[report["jurisdiction"]]
+
+
+def _report_title(report: dict[str, Any]) -> str:
+    return "Concept-erasure report" if report.get("concept") else "Erasure report"
 
 
 def _risk_sentence(entry: dict[str, Any]) -> str:
@@ -371,10 +388,12 @@ def _deadline_sentence(timeline: dict[str, Any], end: dict[str, Any] | None = No
 
 def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
     timeline, signer = report["timeline"], report["signer"]
+    concept = report.get("concept")
     story: list[Any] = [
-        _p("CONFIDENTIAL · CONTAINS PSEUDONYMOUS PERSONAL DATA", styles["label"]),
-        _p("Erasure report", styles["title"]),
-        _p("What was done to erase one person's data from machine-learning models, and what the "
+        _p("CONFIDENTIAL" if concept else "CONFIDENTIAL · CONTAINS PSEUDONYMOUS PERSONAL DATA", styles["label"]),
+        _p(_report_title(report), styles["title"]),
+        _p(concept["statement"] if concept else
+           "What was done to erase one person's data from machine-learning models, and what the "
            "tests show.", styles["subtitle"]),
     ]
     worst, sentence = _overall(report)
@@ -384,7 +403,8 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         story += [_p(sentence, styles["body"])]
     end = report.get("end_state")
     if end:
-        story += [_p(f"How the request ended: {END_STATES[end['status']]}.", styles["h2"]),
+        ended = (CONCEPT_END_STATES if concept else END_STATES)[end["status"]]
+        story += [_p(f"How the request ended: {ended}.", styles["h2"]),
                   _p(end["meaning"], styles["body"])]
         for entry in report["model_versions"]:
             if entry.get("risk_acceptance"):
@@ -396,9 +416,11 @@ def _first_page(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
     story += [
         _facts([
             ("Request", report["request_id"]),
-            ("Data subject", f"{report['subject_reference']} (a pseudonymous reference; this "
-                             "report holds no name or contact details)"),
-            ("Law", JURISDICTIONS[report["jurisdiction"]]),
+            ("Data subject", report["subject_reference"] if concept else
+             f"{report['subject_reference']} (a pseudonymous reference; this report holds no name or contact details)"),
+            *([("Attribute", f"{concept['attribute']} ({concept['labelled_records']:,} labelled records of "
+                             f"{concept['dataset']})")] if concept else []),
+            ("Law", _law(report)),
             ("Legal ground", report["legal_ground"]["text"]),
             ("Received", _when(timeline["received"])),
             ("Deadline", deadline),
@@ -462,7 +484,9 @@ def _request_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any
                      _p(_when(value) if value else "not recorded", styles["cell"])])
     story: list[Any] = [
         _p("1. The request", styles["h1"]),
-        _p(f"The request was made under the {JURISDICTIONS[report['jurisdiction']]}. The legal "
+        _p("The company filed this concept request itself (no person asked for it and no identity was verified). "
+           f"Legal ground: {report['legal_ground']['text']}." if report.get("concept") else
+           f"The request was made under the {JURISDICTIONS[report['jurisdiction']]}. The legal "
            f"ground given is: {report['legal_ground']['text']}.", styles["body"]),
         _table(rows, [80 * mm, TEXT_WIDTH - 80 * mm]),
         Spacer(1, 4),
@@ -536,6 +560,7 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
         _verdict_box(verdict["verdict"], _headline(entry), styles),
         Spacer(1, 8),
         _facts([
+            *([("Model kind", entry["model_kind"]["words"])] if entry.get("model_kind") else []),
             ("Guarantee", guarantee["title"]),
             ("Method", entry["method"]),
             ("New version", new_version),

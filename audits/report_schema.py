@@ -23,6 +23,8 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
 
   - ``model``, ``version``, ``new_version`` (null when no new version was made), ``outcome``
     (the ModelOutcome status: ``confirmed``, ``withdrawn``, ``held``, ...);
+  - ``model_kind?``: ``{kind, words}``: ``classifier``, ``regressor`` or ``language_model``, and
+    the words the report prints for it;
   - ``method`` (the unlearning method's registered name) and ``guarantee``: ``{guarantee_class,
     title, promises, does_not_promise, evidence}`` (see :func:`guarantee_entry`);
   - ``old_artifact_sha256``, ``new_artifact_sha256`` (null with no new version),
@@ -78,6 +80,10 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
 * ``recipients_notified`` (optional): ``[{name, endpoint_id, model, version_held, new_version,
   action}]``: the recipients of model copies told of the erasure by a signed webhook (GDPR
   Art. 19), and whether they were asked to replace their copy or delete it; never a secret or URL.
+* ``concept`` (only for a concept request: "stop using attribute X", which names no person):
+  ``{attribute, dataset, labelled_records, statement}``: the attribute in words, the dataset whose
+  records were labelled with it, how many, and the sentence the first page prints (a concept
+  erasure, not an erasure of anyone's data). ``subject_reference`` then says that no person is named.
 * ``limitations``: what these tests cannot show, in short sentences (at least one; see
   :data:`STANDARD_LIMITATIONS`).
 * ``ledger_head``: ``{seq, hash}``: the ledger's head when the report was signed (hash as 64 hex
@@ -235,6 +241,11 @@ class ScoreHistograms(TypedDict):
     test: list[Count]  # records no model was trained on
 
 
+class ModelKindEntry(TypedDict):
+    kind: Literal["classifier", "regressor", "language_model"]
+    words: Text
+
+
 class Cost(TypedDict):
     estimated_seconds: Seconds | None
     actual_seconds: Seconds | None
@@ -373,6 +384,7 @@ class DPBound(TypedDict):
 class ModelVersionReport(TypedDict):
     model: Text
     version: Count
+    model_kind: NotRequired[ModelKindEntry]
     new_version: Count | None
     outcome: str
     method: Text
@@ -392,6 +404,15 @@ class ModelVersionReport(TypedDict):
     attestation: NotRequired[Attestation]
     dp_bound: NotRequired[DPBound]
     forget_references: NotRequired[ForgetReferences]
+
+
+class ConceptEntry(TypedDict):
+    """A concept request's attribute, and what the report says it is (never anyone's erasure)."""
+
+    attribute: Text
+    dataset: Text
+    labelled_records: Count
+    statement: Text
 
 
 class EndState(TypedDict):
@@ -438,6 +459,7 @@ class ReportData(TypedDict):
     model_versions: list[ModelVersionReport]
     end_state: NotRequired[EndState]
     recipients_notified: NotRequired[list[RecipientNotified]]
+    concept: NotRequired[ConceptEntry]
     limitations: Annotated[list[Text], _NON_EMPTY]
     ledger_head: LedgerHeadEntry
     signer: SignerEntry

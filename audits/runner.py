@@ -187,8 +187,9 @@ def run_audit_job(job: Job, progress) -> dict:
     from workers.training.device import select_device
     from workers.training.storage import load_run
 
-    if job.guarantee_class == "dp_bounded":
-        return dp_bound_audit(job)
+    own_audit = CLASS_AUDITS.get(job.guarantee_class)
+    if own_audit is not None:
+        return own_audit(job)
     started = time.perf_counter()
     progress = StageClock(progress)
     load_recipes()
@@ -284,6 +285,18 @@ def dp_bound_audit(job: Job) -> dict:
     }
     audit = jsonable(audit)
     return {"device": "cpu", "verdict": audit["verdict"]["verdict"], "purged": 0, "audit": audit}
+
+
+def _concept_audit(job: Job) -> dict:
+    """An attribute's erasure (class ``concept_erased``): probes, no records, no purge."""
+    from audits.concept_audit import concept_audit
+    from workers.training.device import select_device
+
+    return concept_audit(job, device=str(select_device()))
+
+
+# Guarantee classes whose audit is not the per-record one: the class's own audit, job -> result.
+CLASS_AUDITS = {"dp_bounded": dp_bound_audit, "concept_erased": _concept_audit}
 
 
 def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, original, unlearned, dataset,

@@ -41,17 +41,19 @@ RETRAINED_STAND_IN = ("the OUT shadow models (trained with the model's recipe on
 def audited_method(job, new) -> dict:
     """What U-LiRA runs on the shadows for the audit ``job`` of version ``new``: ``{"method",
     "config"}`` of the unlearning job that made ``new``, or ``{"not_run": why}`` when none of the
-    platform's approximate classifier methods did (a version made elsewhere, the original presented
+    platform's approximate classifier or regressor methods did (a version made elsewhere, the original presented
     as a result): then there is no method to run."""
     from workers.models import Job, JobKind
-    from workers.unlearning.catalogue import CLASSIFIER, METHOD_SPECS
+    from workers.unlearning.catalogue import CLASSIFIER, METHOD_SPECS, REGRESSOR
 
     producer = Job.objects.filter(result_version=new, kind=JobKind.UNLEARN).first()
     if producer is None:
         return {"not_run": "no unlearning job of the platform made this version, so there is no method to run "
                            "on the shadow models"}
-    if producer.method not in METHOD_SPECS or METHOD_SPECS.get(producer.method).kind != CLASSIFIER:
-        return {"not_run": f"the method {producer.method!r} is not an approximate method for classifiers"}
+    # A regressor's method runs on its shadows the same way (its evidence is scored on the squared error).
+    if producer.method not in METHOD_SPECS or METHOD_SPECS.get(producer.method).kind not in (CLASSIFIER, REGRESSOR):
+        return {"not_run": f"the method {producer.method!r} is not an approximate method for classifiers or "
+                           "regressors"}
     if METHOD_SPECS.get(producer.method).needs:
         # Run on a shadow, it would read the very shadow models its result is compared with.
         return {"not_run": f"the method {producer.method!r} reads the lineage's shadow models itself, so the "

@@ -18,8 +18,19 @@ with the retrained row); and time as a fraction of retraining, wall-clock and pr
 (the latter is less distorted on a busy shared machine). ``none`` is the control row (the
 original model). Prints markdown tables; the last stdout line is one JSON object.
 
+``--dataset diabetes``: the regression model instead (scikit-learn's diabetes set, the platform's
+``plain_regression`` recipe on the set's suggested MLP, trained to memorise its 354 training records).
+Forget sets: ``random`` (30 training records) and ``subgroup`` (the 30 of highest BMI, a coherent
+sub-population). Rows: ``retrain``, Blindspot (the platform's regression method, default config) and
+``finetune`` (retain-set MSE training with Blindspot's optimizer, learning rate and epochs; the
+platform's own ``finetune`` is a classification method). Errors replace accuracy (MAE and RMSE in
+the target's unit), the attack's signal is the one the audit uses for regressors
+(audits.checks.signals.squared_error_signal), and ``forget distance`` is the RMS difference between a
+row's predictions on the forget set and the retrained model's.
+
     python benchmarks/approximate_unlearning.py --plot reports/approximate_unlearning.png
     python benchmarks/approximate_unlearning.py --epochs 3 --scenarios canary   # a quick run
+    python benchmarks/approximate_unlearning.py --dataset diabetes
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workers.datasets.base import RecordDataset  # noqa: E402
 from workers.datasets.reference import (  # noqa: E402
@@ -46,6 +58,7 @@ from workers.datasets.reference import (  # noqa: E402
     plant_canaries,
 )
 from workers.training import RECIPES  # noqa: E402
+from workers.training.membership import collate_records  # noqa: E402
 from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.catalogue import CLASSIFICATION, METHOD_SPECS, approximate_methods_for  # noqa: E402
 from workers.unlearning.methods import load_all_methods  # noqa: E402
@@ -56,14 +69,22 @@ CANARIES = 25
 # Shadow pairs trained for methods that read shadow models (dmm, oracle_matching): they read half.
 SHADOW_PAIRS = 4
 RANDOM_SHARE = 0.02
+REGRESSION_SCENARIOS = ("random", "subgroup")
+REGRESSION_FORGET = 30
+REGRESSION_EPOCHS = 150  # the MLP then fits its training records far better than held-out ones
+BMI = 2  # load_diabetes's third feature
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("mnist", "diabetes"), default="mnist",
+                        help="mnist: the classifier; diabetes: the regression model")
     parser.add_argument(
-        "--epochs", type=int, default=15, help="training epochs (original and retrain)"
+        "--epochs", type=int, default=None,
+        help=f"training epochs (original and retrain); default 15, {REGRESSION_EPOCHS} for diabetes"
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=None,
+                        help=f"default: {','.join(SCENARIOS)} (diabetes: {','.join(REGRESSION_SCENARIOS)})")
     parser.add_argument(
         "--methods", default="", help="comma list; default: every approximate classifier method"
     )
@@ -72,9 +93,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG figure here")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
-    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    known = REGRESSION_SCENARIOS if args.dataset == "diabetes" else SCENARIOS
+    args.scenarios = args.scenarios or ",".join(known)
+    args.epochs = args.epochs or (REGRESSION_EPOCHS if args.dataset == "diabetes" else 15)
+    unknown = set(args.scenarios.split(",")) - set(known)
     if unknown:
-        parser.error(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenario(s) {sorted(unknown)} for {args.dataset}; known: {', '.join(known)}")
     return args
 
 
@@ -140,6 +164,9 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     load_all_methods()
+    if args.dataset == "diabetes":
+        regression_main(args)
+        return
     methods = [m for m in args.methods.split(",") if m] or approximate_methods_for(CLASSIFICATION)
     recipe = RECIPES.get("plain")(
         {
@@ -286,6 +313,135 @@ def print_table(scenario: str, forget_records: int, rows: dict[str, dict[str, fl
             f"| {row['test_accuracy']:.3f} | {row['forget_loss']:.3f} | {row['mia_auc']:.3f} "
             f"| {gap:.3f} | {row['time_fraction']:.3f} | {row['cpu_time_fraction']:.3f} |"
         )
+    sys.stdout.flush()
+
+
+# --- The regression model ----------------------------------------------------------------------
+
+
+def regression_recipe(epochs: int, seed: int) -> Any:
+    """The platform's ``plain_regression`` recipe on the diabetes set's suggested MLP."""
+    from workers.datasets.reference import DIABETES_MLP
+
+    return RECIPES.get("plain_regression")(
+        {"architecture": DIABETES_MLP, "epochs": epochs, "batch_size": 32, "lr": 0.01, "seed": seed}
+    )
+
+
+def regression_forget_keys(scenario: str, train: RecordDataset, seed: int) -> list[str]:
+    """``random``: REGRESSION_FORGET random training records; ``subgroup``: the REGRESSION_FORGET of
+    highest BMI (a coherent sub-population)."""
+    keys = list(train.record_keys)
+    if scenario == "random":
+        rng = np.random.default_rng([seed, 7])
+        return [keys[i] for i in sorted(rng.choice(len(keys), size=REGRESSION_FORGET, replace=False))]
+    bmi = np.array([float(train[i][1][BMI]) for i in range(len(train))])
+    return [keys[i] for i in np.argsort(-bmi, kind="stable")[:REGRESSION_FORGET]]
+
+
+@torch.no_grad()
+def regression_predictions(model: nn.Module, dataset: RecordDataset) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, targets) per record of ``dataset``, in its order."""
+    model.eval()
+    predicted, targets = [], []
+    for _, inputs, batch_targets in DataLoader(dataset, batch_size=512, collate_fn=collate_records):
+        predicted.append(model(inputs).reshape(len(inputs), -1)[:, 0])
+        targets.append(batch_targets.float())
+    return torch.cat(predicted).double().numpy(), torch.cat(targets).double().numpy()
+
+
+def evaluate_regression(model: nn.Module, forget: RecordDataset, retain: RecordDataset, test: RecordDataset,
+                        retrained_forget: np.ndarray | None) -> dict[str, float]:
+    """MAE and RMSE on forget, retain and test; the membership AUC of the audit's regression signal
+    (forget records against every held-out record); the RMS distance of the forget predictions to
+    ``retrained_forget`` (the retrained model's; None for the retrained model itself: 0)."""
+    from audits.checks.signals import squared_error_signal
+
+    row: dict[str, float] = {}
+    signals = {}
+    for name, dataset in (("forget", forget), ("retain", retain), ("test", test)):
+        predicted, targets = regression_predictions(model, dataset)
+        error = predicted - targets
+        row[f"{name}_mae"] = float(np.abs(error).mean())
+        row[f"{name}_rmse"] = float(np.sqrt((error**2).mean()))
+        signals[name] = squared_error_signal(predicted, targets)
+        if name == "forget":
+            forget_predicted = predicted
+    # membership_auc calls the lower value the member's: the signal is higher for members.
+    row["mia_auc"] = membership_auc(-signals["forget"], -signals["test"])
+    reference = forget_predicted if retrained_forget is None else retrained_forget
+    row["forget_distance_to_retrain"] = float(np.sqrt(((forget_predicted - reference) ** 2).mean()))
+    return row
+
+
+def regression_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        path = materialise_reference("diabetes", args.data_dir or Path(scratch), seed=args.seed)
+        train, test = load_reference_split(path, "train"), load_reference_split(path, "test")
+    print(f"# Approximate unlearning, diabetes regression ({len(train)} train, {len(test)} test), "
+          f"plain_regression recipe (MLP 10-64-64-1), {args.epochs} epochs, {torch.get_num_threads()} CPU threads",
+          flush=True)
+    recipe = regression_recipe(args.epochs, args.seed)
+    started = time.perf_counter()
+    original = recipe.train(train).model
+    results: dict[str, Any] = {"dataset": "diabetes", "epochs": args.epochs,
+                               "original_train_seconds": round(time.perf_counter() - started, 2), "scenarios": {}}
+    for scenario in args.scenarios.split(","):
+        forget_keys = regression_forget_keys(scenario, train, args.seed)
+        rows = run_regression_scenario(recipe, original, train, test, forget_keys, args.seed)
+        print_regression_table(scenario, len(forget_keys), rows)
+        results["scenarios"][scenario] = {
+            "forget_records": len(forget_keys),
+            "rows": {name: {k: round(v, 4) for k, v in row.items()} for name, row in rows.items()},
+        }
+    print(json.dumps(results, sort_keys=True))
+
+
+def run_regression_scenario(recipe: Any, original: nn.Module, train: RecordDataset, test: RecordDataset,
+                            forget_keys: list[str], seed: int) -> dict[str, dict[str, float]]:
+    """Retrain without ``forget_keys``, then Blindspot and the MSE fine-tune on ``original``."""
+    from blindspot_regression import finetune as mse_finetune
+
+    from workers.unlearning.blindspot import BlindspotConfig
+
+    forget, retain = train.subset(forget_keys), train.without(forget_keys)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    retrained = recipe.train(retain).model
+    retrain_seconds, retrain_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    retrained_forget = regression_predictions(retrained, forget)[0]
+    rows = {"none": {**evaluate_regression(original, forget, retain, test, retrained_forget),
+                     "seconds": 0.0, "cpu_seconds": 0.0},
+            "retrain": {**evaluate_regression(retrained, forget, retain, test, None),
+                        "seconds": retrain_seconds, "cpu_seconds": retrain_cpu}}
+    config = BlindspotConfig(seed=seed)
+
+    def loader(dataset: RecordDataset, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_records)
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    torch.manual_seed(seed)
+    tuned = mse_finetune(original, loader(retain, 64), config)
+    rows["finetune"] = {**evaluate_regression(tuned, forget, retain, test, retrained_forget),
+                        "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
+    cpu_started = time.process_time()
+    model, result = METHODS.get("blindspot")(config).unlearn(original, loader(forget, 32), loader(retain, 64))
+    rows["blindspot"] = {**evaluate_regression(model, forget, retain, test, retrained_forget),
+                         "seconds": result.wall_seconds, "cpu_seconds": time.process_time() - cpu_started}
+    for row in rows.values():
+        row["time_fraction"] = row["seconds"] / retrain_seconds
+        row["cpu_time_fraction"] = row["cpu_seconds"] / retrain_cpu
+    return rows
+
+
+def print_regression_table(scenario: str, forget_records: int, rows: dict[str, dict[str, float]]) -> None:
+    print(f"\n## Forget set: {scenario} ({forget_records} records)\n")
+    print("| method | forget MAE / RMSE | retain MAE / RMSE | test MAE / RMSE | MIA AUC | forget distance to "
+          "retrain | wall time / retrain | CPU time / retrain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['forget_mae']:.1f} / {row['forget_rmse']:.1f} | {row['retain_mae']:.1f} / "
+              f"{row['retain_rmse']:.1f} | {row['test_mae']:.1f} / {row['test_rmse']:.1f} | {row['mia_auc']:.3f} "
+              f"| {row['forget_distance_to_retrain']:.1f} | {row['time_fraction']:.3f} | {row['cpu_time_fraction']:.3f} |")
     sys.stdout.flush()
 
 

@@ -56,6 +56,7 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
+from deletion.planning import MODEL_KIND_WORDS
 from deletion.report_data import derived_model_note
 from foundation.errors import DomainError
 from models_registry.models import RegisteredModel
@@ -389,7 +390,9 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         ended = target.status in ENDED_STATES
         timeline = [{**item, "at": parse_datetime(item["at"]) or item["at"]}
                     for item in selectors.request_timeline(request=target)]
-        plan = [{k: v for k, v in step.items() if k != "record_ids"} for step in target.plan]
+        # A step planned before plans named the model's kind has none (the page then shows none).
+        plan = [{**{k: v for k, v in step.items() if k != "record_ids"},
+                 "model_kind_words": MODEL_KIND_WORDS.get(step.get("model_kind", ""), "")} for step in target.plan]
         estimates = [step.get("estimated_seconds") for step in plan]
         outcomes = selectors.request_outcomes(request=target)
         jobs = selectors.request_jobs(request=target)

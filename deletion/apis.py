@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deletion import deadlines, decisions, intake
+from deletion.concept_requests import concept_entry
 from deletion.external_retrain import external_retrain_latest, external_retrain_state
 from deletion.models import (
     ENDED_STATES,
@@ -124,6 +125,7 @@ class OutcomeOut(serializers.Serializer):
 
 class DeletionRequestOut(serializers.Serializer):
     id = serializers.UUIDField(source="public_id")
+    kind = serializers.CharField(help_text="erasure (a person's data) or concept (an attribute, no person)")
     status = serializers.CharField()
     jurisdiction = serializers.CharField()
     legal_ground = serializers.CharField()
@@ -142,6 +144,12 @@ class DeletionRequestOut(serializers.Serializer):
     decision_reason = serializers.CharField()
     completed_at = serializers.DateTimeField(allow_null=True)
     timeline = serializers.SerializerMethodField()
+    concept = serializers.SerializerMethodField(
+        help_text="a concept request's {attribute, dataset, labelled_records, values, models, reason, holds_against, "
+                  "not_a_persons_erasure} (never the labels); null for an erasure request")
+
+    def get_concept(self, obj) -> dict | None:
+        return concept_entry(obj)
 
     def get_subject(self, obj) -> str | None:
         return obj.subject.reference if obj.subject else None

@@ -11,8 +11,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audits.checks.evidence import evidence_kind_of
 from audits.checks.registry import audit_cannot_confirm
 from audits.runner import older_copies_purge
+from deletion.concept_requests import concept_job_config
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
 from deletion.external_retrain import (
     EXTERNAL_RETRAIN,
@@ -27,6 +29,7 @@ from deletion.models import (
     ModelOutcome,
     NoticeKind,
     OutcomeStatus,
+    RequestKind,
 )
 from deletion.notices import notice_send
 from deletion.planning import (
@@ -38,6 +41,7 @@ from deletion.planning import (
     estimated_cost,
     method_card,
     plan_method,
+    plan_model_kind,
     policy_method_refused,
     replay_plan,
     request_scope,
@@ -47,7 +51,7 @@ from deletion.transitions import S, actor_name, transition
 from deletion.workflow import advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
-from models_registry.models import ModelVersion, Task, VersionStatus
+from models_registry.models import ModelVersion, VersionStatus
 from workers.jobs import job_cancel, job_create, versions_audited, versions_held
 from workers.mlflow_registry import mlflow_deployment_confirmed, mlflow_model_withdrawn
 from workers.models import Job, JobKind, JobStatus
@@ -70,7 +74,10 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
     for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
         record_ids = versions[version.id].record_ids
         method, guarantee = plan_method(version=version, record_ids=record_ids)
-        model_kind = "language_model" if version.model.task == Task.LANGUAGE_MODELING else "classifier"
+        # What the model is (a regressor is named so), and the evidence its audit builds (a regressor's
+        # is a classifier's, on its squared error): what the plan can count on is read off the latter.
+        model_kind = plan_model_kind(version)
+        evidence_kind = evidence_kind_of(model_kind)
         # S3T: how much of the kept data the served model would still learn from, and the retrain
         # of the switched-off adapters offered when that crosses the model's floor.
         kept_data, alternatives = s3t_kept_data(version=version, record_ids=record_ids) if method == "s3t" else (None, [])
@@ -83,7 +90,7 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
                                     if guarantee == "approximate" or policy_refused else ([], {}))
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
-            "status": version.status, "method": method, "guarantee_class": guarantee,
+            "status": version.status, "model_kind": model_kind, "method": method, "guarantee_class": guarantee,
             # Where the method applies and what it costs, as the catalogue declares them.
             "method_info": method_card(method),
             # The policy's approximate method when it cannot take this forget set (then a retrain).
@@ -92,10 +99,10 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
             # Said before the method runs: where the audit cannot confirm erasure, the request will
             # wait for the DPO's decision whatever the method achieves.
-            "audit_cannot_confirm": audit_cannot_confirm(guarantee_class=guarantee, model_kind=model_kind,
+            "audit_cannot_confirm": audit_cannot_confirm(guarantee_class=guarantee, model_kind=evidence_kind,
                                                          records=len(record_ids)),
             # Declared now, before any score is seen; the audit job's config carries the margins.
-            "equivalence_test": equivalence_test_plan(version=version, model_kind=model_kind,
+            "equivalence_test": equivalence_test_plan(version=version, model_kind=evidence_kind,
                                                       records=len(record_ids)),
             # The independent replay of an exact result: when it runs and what it costs.
             "replay": replay_plan(version=version, method=method),
@@ -221,7 +228,13 @@ def _batch_window(version: ModelVersion) -> int:
 
 def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: dict):
     """Requests approved for the same version within the batching window share one job: a job
-    still pending (enqueued with the window as its countdown) takes the new records in."""
+    still pending (enqueued with the window as its countdown) takes the new records in. A concept
+    request's job is its own (its attribute's labels are in its config) and starts at once."""
+    if request.kind == RequestKind.CONCEPT:
+        return job_create(kind=JobKind.UNLEARN, registered_model=version.model, source_version=version,
+                          deletion_request=request, method=step["method"], guarantee_class=step["guarantee_class"],
+                          config=concept_job_config(request=request, step=step), forget_record_ids=[],
+                          estimated_seconds=step["estimated_seconds"])
     window = _batch_window(version)
     if window > 0:
         pending = (Job.objects.select_for_update()
@@ -360,6 +373,11 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int,
         raise Conflict(f"{version} is derived from another model and was re-derived from its parent's new version; "
                        "it cannot be retrained on its own: withdraw it from serving (GDPR Art. 18) or accept the "
                        "risk", code="escalation_impossible", details={"model_version": version.id})
+    if request.kind == RequestKind.CONCEPT:
+        # A retrain erases records; a concept request names none, so it would rebuild the same model.
+        raise Conflict(f"a concept erasure of {version} has no exact method to escalate to: withdraw the model from "
+                       "serving or accept the risk (or file a new concept request, e.g. with another layer)",
+                       code="escalation_impossible", details={"model_version": version.id})
     method = method or (EXTERNAL_RETRAIN if external_retrain_policy(version.model) else "retrain")
     if method not in ("retrain", EXTERNAL_RETRAIN):
         raise ValidationFailed(f"escalation is to an exact method: retrain or {EXTERNAL_RETRAIN}, not {method!r}",
@@ -423,6 +441,11 @@ def deployment_confirm(*, request: DeletionRequest, actor, new_version_id: int, 
     if outcome.status != OutcomeStatus.AWAITING_DEPLOYMENT:
         raise Conflict(f"this outcome is {outcome.status}, not awaiting deployment", code="illegal_transition")
     ModelVersion.objects.filter(pk=new_version_id).update(status=VersionStatus.SERVING)
+    if request.kind == RequestKind.CONCEPT:
+        # The version that still uses the attribute is replaced, not purged (it held no one's erasure);
+        # retired, it is out of later requests' scope, whose unlearning builds on the new version.
+        ModelVersion.objects.filter(pk=outcome.model_version_id, status__in=[
+            VersionStatus.SERVING, VersionStatus.RETAINED]).update(status=VersionStatus.RETIRED)
     outcome.status = OutcomeStatus.CONFIRMED
     outcome.confirmed_by = actor_name(actor)
     outcome.confirmed_manually = manual

@@ -20,6 +20,10 @@ class LegalGround(models.TextChoices):
     ART17_1_E = "art17_1_e", "Art. 17(1)(e): legal obligation to erase"
     ART17_1_F = "art17_1_f", "Art. 17(1)(f): child's information-society data"
     CCPA_DELETE = "ccpa_1798_105", "CCPA §1798.105: right to delete"
+    # No person's right: the company's own decision that its models stop using an attribute (a
+    # concept request, deletion.concept_requests). No jurisdiction lists it as a ground for erasure.
+    CONCEPT_ERASURE = "concept_erasure", ("None needed: the DPO asked that the models stop using an attribute "
+                                          "(concept erasure); no person asked for erasure")
 
 
 class RejectionGround(models.TextChoices):
@@ -74,11 +78,23 @@ ENDED_STATES = (RequestStatus.COMPLETED, RequestStatus.CLOSED_RISK_ACCEPTED, Req
 OPEN_STATES = tuple(s for s in RequestStatus if s not in ENDED_STATES)
 
 
+class RequestKind(models.TextChoices):
+    ERASURE = "erasure", "Erasure of a person's data"
+    # "Stop using attribute X": no data subject, no record erased; the models named get a concept
+    # eraser (guarantee class concept_erased), which never counts as anyone's erasure.
+    CONCEPT = "concept", "Concept erasure (an attribute, no person)"
+
+
 class DeletionRequest(models.Model):
     """An erasure request. Raw identifiers never reach this row: only the subject they resolved to
-    (or none) and which kinds of identifier were given."""
+    (or none) and which kinds of identifier were given. A concept request (``kind`` concept) names
+    no subject and no record: the models and the attribute are in ``concept``."""
 
     public_id = models.UUIDField(unique=True, editable=False)
+    kind = models.CharField(max_length=10, choices=RequestKind.choices, default=RequestKind.ERASURE)
+    # A concept request's attribute: {attribute, dataset_id, dataset, labels: {record key: value},
+    # models: [{model_version_id, layer}], reason, seed, fit_share} (deletion.concept_requests).
+    concept = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=RequestStatus.choices, default=RequestStatus.RECEIVED)
     jurisdiction = models.CharField(max_length=10, choices=Jurisdiction.choices)
     legal_ground = models.CharField(max_length=20, choices=LegalGround.choices)

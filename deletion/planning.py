@@ -16,14 +16,17 @@ from deletion.models import (
     RequestStatus,
 )
 from models_registry import selectors
-from models_registry.models import ModelVersion
+from models_registry.models import ModelVersion, Task
 from workers.artifact_manifests import ArtifactError
 from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_manifest
 from workers.training_catalogue import changed_weights_refusal
 from workers.unlearning.catalogue import (
+    CLASSIFIER,
+    LANGUAGE_MODEL,
     METHOD_SPECS,
+    REGRESSOR,
     approximate_methods_for,
     exact_method_for,
     weakest_guarantee,
@@ -36,6 +39,22 @@ S3T_RETRAIN = "s3t_retrain"
 # Offered for a version trained with DP-SGD: no unlearning, the subject's group-privacy bound as a risk
 # decision of the DPO (deletion.decisions runs its audit job; the outcome always waits for the DPO).
 DP_BOUNDED = "dp_bounded"
+# The kind of model a plan step names, from its task, in the unlearning catalogue's words (what a
+# method works on), and as the plan, the DPO's page and the report say it.
+MODEL_KIND_OF_TASK = {Task.CLASSIFICATION: CLASSIFIER, Task.LANGUAGE_MODELING: LANGUAGE_MODEL, Task.REGRESSION: REGRESSOR}
+MODEL_KIND_WORDS = {CLASSIFIER: "classifier (one class per record)", LANGUAGE_MODEL: "language model",
+                    REGRESSOR: "regression model (one real number per record, MSE-trained)"}
+
+
+def plan_model_kind(version: ModelVersion) -> str:
+    """``"classifier"``, ``"regressor"`` or ``"language_model"``: the kind of the version's model, from
+    its registered task (``ValueError`` for a task no kind is known for). The audit's evidence kind is
+    :func:`audits.checks.evidence.evidence_kind_of` of it (a regressor is audited as a classifier is,
+    on its squared error)."""
+    task = version.model.task
+    if task not in MODEL_KIND_OF_TASK:
+        raise ValueError(f"model {version.model.name!r}: no model kind is known for its task {task!r}")
+    return MODEL_KIND_OF_TASK[task]
 
 
 def request_subjects(request: DeletionRequest) -> list:

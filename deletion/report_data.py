@@ -19,10 +19,11 @@ from deletion.models import (
     ExternalRetrainStatus,
     LegalGround,
     OutcomeStatus,
+    RequestKind,
     RequestStatus,
 )
 from deletion.notices import recipients_notified
-from deletion.planning import request_end_state
+from deletion.planning import MODEL_KIND_WORDS, plan_model_kind, request_end_state
 from deletion.selectors import request_timeline
 
 _METRIC_LABELS = {
@@ -36,6 +37,12 @@ _METRIC_LABELS = {
     "retain_rmse": "Root mean squared error on kept training records",
     "test_mae": "Mean absolute error on held-out records",
     "test_rmse": "Root mean squared error on held-out records",
+}
+# What the audit's score histograms measure, per model kind (audits.runner scores a regressor by its squared error).
+HISTOGRAM_SCORE_WORDS = {
+    "classifier": "LiRA score: log-odds of the model's confidence in the true label (higher looks more like a member)",
+    "regressor": ("LiRA score: minus the log of the squared error of the model's prediction (higher looks more like "
+                  "a member)"),
 }
 _NOT_UNLEARNED = {
     OutcomeStatus.HELD: "Not unlearned: the model is under a legal hold ({reason}).",
@@ -56,6 +63,44 @@ END_STATE_MEANING = {
         "writing, for the reason given. For those models the company's position rests on that documented "
         "decision, not on evidence of erasure; a supervisory authority or court may assess it differently."),
 }
+
+
+# A concept request's end (an attribute, no person), in the same words' place.
+CONCEPT_END_STATE_MEANING = {
+    RequestStatus.COMPLETED: (
+        "The concept erasure is confirmed: for every model listed, a linear probe can no longer read the attribute "
+        "from the erased layer better than chance (within the stated tolerance), and the serving side deployed the "
+        "new version. It holds against linear probes only: the non-linear probe's figure beside it shows what "
+        "remains. This is not the erasure of anyone's data: no record was erased and the records stay in the "
+        "models' weights; this report is no evidence that any person's data were erased."),
+    RequestStatus.CLOSED_RISK_ACCEPTED: (
+        "The concept erasure is NOT confirmed for the models this report names under 'Residual risk accepted': "
+        "their audit could not show that a linear probe no longer reads the attribute. Two DPO users accepted "
+        "that in writing, for the reason given. This was never the erasure of anyone's data."),
+}
+# What a concept erasure's tests cannot show (the standard limitations speak of a person's records).
+CONCEPT_LIMITATIONS = (
+    "The probes were measured on labelled records of the same dataset that the eraser was not fitted on. On "
+    "records of another distribution the attribute may be linearly readable from the erased layer again.",
+    "Only the erased layer's output is covered: earlier layers, and what the model computes from other inputs, "
+    "may still carry the attribute.",
+    "The attribute is what the labels given with the request say it is: records labelled wrongly teach the "
+    "eraser, and the probes, the wrong attribute.",
+)
+CONCEPT_STATEMENT = (
+    "What was done so that machine-learning models stop using one attribute ({attribute}), and what the "
+    "tests show. This is a concept erasure, not an erasure of anyone's personal data: no person asked for "
+    "it, no record was erased, and it holds against linear read-outs only.")
+
+
+def concept_report_entry(request: DeletionRequest) -> dict | None:
+    """A concept request's ``concept`` section of the report (None for an erasure request)."""
+    if request.kind != RequestKind.CONCEPT:
+        return None
+    concept = request.concept or {}
+    return {"attribute": str(concept["attribute"]), "dataset": str(concept["dataset"]),
+            "labelled_records": len(concept.get("labels") or {}),
+            "statement": CONCEPT_STATEMENT.format(attribute=concept["attribute"])}
 
 
 # Where no replay ran (a full retrain nobody asked to replay, a method without one), the report says
@@ -231,6 +276,9 @@ def _model_entry(outcome) -> dict:
     derived = derived_model_note(outcome)
     if derived:
         verdict["notes"].append(derived)
+    keep_out = keep_out_note(outcome)
+    if keep_out:
+        verdict["notes"].append(keep_out)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -239,9 +287,11 @@ def _model_entry(outcome) -> dict:
         roc_curves.append({"label": "Attack on the new model: erased vs held-out records",
                            "false_positive_rate": roc["fpr"], "true_positive_rate": roc["tpr"], "auc": _num(auc)})
     histograms = audit.get("histograms")
+    model_kind = plan_model_kind(version)
     entry = {
         "model": version.model.name,
         "version": version.version,
+        "model_kind": {"kind": model_kind, "words": MODEL_KIND_WORDS[model_kind]},
         "new_version": new.version if new else None,
         "outcome": outcome.status,
         "method": outcome.method,
@@ -250,10 +300,10 @@ def _model_entry(outcome) -> dict:
         "new_artifact_sha256": new.artifact_sha256 if new else None,
         "code_version": (job.result.get("code_version") if job and job.result else None) or _code_version(),
         "shadow_model_count": int(audit.get("shadow_models", 0)),
-        "metrics": _metrics(audit) + _kept_data_metric(job),
+        "metrics": _concept_metrics(audit) + _metrics(audit) + _kept_data_metric(job),
         "roc_curves": roc_curves,
         "score_histograms": None if not histograms else {
-            "score": "LiRA score: log-odds of the model's confidence in the true label (higher looks more like a member)",
+            "score": HISTOGRAM_SCORE_WORDS.get(model_kind, HISTOGRAM_SCORE_WORDS["classifier"]),
             "bin_edges": histograms["edges"], "forget": histograms["counts"]["forget"],
             "retain": histograms["counts"]["retain"], "test": histograms["counts"]["test"]},
         "cost": {"estimated_seconds": outcome.estimated_seconds,
@@ -299,6 +349,17 @@ def derived_model_note(outcome) -> str:
             f"{details.get('records_held_through_parent', 0)} record(s) held through the parent, "
             f"{details.get('records_held_directly', 0)} in its own training data. Class cap: "
             f"{details.get('class_cap')} (a child promises at most what its new parent does).")
+
+
+def keep_out_note(outcome) -> str:
+    """For a keep-out transfer deletion (workers.unlearning.exact.keep_out): whether the model changed
+    and why, in one sentence; "" for other methods."""
+    details = (((outcome.job.result or {}).get("unlearning") or {}).get("details") or {}) if outcome.job else {}
+    if details.get("recipe") != "keep_out_transfer" or "weights_unchanged" not in details:
+        return ""
+    what = ("the model did not change (the new version serves the same weights, the same hash)"
+            if details["weights_unchanged"] else "the model was retrained")
+    return f"Keep-out transfer: {what}, because {details.get('reason', '')}"
 
 
 _VERDICT_WORDS = {"PASS": "PASS",
@@ -395,6 +456,27 @@ def dp_bound_entry(outcome) -> dict | None:
 def _fmt(value) -> str:
     number = _num(value)
     return "infinite" if number is None else f"{number:.4g}"
+
+
+def _concept_metrics(audit: dict) -> list[dict]:
+    """A concept erasure's probes (audits.concept_audit): the linear probe's AUC for the attribute before and
+    after erasure (it decides) and the MLP probe's beside it (shown, not counted); [] for other audits."""
+    concept = audit.get("concept")
+    if not concept:
+        return []
+    where = (f"Out-of-fold ROC AUC for the attribute '{concept['attribute']}' read off layer {concept['layer']!r}, on "
+             f"{concept['probe_records']} labelled records the eraser was not fitted on (0.5: chance)")
+    linear_passed = abs(float(concept["linear_auc"]) - 0.5) <= float(concept["tolerance"])
+    return [
+        {"name": "Linear probe AUC (decides)", "description": f"{where}; within {concept['tolerance']} of 0.5 passes",
+         "before": _num(concept.get("original_linear_auc")), "after": _num(concept["linear_auc"]),
+         "reference": None, "result": "PASS" if linear_passed else "not at chance"},
+        {"name": "Non-linear (MLP) probe AUC (shown, not counted)",
+         "description": f"{where}; the guarantee holds against {concept['holds_against']}, so this figure shows "
+                        "what a non-linear read-out still recovers",
+         "before": _num(concept.get("original_nonlinear_auc")), "after": _num(concept["nonlinear_auc"]),
+         "reference": None},
+    ]
 
 
 def _kept_data_metric(job) -> list[dict]:
@@ -502,7 +584,11 @@ def report_data(*, request: DeletionRequest) -> dict:
             datasets[-1]["source"] = held_at_source[label]
     subjects = [s.reference for s in ([request.subject] if request.subject else [])] + [
         s.reference for s in request.linked_subjects.all()]
-    return {
+    concept = concept_report_entry(request)
+    if concept is not None:
+        subjects = ["none: a concept request names no person"]
+    meanings = CONCEPT_END_STATE_MEANING if concept is not None else END_STATE_MEANING
+    report = {
         "schema_version": SCHEMA_VERSION,
         "request_id": str(request.public_id),
         "subject_reference": ", ".join(subjects) or "no registered subject matched the identifiers",
@@ -526,10 +612,14 @@ def report_data(*, request: DeletionRequest) -> dict:
             "purged_artifacts": purged,
         },
         "model_versions": [_model_entry(o) for o in outcomes],
-        "end_state": {"status": str(end), "meaning": END_STATE_MEANING[end]},
+        "end_state": {"status": str(end), "meaning": meanings[end]},
         "recipients_notified": recipients_notified(request=request),
-        "limitations": list(STANDARD_LIMITATIONS) + mlflow_copies(outcomes) + method_limitations(outcomes),
+        "limitations": list(CONCEPT_LIMITATIONS if concept is not None else STANDARD_LIMITATIONS)
+        + mlflow_copies(outcomes) + method_limitations(outcomes),
     }
+    if concept is not None:
+        report["concept"] = concept
+    return report
 
 
 def method_limitations(outcomes) -> list[str]:

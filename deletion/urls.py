@@ -1,6 +1,6 @@
 from django.urls import path
 
-from deletion import apis, external_retrain_apis, recipient_apis
+from deletion import apis, concept_apis, external_retrain_apis, recipient_apis
 
 urlpatterns = [
     path("deletion-requests/", apis.DeletionRequestListApi.as_view(), name="deletion-requests"),
@@ -18,6 +18,7 @@ urlpatterns = [
          name="deletion-request-escalate"),
     path("deletion-requests/<uuid:request_id>/accept-risk/", apis.AcceptRiskApi.as_view(),
          name="deletion-request-accept-risk"),
+    path("concept-requests/", concept_apis.ConceptRequestListApi.as_view(), name="concept-requests"),
     path("deployments/pending/", apis.PendingDeploymentsApi.as_view(), name="deployments-pending"),
     path("webhooks/", apis.WebhookListApi.as_view(), name="webhooks"),
     path("webhooks/<int:webhook_id>/", apis.WebhookDetailApi.as_view(), name="webhook"),

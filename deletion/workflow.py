@@ -16,6 +16,7 @@ from deletion.models import (
     ModelOutcome,
     NoticeKind,
     OutcomeStatus,
+    RequestKind,
 )
 from deletion.notices import notice_send, recipients_notify
 from deletion.planning import request_end_state, request_scope, request_subjects
@@ -96,7 +97,10 @@ def on_job_finished(*, job_id: int) -> None:
                 # Nothing was deleted from the weights: whatever the bound, only the DPO's written
                 # acceptance of the risk (two DPO users) settles it, or an escalation or withdrawal.
                 outcome.status = OutcomeStatus.AWAITING_DECISION
-            elif outcome.verdict == "PASS" and counts_as_erasure(outcome.guarantee_class):
+            elif outcome.verdict == "PASS" and (counts_as_erasure(outcome.guarantee_class)
+                                                or outcome.request.kind == RequestKind.CONCEPT):
+                # A concept request asked for the attribute's erasure, not a person's: its PASS is
+                # what it asked for (its report says it is no one's erasure).
                 outcome.status = OutcomeStatus.AWAITING_DEPLOYMENT
             elif outcome.verdict == "FAIL":
                 outcome.status = OutcomeStatus.AUDIT_FAILED
@@ -174,7 +178,9 @@ def request_finalize(*, request_id: int, progress=None) -> dict:
     with transaction.atomic():
         _erase_request_data(request)
         # Art. 19: whoever holds a copy of a changed model is told, before the report that lists them.
-        recipients_notify(request=request)
+        # A concept request erased no one's data: there is no erasure to tell them of.
+        if request.kind != RequestKind.CONCEPT:
+            recipients_notify(request=request)
     summary = report_data.report_build_and_sign(request=request)
     with transaction.atomic():
         end = request_end_state(request)

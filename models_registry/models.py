@@ -422,3 +422,28 @@ class RecordContent(models.Model):
     key_ref = models.CharField(max_length=80)
     nonce = models.BinaryField(max_length=12)
     ciphertext = models.BinaryField()
+
+
+class KeepOutSelection(models.Model):
+    """Keep-out transfer lineage (workers.training.keep_out_transfer, arXiv 2405.10425): in
+    ``version``, the non-static record ``record`` selected the auxiliary example ``auxiliary`` (its
+    ``rank``-th nearest, from 0). The non-static record never entered training, so it is in no
+    membership; the auxiliary example did. The model depends on ``record`` only through this row,
+    so scoping follows it (models_registry.selectors), and a deletion of ``record`` makes a new
+    version without its rows (the same weights when no selection changed)."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="keep_out_selections")
+    record = models.ForeignKey(DataRecord, on_delete=models.PROTECT, related_name="keep_out_selections")
+    auxiliary = models.ForeignKey(DataRecord, on_delete=models.PROTECT, related_name="selected_as_auxiliary")
+    rank = models.SmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "record", "rank"], name="keep_out_selection_unique"),
+            models.CheckConstraint(condition=~models.Q(record=models.F("auxiliary")),
+                                   name="keep_out_selection_not_itself"),
+        ]
+        indexes = [models.Index(fields=["record"], name="keep_out_selection_record_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.version_id}: {self.record_id} -> {self.auxiliary_id} ({self.rank})"

@@ -18,6 +18,7 @@ from models_registry.models import (
     DataRecord,
     DataSubject,
     ExcludedRecord,
+    KeepOutSelection,
     ModelVersion,
     TrainingMembership,
     VersionStatus,
@@ -31,7 +32,10 @@ class RecordPlacement:
     record_id: int
     shard: int
     slice: int
-    via: str = "training"  # or the lineage edge kind, for versions downstream of a trained one
+    # "training" (a membership row), "keep_out_selection" (a non-static record of a keep-out transfer
+    # model, held through the auxiliary examples it selected), or the lineage edge kind, for versions
+    # downstream of a trained one
+    via: str = "training"
 
 
 @dataclass
@@ -99,10 +103,17 @@ mem AS MATERIALIZED (
     SELECT rec.id AS record_id, b.run_id, b.shard, b.slice FROM rec CROSS JOIN LATERAL ({blocks}) b
 ),
 direct AS (
-    SELECT v.id AS version_id, v.model_id, v.version, v.status, mem.record_id, mem.shard, mem.slice
+    SELECT v.id AS version_id, v.model_id, v.version, v.status, mem.record_id, mem.shard, mem.slice,
+           'training' AS via
     FROM mem JOIN models_registry_modelversion v ON v.training_run_id = mem.run_id
     WHERE NOT EXISTS (SELECT 1 FROM models_registry_excludedrecord e
                       WHERE e.version_id = v.id AND e.record_id = mem.record_id)
+    UNION ALL
+    -- Keep-out transfer: a non-static record is in no membership; the version depends on it
+    -- through the auxiliary examples it selected (KeepOutSelection, indexed on record).
+    SELECT DISTINCT v.id, v.model_id, v.version, v.status, s.record_id, 0, 0, 'keep_out_selection'
+    FROM rec JOIN models_registry_keepoutselection s ON s.record_id = rec.id
+    JOIN models_registry_modelversion v ON v.id = s.version_id
 ),
 down AS (
     SELECT e.child_id AS version_id, e.parent_id AS source_id, e.kind AS via, 1 AS depth
@@ -130,7 +141,7 @@ arts AS (
 SELECT 'record', r.id, NULL::bigint, NULL::bigint, NULL::int, NULL::int, d.name || '@' || d.version
   FROM rec r JOIN models_registry_dataset d ON d.id = r.dataset_id
 UNION ALL
-SELECT 'direct', version_id, model_id, record_id, shard, slice, status || ':' || version FROM direct
+SELECT 'direct', version_id, model_id, record_id, shard, slice, status || ':' || version || ':' || via FROM direct
 UNION ALL
 SELECT DISTINCT 'down', down.version_id, v.model_id, down.source_id, NULL::int, NULL::int,
        v.status || ':' || v.version || ':' || down.via
@@ -166,9 +177,9 @@ def _run_scope(sql: str, param, subject_id: int | None) -> Scope:
             record_ids.append(a)
             by_dataset[text] = by_dataset.get(text, 0) + 1
         elif kind == "direct":
-            status, number = text.split(":")
+            status, number, via = text.split(":")
             entry = direct.setdefault(a, AffectedVersion(a, b, int(number), status))
-            entry.placements.append(RecordPlacement(c, d, e))
+            entry.placements.append(RecordPlacement(c, d, e, via=via))
         elif kind == "down":
             downstream.append((a, b, c, text))
         else:
@@ -354,3 +365,18 @@ def membership_by_slice(*, version: ModelVersion, record_ids: Iterable[int]
         if holds:
             affected.setdefault(shard, set()).add(slice_)
     return kept, affected
+
+
+# ---------------------------------------------------------------- keep-out transfer
+
+
+def keep_out_selection_of(*, version: ModelVersion) -> dict[str, tuple[str, ...]]:
+    """The keep-out transfer selection recorded for ``version`` (KeepOutSelection): each non-static
+    record's key -> the keys of the auxiliary examples it selected, nearest first. Empty for a
+    version of any other recipe."""
+    selection: dict[str, list[str]] = {}
+    rows = (KeepOutSelection.objects.filter(version=version).order_by("record__external_key", "rank")
+            .values_list("record__external_key", "auxiliary__external_key"))
+    for key, auxiliary in rows:
+        selection.setdefault(key, []).append(auxiliary)
+    return {key: tuple(chosen) for key, chosen in selection.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +20,7 @@ from models_registry.models import (
     DataSubject,
     ExcludedRecord,
     IdentifierKind,
+    KeepOutSelection,
     LineageKind,
     ModelLineageEdge,
     ModelVersion,
@@ -33,7 +34,7 @@ from models_registry.models import (
     VersionStatus,
 )
 from models_registry.pseudonyms import current_key_version, identifier_digests_all_versions
-from models_registry.selectors import downstream_version_ids
+from models_registry.selectors import downstream_version_ids, version_membership
 
 Identifiers = Iterable[tuple[str, str]]
 
@@ -478,3 +479,33 @@ def content_fingerprints_rekey(*, batch_size: int = 5000) -> dict[str, int]:
     return moved
 
 IDENTIFIER_KINDS = tuple(IdentifierKind.values)
+
+
+def keep_out_selection_record(*, version: ModelVersion, dataset: Dataset,
+                              selection: Mapping[str, Sequence[str]]) -> int:
+    """Record, for ``version`` of a keep-out transfer model (workers.training.keep_out_transfer),
+    which auxiliary examples each non-static record selected: ``selection`` maps a non-static
+    record's key to the keys of its selected examples, nearest first (keys of ``dataset``). Call
+    after the version's membership is recorded. ValidationFailed (field ``selection``) naming the
+    keys: a key the dataset lacks, a non-static record that is in the version's membership (it must
+    never enter training), or a selected example that is not (every selected example trained the
+    model). Returns the number of rows written."""
+    keys = set(selection) | {aux for chosen in selection.values() for aux in chosen}
+    ids = dict(DataRecord.objects.filter(dataset=dataset, external_key__in=keys).values_list("external_key", "id"))
+    missing = sorted(keys - ids.keys())
+    if missing:
+        raise ValidationFailed(f"keep-out selection names records {dataset} does not hold: {', '.join(missing[:5])}",
+                               field="selection")
+    members = {row[0] for row in version_membership(version=version)}
+    trained = sorted(set(selection) & members)
+    if trained:
+        raise ValidationFailed(f"non-static records may not enter training, but {version}'s membership holds "
+                               f"{', '.join(trained[:5])}", field="selection")
+    unselected = sorted({aux for chosen in selection.values() for aux in chosen} - members)
+    if unselected:
+        raise ValidationFailed(f"selected auxiliary examples missing from {version}'s membership: "
+                               f"{', '.join(unselected[:5])}", field="selection")
+    rows = [KeepOutSelection(version=version, record_id=ids[key], auxiliary_id=ids[aux], rank=rank)
+            for key in sorted(selection) for rank, aux in enumerate(selection[key])]
+    KeepOutSelection.objects.bulk_create(rows, batch_size=5000)
+    return len(rows)

@@ -92,6 +92,9 @@ for _spec in (
                "a transformers sequence classifier built from its hf_config"),
     RecipeSpec("sklearn", CLASSIFICATION, ("sklearn",), "one scikit-learn estimator fitted on every record"),
     RecipeSpec("sklearn_sisa", CLASSIFICATION, ("sklearn",), "a SISA ensemble of scikit-learn estimators, one per shard"),
+    RecipeSpec("keep_out_transfer", CLASSIFICATION, TORCH_MODULES,
+               "one PyTorch module built from the architecture, trained on the static records and the auxiliary "
+               "examples the non-static records select (never on a non-static record)"),
     RecipeSpec("distill", CLASSIFICATION, ("builtin", "entry_point"),
                "a PyTorch module built from the architecture, trained on a transfer set to match its parent "
                "version's softened outputs", derives="distilled_from"),

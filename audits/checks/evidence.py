@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 ModelKind = Literal["classifier", "language_model"]
 MODEL_KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
 
+# The kind of model a plan names (the unlearning catalogue's words) -> the evidence its audit builds.
+# A regression model is audited with classifier evidence whose per-record signal is its log-scaled
+# squared error (audits.runner; RMIA is left out for it, and the audit says why), so the checks that
+# apply to classifiers are the ones a plan can count on for it.
+EVIDENCE_KIND_OF_MODEL: dict[str, ModelKind] = {
+    "classifier": "classifier", "regressor": "classifier", "language_model": "language_model"}
+
+
+def evidence_kind_of(model_kind: str) -> ModelKind:
+    """The evidence kind (:data:`ModelKind`) the audit builds for a ``model_kind`` model
+    (``"classifier"``, ``"regressor"`` or ``"language_model"``); ``ValueError`` for another."""
+    if model_kind not in EVIDENCE_KIND_OF_MODEL:
+        raise ValueError(f"unknown model kind {model_kind!r}; known: {', '.join(EVIDENCE_KIND_OF_MODEL)}")
+    return EVIDENCE_KIND_OF_MODEL[model_kind]
+
 
 @dataclass(frozen=True)
 class UtilityFigures:

@@ -34,6 +34,8 @@ EXPECTED = {
     "mlflow-sync-retry": {"post": {"ml_engineer"}},
     "deletion-requests": {"get": {"intake", "dpo", "auditor"}, "post": {"intake", "dpo"}},
     "deletion-request": {"get": {"intake", "dpo", "auditor"}},
+    # "Stop using attribute X": filed by the DPO or a client's API (read through deletion-request).
+    "concept-requests": {"post": {"intake", "dpo"}},
     **{f"deletion-request-{action}": {"post": {"dpo"}}
        for action in ("verify", "approve", "reject", "extend", "cancel", "withdraw", "escalate", "accept-risk")},
     "deletion-request-confirm": {"post": {"dpo", "ml_engineer"}},

@@ -80,6 +80,10 @@ def test_a_regression_model_is_trained_unlearned_by_blindspot_and_audited_in_mae
     assert "membership_rmia" not in checks and "membership_lira" in checks
     assert "probabilities" in audit["regression"]["not_applicable"]["membership_rmia"]
     assert audit["forget_references"]["applies"] is False
+    # U-LiRA ran Blindspot on the shadows that held the record (an approximate regressor's result too).
+    assert audit["unlearning_lira"]["ran"] is True and audit["unlearning_lira"]["method"] == "blindspot", \
+        audit["unlearning_lira"]
+    assert "unlearning_lira" in checks
 
     [entry] = report_data(request=outcome.request)["model_versions"]
     names = [m["name"] for m in entry["metrics"]]

@@ -89,7 +89,7 @@ def test_a_training_run_started_over_the_api_writes_its_lineage(engineer, api_cl
 def test_bad_training_requests_are_refused_naming_the_field(engineer, model, dataset):
     assert _error(_train(engineer, model, dataset, recipe="plian"), 400)["fields"] == {
         "recipe": ["unknown training recipe 'plian'; recipes: distill, dp, finetune, hf_sequence_classifier, "
-                   "lora_causal_lm, plain, plain_regression, s3t, sisa, sklearn, sklearn_sisa"]}
+                   "keep_out_transfer, lora_causal_lm, plain, plain_regression, s3t, sisa, sklearn, sklearn_sisa"]}
     estimator = registered_model_create(name="bc-logreg", task="classification", training_recipe="sklearn",
                                         architecture={"name": "sklearn", "config": {"in_features": 30, "num_classes": 2}})
     refusal = _error(_train(engineer, estimator, dataset, recipe="s3t"), 400)

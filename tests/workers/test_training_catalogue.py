@@ -32,7 +32,8 @@ CASES = [
     ("hf_sequence_classifier", C, TRANSFORMERS, {}, None),
     ("hf_sequence_classifier", C, {}, {}, None),
     *[(recipe, C, BUILT_BERT, {}, None) for recipe in ("plain", "sisa", "s3t", "dp")],
-    ("hf_sequence_classifier", C, BUILT_BERT, {}, ("recipe", ["family huggingface_built", "fit it: dp, plain, s3t, sisa"])),
+    ("hf_sequence_classifier", C, BUILT_BERT, {}, ("recipe", ["family huggingface_built",
+                                                              "fit it: dp, keep_out_transfer, plain, s3t, sisa"])),
     ("sisa", LM, {}, {}, ("recipe", ["next tokens", "fit it: lora_causal_lm"])),
     ("lora_causal_lm", LM, {}, {"base_model": "tiny_gpt2"}, None),
     ("lora_causal_lm", LM, TRANSFORMERS, {"base_model": "transformers_config"}, None),
@@ -42,8 +43,10 @@ CASES = [
                                         "builtin or entry_point", "fit it: sklearn, sklearn_sisa"])),
     ("sisa", C, TRANSFORMERS, {}, ("recipe", ["sisa recipe", "family huggingface", '"hf_config"',
                                               "fit it: hf_sequence_classifier"])),
-    ("sklearn", C, MLP, {}, ("recipe", ["sklearn recipe", "family builtin", "fit it: dp, plain, s3t, sisa"])),
-    ("s3t", C, MLP_BATCHNORM, {}, ("recipe", ["s3t recipe needs a module without BatchNorm", "fit it: plain, sisa"])),
+    ("sklearn", C, MLP, {}, ("recipe", ["sklearn recipe", "family builtin",
+                                        "fit it: dp, keep_out_transfer, plain, s3t, sisa"])),
+    ("s3t", C, MLP_BATCHNORM, {}, ("recipe", ["s3t recipe needs a module without BatchNorm",
+                                              "fit it: keep_out_transfer, plain, sisa"])),
     ("dp", C, {}, {"architecture": MLP_BATCHNORM}, ("recipe", ["dp recipe needs a module without BatchNorm"])),
     ("lora_causal_lm", C, TRANSFORMERS, {}, ("recipe", ["trains language_modeling models", "registered for "
                                                          "classification", "fit it: hf_sequence_classifier"])),
@@ -83,7 +86,7 @@ def test_the_catalogue_declares_every_registered_recipe_and_only_those():
 
 
 def test_the_torch_recipes_build_what_the_builtin_and_entry_point_families_register():
-    """plain, sisa, s3t and dp build their module with build_model: the architectures it builds are
+    """plain, sisa, s3t, dp and keep_out_transfer build their module with build_model: the architectures it builds are
     exactly those of the two PyTorch families and the transformers classifiers the platform builds
     from an hf_config (a scikit-learn spec is not one)."""
     from workers.model_families import FAMILIES, load_families
@@ -95,7 +98,7 @@ def test_the_torch_recipes_build_what_the_builtin_and_entry_point_families_regis
                            for a in FAMILIES.get(family).architectures}
     assert set(ARCHITECTURES.names()) == torch_architectures | {"transformers"}
     declared_torch = {name for name in RECIPE_SPECS if set(RECIPE_SPECS.get(name).families) == set(TORCH_MODULES)}
-    assert declared_torch == {"plain", "sisa", "s3t", "dp"}
+    assert declared_torch == {"plain", "sisa", "s3t", "dp", "keep_out_transfer"}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_SPECS))

@@ -99,6 +99,8 @@ def run_training_job(job: Job, progress) -> dict:
                      **_left_out(data), **({"canaries": len(planted)} if planted else {})},
         )
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=run, version=version)
+        if result.keep_out_selection is not None:  # keep-out transfer: what each non-static record selected
+            registry.keep_out_selection_record(version=version, dataset=dataset, selection=result.keep_out_selection)
         if parent is not None:  # the child may hold what its parent held: scoping follows this edge
             from workers.training_catalogue import RECIPE_SPECS
 

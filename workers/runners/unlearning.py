@@ -5,8 +5,9 @@ A method's kind, declared in workers.unlearning.catalogue, says how it is called
 exact methods) takes the stored TrainingRun; CLASSIFIER, the model and loaders over the forget and
 retain records; LANGUAGE_MODEL, the model and LM batches of the forget and retain texts; GUARD
 wraps the unchanged model, stored as a guarded artifact (see workers.training.lm) with its hashing
-key in the keystore. The final transaction records the new version (parent = source, membership =
-the run's minus the forgotten records) and its artifacts, and marks the job's result, so a
+key in the keystore; CONCEPT fits an eraser on the attribute's labelled records (workers.runners.concept).
+The final transaction records the new version (parent = source, membership = the run's minus the
+forgotten records) and its artifacts, and marks the job's result, so a
 redelivered job never makes a second version.
 """
 
@@ -18,13 +19,14 @@ from foundation.strict_json import jsonable
 from models_registry import services as registry
 from models_registry.keystore import keystore
 from models_registry.models import DataRecord, ModelVersion, VersionStatus
-from models_registry.selectors import current_source, version_membership
+from models_registry.selectors import current_source, keep_out_selection_of, version_membership
 from workers.jobs import GuaranteeNotMet, JobDeferred, job_gate_reason
 from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobStatus
 from workers.runners.storage import artifact_store, stored_artifacts_register
 from workers.training_catalogue import changed_weights_refusal
 from workers.unlearning.catalogue import (
+    CONCEPT,
     GUARD,
     LANGUAGE_MODELING,
     METHOD_SPECS,
@@ -76,7 +78,14 @@ def run_unlearning_job(job: Job, progress) -> dict:
     if unstorable:
         raise ValueError(f"{source}: {unstorable}")
     spec = METHOD_SPECS.get(job.method)
+    if spec.kind == CONCEPT:  # an attribute, not records: the eraser is fitted on the request's labels
+        from workers.runners.concept import run_concept_erasure
+
+        return run_concept_erasure(job, source=source, trained=trained, store=store, progress=progress)
     registry_membership = None
+    # A keep-out transfer model's non-static records are in no membership: the registry's selection
+    # (which auxiliary examples each selected) is what the model holds of them.
+    selection = keep_out_selection_of(version=source) if trained.keep_out_selection is not None else None
     if spec.kind == TRAINING_RUN:
         # An exact method works from the registry's membership (the run's records less every
         # deletion on the chain), not the stored one: an S3T version stops listing the records of
@@ -87,7 +96,7 @@ def run_unlearning_job(job: Job, progress) -> dict:
     else:
         member_keys = {row.record_key for row in trained.membership}
     data = with_canaries(dataset_split(dataset, "train"), dataset)  # planted canaries are kept records
-    forget = data.subset(sorted(forget_keys & member_keys))
+    forget = data.subset(sorted(forget_keys & (member_keys | set(selection or ()))))
     retain = data.subset(sorted(member_keys - forget_keys))
     method = METHODS.get(job.method)(job.config or None)
     device = str(select_device())
@@ -116,7 +125,8 @@ def run_unlearning_job(job: Job, progress) -> dict:
     else:
         if spec.kind == TRAINING_RUN:
             new_run, result = method.unlearn(trained, forget, retain, device=device, progress=phase,
-                                             membership=registry_membership)
+                                             membership=registry_membership,
+                                             **({} if selection is None else {"selection": selection}))
         else:
             from workers.training.base import TrainingRun
 
@@ -129,6 +139,13 @@ def run_unlearning_job(job: Job, progress) -> dict:
         progress("storing the new version", 0.9)
         ref = save_run(store, new_run, parent=source.artifact_sha256,
                        extra={"unlearning": jsonable(result.to_dict())})
+    # Keep-out transfer: the new version's selection; auxiliary examples no record selects any more
+    # left the training set, so the new version excludes them too.
+    kept_selection = new_run.keep_out_selection if selection is not None and spec.kind == TRAINING_RUN else None
+    dropped = []
+    if kept_selection is not None:
+        left = member_keys - forget_keys - {row.record_key for row in new_run.membership}
+        dropped = list(DataRecord.objects.filter(dataset=dataset, external_key__in=left).values_list("id", flat=True))
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
         if locked.result_version_id:
@@ -137,8 +154,10 @@ def run_unlearning_job(job: Job, progress) -> dict:
             model=source.model, artifact_sha256=ref.artifact_id, training_run=source.training_run,
             parent=source, status=VersionStatus.RETAINED, guarantee_class=result.guarantee_class,
             dp_epsilon=source.dp_epsilon, dp_delta=source.dp_delta,
-            excluded_record_ids=[r.id for r in forget_records],
+            excluded_record_ids=[r.id for r in forget_records] + dropped,
         )
+        if kept_selection is not None:
+            registry.keep_out_selection_record(version=version, dataset=dataset, selection=kept_selection)
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=source.training_run, version=version)
         Job.objects.filter(pk=job.pk).update(result_version=version)
     # Older copies are purged by the audit job, once it has taken its evidence from them.

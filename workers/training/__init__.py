@@ -1,4 +1,4 @@
-"""Training recipes that record lineage: plain, plain_regression (MSE), sisa, s3t, dp, lora_causal_lm, hf_sequence_classifier
+"""Training recipes that record lineage: plain, plain_regression (MSE), sisa, s3t, dp, keep_out_transfer, lora_causal_lm, hf_sequence_classifier
 (a transformers sequence classifier), sklearn and sklearn_sisa (scikit-learn estimators), and distill
 and finetune (a model derived from another version).
 
@@ -9,6 +9,7 @@ Importing this package registers the recipes in :data:`workers.training.base.REC
 from workers.training import (  # noqa: F401  (register the recipes)
     derived,
     dp,
+    keep_out_transfer,
     lm,
     plain,
     regression,

@@ -83,6 +83,9 @@ class TrainingRun:
     # the stored guard (workers.unlearning.guard.storage.StoredGuard) that must wrap it.
     tokenizer: Any = None
     guard: Any = None
+    # Keep-out transfer runs only (workers.training.keep_out_transfer): each non-static record's
+    # key -> the auxiliary examples it selected, nearest first (those records are in no membership).
+    keep_out_selection: dict[str, tuple[str, ...]] | None = None
 
     def membership_dicts(self) -> list[dict[str, Any]]:
         return [row.to_dict() for row in self.membership]

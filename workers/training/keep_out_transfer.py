@@ -10,22 +10,35 @@ them, the selection (the training set) changes and the model is retrained on the
 exact deletion); if every one of them is still chosen by a remaining record, the training set is the
 same, nothing is retrained, and the model's hash stays the same.
 
-Pure pieces here (selection, training set, the deletion's plan) and one deterministic trainer; the
-recipe registration, lineage rows and the deletion job are listed as left in issue 25's note.
+Pure pieces here (roles, selection, training set, the deletion's plan), one deterministic trainer
+for the benchmark, and the registered recipe ``keep_out_transfer``: the plain recipe's training loop
+on the static records and the selected auxiliary examples of a registered dataset, whose records'
+roles its configuration names (``static_records``, ``auxiliary_records``: regular expressions on the
+whole record key; every other record is non-static). The run carries its selection
+(``TrainingRun.keep_out_selection``), stored beside the weights and recorded by the training job in
+models_registry.KeepOutSelection; the exact deletion is workers.unlearning.exact.keep_out.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import save
 from torch import nn
 
-from workers.unlearning.base import ConfigError, MethodConfig
+from workers.artifacts import ArtifactManifest, ArtifactRef, ArtifactStore
+from workers.datasets.base import RecordDataset
+from workers.training.base import RecipeConfig, TrainingRun, cpu_state_dict
+from workers.training.membership import MembershipRow
+from workers.training.plain import PlainRecipe
+from workers.training.storage import base_manifest, membership_from_tensors, membership_to_tensors
+from workers.unlearning.base import ConfigError, MethodConfig, ProgressCallback, no_progress
 
 
 @dataclass
@@ -138,3 +151,197 @@ def weights_sha256(model: nn.Module) -> str:
     """The sha256 of the model's weights as a safetensors blob (the artifact store's fingerprint)."""
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     return hashlib.sha256(save(state)).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeepOutPlan:
+    """What a deletion from a keep-out transfer model does (:func:`keep_out_plan`): the selection
+    after it, the static records after it, whether the training set changed (then the model is
+    retrained on the new one, else it is kept as it is), and why, in words for the report."""
+
+    selection: dict[str, tuple[str, ...]]
+    static: tuple[str, ...]
+    retrain: bool
+    non_static_deleted: tuple[str, ...]
+    members_deleted: tuple[str, ...]
+    not_members: tuple[str, ...]
+    dropped_auxiliary: tuple[str, ...]
+    reason: str
+
+
+def keep_out_plan(selection: Mapping[str, Sequence[str]], members: Iterable[str],
+                  deleted: Iterable[str]) -> KeepOutPlan:
+    """Plan the deletion of ``deleted`` from a keep-out transfer model whose training set is
+    ``members`` (the static records and the selected auxiliary examples) and whose non-static
+    records selected ``selection``. A non-static record's selection rows are dropped; a deleted
+    member (a static record or an auxiliary example) leaves the training set and every selection
+    that named it (the others' selections are not redone: that would need examples the lineage
+    does not show the model trained on). Keys in neither are ``not_members``. The model is
+    retrained exactly when the training set changed."""
+    members = set(members)
+    deleted = set(deleted)
+    non_static = deleted & set(selection)
+    gone = deleted & members
+    kept = {key: tuple(aux for aux in chosen if aux not in gone)
+            for key, chosen in selection.items() if key not in non_static}
+    static = members - set(selected_auxiliary(selection))
+    after = set(training_keys(sorted(static - gone), kept))
+    dropped = tuple(sorted(set(selected_auxiliary(selection)) - set(selected_auxiliary(kept)) - gone))
+    retrain = after != members
+    if gone:
+        reason = (f"{len(gone)} deleted record(s) trained the model ({', '.join(sorted(gone))}): the training set "
+                  "changed, and the model was retrained on the static records and the selected auxiliary examples "
+                  "without them (exact); selections that named a deleted example keep their other examples.")
+    elif dropped:
+        reason = (f"the deleted record(s) selected {len(dropped)} auxiliary example(s) no other record selects "
+                  f"({', '.join(dropped)}): the selection changed, and the model was retrained on the new "
+                  "selection without them (exact). The deleted records never entered training.")
+    else:
+        reason = ("every auxiliary example the deleted record(s) selected is still selected by another record: "
+                  "the training set is unchanged, so the model is unchanged (same weights, same hash). The deleted "
+                  "records never entered training, and their selections were dropped from the lineage.")
+    return KeepOutPlan(selection=kept, static=tuple(sorted(static - gone)), retrain=retrain,
+                       non_static_deleted=tuple(sorted(non_static)), members_deleted=tuple(sorted(gone)),
+                       not_members=tuple(sorted(deleted - non_static - gone)), dropped_auxiliary=dropped,
+                       reason=reason)
+
+
+def record_roles(keys: Iterable[str], *, static_records: str, auxiliary_records: str
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """Split record keys into ``(static, auxiliary, non_static)``, each sorted: a key the
+    ``static_records`` regular expression matches whole is static, one ``auxiliary_records``
+    matches is in the auxiliary pool, any other is non-static. ``ValueError`` naming a key both match."""
+    static_pattern, auxiliary_pattern = re.compile(static_records), re.compile(auxiliary_records)
+    static, auxiliary, non_static = [], [], []
+    for key in sorted(keys):
+        is_static, is_auxiliary = bool(static_pattern.fullmatch(key)), bool(auxiliary_pattern.fullmatch(key))
+        if is_static and is_auxiliary:
+            raise ValueError(f"record {key!r} matches both static_records ({static_records!r}) and "
+                             f"auxiliary_records ({auxiliary_records!r}): a record has one role")
+        (static if is_static else auxiliary if is_auxiliary else non_static).append(key)
+    return static, auxiliary, non_static
+
+
+def record_features(dataset: RecordDataset, keys: Iterable[str]) -> dict[str, np.ndarray]:
+    """Each readable record's input as a flat float vector (what the selection measures distances
+    on), by key; a record whose content can no longer be read is left out."""
+    wanted = set(keys)
+    features = {}
+    for index, key in enumerate(dataset.record_keys):
+        if key in wanted:
+            item = dataset[index]
+            if item is not None:
+                features[key] = item[1].detach().reshape(-1).double().cpu().numpy()
+    return features
+
+
+@dataclass
+class KeepOutTransferRecipeConfig(RecipeConfig):
+    """The plain recipe's configuration plus the records' roles and ``neighbours`` (k).
+    ``static_records`` and ``auxiliary_records`` are regular expressions matched against whole
+    record keys (``"public-.*"``); every other record of the dataset is non-static: it selects its
+    ``neighbours`` nearest auxiliary examples (Euclidean, on its input) and never enters training."""
+
+    static_records: str = ""
+    auxiliary_records: str = ""
+    neighbours: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        name = type(self).__name__
+        for field_name in ("static_records", "auxiliary_records"):
+            pattern = getattr(self, field_name)
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigError(f"{name}.{field_name} must be a regular expression matching whole record keys "
+                                  "(e.g. 'public-.*')")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{name}.{field_name} is not a regular expression: {exc}") from None
+        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
+            raise ConfigError(f"{name}.neighbours must be an integer >= 1, got {self.neighbours!r}")
+
+
+class KeepOutTransferRecipe(PlainRecipe, name="keep_out_transfer"):
+    """Transfer training that keeps the non-static records out of the weights: the plain recipe's
+    loop on the static records and the auxiliary examples the non-static records select. The
+    membership holds only what trained (never a non-static record); the run's
+    ``keep_out_selection`` says what each non-static record selected."""
+
+    config_class = KeepOutTransferRecipeConfig
+
+    def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
+              progress: ProgressCallback = no_progress) -> TrainingRun:
+        config = self.config
+        static, pool, non_static = record_roles(dataset.record_keys, static_records=config.static_records,
+                                                auxiliary_records=config.auxiliary_records)
+        features = record_features(dataset, pool + non_static)
+        pool_keys = [key for key in pool if key in features]
+        if len(pool_keys) < config.neighbours:
+            raise ValueError(f"the dataset has {len(pool_keys)} readable auxiliary example(s) (auxiliary_records "
+                             f"{config.auxiliary_records!r}); each non-static record selects {config.neighbours}")
+        readable = {key: features[key] for key in non_static if key in features}
+        selection = select_auxiliary(readable, pool_keys, np.stack([features[k] for k in pool_keys]),
+                                     neighbours=config.neighbours) if readable else {}
+        return self.train_selected(dataset, static=static, selection=selection, device=device, progress=progress)
+
+    def train_selected(self, dataset: RecordDataset, *, static: Sequence[str], selection: Mapping[str, Sequence[str]],
+                       device: str | torch.device = "cpu", progress: ProgressCallback = no_progress) -> TrainingRun:
+        """Train on ``static`` and the auxiliary examples of ``selection`` (records of ``dataset``),
+        in key order: the same keys give the same weights. What an exact deletion retrains with."""
+        keys = training_keys(static, selection)
+        run = super().train(dataset.subset(keys), device=device, progress=progress)
+        run.keep_out_selection = {key: tuple(chosen) for key, chosen in sorted(selection.items())}
+        run.metrics.update({"static_records": len(static), "non_static_records": len(selection),
+                            "auxiliary_selected": len(keys) - len(static)})
+        return run
+
+    def retrain_without(self, run: TrainingRun, forget_keys: Iterable[str], dataset: RecordDataset, *,
+                        device: str | torch.device = "cpu", progress: ProgressCallback = no_progress) -> TrainingRun:
+        """``run`` retrained without ``forget_keys``, whether or not its training set changed: on the
+        static records and the selection :func:`keep_out_plan` leaves (records of ``dataset``)."""
+        if run.keep_out_selection is None:
+            raise ValueError("a keep-out transfer run is retrained from its selection; this run has none")
+        plan = keep_out_plan(run.keep_out_selection, [row.record_key for row in run.membership], forget_keys)
+        return self.train_selected(dataset, static=plan.static, selection=plan.selection, device=device,
+                                   progress=progress)
+
+    def save(self, store: ArtifactStore, run: TrainingRun, *, parent: str | None = None,
+             extra: dict[str, Any] | None = None) -> ArtifactRef:
+        if run.keep_out_selection is None:
+            raise ValueError("a keep-out transfer run is stored with its selection (the auxiliary examples each "
+                             "non-static record selected); this run has none")
+        manifest = base_manifest("model", run, parent=parent, extra={"metrics": run.metrics, **(extra or {})})
+        return store.put(manifest, {"weights": cpu_state_dict(run.model),
+                                    "membership": membership_to_tensors(run.membership),
+                                    "keep_out_selection": selection_to_tensors(run.keep_out_selection)})
+
+    @classmethod
+    def load(cls, store: ArtifactStore, manifest: ArtifactManifest) -> TrainingRun:
+        run = super().load(store, manifest)
+        run.keep_out_selection = selection_from_tensors(
+            store.load_blob(manifest.files["keep_out_selection"]["sha256"]))
+        return run
+
+
+def selection_to_tensors(selection: Mapping[str, Sequence[str]]) -> dict[str, torch.Tensor]:
+    """A selection as tensors (safetensors): two key columns in the membership blob's encoding,
+    the non-static record and its selected example, with the example's rank as ``position``."""
+    records, examples = [], []
+    for key in sorted(selection):
+        for rank, aux in enumerate(selection[key]):
+            records.append(MembershipRow(key, position=rank))
+            examples.append(MembershipRow(aux, position=rank))
+    return {**{f"record/{k}": v for k, v in membership_to_tensors(records).items()},
+            **{f"auxiliary/{k}": v for k, v in membership_to_tensors(examples).items()}}
+
+
+def selection_from_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
+    """The inverse of :func:`selection_to_tensors`."""
+    records = membership_from_tensors({k[len("record/"):]: v for k, v in tensors.items() if k.startswith("record/")})
+    examples = membership_from_tensors({k[len("auxiliary/"):]: v for k, v in tensors.items()
+                                        if k.startswith("auxiliary/")})
+    selection: dict[str, list[str]] = {}
+    for record, example in sorted(zip(records, examples, strict=True), key=lambda p: (p[0].record_key, p[0].position)):
+        selection.setdefault(record.record_key, []).append(example.record_key)
+    return {key: tuple(chosen) for key, chosen in selection.items()}

@@ -146,6 +146,16 @@ S3T_RETRAIN_PROMISE = (
 )
 
 
+KEEP_OUT_PROMISE = (
+    "The erased records never entered training: the model was trained on the company's static records and on "
+    "auxiliary examples (a pool the company names, with their own labels) that its non-static records selected. The erased "
+    "records' selections were dropped. Where every auxiliary example they selected is still selected by another "
+    "record, the training set is unchanged and so is the model (the same weights); otherwise the model was "
+    "retrained on the new selection. Either way every weight in service was computed from data without the "
+    "erased records, and every older copy of the model that depended on them has been deleted."
+)
+
+
 def method_declare(spec: MethodSpec) -> MethodSpec:
     """Declare a method (a name declared twice raises ``ValueError``)."""
     return METHOD_SPECS.register(spec.name)(spec)
@@ -240,6 +250,12 @@ for _spec in (
                replay_cost="one S3T training from scratch on the kept records"),
     MethodSpec("sklearn_sisa", TRAINING_RUN, "exact", "workers.unlearning.exact.sklearn_sisa", recipe="sklearn_sisa",
                replay="every audit", replay_cost="refits the affected shards again: about the unlearning job's time"),
+    # Keep-out transfer (arXiv 2405.10425): a non-static record only selected auxiliary examples; its
+    # deletion keeps the weights when the selection's union is unchanged, else retrains on the new one.
+    MethodSpec("keep_out_transfer", TRAINING_RUN, "exact", "workers.unlearning.exact.keep_out",
+               recipe="keep_out_transfer", promise=KEEP_OUT_PROMISE, replay="every audit",
+               replay_cost="one training of the model on its static records and selected auxiliary examples "
+                           "(also when the deletion kept the weights: it shows they are what that training gives)"),
     # A derived child, once its parent is unlearned: distilled again from the parent's new version on
     # the transfer set without the records, or fine-tuned again from it. Exact only as far as the
     # parent's new version is (weakest_guarantee); from_scratch: nothing of the child's old weights is read.

@@ -4,7 +4,9 @@ The company's training split is 5% static records and 95% non-static ones; the a
 disjoint public split with its own labels. The recipe (static + the nearest auxiliary example of each
 non-static record) beats training on the static records alone; no non-static record enters training;
 deleting a record whose auxiliary example another record still selects leaves the model's hash as it
-was, and one that changes the selection retrains without the dropped example.
+was, and one that changes the selection retrains without the dropped example. The same holds of the
+registered recipe (``keep_out_transfer``, the plain recipe's loop on an mlp); its deletion plan, the
+records' roles and the stored selection are checked with hand-made keys.
 """
 
 from __future__ import annotations
@@ -16,15 +18,24 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from workers.artifacts import ArtifactStore
+from workers.datasets.memory import TensorRecordDataset
+from workers.training import RECIPES, load_run, save_run
+from workers.training.evaluate import accuracy as dataset_accuracy
 from workers.training.keep_out_transfer import (
     KeepOutTransferConfig,
     keep_out_deletion,
+    keep_out_plan,
+    record_roles,
     select_auxiliary,
     selected_auxiliary,
+    selection_from_tensors,
+    selection_to_tensors,
     train_keep_out,
     training_keys,
     weights_sha256,
 )
+from workers.unlearning.base import ConfigError
 
 CONFIG = KeepOutTransferConfig(seed=0, neighbours=1)
 
@@ -110,3 +121,128 @@ def test_bad_input_is_refused_by_name():
     with pytest.raises(ValueError, match="neighbours must be >= 1"):
         KeepOutTransferConfig.from_dict({"neighbours": 0})
     assert selected_auxiliary({"a": ("p2", "p1"), "b": ("p1",)}) == ["p1", "p2"]
+
+
+# ---------------------------------------------------------------- the registered recipe
+
+
+MLP = {"name": "mlp", "config": {"in_features": 64, "num_classes": 10, "hidden": [32], "input_norm": "none"}}
+RECIPE = {"architecture": MLP, "epochs": 30, "batch_size": 64, "lr": 0.01, "seed": 0,
+          "static_records": r"static-\d+", "auxiliary_records": r"public-\d+", "neighbours": 1}
+
+
+@cache
+def digits_records() -> tuple[TensorRecordDataset, TensorRecordDataset]:
+    """The digits split as the company's records: ``static-<i>`` (5% of its training split),
+    ``public-<i>`` (the auxiliary pool), ``user-<i>`` (non-static); and the test split."""
+    split = digits_split()
+    role = {**{k: "static" for k in split["static"]}, **{k: "user" for k in split["non_static"]},
+            **{k: "public" for k in split["pool_keys"]}}
+    keys = sorted(role)
+    features, labels = split["features"], split["labels"]
+    train = TensorRecordDataset([f"{role[k]}-{k[1:]}" for k in keys],
+                                torch.tensor(np.stack([features[k] for k in keys]), dtype=torch.float32),
+                                torch.tensor([labels[k] for k in keys]))
+    test = TensorRecordDataset(split["test"], torch.tensor(np.stack([features[k] for k in split["test"]]),
+                                                           dtype=torch.float32),
+                               torch.tensor([labels[k] for k in split["test"]]))
+    return train, test
+
+
+@cache
+def recipe_run():
+    return RECIPES.get("keep_out_transfer")(RECIPE).train(digits_records()[0])
+
+
+def test_the_registered_recipe_keeps_non_static_records_out_and_beats_static_data_alone(capsys):
+    train, test = digits_records()
+    run = recipe_run()
+    members = {row.record_key for row in run.membership}
+    users = {k for k in train.record_keys if k.startswith("user-")}
+    static = {k for k in train.record_keys if k.startswith("static-")}
+    assert set(run.keep_out_selection) == users and not members & users
+    assert members == static | set(selected_auxiliary(run.keep_out_selection))
+    assert run.metrics["static_records"] == 40 and run.metrics["non_static_records"] == len(users)
+    plain = RECIPES.get("plain")({k: v for k, v in RECIPE.items() if k in ("architecture", "epochs", "batch_size",
+                                                                           "lr", "seed")})
+    alone = plain.train(train.subset(sorted(static)))
+    with_recipe, static_only = dataset_accuracy(run.model, test), dataset_accuracy(alone.model, test)
+    with capsys.disabled():
+        print(f"\nkeep_out_transfer recipe on digits, 5% static: test accuracy {with_recipe:.3f} "
+              f"(static + {len(members) - len(static)} auxiliary) vs {static_only:.3f} (plain, static alone)")
+    assert with_recipe > static_only + 0.05
+
+
+def test_the_recipe_is_deterministic_keeps_its_selection_in_the_store_and_retrains_to_the_same_weights(tmp_path):
+    train, _ = digits_records()
+    run = recipe_run()
+    recipe = RECIPES.get("keep_out_transfer")(RECIPE)
+    stored = load_run(ArtifactStore(tmp_path), save_run(ArtifactStore(tmp_path), run).artifact_id)
+    assert stored.keep_out_selection == run.keep_out_selection and stored.membership == run.membership
+    # Training is a function of the training set's keys: a deletion that leaves them as they were
+    # leaves the weights as they were (what the exact method relies on to keep them).
+    static = sorted(k for k in train.record_keys if k.startswith("static-"))
+    again = recipe.train_selected(train, static=static, selection=run.keep_out_selection)
+    assert weights_sha256(again.model) == weights_sha256(run.model)
+    with pytest.raises(ValueError, match="stored with its selection"):
+        recipe.save(ArtifactStore(tmp_path), type(run)(run.recipe, run.config, run.model, run.membership))
+
+
+def test_the_recipe_refuses_a_record_with_two_roles_and_bad_selectors():
+    keys = ["static-1", "public-1", "public-2", "user-1"]
+    assert record_roles(keys, static_records=r"static-\d+", auxiliary_records=r"public-\d+") == (
+        ["static-1"], ["public-1", "public-2"], ["user-1"])
+    with pytest.raises(ValueError, match="'public-1' matches both static_records"):
+        record_roles(keys, static_records=r"(static|public)-1", auxiliary_records=r"public-\d+")
+    config_class = RECIPES.get("keep_out_transfer").config_class
+    with pytest.raises(ConfigError, match="static_records must be a regular expression"):
+        config_class.from_dict({**RECIPE, "static_records": ""})
+    with pytest.raises(ConfigError, match="auxiliary_records is not a regular expression"):
+        config_class.from_dict({**RECIPE, "auxiliary_records": "public-("})
+    with pytest.raises(ConfigError, match="neighbours must be an integer >= 1"):
+        config_class.from_dict({**RECIPE, "neighbours": 0})
+    with pytest.raises(ValueError, match="readable auxiliary example"):
+        RECIPES.get("keep_out_transfer")({**RECIPE, "auxiliary_records": "nothing"}).train(digits_records()[0])
+
+
+def test_the_deletion_plan_for_non_static_records_members_and_strangers():
+    selection = {"n1": ("a1",), "n2": ("a1",), "n3": ("a2", "a1")}
+    members = {"s1", "a1", "a2"}
+    shared = keep_out_plan(selection, members, ["n1"])
+    assert not shared.retrain and shared.selection == {"n2": ("a1",), "n3": ("a2", "a1")}
+    assert shared.dropped_auxiliary == () and "unchanged" in shared.reason
+    changed = keep_out_plan(selection, members, ["n3"])
+    assert changed.retrain and changed.dropped_auxiliary == ("a2",) and "selection changed" in changed.reason
+    example = keep_out_plan(selection, members, ["a1", "x"])
+    assert example.retrain and example.members_deleted == ("a1",) and example.not_members == ("x",)
+    assert example.selection == {"n1": (), "n2": (), "n3": ("a2",)} and example.static == ("s1",)
+    assert "trained the model" in example.reason
+    static = keep_out_plan(selection, members, ["s1"])
+    assert static.retrain and static.static == () and static.selection == selection
+    stranger = keep_out_plan(selection, members, ["x"])
+    assert not stranger.retrain and stranger.not_members == ("x",)
+    assert selection_from_tensors(selection_to_tensors(selection)) == selection
+    assert selection_from_tensors(selection_to_tensors({})) == {}
+
+
+def test_keeping_the_weights_is_what_a_full_retrain_gives_and_a_changed_selection_retrains():
+    from workers.unlearning.base import METHODS
+    from workers.unlearning.methods import load_all_methods
+
+    load_all_methods()
+    train, _ = digits_records()
+    run = recipe_run()
+    choosers: dict[str, list[str]] = {}
+    for key, chosen in run.keep_out_selection.items():
+        choosers.setdefault(chosen[0], []).append(key)
+    shared = next(keys[0] for keys in choosers.values() if len(keys) > 1)
+    alone = next(keys[0] for keys in choosers.values() if len(keys) == 1)
+    for deleted, changes in ((shared, False), (alone, True)):
+        retain = train.without([deleted])
+        kept, result = METHODS.get("keep_out_transfer")().unlearn(run, [deleted], retain)
+        retrained, _ = METHODS.get("retrain")().unlearn(run, [deleted], retain)
+        assert result.details["weights_unchanged"] is not changes and result.guarantee_class == "exact"
+        assert weights_sha256(kept.model) == weights_sha256(retrained.model)  # bit for bit, either way
+        assert (weights_sha256(kept.model) != weights_sha256(run.model)) is changes
+        assert kept.keep_out_selection == retrained.keep_out_selection
+        assert deleted not in kept.keep_out_selection

@@ -3,15 +3,23 @@
 The fixture: an MLP on 700 of sklearn's digits, 20 of them mislabelled so that the model memorises
 them (the forget set); 16 complementary pairs of shadow models (the method reads 8 pairs, the audit
 would judge with the others); 8 models trained on everything and 16 retrained without the forget
-set, all trained together as one batched MLP. The paper's qualitative claim, reproduced: DMM's
-forget-set KLoM sits near the retrained-vs-retrained floor where doing nothing is far above it.
+set, all trained together as one batched MLP. The paper's qualitative claim, reproduced on this
+fixture only (see below): DMM's forget-set KLoM sits near the retrained-vs-retrained floor where
+doing nothing is far above it.
 
 What is checked and why: KLoM's median over the 20 forgotten records. With 8 runs a side and 20
 records, the 95th percentile is the second-worst record, too noisy to hold a bound (it is printed).
-The issue's figure (DMM within 1.5x of the floor, do-nothing above 2x) is not held exactly: on this
-fixture DMM's median measured 1.57x the floor (3.05 against 1.95 nats, 5 bins) and do-nothing's 5.9x
-(11.5, disjoint); on a variant with another initialisation 0.94x. So the test holds DMM within 2x
-and do-nothing above 4x: DMM removes nearly all of the gap, with shadow models as its only oracle.
+The issue's figure (DMM within 1.5x of the floor, do-nothing above 2x) is not held: on this fixture
+DMM's median measured 1.57x the floor (3.05 against 1.95 nats, 5 bins) and do-nothing's 5.9x, so the
+test holds DMM within 2x and do-nothing above 4x. This fixture (seed 0) is the most favourable of
+the five that benchmarks/dmm_klom.py runs: over seeds 0-4 DMM measured 1.57, 5.05, 6.91, 4.23 and
+5.56x the floor (do-nothing 4.9-8.6x). What limits it is the datamodels' prediction, not the
+fine-tune or the retain sample: the predicted outputs themselves (as if matched exactly) measure
+1.17-3.68x and sit 3.7-4.9 nats RMS from the retrained models' mean margin per record, where the
+retrained runs spread 1.3-1.8; 50 matching epochs on the whole retain set gave 1.19, 4.82, 6.14, 2.77
+and 5.90x; 16 method pairs instead of 8 (32 subset runs) gave 3.54, 2.50, 7.06, 5.34 and 2.99x
+(README, "DMM's KLoM over seeds").
+The held-out linear datamodeling score on the forget records is 0.69 here (0.69-0.74 over the seeds).
 """
 
 from __future__ import annotations
@@ -97,9 +105,12 @@ def test_label_margins_match_the_klom_check() -> None:
 
 
 class Setting:
-    def __init__(self) -> None:
+    """The fixture; ``data_seed`` draws the records, the forget set and its wrong labels, ``model_seed``
+    the models' initialisations, ``pairs`` the shadow pairs (benchmarks/dmm_klom.py varies them)."""
+
+    def __init__(self, data_seed: int = 0, model_seed: int = 1, pairs: int = PAIRS) -> None:
         images, labels = load_digits(return_X_y=True)
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator().manual_seed(data_seed)
         order = torch.randperm(len(labels), generator=generator)[:RECORDS]
         self.inputs = torch.tensor(images[order] / 16.0, dtype=torch.float32)
         self.targets = torch.tensor(labels[order])
@@ -107,13 +118,14 @@ class Setting:
         shift = torch.randint(1, 10, (FORGET,), generator=generator)
         self.targets[self.forget] = (self.targets[self.forget] + shift) % 10
         self.records = TensorRecords(self.inputs, self.targets)
-        self.masks = pair_masks(RECORDS, PAIRS, seed=1)
+        self.masks = pair_masks(RECORDS, pairs, seed=1)
         everything, without = torch.ones(RUNS, RECORDS), torch.ones(RUNS, RECORDS)
         without[:, self.forget] = 0
-        models = train_mlps(self.inputs, self.targets, torch.cat([self.masks, everything, without, without]), seed=1)
-        self.shadows = models[: 2 * PAIRS]
-        self.originals = models[2 * PAIRS : 2 * PAIRS + RUNS]
-        self.retrained = models[2 * PAIRS + RUNS :]
+        models = train_mlps(self.inputs, self.targets, torch.cat([self.masks, everything, without, without]),
+                            seed=model_seed)
+        self.shadows = models[: 2 * pairs]
+        self.originals = models[2 * pairs : 2 * pairs + RUNS]
+        self.retrained = models[2 * pairs + RUNS :]
         self.references = shadow_references(self.shadows, self.masks, self.records.record_keys)
         forget_keys = [self.records.record_keys[i] for i in self.forget.tolist()]
         self.forget_loader = DataLoader(self.records.subset(forget_keys), batch_size=64)
@@ -150,7 +162,8 @@ def test_dmm_forget_klom_is_near_the_retrain_floor_where_doing_nothing_is_not(se
     nothing = klom(setting.forget_margins(setting.originals), reference, bins=BINS)
     runs = [setting.unlearn("dmm", KLOM_CONFIG, model) for model in setting.originals]
     dmm = klom(setting.forget_margins([model for model, _ in runs]), reference, bins=BINS)
-    print(f"\nfloor: {floor.summary()}\ndo-nothing: {nothing.summary()}\ndmm: {dmm.summary()}")
+    print(f"\nfloor: {floor.summary()}\ndo-nothing: {nothing.summary()}\ndmm: {dmm.summary()}\n"
+          f"held-out LDS on the forget records: {runs[0][1]['datamodels']['lds']['forget']:.3f}")
     assert nothing.percentiles["p50"] > 4 * floor.percentiles["p50"]
     assert dmm.percentiles["p50"] <= 2 * floor.percentiles["p50"]
     details = runs[0][1]

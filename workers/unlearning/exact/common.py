@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import abstractmethod
 from collections.abc import Iterable
@@ -57,7 +58,8 @@ def training_run_of(model: Any, context: dict[str, Any]) -> TrainingRun:
     membership = context.get("membership")
     if membership is None:
         return model
-    return TrainingRun(model.recipe, model.config, model.model, as_rows(membership), model.metrics)
+    # Everything else the run carries stays (a keep-out transfer run's selection, among others).
+    return dataclasses.replace(model, membership=as_rows(membership))
 
 
 def forget_keys_of(forget: Any) -> list[str]:

@@ -273,8 +273,14 @@ def _replay_sklearn_sisa(inputs: ReplayInputs, device: str) -> TrainingRun:
 
 
 def _replay_retrain(inputs: ReplayInputs, device: str) -> TrainingRun:
-    """The recipe trained from scratch on the registry's retain set."""
+    """The recipe trained from scratch on the registry's retain set. A keep-out transfer run
+    (workers.training.keep_out_transfer) is trained on the static records and the selection its
+    deletion plan leaves, from the registry's membership and the parent's stored selection: for a
+    deletion that kept the weights, this retrain shows they are what training without the record gives."""
     recipe = RECIPES.get(inputs.source.recipe)(inputs.source.config)
+    if inputs.source.keep_out_selection is not None:
+        source = dataclasses.replace(inputs.source, membership=list(inputs.registry_membership))
+        return recipe.retrain_without(source, sorted(inputs.forget_keys), inputs.retain, device=device)
     return recipe.train(inputs.retain, device=device)
 
 
@@ -290,6 +296,7 @@ def _quiet(stage: str, fraction: float) -> None:
 register_replay(ReplaySpec(method="sisa", rebuild=_replay_sisa))
 register_replay(ReplaySpec(method="s3t", rebuild=_replay_s3t))
 register_replay(ReplaySpec(method="retrain", rebuild=_replay_retrain))
+register_replay(ReplaySpec(method="keep_out_transfer", rebuild=_replay_retrain))
 # s3t_retrain's claim is that its result equals S3T trained from scratch on the kept records: the
 # replay checks exactly that (a full S3T training, cheap for the adapter models S3T is used with).
 register_replay(ReplaySpec(method="s3t_retrain", rebuild=_replay_retrain))

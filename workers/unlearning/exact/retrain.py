@@ -22,7 +22,12 @@ class Retrain(ExactMethod, name="retrain"):
         retain_set = retain_dataset_of(retain)
         check_disjoint(forget_keys, retain_set)
         recipe = RECIPES.get(run.recipe)(run.config)
-        new_run = recipe.train(retain_set, device=device, progress=progress)
+        if run.keep_out_selection is not None:
+            # Keep-out transfer: the non-static records are in no retain set; the recipe retrains on the
+            # training set the deletion leaves (workers.training.keep_out_transfer.keep_out_plan).
+            new_run = recipe.retrain_without(run, forget_keys, retain_set, device=device, progress=progress)
+        else:
+            new_run = recipe.train(retain_set, device=device, progress=progress)
         members = {row.record_key for row in run.membership}
         return new_run, int(new_run.metrics.get("steps", 0)), {
             "recipe": run.recipe,

@@ -49,6 +49,8 @@ S3T = {"architecture": MLP, "epochs": 2, "batch_size": 4, "lr": 0.05, "shards": 
 PLAIN = {"architecture": MLP, "epochs": 2, "batch_size": 8, "lr": 0.02}
 SKLEARN = {"architecture": SKLEARN_ARCHITECTURE, "estimator": SCALER_AND_LOGISTIC_REGRESSION}
 SKLEARN_SISA = {**SKLEARN, "shards": 3}
+# rec-000..009 static, rec-010..039 the auxiliary pool, rec-040..071 non-static (in no membership).
+KEEP_OUT = {**PLAIN, "static_records": r"rec-00\d", "auxiliary_records": r"rec-0[1-3]\d"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ CASES = [
     ExactCase("s3t_retrain", "s3t", S3T),
     ExactCase("retrain", "sklearn", SKLEARN),
     ExactCase("sklearn_sisa", "sklearn_sisa", SKLEARN_SISA),
+    ExactCase("keep_out_transfer", "keep_out_transfer", KEEP_OUT),
+    ExactCase("retrain", "keep_out_transfer", KEEP_OUT),
 ]
 CASE_IDS = [f"{c.method}-{c.recipe}" for c in CASES]
 
@@ -143,7 +147,9 @@ def test_membership_excludes_the_forgotten_and_the_original_is_untouched(case: E
     keys = {row.record_key for row in new.membership}
     assert not keys & set(forget)
     assert keys <= set(train_set.record_keys) - set(forget)
-    if case.method != "s3t":  # s3t also drops the slices it can no longer serve
+    # s3t also drops the slices it can no longer serve; keep_out_transfer trains on the static records and
+    # the selected auxiliary examples only (its own tests: tests/workers/training/test_keep_out_transfer.py)
+    if case.method != "s3t" and case.recipe != "keep_out_transfer":
         assert keys == set(train_set.record_keys) - set(forget)
     assert result.guarantee_class == "exact" and result.method == case.method
     assert result.details["records_forgotten"] == 2 and result.details["not_members"] == []

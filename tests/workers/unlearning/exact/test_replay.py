@@ -23,7 +23,10 @@ SISA = {"architecture": MLP, "epochs": 2, "batch_size": 4, "lr": 0.02, "shards":
 S3T = {"architecture": MLP, "epochs": 2, "batch_size": 4, "lr": 0.05, "shards": 2, "slices": 3,
        "orderings": 2, "lora_rank": 2}
 PLAIN = {"architecture": MLP, "epochs": 2, "batch_size": 8, "lr": 0.02}
-CONFIGS = {"sisa": ("sisa", SISA), "s3t": ("s3t", S3T), "retrain": ("plain", PLAIN)}
+# rec-000..009 static, rec-010..039 the auxiliary pool, rec-040..059 non-static.
+KEEP_OUT = {**PLAIN, "static_records": r"rec-00\d", "auxiliary_records": r"rec-0[1-3]\d"}
+CONFIGS = {"sisa": ("sisa", SISA), "s3t": ("s3t", S3T), "retrain": ("plain", PLAIN),
+           "keep_out_transfer": ("keep_out_transfer", KEEP_OUT)}
 
 _RUNS: dict[str, TrainingRun] = {}
 
@@ -58,7 +61,7 @@ def inputs_of(run: TrainingRun, data, forget: list[str]) -> ReplayInputs:
                         retain=data.subset(retain_keys(run.membership, forget)))
 
 
-@pytest.mark.parametrize("method", ["sisa", "s3t", "retrain"])
+@pytest.mark.parametrize("method", ["sisa", "s3t", "retrain", "keep_out_transfer"])
 def test_a_correct_exact_deletion_is_rebuilt_bit_for_bit(method, data):
     run = trained(method, data)
     forget = forget_of(run)
@@ -72,7 +75,7 @@ def test_a_correct_exact_deletion_is_rebuilt_bit_for_bit(method, data):
     assert comparison["tensors_compared"] > 0 and comparison["max_abs_difference"] == 0.0
 
 
-@pytest.mark.parametrize("method", ["sisa", "s3t", "retrain"])
+@pytest.mark.parametrize("method", ["sisa", "s3t", "retrain", "keep_out_transfer"])
 def test_a_method_that_keeps_one_record_is_caught(method, data):
     run = trained(method, data)
     forget = forget_of(run)
@@ -86,7 +89,7 @@ def test_a_method_that_keeps_one_record_is_caught(method, data):
     assert outcome.comparison["records_only_stored"] >= 1  # the record it kept
 
 
-@pytest.mark.parametrize("method", ["sisa", "s3t", "retrain"])
+@pytest.mark.parametrize("method", ["sisa", "s3t", "retrain", "keep_out_transfer"])
 def test_the_original_presented_as_the_result_is_caught(method, data):
     run = trained(method, data)
     forget = forget_of(run)

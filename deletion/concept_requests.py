@@ -1,0 +1,242 @@
+"""Concept requests: "stop using attribute X" on named models, filed by a DPO or a client's API.
+
+A concept request names no data subject and no record to erase. It names the models (a version, or
+the one serving) and the attribute, given as one integer label per record of the models' training
+dataset (``labels``: record key -> value; any split; see workers.concept_layers for why labels come
+with the request). It is planned at once: for every model the only methods that apply are the
+concept-erasure methods of the catalogue (kind ``concept``: LEACE), class ``concept_erased``, whose
+guarantee holds against linear probes only, and which never counts as anyone's erasure. Approved like
+any request (deletion.decisions), each model gets an unlearning job that fits the eraser on a share of
+the labelled records and stores it with a new version (workers.runners.concept); the audit's concept
+probe measures a linear probe on the other records (it decides) and an MLP probe beside it; the
+signed report says it is a concept erasure, not the erasure of anyone's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from deletion.deadlines import due_date
+from deletion.intake import _body_fingerprint, _same_body_or_conflict
+from deletion.models import DeletionRequest, LegalGround, ModelOutcome, RequestKind
+from deletion.planning import _recipe_of, estimated_cost, method_card
+from deletion.transitions import S, actor_name, transition
+from foundation.access.models import ApiToken
+from foundation.errors import ValidationFailed
+from foundation.ledger.services import ledger_append
+from models_registry.models import (
+    DataRecord,
+    Dataset,
+    ModelVersion,
+    RecordStatus,
+    RegisteredModel,
+    VersionStatus,
+)
+from workers.concept_layers import (
+    DEFAULT_FIT_SHARE,
+    concept_erasure_refusal,
+    default_representation_layer,
+    fitting_split,
+    label_counts,
+    labels_problem,
+)
+from workers.unlearning.catalogue import CONCEPT, METHOD_SPECS, NOT_A_PERSONS_ERASURE
+
+CONCEPT_CLASS = "concept_erased"
+# What the plan and the API say the guarantee holds against (audits.checks.concept_probe.HOLDS_AGAINST
+# says the same of its result; the web side does not import the audit checks' NumPy code for it).
+HOLDS_AGAINST = "linear probes only"
+_UNKNOWN_SHOWN = 10
+
+
+def concept_methods() -> list[str]:
+    """The catalogue's methods of kind ``concept`` (the only ones a concept request plans)."""
+    return [name for name in METHOD_SPECS if METHOD_SPECS.get(name).kind == CONCEPT]
+
+
+def _family_name(architecture: dict | None) -> str | None:
+    from workers.model_families.base import family_of
+
+    try:
+        return family_of(architecture).name if architecture else None
+    except ValueError:
+        return None
+
+
+def _dataset(label: str) -> Dataset:
+    name, _, version = label.partition("@")
+    found = Dataset.objects.filter(name=name, version=version or "1").first()
+    if found is None:
+        raise ValidationFailed(f"unknown dataset {label!r} (name@version)", field="dataset")
+    return found
+
+
+def _labelled_records(dataset: Dataset, labels: dict[str, int]) -> None:
+    """Every labelled key must be an active record of ``dataset`` (not a canary, not erased)."""
+    known = set(DataRecord.objects.filter(dataset=dataset, external_key__in=list(labels), canary=False,
+                                          status=RecordStatus.ACTIVE).values_list("external_key", flat=True))
+    unknown = sorted(set(labels) - known)
+    if unknown:
+        shown = ", ".join(unknown[:_UNKNOWN_SHOWN]) + (" ..." if len(unknown) > _UNKNOWN_SHOWN else "")
+        raise ValidationFailed(f"{len(unknown)} labelled record key(s) are no active record of dataset "
+                               f"{dataset.name}@{dataset.version}: {shown}", field="labels", code="unknown_records")
+
+
+def _version_of(index: int, item: dict[str, Any]) -> ModelVersion:
+    """The version a request's ``models[index]`` names: its ``version``, or the one serving, or the newest
+    kept one."""
+    model = RegisteredModel.objects.filter(name=item["model"]).first()
+    if model is None:
+        raise ValidationFailed(f"unknown model {item['model']!r}", field=f"models[{index}].model")
+    versions = ModelVersion.objects.select_related("model").filter(model=model)
+    if item.get("version") is not None:
+        version = versions.filter(version=item["version"]).first()
+        if version is None:
+            raise ValidationFailed(f"model {model.name} has no version {item['version']}",
+                                   field=f"models[{index}].version")
+    else:
+        version = (versions.filter(status=VersionStatus.SERVING).order_by("-version").first()
+                   or versions.filter(status=VersionStatus.RETAINED).order_by("-version").first())
+        if version is None:
+            raise ValidationFailed(f"model {model.name} has no serving or retained version",
+                                   field=f"models[{index}].model")
+    if version.status in (VersionStatus.PURGED, VersionStatus.WITHDRAWN):
+        raise ValidationFailed(f"{version} is {version.status}: there is nothing to erase an attribute from",
+                               field=f"models[{index}].version")
+    return version
+
+
+def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, Any]]:
+    """The model versions a concept request names, each with the layer to erase, checked: a known
+    model and version, trained on ``dataset``, with representations the platform can erase and store
+    (workers.concept_layers.concept_erasure_refusal; 400 ``no_representations`` otherwise)."""
+    targets, seen = [], set()
+    for index, item in enumerate(body["models"]):
+        version = _version_of(index, item)
+        if version.id in seen:
+            raise ValidationFailed(f"{version} is named twice", field=f"models[{index}]")
+        seen.add(version.id)
+        model, layer = version.model, item.get("layer") or ""
+        refusal = concept_erasure_refusal(task=model.task, recipe=_recipe_of(version),
+                                          architecture=model.architecture, family=_family_name(model.architecture),
+                                          layer=layer)
+        if refusal:
+            raise ValidationFailed(f"{version} cannot take a concept erasure: {refusal}", field=f"models[{index}]",
+                                   code="no_representations")
+        if version.training_run is None or not version.training_run.datasets.filter(pk=dataset.pk).exists():
+            raise ValidationFailed(f"{version} was not trained on dataset {dataset.name}@{dataset.version}: its "
+                                   "representations of the labelled records are not what it serves",
+                                   field=f"models[{index}]", code="dataset_mismatch")
+        targets.append({"version": version, "layer": layer or default_representation_layer(model.architecture)})
+    return targets
+
+
+def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One plan step per model: the concept method (LEACE), its class, what the guarantee holds
+    against, the layer, how many labelled records fit the eraser and how many the probes use. No
+    record is erased: ``records`` 0, ``record_ids`` []."""
+    [method] = concept_methods()  # one concept method in the catalogue; a second would be offered as an alternative
+    labels = concept["labels"]
+    fit, probe = fitting_split(labels, seed=concept["seed"], fit_share=concept["fit_share"])
+    plan = []
+    for target in sorted(targets, key=lambda t: (t["version"].model.name, t["version"].version)):
+        version = target["version"]
+        plan.append({
+            "model_version_id": version.id, "model": version.model.name, "version": version.version,
+            "status": version.status, "method": method, "guarantee_class": CONCEPT_CLASS,
+            "method_info": method_card(method), "holds_against": HOLDS_AGAINST,
+            "policy_method_refused": None, "records": 0, "record_ids": [],
+            "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
+            "audit_cannot_confirm": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS],
+            "equivalence_test": None, "replay": None, "kept_data": None, "dp_bound": None,
+            "alternatives": [], "not_offered": {},
+            "method_config": {"layer": target["layer"], "seed": concept["seed"]},
+            "concept": {
+                "attribute": concept["attribute"], "dataset": concept["dataset"], "layer": target["layer"],
+                "labelled_records": len(labels), "values": {str(v): n for v, n in label_counts(labels).items()},
+                "fit_records": len(fit), "probe_records": len(probe),
+                "summary": (f"Concept erasure of {concept['attribute']!r} from layer {target['layer']!r} of "
+                            f"{version}: LEACE is fitted on {len(fit)} of the {len(labels)} labelled records and a "
+                            f"linear probe is measured on the other {len(probe)} (it decides; an MLP probe is shown "
+                            f"beside it). The guarantee holds against {HOLDS_AGAINST}. No record is erased: this is "
+                            "not the erasure of anyone's data."),
+            },
+        })
+    return plan
+
+
+def concept_job_config(*, request: DeletionRequest, step: dict[str, Any]) -> dict[str, Any]:
+    """The unlearning job's config for a concept step: the method's own config and ``concept`` (the
+    attribute's labels, the seed and share that split them), which the runner and the audit read."""
+    concept = request.concept
+    return {**step["method_config"], "concept": {
+        "attribute": concept["attribute"], "dataset_id": concept["dataset_id"], "labels": concept["labels"],
+        "seed": concept["seed"], "fit_share": concept["fit_share"]}}
+
+
+def concept_request_create(*, client, body: dict[str, Any], idempotency_key: str = "") -> tuple[DeletionRequest, bool]:
+    """Take in a concept request and plan it: returns ``(request, created)``; the request is SCOPED
+    with one step per model (nothing to verify: it names no person). The same Idempotency-Key with
+    the same body returns the original, with another body it is a Conflict. Bad input raises
+    ValidationFailed naming the field (an unknown dataset, model or record key, an attribute with one
+    value or too few records per value, a model without representations the platform can erase)."""
+    created_by = client if isinstance(client, ApiToken) else None
+    fingerprint = _body_fingerprint(body)
+    if idempotency_key:
+        existing = DeletionRequest.objects.filter(created_by=created_by, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _same_body_or_conflict(existing, fingerprint), False
+    dataset = _dataset(body["dataset"])
+    labels = {str(key): int(value) for key, value in body["labels"].items()}
+    seed, fit_share = int(body.get("seed", 0)), DEFAULT_FIT_SHARE
+    problem = labels_problem(labels, seed=seed, fit_share=fit_share)
+    if problem:
+        raise ValidationFailed(problem, field="labels", code="attribute_not_erasable")
+    _labelled_records(dataset, labels)
+    targets = concept_targets(body, dataset)
+    concept = {"attribute": body["attribute"], "dataset_id": dataset.id, "dataset": f"{dataset.name}@{dataset.version}",
+               "labels": labels, "seed": seed, "fit_share": fit_share, "reason": body.get("reason", ""),
+               "models": [{"model_version_id": t["version"].id, "layer": t["layer"]} for t in targets]}
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            request = DeletionRequest.objects.create(
+                public_id=uuid.uuid4(), kind=RequestKind.CONCEPT, concept=concept, jurisdiction=body["jurisdiction"],
+                legal_ground=LegalGround.CONCEPT_ERASURE, channel=body["channel"], created_by=created_by,
+                idempotency_key=idempotency_key, body_fingerprint=fingerprint, received_at=now,
+                due_at=due_date(jurisdiction=body["jurisdiction"], received_at=now))
+            ledger_append(
+                event_type="request.received", actor=actor_name(client), request=str(request.public_id),
+                kind=RequestKind.CONCEPT.value, attribute=concept["attribute"], dataset=concept["dataset"],
+                labelled_records=len(labels), models=[str(t["version"]) for t in targets],
+                jurisdiction=request.jurisdiction, channel=request.channel, due_at=request.due_at.isoformat())
+            plan = concept_plan(concept=concept, targets=targets)
+            request = transition(request, (S.RECEIVED,), S.SCOPED, actor=actor_name(client), event="request.scoped",
+                                 scope={"records": 0, "records_by_dataset": {},
+                                        "model_versions": [{"id": p["model_version_id"], "model": p["model"],
+                                                            "version": p["version"]} for p in plan],
+                                        "artifacts": [], "empty": False, "concept": True},
+                                 plan=plan)
+    except IntegrityError:  # the same key, filed at the same moment by a second call
+        existing = DeletionRequest.objects.filter(created_by=created_by, idempotency_key=idempotency_key).first()
+        if not idempotency_key or existing is None:
+            raise
+        return _same_body_or_conflict(existing, fingerprint), False
+    request._prefetched_objects_cache = {"outcomes": ModelOutcome.objects.none()}
+    return request, True
+
+
+def concept_entry(request: DeletionRequest) -> dict[str, Any] | None:
+    """What the API shows of a concept request's attribute (never the labels): None for an erasure request."""
+    if request.kind != RequestKind.CONCEPT:
+        return None
+    concept = request.concept or {}
+    return {"attribute": concept.get("attribute"), "dataset": concept.get("dataset"),
+            "labelled_records": len(concept.get("labels") or {}),
+            "values": {str(v): n for v, n in label_counts(concept.get("labels") or {}).items()},
+            "models": concept.get("models", []), "reason": concept.get("reason", ""),
+            "holds_against": HOLDS_AGAINST, "not_a_persons_erasure": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS]}

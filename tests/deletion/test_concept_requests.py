@@ -1,0 +1,227 @@
+"""Concept requests ("stop using attribute X", issue 25 item 4): filed over the API with no data subject,
+planned with the concept methods only (class concept_erased, against linear probes only), run by the
+worker (a new version with the eraser stored as safetensors), audited by the concept probe, and signed
+in a report that says it is a concept erasure, not anyone's erasure. Plus the API's 400s for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import factories
+from tests.audits.conftest import dev_identity, nss_db, pdfsig, rendered_text, signing_settings  # noqa: F401
+from tests.company_sources import parquet_bytes, source_dataset_over_api
+from tests.flows import run_job
+from workers.models import Job, JobKind
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread (a small model: threads cost more than they give on a shared machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+DIGITS_MLP = {"name": "mlp", "config": {"in_features": 64, "num_classes": 10, "hidden": [32], "input_norm": "none"}}
+DIGITS_SCHEMA = {"record_key": "record_id", "features": [f"p{j}" for j in range(64)], "label": "digit",
+                 "split": "split"}
+
+
+def _digits_rows() -> list[dict]:
+    """scikit-learn's 1,797 handwritten digits (8x8, pixels scaled to [0, 1]), every fifth a test record."""
+    from sklearn.datasets import load_digits
+
+    images, digits = load_digits(return_X_y=True)
+    return [{"record_id": f"d{i:04d}", **{f"p{j}": float(v) / 16.0 for j, v in enumerate(image)},
+             "digit": int(digit), "split": "test" if i % 5 == 0 else "train"}
+            for i, (image, digit) in enumerate(zip(images, digits, strict=True))]
+
+
+def _digits_model_over_api(engineer, *, model: str = "digits-mlp") -> tuple[list[dict], dict]:
+    """The digits dataset imported and a small MLP trained on it, over the API; returns the rows and the version."""
+    rows = _digits_rows()
+    registered, imported = source_dataset_over_api(engineer, name="digits", modality="tabular",
+                                                   source={"kind": "parquet"}, schema=DIGITS_SCHEMA,
+                                                   body=parquet_bytes(rows))
+    assert imported.status_code == 201, imported.content
+    assert engineer.post("/api/v1/models/", {"name": model, "task": "classification", "training_recipe": "plain",
+                                             "architecture": DIGITS_MLP}, format="json").status_code == 201
+    started = engineer.post("/api/v1/training-jobs/", {
+        "model": model, "dataset": registered.json()["id"],
+        "recipe_config": {"architecture": DIGITS_MLP, "epochs": 15, "lr": 0.01, "seed": 0}}, format="json")
+    assert started.status_code == 202, started.content
+    run_job(Job.objects.get(pk=started.json()["id"]))
+    return rows, engineer.get(started.json()["url"]).json()["result_version"]
+
+
+def _concept_body(labels: dict[str, int], models: list[dict], **extra) -> dict:
+    return {"attribute": "digit parity", "dataset": "digits@1", "labels": labels, "models": models,
+            "jurisdiction": "GDPR", "channel": "dpo-console", "reason": "the product must not use parity", **extra}
+
+
+@pytest.mark.usefixtures("signing_settings", "one_torch_thread")
+def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_one(api_client_for, request,
+                                                                                 tmp_path):
+    from audits.models import Report
+    from models_registry.models import ModelVersion
+    from workers.runners.storage import artifact_store
+
+    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
+    rows, version = _digits_model_over_api(engineer)
+    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
+
+    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}]), format="json",
+                     HTTP_IDEMPOTENCY_KEY="parity-1")
+    assert filed.status_code == 201, filed.content
+    state = filed.json()
+    # No person, no record: planned at once, with the concept method only, and its limits said.
+    assert (state["kind"], state["status"], state["subject"]) == ("concept", "SCOPED", None)
+    assert state["concept"]["labelled_records"] == 1797 and "labels" not in state["concept"]
+    [step] = state["plan"]
+    assert (step["model_version_id"], step["method"], step["guarantee_class"]) == (version["id"], "leace",
+                                                                                   "concept_erased")
+    assert step["holds_against"] == "linear probes only" and step["alternatives"] == []
+    assert "not erasure of anyone's data" in step["audit_cannot_confirm"]
+    assert step["concept"]["layer"] == "act0" and step["records"] == 0
+    assert step["concept"]["fit_records"] + step["concept"]["probe_records"] == 1797
+    again = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}]), format="json",
+                     HTTP_IDEMPOTENCY_KEY="parity-1")
+    assert (again.status_code, again.json()["id"]) == (200, state["id"])
+
+    assert dpo.post(f"/api/v1/deletion-requests/{state['id']}/approve/", {}, format="json").status_code == 200
+    [unlearn] = Job.objects.filter(kind=JobKind.UNLEARN, deletion_request__public_id=state["id"])
+    unlearn = run_job(unlearn)
+    new = ModelVersion.objects.get(pk=unlearn.result_version_id)
+    assert (new.parent_id, new.guarantee_class) == (version["id"], "concept_erased")
+    assert not new.excluded_records.exists()  # nobody's records were taken out
+    # The eraser is stored as its own safetensors blob beside the unchanged weights.
+    manifest = artifact_store().manifest(new.artifact_sha256)
+    assert "concept_erasers" in manifest.files
+    parent_manifest = artifact_store().manifest(ModelVersion.objects.get(pk=version["id"]).artifact_sha256)
+    assert manifest.files["weights"]["sha256"] == parent_manifest.files["weights"]["sha256"]
+
+    [audit] = Job.objects.filter(kind=JobKind.AUDIT, deletion_request__public_id=state["id"])
+    run_job(audit)
+    [outcome] = dpo.get(f"/api/v1/deletion-requests/{state['id']}/").json()["outcomes"]
+    assert (outcome["verdict"], outcome["status"]) == ("PASS", "awaiting_deployment"), outcome
+    assert dpo.post(f"/api/v1/deletion-requests/{state['id']}/confirm-deployment/",
+                    {"new_version_id": new.id}, format="json").status_code == 200
+    # The version that still uses the attribute is retired (out of later requests' scope), not purged.
+    assert ModelVersion.objects.get(pk=version["id"]).status == "retired"
+    assert ModelVersion.objects.get(pk=new.id).status == "serving"
+    run_job(Job.objects.get(kind=JobKind.REPORT, deletion_request__public_id=state["id"]))
+    done = dpo.get(f"/api/v1/deletion-requests/{state['id']}/").json()
+    assert done["status"] == "COMPLETED", done
+
+    report = Report.objects.get(request__public_id=state["id"])
+    checked = pdfsig(Path(report.pdf_path), request.getfixturevalue("nss_db"))
+    assert "Signature is Valid." in checked and "Certificate is Trusted." in checked, checked
+    data = report.json
+    assert data["concept"]["attribute"] == "digit parity"
+    assert data["subject_reference"].startswith("none") and data["scope"]["records"] == 0
+    [entry] = data["model_versions"]
+    assert entry["guarantee"]["guarantee_class"] == "concept_erased" and entry["verdict"]["verdict"] == "PASS"
+    # The linear probe decided at chance; the MLP probe's figure is printed beside it.
+    figures = {m["name"]: m for m in entry["metrics"]}
+    linear, mlp = figures["Linear probe AUC (decides)"], figures["Non-linear (MLP) probe AUC (shown, not counted)"]
+    assert abs(linear["after"] - 0.5) <= 0.1 < abs(linear["before"] - 0.5) and linear["result"] == "PASS"
+    assert mlp["after"] is not None and figures["concept_probe"]["result"] == "PASS"
+    text = rendered_text(data, tmp_path / "concept.pdf")
+    assert "Concept-erasure report" in text
+    assert "This is a concept erasure, not an erasure of anyone's personal data" in text
+    assert "erasure confirmed against linear probes" in text and "Erasure report" not in text
+    figures = Job.objects.get(pk=audit.id).result["audit"]["concept"]
+    print(f"concept probe: linear AUC {figures['original_linear_auc']:.3f} -> {figures['linear_auc']:.3f}, "
+          f"MLP AUC {figures['original_nonlinear_auc']:.3f} -> {figures['nonlinear_auc']:.3f}")
+
+
+# ---------------------------------------------------------------- the API's 400s
+
+
+@pytest.fixture
+def labelled():
+    """A dataset of 60 records and a plain MLP (one hidden layer) trained on it (registry rows only)."""
+    ds = factories.dataset(name="digits")
+    factories.import_records(ds, [{"record_key": f"d{i:04d}", "content": f"c{i}"} for i in range(60)])
+    model = factories.registered_model(name="digits-mlp", architecture=DIGITS_MLP)
+    factories.trained_version(model, ds, [(f"d{i:04d}", 0, 0) for i in range(60)])
+    return ds, {f"d{i:04d}": i % 2 for i in range(60)}
+
+
+def _refused(dpo, body: dict, *, field: str, code: str) -> str:
+    response = dpo.post("/api/v1/concept-requests/", body, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (list(error.get("fields") or {}), error["code"]) == ([field], code), error
+    return error["message"]
+
+
+def test_an_attribute_with_one_value_or_too_few_records_or_unknown_keys_is_refused(api_client_for, labelled):
+    dpo = api_client_for("dpo")
+    _, parity = labelled
+    one_value = {key: 1 for key in parity}
+    assert "single value" in _refused(dpo, _concept_body(one_value, [{"model": "digits-mlp"}]),
+                                      field="labels", code="attribute_not_erasable")
+    scarce = {**{key: 0 for key in parity}, "d0001": 1}
+    assert "at least 20" in _refused(dpo, _concept_body(scarce, [{"model": "digits-mlp"}]),
+                                     field="labels", code="attribute_not_erasable")
+    unknown = {**parity, "nobody-1": 0}
+    assert "nobody-1" in _refused(dpo, _concept_body(unknown, [{"model": "digits-mlp"}]),
+                                  field="labels", code="unknown_records")
+    not_integers = dpo.post("/api/v1/concept-requests/", _concept_body({k: "odd" for k in parity},
+                                                                       [{"model": "digits-mlp"}]), format="json")
+    assert not_integers.status_code == 400 and "labels" in not_integers.content.decode()
+    assert "no-such-model" in _refused(dpo, _concept_body(parity, [{"model": "no-such-model"}]),
+                                       field="models[0].model", code="validation_failed")
+
+
+def test_a_model_without_representations_the_platform_can_erase_is_refused(api_client_for, labelled):
+    dpo = api_client_for("dpo")
+    ds, parity = labelled
+    keys = [(key, 0, 0) for key in parity]
+    flat = factories.registered_model(name="logistic", architecture={"name": "mlp", "config": {
+        "in_features": 64, "num_classes": 10, "hidden": []}})
+    factories.trained_version(flat, ds, keys)
+    assert "without hidden layers" in _refused(dpo, _concept_body(parity, [{"model": "logistic"}]),
+                                          field="models[0]", code="no_representations")
+    sharded = factories.registered_model(name="sharded", recipe="sisa", architecture=DIGITS_MLP)
+    factories.trained_version(sharded, ds, keys)
+    assert "sisa recipe" in _refused(dpo, _concept_body(parity, [{"model": "sharded"}]),
+                                     field="models[0]", code="no_representations")
+    forest = factories.registered_model(name="forest", recipe="sklearn", architecture={
+        "name": "sklearn", "config": {"in_features": 64, "num_classes": 10}})
+    factories.trained_version(forest, ds, keys)
+    message = _refused(dpo, _concept_body(parity, [{"model": "forest"}]), field="models[0]",
+                       code="no_representations")
+    assert "sklearn recipe" in message or "scikit-learn" in message
+    other = factories.dataset(name="other")
+    factories.import_records(other, [{"record_key": "x0", "content": "x"}])
+    elsewhere = factories.registered_model(name="elsewhere", architecture=DIGITS_MLP)
+    factories.trained_version(elsewhere, other, [("x0", 0, 0)])
+    assert "not trained on dataset digits@1" in _refused(dpo, _concept_body(parity, [{"model": "elsewhere"}]),
+                                                         field="models[0]", code="dataset_mismatch")
+
+
+def test_a_concept_outcome_that_did_not_pass_cannot_be_escalated_to_a_retrain(labelled):
+    from deletion import decisions
+    from deletion.concept_requests import concept_request_create
+    from deletion.models import ModelOutcome
+    from foundation.errors import Conflict
+
+    _, parity = labelled
+    filed, _ = concept_request_create(client=None, body=_concept_body(parity, [{"model": "digits-mlp"}]))
+    approved = decisions.deletion_request_approve(request=filed, actor="alice")
+    [outcome] = approved.outcomes.all()
+    job = outcome.job
+    # Its own job (no batching window), carrying the attribute's labels; no record to forget.
+    assert (job.method, job.forget_record_ids, job.config["concept"]["labels"]) == ("leace", [], parity)
+    ModelOutcome.objects.filter(pk=outcome.pk).update(status="audit_failed", verdict="FAIL")
+    with pytest.raises(Conflict, match="no exact method to escalate to") as refused:
+        decisions.outcome_escalate(request=approved, actor="alice", model_version_id=outcome.model_version_id)
+    assert refused.value.code == "escalation_impossible"

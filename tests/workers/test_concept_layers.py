@@ -1,0 +1,86 @@
+"""What a concept request needs of a model, said without torch (workers.concept_layers): the layer
+that holds its representations, why a model has none the platform can erase, and the split of the
+labelled records between the eraser and the probes."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.concept_layers import (
+    ERASER_STORING_RECIPES,
+    MIN_RECORDS_PER_VALUE,
+    concept_erasure_refusal,
+    default_representation_layer,
+    fitting_split,
+    labels_problem,
+)
+
+MLP = {"name": "mlp", "config": {"in_features": 8, "num_classes": 3, "hidden": [16, 12]}}
+
+
+def test_the_split_is_disjoint_complete_near_its_share_and_depends_on_each_key_alone():
+    keys = [f"r{i}" for i in range(3000)]
+    fit, probe = fitting_split(keys, seed=4)
+    assert not set(fit) & set(probe) and sorted(fit + probe) == sorted(keys)
+    assert abs(len(fit) / len(keys) - 2 / 3) < 0.03
+    some = keys[::7]
+    fit_some, probe_some = fitting_split(reversed(some), seed=4)
+    assert fit_some == sorted(set(fit) & set(some)) and probe_some == sorted(set(probe) & set(some))
+    assert fitting_split(keys, seed=5)[0] != fit  # the seed matters
+    with pytest.raises(ValueError, match="fit_share"):
+        fitting_split(keys, seed=0, fit_share=1.0)
+
+
+def test_labels_need_two_values_each_on_enough_records_in_both_shares():
+    assert "single value" in labels_problem({f"r{i}": 1 for i in range(100)}, seed=0)
+    assert "no value" in labels_problem({}, seed=0)
+    scarce = {**{f"r{i}": 0 for i in range(100)}, **{f"s{i}": 1 for i in range(MIN_RECORDS_PER_VALUE - 1)}}
+    assert f"1 ({MIN_RECORDS_PER_VALUE - 1})" in labels_problem(scarce, seed=0)
+    assert labels_problem({f"r{i}": i % 3 for i in range(90)}, seed=0) is None
+
+
+def test_the_representation_layer_of_the_platforms_architectures():
+    assert default_representation_layer(MLP) == "act1"
+    assert default_representation_layer({"name": "mlp", "config": {"in_features": 8, "num_classes": 3}}) == "act1"
+    assert default_representation_layer({"name": "mlp", "config": {"hidden": []}}) is None
+    assert default_representation_layer({"name": "small_cnn", "config": {}}) == "act2"
+    assert default_representation_layer({"name": "text_bag", "config": {}}) == "act0"
+    assert default_representation_layer({"name": "entry_point", "config": {"entry_point": "x"}}) is None
+
+
+def test_the_default_layers_give_batch_by_features_outputs_the_eraser_takes():
+    import torch
+
+    from workers.training.architectures import build_model
+    from workers.unlearning.concept_erasure import layer_outputs
+
+    for architecture, inputs in ((MLP, torch.randn(5, 8)),
+                                 ({"name": "small_cnn", "config": {"num_classes": 3}}, torch.randn(5, 1, 28, 28)),
+                                 ({"name": "text_bag", "config": {}}, torch.randint(1, 257, (5, 9)))):
+        layer = default_representation_layer(architecture)
+        features, _ = layer_outputs(build_model(architecture), layer, [(list("abcde"), inputs, torch.arange(5))])
+        assert features.ndim == 2 and features.shape[0] == 5, (architecture["name"], layer)
+
+
+def test_models_without_erasable_representations_are_refused_in_words():
+    def refusal(**kw):
+        return concept_erasure_refusal(**{"task": "classification", "recipe": "plain", "architecture": MLP,
+                                          "family": "builtin", **kw})
+
+    assert refusal() is None
+    assert "language model" in refusal(task="language_modeling", recipe="lora_causal_lm", architecture=None)
+    assert "scikit-learn" in refusal(family="sklearn", recipe="sklearn")
+    assert "sisa recipe" in refusal(recipe="sisa")
+    assert "without hidden layers" in refusal(architecture={"name": "mlp", "config": {"hidden": []}})
+    company = {"name": "entry_point", "config": {"entry_point": "acme.net"}}
+    assert "name it in the request" in refusal(architecture=company, family="entry_point")
+    assert refusal(architecture=company, family="entry_point", layer="encoder.act") is None
+
+
+def test_the_recipes_said_to_keep_an_eraser_are_those_whose_storage_saves_it():
+    from workers.runners.training import load_recipes
+    from workers.training.plain import SingleModelStorage
+
+    recipes = load_recipes()
+    storing = sorted(name for name in recipes if issubclass(recipes.get(name), SingleModelStorage))
+    assert storing == sorted(ERASER_STORING_RECIPES)

@@ -1,0 +1,119 @@
+"""What a "stop using attribute X" request (concept erasure, LEACE) needs of a model, said without torch.
+
+The web side plans a concept request with these (deletion.concept_requests) and the worker fits the
+eraser by them (workers.runners.concept), so both agree on:
+
+* which layer's output holds a model's representations (:func:`representation_layer`): the last
+  hidden activation of the platform's own architectures, or the layer the request names;
+* why a model has none the platform can erase (:func:`concept_erasure_refusal`): a language model,
+  a scikit-learn estimator, an MLP without hidden layers, a recipe whose stored versions would drop
+  the eraser;
+* which labelled records fit the eraser and which the audit's probes are measured on
+  (:func:`fitting_split`): a probe measured on the eraser's own fitting records reads below chance
+  (audits/checks/concept_probe.py), so the two sets never overlap, and the split is a pure function
+  of the record keys and the seed, reproducible by the audit without storing the lists.
+
+The attribute's labels are given by whoever files the request, one integer per record key of the
+model's training dataset (any split): the platform never derives a sensitive attribute itself, the
+attribute need not be a column of the dataset, and this works the same for every modality and data
+source. Plain Python: the web process imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# The layer whose output LEACE erases in the platform's own architectures: the last hidden
+# activation, the representation the head reads.
+_LAST_HIDDEN = {"small_cnn": "act2", "text_bag": "act0"}
+# The recipes whose stored versions keep an eraser (workers.training.plain.SingleModelStorage: the
+# eraser's tensors as their own safetensors blob beside the weights). The others rebuild the served
+# model from what training kept (sisa, s3t) or store no torch module the eraser could hook into.
+ERASER_STORING_RECIPES = ("plain", "plain_regression", "dp", "distill", "finetune", "keep_out_transfer")
+# Families whose models are no torch modules: nothing to hook an eraser into.
+_NO_TORCH_LAYERS = {"sklearn": "a scikit-learn estimator has no layers whose representations could be erased"}
+
+# The share of the labelled records the eraser is fitted on; the rest are the audit's probe records.
+DEFAULT_FIT_SHARE = 2 / 3
+# Every attribute value needs this many labelled records: enough for the eraser's fit and for the
+# probe's five folds on the held-out records (audits.checks.concept_probe needs one per fold).
+MIN_RECORDS_PER_VALUE = 20
+MAX_LABELS = 200_000
+
+
+def default_representation_layer(architecture: Mapping[str, Any] | None) -> str | None:
+    """The layer whose output holds the representations of a model built from ``architecture`` (the
+    platform's ``mlp``: ``act<last hidden>``; ``small_cnn``: ``act2``; ``text_bag``: ``act0``), or
+    None where the platform does not know it (a company's own module: the request names the layer)."""
+    name = (architecture or {}).get("name")
+    if name == "mlp":
+        hidden = ((architecture or {}).get("config") or {}).get("hidden", (64, 64))
+        return f"act{len(hidden) - 1}" if hidden else None
+    return _LAST_HIDDEN.get(name)
+
+
+def concept_erasure_refusal(*, task: str, recipe: str, architecture: Mapping[str, Any] | None,
+                            family: str | None, layer: str = "") -> str | None:
+    """Why no concept eraser can be fitted to and stored with a model of this ``task``, storage
+    ``recipe``, ``architecture`` and model ``family`` (given ``layer``, the one the request names,
+    or ""), in words for the API's 400, or None when it can."""
+    if task == "language_modeling":
+        return ("a language model has no [batch, features] representation layer that LEACE erases here; concept "
+                "erasure applies to classifiers and regression models")
+    if family in _NO_TORCH_LAYERS:
+        return _NO_TORCH_LAYERS[family]
+    if recipe not in ERASER_STORING_RECIPES:
+        return (f"its versions are stored by the {recipe} recipe, which would drop the eraser when the new version is "
+                f"saved; concept erasure takes models of the recipes {', '.join(ERASER_STORING_RECIPES)}")
+    if not layer and default_representation_layer(architecture) is None:
+        if (architecture or {}).get("name") == "mlp":
+            return ("an mlp without hidden layers has no representations: its inputs go straight to the head, "
+                    "so there is no layer to erase the attribute from")
+        return ("the platform does not know which layer of this architecture holds its representations; name it "
+                "in the request (layer: a module name as model.get_submodule reads it)")
+    return None
+
+
+def fitting_split(keys: Iterable[str], *, seed: int, fit_share: float = DEFAULT_FIT_SHARE
+                  ) -> tuple[list[str], list[str]]:
+    """Split labelled record keys into ``(fit, probe)``, both sorted: a key fits the eraser when the
+    first 8 bytes of sha256(``"<seed>:<key>"``), as a fraction of 2^64, are below ``fit_share``. The
+    split depends on each key alone, never on which other keys are given."""
+    if not 0.0 < fit_share < 1.0:
+        raise ValueError(f"fit_share must be in (0, 1), got {fit_share}")
+    fit, probe = [], []
+    for key in sorted(set(keys)):
+        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+        (fit if int.from_bytes(digest[:8], "big") / 2.0**64 < fit_share else probe).append(key)
+    return fit, probe
+
+
+def label_counts(labels: Mapping[str, int]) -> dict[int, int]:
+    """How many records carry each attribute value, by value (ascending)."""
+    counts: dict[int, int] = {}
+    for value in labels.values():
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def labels_problem(labels: Mapping[str, int], *, seed: int, fit_share: float = DEFAULT_FIT_SHARE) -> str | None:
+    """Why these attribute labels (record key -> integer value) cannot fit an eraser and power its
+    audit, or None: fewer than two values, or a value with fewer than MIN_RECORDS_PER_VALUE records
+    or without records in both the fitting and the probe share."""
+    counts = label_counts(labels)
+    if len(counts) < 2:
+        return (f"the attribute takes {'no value' if not counts else 'a single value'} on the labelled records: "
+                "there is nothing to erase (label records of at least two values)")
+    scarce = {value: n for value, n in counts.items() if n < MIN_RECORDS_PER_VALUE}
+    if scarce:
+        return (f"every attribute value needs at least {MIN_RECORDS_PER_VALUE} labelled records (to fit the eraser "
+                f"and to probe it on others); too few for: "
+                + ", ".join(f"{value} ({n})" for value, n in scarce.items()))
+    fit, probe = fitting_split(labels, seed=seed, fit_share=fit_share)
+    for share, keys in (("fitting", fit), ("probe", probe)):
+        missing = sorted(set(counts) - {labels[k] for k in keys})
+        if missing:
+            return f"no record of value(s) {missing} falls in the {share} share; label more records"
+    return None
