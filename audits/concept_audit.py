@@ -1,0 +1,75 @@
+"""The audit of a concept erasure (class ``concept_erased``): can a probe still read the attribute?
+
+The version audited was made by a concept job (workers.runners.concept) from its parent. The erased
+layer's outputs of both, on the labelled records the eraser was NOT fitted on (the probe share of
+workers.concept_layers.fitting_split), go to the concept probe (audits/checks/concept_probe.py): a
+linear probe's out-of-fold AUC decides (within the tolerance of chance: PASS), an MLP probe's is shown
+beside it, and the parent's figures give the check its power. No copy is purged: no one's records
+were erased, and the parent stays what it was (the serving side replaces it with the new version).
+"""
+
+from __future__ import annotations
+
+import time
+
+from foundation.strict_json import jsonable
+from models_registry.models import Dataset, ModelVersion
+from workers.models import Job, JobKind
+
+
+def concept_audit(job: Job, *, device: str = "cpu") -> dict:
+    """Audit ``job.config["audited_version"]`` for the attribute its concept job erased; returns the
+    audit job's result (``{"device", "verdict", "purged": 0, "audit"}``)."""
+    import numpy as np
+
+    from audits.checks.concept_probe import concept_probe
+    from audits.checks.verdict import final_verdict
+    from workers.concept_layers import fitting_split
+    from workers.runners.concept import concept_of, labelled_batches
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+    from workers.unlearning.concept_erasure import layer_outputs
+
+    started = time.perf_counter()
+    new = ModelVersion.objects.select_related("model", "parent").get(pk=job.config["audited_version"])
+    producer = Job.objects.filter(result_version=new, kind=JobKind.UNLEARN).first()
+    if producer is None:
+        raise ValueError(f"{new} was made by no unlearning job of the platform: there is no attribute to probe for")
+    concept = concept_of(producer)
+    layer = producer.config["layer"]
+    labels = {str(k): int(v) for k, v in concept["labels"].items()}
+    _fit, probe = fitting_split(labels, seed=concept["seed"], fit_share=concept["fit_share"])
+    batches, missing = labelled_batches(Dataset.objects.get(pk=concept["dataset_id"]), labels, probe)
+    store = artifact_store()
+    original, erased = load_run(store, new.parent.artifact_sha256), load_run(store, new.artifact_sha256)
+    before, attribute = layer_outputs(original.model, layer, batches, device=device)
+    after, _ = layer_outputs(erased.model, layer, batches, device=device)
+    check = concept_probe(representations=after.numpy(), attribute=attribute.numpy(),
+                          original_representations=before.numpy(), seed=int(concept["seed"]))
+    verdict = final_verdict(guarantee_class="concept_erased", checks=[check])
+    notes = [*verdict.notes,
+             f"Concept erasure of the attribute {concept['attribute']!r} from layer {layer!r}: a linear probe's AUC "
+             f"{check.linear_auc:.3f} after erasure (before {check.original_linear_auc:.3f}), an MLP probe's "
+             f"{check.nonlinear_auc:.3f} (before {check.original_nonlinear_auc:.3f}), on {check.records} labelled "
+             "records the eraser was not fitted on. The guarantee holds against linear probes only; the MLP "
+             "probe's figure is shown, not counted.",
+             "This is a concept erasure, not the erasure of anyone's data: no record was erased and no copy was "
+             "purged; the records stay in the model's weights."]
+    values, counts = np.unique(attribute.numpy(), return_counts=True)
+    audit = {
+        "records": 0, "shadow_models": 0, "nothing_erased": True,
+        "concept": {"attribute": concept["attribute"], "layer": layer, "probe_records": int(len(attribute)),
+                    "probe_records_missing": len(missing),
+                    "values": {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)},
+                    "linear_auc": check.linear_auc, "nonlinear_auc": check.nonlinear_auc,
+                    "original_linear_auc": check.original_linear_auc,
+                    "original_nonlinear_auc": check.original_nonlinear_auc, "tolerance": check.tolerance,
+                    "holds_against": check.holds_against},
+        "checks": [check.to_dict()],
+        "verdict": {**verdict.to_dict(), "notes": notes},
+        "purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,
+        "copies_remaining": None, "purge_waits_for_decision": False,
+        "audit_seconds": round(time.perf_counter() - started, 2),
+    }
+    audit = jsonable(audit)
+    return {"device": device, "verdict": audit["verdict"]["verdict"], "purged": 0, "audit": audit}
