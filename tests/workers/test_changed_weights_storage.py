@@ -26,6 +26,8 @@ from workers.training_catalogue import (
     changed_weights_refusal,
 )
 
+# Keep-out transfer: r0-r7 static, r16-r31 auxiliary, r8-r15 non-static (kept out, each selects its nearest).
+KEEP_OUT = {"static_records": "r[0-7]", "auxiliary_records": "r(1[6-9]|2[0-9]|3[01])"}
 MLP = {"name": "mlp", "config": {"in_features": 6, "num_classes": 2, "hidden": [8]}}
 SLICED = {"shards": 2, "slices": 2}
 # The torch recipes that train a classifier from data (derived ones need a parent version).
@@ -39,7 +41,8 @@ def test_the_declaration_says_whether_saved_weights_keep_a_change(recipe, tmp_pa
     torch.manual_seed(0)
     inputs = torch.randn(32, 6)
     records = TensorRecordDataset([f"r{i}" for i in range(32)], inputs, (inputs[:, 0] > 0).long())
-    config = {"architecture": MLP, "epochs": 1, "batch_size": 8, **(SLICED if recipe in ("sisa", "s3t") else {})}
+    config = {"architecture": MLP, "epochs": 1, "batch_size": 8, **(SLICED if recipe in ("sisa", "s3t") else {}),
+              **(KEEP_OUT if recipe == "keep_out_transfer" else {})}
     run = RECIPES.get(recipe)(config).train(records)
     with torch.no_grad():  # what an approximate method does: change the served model's weights
         for parameter in run.model.parameters():

@@ -89,7 +89,7 @@ def test_at_the_planted_benchmarks_size_kept_records_fail_and_forgotten_ones_do_
     case = dict(records=PLANTED_RECORDS, held_out=PLANTED_HELD_OUT)
     kept = membership_rmia(**planted(np.random.default_rng(seed), unlearned="kept", **case), alpha=PLANTED_ALPHA)
     assert kept.verdict == Verdict.FAIL, kept.reason
-    assert len(kept.detected) >= 3 and kept.original.n_extrapolated >= len(kept.powered)
+    assert len(kept.detected) >= 2 and kept.original.n_extrapolated >= len(kept.powered)
     forgotten = membership_rmia(**planted(np.random.default_rng(seed), **case), alpha=PLANTED_ALPHA)
     assert forgotten.verdict == Verdict.PASS, forgotten.reason
     assert forgotten.powered == kept.powered and not forgotten.detected and not forgotten.unpowered_flags
@@ -141,3 +141,40 @@ def test_the_tail_holds_the_level_on_non_members():
     # Holm at 0.05 over 20 records: at most 5% of trials flag any record (the binomial 99.9% bound at
     # 300 trials is about 9%).
     assert flagged / trials <= 0.09
+
+
+def memorised_outliers(rng, *, records=20, held_out=497, shadows=16):
+    """Forgotten records unlike the held-out ones (noise images with random labels): models that did
+    not train on one give its label a low, widely spread confidence (logit -4, sd 2), a model that
+    trained on it a high one (8); held-out records are easy (logit 4, sd 0.5). The model under test
+    was retrained without the records."""
+    out_mean = -4.0 + rng.normal(0, 0.5, records)
+    reference = out_mean + rng.normal(0, 2.0, (shadows, records))
+    is_in = np.zeros((shadows, records), dtype=bool)
+    is_in[::2] = True  # the IN half: members, given the high confidence
+    reference[is_in] = 8.0 + rng.normal(0, 0.5, int(is_in.sum()))
+    population_shadow = 4.0 + rng.normal(0, 0.5, (shadows, held_out))
+    population = 4.0 + rng.normal(0, 0.5, held_out)
+    return dict(record_ids=record_ids(records), unlearned_conf=out_mean + rng.normal(0, 2.0, records),
+                original_conf=8.0 + rng.normal(0, 0.5, records), reference_conf=reference, reference_out=~is_in,
+                population_unlearned_conf=population, population_original_conf=population,
+                population_reference_conf=population_shadow)
+
+
+def test_a_model_retrained_without_memorised_outliers_is_not_failed(monkeypatch):
+    """The held-out records' tail says nothing of records unlike them: the record's own Student-t
+    predictive p-value floors RMIA's (found by issue 23's memorised setting, where the tail alone
+    FAILed models retrained without the records). The original, which trained on them, still FAILs.
+    Over seeds 0-9 the floor FAILs no retrained model; without it, 6 of 10 were FAILed."""
+    import audits.checks.rmia as rmia
+
+    cases = [memorised_outliers(np.random.default_rng(seed)) for seed in range(10)]
+    for case in cases:
+        result = membership_rmia(**case, alpha=PLANTED_ALPHA)
+        assert result.verdict != Verdict.FAIL and not result.detected, result.reason
+        assert len(result.powered) >= 15, result.reason
+        kept = membership_rmia(**{**case, "unlearned_conf": case["original_conf"]}, alpha=PLANTED_ALPHA)
+        assert kept.verdict == Verdict.FAIL, kept.reason
+    monkeypatch.setattr(rmia, "predictive_p_values", lambda target, *_: np.full(np.shape(target), np.nan))
+    failed = sum(membership_rmia(**case, alpha=PLANTED_ALPHA).verdict == Verdict.FAIL for case in cases)
+    assert failed >= 3, failed
