@@ -19,9 +19,20 @@ job passes them). Per method:
 * time of the unlearning call (wall and process CPU).
 
 Rows: ``none`` (the fine-tuned model), ``base`` (the base model, which never saw the records, under
-the same relearning: the level a model that never knew them reaches), the methods, and fact-lookup's
-baselines of the same size (``random`` MLPs) and of every layer. CPU figures are labelled CPU.
-Prints a markdown table; the last stdout line is one JSON object.
+the same relearning: the level a model that never knew them reaches), the methods, fact-lookup's
+baselines of the same size (``random`` MLPs) and of every layer, and NPO with the LLM demo's settings.
+Every method gets the same epochs over the same forget batches and stops at the end of the first
+epoch whose forget NLL reaches the fine-tuned model's NLL on the held-out texts. CPU figures are
+labelled CPU. Prints a markdown table; the last stdout line is one JSON object.
+
+The fine-tuned model is cached as safetensors under ``--cache-dir`` (default
+``$DATA_DIR/cache/lm_unlearning``, never committed), one folder per key of every setting that decides
+its weights (:func:`finetune_cache_key`); a later run with the same settings loads it and checks it.
+
+Learning rates: ``--probe-lr METHOD=LR,LR,...`` unlearns with each rate (no table) and picks, per
+method, the largest rate whose NLL on validation texts (test-split texts other than the held-out
+ones) rises at most ``--max-validation-rise`` nats (:func:`pick_lr`); ``--lr METHOD=LR`` runs the
+table with a rate. The rates in :data:`METHOD_ROWS` are those the probe picked (see there).
 
     nice -n 10 python benchmarks/lm_unlearning.py                       # SmolLM2 on CPU
     python benchmarks/lm_unlearning.py --base tiny_gpt2 --records 12    # a smoke run in seconds
@@ -30,9 +41,11 @@ Prints a markdown table; the last stdout line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -55,21 +68,41 @@ from workers.datasets.reference import (  # noqa: E402
     materialise_reference,
     reference_records,
 )
-from workers.language_models import byte_tokenizer, finetune_lora, load_smollm2, tiny_gpt2  # noqa: E402
+from workers.language_models import (  # noqa: E402
+    SMOLLM2_GGUF_FILE,
+    byte_tokenizer,
+    finetune_lora,
+    load_smollm2,
+    tiny_gpt2,
+)
 from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.lm.data import lm_batches  # noqa: E402
 from workers.unlearning.lm.losses import average_token_nll  # noqa: E402
 
 LM_BATCH = 4  # as the unlearning job (workers/runners/unlearning.py)
 # Small CPU budgets: each method gets the same few epochs over the forget batches.
+# Learning rates (2026-12-07, SmolLM2, --records 8 --people 2 --max-length 96 --method-epochs 4, CPU,
+# --probe-lr with a 0.25-nat limit on the validation NLL rise; README "LM methods side by side"):
+# gradient ascent at 5e-3 wrecked the model (held-out NLL 2.60 -> 11.69), at 1e-3 the validation NLL
+# rose 0.64 nats, at 2e-4 it did not rise (picked: it also barely forgets in 8 steps). GradDiff at
+# 1e-3 rose 0.49 nats (2e-4 not yet probed: chosen as for gradient ascent). NPO at the demo's 5e-3
+# rose 0.39 nats; 1e-3 is a step down from it, not yet probed. MRP at 0.05 stopped at the target after 2 steps
+# with held-out NLL 2.60 -> 4.04 (rate or starting directions: not yet told apart); fact_lookup's rate
+# is unprobed.
 METHOD_ROWS: list[tuple[str, str, dict[str, Any]]] = [
-    ("gradient_ascent", "gradient_ascent", {"lr": 5e-3, "epochs": 8}),
-    ("grad_diff", "grad_diff", {"lr": 5e-3, "epochs": 8, "retain_weight": 1.0}),
-    ("npo", "npo", {"lr": 5e-3, "epochs": 8, "beta": 0.1, "retain_weight": 1.0}),
+    ("gradient_ascent", "gradient_ascent", {"lr": 2e-4, "epochs": 8}),
+    ("grad_diff", "grad_diff", {"lr": 2e-4, "epochs": 8, "retain_weight": 1.0}),
+    ("npo", "npo", {"lr": 1e-3, "epochs": 8, "beta": 0.1, "retain_weight": 1.0}),
     ("mrp", "mrp", {"lr": 0.05, "epochs": 8, "rank": 2, "retain_weight": 1.2}),
     ("fact_lookup", "fact_lookup", {"lr": 3e-4, "epochs": 8}),
     ("fact_lookup (random MLPs, same size)", "fact_lookup", {"lr": 3e-4, "epochs": 8, "localisation": "random"}),
     ("fact_lookup (all layers)", "fact_lookup", {"lr": 3e-4, "epochs": 8, "localisation": "all_layers"}),
+]
+# NPO with the LLM demo's settings (deletion_platform/demo_llm.py NPO: lr 5e-3, LoRA r 8), measured
+# beside the chosen rate to show whether the demo's rate spares the model. --lr does not change it.
+DEMO_ROWS: list[tuple[str, str, dict[str, Any]]] = [
+    ("npo (the LLM demo's settings)", "npo",
+     {"lr": 5e-3, "epochs": 8, "beta": 0.1, "retain_weight": 1.0, "lora_r": 8, "lora_alpha": 16.0}),
 ]
 
 
@@ -94,6 +127,114 @@ def pick_people(train_keys: list[str], email_of: dict[str, str], records: int, p
     if len(forgotten) < 2:
         raise SystemExit("fewer than 2 people with 2 records among the members: raise --records")
     return members, forgotten
+
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE_FORMAT = 1  # bump when what the cache folder holds changes
+
+
+def default_cache_dir() -> Path:
+    """``$DATA_DIR/cache/lm_unlearning`` (``DATA_DIR`` defaults to ``<repo>/.data``, which git ignores)."""
+    return Path(os.environ.get("DATA_DIR") or REPO / ".data") / "cache" / "lm_unlearning"
+
+
+def finetune_cache_key(settings: dict[str, Any]) -> str:
+    """The cache folder name of a fine-tuned model: sha256 (hex, first 24 digits) of the canonical
+    JSON of everything that decides its weights (``settings``: base model, member keys and a digest
+    of their texts, the training settings, library versions). Equal settings give equal keys."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def finetune_settings(base: str, base_identity: dict[str, Any], members: list[tuple[str, str]],
+                      training: dict[str, Any]) -> dict[str, Any]:
+    """What the cache key covers: the base model, the members (keys in order, sha256 of their texts)
+    and the training settings, with the torch, transformers and peft versions (numerics may differ
+    between versions, so a new version trains again)."""
+    import peft
+    import transformers
+
+    texts = hashlib.sha256("\x00".join(f"{k}\x01{t}" for k, t in members).encode()).hexdigest()
+    return {"format": CACHE_FORMAT, "base": base, "base_identity": base_identity,
+            "member_keys": [k for k, _ in members], "member_texts_sha256": texts, "training": training,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "peft": peft.__version__}}
+
+
+def cached_finetune(base_model: Any, tokenizer: Any, members: list[tuple[str, str]], *, settings: dict[str, Any],
+                    cache_dir: Path, check_batches: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The fine-tuned model from ``cache_dir/<key>/`` (safetensors) when present, else fine-tuned with
+    ``settings["training"]`` and written there (through a staging folder renamed into place, so a
+    crash leaves no half-written entry). Out: ``(model, info)``, info with the key, the folder,
+    ``from_cache`` and the fine-tuning seconds (those of the run that wrote the entry).
+
+    A loaded entry is checked: its token NLL on ``check_batches`` must equal the one recorded when it
+    was written (to 1e-4 nats), else ``RuntimeError`` names the folder (delete it to train again)."""
+    from transformers import AutoModelForCausalLM
+
+    from workers.unlearning.lm.losses import average_token_nll
+
+    key = finetune_cache_key(settings)
+    entry = cache_dir / key
+    meta_path = entry / "finetune.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        model = AutoModelForCausalLM.from_pretrained(entry, use_safetensors=True).eval()
+        nll = average_token_nll(model, check_batches)
+        if abs(nll - meta["check_token_nll"]) > 1e-4:
+            raise RuntimeError(f"cached fine-tuned model {entry} gives token NLL {nll:.6f} on the members, "
+                               f"{meta['check_token_nll']:.6f} when written: delete the folder to train again")
+        return model, {"key": key, "folder": str(entry), "from_cache": True, "finetune_s": meta["finetune_s"]}
+    training = settings["training"]
+    t0 = time.perf_counter()
+    model = finetune_lora(base_model, tokenizer, [t for _, t in members], epochs=training["epochs"],
+                          lr=training["lr"], lora_r=training["lora_r"], lora_alpha=training["lora_alpha"],
+                          batch_size=training["batch_size"], max_length=training["max_length"],
+                          seed=training["seed"])
+    finetune_s = time.perf_counter() - t0
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+    try:
+        model.save_pretrained(staging)  # safetensors (transformers 5 writes nothing else)
+        if not (staging / "model.safetensors").is_file():
+            raise RuntimeError(f"save_pretrained wrote no model.safetensors in {staging}")
+        meta = {"settings": settings, "finetune_s": finetune_s,
+                "check_token_nll": average_token_nll(model, check_batches)}
+        (staging / "finetune.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        staging.rename(entry)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return model, {"key": key, "folder": str(entry), "from_cache": False, "finetune_s": finetune_s}
+
+
+def parse_lr_options(options: list[str] | None) -> dict[str, list[float]]:
+    """``["npo=1e-3,2e-4", ...]`` -> ``{"npo": [1e-3, 2e-4]}`` (registered method names). Raises
+    ``SystemExit`` naming the option for a missing ``=``, an unknown method or a non-positive rate."""
+    known = {method for _, method, _ in METHOD_ROWS}
+    out: dict[str, list[float]] = {}
+    for option in options or []:
+        method, sep, values = option.partition("=")
+        if not sep or method not in known:
+            raise SystemExit(f"learning-rate option {option!r}: expected METHOD=LR[,LR...] with METHOD one of "
+                             f"{', '.join(sorted(known))}")
+        try:
+            rates = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise SystemExit(f"learning-rate option {option!r}: {values!r} is not a list of numbers") from None
+        if not rates or any(not r > 0 for r in rates):
+            raise SystemExit(f"learning-rate option {option!r}: every rate must be > 0")
+        out[method] = rates
+    return out
+
+
+def pick_lr(trials: list[dict[str, float]], reference_nll: float, max_rise: float) -> float | None:
+    """The learning rate to use: the largest of ``trials`` (each ``{"lr", "validation_nll"}``) whose
+    validation NLL after unlearning is at most ``max_rise`` nats above ``reference_nll`` (the
+    fine-tuned model's); None when every trial rises more (the grid holds no rate that spares the
+    model)."""
+    spared = [t["lr"] for t in trials if t["validation_nll"] - reference_nll <= max_rise]
+    return max(spared) if spared else None
 
 
 def relearned(model: Any, tokenizer: Any, texts: list[str], *, steps: int, max_length: int) -> Any:
@@ -121,7 +262,32 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="method rows to run (their names exactly)")
     parser.add_argument("--method-epochs", type=int, default=None, help="epochs for every method (default: 8)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model's reference row")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where fine-tuned models are kept, one folder per setting (default "
+                             "$DATA_DIR/cache/lm_unlearning, else <repo>/.data/cache/lm_unlearning)")
+    parser.add_argument("--only-finetune", action="store_true", help="fine-tune (or load the cache) and stop")
+    parser.add_argument("--rows-out", default=None, help="append each finished row to this file (JSON lines)")
+    parser.add_argument("--table-from", nargs="+", default=None,
+                        help="print the table of the rows in these JSON-lines files (from --rows-out) and stop")
+    parser.add_argument("--lr", action="extend", nargs="+", metavar="METHOD=LR",
+                        help="use this learning rate for every row of METHOD (a registered name)")
+    parser.add_argument("--probe-lr", action="extend", nargs="+", metavar="METHOD=LR[,LR...]",
+                        help="instead of the table: unlearn with each rate (the same budget) and print forget NLL "
+                             "and the NLL of validation texts (test-split texts after the held-out ones, not "
+                             "used by the table), then the largest rate within --max-validation-rise")
+    parser.add_argument("--max-validation-rise", type=float, default=0.25,
+                        help="nats the validation NLL may rise over the fine-tuned model's (--probe-lr)")
     args = parser.parse_args()
+    if args.table_from:
+        found = [json.loads(line) for name in args.table_from for line in Path(name).read_text().splitlines() if line]
+        devices = sorted({r["device"] for r in found})
+        keys = sorted({r["finetune_cache_key"] for r in found})
+        if len(devices) != 1 or len(keys) != 1:
+            raise SystemExit(f"rows from different devices {devices} or fine-tuned models {keys}: not one table")
+        print(table(found, devices[0]))
+        print(json.dumps({"benchmark": "lm_unlearning", "device": devices[0], "finetune_cache_key": keys[0],
+                          "rows": found}))
+        return
     torch.manual_seed(0)
     started = time.perf_counter()
 
@@ -147,18 +313,33 @@ def main() -> None:
     else:
         base, tokenizer = tiny_gpt2(seed=0, n_layer=4, n_positions=256), byte_tokenizer()
     device_label = "cpu" if not torch.cuda.is_available() else "cpu (CUDA present, not used)"
-    t0 = time.perf_counter()
-    trained = finetune_lora(base, tokenizer, [text_of[k] for k in members], epochs=args.finetune_epochs,
-                            lr=3e-3 if args.base == "smollm2" else 1e-2, lora_r=16, lora_alpha=32.0, batch_size=4,
-                            max_length=args.max_length, seed=0)
-    finetune_s = time.perf_counter() - t0
-    print(f"fine-tuned on {len(members)} records in {finetune_s:.0f} s; forgetting {len(forget)} records "
-          f"of {len(people)} people", flush=True)
 
     def batches(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return lm_batches(tokenizer, pairs, max_length=args.max_length, batch_size=LM_BATCH)
 
+    member_pairs = [(k, text_of[k]) for k in members]
+    base_identity: dict[str, Any] = ({"gguf": SMOLLM2_GGUF_FILE} if args.base == "smollm2"
+                                     else {"seed": 0, "n_layer": 4, "n_positions": 256, "tokenizer": "byte"})
+    training = {"epochs": args.finetune_epochs, "lr": 3e-3 if args.base == "smollm2" else 1e-2, "lora_r": 16,
+                "lora_alpha": 32.0, "batch_size": 4, "max_length": args.max_length, "seed": 0}
+    settings = finetune_settings(args.base, base_identity, member_pairs, training)
+    trained, cache_info = cached_finetune(base, tokenizer, member_pairs, settings=settings,
+                                          cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                                          check_batches=batches(member_pairs))
+    finetune_s = cache_info["finetune_s"]
+    print(f"fine-tuned on {len(members)} records in {finetune_s:.0f} s"
+          f"{' (cached: ' + cache_info['folder'] + ')' if cache_info['from_cache'] else ''}; forgetting "
+          f"{len(forget)} records of {len(people)} people", flush=True)
+
     forget_b, retain_b, held_b, measured_b = batches(forget), batches(retain), batches(held_out), batches(measured)
+    if args.only_finetune:
+        return
+    if args.probe_lr:
+        validation_b = batches(sorted(test_pairs)[args.held_out: 2 * args.held_out])
+        probe_lrs(trained, parse_lr_options(args.probe_lr), forget_b, retain_b, held_b, validation_b,
+                  method_epochs=args.method_epochs, max_rise=args.max_validation_rise)
+        return
+    lr_of = {method: rates[0] for method, rates in parse_lr_options(args.lr).items()}
     original_measured = average_token_nll(trained, measured_b)
 
     def row(name: str, model: Any, result: Any | None, seconds: float | None, cpu: float | None,
@@ -187,23 +368,67 @@ def main() -> None:
         print(json.dumps({k: v for k, v in out.items() if k != "details"}), flush=True)
         return out
 
-    rows = [row("none (fine-tuned)", trained, None, None, None, original_measured)]
-    if not args.no_base:
-        rows.append(row("base (never saw the records)", base, None, None, None, original_measured))
-    for name, method, config in METHOD_ROWS:
-        if args.only and name not in args.only:
+    def wanted(name: str) -> bool:
+        return not args.only or name in args.only
+
+    rows: list[dict[str, Any]] = []
+
+    def keep(out: dict[str, Any]) -> None:
+        rows.append(out)
+        if args.rows_out:  # one JSON line per finished row: a split or interrupted run keeps its rows
+            with open(args.rows_out, "a") as handle:
+                handle.write(json.dumps({**out, "device": device_label, "finetune_cache_key": cache_info["key"]}) + "\n")
+
+    if wanted("none (fine-tuned)"):
+        keep(row("none (fine-tuned)", trained, None, None, None, original_measured))
+    if not args.no_base and wanted("base (never saw the records)"):
+        keep(row("base (never saw the records)", base, None, None, None, original_measured))
+    for name, method, config in METHOD_ROWS + DEMO_ROWS:
+        if not wanted(name):
             continue
         w0, c0 = time.perf_counter(), cpu_seconds()
         if args.method_epochs is not None:
             config = {**config, "epochs": args.method_epochs}
+        if method in lr_of and name not in {demo for demo, _, _ in DEMO_ROWS}:
+            config = {**config, "lr": lr_of[method]}
         model, result = METHODS.get(method)(config).unlearn(trained, forget_b, retain_b, held_out=held_b)
-        rows.append(row(name, model, result, time.perf_counter() - w0, cpu_seconds() - c0, original_measured))
+        out = row(name, model, result, time.perf_counter() - w0, cpu_seconds() - c0, original_measured)
+        keep({**out, "config": config})
 
     print(table(rows, device_label))
     print(json.dumps({"benchmark": "lm_unlearning", "base": args.base, "device": device_label,
                       "records": len(members), "forgotten_records": len(forget), "people": len(people),
-                      "finetune_s": finetune_s, "relearn_steps": args.relearn_steps,
+                      "finetune_s": finetune_s, "finetune_cache": cache_info, "relearn_steps": args.relearn_steps,
                       "total_s": time.perf_counter() - started, "rows": rows}))
+
+
+def probe_lrs(trained: Any, rates: dict[str, list[float]], forget_b: list[dict[str, Any]],
+              retain_b: list[dict[str, Any]], held_b: list[dict[str, Any]], validation_b: list[dict[str, Any]], *,
+              method_epochs: int | None, max_rise: float) -> None:
+    """Per method and rate: unlearn (the row's config with that rate, stop target from the held-out
+    texts as in the table), print forget, held-out and validation NLL, steps and seconds; then per
+    method the rate :func:`pick_lr` chooses on the validation texts. Last line: one JSON object."""
+    reference = average_token_nll(trained, validation_b)
+    print(json.dumps({"validation_nll_fine_tuned": reference, "held_out_nll_fine_tuned": average_token_nll(trained, held_b)}),
+          flush=True)
+    configs = {method: config for _, method, config in METHOD_ROWS if config.get("localisation") is None}
+    trials: dict[str, list[dict[str, Any]]] = {}
+    for method, lrs in rates.items():
+        for lr in lrs:
+            config = {**configs[method], "lr": lr}
+            if method_epochs is not None:
+                config["epochs"] = method_epochs
+            w0 = time.perf_counter()
+            model, result = METHODS.get(method)(config).unlearn(trained, forget_b, retain_b, held_out=held_b)
+            trial = {"method": method, "lr": lr, "steps": result.steps,
+                     "stopped_early": result.details.get("stopped_early"),
+                     "forget_nll": average_token_nll(model, forget_b), "held_out_nll": average_token_nll(model, held_b),
+                     "validation_nll": average_token_nll(model, validation_b), "wall_s": time.perf_counter() - w0}
+            print(json.dumps(trial), flush=True)
+            trials.setdefault(method, []).append(trial)
+    picked = {method: pick_lr(found, reference, max_rise) for method, found in trials.items()}
+    print(json.dumps({"benchmark": "lm_unlearning.probe_lr", "validation_nll_fine_tuned": reference,
+                      "max_validation_rise": max_rise, "picked": picked, "trials": trials}))
 
 
 def table(rows: list[dict[str, Any]], device: str) -> str:

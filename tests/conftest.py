@@ -92,3 +92,15 @@ def pytest_terminal_summary(terminalreporter):
     for line in (fuzz.fuzz_summary() if fuzz else None, uploads.upload_fuzz_summary() if uploads else None):
         if line:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small models: threads cost more than they give, and two
+    test processes may share the machine's cores)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -18,16 +18,6 @@ from workers.models import Job, JobKind
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def one_torch_thread():
-    """torch on one thread (a small model: threads cost more than they give on a shared machine)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 DIGITS_MLP = {"name": "mlp", "config": {"in_features": 64, "num_classes": 10, "hidden": [32], "input_norm": "none"}}
 DIGITS_SCHEMA = {"record_key": "record_id", "features": [f"p{j}" for j in range(64)], "label": "digit",
                  "split": "split"}

@@ -45,15 +45,6 @@ def family(api_client_for, one_torch_thread):
     return dataset, parent, child
 
 
-@pytest.fixture
-def one_torch_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_a_distilled_child_is_unlearned_after_its_parent_and_audited(family):
     dataset, parent, child = family
