@@ -11,7 +11,6 @@ import torch
 from foundation.access.authentication import api_token_create
 from models_registry.models import MembershipUpload, ModelVersion, TrainingMembership
 from tests.workers import hf_company
-from tests.workers.conftest import one_torch_thread  # noqa: F401 (fixture)
 from workers.reference_data import reference_dataset_register
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("one_torch_thread")]
