@@ -77,7 +77,6 @@ from workers.unlearning.base import (
     no_progress,
 )
 from workers.unlearning.lm.loop import LMUnlearningConfig, LMUnlearningMethod
-from workers.unlearning.lm.lora import rng_scope
 from workers.unlearning.lm.losses import IGNORE_INDEX, average_token_nll, mean_token_nll
 from workers.unlearning.lm.projections import decoder_layers
 
@@ -210,56 +209,31 @@ class FactLookupUnlearning(LMUnlearningMethod, name="fact_lookup"):
         work.requires_grad_(False)
         for parameter in parameters:
             parameter.requires_grad_(True)
-        steps = cfg.epochs * len(forget_batches)
         optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=0.0)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
-        losses: list[float] = []
-        progress("unlearning", 0.0)
-        with rng_scope(device):
-            for step in range(steps):
-                retain_batch = self._prepare(retain_stream.next(), device) if retain_stream else None
-                loss = self.loss(work, forget_batches[step % len(forget_batches)], retain_batch)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"unlearning: loss became {value} at step {step}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                losses.append(value)
-                progress("unlearning", (step + 1) / steps)
-                if target is not None and (step + 1) % len(forget_batches) == 0 \
-                        and average_token_nll(work, forget_batches, device) >= target:
-                    progress("unlearning", 1.0)
-                    break
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * len(forget_batches)))
+
+        def update(loss: torch.Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+
+        losses = self._descend(work, forget_batches, retain_stream, device=device, target=target,
+                               progress=progress, update=update)
         for name, parameter in work.named_parameters():
             parameter.requires_grad_(requires_grad.get(name, True))
         work.eval()
-        details: dict[str, Any] = {
-            "forget_records": len(forget_keys),
-            "forget_record_keys": forget_keys,
-            "forget_token_nll_before": forget_nll_before,
-            "forget_token_nll_after": average_token_nll(work, forget_batches, device),
-            "answer_token_nll_before": answer_nll_before,
-            "answer_token_nll_after": _answer_nll(work, forget_batches),
-            "loss_first": losses[0],
-            "loss_last": losses[-1],
-            "stopped_early": len(losses) < steps,
-            "stop_target_nll": target,
-            "stop_target_source": target_source if target is not None else None,
-            "held_out_record_keys": sorted({k for b in held_out for k in b["record_keys"]})
-            if target_source == "held_out" and target is not None else [],
-            "localisation": cfg.localisation,
-            "trained_mlp_layers": layers,
-            "trainable_parameters": sum(p.numel() for p in parameters),
+        details = self._run_details(
+            work, forget_batches, forget_keys, device=device, forget_nll_before=forget_nll_before, losses=losses,
+            target=target, target_source=target_source, held_out=held_out, probe=probe,
+            retain_nll_before=retain_nll_before,
+            answer_token_nll_before=answer_nll_before, answer_token_nll_after=_answer_nll(work, forget_batches),
+            localisation=cfg.localisation, trained_mlp_layers=layers,
+            trainable_parameters=sum(p.numel() for p in parameters),
             **{f"localisation_{k}": v for k, v in localisation.items()},
-            "weights_changed_via": "full weights of the localised layers",
-        }
-        if probe:
-            details["retain_token_nll_before"] = retain_nll_before
-            details["retain_token_nll_after"] = average_token_nll(work, probe, device)
+            weights_changed_via="full weights of the localised layers")
         return work, self._result(started, device, steps=len(losses), **details)
 
     def _trainable(self, model: Any, localisation: dict[str, Any]) -> tuple[list[int] | str, list[torch.nn.Parameter]]:

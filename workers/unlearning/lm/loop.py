@@ -12,9 +12,10 @@ the purge that follows.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -159,6 +160,46 @@ class LMUnlearningMethod(UnlearningMethod):
                 stop_after=reached_target,
             )
         unlearned = merge_lora(peft_model, requires_grad)
+        details = self._run_details(
+            unlearned, forget_batches, forget_keys, device=device, forget_nll_before=forget_nll_before,
+            losses=losses, target=target, target_source=target_source, held_out=held_out, probe=probe,
+            retain_nll_before=retain_nll_before if probe else None,
+            lora_target_modules=targets, weights_changed_via="lora_merged")
+        return unlearned, self._result(started, device, steps=len(losses), **details)
+
+    def _descend(self, work: Any, forget_batches: list[dict[str, Any]], retain_stream: Any, *, device: str,
+                 target: float | None, progress: ProgressCallback,
+                 update: Callable[[torch.Tensor], None]) -> list[float]:
+        """The steps of a method that updates its own parameters rather than a LoRA (MRP's
+        directions, fact-lookup's MLPs): ``epochs`` passes over the forget batches, each paired with
+        the next retain batch; each step's loss (:meth:`loss`) goes to ``update``. Stops after the
+        epoch at which the forget NLL reaches ``target``. Raises FloatingPointError on a non-finite
+        loss. Returns the losses, one per step taken."""
+        steps = self.config.epochs * len(forget_batches)
+        losses: list[float] = []
+        progress("unlearning", 0.0)
+        with rng_scope(device):
+            for step in range(steps):
+                retain_batch = self._prepare(retain_stream.next(), device) if retain_stream else None
+                loss = self.loss(work, forget_batches[step % len(forget_batches)], retain_batch)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"unlearning: loss became {value} at step {step}")
+                update(loss)
+                losses.append(value)
+                progress("unlearning", (step + 1) / steps)
+                if target is not None and (step + 1) % len(forget_batches) == 0 \
+                        and average_token_nll(work, forget_batches, device) >= target:
+                    progress("unlearning", 1.0)
+                    break
+        return losses
+
+    def _run_details(self, unlearned: Any, forget_batches: list[dict[str, Any]], forget_keys: list[str], *,
+                     device: str, forget_nll_before: float, losses: list[float], target: float | None,
+                     target_source: str, held_out: list[dict[str, Any]], probe: list[dict[str, Any]],
+                     retain_nll_before: float | None, **own: Any) -> dict[str, Any]:
+        """What every LM method's result details say of a run (the forgotten keys, forget and retain
+        NLL before and after, the losses, the stop), with the method's ``own`` details after them."""
         details: dict[str, Any] = {
             "forget_records": len(forget_keys),
             "forget_record_keys": forget_keys,
@@ -166,18 +207,17 @@ class LMUnlearningMethod(UnlearningMethod):
             "forget_token_nll_after": average_token_nll(unlearned, forget_batches, device),
             "loss_first": losses[0],
             "loss_last": losses[-1],
-            "stopped_early": len(losses) < cfg.epochs * len(forget_batches),
+            "stopped_early": len(losses) < self.config.epochs * len(forget_batches),
             "stop_target_nll": target,
             "stop_target_source": target_source if target is not None else None,
             "held_out_record_keys": sorted({k for b in held_out for k in b["record_keys"]})
-            if target_source == "held_out" else [],
-            "lora_target_modules": targets,
-            "weights_changed_via": "lora_merged",
+            if target_source == "held_out" and target is not None else [],
+            **own,
         }
         if probe:
             details["retain_token_nll_before"] = retain_nll_before
             details["retain_token_nll_after"] = average_token_nll(unlearned, probe, device)
-        return unlearned, self._result(started, device, steps=len(losses), **details)
+        return details
 
     def _stop_target(self, model: Any, held_out: list[dict[str, Any]], device: str) -> tuple[float | None, str]:
         """The forget NLL to stop at and where it comes from: the configured one, else the model's

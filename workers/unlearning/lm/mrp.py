@@ -27,7 +27,6 @@ after.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,7 +41,6 @@ from workers.unlearning.base import (
     no_progress,
 )
 from workers.unlearning.lm.grad_diff import GradDiff, GradDiffConfig
-from workers.unlearning.lm.lora import rng_scope
 from workers.unlearning.lm.losses import average_token_nll
 from workers.unlearning.lm.projections import (
     decoder_layers,
@@ -105,30 +103,18 @@ class MRP(GradDiff, name="mrp"):
         for i in layers:
             projections[i].pending = directions[i]
 
-        steps = cfg.epochs * len(forget_batches)
-        losses: list[float] = []
-        progress("unlearning", 0.0)
-        with rng_scope(device):
-            for step in range(steps):
-                retain_batch = self._prepare(retain_stream.next(), device) if retain_stream else None
-                loss = self.loss(work, forget_batches[step % len(forget_batches)], retain_batch)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"unlearning: loss became {value} at step {step}")
-                grads = torch.autograd.grad(loss, [directions[i] for i in layers])
-                scale = 1.0
-                if cfg.max_grad_norm > 0:
-                    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-                    scale = min(1.0, cfg.max_grad_norm / (norm + 1e-6))
-                with torch.no_grad():
-                    for i, grad in zip(layers, grads, strict=True):
-                        directions[i] -= cfg.lr * scale * grad
-                losses.append(value)
-                progress("unlearning", (step + 1) / steps)
-                if target is not None and (step + 1) % len(forget_batches) == 0 \
-                        and average_token_nll(work, forget_batches, device) >= target:
-                    progress("unlearning", 1.0)
-                    break
+        def update(loss: torch.Tensor) -> None:
+            grads = torch.autograd.grad(loss, [directions[i] for i in layers])
+            scale = 1.0
+            if cfg.max_grad_norm > 0:
+                norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                scale = min(1.0, cfg.max_grad_norm / (norm + 1e-6))
+            with torch.no_grad():
+                for i, grad in zip(layers, grads, strict=True):
+                    directions[i] -= cfg.lr * scale * grad
+
+        losses = self._descend(work, forget_batches, retain_stream, device=device, target=target,
+                               progress=progress, update=update)
         with torch.no_grad():
             for projection in projections.values():
                 projection.basis = projection.current_basis().detach()
@@ -137,27 +123,15 @@ class MRP(GradDiff, name="mrp"):
             parameter.requires_grad_(requires_grad.get(name, True))
         work.eval()
         ranks_after = {i: int(basis.shape[0]) for i, basis in projected_layers(work).items()}
-        details: dict[str, Any] = {
-            "forget_records": len(forget_keys),
-            "forget_record_keys": forget_keys,
-            "forget_token_nll_before": forget_nll_before,
-            "forget_token_nll_after": average_token_nll(work, forget_batches, device),
-            "loss_first": losses[0],
-            "loss_last": losses[-1],
-            "stopped_early": len(losses) < steps,
-            "stop_target_nll": target,
-            "stop_target_source": target_source if target is not None else None,
-            "held_out_record_keys": sorted({k for b in held_out for k in b["record_keys"]})
-            if target_source == "held_out" and target is not None else [],
-            "projection_layers": layers,
+        details = self._run_details(
+            work, forget_batches, forget_keys, device=device, forget_nll_before=forget_nll_before, losses=losses,
+            target=target, target_source=target_source, held_out=held_out, probe=probe,
+            retain_nll_before=retain_nll_before,
+            projection_layers=layers,
             # JSON object keys are strings; the layer index as text.
-            "projection_rank_before": {str(i): r for i, r in sorted(ranks_before.items())},
-            "projection_rank_after": {str(i): r for i, r in sorted(ranks_after.items())},
-            "weights_changed_via": "none: representation projections stored beside the unchanged weights",
-        }
-        if probe:
-            details["retain_token_nll_before"] = retain_nll_before
-            details["retain_token_nll_after"] = average_token_nll(work, probe, device)
+            projection_rank_before={str(i): r for i, r in sorted(ranks_before.items())},
+            projection_rank_after={str(i): r for i, r in sorted(ranks_after.items())},
+            weights_changed_via="none: representation projections stored beside the unchanged weights")
         return work, self._result(started, device, steps=len(losses), **details)
 
     def _layers(self, model: Any) -> list[int]:
