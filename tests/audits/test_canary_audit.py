@@ -28,7 +28,6 @@ reported, never standing in), not of canary power on this set: halves 5 are one 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from models_registry.models import DataRecord
 from tests import factories
@@ -39,7 +38,7 @@ from workers.models import JobKind
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train, shadow_models_train
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 CANARIES = 8
 SHADOWS = 8
@@ -56,13 +55,6 @@ MEMORISING_MLP = {
 def _fixed_halves(monkeypatch):
     fix_shadow_halves(monkeypatch, halves_of=HALVES_OF)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_planted_canaries_power_the_pipeline_never_the_forget_records(settings, monkeypatch):

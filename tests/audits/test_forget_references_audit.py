@@ -29,7 +29,7 @@ from workers.models import JobKind
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 FORGET = 3
 SMALL_MLP = {
@@ -41,15 +41,6 @@ SMALL_MLP = {
 # fine-tune (the fine-tune method's defaults), the costliest part of the test.
 REFERENCES = {"references": 2, "controls": 1}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small gain nothing from a second thread (measured: 4x the CPU time with two on a
-    # busy 2-core machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _head_only_version(model, original, forget_keys: set[str]):

@@ -26,7 +26,6 @@ stays member-like).
 from __future__ import annotations
 
 import pytest
-import torch
 
 from models_registry.models import DataRecord
 from tests import factories
@@ -38,7 +37,7 @@ from workers.models import Job, JobKind
 from workers.reference_data import reference_dataset_register
 from workers.services import model_train, shadow_models_train
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 CANARIES = 6
 SHADOWS = 8
@@ -61,14 +60,6 @@ HALVES_OF = 1
 def _fixed_halves(monkeypatch):
     fix_shadow_halves(monkeypatch, halves_of=HALVES_OF)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: threads cost more than they give (tests/workers/conftest.py one_torch_thread)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _unlearn(model, original, records, method: str, config: dict) -> int:

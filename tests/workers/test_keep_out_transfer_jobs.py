@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from deletion import decisions
 from deletion.models import ModelOutcome
@@ -24,20 +23,13 @@ from workers.reference_data import reference_dataset_register
 from workers.runners.storage import artifact_store
 from workers.services import model_train
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 MLP = {"name": "mlp", "config": {"in_features": 30, "num_classes": 2, "hidden": [16], "input_norm": "asinh"}}
 STATIC, AUXILIARY = r"bc-00[0-2]\d", r"bc-0[12]\d\d"  # bc-0000..0029 static, bc-0100..0299 the pool
 KEEP_OUT = {"architecture": MLP, "epochs": 5, "batch_size": 32, "lr": 0.01, "seed": 0,
             "static_records": STATIC, "auxiliary_records": AUXILIARY, "neighbours": 1}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _weights_sha256(version: ModelVersion) -> str:

@@ -8,7 +8,6 @@ classifier method is refused for it at every door: the policy, the plan, the job
 from __future__ import annotations
 
 import pytest
-import torch
 
 from deletion.models import ModelOutcome
 from foundation.errors import ValidationFailed
@@ -22,17 +21,10 @@ from workers.reference_data import reference_dataset_register
 from workers.services import model_train, shadow_models_train
 from workers.unlearning.catalogue import approximate_methods_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 RECIPE = {"epochs": 20, "batch_size": 64, "lr": 0.01, "seed": 0}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _regression_model(name: str, **policy):
