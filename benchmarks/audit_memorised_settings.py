@@ -126,14 +126,8 @@ def replicate(seed: int, args: argparse.Namespace) -> tuple[planted.Seed, nn.Mod
         return mlp(args.width, model_seed)
 
     original = planted._trained(seed, "original", lambda: fit_on(np.arange(n), base), build)
-    position = {k: i for i, k in enumerate(keys)}
-    members = np.zeros((planted.SHADOWS, n), dtype=bool)
-    shadows = []
-    for index in range(planted.SHADOWS):
-        half = [position[k] for k in planted.shadow_half(keys, version_id=seed, index=index)]
-        members[index, half] = True
-        shadows.append(planted._trained(seed, f"shadow{index}",
-                                        lambda half=half, index=index: fit_on(half, base + 1 + index), build))
+    members, shadows = planted.trained_shadows(seed, keys, planted.SHADOWS,
+                                               lambda half, index: fit_on(half, base + 1 + index), build=build)
     kept = np.setdiff1d(np.arange(n), forget)
     retrained = planted._trained(seed, "retrained", lambda: fit_on(kept, base + 500), build)
     rep = planted.Seed(seed=seed, x=x, y=yy, xt=torch.tensor(x_all[test_rows]), yt=torch.tensor(y_all[test_rows]),

@@ -156,6 +156,22 @@ def _trained(seed: int, name: str, train, build=None) -> nn.Module:
     return model.eval()
 
 
+def trained_shadows(seed: int, keys: list[str], shadows: int, train, *, prefix: str = "",
+                    build=None) -> tuple[np.ndarray, list[nn.Module]]:
+    """The seed's ``shadows`` shadow models in complementary pairs (:func:`shadow_half`), shadow
+    ``index`` trained by ``train(rows, index)`` on its half (cached as ``{prefix}shadow{index}``).
+    Out: membership (shadows, records) and the models."""
+    position = {k: i for i, k in enumerate(keys)}
+    members = np.zeros((shadows, len(keys)), dtype=bool)
+    models = []
+    for index in range(shadows):
+        half = [position[k] for k in shadow_half(keys, version_id=seed, index=index)]
+        members[index, half] = True
+        models.append(_trained(seed, f"{prefix}shadow{index}", lambda half=half, index=index: train(half, index),
+                               build))
+    return members, models
+
+
 def shadow_half(keys: list[str], *, version_id: int, index: int) -> list[str]:
     """workers.runners.shadow.shadow_half: complementary pairs (indices 2i and 2i + 1) split the
     keys by a hash of (version, pair, key), one half each."""
@@ -237,14 +253,8 @@ def replicate(seed: int, *, shadows: int = SHADOWS, epochs: int = EPOCHS) -> See
     x, yy = torch.tensor(x_all[train]), torch.tensor(y)
     keys = [f"s{seed}-r{i:04d}" for i in range(TRAIN_RECORDS)]
     original = _trained(seed, "original", lambda: fit(net(seed * 1000), x, yy, epochs, seed=seed * 1000))
-    position = {k: i for i, k in enumerate(keys)}
-    members = np.zeros((shadows, TRAIN_RECORDS), dtype=bool)
-    models = []
-    for index in range(shadows):
-        half = [position[k] for k in shadow_half(keys, version_id=seed, index=index)]
-        members[index, half] = True
-        models.append(_trained(seed, f"shadow{index}", lambda half=half, index=index: fit(
-            net(seed * 1000 + 1 + index), x[half], yy[half], epochs, seed=seed * 1000 + 1 + index)))
+    members, models = trained_shadows(seed, keys, shadows, lambda half, index: fit(
+        net(seed * 1000 + 1 + index), x[half], yy[half], epochs, seed=seed * 1000 + 1 + index))
     return Seed(seed=seed, x=x, y=yy, xt=torch.tensor(x_all[test]), yt=torch.tensor(y_all[test]), keys=keys,
                 canaries=np.sort(canaries[:FORGET_CANARIES]), unpowered=np.sort(typical), forget_class=int(rng.integers(10)),
                 original=original, shadow_members=members, shadows=models)
@@ -280,14 +290,8 @@ def memorised_replicate(seed: int, *, shadows: int = SHADOWS) -> Seed:
 
     every = np.arange(TRAIN_RECORDS)
     original = _trained(seed, "memorised-original", lambda: train_on(every, s), wide_net)
-    position = {k: i for i, k in enumerate(keys)}
-    members = np.zeros((shadows, TRAIN_RECORDS), dtype=bool)
-    models = []
-    for index in range(shadows):
-        half = [position[k] for k in shadow_half(keys, version_id=seed, index=index)]
-        members[index, half] = True
-        models.append(_trained(seed, f"memorised-shadow{index}",
-                               lambda half=half, index=index: train_on(half, s + 1 + index), wide_net))
+    members, models = trained_shadows(seed, keys, shadows, lambda half, index: train_on(half, s + 1 + index),
+                                      prefix="memorised-", build=wide_net)
     return Seed(seed=seed, x=x, y=yy, xt=torch.tensor(x_all[test]), yt=torch.tensor(y_all[test]), keys=keys,
                 canaries=np.sort(canaries[:MEMORISED_FORGET]), unpowered=np.zeros(0, dtype=np.int64), forget_class=-1,
                 original=original, shadow_members=members, shadows=models)
