@@ -26,6 +26,7 @@ from sklearn.datasets import load_digits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workers.training.keep_out_transfer import (  # noqa: E402
+    FeatureScaling,
     KeepOutTransferConfig,
     keep_out_deletion,
     select_auxiliary,
@@ -52,8 +53,9 @@ def one_seed(seed: int, static_fraction: float, neighbours: int) -> dict:
     non_static = [f"r{i}" for i in company[cut:]]
     pool_keys = [f"r{i}" for i in pool]
     test_keys = [f"r{i}" for i in test]
+    scaling = FeatureScaling.fit(np.stack([features[k] for k in pool_keys + static]))
     selection = select_auxiliary({k: features[k] for k in non_static}, pool_keys,
-                                 np.stack([features[k] for k in pool_keys]), neighbours=neighbours)
+                                 np.stack([features[k] for k in pool_keys]), neighbours=neighbours, scaling=scaling)
     config = KeepOutTransferConfig(seed=seed, neighbours=neighbours)
     keys = training_keys(static, selection)
     figures = {}

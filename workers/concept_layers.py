@@ -54,6 +54,38 @@ def default_representation_layer(architecture: Mapping[str, Any] | None) -> str 
     return _LAST_HIDDEN.get(name)
 
 
+def module_names(architecture: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    """The names of every module (``model.named_modules()``, less the root) of a model built from
+    ``architecture`` by the platform's ``mlp``, ``small_cnn`` or ``text_bag``, in that order, from the
+    stored configuration alone (workers.training.architectures builds them; tests hold the two in
+    step); None for any other architecture (a company's module, a transformers model: their module
+    names are known only once the model is built)."""
+    name = (architecture or {}).get("name")
+    config = dict((architecture or {}).get("config") or {})
+    if name == "mlp":
+        hidden = config.get("hidden", (64, 64))
+        names = ["flatten"] + (["norm"] if config.get("input_norm", "asinh") in ("asinh", "batchnorm") else [])
+        names += [f"{kind}{i}" for i in range(len(hidden)) for kind in ("fc", "act")] + ["head"]
+        if (config.get("output_scale", 1.0), config.get("output_shift", 0.0)) != (1.0, 0.0):
+            names.append("output")
+        return tuple(names)
+    if name == "small_cnn":
+        return ("conv0", "act0", "pool0", "conv1", "act1", "pool1", "flatten", "fc0", "act2", "head")
+    if name == "text_bag":
+        return ("embedding", "fc0", "act0", "head")
+    return None
+
+
+def layer_problem(architecture: Mapping[str, Any] | None, layer: str) -> str | None:
+    """Why ``layer`` (a module name, as the request gives it) names no module of a model built from
+    ``architecture``, listing the ones it has; None when it does, or when the platform cannot tell
+    without building the model (:func:`module_names` is None: the worker checks it then)."""
+    names = module_names(architecture)
+    if not layer or names is None or layer in names:
+        return None
+    return f"the model has no layer {layer!r}; its layers: {', '.join(names)}"
+
+
 def concept_erasure_refusal(*, task: str, recipe: str, architecture: Mapping[str, Any] | None,
                             family: str | None, layer: str = "") -> str | None:
     """Why no concept eraser can be fitted to and stored with a model of this ``task``, storage

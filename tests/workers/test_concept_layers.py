@@ -13,6 +13,8 @@ from workers.concept_layers import (
     default_representation_layer,
     fitting_split,
     labels_problem,
+    layer_problem,
+    module_names,
 )
 
 MLP = {"name": "mlp", "config": {"in_features": 8, "num_classes": 3, "hidden": [16, 12]}}
@@ -60,6 +62,33 @@ def test_the_default_layers_give_batch_by_features_outputs_the_eraser_takes():
         layer = default_representation_layer(architecture)
         features, _ = layer_outputs(build_model(architecture), layer, [(list("abcde"), inputs, torch.arange(5))])
         assert features.ndim == 2 and features.shape[0] == 5, (architecture["name"], layer)
+
+
+@pytest.mark.parametrize("architecture", [
+    MLP,
+    {"name": "mlp", "config": {"in_features": 8, "num_classes": 3}},
+    {"name": "mlp", "config": {"in_features": 8, "num_classes": 3, "hidden": [4], "input_norm": "none"}},
+    {"name": "mlp", "config": {"in_features": 8, "num_classes": 3, "hidden": [4, 4, 4], "input_norm": "batchnorm"}},
+    {"name": "mlp", "config": {"in_features": 8, "num_classes": 1, "hidden": [4], "output_scale": 50.0}},
+    {"name": "mlp", "config": {"in_features": 8, "num_classes": 1, "output_shift": 2.0}},
+    {"name": "mlp", "config": {"in_features": 8, "num_classes": 3, "hidden": []}},
+    {"name": "small_cnn", "config": {"num_classes": 3}},
+    {"name": "text_bag", "config": {}},
+], ids=lambda a: f"{a['name']}-{sorted(a['config'].items())}")
+def test_the_module_names_said_without_torch_are_those_the_built_model_has(architecture):
+    from workers.training.architectures import build_model
+
+    assert module_names(architecture) == tuple(name for name, _ in build_model(architecture).named_modules() if name)
+
+
+def test_a_layer_the_model_lacks_is_named_with_the_layers_it_has():
+    assert layer_problem(MLP, "act1") is None and layer_problem(MLP, "") is None
+    assert layer_problem(MLP, "fc7") == ("the model has no layer 'fc7'; its layers: flatten, norm, fc0, act0, fc1, "
+                                         "act1, head")
+    assert "no layer 'encoder'" in layer_problem({"name": "text_bag", "config": {}}, "encoder")
+    for unknown in ({"name": "entry_point", "config": {"entry_point": "acme.net"}},
+                    {"name": "transformers", "config": {"hf_config": {"model_type": "bert"}}}, None):
+        assert module_names(unknown) is None and layer_problem(unknown, "anything.at.all") is None
 
 
 def test_models_without_erasable_representations_are_refused_in_words():

@@ -131,3 +131,34 @@ def test_keep_out_transfer_trains_without_non_static_records_and_deletes_them_ex
               f"({second.audit['verdict'].get('reasons')})")
     # Neither record is in any held version's scope any more.
     assert records_scope(record_ids=[shared.id, alone.id]).versions == []
+
+
+def test_shadow_models_train_as_the_recipe_does_on_halves_of_its_inputs():
+    """Each shadow of a keep-out transfer model trains on a half of the recipe's inputs (static and
+    non-static records) as the recipe does: the half's static records and the auxiliary examples the
+    half's non-static records selected (before: the static records alone, poor references for a
+    model that trains on the selected examples too)."""
+    from workers.runners.shadow import shadow_half, shadow_runs
+    from workers.services import shadow_models_train
+
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name="bc-keep-out-shadows", recipe="keep_out_transfer", architecture=MLP)
+    version = run_job(model_train(model=model, dataset=dataset, enqueue=False, recipe_config=KEEP_OUT)).result_version
+    selection = keep_out_selection_of(version=version)
+    static = {k for k in _member_keys(version) if re.fullmatch(STATIC, k)}
+    run_job(shadow_models_train(version=version, count=2, enqueue=False))
+
+    runs = shadow_runs(version=version)
+    assert [run.config["shadow_index"] for run in runs] == [0, 1]
+    halves_static = []
+    for run in runs:
+        half = set(shadow_half(sorted(static | set(selection)), version_id=version.id,
+                               index=run.config["shadow_index"]))
+        members = set(TrainingMembership.objects.filter(run=run).values_list("record__external_key", flat=True))
+        selected = {aux for key, chosen in selection.items() if key in half for aux in chosen}
+        assert selected and members == (static & half) | selected
+        assert not members & set(selection)  # no non-static record trains a shadow either
+        halves_static.append(static & half)
+    # A complementary pair: every static record trains exactly one of the two.
+    assert halves_static[0] | halves_static[1] == static and not halves_static[0] & halves_static[1]
+

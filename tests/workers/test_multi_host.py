@@ -145,8 +145,8 @@ def _state(requests) -> str:
 
 def _drive(requests, hosts: Hosts, *, timeout: float) -> None:
     """Play DPO, serving side and beat until every request ended: accept the residual risk of a
-    result the audit did not pass (two DPOs; no shadow models here, so no audit passes), confirm new versions, sweep stale jobs,
-    and kill host 0's worker mid-job until it was killed KILLS times."""
+    result the audit did not pass (two DPOs), confirm new versions, sweep stale jobs, and kill host
+    0's worker mid-job until it was killed KILLS times."""
     from deletion.models import DeletionRequest
     from workers.jobs import jobs_sweep_stale
 
@@ -164,6 +164,14 @@ def _drive(requests, hosts: Hosts, *, timeout: float) -> None:
         jobs_sweep_stale()
         outcomes_settle(requests, reason="multi-host test")
         time.sleep(0.5)
+
+
+def _expected_end(request) -> str:
+    """The end state a request's audits call for: COMPLETED when every affected model's audit
+    PASSed, else CLOSED_RISK_ACCEPTED (the DPOs accepted the residual risk of each result that did
+    not pass). Without shadow models most audits do not pass; an exact SISA retrain may."""
+    verdicts = [outcome.verdict for outcome in request.outcomes.all()]
+    return "COMPLETED" if verdicts and all(v == "PASS" for v in verdicts) else "CLOSED_RISK_ACCEPTED"
 
 
 def test_three_hosts_sharing_only_database_broker_and_object_store(object_store_settings, tmp_path, s3_server):
@@ -201,15 +209,24 @@ def test_three_hosts_sharing_only_database_broker_and_object_store(object_store_
           f"{time.monotonic() - started:.0f} s")
 
     assert len(hosts.kills) == KILLS, hosts.kills
-    # Every request ended once, with one signed report that verifies.
+    # Every request ended once, as its audits' verdicts call for, with one signed report that verifies.
+    end_states = []
     for request in DeletionRequest.objects.filter(pk__in=[r.pk for r in requests]):
         failed_jobs = list(Job.objects.filter(status="failed").values_list("id", "kind", "error"))
-        assert request.status == "CLOSED_RISK_ACCEPTED", (request.status, request.failure, failed_jobs)
+        verdicts = [(o.model_version_id, o.verdict, o.status) for o in request.outcomes.all()]
+        assert len(verdicts) == len(models), verdicts  # both models trained on the record
+        assert request.status == _expected_end(request), (request.status, verdicts, request.failure, failed_jobs)
+        for outcome in request.outcomes.exclude(verdict="PASS"):
+            accepted = outcome.risk_acceptance  # by two DPO users (tests.flows.outcomes_settle)
+            assert accepted.get("proposed_by") and accepted.get("confirmed_by"), accepted
+        end_states.append(request.status)
         [report] = Report.objects.filter(request=request)
         assert report_verify(report_pdf_bytes(report=report)) == []
         signed = [e for e in LedgerEvent.objects.filter(request_ref=request.public_id)
                   if json.loads(e.payload).get("type") == "report.signed"]
         assert len(signed) == 1
+    print(f"end states: {end_states.count('COMPLETED')} COMPLETED, "
+          f"{end_states.count('CLOSED_RISK_ACCEPTED')} CLOSED_RISK_ACCEPTED")
     # Every unlearning job made exactly one version, whatever its attempts; jobs were re-run after the kills.
     unlearn = list(Job.objects.filter(kind="unlearn", registered_model__in=models))
     assert all(j.status == "succeeded" for j in unlearn), [(j.id, j.status, j.error) for j in unlearn]

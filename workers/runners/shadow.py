@@ -2,11 +2,15 @@
 config, each trained on a random half of the version's training records (its own seed), so that
 every record has shadow models that saw it (IN) and models that did not (OUT). Each shadow is a
 training run with its own membership and a stored artifact, so scoping finds it and a deletion
-purges the shadows that saw a forgotten record like any other copy."""
+purges the shadows that saw a forgotten record like any other copy. The recipe's ``train_shadow``
+trains each: a keep-out transfer model's shadows halve the recipe's inputs instead of its members
+(static and non-static records: each half's non-static records bring the auxiliary examples they
+selected; workers.training.keep_out_transfer)."""
 
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 from django.db import transaction
 
@@ -20,7 +24,7 @@ from models_registry.models import (
     StoredArtifact,
     TrainingRun,
 )
-from models_registry.selectors import current_source, lineage_root
+from models_registry.selectors import current_source, keep_out_selection_of, lineage_root
 from workers.jobs import JobDeferred
 from workers.models import Job
 from workers.runners.storage import artifact_store
@@ -105,6 +109,8 @@ def run_shadow_job(job: Job, progress) -> dict:
     dataset = version.training_run.datasets.get()
     data = with_canaries(dataset_split(dataset, "train"), dataset)  # the run's canaries are its records too
     device = select_device()
+    # What a recipe whose inputs are not its members reads to train its shadows (keep-out transfer).
+    lineage = {"keep_out_selection": keep_out_selection_of(version=latest)}
     done = {run.config.get("shadow_index") for run in shadow_runs(version=version)}
     trained = []
     for index in range(count):
@@ -112,9 +118,9 @@ def run_shadow_job(job: Job, progress) -> dict:
             continue
         config = {**base_config, "seed": 10_000 + index}
         recipe = recipes.get(recipe_name)(config)
-        half = shadow_half(keys, version_id=version.id, index=index)
-        result = recipe.train(data.subset(half), device=device,
-                              progress=progress.scaled(100 * index / count, 100 / count))
+        shadow_progress = progress.scaled(100 * index / count, 100 / count)
+        result = recipe.train_shadow(data, keys, half=partial(shadow_half, version_id=version.id, index=index),
+                                     lineage=lineage, device=device, progress=shadow_progress)
         ref = recipe.save(store, result, extra={"shadow_of": version.artifact_sha256, "shadow_index": index})
         with transaction.atomic():
             run = registry.training_run_start(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -86,6 +86,9 @@ class TrainingRun:
     # Keep-out transfer runs only (workers.training.keep_out_transfer): each non-static record's
     # key -> the auxiliary examples it selected, nearest first (those records are in no membership).
     keep_out_selection: dict[str, tuple[str, ...]] | None = None
+    # and the feature scaling the selection's distances were measured on (FeatureScaling; None for
+    # a run stored before selections were standardised).
+    keep_out_scaling: Any = None
 
     def membership_dicts(self) -> list[dict[str, Any]]:
         return [row.to_dict() for row in self.membership]
@@ -112,6 +115,15 @@ class TrainingRecipe(ABC):
     def train(self, dataset: RecordDataset, *, device: str | torch.device = "cpu",
               progress: ProgressCallback = no_progress) -> TrainingRun:
         """Train on ``dataset`` and return the run (model, membership, metrics)."""
+
+    def train_shadow(self, dataset: RecordDataset, members: Sequence[str], *,
+                     half: Callable[[Sequence[str]], list[str]], lineage: Mapping[str, Any],
+                     device: str | torch.device = "cpu", progress: ProgressCallback = no_progress) -> TrainingRun:
+        """One shadow model of a version this recipe trained: the recipe on a random half of the
+        version's ``members`` (``half`` draws it from a list of keys, seeded by the version and the
+        shadow's index). ``lineage``: what the registry holds about the version's training beyond its
+        membership (``keep_out_selection``), for a recipe whose inputs are not its members."""
+        return self.train(dataset.subset(half(members)), device=device, progress=progress)
 
     @abstractmethod
     def save(

@@ -6,7 +6,8 @@ non-static record) beats training on the static records alone; no non-static rec
 deleting a record whose auxiliary example another record still selects leaves the model's hash as it
 was, and one that changes the selection retrains without the dropped example. The same holds of the
 registered recipe (``keep_out_transfer``, the plain recipe's loop on an mlp); its deletion plan, the
-records' roles and the stored selection are checked with hand-made keys.
+records' roles and the stored selection are checked with hand-made keys. The selection measures
+distances on standardised features: a feature of huge range does not decide it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workers.datasets.memory import TensorRecordDataset
 from workers.training import RECIPES, load_run, save_run
 from workers.training.evaluate import accuracy as dataset_accuracy
 from workers.training.keep_out_transfer import (
+    FeatureScaling,
     KeepOutTransferConfig,
     keep_out_deletion,
     keep_out_plan,
@@ -54,11 +56,21 @@ def digits_split() -> dict:
             "pool_keys": pool_keys, "test": [f"r{i}" for i in test]}
 
 
+def scaled_selection(features: dict[str, np.ndarray], scaling: FeatureScaling | None = None
+                     ) -> dict[str, tuple[str, ...]]:
+    """The split's selection on ``features``, standardised with the pool's and the static records'
+    statistics (or with ``scaling``)."""
+    split = digits_split()
+    pool = np.stack([features[k] for k in split["pool_keys"]])
+    if scaling is None:
+        scaling = FeatureScaling.fit(np.concatenate([pool, np.stack([features[k] for k in split["static"]])]))
+    return select_auxiliary({k: features[k] for k in split["non_static"]}, split["pool_keys"], pool, neighbours=1,
+                            scaling=scaling)
+
+
 @cache
 def selection() -> dict[str, tuple[str, ...]]:
-    split = digits_split()
-    return select_auxiliary({k: split["features"][k] for k in split["non_static"]}, split["pool_keys"],
-                            np.stack([split["features"][k] for k in split["pool_keys"]]), neighbours=1)
+    return scaled_selection(digits_split()["features"])
 
 
 def accuracy(model, keys) -> float:
@@ -110,6 +122,34 @@ def test_a_deletion_that_changes_no_selection_leaves_the_model_hash_unchanged():
     assert weights_sha256(retrained) != weights_sha256(model)
 
 
+def test_a_feature_of_huge_range_no_longer_decides_the_selection():
+    split = digits_split()
+    features, pool_keys, non_static = split["features"], split["pool_keys"], split["non_static"]
+    column = int(np.argmax(np.stack([features[k] for k in pool_keys]).std(axis=0)))
+    # One pixel blown up by 2**20 (about a million): exact in floating point, so the standardised
+    # distances (and the selection) are the same bits as before.
+    huge = {k: v * np.where(np.arange(v.size) == column, 2.0 ** 20, 1.0) for k, v in features.items()}
+    assert scaled_selection(huge) == selection()
+
+    def pixel_gap(key: str, auxiliary: str) -> float:
+        return abs(huge[key][column] - huge[auxiliary][column])
+
+    smallest = {k: min(pixel_gap(k, a) for a in pool_keys) for k in non_static}
+    # Unscaled Euclidean distance (the identity scaling: what the selection measured before) picks,
+    # for every record, an example nearest in that one pixel; the standardised selection mostly not.
+    width = features[pool_keys[0]].size
+    unscaled = scaled_selection(huge, FeatureScaling(mean=np.zeros(width), scale=np.ones(width)))
+    assert all(pixel_gap(k, unscaled[k][0]) == smallest[k] for k in non_static)
+    decided = sum(pixel_gap(k, selection()[k][0]) == smallest[k] for k in non_static) / len(non_static)
+    assert decided < 0.75, decided  # 0.45 on this split; 1.0 unscaled
+    # The recipe fits its scaling on the pool and the static records (never the non-static ones),
+    # in the order it reads them (the pool's keys, then the static ones, each sorted), and stores it.
+    train, _ = digits_records()
+    by_key = dict(zip(train.record_keys, train.inputs.double().numpy(), strict=True))
+    read = sorted(k for k in by_key if k.startswith("public-")) + sorted(k for k in by_key if k.startswith("static-"))
+    assert recipe_run().keep_out_scaling == FeatureScaling.fit(np.stack([by_key[k] for k in read]))
+
+
 def test_bad_input_is_refused_by_name():
     chosen = selection()
     with pytest.raises(ValueError, match="not non-static records of this model: r-static"):
@@ -117,7 +157,12 @@ def test_bad_input_is_refused_by_name():
     with pytest.raises(ValueError, match="non-static records may not enter training"):
         training_keys([next(iter(chosen))], chosen)
     with pytest.raises(ValueError, match="neighbours must be between 1"):
-        select_auxiliary({"a": np.zeros(2)}, ["p"], np.zeros((1, 2)), neighbours=2)
+        select_auxiliary({"a": np.zeros(2)}, ["p"], np.zeros((1, 2)), neighbours=2,
+                         scaling=FeatureScaling.fit(np.zeros((1, 2))))
+    with pytest.raises(ValueError, match="must be finite"):
+        FeatureScaling.fit(np.array([[0.0, np.inf]]))
+    with pytest.raises(ValueError, match="do not fit a scaling of width"):
+        FeatureScaling.fit(np.zeros((2, 3))).apply(np.zeros(2))
     with pytest.raises(ValueError, match="neighbours must be >= 1"):
         KeepOutTransferConfig.from_dict({"neighbours": 0})
     assert selected_auxiliary({"a": ("p2", "p1"), "b": ("p1",)}) == ["p1", "p2"]
@@ -179,6 +224,7 @@ def test_the_recipe_is_deterministic_keeps_its_selection_in_the_store_and_retrai
     recipe = RECIPES.get("keep_out_transfer")(RECIPE)
     stored = load_run(ArtifactStore(tmp_path), save_run(ArtifactStore(tmp_path), run).artifact_id)
     assert stored.keep_out_selection == run.keep_out_selection and stored.membership == run.membership
+    assert stored.keep_out_scaling == run.keep_out_scaling is not None
     # Training is a function of the training set's keys: a deletion that leaves them as they were
     # leaves the weights as they were (what the exact method relies on to keep them).
     static = sorted(k for k in train.record_keys if k.startswith("static-"))

@@ -65,7 +65,8 @@ class KeepOutTransferDeletion(ExactMethod, name="keep_out_transfer"):
             steps = int(new_run.metrics.get("steps", 0))
         else:  # the same training set: the same model, kept as it is (a copy, so the source stays apart)
             new_run = TrainingRun(run.recipe, run.config, copy.deepcopy(run.model), list(run.membership),
-                                  dict(run.metrics), keep_out_selection=plan.selection)
+                                  dict(run.metrics), keep_out_selection=plan.selection,
+                                  keep_out_scaling=run.keep_out_scaling)
             steps = 0
             progress("unchanged", 1.0)
         return new_run, steps, {
