@@ -4,7 +4,10 @@ The version audited was made by a concept job (workers.runners.concept) from its
 layer's outputs of both, on the labelled records the eraser was NOT fitted on (the probe share of
 workers.concept_layers.fitting_split), go to the concept probe (audits/checks/concept_probe.py): a
 linear probe's out-of-fold AUC decides (within the tolerance of chance: PASS), an MLP probe's is shown
-beside it, and the parent's figures give the check its power. No copy is purged: no one's records
+beside it, and the parent's figures give the check its power. A method whose guarantee holds against
+more than linear probes (the catalogue's ``holds_against``: ``pef_coupling``) is held to it: its MLP probe
+decides too, and its class-conditional eraser is given each probe record's attribute, as its serving
+side must give it. No copy is purged: no one's records
 were erased, and the parent stays what it was (the serving side replaces it with the new version).
 """
 
@@ -22,12 +25,13 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
     audit job's result (``{"device", "verdict", "purged": 0, "audit"}``)."""
     import numpy as np
 
-    from audits.checks.concept_probe import concept_probe
+    from audits.checks.concept_probe import HOLDS_AGAINST, concept_probe
     from audits.checks.verdict import final_verdict
     from workers.concept_layers import fitting_split
     from workers.runners.concept import concept_of, labelled_batches
     from workers.runners.storage import artifact_store
     from workers.training.storage import load_run
+    from workers.unlearning.catalogue import METHOD_SPECS
     from workers.unlearning.concept_erasure import layer_outputs
 
     started = time.perf_counter()
@@ -37,22 +41,27 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
         raise ValueError(f"{new} was made by no unlearning job of the platform: there is no attribute to probe for")
     concept = concept_of(producer)
     layer = producer.config["layer"]
+    holds_against = METHOD_SPECS.get(producer.method).holds_against
+    beyond_linear = holds_against != HOLDS_AGAINST
     labels = {str(k): int(v) for k, v in concept["labels"].items()}
     _fit, probe = fitting_split(labels, seed=concept["seed"], fit_share=concept["fit_share"])
     batches, missing = labelled_batches(Dataset.objects.get(pk=concept["dataset_id"]), labels, probe)
     store = artifact_store()
     original, erased = load_run(store, new.parent.artifact_sha256), load_run(store, new.artifact_sha256)
     before, attribute = layer_outputs(original.model, layer, batches, device=device)
-    after, _ = layer_outputs(erased.model, layer, batches, device=device)
+    after, _ = layer_outputs(erased.model, layer, batches, device=device, attribute_at_inference=True)
     check = concept_probe(representations=after.numpy(), attribute=attribute.numpy(),
-                          original_representations=before.numpy(), seed=int(concept["seed"]))
+                          original_representations=before.numpy(), seed=int(concept["seed"]),
+                          nonlinear_decides=beyond_linear, holds_against=holds_against)
     verdict = final_verdict(guarantee_class="concept_erased", checks=[check])
     notes = [*verdict.notes,
              f"Concept erasure of the attribute {concept['attribute']!r} from layer {layer!r}: a linear probe's AUC "
              f"{check.linear_auc:.3f} after erasure (before {check.original_linear_auc:.3f}), an MLP probe's "
              f"{check.nonlinear_auc:.3f} (before {check.original_nonlinear_auc:.3f}), on {check.records} labelled "
-             "records the eraser was not fitted on. The guarantee holds against linear probes only; the MLP "
-             "probe's figure is shown, not counted.",
+             f"records the eraser was not fitted on. The guarantee holds against {holds_against}; the MLP "
+             + ("probe's figure counts too (both must be at chance). The eraser needs each input's attribute at "
+                "inference: the served model refuses inputs without it." if beyond_linear else
+                "probe's figure is shown, not counted."),
              "This is a concept erasure, not the erasure of anyone's data: no record was erased and no copy was "
              "purged; the records stay in the model's weights."]
     values, counts = np.unique(attribute.numpy(), return_counts=True)
@@ -64,7 +73,8 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
                     "linear_auc": check.linear_auc, "nonlinear_auc": check.nonlinear_auc,
                     "original_linear_auc": check.original_linear_auc,
                     "original_nonlinear_auc": check.original_nonlinear_auc, "tolerance": check.tolerance,
-                    "holds_against": check.holds_against},
+                    "holds_against": check.holds_against, "method": producer.method,
+                    "nonlinear_decides": beyond_linear},
         "checks": [check.to_dict()],
         "verdict": {**verdict.to_dict(), "notes": notes},
         "purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,

@@ -92,8 +92,9 @@ HEADLINES = {
     "exact_attested": "The company's own pipeline retrained this model without this person's records and "
                       "says so; the platform checked that declaration, audited the new version, and deleted "
                       "every older copy that held the records.",
-    "concept_erased": "An attribute was erased from one layer of this model for linear read-outs only. This is "
-                      "not erasure of anyone's personal data.",
+    "concept_erased": "An attribute was erased from one layer of this model, against the kinds of probe its "
+                      "method's guarantee names (LEACE: linear read-outs only; see the limitations). This is not "
+                      "erasure of anyone's personal data.",
 }
 NOT_PASSED = {
     "FAIL": "The checks found that this model may still hold or reveal this person's data, or that "

@@ -53,12 +53,17 @@ class ConceptRequestIn(StrictSerializer):
     jurisdiction = serializers.ChoiceField(Jurisdiction.choices, help_text="the law the company works under")
     channel = serializers.CharField(max_length=50)
     reason = serializers.CharField(required=False, max_length=5000, default="")
+    # No default here: a body without it keeps the fingerprint it had before the choice existed (idempotency).
+    method = serializers.CharField(required=False, max_length=50, help_text=(
+        "the concept method: leace (default; holds against linear probes only) or pef_coupling (holds against "
+        "non-linear probes too, but the served model needs the attribute of every input at inference)"))
     seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, default=0, help_text=(
         "splits the labelled records into the eraser's and the probes' (and seeds the probes)"))
 
 
 class ConceptRequestListApi(APIView):
-    """File a concept request: the named models stop using an attribute (LEACE, class concept_erased).
+    """File a concept request: the named models stop using an attribute (LEACE or the PEF-style coupling,
+    class concept_erased).
     It names no person and erases no one's data; it comes back planned (SCOPED), for a DPO to approve."""
 
     permission_classes = [HasRole.of("intake", "dpo")]

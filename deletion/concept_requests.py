@@ -4,8 +4,10 @@ A concept request names no data subject and no record to erase. It names the mod
 the one serving) and the attribute, given as one integer label per record of the models' training
 dataset (``labels``: record key -> value; any split; see workers.concept_layers for why labels come
 with the request). It is planned at once: for every model the only methods that apply are the
-concept-erasure methods of the catalogue (kind ``concept``: LEACE), class ``concept_erased``, whose
-guarantee holds against linear probes only, and which never counts as anyone's erasure. Approved like
+concept-erasure methods of the catalogue (kind ``concept``), class ``concept_erased``, which never counts
+as anyone's erasure: LEACE by default, whose guarantee holds against linear probes only, or, asked for by
+``method``, the PEF-style coupling (``pef_coupling``), whose guarantee holds against non-linear probes
+too but whose served model needs the attribute of every input at inference. Approved like
 any request (deletion.decisions), each model gets an unlearning job that fits the eraser on a share of
 the labelled records and stores it with a new version (workers.runners.concept); the audit's concept
 probe measures a linear probe on the other records (it decides) and an MLP probe beside it; the
@@ -43,11 +45,13 @@ from workers.concept_layers import (
     fitting_split,
     label_counts,
     labels_problem,
+    layer_problem,
 )
 from workers.unlearning.catalogue import CONCEPT, METHOD_SPECS, NOT_A_PERSONS_ERASURE
 
 CONCEPT_CLASS = "concept_erased"
-# What the plan and the API say the guarantee holds against (audits.checks.concept_probe.HOLDS_AGAINST
+DEFAULT_CONCEPT_METHOD = "leace"
+# What LEACE's guarantee holds against (the catalogue's holds_against; audits.checks.concept_probe.HOLDS_AGAINST
 # says the same of its result; the web side does not import the audit checks' NumPy code for it).
 HOLDS_AGAINST = "linear probes only"
 _UNKNOWN_SHOWN = 10
@@ -56,6 +60,21 @@ _UNKNOWN_SHOWN = 10
 def concept_methods() -> list[str]:
     """The catalogue's methods of kind ``concept`` (the only ones a concept request plans)."""
     return [name for name in METHOD_SPECS if METHOD_SPECS.get(name).kind == CONCEPT]
+
+
+def concept_method_of(concept: dict[str, Any]) -> str:
+    """The concept method a request asked for (requests filed before the choice existed: LEACE)."""
+    return str(concept.get("method") or DEFAULT_CONCEPT_METHOD)
+
+
+def holds_against(method: str) -> str:
+    """What ``method``'s guarantee holds against, as the catalogue declares it."""
+    return METHOD_SPECS.get(method).holds_against
+
+
+def beyond_linear_probes(method: str) -> bool:
+    """Whether ``method`` promises more than LEACE (its non-linear probe decides too)."""
+    return holds_against(method) != HOLDS_AGAINST
 
 
 def _family_name(architecture: dict | None) -> str | None:
@@ -127,6 +146,11 @@ def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, An
         if refusal:
             raise ValidationFailed(f"{version} cannot take a concept erasure: {refusal}", field=f"models[{index}]",
                                    code="no_representations")
+        # A layer the model does not have, caught here from the stored architecture where the
+        # platform knows its modules (else the worker's get_submodule refuses it, as before).
+        unknown_layer = layer_problem(model.architecture, layer)
+        if unknown_layer:
+            raise ValidationFailed(f"{version}: {unknown_layer}", field=f"models[{index}].layer", code="unknown_layer")
         if version.training_run is None or not version.training_run.datasets.filter(pk=dataset.pk).exists():
             raise ValidationFailed(f"{version} was not trained on dataset {dataset.name}@{dataset.version}: its "
                                    "representations of the labelled records are not what it serves",
@@ -136,10 +160,17 @@ def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, An
 
 
 def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One plan step per model: the concept method (LEACE), its class, what the guarantee holds
-    against, the layer, how many labelled records fit the eraser and how many the probes use. No
-    record is erased: ``records`` 0, ``record_ids`` []."""
-    [method] = concept_methods()  # one concept method in the catalogue; a second would be offered as an alternative
+    """One plan step per model: the concept method the request asked for, its class, what the guarantee
+    holds against (and, for a class-conditional method, that serving needs the attribute), the layer,
+    how many labelled records fit the eraser and how many the probes use. No alternatives: the method is
+    the request's (its report speaks of that method's guarantee). No record is erased: ``records`` 0,
+    ``record_ids`` []."""
+    method = concept_method_of(concept)
+    holds = holds_against(method)
+    probes = ("a linear and an MLP probe are measured on the other {probe} (both decide)" if beyond_linear_probes(method)
+              else "a linear probe is measured on the other {probe} (it decides; an MLP probe is shown beside it)")
+    needs = (" Serving the new version needs the attribute of every input at inference: the eraser is "
+             "class-conditional and refuses inputs without it." if beyond_linear_probes(method) else "")
     labels = concept["labels"]
     fit, probe = fitting_split(labels, seed=concept["seed"], fit_share=concept["fit_share"])
     plan = []
@@ -148,7 +179,7 @@ def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> l
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "method": method, "guarantee_class": CONCEPT_CLASS,
-            "method_info": method_card(method), "holds_against": HOLDS_AGAINST,
+            "method_info": method_card(method), "holds_against": holds,
             "policy_method_refused": None, "records": 0, "record_ids": [],
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
             "audit_cannot_confirm": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS],
@@ -159,11 +190,11 @@ def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> l
                 "attribute": concept["attribute"], "dataset": concept["dataset"], "layer": target["layer"],
                 "labelled_records": len(labels), "values": {str(v): n for v, n in label_counts(labels).items()},
                 "fit_records": len(fit), "probe_records": len(probe),
+                "needs_attribute_at_inference": beyond_linear_probes(method),
                 "summary": (f"Concept erasure of {concept['attribute']!r} from layer {target['layer']!r} of "
-                            f"{version}: LEACE is fitted on {len(fit)} of the {len(labels)} labelled records and a "
-                            f"linear probe is measured on the other {len(probe)} (it decides; an MLP probe is shown "
-                            f"beside it). The guarantee holds against {HOLDS_AGAINST}. No record is erased: this is "
-                            "not the erasure of anyone's data."),
+                            f"{version}: {method} is fitted on {len(fit)} of the {len(labels)} labelled records and "
+                            + probes.format(probe=len(probe)) + f". The guarantee holds against {holds}.{needs} No "
+                            "record is erased: this is not the erasure of anyone's data."),
             },
         })
     return plan
@@ -198,7 +229,12 @@ def concept_request_create(*, client, body: dict[str, Any], idempotency_key: str
         raise ValidationFailed(problem, field="labels", code="attribute_not_erasable")
     _labelled_records(dataset, labels)
     targets = concept_targets(body, dataset)
+    method = str(body.get("method") or DEFAULT_CONCEPT_METHOD)
+    if method not in concept_methods():
+        raise ValidationFailed(f"unknown concept method {method!r}; known: {', '.join(concept_methods())}",
+                               field="method")
     concept = {"attribute": body["attribute"], "dataset_id": dataset.id, "dataset": f"{dataset.name}@{dataset.version}",
+               "method": method,
                "labels": labels, "seed": seed, "fit_share": fit_share, "reason": body.get("reason", ""),
                "models": [{"model_version_id": t["version"].id, "layer": t["layer"]} for t in targets]}
     now = timezone.now()
@@ -239,4 +275,5 @@ def concept_entry(request: DeletionRequest) -> dict[str, Any] | None:
             "labelled_records": len(concept.get("labels") or {}),
             "values": {str(v): n for v, n in label_counts(concept.get("labels") or {}).items()},
             "models": concept.get("models", []), "reason": concept.get("reason", ""),
-            "holds_against": HOLDS_AGAINST, "not_a_persons_erasure": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS]}
+            "method": concept_method_of(concept), "holds_against": holds_against(concept_method_of(concept)),
+            "not_a_persons_erasure": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS]}

@@ -14,6 +14,7 @@ from audits.checks.sanity_rates import exact_sanity_false_alarm_sentence
 from audits.forget_references import forget_references_report
 from audits.report_schema import SCHEMA_VERSION, STANDARD_LIMITATIONS, guarantee_entry
 from audits.unlearned_shadows import ulira_notes
+from deletion.concept_requests import beyond_linear_probes, concept_method_of, holds_against
 from deletion.models import (
     DeletionRequest,
     ExternalRetrainStatus,
@@ -78,6 +79,20 @@ CONCEPT_END_STATE_MEANING = {
         "their audit could not show that a linear probe no longer reads the attribute. Two DPO users accepted "
         "that in writing, for the reason given. This was never the erasure of anyone's data."),
 }
+# The same for a method whose guarantee holds against non-linear probes too (pef_coupling).
+CONCEPT_BEYOND_LINEAR_END_STATE_MEANING = {
+    RequestStatus.COMPLETED: (
+        "The concept erasure is confirmed: for every model listed, neither a linear nor a non-linear (MLP) probe "
+        "can read the attribute from the erased layer better than chance (within the stated tolerance), and the "
+        "serving side deployed the new version. The new version needs the attribute of every input at inference "
+        "(its eraser is class-conditional and refuses inputs without it). This is not the erasure of anyone's "
+        "data: no record was erased and the records stay in the models' weights; this report is no evidence "
+        "that any person's data were erased."),
+    RequestStatus.CLOSED_RISK_ACCEPTED: (
+        "The concept erasure is NOT confirmed for the models this report names under 'Residual risk accepted': "
+        "their audit could not show that neither a linear nor a non-linear probe reads the attribute. Two DPO "
+        "users accepted that in writing, for the reason given. This was never the erasure of anyone's data."),
+}
 # What a concept erasure's tests cannot show (the standard limitations speak of a person's records).
 CONCEPT_LIMITATIONS = (
     "The probes were measured on labelled records of the same dataset that the eraser was not fitted on. On "
@@ -90,7 +105,7 @@ CONCEPT_LIMITATIONS = (
 CONCEPT_STATEMENT = (
     "What was done so that machine-learning models stop using one attribute ({attribute}), and what the "
     "tests show. This is a concept erasure, not an erasure of anyone's personal data: no person asked for "
-    "it, no record was erased, and it holds against linear read-outs only.")
+    "it, no record was erased, and it holds against {holds_against}.")
 
 
 def concept_report_entry(request: DeletionRequest) -> dict | None:
@@ -100,7 +115,8 @@ def concept_report_entry(request: DeletionRequest) -> dict | None:
     concept = request.concept or {}
     return {"attribute": str(concept["attribute"]), "dataset": str(concept["dataset"]),
             "labelled_records": len(concept.get("labels") or {}),
-            "statement": CONCEPT_STATEMENT.format(attribute=concept["attribute"])}
+            "statement": CONCEPT_STATEMENT.format(attribute=concept["attribute"],
+                                                  holds_against=holds_against(concept_method_of(concept)))}
 
 
 # Where no replay ran (a full retrain nobody asked to replay, a method without one), the report says
@@ -460,22 +476,32 @@ def _fmt(value) -> str:
 
 def _concept_metrics(audit: dict) -> list[dict]:
     """A concept erasure's probes (audits.concept_audit): the linear probe's AUC for the attribute before and
-    after erasure (it decides) and the MLP probe's beside it (shown, not counted); [] for other audits."""
+    after erasure (it decides) and the MLP probe's beside it (shown, not counted; it decides too for a method
+    whose guarantee holds against non-linear probes, ``nonlinear_decides``); [] for other audits."""
     concept = audit.get("concept")
     if not concept:
         return []
     where = (f"Out-of-fold ROC AUC for the attribute '{concept['attribute']}' read off layer {concept['layer']!r}, on "
              f"{concept['probe_records']} labelled records the eraser was not fitted on (0.5: chance)")
     linear_passed = abs(float(concept["linear_auc"]) - 0.5) <= float(concept["tolerance"])
+    if concept.get("nonlinear_decides"):
+        nonlinear_passed = abs(float(concept["nonlinear_auc"]) - 0.5) <= float(concept["tolerance"])
+        nonlinear = {"name": "Non-linear (MLP) probe AUC (decides)",
+                     "description": f"{where}; within {concept['tolerance']} of 0.5 passes; the guarantee holds "
+                                    f"against {concept['holds_against']}",
+                     "before": _num(concept.get("original_nonlinear_auc")), "after": _num(concept["nonlinear_auc"]),
+                     "reference": None, "result": "PASS" if nonlinear_passed else "not at chance"}
+    else:
+        nonlinear = {"name": "Non-linear (MLP) probe AUC (shown, not counted)",
+                     "description": f"{where}; the guarantee holds against {concept['holds_against']}, so this "
+                                    "figure shows what a non-linear read-out still recovers",
+                     "before": _num(concept.get("original_nonlinear_auc")), "after": _num(concept["nonlinear_auc"]),
+                     "reference": None}
     return [
         {"name": "Linear probe AUC (decides)", "description": f"{where}; within {concept['tolerance']} of 0.5 passes",
          "before": _num(concept.get("original_linear_auc")), "after": _num(concept["linear_auc"]),
          "reference": None, "result": "PASS" if linear_passed else "not at chance"},
-        {"name": "Non-linear (MLP) probe AUC (shown, not counted)",
-         "description": f"{where}; the guarantee holds against {concept['holds_against']}, so this figure shows "
-                        "what a non-linear read-out still recovers",
-         "before": _num(concept.get("original_nonlinear_auc")), "after": _num(concept["nonlinear_auc"]),
-         "reference": None},
+        nonlinear,
     ]
 
 
@@ -587,7 +613,10 @@ def report_data(*, request: DeletionRequest) -> dict:
     concept = concept_report_entry(request)
     if concept is not None:
         subjects = ["none: a concept request names no person"]
-    meanings = CONCEPT_END_STATE_MEANING if concept is not None else END_STATE_MEANING
+    meanings = END_STATE_MEANING
+    if concept is not None:
+        meanings = (CONCEPT_BEYOND_LINEAR_END_STATE_MEANING if beyond_linear_probes(concept_method_of(request.concept))
+                    else CONCEPT_END_STATE_MEANING)
     report = {
         "schema_version": SCHEMA_VERSION,
         "request_id": str(request.public_id),

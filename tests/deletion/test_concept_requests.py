@@ -198,6 +198,18 @@ def test_a_model_without_representations_the_platform_can_erase_is_refused(api_c
                                                          field="models[0]", code="dataset_mismatch")
 
 
+def test_a_layer_the_model_does_not_have_is_refused_at_intake_with_the_layers_it_has(api_client_for, labelled):
+    dpo = api_client_for("dpo")
+    _, parity = labelled
+    message = _refused(dpo, _concept_body(parity, [{"model": "digits-mlp", "layer": "fc9"}]),
+                       field="models[0].layer", code="unknown_layer")
+    assert "no layer 'fc9'" in message and "its layers: flatten, fc0, act0, head" in message
+    named = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp", "layer": "fc0"}]),
+                     format="json")
+    assert named.status_code == 201, named.content
+    assert [step["concept"]["layer"] for step in named.json()["plan"]] == ["fc0"]
+
+
 def test_a_concept_outcome_that_did_not_pass_cannot_be_escalated_to_a_retrain(labelled):
     from deletion import decisions
     from deletion.concept_requests import concept_request_create
@@ -215,3 +227,66 @@ def test_a_concept_outcome_that_did_not_pass_cannot_be_escalated_to_a_retrain(la
     with pytest.raises(Conflict, match="no exact method to escalate to") as refused:
         decisions.outcome_escalate(request=approved, actor="alice", model_version_id=outcome.model_version_id)
     assert refused.value.code == "escalation_impossible"
+
+
+@pytest.mark.usefixtures("signing_settings", "one_torch_thread")
+def test_a_pef_coupling_request_holds_against_the_mlp_probe_and_its_model_needs_the_attribute(api_client_for,
+                                                                                             tmp_path):
+    """The stronger method through the same flow: planned with its own guarantee and what it needs, its
+    MLP probe decides in the audit, the stored version refuses inputs without their attribute, and the
+    report says what it holds against."""
+    from audits.models import Report
+    from models_registry.models import ModelVersion
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+    from workers.unlearning.concept_coupling import AttributeNeeded, attribute_given
+
+    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
+    rows, version = _digits_model_over_api(engineer)
+    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
+    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}],
+                                                                method="pef_coupling"), format="json")
+    assert filed.status_code == 201, filed.content
+    state = filed.json()
+    [step] = state["plan"]
+    assert (step["method"], step["guarantee_class"]) == ("pef_coupling", "concept_erased")
+    assert step["holds_against"].startswith("linear and non-linear probes") and step["alternatives"] == []
+    assert step["concept"]["needs_attribute_at_inference"] and "needs the attribute" in step["concept"]["summary"]
+    assert state["concept"]["method"] == "pef_coupling"
+
+    assert dpo.post(f"/api/v1/deletion-requests/{state['id']}/approve/", {}, format="json").status_code == 200
+    unlearn = run_job(Job.objects.get(kind=JobKind.UNLEARN, deletion_request__public_id=state["id"]))
+    new = ModelVersion.objects.get(pk=unlearn.result_version_id)
+    served = load_run(artifact_store(), new.artifact_sha256).model
+    inputs = __import__("torch").tensor([[row[f"p{j}"] for j in range(64)] for row in rows[:8]])
+    with pytest.raises(AttributeNeeded, match="needs the attribute of every input"):
+        served(inputs)
+    with attribute_given(served, __import__("torch").tensor([parity[row["record_id"]] for row in rows[:8]])):
+        assert served(inputs).shape == (8, 10)
+
+    audit = run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request__public_id=state["id"]))
+    figures = Job.objects.get(pk=audit.id).result["audit"]["concept"]
+    print(f"pef_coupling concept probe: linear AUC {figures['original_linear_auc']:.3f} -> {figures['linear_auc']:.3f}, "
+          f"MLP AUC {figures['original_nonlinear_auc']:.3f} -> {figures['nonlinear_auc']:.3f}")
+    assert figures["nonlinear_decides"] and figures["method"] == "pef_coupling"
+    [outcome] = dpo.get(f"/api/v1/deletion-requests/{state['id']}/").json()["outcomes"]
+    assert (outcome["verdict"], outcome["status"]) == ("PASS", "awaiting_deployment"), outcome
+    assert dpo.post(f"/api/v1/deletion-requests/{state['id']}/confirm-deployment/",
+                    {"new_version_id": new.id}, format="json").status_code == 200
+    run_job(Job.objects.get(kind=JobKind.REPORT, deletion_request__public_id=state["id"]))
+    data = Report.objects.get(request__public_id=state["id"]).json
+    assert "holds against linear and non-linear probes" in data["concept"]["statement"]
+    assert "neither a linear nor a non-linear (MLP) probe" in data["end_state"]["meaning"]
+    assert any("needs the attribute of every input at inference" in line for line in data["limitations"])
+    [entry] = data["model_versions"]
+    metrics = {m["name"]: m for m in entry["metrics"]}
+    mlp = metrics["Non-linear (MLP) probe AUC (decides)"]
+    assert abs(mlp["after"] - 0.5) <= 0.1 < abs(mlp["before"] - 0.5) and mlp["result"] == "PASS"
+    assert "Concept-erasure report" in rendered_text(data, tmp_path / "pef.pdf")
+
+
+def test_an_unknown_concept_method_is_refused_by_name(api_client_for, labelled):
+    _, parity = labelled
+    message = _refused(api_client_for("dpo"), _concept_body(parity, [{"model": "digits-mlp"}], method="scrub"),
+                       field="method", code="validation_failed")
+    assert "unknown concept method 'scrub'" in message and "leace, pef_coupling" in message

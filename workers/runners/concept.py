@@ -1,4 +1,5 @@
-"""Concept-erasure jobs: a new version of a model with an attribute erased from one layer (LEACE).
+"""Concept-erasure jobs: a new version of a model with an attribute erased from one layer (LEACE, or the
+PEF-style coupling, whose stored version then needs each input's attribute at inference).
 
 An unlearning job whose method is of kind ``concept`` (workers.unlearning.catalogue) comes here from
 :func:`workers.runners.unlearning.run_unlearning_job`. Its config holds the method's config (``layer``,

@@ -101,6 +101,9 @@ class MethodSpec:
     # What the report must say of every version the method makes, under its limitations ("": nothing),
     # e.g. that the new version keeps its parent's weights and hides the records from its outputs only.
     report_limitation: str = ""
+    # A concept method's guarantee: what kind of probe it holds against, in the plan's and report's words
+    # (required for kind concept, e.g. "linear probes only"; audits.concept_audit decides on those probes).
+    holds_against: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_OF_KIND:
@@ -110,6 +113,9 @@ class MethodSpec:
         if (self.guarantee_class == "concept_erased") != (self.kind == CONCEPT):
             raise ValueError(f"unlearning method {self.name!r}: concept_erased is the class of concept erasure "
                              "methods (kind concept) and of no other")
+        if self.kind == CONCEPT and not self.holds_against:
+            raise ValueError(f"unlearning method {self.name!r}: a concept method must say what its guarantee holds "
+                             "against (holds_against)")
         if self.guarantee_class == "exact_attested":
             raise ValueError(f"unlearning method {self.name!r}: exact_attested is what the company's own pipeline "
                              "declares, never a method the platform runs")
@@ -236,7 +242,25 @@ for _spec in (
                report_limitation=(
                    "LEACE makes the attribute undecodable by linear probes at the erased layer of {model}, and no "
                    "more: a non-linear probe may still recover it (the concept probe's figure says how well). It "
-                   "erases an attribute, not any person's records.")),
+                   "erases an attribute, not any person's records."),
+               holds_against="linear probes only"),
+    # PEF-style coupling (Basu Roy Chowdhury et al., AISTATS 2025): each attribute group's representations are
+    # transported onto one shared distribution, so non-linear probes read chance too; the map needs the attribute.
+    MethodSpec("pef_coupling", CONCEPT, "concept_erased", "workers.unlearning.pef_coupling",
+               applies_to="any torch model with a named layer whose output is a [batch, features] tensor, served "
+                          "where the attribute of every input is known at inference (the eraser is class-"
+                          "conditional and refuses inputs without it); an attribute with labels for the records "
+                          "the eraser is fitted on",
+               cost="one forward pass over the fitting records, k-means and one linear programme (seconds)",
+               report_limitation=(
+                   "The coupling eraser transports each attribute group's representations at the erased layer of "
+                   "{model} onto one shared distribution, so that probes of any kind, linear or not, read the "
+                   "attribute at chance on inputs drawn like the fitting records. It needs the attribute of every "
+                   "input at inference: the served model must be given it and refuses inputs without it. The "
+                   "layer keeps only what its groups share, so the task loses what it learned from the attribute. "
+                   "It erases an attribute, not any person's records."),
+               holds_against=("linear and non-linear probes, on inputs drawn like the fitting records and served "
+                              "with their attribute")),
     MethodSpec("verifier_guard", GUARD, "suppressed", "workers.unlearning.guard.method"),
     MethodSpec("retrain", TRAINING_RUN, "exact", "workers.unlearning.exact.retrain", from_scratch=True,
                replay="on request", replay_cost="one more full training of the model"),

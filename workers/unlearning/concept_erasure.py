@@ -39,6 +39,7 @@ from workers.unlearning.base import (
     UnlearningMethod,
     no_progress,
 )
+from workers.unlearning.concept_coupling import COUPLING_FIELDS, CouplingEraser, attribute_given
 
 ERASER_CHILD = "concept_eraser"
 _TENSOR_FIELDS = ("proj_left", "proj_right", "bias")
@@ -63,6 +64,8 @@ class LeaceConfig(MethodConfig):
 class ConceptEraser(nn.Module):
     """``x -> x - ((x - bias) @ proj_rightᵀ) @ proj_leftᵀ``: LEACE's eraser as stored tensors
     (``proj_left``, ``proj_right``: ``[features, rank]`` and ``[rank, features]``; ``bias``: ``[features]``)."""
+
+    TENSOR_FIELDS = _TENSOR_FIELDS
 
     def __init__(self, proj_left: torch.Tensor, proj_right: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
@@ -136,10 +139,12 @@ def constant_features_kept(proj_left: torch.Tensor, features: torch.Tensor) -> t
     return torch.where(near_constant.unsqueeze(1), torch.zeros_like(proj_left), proj_left)
 
 
-def layer_outputs(model: nn.Module, layer: str, batches: Iterable[Any], *, device: str = "cpu"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_outputs(model: nn.Module, layer: str, batches: Iterable[Any], *, device: str = "cpu",
+                  attribute_at_inference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The outputs of ``model``'s module ``layer`` on ``(keys, inputs, labels)`` batches, and the labels.
-    ``ValueError`` for an unknown layer or an output that is not ``[batch, features]``."""
+    ``attribute_at_inference``: give each batch's labels to the model's class-conditional erasers
+    (:mod:`workers.unlearning.concept_coupling`) as the attribute of its inputs; without it such an eraser
+    raises. ``ValueError`` for an unknown layer or an output that is not ``[batch, features]``."""
     module = _layer(model, layer)
     captured: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
@@ -148,7 +153,11 @@ def layer_outputs(model: nn.Module, layer: str, batches: Iterable[Any], *, devic
     try:
         with torch.no_grad():
             for _keys, inputs, targets in batches:
-                model(inputs.to(device))
+                if attribute_at_inference:
+                    with attribute_given(model, torch.as_tensor(targets).to(device)):
+                        model(inputs.to(device))
+                else:
+                    model(inputs.to(device))
                 labels.append(torch.as_tensor(targets).cpu())
     finally:
         handle.remove()
@@ -173,7 +182,7 @@ def _erase_layer_output(module: nn.Module, _args: Any, output: torch.Tensor) -> 
     return getattr(module, ERASER_CHILD)(output)
 
 
-def attach_eraser(model: nn.Module, layer: str, eraser: ConceptEraser) -> nn.Module:
+def attach_eraser(model: nn.Module, layer: str, eraser: ConceptEraser | CouplingEraser) -> nn.Module:
     """Put ``eraser`` on ``model``'s module ``layer`` (in place; returns ``model``). A layer erased
     once already refuses a second eraser (fit one on the attributes together instead)."""
     module = _layer(model, layer)
@@ -184,32 +193,37 @@ def attach_eraser(model: nn.Module, layer: str, eraser: ConceptEraser) -> nn.Mod
     return model
 
 
-def erased_layers(model: nn.Module) -> dict[str, ConceptEraser]:
-    """The model's erasers by the name of the layer they erase."""
+def erased_layers(model: nn.Module) -> dict[str, ConceptEraser | CouplingEraser]:
+    """The model's erasers (LEACE's and class-conditional couplings) by the name of the layer they erase."""
     return {name.removesuffix(f".{ERASER_CHILD}"): module for name, module in model.named_modules()
-            if isinstance(module, ConceptEraser)}
+            if isinstance(module, ConceptEraser | CouplingEraser)}
 
 
 def eraser_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's erasers as safetensors-ready tensors: ``<layer>.proj_left`` etc."""
+    """The model's erasers as safetensors-ready tensors: ``<layer>.proj_left`` etc. (LEACE), or
+    ``<layer>.centroids`` etc. (a coupling, :mod:`workers.unlearning.concept_coupling`)."""
     return {f"{layer}.{field}": getattr(eraser, field).contiguous()
-            for layer, eraser in erased_layers(model).items() for field in _TENSOR_FIELDS}
+            for layer, eraser in erased_layers(model).items() for field in eraser.TENSOR_FIELDS}
 
 
 def apply_eraser_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """Attach the erasers stored by :func:`eraser_tensors` to ``model`` (in place; returns it).
-    ``ValueError`` when a layer's three tensors are not all there or do not fit."""
+    """Attach the erasers stored by :func:`eraser_tensors` to ``model`` (in place; returns it); a layer's
+    fields say which kind of eraser it is. ``ValueError`` when a layer's tensors are not all there or do
+    not fit."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in tensors.items():
         layer, _, field = name.rpartition(".")
-        if field not in _TENSOR_FIELDS or not layer:
+        if field not in _TENSOR_FIELDS + COUPLING_FIELDS or not layer:
             raise ValueError(f"unexpected eraser tensor {name!r}")
         layers.setdefault(layer, {})[field] = tensor
     for layer, fields in sorted(layers.items()):
-        missing = sorted(set(_TENSOR_FIELDS) - set(fields))
-        if missing:
-            raise ValueError(f"the eraser of layer {layer!r} lacks {', '.join(missing)}")
-        attach_eraser(model, layer, ConceptEraser(fields["proj_left"], fields["proj_right"], fields["bias"]))
+        kind = CouplingEraser if set(fields) & set(COUPLING_FIELDS) else ConceptEraser
+        missing = sorted(set(kind.TENSOR_FIELDS) - set(fields))
+        extra = sorted(set(fields) - set(kind.TENSOR_FIELDS))
+        if missing or extra:
+            raise ValueError(f"the eraser of layer {layer!r} " + (f"lacks {', '.join(missing)}" if missing else
+                                                                  f"mixes in {', '.join(extra)}"))
+        attach_eraser(model, layer, kind(*(fields[field] for field in kind.TENSOR_FIELDS)))
     return model
 
 
