@@ -10,8 +10,9 @@ independent of the attribute, so no probe, linear or not, reads it better than c
 
 Here, for a layer's continuous representations:
 
-1. the support is a codebook of ``cells`` centroids, k-means on the fitting records of all groups
-   together (aggregates of records, never a record's own representation);
+1. the support is a codebook of at most ``cells`` centroids, k-means on the fitting records of all
+   groups together, a cell of fewer than ``MIN_CELL_RECORDS`` records merged into its nearest
+   (aggregates of at least five records, never a record's own representation: :func:`small_cells_merged`);
 2. ``P_z`` is the share of group ``z``'s fitting records nearest to each centroid (:func:`cell_masses`);
 3. ``Q`` is the fixed-support 2-Wasserstein barycenter of the ``P_z`` (weighted by the groups' shares),
    and each coupling ``pi_z`` the optimal transport plan from ``P_z`` to ``Q`` under squared distances
@@ -193,13 +194,41 @@ def attribute_given(model: nn.Module, attribute: torch.Tensor) -> Iterator[nn.Mo
             eraser.attribute = None
 
 
-def fit_coupling_eraser(features: torch.Tensor, labels: torch.Tensor, *, cells: int = 16,
-                        seed: int = 0) -> tuple[CouplingEraser, float]:
-    """Fit the coupling on ``features`` (``[n, d]``) with integer attribute ``labels`` (``[n]``): returns
-    the eraser and the barycenter's transport cost (mean squared distance a representation is moved, in
-    the features' units). ``ValueError`` for fewer than two values or fewer records than ``2 * cells``."""
+# The fewest fitting records a stored centroid may average: a centroid is stored with the model and
+# served as a representation, so a cell of one record would keep that record's representation.
+MIN_CELL_RECORDS = 5
+
+
+def small_cells_merged(points: np.ndarray, *, cells: int, seed: int, min_records: int) -> tuple[np.ndarray, np.ndarray]:
+    """A k-means codebook of ``points`` (``[n, d]``) with at most ``cells`` cells, each holding at
+    least ``min_records`` points: the smallest cell below that is merged into the cell of the nearest
+    centroid (its points move, the centroid becomes their mean) until none is. Out: ``(centroids
+    [k, d], cell of each point [n])``. ``ValueError`` if fewer than two cells would be left."""
     from sklearn.cluster import KMeans
 
+    codebook = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(points)
+    labels = codebook.labels_.copy()
+    while True:
+        kept = np.unique(labels)
+        counts = np.array([(labels == c).sum() for c in kept])
+        centroids = np.stack([points[labels == c].mean(axis=0) for c in kept])
+        if counts.min() >= min_records:
+            return centroids, np.searchsorted(kept, labels)
+        if len(kept) <= 2:
+            raise ValueError(f"no codebook of 2 or more cells gives every cell {min_records} or more fitting records")
+        small = int(np.argmin(counts))
+        distance = ((centroids - centroids[small]) ** 2).sum(axis=1)
+        distance[small] = np.inf
+        labels[labels == kept[small]] = kept[int(np.argmin(distance))]
+
+
+def fit_coupling_eraser(features: torch.Tensor, labels: torch.Tensor, *, cells: int = 16,
+                        seed: int = 0, min_cell_records: int = MIN_CELL_RECORDS) -> tuple[CouplingEraser, float]:
+    """Fit the coupling on ``features`` (``[n, d]``) with integer attribute ``labels`` (``[n]``): returns
+    the eraser and the barycenter's transport cost (mean squared distance a representation is moved, in
+    the features' units). At most ``cells`` cells, fewer where a cell would average fewer than
+    ``min_cell_records`` records (:func:`small_cells_merged`). ``ValueError`` for fewer than two values
+    or fewer records than ``2 * cells``."""
     if features.ndim != 2 or labels.ndim != 1 or features.shape[0] != labels.shape[0]:
         raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not pair up")
     if labels.dtype.is_floating_point:
@@ -210,9 +239,8 @@ def fit_coupling_eraser(features: torch.Tensor, labels: torch.Tensor, *, cells: 
     if features.shape[0] < 2 * cells:
         raise ValueError(f"{features.shape[0]} fitting records are too few for {cells} cells (at least {2 * cells})")
     points = features.double().numpy()
-    codebook = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(points)
-    centroids = codebook.cluster_centers_
-    masses = cell_masses(codebook.labels_, groups.numpy(), cell_count=cells, group_count=values.numel())
+    centroids, cell_of = small_cells_merged(points, cells=cells, seed=seed, min_records=min_cell_records)
+    masses = cell_masses(cell_of, groups.numpy(), cell_count=centroids.shape[0], group_count=values.numel())
     weights = np.bincount(groups.numpy(), minlength=values.numel()).astype(float)
     cost = ((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
     _target, couplings = barycenter_couplings(masses, weights, cost)

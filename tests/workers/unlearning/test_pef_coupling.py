@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load, save
+from sklearn.cluster import KMeans
 
 from audits.checks.concept_probe import concept_probe, distance_from_chance, out_of_fold_auc
 from audits.checks.result import Verdict
@@ -22,10 +23,13 @@ from tests.workers.unlearning.test_concept_erasure import (
 )
 from workers.unlearning.catalogue import METHOD_SPECS
 from workers.unlearning.concept_coupling import (
+    MIN_CELL_RECORDS,
     AttributeNeeded,
     attribute_given,
     barycenter_couplings,
     cell_masses,
+    fit_coupling_eraser,
+    small_cells_merged,
     transport_kernels,
 )
 from workers.unlearning.concept_erasure import (
@@ -160,3 +164,18 @@ def test_bad_input_is_refused_by_name():
         cell_masses(np.array([0, 1]), np.array([0, 0]), cell_count=2, group_count=2)
     with pytest.raises(ValueError, match="must be a distribution"):
         barycenter_couplings(np.array([[0.5, 0.2]]), np.array([1.0]), np.zeros((2, 2)))
+
+
+def test_no_stored_centroid_averages_fewer_than_five_fitting_records():
+    # 200 records in two groups around the origin and 3 far outliers: 4 cells asked for, k-means would
+    # give the outliers a cell of their own, whose centroid would keep their representation.
+    generator = np.random.default_rng(0)
+    points = np.concatenate([generator.normal(size=(200, 2)), np.full((3, 2), 50.0)])
+    labels = torch.tensor([0, 1] * 100 + [0, 1, 0])
+    assert np.bincount(KMeans(n_clusters=4, n_init=3, random_state=0).fit(points).labels_).min() == 3
+    eraser, _ = fit_coupling_eraser(torch.from_numpy(points), labels, cells=4)
+    cells = torch.cdist(torch.from_numpy(points).float(), eraser.centroids.float()).argmin(dim=1)
+    assert eraser.centroids.shape[0] < 4
+    assert torch.bincount(cells).min() >= MIN_CELL_RECORDS
+    with pytest.raises(ValueError, match="5 or more fitting records"):
+        small_cells_merged(points[:9], cells=2, seed=0, min_records=MIN_CELL_RECORDS)
