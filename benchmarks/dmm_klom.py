@@ -21,6 +21,20 @@ retain accuracy after DMM.
     python benchmarks/dmm_klom.py --seeds 5
     python benchmarks/dmm_klom.py --seeds 5 --pairs 32 --configs '[{"epochs": 50, "retain_sample": 4096}]'
 
+``--diagnose POOL`` asks where the prediction's error comes from instead (no DMM runs): per seed it
+trains POOL fresh subset runs (complementary halves), 8 half-data runs without any forget record
+and denser subset runs (40 at 80% of the records, 80 at 90%), then reports (1) the predictions' KLoM
+ratio and RMS error with datamodels fitted as DMM fits them (the forget records' masks, the default
+ridge, anchored on the originals) on the first 16, 32, 64, ... half runs of the pool and on the
+denser runs; (2) how far the mean margin of a record's out-runs is from the retrained mean when the
+other forget records are in half of those runs (the first 16 of the pool: 8 out-runs per record),
+also after a linear density calibration fitted on never-seen digits with wrong labels (originals
+against the 16 half runs: both are non-members there), and when no forget record is in the runs
+(the 8 runs without the forget set). These runs are analysis only: DMM reads only the shadow
+models it is given.
+
+    python benchmarks/dmm_klom.py --seeds 5 --diagnose 128
+
 The last stdout line is one JSON object.
 """
 
@@ -35,13 +49,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audits.checks.klom import klom  # noqa: E402
-from tests.workers.unlearning.test_dmm import BINS, KLOM_CONFIG, RUNS, Setting, accuracy  # noqa: E402
-from workers.unlearning.dmm import datamodel_fit, label_margins  # noqa: E402
+from tests.workers.unlearning.shadow_models import pair_masks, train_mlps  # noqa: E402
+from tests.workers.unlearning.test_dmm import BINS, KLOM_CONFIG, RECORDS, RUNS, Setting, accuracy  # noqa: E402
+from workers.unlearning.dmm import DatamodelMatchingConfig, datamodel_fit, label_margins  # noqa: E402
 from workers.unlearning.references import (  # noqa: E402
+    centred_logits,
     inclusion_masks,
     model_outputs,
     reference_outputs,
@@ -52,8 +69,6 @@ from workers.unlearning.references import (  # noqa: E402
 def predicted_margins(setting: Setting, config: dict) -> np.ndarray:
     """(originals, forget records) margins of the datamodels' predictions, computed as DMM computes
     its forget targets (the original's centred logits less the forget records' summed coefficients)."""
-    from workers.unlearning.dmm import DatamodelMatchingConfig
-
     ridge = DatamodelMatchingConfig(**{k: v for k, v in config.items() if k in ("ridge", "shadow_share")})
     split = shadow_split(setting.references, ridge.shadow_share)
     keys = [setting.records.record_keys[i] for i in setting.forget.tolist()]
@@ -63,6 +78,109 @@ def predicted_margins(setting: Setting, config: dict) -> np.ndarray:
     effect = datamodel_fit(masks, outputs, ridge=ridge.ridge, self_index=torch.arange(len(keys))).removal_effect()
     return np.stack([label_margins(model_outputs(m, inputs, device=torch.device("cpu")) - effect, labels).numpy()
                      for m in setting.originals])
+
+
+def rms_distance(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Root mean square over records of ``predicted - actual`` (per-record margins, nats)."""
+    return float(np.sqrt(((np.asarray(predicted) - np.asarray(actual)) ** 2).mean()))
+
+
+def out_run_means(margins: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(records,) each record's mean margin over the runs without it: ``margins`` and ``masks``
+    (runs, records); ``ValueError`` where a record is in every run."""
+    out = 1 - np.asarray(masks, dtype=np.float64)
+    if (out.sum(axis=0) == 0).any():
+        raise ValueError("out_run_means: a record is in every run, so it has no out-run to average")
+    return (out * margins).sum(axis=0) / out.sum(axis=0)
+
+
+DENSER_SUBSETS = ((0.8, 40), (0.9, 80))  # (share of the records in each run, runs): 8 out-runs per record on average
+
+
+def never_seen_digits(data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits the fixture of ``data_seed`` did not draw (no model saw them), with a wrong label
+    each (shifted by 1-9 like the forget set's): inputs and labels."""
+    images, labels = load_digits(return_X_y=True)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(data_seed))[RECORDS:]
+    shift = torch.randint(1, 10, (len(order),), generator=torch.Generator().manual_seed(1000 + data_seed))
+    return torch.tensor(images[order] / 16.0, dtype=torch.float32), (torch.tensor(labels[order]) + shift) % 10
+
+
+def diagnose(seed: int, pool: int) -> dict:
+    """Where DMM's prediction error on one fixture seed comes from (see the module docstring)."""
+    setting = Setting(data_seed=seed, model_seed=seed + 1)
+    reference = setting.forget_margins(setting.retrained[RUNS:])
+    floor = klom(setting.forget_margins(setting.retrained[:RUNS]), reference, bins=BINS).percentiles["p50"]
+    retrained_mean = reference.mean(axis=0)
+    forget = setting.forget
+    inputs, labels = setting.inputs[forget], setting.targets[forget]
+    halves = pair_masks(RECORDS, pool // 2, seed=50 + seed)
+    without = (torch.rand(RUNS, RECORDS, generator=torch.Generator().manual_seed(70 + seed)) < 0.5).float()
+    without[:, forget] = 0
+    denser = [(torch.rand(count, RECORDS, generator=torch.Generator().manual_seed(90 + seed)) < share).float()
+              for share, count in DENSER_SUBSETS]
+    models = train_mlps(setting.inputs, setting.targets, torch.cat([halves, without, *denser]), seed=2000 + seed)
+    with torch.no_grad():
+        outputs = torch.stack([centred_logits(m(inputs)).double() for m in models])
+        originals = [centred_logits(m(inputs)).double() for m in setting.originals]
+    ridge = DatamodelMatchingConfig().ridge
+
+    def anchored(rows: slice, masks: torch.Tensor) -> dict:
+        effect = datamodel_fit(masks[:, forget], outputs[rows], ridge=ridge,
+                               self_index=torch.arange(len(forget))).removal_effect()
+        predicted = np.stack([label_margins(o - effect, labels).numpy() for o in originals])
+        return {"predicted_ratio": klom(predicted, reference, bins=BINS).percentiles["p50"] / floor,
+                "prediction_rms_error": rms_distance(predicted.mean(axis=0), retrained_mean)}
+
+    row: dict = {"seed": seed, "floor_p50": floor, "pool": pool, "ridge": ridge, "datamodels": [], "denser": []}
+    runs = 16
+    while runs <= pool:
+        row["datamodels"].append({"subset_runs": runs, **anchored(slice(0, runs), halves[:runs])})
+        runs *= 2
+    start = pool + RUNS
+    for (share, count), masks in zip(DENSER_SUBSETS, denser, strict=True):
+        row["denser"].append({"share": share, "subset_runs": count,
+                              "fewest_out_runs": int((1 - masks[:, forget]).sum(dim=0).min()),
+                              **anchored(slice(start, start + count), masks)})
+        start += count
+    first = setting.forget_margins(models[:16])
+    half_out = out_run_means(first, halves[:16, forget].numpy())
+    # Never-seen digits: the originals are full-data non-members there, the half runs half-data ones.
+    seen_inputs, seen_labels = never_seen_digits(seed)
+    with torch.no_grad():
+        full = np.stack([label_margins(m(seen_inputs), seen_labels).numpy() for m in setting.originals]).mean(axis=0)
+        half = np.stack([label_margins(m(seen_inputs), seen_labels).numpy() for m in models[:16]]).mean(axis=0)
+    slope, intercept = np.polyfit(half, full, 1)
+    row["out_runs_rms_error"] = {
+        "other_forget_records_in_half": rms_distance(half_out, retrained_mean),
+        "no_forget_record": rms_distance(setting.forget_margins(models[pool:pool + RUNS]).mean(axis=0),
+                                         retrained_mean),
+        "out_runs_per_record": RUNS,
+    }
+    row["never_seen_calibration"] = {
+        "records": len(seen_labels), "slope": float(slope), "intercept": float(intercept),
+        "calibrated_out_run_rms_error": rms_distance(slope * half_out + intercept, retrained_mean),
+    }
+    return row
+
+
+def print_diagnosis(rows: list[dict], seeds: int, pool: int) -> None:
+    print("# Where DMM's prediction error comes from (fresh subset runs, analysis only)\n")
+    print("| seed | floor (nats) | " + " | ".join(f"{d['subset_runs']} half runs: predicted / floor (RMS error)"
+                                            for d in rows[0]["datamodels"])
+          + " | " + " | ".join(f"{d['subset_runs']} runs at {d['share']:.0%}: predicted / floor (RMS error)"
+                               for d in rows[0]["denser"])
+          + " | out-run mean, other forget records in half: RMS error (calibrated on never-seen digits: slope, RMS)"
+          + " | out-runs without the forget set: RMS error |")
+    print("|---|---|" + "---|" * (len(rows[0]["datamodels"]) + len(rows[0]["denser"])) + "---|---|")
+    for row in rows:
+        cells = " | ".join(f"{d['predicted_ratio']:.2f} ({d['prediction_rms_error']:.2f})"
+                           for d in row["datamodels"] + row["denser"])
+        out, calibration = row["out_runs_rms_error"], row["never_seen_calibration"]
+        print(f"| {row['seed']} | {row['floor_p50']:.2f} | {cells} | {out['other_forget_records_in_half']:.2f} "
+              f"({calibration['slope']:.2f}, {calibration['calibrated_out_run_rms_error']:.2f}) | "
+              f"{out['no_forget_record']:.2f} |")
+    print(json.dumps({"benchmark": "dmm_klom_diagnosis", "seeds": seeds, "pool": pool, "rows": rows}))
 
 
 def one_seed(seed: int, pairs: int, configs: list[dict]) -> dict:
@@ -86,7 +204,7 @@ def one_seed(seed: int, pairs: int, configs: list[dict]) -> dict:
             "dmm_ratio": klom(setting.forget_margins([m for m, _ in runs]), reference,
                               bins=BINS).percentiles["p50"] / floor,
             "predicted_ratio": klom(predicted, reference, bins=BINS).percentiles["p50"] / floor,
-            "prediction_rms_error": float(np.sqrt(((predicted.mean(axis=0) - reference.mean(axis=0)) ** 2).mean())),
+            "prediction_rms_error": rms_distance(predicted.mean(axis=0), reference.mean(axis=0)),
             "lds_forget": runs[0][1]["datamodels"]["lds"]["forget"],
             "retain_accuracy": float(np.mean([accuracy(m, setting.inputs[retain], setting.targets[retain])
                                               for m, _ in runs])),
@@ -100,8 +218,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=16, help="shadow pairs (the method reads half of them)")
     parser.add_argument("--configs", default=json.dumps([KLOM_CONFIG]), help="JSON list of DMM configs")
+    parser.add_argument("--diagnose", type=int, default=0, metavar="POOL",
+                        help="instead of DMM runs: the error analysis on POOL fresh subset runs (even, >= 16)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.diagnose:
+        if args.diagnose < 16 or args.diagnose % 2:
+            parser.error(f"--diagnose must be an even number of subset runs >= 16, got {args.diagnose}")
+        rows = []
+        for seed in range(args.seeds):
+            rows.append(diagnose(seed, args.diagnose))
+            print(f"seed {seed} done", file=sys.stderr, flush=True)
+        print_diagnosis(rows, args.seeds, args.diagnose)
+        return
     configs = json.loads(args.configs)
     rows = []
     for seed in range(args.seeds):

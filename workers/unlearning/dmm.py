@@ -26,6 +26,18 @@ for them; for memorised records the self-effect dominates and is similar at both
 result reports, on the forget set, the mean margin of the original model, of the prediction and of
 the shadow models without the record, so that a reader sees where the prediction lands.
 
+What limits the prediction on memorised forget sets is the forget records' effects on each other,
+not the density (measured on the test fixture, ``benchmarks/dmm_klom.py --diagnose 128``, README
+"DMM's KLoM over seeds"): every half-data run still holds about half of the other forget records,
+and the retrained model none. Over seeds 0-4, eight runs at 50% density that hold no forget record
+average within 1.6-2.9 nats RMS of the retrained models' mean margin per record; eight runs without
+the record but with half of the others, 3.3-6.1. With tens of runs the cross coefficients are
+shrunk towards zero and that joint effect is lost; the prediction's error falls from 4.1 nats RMS
+(mean over the seeds) at 16 half-data runs to 2.5 at 128. Denser subsets (40 runs at 80% of the
+records, 80 at 90%) did worse (4.3-6.6: fewer out-runs per record, and most other forget records
+in each), and a linear density calibration fitted on never-seen digits (slope 1.01-1.14) did not
+lower the error (3.5-6.6 against 3.3-6.1).
+
 The datamodels' quality is reported as the linear datamodeling score (LDS, Park et al. 2023): per
 target example, the Spearman correlation across held-out shadow models between predicted and actual
 outputs, averaged over classes, with each pair of shadow models held out in turn (the audit's

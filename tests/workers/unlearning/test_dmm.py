@@ -19,6 +19,11 @@ fine-tune or the retain sample: the predicted outputs themselves (as if matched 
 retrained runs spread 1.3-1.8; 50 matching epochs on the whole retain set gave 1.19, 4.82, 6.14, 2.77
 and 5.90x; 16 method pairs instead of 8 (32 subset runs) gave 3.54, 2.50, 7.06, 5.34 and 2.99x
 (README, "DMM's KLoM over seeds").
+The prediction's error comes from the forget records' effects on each other (every half-data run
+holds about half of the other memorised records, the retrained model none), which tens of runs
+cannot resolve (benchmarks/dmm_klom.py --diagnose 128); with 64 and 128 subset runs read, DMM
+measured 3.0-5.0x and 0.74-6.7x the floor. So the 2x bound holds on 1 of the 5 seeds (this one) and
+1.5x on none at 16 runs; the test stays at 2x.
 The held-out linear datamodeling score on the forget records is 0.69 here (0.69-0.74 over the seeds).
 """
 
