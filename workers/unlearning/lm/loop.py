@@ -169,12 +169,14 @@ class LMUnlearningMethod(UnlearningMethod):
 
     def _descend(self, work: Any, forget_batches: list[dict[str, Any]], retain_stream: Any, *, device: str,
                  target: float | None, progress: ProgressCallback,
-                 update: Callable[[torch.Tensor], None]) -> list[float]:
+                 update: Callable[[torch.Tensor], None],
+                 reached: Callable[[], bool] | None = None) -> list[float]:
         """The steps of a method that updates its own parameters rather than a LoRA (MRP's
         directions, fact-lookup's MLPs): ``epochs`` passes over the forget batches, each paired with
         the next retain batch; each step's loss (:meth:`loss`) goes to ``update``. Stops after the
-        epoch at which the forget NLL reaches ``target``. Raises FloatingPointError on a non-finite
-        loss. Returns the losses, one per step taken."""
+        epoch at which the forget NLL reaches ``target`` or ``reached()`` (a method's own stop
+        criterion, asked at the end of every epoch) says so. Raises FloatingPointError on a
+        non-finite loss. Returns the losses, one per step taken."""
         steps = self.config.epochs * len(forget_batches)
         losses: list[float] = []
         progress("unlearning", 0.0)
@@ -188,8 +190,9 @@ class LMUnlearningMethod(UnlearningMethod):
                 update(loss)
                 losses.append(value)
                 progress("unlearning", (step + 1) / steps)
-                if target is not None and (step + 1) % len(forget_batches) == 0 \
-                        and average_token_nll(work, forget_batches, device) >= target:
+                if (step + 1) % len(forget_batches) == 0 and (
+                        (target is not None and average_token_nll(work, forget_batches, device) >= target)
+                        or (reached is not None and reached())):
                     progress("unlearning", 1.0)
                     break
         return losses

@@ -1,6 +1,7 @@
 """Fact-lookup localised unlearning beyond the shared harness: the position and localisation maths
-with hand-made numbers, training that touches only the localised MLP, baselines of the same size, and
-the paper's relearning claim measured at small scale (the tiny GPT-2 of conftest.py, 2 layers)."""
+with hand-made numbers, training that touches only the localised MLP, baselines of the same size
+driven to the same forgetting level, and the paper's relearning claim measured at small scale (the
+tiny GPT-2 of conftest.py, 2 layers; over seeds and 4 layers: benchmarks/fact_lookup_relearning.py)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,29 @@ from tests.workers.unlearning.lm.conftest import FORGET_KEYS, RECORDS
 from workers.unlearning.base import METHODS, ConfigError
 from workers.unlearning.lm.data import lm_batches
 from workers.unlearning.lm.fact_lookup import (
-    _answer_nll,
-    _mark_positions,
+    answer_token_nll,
     denoised_share,
+    mark_answers,
     pick_extraction_layer,
     specific_positions,
     subject_and_answer,
     top_layers,
 )
-from workers.unlearning.lm.losses import average_token_nll, mean_token_nll
+from workers.unlearning.lm.losses import mean_token_nll
 
-# One budget for every localisation (the paper compares localisations at equal steps and learning rate).
-BUDGET = {"lr": 3e-3, "epochs": 30}
+# The paper's comparison (arXiv 2410.12949, its code's per-localisation configs): every localisation
+# gets the same epochs and loss but its own learning rate (the non-localised one a smaller rate), and
+# all reach about the same forgetting. Here each stops at the same answer target, the memorised
+# model's answer NLL on held-out people, within the same cap, at the rate of 3e-4, 1e-3 and 3e-3
+# that the benchmark's rule (benchmarks/fact_lookup_relearning.py pick_trial: reached the target with
+# the lowest kept-record NLL, else forgot most) picks on this model: all layers reach the target at
+# 1e-3 in 26 steps; fact lookup (5.45 of 5.87 nats) and random MLPs (4.84) do not in 60.
+RATES = {"fact_lookup": 3e-3, "random": 3e-3, "all_layers": 1e-3}
+MATCHED = {"epochs": 60, "stop_at_held_out_answers": True}
 RELEARN_STEPS = 5
 RELEARN_LR = 1e-3
+# Differences in recovery within this were seen between seeds of one setting (the benchmark).
+SEED_SPREAD = 0.1
 
 
 def test_record_specific_positions_subject_first_then_answer():
@@ -57,6 +67,8 @@ def test_config_is_strict():
         cls({"mlp_layers": 0})
     with pytest.raises(ConfigError, match="extraction_share"):
         cls({"extraction_share": 1.0})
+    with pytest.raises(ConfigError, match="stop_at_answer_nll must be > 0"):
+        cls({"stop_at_answer_nll": 0.0})
 
 
 def test_texts_without_a_specific_subject_are_refused(memorised_model):
@@ -72,13 +84,37 @@ def _tokenizer():
 
 
 @pytest.fixture(scope="module")
-def runs(memorised_model, forget_batches, retain_batches):
+def runs(memorised_model, forget_batches, retain_batches, heldout_batches):
     out = {}
-    for localisation in ("fact_lookup", "random", "all_layers"):
-        model, result = METHODS.get("fact_lookup")({**BUDGET, "localisation": localisation}).unlearn(
-            memorised_model, forget_batches, retain_batches)
+    for localisation, lr in RATES.items():
+        model, result = METHODS.get("fact_lookup")({**MATCHED, "lr": lr, "localisation": localisation}).unlearn(
+            memorised_model, forget_batches, retain_batches, held_out=heldout_batches)
         out[localisation] = (model, result)
     return out
+
+
+def _marked(batches, retain_batches):
+    copies = [dict(b) for b in batches]
+    mark_answers(copies, retain_batches)
+    return copies
+
+
+def test_every_localisation_is_driven_to_the_held_out_answer_target(runs, memorised_model, forget_batches,
+                                                                    retain_batches, heldout_batches):
+    # The target: how unlikely the memorised model finds the answers of people it never saw.
+    target = answer_token_nll(memorised_model, _marked(heldout_batches, retain_batches))
+    assert target > 2.0
+    for localisation, (_, result) in runs.items():
+        details = result.details
+        assert details["stop_answer_nll_target"] == pytest.approx(target, rel=1e-5), localisation
+        assert details["stop_target_nll"] is None  # the answer target replaces the forget-NLL one
+        stopped = result.steps < MATCHED["epochs"] * len(forget_batches)
+        assert stopped == details["stopped_early"]
+        if stopped:  # stops at the first epoch that reached it, else runs every epoch
+            assert details["answer_token_nll_after"] >= target, localisation
+        # Every localisation forgot far beyond the memorised level (0.04) and the held-out texts' NLL.
+        assert details["answer_token_nll_after"] > 0.75 * target, (localisation, details["answer_token_nll_after"])
+    assert runs["all_layers"][1].details["stopped_early"]  # it reaches the target at 1e-3 (see RATES)
 
 
 def test_only_the_localised_mlp_changes_and_the_answers_are_forgotten(runs, memorised_model, baseline):
@@ -107,34 +143,41 @@ def test_baselines_have_the_same_size_or_every_layer(runs):
     assert runs["all_layers"][1].details["trainable_parameters"] > 2 * flu["trainable_parameters"]
 
 
-def _relearned_other_half(model, tokenizer, retain_batches):
-    """Relearning attack (the paper's): a few steps of fine-tuning on half of the forgotten records;
-    returns the answer NLL of the other half before and after."""
+def _recovery_of_other_half(memorised, model, tokenizer, retain_batches):
+    """Relearning attack (the paper's): a few full-weight steps on half of the forgotten records plus
+    the kept ones; returns the other half's answer NLL memorised, unlearned, relearned and the
+    recovery ``(unlearned - relearned) / (unlearned - memorised)``."""
     trained_on = lm_batches(tokenizer, [(k, RECORDS[k]) for k in FORGET_KEYS[:2]], max_length=64)
-    measured = lm_batches(tokenizer, [(k, RECORDS[k]) for k in FORGET_KEYS[2:]], max_length=64)
-    _mark_positions(measured, retain_batches, 0.25, "test")
-    before = _answer_nll(model, measured)
+    measured = _marked(lm_batches(tokenizer, [(k, RECORDS[k]) for k in FORGET_KEYS[2:]], max_length=64),
+                       retain_batches)
     attacker = copy.deepcopy(model).train()
     optimiser = torch.optim.Adam(attacker.parameters(), lr=RELEARN_LR)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for _ in range(RELEARN_STEPS):
-            loss = mean_token_nll(attacker, trained_on[0])
+            loss = mean_token_nll(attacker, trained_on[0]) + mean_token_nll(attacker, retain_batches[0])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-    return before, _answer_nll(attacker.eval(), measured)
+    nll = [answer_token_nll(m, measured) for m in (memorised, model, attacker.eval())]
+    return [round(v, 3) for v in nll] + [round((nll[1] - nll[2]) / (nll[1] - nll[0]), 3)]
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "does not reproduce on the 2-layer, 64-wide GPT-2: after 5 relearning steps on half of the forgotten "
-    "records the other half's answer NLL is lower (more relearned) for fact-lookup than for all-layer "
-    "unlearning of the same budget; see the figures this test prints and the benchmark"))
-def test_localised_unlearning_recovers_less_under_relearning_than_all_layer(runs, retain_batches, heldout_batches):
+    "does not reproduce on tiny GPT-2s when every localisation is driven to the same answer target at its "
+    "own picked rate: here recovery 0.524 (fact lookup) vs 0.525 (all layers); over 6 seeds of "
+    "benchmarks/fact_lookup_relearning.py (8 records forgotten, rates picked per seed) fact lookup recovered "
+    "less than all layers in 4/6 seeds (2 layers, by -0.01 to 0.11) and 3/4 (4 layers, -0.02 to 0.25), less "
+    "than all MLPs in 3/6 and 2/4; with every run trained its full 40 epochs, less than all layers in 1/4 and "
+    "than all MLPs in 0/4 (README after the 'Third sitting' table)"))
+def test_localised_unlearning_recovers_less_under_relearning_than_all_layer(runs, memorised_model, retain_batches):
+    """The paper's claim, with a margin: fact lookup's recovery below all-layer unlearning's by more
+    than the seed-to-seed spread (SEED_SPREAD) after RELEARN_STEPS steps on half the forgotten records.
+    Measured on this model: 0.524 vs 0.525 (random MLPs 0.714, which forgot less: 4.96 vs 5.26-5.73
+    nats). It holds only with all-layer unlearning at a 10x smaller rate that stops short of the target
+    (0.71 here; 0.44 vs 0.70 over 6 seeds), and then all MLPs recover as little as fact lookup (0.44)."""
     tokenizer = _tokenizer()
-    figures = {}
-    for localisation, (model, _) in runs.items():
-        before, after = _relearned_other_half(model, tokenizer, retain_batches)
-        figures[localisation] = (round(before, 3), round(after, 3), round(average_token_nll(model, heldout_batches), 3))
-    print("answer NLL of the other half before -> after relearning, held-out NLL:", figures)
-    assert figures["fact_lookup"][1] > figures["all_layers"][1], figures
+    figures = {loc: _recovery_of_other_half(memorised_model, model, tokenizer, retain_batches)
+               for loc, (model, _) in runs.items()}
+    print("other half's answer NLL memorised, unlearned, relearned; recovery:", figures)
+    assert figures["fact_lookup"][3] < figures["all_layers"][3] - SEED_SPREAD, figures
