@@ -20,8 +20,9 @@ Here, for a layer's continuous representations:
    to keep the most information; the barycenter moves the representations the least, which is what
    the layers after the erased one read;
 4. a representation ``x`` of group ``z`` goes to its nearest centroid ``i`` and is replaced by the
-   centroid ``j`` drawn from ``pi_z[i, :] / P_z[i]`` (:func:`transport_kernels`; a seeded draw, so the same
-   batch always gives the same output).
+   centroid ``j`` drawn from ``pi_z[i, :] / P_z[i]`` (:func:`transport_kernels`), by a uniform number
+   hashed from the input itself and the stored seed (:func:`input_uniforms`), so the same input always
+   gets the same output, whatever batch it comes in.
 
 What it needs, and so what it promises: the map is class-conditional, so **the attribute of every
 input must be given at inference** (:func:`attribute_given`); a forward pass without it raises
@@ -156,8 +157,8 @@ class CouplingEraser(nn.Module):
 def couple(x: torch.Tensor, attribute: torch.Tensor, centroids: torch.Tensor, kernels: torch.Tensor,
            values: torch.Tensor, seed: int) -> torch.Tensor:
     """Replace each row of ``x`` (``[n, d]``) by the centroid drawn from its group's kernel row at its
-    nearest centroid; ``attribute`` (``[n]``) gives each row's group by its value. The draw is seeded by
-    ``seed``: the same batch gives the same output."""
+    nearest centroid; ``attribute`` (``[n]``) gives each row's group by its value. The draw reads
+    :func:`input_uniforms`: the same row, the same output, in any batch."""
     if x.ndim != 2 or x.shape[-1] != centroids.shape[1]:
         raise ValueError(f"the eraser takes [batch, {centroids.shape[1]}] outputs, the layer gave {tuple(x.shape)}")
     attribute = torch.as_tensor(attribute, device=x.device).long().reshape(-1)
@@ -170,9 +171,25 @@ def couple(x: torch.Tensor, attribute: torch.Tensor, centroids: torch.Tensor, ke
                               f"the eraser was fitted on ({values.tolist()})")
     group = matches.float().argmax(dim=1)
     cell = torch.cdist(x.float(), centroids.to(x.device)).argmin(dim=1)
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    drawn = torch.multinomial(kernels.to(x.device)[group, cell], 1, generator=generator).squeeze(1)
+    rows = kernels.to(x.device)[group, cell]
+    uniform = input_uniforms(x, seed).to(rows.dtype)
+    drawn = torch.searchsorted(rows.cumsum(dim=1), uniform.unsqueeze(1)).squeeze(1).clamp_max(rows.shape[1] - 1)
     return centroids.to(x.device, x.dtype)[drawn]
+
+
+def input_uniforms(x: torch.Tensor, seed: int, *, resolution: float = 0.01) -> torch.Tensor:
+    """One number in [0, 1) per row of ``x`` (``[n, d]``), a function of that row (on a grid of
+    ``resolution``) and ``seed`` alone: a seeded integer hash of the row's grid point, so the float noise
+    of another batch size in the layers before does not change it (it would have to cross a grid line),
+    and the same row gets the same number in any batch, on any device."""
+    modulus = 2_147_483_647  # a prime
+    generator = torch.Generator().manual_seed(int(seed))
+    weights = torch.randint(1, modulus, (x.shape[1],), generator=generator, dtype=torch.int64).to(x.device)
+    grid = torch.round(x.detach().to(torch.float64) / resolution).to(torch.int64) % modulus
+    hashed = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    for column in range(x.shape[1]):  # (a * b) % p stays below 2**62: no int64 overflow
+        hashed = (hashed + grid[:, column] * weights[column] % modulus) % modulus
+    return hashed.to(torch.float64) / modulus
 
 
 def coupling_erasers(model: nn.Module) -> list[CouplingEraser]:

@@ -106,6 +106,13 @@ def test_the_served_model_refuses_inputs_without_their_attribute():
     with attribute_given(coupled, digits[:10] % 2):
         first, second = coupled(inputs[:10]), coupled(inputs[:10])
     assert torch.equal(first, second)  # the coupling's draws are seeded: the same batch, the same output
+    # and an input's output does not depend on the batch it comes in (its position, its neighbours)
+    order = torch.arange(9, -1, -1)
+    with attribute_given(coupled, (digits[:10] % 2)[order]):
+        reversed_batch = coupled(inputs[:10][order])
+    with attribute_given(coupled, digits[3:4] % 2):
+        alone = coupled(inputs[3:4])
+    assert torch.allclose(reversed_batch, first[order], atol=1e-5) and torch.allclose(alone, first[3:4], atol=1e-5)
     with pytest.raises(AttributeNeeded):  # the attribute is given for the block only
         coupled(inputs[:10])
     with pytest.raises(ValueError, match="already has a class-conditional"):
