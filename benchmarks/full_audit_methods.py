@@ -25,6 +25,27 @@ the floor) are the controls. The last stdout line is one JSON object.
 
     python benchmarks/full_audit_methods.py                          # 16 runs a side: hours on 2 busy cores
     python benchmarks/full_audit_methods.py --runs 2 --train-records 800 --epochs 10 --forget canary  # ~20 min
+
+``--setting mixed`` runs the same audit in the setting of benchmarks/audit_memorised_settings.py in
+which a model retrained without the records PASSes (17 of 20 seeds there): ``--inputs mixed
+--canaries 600 --forget 10 --width 1024 --label-smoothing 0.1``, its data, original and 32 audit
+shadow models built by that script's ``replicate`` (600 uniform-noise images with random labels added
+to scikit-learn's digits before the random 1,300 / 1,097 split; 10 of the training ones forgotten; a
+64-1024-10 MLP, 60 epochs, Adam 3e-3, label smoothing 0.1, for every model). Each ``--seeds`` is its own
+replicate (split, images, original, audit shadows); the ``--method-pairs`` method shadows, the further
+originals and the retrained models are trained alike by :class:`MixedRecipe`. ``--forget``,
+``--train-records``, ``--hidden``, ``--epochs`` and ``--audit-pairs`` belong to the MNIST setting and
+are ignored. Time is also stated as CPU time and with the replacement after the purge charged: the
+shadow models the method read that held a forgotten record must be retrained without it.
+
+``--ulira-with-method-shadows``: the audit does not run U-LiRA for a method that reads shadow models
+(run on a shadow it would read the shadows it is compared with); here the method reads only its own
+method shadows, so U-LiRA can run on the audit shadows, and such a row also states the verdict with it
+(``with_ulira_on_method_shadows``; not the platform's verdict). The equivalence margins carry the
+plan's alpha (``planned_alpha_share``), as the runner's do.
+
+    nice -n 10 python benchmarks/full_audit_methods.py --setting mixed --seeds 2 --runs 2 --threads 1 \
+        --methods finetune,oracle_matching,dmm --model-cache .data/mixed-models   # a few minutes a seed
 """
 
 from __future__ import annotations
@@ -67,7 +88,7 @@ from audits.checks.klom import klom, margins  # noqa: E402
 from audits.checks.membership import fit_shadow_reference  # noqa: E402
 from audits.checks.registry import run_checks  # noqa: E402
 from audits.checks.signals import standardise_on_held_out as standardise  # noqa: E402
-from audits.checks.verdict import final_verdict, with_family_alpha  # noqa: E402
+from audits.checks.verdict import final_verdict, planned_alpha_share, with_family_alpha  # noqa: E402
 from audits.forget_references import (  # noqa: E402
     BUDGET_FIELDS,
     PROBE_OTHERS,
@@ -99,6 +120,10 @@ from workers.unlearning.methods import load_all_methods  # noqa: E402
 CANARIES = 25
 DEFAULT_METHODS = "finetune,dmm,oracle_matching,laf,data_free_class"
 DEVICE = "cpu"
+SETTINGS = ("mnist", "mixed")
+# audit_memorised_settings.py's mixed setting in which a retrained model PASSes (its options).
+MIXED = {"inputs": "mixed", "canaries": 600, "forget": 10, "width": 1024, "epochs": 60, "steps": 0, "lr": 3e-3,
+         "label_smoothing": 0.1, "weight_decay": 0.0, "duplicates": 1}
 
 
 def parse_args() -> argparse.Namespace:
@@ -114,7 +139,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--method-pairs", type=int, default=4)
     parser.add_argument("--method-config", default="{}", help='JSON: method -> config, e.g. {"dmm": {"epochs": 50}}')
     parser.add_argument("--threads", type=int, default=2)
-    return parser.parse_args()
+    parser.add_argument("--setting", choices=SETTINGS, default="mnist",
+                        help="mnist (default): MNIST canaries / class; mixed: audit_memorised_settings.py's mixed "
+                             "setting, where a retrained model can PASS")
+    parser.add_argument("--seeds", type=int, default=2, help="mixed: replicates (own split, original, shadows)")
+    parser.add_argument("--ulira-with-method-shadows", action="store_true",
+                        help="also audit dmm / oracle_matching with U-LiRA run on the audit shadows, the method "
+                             "reading its own shadows (the audit skips U-LiRA for them); reported beside the verdict")
+    parser.add_argument("--first-seed", type=int, default=0, help="mixed: the first replicate's seed")
+    parser.add_argument("--model-cache", type=Path, default=None,
+                        help="mixed: keep the replicate's original and audit shadows (safetensors) here and load "
+                             "them when present (planted_audit.use_model_cache)")
+    args = parser.parse_args()
+    if args.runs < 1 or args.seeds < 1 or args.method_pairs < 2:
+        parser.error("--runs and --seeds must be at least 1, --method-pairs at least 2")
+    return args
 
 
 def main() -> None:
@@ -123,6 +162,9 @@ def main() -> None:
     load_all_methods()
     methods = [m for m in args.methods.split(",") if m]
     configs = json.loads(args.method_config)
+    if args.setting == "mixed":
+        run_mixed(args, methods, configs)
+        return
     recipe_config = {"architecture": {"name": "mlp", "config": {"in_features": 784, "num_classes": 10,
                                                                   "hidden": [args.hidden], "input_norm": "none"}},
                      "batch_size": 64, "lr": 3e-3, "epochs": args.epochs}
@@ -167,7 +209,8 @@ def main() -> None:
                        else [k for k in keys if labels[k] == FORGET_CLASS and k not in set(canaries)])
         applicable = [m for m in methods if forget_set == "class" or not METHOD_SPECS.get(m).whole_class_only]
         results[forget_set] = run_forget_set(forget_set, forget_keys, train, test, labels, recipe, originals,
-                                             audit_shadows, method_shadows, applicable, configs, args.runs, started)
+                                             audit_shadows, method_shadows, applicable, configs, args.runs, started,
+                                             args.ulira_with_method_shadows)
     print(json.dumps({"benchmark": "full_audit_methods", "train_records": len(train), "runs": args.runs,
                       "audit_shadows": 2 * args.audit_pairs, "method_shadows": 2 * args.method_pairs,
                       "epochs": args.epochs, "hidden": args.hidden, "load_average_1min_at_start": round(load, 2),
@@ -175,14 +218,133 @@ def main() -> None:
                       "forget_sets": results}, default=float))
 
 
+class MixedRecipe:
+    """The mixed setting's training (audit_memorised_settings.py's ``mlp`` and ``train``, as its
+    ``replicate`` trains the original and the shadows) behind the recipe calls this benchmark and
+    ``ShadowModels`` make: ``MixedRecipe(config).train(records).model``; ``config`` is :data:`MIXED`'s
+    training options and the model's ``seed``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.options = dict(config)
+        self.config = SimpleNamespace(to_dict=lambda: dict(self.options))
+
+    def train(self, records) -> SimpleNamespace:
+        import audit_memorised_settings as memorised
+
+        o = self.options
+        x = torch.stack([records[i][1] for i in range(len(records))])
+        y = torch.stack([records[i][2] for i in range(len(records))])
+        model = memorised.train(memorised.mlp(o["width"], o["seed"]), x, y, o["epochs"], seed=o["seed"], lr=o["lr"],
+                                label_smoothing=o["label_smoothing"], weight_decay=o["weight_decay"])
+        return SimpleNamespace(model=model)
+
+
+def run_mixed(args: argparse.Namespace, methods: list[str], configs: dict) -> None:
+    """The full audit per method in audit_memorised_settings.py's mixed setting, one replicate per
+    seed (its split, noise images, forget set, original and 32 audit shadows from ``replicate``);
+    prints a table per seed, one over the seeds and, last, the JSON line."""
+    import audit_memorised_settings as memorised
+
+    from tests.audits.checks import planted_audit as planted
+
+    planted.use_model_cache(args.model_cache)
+    setting = argparse.Namespace(**MIXED)
+    training = {k: MIXED[k] for k in ("width", "epochs", "lr", "label_smoothing", "weight_decay")}
+    load = os.getloadavg()[0]
+    print(f"# Full audit per method, mixed setting (audit_memorised_settings.py --inputs mixed --canaries "
+          f"{MIXED['canaries']} --forget {MIXED['forget']} --width {MIXED['width']} --label-smoothing "
+          f"{MIXED['label_smoothing']}): seeds {args.first_seed}-{args.first_seed + args.seeds - 1}; {args.runs} runs "
+          f"a side; {planted.SHADOWS} audit shadows, {2 * args.method_pairs} method shadows; load {load:.1f} on "
+          f"{os.cpu_count()} CPUs, {args.threads} torch thread(s)", flush=True)
+    started = time.perf_counter()
+    per_seed: dict[str, dict] = {}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        rep, _ = memorised.replicate(seed, setting)
+        torch.set_num_threads(args.threads)  # replicate sets one thread
+        train = TensorRecordDataset(rep.keys, rep.x, rep.y)
+        test = TensorRecordDataset([f"s{seed}-t{i:04d}" for i in range(len(rep.yt))], rep.xt, rep.yt)
+        labels = {key: int(target) for key, _, target in train}
+        audit_shadows = [SimpleNamespace(index=i, model=model, members=frozenset(
+            k for k, held in zip(rep.keys, rep.shadow_members[i], strict=True) if held))
+            for i, model in enumerate(rep.shadows)]
+
+        def recipe(model_seed: int, seed: int = seed) -> MixedRecipe:
+            # Apart from replicate's seeds (seed * 1000 + 100,000 + up to 500).
+            return MixedRecipe({**training, "seed": 10_000_000 + 100_000 * seed + model_seed})
+
+        method_shadows = ShadowModels(recipe(0), train, pairs=args.method_pairs, seed=1)
+        originals = [rep.original] + [recipe(i).train(train).model.eval() for i in range(2, args.runs + 1)]
+        print(f"  seed {seed}: replicate ready ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        forget_keys = [rep.keys[i] for i in rep.canaries]
+        per_seed[str(seed)] = run_forget_set(f"mixed, seed {seed}", forget_keys, train, test, labels, recipe,
+                                             originals, audit_shadows, method_shadows, methods, configs, args.runs,
+                                             started, args.ulira_with_method_shadows)
+    summary = mixed_summary(per_seed)
+    print_mixed_summary(summary, len(per_seed))
+    print(json.dumps({"benchmark": "full_audit_methods", "setting": "mixed", "options": MIXED, "runs": args.runs,
+                      "seeds": list(per_seed), "audit_shadows": planted.SHADOWS,
+                      "method_shadows": 2 * args.method_pairs, "method_config": configs,
+                      "load_average_1min_at_start": round(load, 2), "load_average_at_end": list(os.getloadavg()),
+                      "cpus": os.cpu_count(), "threads": args.threads,
+                      "wall_seconds": round(time.perf_counter() - started, 1), "summary": summary,
+                      "per_seed": per_seed}, default=float))
+
+
+def mixed_summary(per_seed: dict[str, dict]) -> dict[str, dict]:
+    """Per row label over the seeds: the verdict counts, the checks that did not PASS (with the number
+    of seeds), the mean accuracies and time fractions, and each seed's verdict."""
+    labels = list(next(iter(per_seed.values()))["rows"])
+    summary: dict[str, dict] = {}
+    for label in labels:
+        rows = [result["rows"][label] for result in per_seed.values()]
+        not_pass: dict[str, int] = {}
+        for r in rows:
+            for check, verdict in r["checks"].items():
+                if verdict not in ("PASS", "NOT_APPLICABLE"):
+                    not_pass[f"{check} {verdict}"] = not_pass.get(f"{check} {verdict}", 0) + 1
+        with_ulira = [r["with_ulira_on_method_shadows"] for r in rows if "with_ulira_on_method_shadows" in r]
+        summary[label] = {
+            "with_ulira_on_method_shadows": {
+                "per_seed": [w["verdict"] for w in with_ulira],
+                "unlearning_lira": [w["checks"].get("unlearning_lira", "-") for w in with_ulira]} if with_ulira else None,
+            "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in ("PASS", "FAIL", "INCONCLUSIVE")},
+            "per_seed": [r["verdict"] for r in rows], "not_pass": not_pass,
+            **{k: float(np.mean([r[k] for r in rows])) for k in (
+                "forget_accuracy", "retain_accuracy", "test_accuracy", "time_fraction", "time_fraction_method_only",
+                "cpu_time_fraction_method_only", "time_fraction_per_purge")},
+        }
+    return summary
+
+
+def print_mixed_summary(summary: dict[str, dict], seeds: int) -> None:
+    print(f"\n## Over {seeds} seed(s): mixed setting, 10 noise images forgotten\n")
+    print("| method | full audit (PASS / FAIL / INCONCLUSIVE) | checks that did not PASS (seeds) | forget acc "
+          "| retain acc | test acc | time / retrain: method only (CPU) | with the shadows it read | per purge "
+          "(method + replacing its shadows that held a record) | with U-LiRA on the method's shadows |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, r in summary.items():
+        v = r["verdicts"]
+        failing = ", ".join(f"{c} ({n})" for c, n in sorted(r["not_pass"].items())) or "-"
+        w = r["with_ulira_on_method_shadows"]
+        ulira = "-" if w is None else (f"{sum(v == 'PASS' for v in w['per_seed'])} PASS of {len(w['per_seed'])} "
+                                       f"(U-LiRA: {', '.join(w['unlearning_lira'])})")
+        print(f"| {label} | {v['PASS']} / {v['FAIL']} / {v['INCONCLUSIVE']} ({', '.join(r['per_seed'])}) "
+              f"| {failing} | {r['forget_accuracy']:.3f} | {r['retain_accuracy']:.3f} | {r['test_accuracy']:.3f} "
+              f"| {r['time_fraction_method_only']:.2f} ({r['cpu_time_fraction_method_only']:.2f}) "
+              f"| {r['time_fraction']:.2f} | {r['time_fraction_per_purge']:.2f} | {ulira} |")
+    sys.stdout.flush()
+
+
 def run_forget_set(name, forget_keys, train, test, labels, recipe, originals, audit_shadows, method_shadows,
-                   methods, configs, runs, started) -> dict:
+                   methods, configs, runs, started, ulira_with_method_shadows: bool = False) -> dict:
     forget_keys = sorted(forget_keys)
     forget, retain = train.subset(forget_keys), train.without(forget_keys)
-    retrain_started = time.perf_counter()
+    retrain_started, retrain_cpu_started = time.perf_counter(), time.process_time()
     references = [recipe(1000 + i).train(retain).model.eval() for i in range(1, runs + 1)]
-    retrain_seconds = (time.perf_counter() - retrain_started) / runs
     floor = [recipe(2000 + i).train(retain).model.eval() for i in range(1, runs + 1)]
+    # One retrain's time: the mean over both sets of retrained models (a shared machine's load varies).
+    retrain_seconds = (time.perf_counter() - retrain_started) / (2 * runs)
+    retrain_cpu = (time.process_time() - retrain_cpu_started) / (2 * runs)
     print(f"  {name}: retrained models ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     scale = AuditScale(forget_keys, train, test, retain, audit_shadows, labels)
     reference_margins = np.stack([forget_margins(m, forget) for m in references])
@@ -190,13 +352,23 @@ def run_forget_set(name, forget_keys, train, test, labels, recipe, originals, au
 
     rows: dict[str, dict] = {}
 
-    def row(label: str, models: list, seconds: float, method: str | None, method_seconds: float = 0.0) -> None:
+    def row(label: str, models: list, seconds: float, method: str | None, method_seconds: float = 0.0,
+            method_cpu: float = 0.0, replacement_seconds: float = 0.0) -> None:
         unlearned_margins = np.stack([forget_margins(m, forget) for m in models])
         quality = forgetting_quality(record_ids=forget_keys, unlearned_signals=np.stack(
             [forget_losses(m, forget) for m in models]), retrained_signals=reference_losses,
             higher_is_member=False, signal="loss")
-        verdict, checks = scale.audit(models[0], originals[0], method=method, config=configs.get(method or "", {}),
-                                      references=floor, forget_set=name)
+        config = configs.get(method or "", {})
+        verdict, checks = scale.audit(models[0], originals[0], method=method, config=config, references=floor,
+                                      forget_set=name)
+        extra = {}
+        if ulira_with_method_shadows and method is not None and method_shadows.needed(method):
+            # The audit does not run U-LiRA for a method that reads shadow models; here it runs with the
+            # method reading its own shadows (never the audit's), to see whether the other checks agree.
+            with_ulira, _ = scale.audit(models[0], originals[0], method=method, config=config, references=floor,
+                                        forget_set=name, ulira_context=method_shadows.context(method))
+            extra = {"with_ulira_on_method_shadows": {"verdict": with_ulira.verdict.value,
+                                                      "checks": dict(with_ulira.checks), "reason": with_ulira.reason}}
         rows[label] = {
             "verdict": verdict.verdict.value, "checks": dict(verdict.checks), "reason": verdict.reason,
             "forgetting_quality": quality.score, "forgetting_quality_verdict": quality.verdict.value,
@@ -204,24 +376,47 @@ def run_forget_set(name, forget_keys, train, test, labels, recipe, originals, au
             "forget_accuracy": accuracy(models[0], forget), "retain_accuracy": accuracy(models[0], retain),
             "test_accuracy": accuracy(models[0], test), "time_fraction": seconds / retrain_seconds,
             "time_fraction_method_only": method_seconds / retrain_seconds,
+            "cpu_time_fraction_method_only": method_cpu / retrain_cpu,
+            "time_fraction_per_purge": (method_seconds + replacement_seconds) / retrain_seconds, **extra,
         }
         print(f"  {name}: {label} audited: {rows[label]['verdict']} ({time.perf_counter() - started:.0f} s)",
               file=sys.stderr, flush=True)
 
     row("none", originals, 0.0, None)
-    row("retrain", floor, retrain_seconds, None, retrain_seconds)
+    row("retrain", floor, retrain_seconds, None, retrain_seconds, retrain_cpu)
     for method in methods:
-        models, seconds = [], 0.0
+        models, seconds, cpu = [], 0.0, 0.0
         for i, original in enumerate(originals, start=1):
             context = method_shadows.context(method)
+            cpu_started = time.process_time()
             model, result = METHODS.get(method)({**configs.get(method, {}), "seed": i}).unlearn(
                 original, DataLoader(forget, batch_size=64, collate_fn=collate_records),
                 DataLoader(retain, batch_size=64, shuffle=True, collate_fn=collate_records), **context)
+            cpu += time.process_time() - cpu_started
             models.append(model.eval())
             seconds += result.wall_seconds
-        row(method, models, seconds / runs + method_shadows.seconds_for(method), method, seconds / runs)
+        read_seconds, replacement_seconds = shadow_charges(method_shadows, method, configs.get(method, {}),
+                                                           forget_keys)
+        row(method, models, seconds / runs + read_seconds, method, seconds / runs, cpu / runs, replacement_seconds)
     print_table(name, len(forget_keys), rows)
     return {"forget_records": len(forget_keys), "retrain_seconds": retrain_seconds, "rows": rows}
+
+
+def shadow_charges(method_shadows: ShadowModels, method: str, config: dict,
+                   forget_keys: list[str]) -> tuple[float, float]:
+    """Seconds charged to ``method`` for the method shadow models: the training of those it read
+    (its ``shadow_share`` of the pairs), and their replacement after the purge (those it read that
+    trained on a forgotten record hold it, so they are purged and retrained without it, as the audit's
+    own are). Each model at the mean training time of the method shadows; (0, 0) for a method that
+    reads none."""
+    if not method_shadows.needed(method) or not method_shadows.references:
+        return 0.0, 0.0
+    from workers.unlearning.references import shadow_split
+
+    read = shadow_split(method_shadows.references, float(config.get("shadow_share", 0.5))).method
+    holding = sum(1 for reference in read if reference.members & set(forget_keys))
+    each = method_shadows.seconds / len(method_shadows.references)
+    return len(read) * each, holding * each
 
 
 class AuditScale:
@@ -242,7 +437,10 @@ class AuditScale:
         self.shadow_test_z = np.array([standardise(te, te)[0] for te in self.shadow_test])
         self.reference = fit_shadow_reference(self.shadow_z, self.shadow_in, nonmember_shadow_scores=self.shadow_test_z)
 
-    def audit(self, unlearned, original, *, method: str | None, config: dict, references: list, forget_set: str):
+    def audit(self, unlearned, original, *, method: str | None, config: dict, references: list, forget_set: str,
+              ulira_context: dict | None = None):
+        """The audit's verdict and checks for ``unlearned``; ``ulira_context``: the context (method
+        shadows) with which U-LiRA runs a method that reads shadow models, which the audit itself skips."""
         f_after, _, _ = _scores_and_accuracy(unlearned, self.forget_ds, DEVICE)
         r_after, _, retain_acc = _scores_and_accuracy(unlearned, self.retain_ds, DEVICE)
         t_after, _, test_acc = _scores_and_accuracy(unlearned, self.test_ds, DEVICE)
@@ -252,7 +450,7 @@ class AuditScale:
         f_after_z, f_before_z = standardise(f_after, t_after)[0], standardise(f_before, t_before)[0]
         ulira = ulira_retain = None
         if method is not None:
-            ulira, _ = self._ulira(method, config, f_after_z)
+            ulira, _ = self._ulira(method, config, f_after_z, ulira_context)
             ulira_retain = ulira.pop("retain", None) if ulira is not None else None
         attacked_forget, attacked_test, signal = _attack_scores(f_after, t_after, self.raw_shadow, self.shadow_in,
                                                                 self.shadow_test)
@@ -264,7 +462,8 @@ class AuditScale:
         evidence = ClassifierEvidence(
             record_ids=tuple(self.forget_keys), forget_scores=f_after_z, original_forget_scores=f_before_z,
             shadow_reference=self.reference,
-            equivalence_margins=DeclaredMargins.symmetric(DEFAULT_MARGIN, declared_by="the platform default"),
+            equivalence_margins=DeclaredMargins.symmetric(DEFAULT_MARGIN, declared_by="the platform default",
+                                                          alpha=planned_alpha_share("classifier")),
             attack_forget_scores=attacked_forget, attack_nonmember_scores=attacked_test, attack_signal=signal,
             retain_scores=r_after, original_retain_scores=r_before, nonmember_scores=t_after,
             original_nonmember_scores=t_before,
@@ -280,9 +479,10 @@ class AuditScale:
         checks = run_checks(with_family_alpha(evidence, level=FAMILY_ALPHA))
         return final_verdict(guarantee_class="approximate", checks=checks), checks
 
-    def _ulira(self, method: str, config: dict, target_z):
-        """U-LiRA exactly as the audit runs it (audits.unlearned_shadows), the shadows held in memory."""
-        if METHOD_SPECS.get(method).needs:
+    def _ulira(self, method: str, config: dict, target_z, context: dict | None = None):
+        """U-LiRA exactly as the audit runs it (audits.unlearned_shadows), the shadows held in memory;
+        a method that reads shadow models runs only with ``context`` (its own shadows)."""
+        if METHOD_SPECS.get(method).needs and context is None:
             return None, {"ran": False}  # the audit does not run a method that reads shadows on a shadow
         def unlearn_shadow(unlearning, run, held_keys, *, train, seed_offset, device, progress, before=None):
             retain = sorted(k for k in run.members if k not in set(held_keys))
@@ -292,7 +492,7 @@ class AuditScale:
             model, _ = METHODS.get(unlearning["method"])(cfg).unlearn(
                 run.model, DataLoader(train.subset(sorted(held_keys)), batch_size=64, collate_fn=collate_records),
                 DataLoader(train.subset(retain), batch_size=64, collate_fn=collate_records), device=device,
-                progress=progress)
+                progress=progress, **(context or {}))
             return model.eval(), set(run.members), measured
 
         unlearned_shadows._unlearned_shadow = unlearn_shadow
