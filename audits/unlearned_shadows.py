@@ -45,6 +45,7 @@ def audited_method(job, new) -> dict:
     as a result): then there is no method to run."""
     from workers.models import Job, JobKind
     from workers.unlearning.catalogue import CLASSIFIER, METHOD_SPECS, REGRESSOR
+    from workers.unlearning.references import SHADOW_REFERENCES
 
     producer = Job.objects.filter(result_version=new, kind=JobKind.UNLEARN).first()
     if producer is None:
@@ -54,11 +55,27 @@ def audited_method(job, new) -> dict:
     if producer.method not in METHOD_SPECS or METHOD_SPECS.get(producer.method).kind not in (CLASSIFIER, REGRESSOR):
         return {"not_run": f"the method {producer.method!r} is not an approximate method for classifiers or "
                            "regressors"}
-    if METHOD_SPECS.get(producer.method).needs:
-        # Run on a shadow, it would read the very shadow models its result is compared with.
-        return {"not_run": f"the method {producer.method!r} reads the lineage's shadow models itself, so the "
-                           "shadows cannot also test it"}
-    return {"method": producer.method, "config": dict(producer.config or {}), "job": producer.id}
+    audited = {"method": producer.method, "config": dict(producer.config or {}), "job": producer.id}
+    if SHADOW_REFERENCES in METHOD_SPECS.get(producer.method).needs:
+        # A method that reads shadow models (oracle matching, DMM) reads the same ones on each audit
+        # shadow as it did for the request: its split is by pair number, and the audit's shadows (those
+        # it unlearns here and compares with) are the others (audits.runner.shadows_not_read_by_the_method).
+        audited["references_from"] = producer.source_version_id
+    return audited
+
+
+def method_context(unlearning: dict, cache: dict) -> dict:
+    """The context the audited method needs on a shadow: for a method that reads shadow models, the
+    lineage's shadow models of the version it unlearned (``references``, listed once into ``cache``;
+    a model's weights load when the method reads it)."""
+    if not unlearning.get("references_from"):
+        return {}
+    if "references" not in cache:
+        from models_registry.models import ModelVersion
+        from workers.runners.shadow import shadow_references
+
+        cache["references"] = shadow_references(version=ModelVersion.objects.get(pk=unlearning["references_from"]))
+    return {"references": cache["references"]}
 
 
 def plan_unlearned_shadows(shadow_in: np.ndarray, *, cap: int) -> list[int]:
@@ -120,6 +137,7 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
     stopped = None
     run_seconds: list[float] = []
     retain_auc: list[tuple[float, float, int]] = []  # (before, after, kept records scored) per run
+    context_cache: dict = {}  # the lineage's shadow models, for a method that reads them (loaded once)
     for n, index in enumerate(order):
         elapsed = time.perf_counter() - started
         if runs and elapsed + elapsed / len(runs) > budget_seconds:
@@ -130,7 +148,7 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
         try:
             model, members, retain_before = _unlearned_shadow(
                 unlearning, shadows[index], [k for k, h in zip(forget_keys, held[index], strict=True) if h],
-                train=train, seed_offset=index, device=device,
+                train=train, seed_offset=index, device=device, context_cache=context_cache,
                 before=None if retain_ds is None else (lambda m: score(m, retain_ds)),
                 progress=lambda _stage, f, n=n, stage=stage: progress(stage, 0.7 + 0.05 * (n + f) / len(order)))
         except (ValueError, FloatingPointError) as exc:  # refused this shadow's data, or diverged on it: say so
@@ -161,6 +179,8 @@ def unlearned_shadow_runs(*, unlearning: dict, shadows: Sequence, shadow_in: np.
     section = {
         "ran": True, "design": DESIGN, "method": unlearning["method"], "method_config": unlearning["config"],
         "unlearning_job": unlearning.get("job"),
+        "method_read": ("the shadow models it read for the request (by pair number), never those it is run on or "
+                        "compared with here" if unlearning.get("references_from") else "no shadow model"),
         "seeds": "the job's config with a seed of its own per shadow (the config's seed + 1 + the shadow's index)",
         "unlearned_shadows": len(runs), "in_shadows": int(held.any(axis=1).sum()), "planned": len(order), "cap": cap,
         "budget_seconds": budget_seconds, "seconds": seconds, "stopped": stopped,
@@ -194,12 +214,12 @@ def _retain_exposure(before: np.ndarray, after: np.ndarray, retain_ds, members: 
 
 
 def _unlearned_shadow(unlearning: dict, run, held_keys: list[str], *, train, seed_offset: int, device: str,
-                      progress, before: Callable | None = None):
+                      progress, before: Callable | None = None, context_cache: dict | None = None):
     """The shadow of ``run``, loaded from the store, unlearned of ``held_keys`` by the audited
     method (retain: the rest of its membership); in memory only. ``progress`` is the method's (the
     job's heartbeat, and its cancellation); ``before(model)``, when given, is computed on the shadow
-    as trained, before the method runs. Out: (the unlearned model, the shadow's membership keys,
-    ``before``'s value or None)."""
+    as trained, before the method runs; ``context_cache`` keeps what :func:`method_context` loaded
+    between shadows. Out: (the unlearned model, the shadow's membership keys, ``before``'s value or None)."""
     from torch.utils.data import DataLoader
 
     from models_registry.models import ArtifactKind, ArtifactStatus, StoredArtifact
@@ -224,7 +244,7 @@ def _unlearned_shadow(unlearning: dict, run, held_keys: list[str], *, train, see
     model, _ = method.unlearn(
         shadow.model, DataLoader(train.subset(sorted(forget)), batch_size=LOADER_BATCH, collate_fn=collate_records),
         DataLoader(train.subset(retain), batch_size=LOADER_BATCH, shuffle=False, collate_fn=collate_records),
-        device=device, progress=progress)
+        device=device, progress=progress, **method_context(unlearning, context_cache))
     return model.eval(), members, measured
 
 
@@ -276,6 +296,8 @@ def ulira_notes(section: dict | None) -> list[str]:
              f"{section['unlearned_per_record']['max']} per record, against {section['out_per_record']['min']}-"
              f"{section['out_per_record']['max']} that never saw it) in {section['seconds']} s; "
              f"{section['storage']}."]
+    if section.get("method_read", "no shadow model") != "no shadow model":
+        notes.append(f"The method reads shadow models itself: on each shadow it read {section['method_read']}.")
     if section.get("stopped"):
         notes.append(f"U-LiRA ran on fewer shadow models than planned: {section['stopped']}.")
     exposure = section.get("retain_exposure") or {}

@@ -142,6 +142,35 @@ def test_the_method_is_rerun_on_the_shadows_and_a_method_that_leaves_the_records
     assert not any(r.startswith("unlearning_lira") for r in sound["verdict"]["reasons"])
 
 
+def test_a_method_that_reads_shadow_models_is_rerun_on_the_audit_shadows_with_the_ones_it_read(settings):
+    # Oracle matching reads the lowest half of the shadow pairs; the audit calibrates with the other half
+    # and now also runs the method on those of them that held the records (it did not run at all before).
+    from workers.datasets.reference import materialise_reference, plant_canaries
+
+    settings.AUDIT_ULIRA_SECONDS = 600
+    canary_keys = set(plant_canaries(materialise_reference("breast_cancer", settings.DATASET_ROOT),
+                                     kind="mislabel", count=CANARIES, seed=0))
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name="bc-ulira-oracle", recipe="plain")
+    original = _run(model_train(model=model, dataset=dataset, enqueue=False,
+                                recipe_config=MEMORISING_MLP)).result_version
+    _run(shadow_models_train(version=original, count=SHADOWS, enqueue=False))
+    records = list(DataRecord.objects.filter(dataset=dataset, external_key__in=canary_keys).order_by("id")
+                   .values_list("id", flat=True))[:CANARIES // 2]
+    version = _unlearn(model, original, records, "oracle_matching", {"epochs": 5})
+    read = Job.objects.get(result_version_id=version).result["unlearning"]["details"]["shadow_split"]
+    audit = _audit(model, original, records, version)
+    section = audit["unlearning_lira"]
+    assert section["ran"] and section["method"] == "oracle_matching", section.get("why")
+    assert section["method_read"].startswith("the shadow models it read for the request")
+    # Run on the audit's shadows only (half of the pairs: each canary IN in 2 of them), never those it read.
+    assert 0 < section["unlearned_shadows"] <= len(read["audit_shadow_indices"]) == SHADOWS // 2
+    assert section["unlearned_per_record"] == {"min": SHADOWS // 4, "max": SHADOWS // 4}
+    # Too few runs per record for U-LiRA's per-record test at 8 shadows: INCONCLUSIVE, naming it.
+    ulira = _check(audit, "unlearning_lira")
+    assert ulira["verdict"] == "INCONCLUSIVE" and "fewer than 4 unlearned or OUT shadows" in ulira["reason"]
+
+
 def test_only_an_approximate_result_runs_the_method_on_the_shadows():
     from audits.runner import _ulira_method
 
