@@ -203,6 +203,9 @@ def run_audit_job(job: Job, progress) -> dict:
     device = str(select_device())
     progress("loading models", 0.02)
     original = load_run(store, source.artifact_sha256)
+    # A class-conditional concept eraser (pef_coupling) needs each input's attribute, which the audit does not
+    # have: the original is scored on its weights, the eraser taken off (the audit's JSON says so).
+    original_erasers_detached = _class_conditional_erasers_detached(original.model)
     unlearned = load_run(store, new.artifact_sha256)
     if unlearned.tokenizer is not None:
         checks, audit, suppression = _language_model_evidence(original, unlearned, dataset, forget_keys,
@@ -218,6 +221,11 @@ def run_audit_job(job: Job, progress) -> dict:
                                              if source.model.task == "regression" and job.guarantee_class == "approximate"
                                              else partial(forget_reference_figures, job, source=source, new=new))
         suppression = None
+    if original_erasers_detached:
+        audit = {**audit, "original_erasers_detached": {
+            "layers": original_erasers_detached,
+            "why": (f"{source} serves a class-conditional concept eraser, which needs each input's attribute at "
+                    "inference; its before-figures are of its weights with the eraser taken off")}}
     if job.guarantee_class == "exact":
         progress("replaying the exact deletion", 0.75)
         replay = exact_replay_outcome(job=job, source=source, new=new, original=original, unlearned=unlearned,
@@ -285,6 +293,14 @@ def dp_bound_audit(job: Job) -> dict:
     }
     audit = jsonable(audit)
     return {"device": "cpu", "verdict": audit["verdict"]["verdict"], "purged": 0, "audit": audit}
+
+
+def _class_conditional_erasers_detached(model) -> list[str]:
+    """Take the concept erasers off ``model`` (in place) when one of them is class-conditional; the layers."""
+    from workers.unlearning.concept_coupling import coupling_erasers
+    from workers.unlearning.concept_erasure import erasers_detach
+
+    return erasers_detach(model) if model is not None and coupling_erasers(model) else []
 
 
 def _concept_audit(job: Job) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from deletion.concept_erasers import carried_eraser
 from deletion.deadlines import due_date
 from deletion.intake import _body_fingerprint, _same_body_or_conflict
 from deletion.models import DeletionRequest, LegalGround, ModelOutcome, RequestKind
@@ -139,6 +140,14 @@ def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, An
         if version.id in seen:
             raise ValidationFailed(f"{version} is named twice", field=f"models[{index}]")
         seen.add(version.id)
+        # The job starts from the version's current source; a class-conditional eraser there would run
+        # without its attribute while the new eraser is fitted, so the worker refuses it: refuse it here.
+        eraser = carried_eraser(version)
+        if eraser is not None and eraser.class_conditional:
+            raise ValidationFailed(f"{version} already serves {eraser.describe()}, which needs each input's "
+                                   "attribute at inference: a model takes no further concept erasure on top of a "
+                                   "class-conditional eraser; erase every attribute in one eraser from a version "
+                                   "without one", field=f"models[{index}]", code="class_conditional_eraser")
         model, layer = version.model, item.get("layer") or ""
         refusal = concept_erasure_refusal(task=model.task, recipe=_recipe_of(version),
                                           architecture=model.architecture, family=_family_name(model.architecture),

@@ -14,6 +14,7 @@ from django.utils import timezone
 from audits.checks.evidence import evidence_kind_of
 from audits.checks.registry import audit_cannot_confirm
 from audits.runner import older_copies_purge
+from deletion.concept_erasers import ERASER_DROP, concept_eraser_plan, held_only_by_eraser
 from deletion.concept_requests import concept_job_config
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
 from deletion.external_retrain import (
@@ -74,6 +75,8 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
     for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
         record_ids = versions[version.id].record_ids
         method, guarantee = plan_method(version=version, record_ids=record_ids)
+        if held_only_by_eraser(versions[version.id]):  # the weights never saw them: the eraser is taken off
+            method, guarantee = ERASER_DROP, "exact"
         # What the model is (a regressor is named so), and the evidence its audit builds (a regressor's
         # is a classifier's, on its squared error): what the plan can count on is read off the latter.
         model_kind = plan_model_kind(version)
@@ -112,6 +115,8 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "alternatives": alternatives + dp_alternatives + approximate,
             # Methods of the model's task that were considered and not offered, and why.
             "not_offered": not_offered,
+            # A concept eraser the version serves: fitted on how many of the records, kept or dropped.
+            "concept_eraser": concept_eraser_plan(version=version, method=method, record_ids=record_ids),
         })
     plan = derived_steps_planned(plan)  # derived children: re-derived from their parent's new version
     summary = {

@@ -9,6 +9,7 @@ from django.db.models import Avg
 from audits.checks.equivalence import DEFAULT_MARGIN, DeclaredMargins, equivalence_plan
 from audits.checks.registry import check_spec
 from audits.checks.verdict import planned_alpha_share
+from deletion.concept_erasers import carried_eraser, eraser_refusal
 from deletion.models import (
     DeletionRequest,
     ModelOutcome,
@@ -115,7 +116,8 @@ def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] 
     """Why the approximate ``method`` cannot unlearn ``record_ids`` from ``version``, in words for
     the plan and the DPO, or None when it can: it is no method for models of this task, the model's
     family refuses approximate methods, the recipe's storage would lose the weights it changes
-    (workers.training_catalogue.changed_weights_refusal), or it forgets whole classes only and the
+    (workers.training_catalogue.changed_weights_refusal), the version serves a concept eraser the method
+    cannot keep (deletion.concept_erasers.eraser_refusal), or it forgets whole classes only and the
     records are not every training record of one class (read from the dataset's labels, only for
     such a method and only with ``record_ids``)."""
     model = version.model
@@ -127,7 +129,8 @@ def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] 
         return (f"{method!r} unlearns {spec.task.replace('_', ' ')} models, not {model.task.replace('_', ' ')}; "
                 f"for this model: {fitting}")
     refused = approximate_method_refusal(method, model.architecture) or changed_weights_refusal(
-        method=method, recipe=_recipe_of(version))
+        method=method, recipe=_recipe_of(version)) or eraser_refusal(
+        carried_eraser(version), method=method, record_ids=record_ids)  # a concept eraser (deletion.concept_erasers)
     if refused:
         return refused
     if spec.whole_class_only and record_ids is not None:

@@ -295,6 +295,9 @@ def _model_entry(outcome) -> dict:
     keep_out = keep_out_note(outcome)
     if keep_out:
         verdict["notes"].append(keep_out)
+    eraser = concept_eraser_note(outcome)
+    if eraser:
+        verdict["notes"].append(eraser)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -365,6 +368,14 @@ def derived_model_note(outcome) -> str:
             f"{details.get('records_held_through_parent', 0)} record(s) held through the parent, "
             f"{details.get('records_held_directly', 0)} in its own training data. Class cap: "
             f"{details.get('class_cap')} (a child promises at most what its new parent does).")
+
+
+def concept_eraser_note(outcome) -> str:
+    """For a version that served a concept eraser (deletion.concept_erasers): what the plan said became of
+    it (kept, or not carried into the new version and why), in the plan step's words; "" for other models."""
+    step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+    eraser = step.get("concept_eraser")
+    return f"Concept eraser: {eraser['summary']}" if eraser else ""
 
 
 def keep_out_note(outcome) -> str:

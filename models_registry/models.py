@@ -447,3 +447,22 @@ class KeepOutSelection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version_id}: {self.record_id} -> {self.auxiliary_id} ({self.rank})"
+
+
+class ConceptFitRecord(models.Model):
+    """Concept-erasure lineage (workers.runners.concept): the eraser stored with ``version`` (LEACE's
+    means and whitening, the PEF coupling's centroids and cell shares) was fitted on the representations
+    of ``record``, so it is derived from that record's data, whether or not the record is in the
+    version's training membership (a test-split record may be labelled). Scoping follows it
+    (models_registry.selectors, ``via`` ``concept_eraser``) so that a person's request finds the eraser;
+    a version that keeps the eraser (an approximate unlearning of it) inherits its source's rows."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="concept_fit_records")
+    record = models.ForeignKey(DataRecord, on_delete=models.PROTECT, related_name="concept_fits")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "record"], name="concept_fit_record_unique")]
+        indexes = [models.Index(fields=["record"], name="concept_fit_record_record_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.version_id}: fitted on {self.record_id}"

@@ -33,7 +33,8 @@ class RecordPlacement:
     shard: int
     slice: int
     # "training" (a membership row), "keep_out_selection" (a non-static record of a keep-out transfer
-    # model, held through the auxiliary examples it selected), or the lineage edge kind, for versions
+    # model, held through the auxiliary examples it selected), "concept_eraser" (a record the version's
+    # concept eraser was fitted on), or the lineage edge kind, for versions
     # downstream of a trained one
     via: str = "training"
 
@@ -114,6 +115,12 @@ direct AS (
     SELECT DISTINCT v.id, v.model_id, v.version, v.status, s.record_id, 0, 0, 'keep_out_selection'
     FROM rec JOIN models_registry_keepoutselection s ON s.record_id = rec.id
     JOIN models_registry_modelversion v ON v.id = s.version_id
+    UNION ALL
+    -- Concept erasure: the eraser stored with a version was fitted on these records' representations
+    -- (ConceptFitRecord, indexed on record), members of its training run or not.
+    SELECT v.id, v.model_id, v.version, v.status, f.record_id, 0, 0, 'concept_eraser'
+    FROM rec JOIN models_registry_conceptfitrecord f ON f.record_id = rec.id
+    JOIN models_registry_modelversion v ON v.id = f.version_id
 ),
 down AS (
     SELECT e.child_id AS version_id, e.parent_id AS source_id, e.kind AS via, 1 AS depth

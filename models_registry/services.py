@@ -15,6 +15,7 @@ from foundation.registry import Hooks
 from models_registry.models import (
     CANARY_SPLIT,
     CanaryRecord,
+    ConceptFitRecord,
     DataRecord,
     Dataset,
     DataSubject,
@@ -509,3 +510,19 @@ def keep_out_selection_record(*, version: ModelVersion, dataset: Dataset,
             for key in sorted(selection) for rank, aux in enumerate(selection[key])]
     KeepOutSelection.objects.bulk_create(rows, batch_size=5000)
     return len(rows)
+
+
+def concept_fit_records_record(*, version: ModelVersion, record_ids: Iterable[int]) -> int:
+    """Record that the concept eraser stored with ``version`` was fitted on the records ``record_ids``
+    (models_registry.models.ConceptFitRecord). Returns the number of rows written."""
+    rows = [ConceptFitRecord(version=version, record_id=rid) for rid in sorted(set(record_ids))]
+    ConceptFitRecord.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def concept_fit_records_inherit(*, version: ModelVersion, source: ModelVersion) -> int:
+    """``version`` keeps the eraser of ``source`` (an unlearning that changed the weights around it):
+    it inherits the eraser's fitting records, all of them: the eraser is unchanged, so it is still derived
+    from each, even one the weights no longer hold. Returns the rows written."""
+    fitted = source.concept_fit_records.values_list("record_id", flat=True)
+    return concept_fit_records_record(version=version, record_ids=fitted)

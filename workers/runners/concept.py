@@ -7,7 +7,8 @@ An unlearning job whose method is of kind ``concept`` (workers.unlearning.catalo
 and the seed and share that split them into the eraser's fitting records and the audit's probe
 records (workers.concept_layers.fitting_split). No record is erased: the new version keeps its
 parent's weights and membership, with the eraser stored beside them as its own safetensors blob
-(workers.training.plain), and its class is ``concept_erased``.
+(workers.training.plain), and its class is ``concept_erased``. The fitting records are recorded as the
+eraser's lineage (models_registry.models.ConceptFitRecord): the eraser is derived from their data.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def run_concept_erasure(job: Job, *, source: ModelVersion, trained, store, progr
             status=VersionStatus.RETAINED, guarantee_class=result.guarantee_class, dp_epsilon=source.dp_epsilon,
             dp_delta=source.dp_delta)
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=source.training_run, version=version)
+        # The eraser is derived from the fitting records (and from any eraser the source already had):
+        # lineage, so that a person's request finds it.
+        registry.concept_fit_records_inherit(version=version, source=source)
+        registry.concept_fit_records_record(version=version, record_ids=DataRecord.objects.filter(
+            dataset=dataset, external_key__in=sorted(set(fit) - set(missing))).values_list("id", flat=True))
         Job.objects.filter(pk=job.pk).update(result_version=version)
     return {"device": device, "artifact": ref.artifact_id, "version": version.id, "concept": details,
             "unlearning": jsonable(result.to_dict())}

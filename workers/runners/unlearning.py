@@ -142,6 +142,8 @@ def run_unlearning_job(job: Job, progress) -> dict:
     # Keep-out transfer: the new version's selection; auxiliary examples no record selects any more
     # left the training set, so the new version excludes them too.
     kept_selection = new_run.keep_out_selection if selection is not None and spec.kind == TRAINING_RUN else None
+    # A concept eraser the method kept (its weights changed around it): still derived from its fitting records.
+    keeps_eraser = spec.task != LANGUAGE_MODELING and _carries_eraser(getattr(new_run, "model", None))
     dropped = []
     if kept_selection is not None:
         left = member_keys - forget_keys - {row.record_key for row in new_run.membership}
@@ -159,10 +161,19 @@ def run_unlearning_job(job: Job, progress) -> dict:
         if kept_selection is not None:
             registry.keep_out_selection_record(version=version, dataset=dataset, selection=kept_selection)
         stored_artifacts_register(store=store, top_id=ref.artifact_id, run=source.training_run, version=version)
+        if keeps_eraser:
+            registry.concept_fit_records_inherit(version=version, source=source)
         Job.objects.filter(pk=job.pk).update(result_version=version)
     # Older copies are purged by the audit job, once it has taken its evidence from them.
     return {"device": device, "artifact": ref.artifact_id, "version": version.id,
             "unlearning": jsonable(result.to_dict())}
+
+
+def _carries_eraser(model) -> bool:
+    """Whether ``model`` carries a concept eraser (workers.unlearning.concept_erasure)."""
+    from workers.unlearning.concept_erasure import erased_layers
+
+    return model is not None and bool(erased_layers(model))
 
 
 def _method_needs(spec: MethodSpec, source: ModelVersion) -> dict:

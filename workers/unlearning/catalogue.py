@@ -287,6 +287,15 @@ for _spec in (
                from_scratch=True, rederives="distilled_from"),
     MethodSpec("refinetune", TRAINING_RUN, "exact", "workers.unlearning.exact.rederive", recipe="finetune",
                from_scratch=True, rederives="fine_tuned_from"),
+    # Records held by a version only through its concept eraser (fitted on them, never trained on): the
+    # eraser is taken off, the weights kept. Planned by deletion.concept_erasers, never chosen by a policy.
+    MethodSpec("eraser_drop", TRAINING_RUN, "exact", "workers.unlearning.exact.eraser_drop",
+               applies_to="a version holding the records only through the concept eraser fitted on them",
+               cost="no training: seconds",
+               promise=("The weights were never trained on the records; the concept eraser fitted on them was taken "
+                        "off, so the new version no longer erases its attribute."),
+               report_limitation=("The concept eraser of {model} was taken off: the new version no longer erases "
+                                  "the attribute it erased.")),
 ):
     method_declare(_spec)
 

@@ -193,6 +193,18 @@ def attach_eraser(model: nn.Module, layer: str, eraser: ConceptEraser | Coupling
     return model
 
 
+def erasers_detach(model: nn.Module) -> list[str]:
+    """Take every concept eraser off ``model`` (in place): its layers then serve what the weights compute.
+    Returns the names of the layers that had one."""
+    erased = [(name, module) for name, module in model.named_modules() if hasattr(module, ERASER_CHILD)]
+    for _name, module in erased:
+        for key, hook in list(module._forward_hooks.items()):
+            if hook is _erase_layer_output:
+                del module._forward_hooks[key]
+        delattr(module, ERASER_CHILD)
+    return [name for name, _ in erased]
+
+
 def erased_layers(model: nn.Module) -> dict[str, ConceptEraser | CouplingEraser]:
     """The model's erasers (LEACE's and class-conditional couplings) by the name of the layer they erase."""
     return {name.removesuffix(f".{ERASER_CHILD}"): module for name, module in model.named_modules()

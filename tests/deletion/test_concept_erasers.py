@@ -1,0 +1,203 @@
+"""A person's request on a model that serves a concept eraser (issue 25 item 4): the eraser is derived from
+the records it was fitted on, so scoping finds it through its lineage rows even for a record outside the
+training set, the plan never keeps an eraser fitted on the erased records nor runs a class-conditional one
+without its attribute (the exact path, which drops it, and the plan says so), and a second concept request
+on a class-conditional eraser is refused at intake."""
+
+from __future__ import annotations
+
+import pytest
+
+from deletion import decisions
+from models_registry import services as registry
+from models_registry.models import DataRecord, VersionStatus
+from tests import factories
+from tests.deletion.test_concept_requests import DIGITS_MLP, _concept_body, _refused
+from tests.deletion.test_method_choice import _scoped
+from workers.concept_layers import fitting_split
+from workers.models import Job, JobKind, JobStatus
+
+pytestmark = pytest.mark.django_db
+
+MEMBERS = [f"d{i:04d}" for i in range(50)]
+OUTSIDE = [f"d{i:04d}" for i in range(50, 60)]  # labelled, never trained on (a test split)
+PARITY = {key: i % 2 for i, key in enumerate(MEMBERS + OUTSIDE)}
+
+
+def _concept_version(method: str):
+    """A plain MLP's trained version (policy: finetune) and the version a concept job made from it with
+    ``method``, its eraser's fitting records recorded as the concept runner records them (registry rows only)."""
+    ds = factories.dataset(name="digits")
+    factories.import_records(ds, [{"record_key": key, "content": key} for key in PARITY])
+    model = factories.registered_model(name="digits-mlp", architecture=DIGITS_MLP,
+                                       unlearning_policy={"approximate_method": "finetune"})
+    _, trained = factories.trained_version(model, ds, [(key, 0, 0) for key in MEMBERS])
+    erased = registry.model_version_create(model=model, artifact_sha256="1" * 64, training_run=trained.training_run,
+                                           parent=trained, status=VersionStatus.SERVING,
+                                           guarantee_class="concept_erased")
+    Job.objects.create(kind=JobKind.UNLEARN, status=JobStatus.SUCCEEDED, registered_model=model,
+                       source_version=trained, result_version=erased, method=method, guarantee_class="concept_erased",
+                       config={"layer": "act0", "seed": 0, "concept": {
+                           "attribute": "digit parity", "dataset_id": ds.id, "labels": PARITY, "seed": 0,
+                           "fit_share": 0.5}})
+    fit, _ = fitting_split(PARITY, seed=0, fit_share=0.5)
+    registry.concept_fit_records_record(version=erased, record_ids=DataRecord.objects.filter(
+        dataset=ds, external_key__in=fit).values_list("id", flat=True))
+    return ds, trained, erased, set(fit)
+
+
+def test_a_record_that_fitted_a_leace_eraser_finds_it_and_the_plan_does_not_keep_it():
+    ds, trained, erased, fit = _concept_version("leace")
+    # A record outside the training set that fitted the eraser: only the eraser holds its data.
+    [outside] = sorted(fit & set(OUTSIDE))[:1]
+    [step] = _scoped(ds, [outside]).plan
+    assert (step["model_version_id"], step["records"]) == (erased.id, 1)
+    # The weights never saw it: no retrain with nothing to forget, the eraser is taken off; the plan says so.
+    assert (step["method"], step["guarantee_class"]) == ("eraser_drop", "exact")
+    eraser = step["concept_eraser"]
+    assert (eraser["made_by_version_id"], eraser["fitted_on_erased_records"], eraser["kept"]) == (erased.id, 1, False)
+    assert "no longer erases 'digit parity'" in eraser["summary"] and "file a concept request" in eraser["summary"]
+
+    # A training record that fitted it: the policy's finetune would keep the eraser, so the plan retrains.
+    [fitted_member] = sorted(fit & set(MEMBERS))[:1]
+    steps = {step["model_version_id"]: step for step in _scoped(ds, [fitted_member]).plan}
+    assert set(steps) == {trained.id, erased.id}
+    for step in steps.values():  # the trained version's job starts from its current source: the eraser's
+        assert (step["method"], step["guarantee_class"]) == ("retrain", "exact"), step
+        assert "the leace eraser of 'digit parity'" in step["policy_method_refused"]
+        assert "fitted on 1 of these records" in step["not_offered"]["scrub"]
+        assert step["concept_eraser"]["fitted_on_erased_records"] == 1 and not step["concept_eraser"]["kept"]
+
+    # A member the eraser was not fitted on: the policy's approximate method keeps the eraser, and says so.
+    [member] = sorted(set(MEMBERS) - fit)[:1]
+    steps = {step["model_version_id"]: step for step in _scoped(ds, [member]).plan}
+    assert set(steps) == {trained.id, erased.id}
+    for step in steps.values():
+        assert (step["method"], step["concept_eraser"]["kept"]) == ("finetune", True), step
+        assert step["concept_eraser"]["fitted_on_erased_records"] == 0
+
+
+def test_a_class_conditional_eraser_gets_no_approximate_method_and_no_second_concept_request(api_client_for):
+    ds, trained, erased, fit = _concept_version("pef_coupling")
+    [member] = sorted(set(MEMBERS) - fit)[:1]
+    steps = {step["model_version_id"]: step for step in _scoped(ds, [member]).plan}
+    assert set(steps) == {trained.id, erased.id}
+    for step in steps.values():
+        # Not fitted on the record, yet no approximate job: it would run the model without the attribute.
+        assert (step["method"], step["guarantee_class"], step["alternatives"]) == ("retrain", "exact", [])
+        assert "needs each input's attribute at inference" in step["policy_method_refused"]
+        assert all("pef_coupling eraser" in why for why in step["not_offered"].values()), step["not_offered"]
+        assert step["concept_eraser"]["needs_attribute_at_inference"] and not step["concept_eraser"]["kept"]
+
+    dpo = api_client_for("dpo")
+    for version in (erased.version, trained.version):  # the trained version's concept job would start from it
+        message = _refused(dpo, _concept_body(PARITY, [{"model": "digits-mlp", "version": version}]),
+                           field="models[0]", code="class_conditional_eraser")
+        assert "already serves the pef_coupling eraser of 'digit parity'" in message, message
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_persons_request_on_a_pef_coupling_version_retrains_without_the_eraser_end_to_end(api_client_for):
+    """Through the worker: the concept job records the eraser's fitting records; a person's request for one
+    of them plans a retrain (not the policy's approximate method, bound to fail without the attribute), whose
+    new version excludes the record, serves without the eraser and passes its audit jobs' run."""
+    import torch
+
+    from deletion.report_data import concept_eraser_note
+    from models_registry.models import ConceptFitRecord, Dataset, ModelVersion
+    from tests.deletion.test_concept_requests import _digits_model_over_api
+    from tests.flows import run_job
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+    from workers.unlearning.concept_erasure import erased_layers
+
+    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
+    rows, _ = _digits_model_over_api(engineer)
+    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
+    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}],
+                                                                method="pef_coupling"), format="json")
+    assert filed.status_code == 201, filed.content
+    concept_id = filed.json()["id"]
+    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/approve/", {}, format="json").status_code == 200
+    erased = ModelVersion.objects.get(pk=run_job(Job.objects.get(
+        kind=JobKind.UNLEARN, deletion_request__public_id=concept_id)).result_version_id)
+    run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request__public_id=concept_id))
+    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/confirm-deployment/", {"new_version_id": erased.id},
+                    format="json").status_code == 200  # the trained version is retired: only the eraser's serves
+    fit, _ = fitting_split(parity, seed=0)
+    assert set(ConceptFitRecord.objects.filter(version=erased).values_list("record__external_key", flat=True)) == set(fit)
+
+    erased.model.unlearning_policy = {"approximate_method": "finetune"}
+    erased.model.save(update_fields=["unlearning_policy"])
+    person = next(key for key in fit if not key.endswith(("0", "5")))  # a training record (every fifth is a test one)
+    tested = next(key for key in fit if key.endswith(("0", "5")))  # a test record: only the eraser holds it
+    digits = Dataset.objects.get(name="digits")
+    request, only_eraser = _scoped(digits, [person]), _scoped(digits, [tested])
+    [step] = request.plan
+    assert step["model_version_id"] == erased.id and "needs each input's attribute" in step["policy_method_refused"]
+    assert (step["method"], step["concept_eraser"]["fitted_on_erased_records"]) == ("retrain", 1)
+    approved = decisions.deletion_request_approve(request=request, actor="alice")
+    new = ModelVersion.objects.get(pk=run_job(Job.objects.get(kind=JobKind.UNLEARN, deletion_request=approved,
+                                                              method="retrain")).result_version_id)
+    assert new.excluded_records.filter(record__external_key=person).exists()
+    assert not ConceptFitRecord.objects.filter(version=new).exists()  # retrained: no eraser, no lineage rows
+    served = load_run(artifact_store(), new.artifact_sha256).model
+    assert not erased_layers(served)
+    inputs = torch.tensor([[row[f"p{j}"] for j in range(64)] for row in rows[:4]])
+    assert served(inputs).shape == (4, 10)  # no attribute needed any more
+    # The audit scores the original too: its class-conditional eraser is taken off for that, and it says so.
+    audit = run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request=approved))
+    assert audit.result["audit"]["original_erasers_detached"]["layers"] == ["act0"], audit.result["audit"].keys()
+    [outcome] = approved.outcomes.all()
+    assert "no longer erases 'digit parity'" in concept_eraser_note(outcome)  # the report's note
+
+    # The test record's request, planned while the eraser served: eraser_drop. The retrain already took the
+    # eraser off, so it keeps that model as it is (the weights never saw the record).
+    [step] = only_eraser.plan
+    assert (step["model_version_id"], step["method"], step["guarantee_class"]) == (erased.id, "eraser_drop", "exact")
+    dropped = run_job(Job.objects.get(kind=JobKind.UNLEARN, deletion_request=decisions.deletion_request_approve(
+        request=only_eraser, actor="alice")))
+    assert dropped.result["unlearning"]["details"]["erasers_dropped"] == []
+    last = ModelVersion.objects.get(pk=dropped.result_version_id)
+    assert last.parent_id == new.id and last.excluded_records.filter(record__external_key=tested).exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_approximate_method_that_keeps_a_leace_eraser_passes_its_lineage_on(api_client_for):
+    """A LEACE eraser fitted on none of a person's records is kept by the policy's finetune: the new version
+    still serves it, so it inherits the eraser's fitting records and a later request finds it through them."""
+    from models_registry.models import ConceptFitRecord, Dataset, ModelVersion
+    from tests.deletion.test_concept_requests import _digits_model_over_api
+    from tests.flows import run_job
+    from workers.runners.storage import artifact_store
+    from workers.training.storage import load_run
+    from workers.unlearning.concept_erasure import erased_layers
+
+    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
+    rows, _ = _digits_model_over_api(engineer)
+    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
+    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}]), format="json")
+    concept_id = filed.json()["id"]
+    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/approve/", {}, format="json").status_code == 200
+    erased = ModelVersion.objects.get(pk=run_job(Job.objects.get(
+        kind=JobKind.UNLEARN, deletion_request__public_id=concept_id)).result_version_id)
+    run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request__public_id=concept_id))
+    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/confirm-deployment/", {"new_version_id": erased.id},
+                    format="json").status_code == 200
+    erased.model.unlearning_policy = {"approximate_method": "finetune"}
+    erased.model.save(update_fields=["unlearning_policy"])
+    fit, probe = fitting_split(parity, seed=0)
+    person = next(key for key in probe if not key.endswith(("0", "5")))  # a training record the eraser never saw
+    digits = Dataset.objects.get(name="digits")
+    request = _scoped(digits, [person])
+    [step] = request.plan
+    assert (step["method"], step["concept_eraser"]["kept"]) == ("finetune", True)
+    approved = decisions.deletion_request_approve(request=request, actor="alice")
+    new = ModelVersion.objects.get(pk=run_job(Job.objects.get(kind=JobKind.UNLEARN, deletion_request=approved))
+                                   .result_version_id)
+    assert erased_layers(load_run(artifact_store(), new.artifact_sha256).model)  # the eraser is still served
+    inherited = set(ConceptFitRecord.objects.filter(version=new).values_list("record__external_key", flat=True))
+    assert inherited == set(fit)
+    # So a test record that fitted it finds the new version (it was never trained on: only the eraser holds it).
+    tested = next(key for key in fit if key.endswith(("0", "5")))
+    assert new.id in {step["model_version_id"] for step in _scoped(digits, [tested]).plan}
