@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "dmm_klom.py"
+from tests.benchmarks.loading import loaded_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("dmm_klom_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_benchmark("dmm_klom") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_out_run_means_average_each_record_over_the_runs_without_it(bench) -> None:

@@ -4,29 +4,15 @@ the same forgetting of the answers. Pure functions and configs only (the runs ar
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return module
+from tests.benchmarks.loading import loaded_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("fact_lookup_relearning")
+    with loaded_benchmark("fact_lookup_relearning") as module:
+        yield module
 
 
 def _trial(lr, reached, retain, forget):
@@ -55,8 +41,8 @@ def test_synthetic_records_are_distinct_people_and_follow_the_seed(bench):
 
 
 def test_lm_benchmark_compares_fact_lookup_rows_at_the_same_answer_target():
-    lm = _load("lm_unlearning")
-    rows = {name: config for name, method, config in lm.METHOD_ROWS if method == "fact_lookup"}
+    with loaded_benchmark("lm_unlearning") as lm:
+        rows = {name: config for name, method, config in lm.METHOD_ROWS if method == "fact_lookup"}
     assert {config.get("localisation", "fact_lookup") for config in rows.values()} == {
         "fact_lookup", "random", "all_layers"}
     for config in rows.values():

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.benchmarks.loading import loaded_benchmark
 from workers.unlearning.references import ShadowReference
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "full_audit_methods.py"
 # Four complementary pairs over records a-d; pairs 0 and 1 are the lower half a method reads by default.
 MEMBERS = [{"a", "b"}, {"c", "d"}, {"a", "c"}, {"b", "d"}, {"a", "d"}, {"b", "c"}, {"a", "b"}, {"c", "d"}]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("full_audit_methods_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_benchmark("full_audit_methods") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def shadows(needed: bool) -> SimpleNamespace:

@@ -3,18 +3,15 @@ it (safetensors, checked when loaded) and picks learning rates by a stated rule;
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.benchmarks.loading import loaded_benchmark
 from workers.language_models import byte_tokenizer, tiny_gpt2
 from workers.unlearning.lm.data import lm_batches
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "lm_unlearning.py"
 MEMBERS = [(f"pii-{i:03d}", f"Customer {name} lives at {i} Elm Road, id C{i:05d}.")
            for i, name in enumerate(["Ann Lee", "Bo Kim", "Cy Dorn"])]
 TRAINING = {"epochs": 2, "lr": 1e-2, "lora_r": 4, "lora_alpha": 8.0, "batch_size": 2, "max_length": 48, "seed": 0}
@@ -22,14 +19,8 @@ TRAINING = {"epochs": 2, "lr": 1e-2, "lora_r": 4, "lora_alpha": 8.0, "batch_size
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("lm_unlearning_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_benchmark("lm_unlearning") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _settings(bench, members=MEMBERS, **training):
