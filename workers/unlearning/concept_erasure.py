@@ -239,25 +239,44 @@ def apply_eraser_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> 
     return model
 
 
-class Leace(UnlearningMethod, name="leace"):
-    """LEACE on one layer's output w.r.t. one attribute (see the module docstring)."""
+class ConceptEraserMethod(UnlearningMethod):
+    """A concept method: fit an eraser on one layer's outputs for the labelled records (``forget``:
+    batches whose labels are the attribute's values; ``retain`` is not read) and attach it to a copy
+    of the model. A subclass names its config (with ``layer``), ``fit`` and, optionally, ``refuse``."""
 
-    config_class = LeaceConfig
+    def refuse(self, model: nn.Module) -> None:
+        """Raise ``ValueError`` where this method cannot erase from ``model`` (none by default)."""
+
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+        """The eraser fitted on ``features`` with the attribute ``labels``, the erased features, and
+        what the result adds about it."""
+        raise NotImplementedError
 
     def unlearn(self, model: nn.Module, forget: Iterable[Any], retain: Iterable[Any], *, device: str = "cpu",
                 progress: ProgressCallback = no_progress, **context: Any) -> tuple[nn.Module, Any]:
         started = time.perf_counter()
-        config: LeaceConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if not config.layer:
-            raise ConfigError("LeaceConfig.layer must name the layer whose output is erased, e.g. 'net.2'")
+            raise ConfigError(f"{type(config).__name__}.layer must name the layer whose output is erased, e.g. 'net.2'")
+        self.refuse(model)
         progress("representations", 0.0)
         features, labels = layer_outputs(model, config.layer, forget, device=device)
         progress("fit", 0.5)
-        eraser = fit_eraser(features, labels, svd_tol=config.svd_tol)
-        moved = (eraser(features) - features).norm(dim=1).mean() / features.norm(dim=1).mean().clamp_min(1e-12)
+        eraser, erased_features, details = self.fit(features, labels)
+        moved = (erased_features - features).norm(dim=1).mean() / features.norm(dim=1).mean().clamp_min(1e-12)
         erased = copy.deepcopy(model)
         attach_eraser(erased, config.layer, eraser.to(device))
         progress("fit", 1.0)
         return erased, self._result(started, device, layer=config.layer, records_fitted=int(labels.numel()),
-                                    attribute_values=int(torch.unique(labels).numel()),
-                                    erased_rank=int(eraser.proj_left.shape[1]), mean_shift=float(moved))
+                                    attribute_values=int(torch.unique(labels).numel()), mean_shift=float(moved),
+                                    **details)
+
+
+class Leace(ConceptEraserMethod, name="leace"):
+    """LEACE on one layer's output w.r.t. one attribute (see the module docstring)."""
+
+    config_class = LeaceConfig
+
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+        eraser = fit_eraser(features, labels, svd_tol=self.config.svd_tol)
+        return eraser, eraser(features), {"erased_rank": int(eraser.proj_left.shape[1])}

@@ -15,16 +15,13 @@ the attribute). Class ``concept_erased``: never a person's erasure.
 In: ``forget``: ``(record_keys, inputs, attribute_labels)`` batches, the records the eraser is fitted on
 (integer labels, at least two values); ``retain`` is not read. Out: the model (a copy) with the eraser on
 ``config.layer`` (stored like LEACE's, as its own safetensors tensors); ``result.details``: ``layer``,
-``records_fitted``, ``attribute_values``, ``cells``, ``transport_cost`` (mean squared distance a fitting
+``records_fitted``, ``attribute_values``, ``cells`` (after merging small cells; ``cells_asked``: the config's), ``transport_cost`` (mean squared distance a fitting
 representation is moved), ``mean_shift`` (mean L2 change of the fitted representations relative to their
 mean norm), ``needs_attribute_at_inference`` (True).
 """
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +31,13 @@ from torch import nn
 from workers.unlearning.base import (
     ConfigError,
     MethodConfig,
-    ProgressCallback,
-    UnlearningMethod,
-    no_progress,
 )
-from workers.unlearning.concept_coupling import coupling_erasers, fit_coupling_eraser
-from workers.unlearning.concept_erasure import attach_eraser, layer_outputs
+from workers.unlearning.concept_coupling import (
+    attribute_given,
+    coupling_erasers,
+    fit_coupling_eraser,
+)
+from workers.unlearning.concept_erasure import ConceptEraserMethod
 
 
 @dataclass
@@ -62,31 +60,21 @@ class PefCouplingConfig(MethodConfig):
             raise ConfigError(f"PefCouplingConfig.cells must be in [2, 1024], got {self.cells}")
 
 
-class PefCoupling(UnlearningMethod, name="pef_coupling"):
+class PefCoupling(ConceptEraserMethod, name="pef_coupling"):
     """The coupling eraser on one layer's output w.r.t. one attribute (see the module docstring)."""
 
     config_class = PefCouplingConfig
 
-    def unlearn(self, model: nn.Module, forget: Iterable[Any], retain: Iterable[Any], *, device: str = "cpu",
-                progress: ProgressCallback = no_progress, **context: Any) -> tuple[nn.Module, Any]:
-        started = time.perf_counter()
-        config: PefCouplingConfig = self.config  # type: ignore[assignment]
-        if not config.layer:
-            raise ConfigError("PefCouplingConfig.layer must name the layer whose output is erased, e.g. 'net.2'")
+    def refuse(self, model: nn.Module) -> None:
         if coupling_erasers(model):
             raise ValueError("the model already has a class-conditional (pef_coupling) eraser, which needs its own "
                              "attribute at inference; erase the attributes together from its parent instead")
-        progress("representations", 0.0)
-        features, labels = layer_outputs(model, config.layer, forget, device=device)
-        progress("fit", 0.4)
+
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+        config: PefCouplingConfig = self.config  # type: ignore[assignment]
         eraser, transport_cost = fit_coupling_eraser(features, labels, cells=config.cells, seed=config.seed)
-        eraser.attribute = labels
-        moved = (eraser(features) - features).norm(dim=1).mean() / features.norm(dim=1).mean().clamp_min(1e-12)
-        eraser.attribute = None
-        erased = copy.deepcopy(model)
-        attach_eraser(erased, config.layer, eraser.to(device))
-        progress("fit", 1.0)
-        return erased, self._result(started, device, layer=config.layer, records_fitted=int(labels.numel()),
-                                    attribute_values=int(torch.unique(labels).numel()), cells=config.cells,
-                                    transport_cost=transport_cost, mean_shift=float(moved),
-                                    needs_attribute_at_inference=True)
+        with attribute_given(eraser, labels):
+            erased = eraser(features)
+        return eraser, erased, {"cells": int(eraser.centroids.shape[0]), "cells_asked": config.cells,
+                                "transport_cost": transport_cost,
+                                "needs_attribute_at_inference": True}
