@@ -48,6 +48,7 @@ from workers.concept_layers import (
     labels_problem,
     layer_problem,
 )
+from workers.models import Job
 from workers.unlearning.catalogue import CONCEPT, METHOD_SPECS, NOT_A_PERSONS_ERASURE
 
 CONCEPT_CLASS = "concept_erased"
@@ -286,3 +287,22 @@ def concept_entry(request: DeletionRequest) -> dict[str, Any] | None:
             "models": concept.get("models", []), "reason": concept.get("reason", ""),
             "method": concept_method_of(concept), "holds_against": holds_against(concept_method_of(concept)),
             "not_a_persons_erasure": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS]}
+
+
+def concept_labels_drop(keys_by_dataset: dict[int, set[str]]) -> None:
+    """Drop erased records' attribute labels from every concept request on their dataset and from its
+    jobs' configs (models_registry.services.RECORDS_ERASED): an attribute value is data about the
+    person (often a sensitive one) and nothing needs it once the record is erased; the split of the
+    others does not move (it hashes each key on its own)."""
+    for dataset_id, keys in keys_by_dataset.items():
+        for request in DeletionRequest.objects.filter(kind=RequestKind.CONCEPT, concept__dataset_id=dataset_id):
+            labels = request.concept.get("labels") or {}
+            if keys & labels.keys():
+                request.concept = {**request.concept, "labels": {k: v for k, v in labels.items() if k not in keys}}
+                request.save(update_fields=["concept"])
+        for job in Job.objects.filter(config__concept__dataset_id=dataset_id):
+            labels = job.config["concept"].get("labels") or {}
+            if keys & labels.keys():
+                concept = {**job.config["concept"], "labels": {k: v for k, v in labels.items() if k not in keys}}
+                job.config = {**job.config, "concept": concept}
+                job.save(update_fields=["config"])

@@ -365,10 +365,17 @@ def stored_artifact_register(
     )
 
 
+# What else holds data about a record by its key and must drop it when the record is erased (a concept
+# request's attribute labels, in the request and in its jobs' configs): called inside records_erase's
+# transaction with the erased records' keys by dataset id; filled by the apps above (AppConfig.ready()).
+RECORDS_ERASED: Hooks[Callable[[dict[int, set[str]]], None]] = Hooks("records-erased hook")
+
+
 @transaction.atomic
 def records_erase(*, records: Iterable[DataRecord], reason: str) -> int:
-    """Mark records erased and put them (key and content fingerprint) on the suppression list.
-    Canaries are nobody's data and never erased or suppressed: they are passed over."""
+    """Mark records erased and put them (key and content fingerprint) on the suppression list; the
+    :data:`RECORDS_ERASED` hooks drop what else is kept about them by key. Canaries are nobody's data
+    and never erased or suppressed: they are passed over."""
     now = timezone.now()
     records = [r for r in records if not r.canary]
     entries = []
@@ -383,6 +390,11 @@ def records_erase(*, records: Iterable[DataRecord], reason: str) -> int:
             reason=reason,
         ))
     SuppressionEntry.objects.bulk_create(entries)
+    keys_by_dataset: dict[int, set[str]] = {}
+    for record in records:
+        keys_by_dataset.setdefault(record.dataset_id, set()).add(record.external_key)
+    for hook in RECORDS_ERASED:
+        hook(keys_by_dataset)
     return DataRecord.objects.filter(pk__in=[r.pk for r in records]).update(
         status=RecordStatus.ERASED, erased_at=now
     )

@@ -201,3 +201,32 @@ def test_an_approximate_method_that_keeps_a_leace_eraser_passes_its_lineage_on(a
     # So a test record that fitted it finds the new version (it was never trained on: only the eraser holds it).
     tested = next(key for key in fit if key.endswith(("0", "5")))
     assert new.id in {step["model_version_id"] for step in _scoped(digits, [tested]).plan}
+
+
+def test_an_erased_records_attribute_label_leaves_the_concept_request_and_its_jobs():
+    # An attribute value (parity here; often a sensitive attribute) is data about the person: once the
+    # record is erased, neither the concept request nor its job's config keeps it. Before, both did.
+    import uuid
+
+    from django.utils import timezone
+
+    from deletion.models import DeletionRequest, RequestKind
+
+    def filed(concept):
+        return DeletionRequest.objects.create(public_id=uuid.uuid4(), kind=RequestKind.CONCEPT, jurisdiction="EU",
+                                              received_at=timezone.now(), due_at=timezone.now(), concept=concept)
+
+    ds, _, _, _ = _concept_version("leace")
+    request = filed({"attribute": "digit parity", "dataset_id": ds.id, "labels": dict(PARITY), "seed": 0,
+                     "fit_share": 0.5})
+    other = factories.dataset(name="other")
+    untouched = filed({"attribute": "x", "dataset_id": other.id, "labels": {MEMBERS[0]: 1}, "seed": 0, "fit_share": 0.5})
+    gone = MEMBERS[:2]
+    registry.records_erase(records=DataRecord.objects.filter(dataset=ds, external_key__in=gone), reason="test")
+    request.refresh_from_db()
+    job = Job.objects.get(config__concept__dataset_id=ds.id)
+    for labels in (request.concept["labels"], job.config["concept"]["labels"]):
+        assert set(labels) == set(PARITY) - set(gone) and all(labels[k] == PARITY[k] for k in labels)
+    assert job.config["layer"] == "act0" and request.concept["attribute"] == "digit parity"
+    untouched.refresh_from_db()
+    assert untouched.concept["labels"] == {MEMBERS[0]: 1}  # the same key in another dataset is another record
