@@ -86,13 +86,12 @@ from workers.unlearning.lm.losses import average_token_nll  # noqa: E402
 LM_BATCH = 4  # as the unlearning job (workers/runners/unlearning.py)
 # Small CPU budgets: each method gets the same few epochs over the forget batches.
 # Learning rates (2026-12-07, SmolLM2, --records 8 --people 2 --max-length 96 --method-epochs 4, CPU,
-# --probe-lr with a 0.25-nat limit on the validation NLL rise; README "LM methods side by side"):
-# gradient ascent at 5e-3 wrecked the model (held-out NLL 2.60 -> 11.69), at 1e-3 the validation NLL
-# rose 0.64 nats, at 2e-4 it did not rise (picked: it also barely forgets in 8 steps). GradDiff at
-# 1e-3 rose 0.49 nats (2e-4 not yet probed: chosen as for gradient ascent). NPO at the demo's 5e-3
-# rose 0.39 nats; 1e-3 is a step down from it, not yet probed. MRP at 0.05 stopped at the target after 2 steps
-# with held-out NLL 2.60 -> 4.04 (rate or starting directions: not yet told apart); fact_lookup's rate
-# is unprobed.
+# --probe-lr with a 0.25-nat limit on the validation NLL rise; README "LM methods side by side", second and
+# fourth sittings): the largest rate of those probed within the limit. Gradient ascent: 5e-3 wrecked the
+# model (held-out NLL 2.60 -> 11.69), 1e-3 rose 0.64, 2e-4 did not rise (picked; it barely forgets in 8
+# steps). GradDiff: 1e-3 rose 0.49, 5e-4 0.05 (picked). NPO: the demo's 5e-3 rose 0.39, 5e-4 0.02 (picked;
+# 1e-3, a full row, moved held-out NLL 0.3). MRP (ratio start): 2e-4, 1e-3 and 5e-3 within 0.01 (5e-3
+# picked; none forgets in 8 steps), its full row at 0.05 rose held-out NLL 0.74. Fact lookup: unprobed.
 # Fact lookup and its baselines are compared as the paper compares them (arXiv 2410.12949; its code's
 # results_rebuttal/*/parent_config.json): at the same forgetting level, each localisation trained
 # until the forgotten texts' answer tokens are as unlikely as those of held-out people (stop at the
@@ -102,9 +101,9 @@ LM_BATCH = 4  # as the unlearning job (workers/runners/unlearning.py)
 FACT_LOOKUP_BASE: dict[str, Any] = {"lr": 3e-4, "epochs": 16, "stop_at_held_out_answers": True}
 METHOD_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("gradient_ascent", "gradient_ascent", {"lr": 2e-4, "epochs": 8}),
-    ("grad_diff", "grad_diff", {"lr": 2e-4, "epochs": 8, "retain_weight": 1.0}),
-    ("npo", "npo", {"lr": 1e-3, "epochs": 8, "beta": 0.1, "retain_weight": 1.0}),
-    ("mrp", "mrp", {"lr": 0.05, "epochs": 8, "rank": 2, "retain_weight": 1.2}),
+    ("grad_diff", "grad_diff", {"lr": 5e-4, "epochs": 8, "retain_weight": 1.0}),
+    ("npo", "npo", {"lr": 5e-4, "epochs": 8, "beta": 0.1, "retain_weight": 1.0}),
+    ("mrp", "mrp", {"lr": 5e-3, "epochs": 8, "rank": 2, "retain_weight": 1.2}),
     ("fact_lookup", "fact_lookup", FACT_LOOKUP_BASE),
     ("fact_lookup (random MLPs, same size)", "fact_lookup", {**FACT_LOOKUP_BASE, "localisation": "random"}),
     ("fact_lookup (all layers)", "fact_lookup", {**FACT_LOOKUP_BASE, "localisation": "all_layers"}),
