@@ -349,7 +349,7 @@ END_STATES = {"COMPLETED": "completed, erasure confirmed",
               "CLOSED_RISK_ACCEPTED": "closed with the residual risk accepted, erasure NOT confirmed for every model"}
 # A concept request's (an attribute, no person): its end says nothing of anyone's erasure.
 CONCEPT_END_STATES = {
-    "COMPLETED": "completed, the attribute's concept erasure confirmed against linear probes",
+    "COMPLETED": "completed, the attribute's concept erasure confirmed against the probes its method names",
     "CLOSED_RISK_ACCEPTED": "closed with the residual risk accepted, concept erasure NOT confirmed for every model"}
 
 

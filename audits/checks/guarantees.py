@@ -138,11 +138,13 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
         promises=(
             "The model can no longer use the named attribute through any linear read-out of the erased "
             "layer: a linear probe trained to predict the attribute from that layer's output does no "
-            "better than chance, within the stated tolerance."
+            "better than chance, within the stated tolerance; with the PEF-style coupling, through any "
+            "read-out the non-linear probe stands for too, on inputs served with their attribute."
         ),
         does_not_promise=(
-            "It holds against linear probes only: a non-linear probe may still recover the attribute, "
-            "and the report shows how well one did. Nothing was removed from the model's weights, no "
+            "With LEACE it holds against linear probes only: a non-linear probe may still recover the "
+            "attribute, and the report shows how well one did; the coupling needs each input's attribute "
+            "at inference. Nothing was removed from the model's weights, no "
             "record was deleted, and it never counts as erasure of anyone's personal data."
         ),
         evidence=(

@@ -135,10 +135,12 @@ RULES: dict[str, str] = {
         "records) detected none of the records; the test's demonstrated power is stated beside it."
     ),
     "concept_erased": (
-        "concept_erased (an attribute, never a person's data): PASS if the concept probe ran and its linear "
-        "probe reads the attribute at chance within its tolerance; FAIL if it FAILed; INCONCLUSIVE if it did not "
-        "run or could not show anything. The guarantee holds against linear probes only; the non-linear "
-        "probe's figure is reported, not counted. Checks about records do not count."
+        "concept_erased (an attribute, never a person's data): PASS if the concept probe ran and the probes "
+        "the method's guarantee names read the attribute at chance within their tolerance (the linear probe "
+        "always; the non-linear probe too for a method that holds beyond linear probes, such as the PEF-style "
+        "coupling); FAIL if one FAILed; INCONCLUSIVE if it did not run or could not show anything. For LEACE "
+        "the guarantee holds against linear probes only and the non-linear probe's figure is reported, not "
+        "counted. Checks about records do not count."
     ),
 }
 

@@ -125,7 +125,7 @@ def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_o
     text = rendered_text(data, tmp_path / "concept.pdf")
     assert "Concept-erasure report" in text
     assert "This is a concept erasure, not an erasure of anyone's personal data" in text
-    assert "erasure confirmed against linear probes" in text and "Erasure report" not in text
+    assert "erasure confirmed against the probes its method names" in text and "Erasure report" not in text
     figures = Job.objects.get(pk=audit.id).result["audit"]["concept"]
     print(f"concept probe: linear AUC {figures['original_linear_auc']:.3f} -> {figures['linear_auc']:.3f}, "
           f"MLP AUC {figures['original_nonlinear_auc']:.3f} -> {figures['nonlinear_auc']:.3f}")
