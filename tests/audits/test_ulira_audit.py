@@ -62,6 +62,22 @@ def _fixed_halves(monkeypatch):
 
 
 
+def _memorised_with_shadows(settings, name: str):
+    """Breast cancer with the planted canaries, the memorising MLP trained on it and its shadow models:
+    ``(model, original version, canary record ids)``."""
+    from workers.datasets.reference import materialise_reference, plant_canaries
+
+    canary_keys = set(plant_canaries(materialise_reference("breast_cancer", settings.DATASET_ROOT),
+                                     kind="mislabel", count=CANARIES, seed=0))
+    dataset = reference_dataset_register(name="breast_cancer")
+    model = factories.registered_model(name=name, recipe="plain")
+    original = _run(model_train(model=model, dataset=dataset, enqueue=False,
+                                recipe_config=MEMORISING_MLP)).result_version
+    _run(shadow_models_train(version=original, count=SHADOWS, enqueue=False))
+    return model, original, list(DataRecord.objects.filter(dataset=dataset, external_key__in=canary_keys)
+                                 .order_by("id").values_list("id", flat=True))
+
+
 def _unlearn(model, original, records, method: str, config: dict) -> int:
     """The version the method makes (from the model's current version, as a request's job does)."""
     return _run(job_create(kind=JobKind.UNLEARN, registered_model=model, source_version=original, method=method,
@@ -77,19 +93,10 @@ def _audit(model, original, records, version: int) -> dict:
 
 def test_the_method_is_rerun_on_the_shadows_and_a_method_that_leaves_the_records_fails(settings):
     from audits.unlearned_shadows import ulira_notes
-    from workers.datasets.reference import materialise_reference, plant_canaries
 
     # Under a loaded machine every run takes longer: the budget is tested on its own below.
     settings.AUDIT_ULIRA_SECONDS = 600
-    canary_keys = set(plant_canaries(materialise_reference("breast_cancer", settings.DATASET_ROOT),
-                                     kind="mislabel", count=CANARIES, seed=0))
-    dataset = reference_dataset_register(name="breast_cancer")
-    model = factories.registered_model(name="bc-ulira", recipe="plain")
-    original = _run(model_train(model=model, dataset=dataset, enqueue=False,
-                                recipe_config=MEMORISING_MLP)).result_version
-    _run(shadow_models_train(version=original, count=SHADOWS, enqueue=False))
-    records = list(DataRecord.objects.filter(dataset=dataset, external_key__in=canary_keys).order_by("id")
-                   .values_list("id", flat=True))
+    model, original, records = _memorised_with_shadows(settings, "bc-ulira")
     first, second = records[:CANARIES // 2], records[CANARIES // 2:]
 
     unchanged = _unlearn(model, original, first, *DOES_NOTHING)
@@ -145,18 +152,9 @@ def test_the_method_is_rerun_on_the_shadows_and_a_method_that_leaves_the_records
 def test_a_method_that_reads_shadow_models_is_rerun_on_the_audit_shadows_with_the_ones_it_read(settings):
     # Oracle matching reads the lowest half of the shadow pairs; the audit calibrates with the other half
     # and now also runs the method on those of them that held the records (it did not run at all before).
-    from workers.datasets.reference import materialise_reference, plant_canaries
-
     settings.AUDIT_ULIRA_SECONDS = 600
-    canary_keys = set(plant_canaries(materialise_reference("breast_cancer", settings.DATASET_ROOT),
-                                     kind="mislabel", count=CANARIES, seed=0))
-    dataset = reference_dataset_register(name="breast_cancer")
-    model = factories.registered_model(name="bc-ulira-oracle", recipe="plain")
-    original = _run(model_train(model=model, dataset=dataset, enqueue=False,
-                                recipe_config=MEMORISING_MLP)).result_version
-    _run(shadow_models_train(version=original, count=SHADOWS, enqueue=False))
-    records = list(DataRecord.objects.filter(dataset=dataset, external_key__in=canary_keys).order_by("id")
-                   .values_list("id", flat=True))[:CANARIES // 2]
+    model, original, records = _memorised_with_shadows(settings, "bc-ulira-oracle")
+    records = records[:CANARIES // 2]
     version = _unlearn(model, original, records, "oracle_matching", {"epochs": 5})
     read = Job.objects.get(result_version_id=version).result["unlearning"]["details"]["shadow_split"]
     audit = _audit(model, original, records, version)

@@ -216,6 +216,16 @@ def contrast_directions(model: Any, layers: list[int], forget: list[dict[str, An
     return starts
 
 
+def _projectors(exclude: torch.Tensor, width: int, rank: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projectors onto the span of ``exclude``'s rows (orthonormal) and onto its orthogonal
+    complement, ``[width, width]`` each; ``ValueError`` when ``rank`` more directions do not fit."""
+    if exclude.shape[0] + rank > width:
+        raise ValueError(f"{exclude.shape[0]} directions are already projected out of {width}; "
+                         f"{rank} more do not fit")
+    excluded = exclude.float().T @ exclude.float()
+    return excluded, torch.eye(width, device=device) - excluded
+
+
 def ratio_directions(forget_moment: torch.Tensor, retain_moment: torch.Tensor, exclude: torch.Tensor,
                      rank: int, *, ridge: float) -> torch.Tensor:
     """The ``rank`` directions ``v`` with the largest ``vᵀ F v / vᵀ (R + λI) v`` (``F``, ``R``: the
@@ -225,11 +235,7 @@ def ratio_directions(forget_moment: torch.Tensor, retain_moment: torch.Tensor, e
     every text uses strongly scores about 1 however large its norm, so it is not chosen: projecting
     it out would cost the retain texts as much as the forget texts."""
     width = forget_moment.shape[0]
-    if exclude.shape[0] + rank > width:
-        raise ValueError(f"{exclude.shape[0]} directions are already projected out of {width}; "
-                         f"{rank} more do not fit")
-    excluded = exclude.float().T @ exclude.float()
-    complement = torch.eye(width, device=forget_moment.device) - excluded
+    _, complement = _projectors(exclude, width, rank, forget_moment.device)
     forget_c = complement @ forget_moment.float() @ complement
     retain_c = complement @ retain_moment.float() @ complement
     retain_c = (retain_c + retain_c.T) / 2
@@ -248,12 +254,7 @@ def top_directions(matrix: torch.Tensor, exclude: torch.Tensor, rank: int) -> to
     """The ``rank`` eigenvectors (rows, orthonormal) of the symmetric ``matrix`` with the largest
     eigenvalues, within the orthogonal complement of the rows of ``exclude`` (orthonormal, may be
     empty). Raises ``ValueError`` when fewer than ``rank`` dimensions are left."""
-    width = matrix.shape[0]
-    if exclude.shape[0] + rank > width:
-        raise ValueError(f"{exclude.shape[0]} directions are already projected out of {width}; "
-                         f"{rank} more do not fit")
-    excluded = exclude.float().T @ exclude.float()
-    complement = torch.eye(width, device=matrix.device) - excluded
+    excluded, complement = _projectors(exclude, matrix.shape[0], rank, matrix.device)
     restricted = complement @ matrix.float() @ complement
     # The excluded directions get the lowest eigenvalues, so that none of them is chosen.
     restricted = (restricted + restricted.T) / 2 - (restricted.abs().max() + 1) * excluded
