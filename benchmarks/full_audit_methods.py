@@ -38,10 +38,10 @@ originals and the retrained models are trained alike by :class:`MixedRecipe`. ``
 are ignored. Time is also stated as CPU time and with the replacement after the purge charged: the
 shadow models the method read that held a forgotten record must be retrained without it.
 
-``--ulira-with-method-shadows``: the audit does not run U-LiRA for a method that reads shadow models
-(run on a shadow it would read the shadows it is compared with); here the method reads only its own
-method shadows, so U-LiRA can run on the audit shadows, and such a row also states the verdict with it
-(``with_ulira_on_method_shadows``; not the platform's verdict). The equivalence margins carry the
+A method that reads shadow models is run for U-LiRA on the audit shadows reading only its own method
+shadows, as the platform's audit does since 2026-12-07 (before, the audit skipped U-LiRA for such a
+method, and ``--ulira-with-method-shadows`` added this verdict beside the one without it; the flag now
+only repeats the verdict in the ``with_ulira_on_method_shadows`` column the README's tables A-C show). The equivalence margins carry the
 plan's alpha (``planned_alpha_share``), as the runner's do.
 
     nice -n 10 python benchmarks/full_audit_methods.py --setting mixed --seeds 2 --runs 2 --threads 1 \
@@ -359,16 +359,15 @@ def run_forget_set(name, forget_keys, train, test, labels, recipe, originals, au
             [forget_losses(m, forget) for m in models]), retrained_signals=reference_losses,
             higher_is_member=False, signal="loss")
         config = configs.get(method or "", {})
+        # As the platform's audit (since 2026-12-07): a method that reads shadow models is run on the audit's
+        # shadows for U-LiRA reading its own shadows (never the audit's).
+        context = method_shadows.context(method) if method is not None and method_shadows.needed(method) else None
         verdict, checks = scale.audit(models[0], originals[0], method=method, config=config, references=floor,
-                                      forget_set=name)
+                                      forget_set=name, ulira_context=context)
         extra = {}
-        if ulira_with_method_shadows and method is not None and method_shadows.needed(method):
-            # The audit does not run U-LiRA for a method that reads shadow models; here it runs with the
-            # method reading its own shadows (never the audit's), to see whether the other checks agree.
-            with_ulira, _ = scale.audit(models[0], originals[0], method=method, config=config, references=floor,
-                                        forget_set=name, ulira_context=method_shadows.context(method))
-            extra = {"with_ulira_on_method_shadows": {"verdict": with_ulira.verdict.value,
-                                                      "checks": dict(with_ulira.checks), "reason": with_ulira.reason}}
+        if ulira_with_method_shadows and context is not None:  # the earlier tables' column: now the verdict itself
+            extra = {"with_ulira_on_method_shadows": {"verdict": verdict.verdict.value,
+                                                      "checks": dict(verdict.checks), "reason": verdict.reason}}
         rows[label] = {
             "verdict": verdict.verdict.value, "checks": dict(verdict.checks), "reason": verdict.reason,
             "forgetting_quality": quality.score, "forgetting_quality_verdict": quality.verdict.value,
@@ -440,7 +439,7 @@ class AuditScale:
     def audit(self, unlearned, original, *, method: str | None, config: dict, references: list, forget_set: str,
               ulira_context: dict | None = None):
         """The audit's verdict and checks for ``unlearned``; ``ulira_context``: the context (method
-        shadows) with which U-LiRA runs a method that reads shadow models, which the audit itself skips."""
+        shadows) with which U-LiRA runs a method that reads shadow models, as the platform's audit does."""
         f_after, _, _ = _scores_and_accuracy(unlearned, self.forget_ds, DEVICE)
         r_after, _, retain_acc = _scores_and_accuracy(unlearned, self.retain_ds, DEVICE)
         t_after, _, test_acc = _scores_and_accuracy(unlearned, self.test_ds, DEVICE)
@@ -481,10 +480,11 @@ class AuditScale:
 
     def _ulira(self, method: str, config: dict, target_z, context: dict | None = None):
         """U-LiRA exactly as the audit runs it (audits.unlearned_shadows), the shadows held in memory;
-        a method that reads shadow models runs only with ``context`` (its own shadows)."""
+        a method that reads shadow models runs with ``context`` (its own shadows, the method shadows)."""
         if METHOD_SPECS.get(method).needs and context is None:
-            return None, {"ran": False}  # the audit does not run a method that reads shadows on a shadow
-        def unlearn_shadow(unlearning, run, held_keys, *, train, seed_offset, device, progress, before=None):
+            return None, {"ran": False}  # no method shadows to hand it
+        def unlearn_shadow(unlearning, run, held_keys, *, train, seed_offset, device, progress, before=None,
+                           context_cache=None):
             retain = sorted(k for k in run.members if k not in set(held_keys))
             cfg = dict(unlearning["config"])
             cfg["seed"] = int(cfg.get("seed", 0)) + 1 + seed_offset
