@@ -46,6 +46,30 @@ def _concept_version(method: str):
     return ds, trained, erased, set(fit)
 
 
+def _deployed_concept_version(api_client_for, *, method: str):
+    """Over the API and through the worker: the digits MLP trained by an ML engineer, a concept request for
+    digit parity with ``method`` approved, its job and audit run, and the new version deployed (the trained
+    one retired: only the eraser's serves). Out: ``(rows, parity labels by record key, the erased version)``."""
+    from models_registry.models import ModelVersion
+    from tests.deletion.test_concept_requests import _digits_model_over_api
+    from tests.flows import run_job
+
+    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
+    rows, _ = _digits_model_over_api(engineer)
+    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
+    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}], method=method),
+                     format="json")
+    assert filed.status_code == 201, filed.content
+    concept_id = filed.json()["id"]
+    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/approve/", {}, format="json").status_code == 200
+    erased = ModelVersion.objects.get(pk=run_job(Job.objects.get(
+        kind=JobKind.UNLEARN, deletion_request__public_id=concept_id)).result_version_id)
+    run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request__public_id=concept_id))
+    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/confirm-deployment/", {"new_version_id": erased.id},
+                    format="json").status_code == 200
+    return rows, parity, erased
+
+
 def test_a_record_that_fitted_a_leace_eraser_finds_it_and_the_plan_does_not_keep_it():
     ds, trained, erased, fit = _concept_version("leace")
     # A record outside the training set that fitted the eraser: only the eraser holds its data.
@@ -105,25 +129,12 @@ def test_a_persons_request_on_a_pef_coupling_version_retrains_without_the_eraser
 
     from deletion.report_data import concept_eraser_note
     from models_registry.models import ConceptFitRecord, Dataset, ModelVersion
-    from tests.deletion.test_concept_requests import _digits_model_over_api
     from tests.flows import run_job
     from workers.runners.storage import artifact_store
     from workers.training.storage import load_run
     from workers.unlearning.concept_erasure import erased_layers
 
-    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
-    rows, _ = _digits_model_over_api(engineer)
-    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
-    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}],
-                                                                method="pef_coupling"), format="json")
-    assert filed.status_code == 201, filed.content
-    concept_id = filed.json()["id"]
-    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/approve/", {}, format="json").status_code == 200
-    erased = ModelVersion.objects.get(pk=run_job(Job.objects.get(
-        kind=JobKind.UNLEARN, deletion_request__public_id=concept_id)).result_version_id)
-    run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request__public_id=concept_id))
-    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/confirm-deployment/", {"new_version_id": erased.id},
-                    format="json").status_code == 200  # the trained version is retired: only the eraser's serves
+    rows, parity, erased = _deployed_concept_version(api_client_for, method="pef_coupling")
     fit, _ = fitting_split(parity, seed=0)
     assert set(ConceptFitRecord.objects.filter(version=erased).values_list("record__external_key", flat=True)) == set(fit)
 
@@ -167,23 +178,12 @@ def test_an_approximate_method_that_keeps_a_leace_eraser_passes_its_lineage_on(a
     """A LEACE eraser fitted on none of a person's records is kept by the policy's finetune: the new version
     still serves it, so it inherits the eraser's fitting records and a later request finds it through them."""
     from models_registry.models import ConceptFitRecord, Dataset, ModelVersion
-    from tests.deletion.test_concept_requests import _digits_model_over_api
     from tests.flows import run_job
     from workers.runners.storage import artifact_store
     from workers.training.storage import load_run
     from workers.unlearning.concept_erasure import erased_layers
 
-    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo", name="alice")
-    rows, _ = _digits_model_over_api(engineer)
-    parity = {row["record_id"]: row["digit"] % 2 for row in rows}
-    filed = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "digits-mlp"}]), format="json")
-    concept_id = filed.json()["id"]
-    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/approve/", {}, format="json").status_code == 200
-    erased = ModelVersion.objects.get(pk=run_job(Job.objects.get(
-        kind=JobKind.UNLEARN, deletion_request__public_id=concept_id)).result_version_id)
-    run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request__public_id=concept_id))
-    assert dpo.post(f"/api/v1/deletion-requests/{concept_id}/confirm-deployment/", {"new_version_id": erased.id},
-                    format="json").status_code == 200
+    rows, parity, erased = _deployed_concept_version(api_client_for, method="leace")
     erased.model.unlearning_policy = {"approximate_method": "finetune"}
     erased.model.save(update_fields=["unlearning_policy"])
     fit, probe = fitting_split(parity, seed=0)
