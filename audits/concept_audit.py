@@ -25,7 +25,7 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
     audit job's result (``{"device", "verdict", "purged": 0, "audit"}``)."""
     import numpy as np
 
-    from audits.checks.concept_probe import HOLDS_AGAINST, concept_probe
+    from audits.checks.concept_probe import concept_probe
     from audits.checks.verdict import final_verdict
     from workers.concept_layers import fitting_split
     from workers.runners.concept import concept_of, labelled_batches
@@ -41,8 +41,8 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
         raise ValueError(f"{new} was made by no unlearning job of the platform: there is no attribute to probe for")
     concept = concept_of(producer)
     layer = producer.config["layer"]
-    holds_against = METHOD_SPECS.get(producer.method).holds_against
-    beyond_linear = holds_against != HOLDS_AGAINST
+    spec = METHOD_SPECS.get(producer.method)
+    holds_against, beyond_linear = spec.holds_against, spec.beyond_linear_probes
     labels = {str(k): int(v) for k, v in concept["labels"].items()}
     _fit, probe = fitting_split(labels, seed=concept["seed"], fit_share=concept["fit_share"])
     batches, missing = labelled_batches(Dataset.objects.get(pk=concept["dataset_id"]), labels, probe)

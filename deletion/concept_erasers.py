@@ -32,9 +32,6 @@ from workers.unlearning.catalogue import CONCEPT, METHOD_SPECS
 
 # The exact method for records a version holds only through its eraser (workers.unlearning.exact.eraser_drop).
 ERASER_DROP = "eraser_drop"
-# What LEACE's guarantee holds against (the catalogue's holds_against); a concept method that promises more
-# is class-conditional: its eraser needs each input's attribute at inference.
-LINEAR_PROBES_ONLY = "linear probes only"
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def carried_eraser(version: ModelVersion) -> CarriedEraser | None:
         if spec is not None and spec.kind == CONCEPT:
             return CarriedEraser(made_by=current, method=job.method,
                                  attribute=str((job.config.get("concept") or {}).get("attribute", "")),
-                                 class_conditional=spec.holds_against != LINEAR_PROBES_ONLY,
+                                 class_conditional=spec.beyond_linear_probes,
                                  fit_record_ids=_fit_record_ids(current, job))
         if spec is not None and (spec.from_scratch or spec.rederives or job.method == ERASER_DROP):
             return None

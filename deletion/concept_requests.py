@@ -49,13 +49,17 @@ from workers.concept_layers import (
     layer_problem,
 )
 from workers.models import Job
-from workers.unlearning.catalogue import CONCEPT, METHOD_SPECS, NOT_A_PERSONS_ERASURE
+from workers.unlearning.catalogue import (
+    CONCEPT,
+    LINEAR_PROBES_ONLY,
+    METHOD_SPECS,
+    NOT_A_PERSONS_ERASURE,
+)
 
 CONCEPT_CLASS = "concept_erased"
 DEFAULT_CONCEPT_METHOD = "leace"
-# What LEACE's guarantee holds against (the catalogue's holds_against; audits.checks.concept_probe.HOLDS_AGAINST
-# says the same of its result; the web side does not import the audit checks' NumPy code for it).
-HOLDS_AGAINST = "linear probes only"
+# What LEACE's guarantee holds against, as the plan and the API say it (the catalogue's words).
+HOLDS_AGAINST = LINEAR_PROBES_ONLY
 _UNKNOWN_SHOWN = 10
 
 
@@ -75,8 +79,8 @@ def holds_against(method: str) -> str:
 
 
 def beyond_linear_probes(method: str) -> bool:
-    """Whether ``method`` promises more than LEACE (its non-linear probe decides too)."""
-    return holds_against(method) != HOLDS_AGAINST
+    """Whether ``method`` promises more than LEACE (its non-linear probe decides too; MethodSpec.beyond_linear_probes)."""
+    return METHOD_SPECS.get(method).beyond_linear_probes
 
 
 def _family_name(architecture: dict | None) -> str | None:

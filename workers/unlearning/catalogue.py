@@ -49,6 +49,9 @@ LANGUAGE_MODEL = "language_model"  # a causal LM, LM batches of the forget/retai
 GUARD = "guard"  # a causal LM, the forgotten texts -> the same weights behind a keyed, calibrated guard
 TRAINING_RUN = "training_run"  # the stored TrainingRun, forget keys, retain set -> a new TrainingRun
 CONCEPT = "concept"  # a model, batches of (keys, inputs, attribute labels) -> the model with the attribute erased
+# What LEACE's guarantee holds against; a concept method that holds beyond it is class-conditional (its
+# eraser needs each input's attribute at inference, and its non-linear probe decides too).
+LINEAR_PROBES_ONLY = "linear probes only"
 REGRESSOR = "regressor"  # as CLASSIFIER, but the module predicts one real number per input (MSE-trained)
 # The task of the models a policy may name a method of each kind for; None: the planner picks
 # methods of that kind, never a policy.
@@ -104,6 +107,12 @@ class MethodSpec:
     # A concept method's guarantee: what kind of probe it holds against, in the plan's and report's words
     # (required for kind concept, e.g. "linear probes only"; audits.concept_audit decides on those probes).
     holds_against: str = ""
+
+    @property
+    def beyond_linear_probes(self) -> bool:
+        """Whether a concept method promises more than linear undecodability: its eraser is class-conditional
+        (needs each input's attribute at inference) and the non-linear probe decides too."""
+        return self.kind == CONCEPT and self.holds_against != LINEAR_PROBES_ONLY
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_OF_KIND:
@@ -243,7 +252,7 @@ for _spec in (
                    "LEACE makes the attribute undecodable by linear probes at the erased layer of {model}, and no "
                    "more: a non-linear probe may still recover it (the concept probe's figure says how well). It "
                    "erases an attribute, not any person's records."),
-               holds_against="linear probes only"),
+               holds_against=LINEAR_PROBES_ONLY),
     # PEF-style coupling (Basu Roy Chowdhury et al., AISTATS 2025): each attribute group's representations are
     # transported onto one shared distribution, so non-linear probes read chance too; the map needs the attribute.
     MethodSpec("pef_coupling", CONCEPT, "concept_erased", "workers.unlearning.pef_coupling",
