@@ -91,6 +91,11 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
         # Where the policy allows approximate methods: the others that apply to this model and forget set.
         approximate, not_offered = (approximate_alternatives(version=version, planned=method, record_ids=record_ids)
                                     if guarantee == "approximate" or policy_refused else ([], {}))
+        eraser = concept_eraser_plan(version=version, method=method, record_ids=record_ids)
+        alternatives = alternatives + dp_alternatives + approximate
+        if eraser is not None:  # what each method the DPO may choose instead would do with the eraser
+            alternatives = [{**alternative, "concept_eraser": concept_eraser_plan(
+                version=version, method=alternative["method"], record_ids=record_ids)} for alternative in alternatives]
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "model_kind": model_kind, "method": method, "guarantee_class": guarantee,
@@ -112,11 +117,11 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "kept_data": kept_data,
             "dp_bound": dp_bound,
             # Methods the DPO may approve instead of ``method`` (deletion_request_approve's ``methods``).
-            "alternatives": alternatives + dp_alternatives + approximate,
+            "alternatives": alternatives,
             # Methods of the model's task that were considered and not offered, and why.
             "not_offered": not_offered,
             # A concept eraser the version serves: fitted on how many of the records, kept or dropped.
-            "concept_eraser": concept_eraser_plan(version=version, method=method, record_ids=record_ids),
+            "concept_eraser": eraser,
         })
     plan = derived_steps_planned(plan)  # derived children: re-derived from their parent's new version
     summary = {
@@ -223,7 +228,8 @@ def _chosen_step(planned: dict[int, dict], version_id: int, method: str) -> dict
                                f"it offers: {allowed}", field="methods")
     alternative = offered[method]
     return {**step, "method": method, "guarantee_class": alternative["guarantee_class"],
-            "estimated_seconds": alternative.get("estimated_seconds")}
+            "estimated_seconds": alternative.get("estimated_seconds"),
+            "concept_eraser": alternative.get("concept_eraser", step.get("concept_eraser"))}
 
 
 def _batch_window(version: ModelVersion) -> int:

@@ -372,8 +372,11 @@ def derived_model_note(outcome) -> str:
 
 def concept_eraser_note(outcome) -> str:
     """For a version that served a concept eraser (deletion.concept_erasers): what the plan said became of
-    it (kept, or not carried into the new version and why), in the plan step's words; "" for other models."""
+    it (kept, or not carried into the new version and why), in the plan step's words for the method that
+    ran (the step's own, or the alternative the DPO chose); "" for other models."""
     step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+    if step and outcome.method != step.get("method"):
+        step = next((a for a in step.get("alternatives") or [] if a["method"] == outcome.method), step)
     eraser = step.get("concept_eraser")
     return f"Concept eraser: {eraser['summary']}" if eraser else ""
 

@@ -230,3 +230,28 @@ def test_an_erased_records_attribute_label_leaves_the_concept_request_and_its_jo
     assert job.config["layer"] == "act0" and request.concept["attribute"] == "digit parity"
     untouched.refresh_from_db()
     assert untouched.concept["labels"] == {MEMBERS[0]: 1}  # the same key in another dataset is another record
+
+
+def test_the_report_speaks_of_the_eraser_as_the_method_the_dpo_chose_leaves_it():
+    """Each alternative the plan offers says what it would do with the eraser: on a DP-trained version whose
+    LEACE eraser was fitted on the person's record, the planned retrain drops it, while ``dp_bounded`` (nothing
+    changes) keeps it; the report's note follows the DPO's choice, not the planned method."""
+    from deletion.report_data import concept_eraser_note
+
+    ds, trained, erased, fit = _concept_version("leace")
+    for version in (trained, erased):  # the accountant's figures of a DP-SGD run (workers.training.dp)
+        version.metrics = {"accountant": "prv", "sample_rate": 0.05, "noise_multiplier": 1.2, "steps": 20,
+                           "delta": 1e-6, "epsilon": 1.5}
+        version.save(update_fields=["metrics"])
+    [fitted_member] = sorted(fit & set(MEMBERS))[:1]
+    request = _scoped(ds, [fitted_member])
+    step = next(step for step in request.plan if step["model_version_id"] == erased.id)
+    assert (step["method"], step["concept_eraser"]["kept"]) == ("retrain", False)
+    [dp] = [alternative for alternative in step["alternatives"] if alternative["method"] == "dp_bounded"]
+    assert dp["concept_eraser"]["kept"] and "stays in the version; it is still derived" in dp["concept_eraser"]["summary"]
+    approved = decisions.deletion_request_approve(request=request, actor="alice",
+                                                  methods={erased.id: "dp_bounded", trained.id: "dp_bounded"})
+    outcome = approved.outcomes.get(model_version=erased)
+    assert outcome.method == "dp_bounded"
+    note = concept_eraser_note(outcome)
+    assert "stays in the version" in note and "no longer erases" not in note, note
