@@ -36,11 +36,13 @@ from deletion.notices import notice_send
 from deletion.planning import (
     DP_BOUNDED,
     approximate_alternatives,
+    chain_note,
     derived_steps_planned,
     dp_bound_plan,
     equivalence_test_plan,
     estimated_cost,
     method_card,
+    one_job_per_chain,
     plan_method,
     plan_model_kind,
     policy_method_refused,
@@ -72,7 +74,9 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
     scope = request_scope(request)
     versions = {v.version_id: v for v in scope.versions}
     plan = []
-    for version in ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"):
+    scoped = list(ModelVersion.objects.filter(id__in=versions).select_related("model").order_by("model__name", "version"))
+    chains = one_job_per_chain(scoped)  # versions on one unlearning chain: one step, on the one nearest its head
+    for version in (v for v in scoped if v.id in chains):
         record_ids = versions[version.id].record_ids
         method, guarantee = plan_method(version=version, record_ids=record_ids)
         if held_only_by_eraser(versions[version.id]):  # the weights never saw them: the eraser is taken off
@@ -122,6 +126,9 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             "not_offered": not_offered,
             # A concept eraser the version serves: fitted on how many of the records, kept or dropped.
             "concept_eraser": eraser,
+            # Versions of the same unlearning chain this step's one job unlearns for (no step of their own).
+            "covers_versions": chain_note(version, chains[version.id],
+                                          {v.id: len(versions[v.id].record_ids) for v in chains[version.id]}),
         })
     plan = derived_steps_planned(plan)  # derived children: re-derived from their parent's new version
     summary = {
@@ -214,6 +221,12 @@ def _chosen_step(planned: dict[int, dict], version_id: int, method: str) -> dict
     """The plan's step for ``version_id`` run with ``method``: its own method or one it offers."""
     step = planned.get(version_id)
     if step is None:
+        covering = next((s for s in planned.values() if version_id in [
+            v["model_version_id"] for v in (s.get("covers_versions") or {}).get("versions", [])]), None)
+        if covering is not None:
+            raise ValidationFailed(f"model version {version_id} has no step of its own: the step of {covering['model']} "
+                                   f"v{covering['version']} (id {covering['model_version_id']}) covers it (one "
+                                   "unlearning chain); choose the method there", field="methods")
         raise ValidationFailed(f"model version {version_id} is not in this request's plan", field="methods")
     if method == step["method"]:
         return step

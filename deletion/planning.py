@@ -88,6 +88,39 @@ def _merge_scopes(a, b):
                            sorted(artifacts.values(), key=lambda x: x.id), a.subject_id)
 
 
+def one_job_per_chain(versions: list[ModelVersion]) -> dict[int, list[ModelVersion]]:
+    """Scoped versions on one unlearning chain (one an earlier unlearning result of another: e.g. a
+    version and its new version still awaiting audit, deployment or the DPO's decision, or a concept
+    eraser's version not yet deployed) share their current source, so one job on it unlearns for all of
+    them; a job per version would each start from that newest version, and the second would find the
+    records already gone ("the forget set is empty"). Returns: the id of the version each group keeps a
+    step for (the one nearest the current source) -> the other versions of its group (none: ``[]``).
+    The others' copies are purged with the kept outcome's older copies (audits.runner.older_copies_purge)."""
+    paths = {version.id: selectors.unlearning_path(version) for version in versions}
+    groups: dict[int, list[ModelVersion]] = {}
+    for version in versions:
+        groups.setdefault(paths[version.id][-1].id, []).append(version)
+    kept = {}
+    for group in groups.values():
+        nearest = min(group, key=lambda v: (len(paths[v.id]), -v.id))
+        kept[nearest.id] = sorted((v for v in group if v.id != nearest.id), key=lambda v: v.version)
+    return kept
+
+
+def chain_note(kept: ModelVersion, covered: list[ModelVersion], records: dict[int, int]) -> dict | None:
+    """What the plan step of ``kept`` says of the versions of its chain it unlearns for (``records``:
+    version id -> how many of the request's records it holds); None when it covers none."""
+    if not covered:
+        return None
+    named = ", ".join(f"v{v.version} ({v.status}, {records.get(v.id, 0)} record(s))" for v in covered)
+    summary = (f"This step also covers {named}: v{kept.version} descends from {'them' if len(covered) > 1 else 'it'} "
+               "by unlearning (an earlier request's or a concept erasure's), so the one job of this step, which starts "
+               "from the chain's newest version, unlearns the records for all of them; their copies are destroyed "
+               "with the older copies once this step's audit passes or the DPO accepts its risk.")
+    return {"versions": [{"model_version_id": v.id, "version": v.version, "status": v.status,
+                          "records": records.get(v.id, 0)} for v in covered], "summary": summary}
+
+
 def method_card(name: str) -> dict | None:
     """What the plan shows of catalogue method ``name`` beside its class: where it applies, what one
     run costs (as declared in workers.unlearning.catalogue), whether it forgets whole classes only
@@ -226,6 +259,9 @@ def derived_steps_planned(plan: list[dict]) -> list[dict]:
     from workers.runners.derived import derived_parent_edge
 
     steps = {step["model_version_id"]: step for step in plan}
+    for step in plan:  # a version on a step's unlearning chain is unlearned by that step (one_job_per_chain)
+        for covered in (step.get("covers_versions") or {}).get("versions", []):
+            steps[covered["model_version_id"]] = step
     for step in plan:
         spec = METHOD_SPECS.get(step["method"]) if step["method"] in METHOD_SPECS else None
         if spec is None or not spec.rederives:

@@ -298,6 +298,9 @@ def _model_entry(outcome) -> dict:
     eraser = concept_eraser_note(outcome)
     if eraser:
         verdict["notes"].append(eraser)
+    chain = chain_note_of(outcome)
+    if chain:
+        verdict["notes"].append(chain)
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -379,6 +382,14 @@ def concept_eraser_note(outcome) -> str:
         step = next((a for a in step.get("alternatives") or [] if a["method"] == outcome.method), step)
     eraser = step.get("concept_eraser")
     return f"Concept eraser: {eraser['summary']}" if eraser else ""
+
+
+def chain_note_of(outcome) -> str:
+    """For a step that unlearned for other versions of its unlearning chain too (deletion.planning.
+    one_job_per_chain): which, in the plan's words; "" otherwise."""
+    step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+    covers = step.get("covers_versions")
+    return f"Same chain: {covers['summary']}" if covers else ""
 
 
 def keep_out_note(outcome) -> str:

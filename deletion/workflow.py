@@ -23,7 +23,8 @@ from deletion.planning import request_end_state, request_scope, request_subjects
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
-from models_registry.selectors import current_source
+from models_registry.models import ModelVersion
+from models_registry.selectors import current_source, unlearning_path
 from models_registry.services import identifiers_suppress
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
@@ -254,7 +255,12 @@ def unsettled_parent_reason(job: Job) -> str:
     if job.kind != JobKind.UNLEARN or job.method not in METHOD_SPECS or not METHOD_SPECS.get(job.method).rederives:
         return ""
     parent_id = ((job.config or {}).get("parent") or {}).get("version_id")
-    unsettled = (ModelOutcome.objects.filter(model_version_id=parent_id, status__in=[
+    parent = ModelVersion.objects.filter(pk=parent_id).first()
+    # The parent's own outcomes, or in the child's request that of the step on the parent's unlearning
+    # chain that covers it (deletion.planning.one_job_per_chain).
+    chain = [v.id for v in unlearning_path(parent)] if parent is not None else []
+    unsettled = (ModelOutcome.objects.filter(Q(model_version_id=parent_id) | Q(
+        request_id=job.deletion_request_id, model_version_id__in=chain), status__in=[
         OutcomeStatus.PLANNED, OutcomeStatus.EXECUTING, OutcomeStatus.AUDITING, OutcomeStatus.AUDIT_FAILED,
         OutcomeStatus.AWAITING_DECISION]).select_related("request", "model_version__model").order_by("id").first())
     if unsettled is None:

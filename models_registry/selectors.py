@@ -316,13 +316,20 @@ def current_source(version: ModelVersion) -> ModelVersion:
     made from it (and so on down), so that a second request for the same model builds on the
     first one's result — its new version then excludes both requests' records — instead of on a
     parent that still holds them (and that the first request's audit purges)."""
+    return unlearning_path(version)[-1]
+
+
+def unlearning_path(version: ModelVersion) -> list[ModelVersion]:
+    """``version`` and the versions :func:`current_source` walks down from it, in order: each the newest
+    unpurged version a succeeded unlearning job made from the one before; the last is the current source."""
+    path = [version]
     while True:
-        child = (ModelVersion.objects.filter(parent=version, created_by_job__kind="unlearn",
+        child = (ModelVersion.objects.filter(parent=path[-1], created_by_job__kind="unlearn",
                                              created_by_job__status="succeeded")
                  .exclude(status=VersionStatus.PURGED).order_by("-id").first())
         if child is None:
-            return version
-        version = child
+            return path
+        path.append(child)
 
 
 # ---------------------------------------------------------------- what a version holds

@@ -85,8 +85,9 @@ def test_a_record_that_fitted_a_leace_eraser_finds_it_and_the_plan_does_not_keep
     # A training record that fitted it: the policy's finetune would keep the eraser, so the plan retrains.
     [fitted_member] = sorted(fit & set(MEMBERS))[:1]
     steps = {step["model_version_id"]: step for step in _scoped(ds, [fitted_member]).plan}
-    assert set(steps) == {trained.id, erased.id}
-    for step in steps.values():  # the trained version's job starts from its current source: the eraser's
+    assert set(steps) == {erased.id}  # one step, on the eraser's version, covers the trained one (its chain)
+    assert [v["model_version_id"] for v in steps[erased.id]["covers_versions"]["versions"]] == [trained.id]
+    for step in steps.values():
         assert (step["method"], step["guarantee_class"]) == ("retrain", "exact"), step
         assert "the leace eraser of 'digit parity'" in step["policy_method_refused"]
         assert "fitted on 1 of these records" in step["not_offered"]["scrub"]
@@ -95,7 +96,7 @@ def test_a_record_that_fitted_a_leace_eraser_finds_it_and_the_plan_does_not_keep
     # A member the eraser was not fitted on: the policy's approximate method keeps the eraser, and says so.
     [member] = sorted(set(MEMBERS) - fit)[:1]
     steps = {step["model_version_id"]: step for step in _scoped(ds, [member]).plan}
-    assert set(steps) == {trained.id, erased.id}
+    assert set(steps) == {erased.id}
     for step in steps.values():
         assert (step["method"], step["concept_eraser"]["kept"]) == ("finetune", True), step
         assert step["concept_eraser"]["fitted_on_erased_records"] == 0
@@ -105,7 +106,7 @@ def test_a_class_conditional_eraser_gets_no_approximate_method_and_no_second_con
     ds, trained, erased, fit = _concept_version("pef_coupling")
     [member] = sorted(set(MEMBERS) - fit)[:1]
     steps = {step["model_version_id"]: step for step in _scoped(ds, [member]).plan}
-    assert set(steps) == {trained.id, erased.id}
+    assert set(steps) == {erased.id}
     for step in steps.values():
         # Not fitted on the record, yet no approximate job: it would run the model without the attribute.
         assert (step["method"], step["guarantee_class"], step["alternatives"]) == ("retrain", "exact", [])
@@ -247,10 +248,17 @@ def test_the_report_speaks_of_the_eraser_as_the_method_the_dpo_chose_leaves_it()
     request = _scoped(ds, [fitted_member])
     step = next(step for step in request.plan if step["model_version_id"] == erased.id)
     assert (step["method"], step["concept_eraser"]["kept"]) == ("retrain", False)
+    from tests.deletion.test_derived_models import _dpo_page
+
+    assert f'id="dp-concept-eraser-{erased.id}">Concept eraser: The leace eraser' in _dpo_page(request)
     [dp] = [alternative for alternative in step["alternatives"] if alternative["method"] == "dp_bounded"]
     assert dp["concept_eraser"]["kept"] and "stays in the version; it is still derived" in dp["concept_eraser"]["summary"]
+    from foundation.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=f"the step of digits-mlp v2 \\(id {erased.id}\\) covers it"):
+        decisions.deletion_request_approve(request=request, actor="alice", methods={trained.id: "dp_bounded"})
     approved = decisions.deletion_request_approve(request=request, actor="alice",
-                                                  methods={erased.id: "dp_bounded", trained.id: "dp_bounded"})
+                                                  methods={erased.id: "dp_bounded"})
     outcome = approved.outcomes.get(model_version=erased)
     assert outcome.method == "dp_bounded"
     note = concept_eraser_note(outcome)

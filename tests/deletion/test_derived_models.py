@@ -166,3 +166,48 @@ def test_a_deriving_recipe_needs_a_held_parent_of_another_model(family, api_clie
 
     with pytest.raises(ValidationFailed, match="cannot be the audit's reference"):
         shadow_models_train(version=child, count=2, enqueue=False)
+
+
+def test_a_request_while_an_earlier_result_is_audited_unlearns_the_chain_once(family):
+    """A request that arrives while an earlier one's new version is being audited finds the person's record
+    in the old version and the new one: both are on one unlearning chain, so one step (on the version nearest
+    the chain's head) covers both, and says so. Before, each got a job; both started from the newest version
+    and the second found "the forget set is empty": the request FAILED. The derived child waits for the
+    step that covers its parent."""
+    from deletion.report_data import chain_note_of
+
+    dataset, parent, child = family
+    first, second = DataRecord.objects.filter(dataset=dataset, split="train").order_by("id")[2:4]
+    earlier = approved_request([first])
+    earlier_outcome = ModelOutcome.objects.get(request=earlier, model_version=parent)
+    run_job(earlier_outcome.job)
+    earlier_outcome.refresh_from_db()
+    made = earlier_outcome.new_version  # being audited: the old version still holds every record
+    assert made.parent_id == parent.id and parent.status != "purged"
+
+    later = approved_request([second])
+    teacher = [step for step in later.plan if step["model"] == "bc-teacher"]
+    assert [step["model_version_id"] for step in teacher] == [made.id]
+    assert teacher[0]["covers_versions"]["versions"] == [
+        {"model_version_id": parent.id, "version": 1, "status": parent.status, "records": 1}]
+    student = next(step for step in later.plan if step["model"] == "bc-student")
+    assert student["derived_from"]["version_id"] == parent.id  # its lineage edge's parent, capped by the covering step
+    assert student["derived_from"]["guarantee_class"] == teacher[0]["guarantee_class"]
+    assert list(ModelOutcome.objects.filter(request=later).values_list("model_version_id", flat=True).order_by(
+        "model_version_id")) == sorted([made.id, child.id])
+
+    later_teacher = ModelOutcome.objects.get(request=later, model_version=made)
+    later_child = ModelOutcome.objects.get(request=later, model_version=child)
+    assert job_execute(job_id=later_teacher.job_id) == "deferred"  # the earlier result is being audited
+    run_job(earlier_outcome.audit_job)
+    earlier_child = run_job(ModelOutcome.objects.get(request=earlier, model_version=child).job)  # from v2
+    run_job(ModelOutcome.objects.get(job=earlier_child).audit_job)
+    run_job(Job.objects.get(pk=later_teacher.job_id))
+    later_teacher.refresh_from_db()
+    assert later_teacher.new_version.parent_id == made.id
+    assert later_teacher.new_version.excluded_records.filter(record__in=[first, second]).count() == 2
+    # The child's job waits for the covering step's audit (its parent v1 has no outcome of its own).
+    assert job_execute(job_id=later_child.job_id) == "deferred"
+    assert "its parent bc-teacher v2 is being unlearned" in Job.objects.get(pk=later_child.job_id).progress_stage
+    assert "also covers v1" in chain_note_of(later_teacher)
+    assert f'id="dp-covers-{made.id}"' in _dpo_page(later)  # the DPO's page shows it with the plan
