@@ -41,6 +41,7 @@ from models_registry.models import (
 )
 from workers.concept_layers import (
     DEFAULT_FIT_SHARE,
+    RECORDED_MODULE_NAMES,
     concept_erasure_refusal,
     default_representation_layer,
     fitting_split,
@@ -161,8 +162,10 @@ def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, An
             raise ValidationFailed(f"{version} cannot take a concept erasure: {refusal}", field=f"models[{index}]",
                                    code="no_representations")
         # A layer the model does not have, caught here from the stored architecture where the
-        # platform knows its modules (else the worker's get_submodule refuses it, as before).
-        unknown_layer = layer_problem(model.architecture, layer)
+        # platform knows its modules, or from the names its upload check recorded (a company's
+        # module); else the worker's get_submodule refuses it, as it does an output that is not
+        # [batch, features] (known only by running the model).
+        unknown_layer = layer_problem(model.architecture, layer, _recorded_module_names(version) if layer else None)
         if unknown_layer:
             raise ValidationFailed(f"{version}: {unknown_layer}", field=f"models[{index}].layer", code="unknown_layer")
         if version.training_run is None or not version.training_run.datasets.filter(pk=dataset.pk).exists():
@@ -171,6 +174,18 @@ def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, An
                                    field=f"models[{index}]", code="dataset_mismatch")
         targets.append({"version": version, "layer": layer or default_representation_layer(model.architecture)})
     return targets
+
+
+def _recorded_module_names(version: ModelVersion) -> dict[str, Any] | None:
+    """The module names the upload check recorded for ``version`` or, for a version made from one
+    (an unlearning, a concept erasure, an external retrain), for the nearest version above it that
+    has them (the same modules); None when none did (uploaded before checks recorded them)."""
+    while version is not None:
+        recorded = (version.metrics or {}).get(RECORDED_MODULE_NAMES)
+        if recorded:
+            return recorded
+        version = version.parent
+    return None
 
 
 def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,6 +5,10 @@ eraser by them (workers.runners.concept), so both agree on:
 
 * which layer's output holds a model's representations (:func:`representation_layer`): the last
   hidden activation of the platform's own architectures, or the layer the request names;
+* which modules a model has (:func:`layer_problem`): said from the stored architecture for the
+  platform's own, or read from the names the upload check recorded when it built a company's module
+  (:func:`recorded_module_names`); whether the named module's output is [batch, features] is known
+  only by running the model, so the worker checks that;
 * why a model has none the platform can erase (:func:`concept_erasure_refusal`): a language model,
   a scikit-learn estimator, an MLP without hidden layers, a recipe whose stored versions would drop
   the eraser;
@@ -21,8 +25,9 @@ source. Plain Python: the web process imports this module.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # The layer whose output LEACE erases in the platform's own architectures: the last hidden
@@ -41,6 +46,15 @@ DEFAULT_FIT_SHARE = 2 / 3
 # probe's five folds on the held-out records (audits.checks.concept_probe needs one per fold).
 MIN_RECORDS_PER_VALUE = 20
 MAX_LABELS = 200_000
+
+# An upload check records at most this many module names of a company's model (the first, in
+# ``named_modules`` order), with how many it has: a large transformers model has thousands.
+MAX_RECORDED_MODULE_NAMES = 2000
+# The metrics key of a version that holds them (a version's metrics: JSON the web side reads).
+RECORDED_MODULE_NAMES = "module_names"
+# A refusal lists every module of a model with up to this many; of a larger one, only the nearest.
+LISTED_MODULE_NAMES = 40
+NEAREST_MODULE_NAMES = 10
 
 
 def default_representation_layer(architecture: Mapping[str, Any] | None) -> str | None:
@@ -76,14 +90,56 @@ def module_names(architecture: Mapping[str, Any] | None) -> tuple[str, ...] | No
     return None
 
 
-def layer_problem(architecture: Mapping[str, Any] | None, layer: str) -> str | None:
+def recorded_module_names(names: Iterable[str]) -> dict[str, Any]:
+    """What an upload check records of the model it built (``names``: ``model.named_modules()``'s
+    names less the root's, in that order) for the web side, which cannot build it: ``{"names": the
+    first MAX_RECORDED_MODULE_NAMES, "count": how many there are}`` (a version's metrics
+    RECORDED_MODULE_NAMES)."""
+    kept, count = [], 0
+    for name in names:
+        count += 1
+        if count <= MAX_RECORDED_MODULE_NAMES:
+            kept.append(name)
+    return {"names": kept, "count": count}
+
+
+def layer_problem(architecture: Mapping[str, Any] | None, layer: str,
+                  recorded: Mapping[str, Any] | None = None) -> str | None:
     """Why ``layer`` (a module name, as the request gives it) names no module of a model built from
-    ``architecture``, listing the ones it has; None when it does, or when the platform cannot tell
-    without building the model (:func:`module_names` is None: the worker checks it then)."""
-    names = module_names(architecture)
-    if not layer or names is None or layer in names:
+    ``architecture``, listing the ones it has (of a large model, the nearest); None when it does, or
+    when the platform cannot tell without building the model: :func:`module_names` is None and the
+    upload check recorded no names (``recorded``, from :func:`recorded_module_names`; an older upload),
+    or recorded only the first of more names than it keeps. The worker checks the layer then, and
+    always checks that its output is [batch, features]: that is not known without running the model."""
+    names: Sequence[str] | None = module_names(architecture)
+    complete = True
+    if names is None and recorded:
+        names = list(recorded.get("names") or ())
+        complete = len(names) >= int(recorded.get("count") or 0)
+    if not layer or names is None or layer in names or not complete:
         return None
-    return f"the model has no layer {layer!r}; its layers: {', '.join(names)}"
+    if len(names) <= LISTED_MODULE_NAMES:
+        return f"the model has no layer {layer!r}; its layers: {', '.join(names)}"
+    return (f"the model has no layer {layer!r}; the nearest of its {len(names):,} modules: "
+            f"{', '.join(nearest_module_names(layer, names))}")
+
+
+def nearest_module_names(layer: str, names: Sequence[str], limit: int = NEAREST_MODULE_NAMES) -> list[str]:
+    """Up to ``limit`` of ``names`` (module names) nearest to ``layer``: the most alike by difflib,
+    then the modules under the longest dotted prefix of ``layer`` that is a module (``encoder.layer.12``
+    of a 12-layer encoder: ``encoder.layer.0`` ...), else the top-level modules."""
+    alike = difflib.get_close_matches(layer, names, n=limit, cutoff=0.6)
+    parts = layer.split(".")
+    known = set(names)
+    under: list[str] = []
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:cut])
+        if prefix in known:
+            under = [n for n in names if n.startswith(prefix + ".") and "." not in n[len(prefix) + 1:]]
+            break
+    if not alike and not under:
+        under = [n for n in names if "." not in n]
+    return list(dict.fromkeys(alike + under))[:limit]
 
 
 def concept_erasure_refusal(*, task: str, recipe: str, architecture: Mapping[str, Any] | None,

@@ -210,6 +210,55 @@ def test_a_layer_the_model_does_not_have_is_refused_at_intake_with_the_layers_it
     assert [step["concept"]["layer"] for step in named.json()["plan"]] == ["fc0"]
 
 
+COMPANY_NET = {"name": "entry_point",  # tests/fixtures/company_models: input_norm, hidden.0-2, classifier
+               "config": {"entry_point": "company-tabular", "config": {"in_features": 30, "num_classes": 2, "hidden": 16}}}
+
+
+def test_a_layer_a_company_module_lacks_is_refused_at_intake_from_the_names_its_upload_check_recorded(
+        api_client_for, labelled):
+    from safetensors.torch import save
+
+    from models_registry import services as registry
+    from models_registry.models import ModelVersion
+    from tests.flows import registered_over_api, upload_over_api
+    from workers.training.architectures import build_model
+
+    engineer, dpo = api_client_for("ml_engineer"), api_client_for("dpo")
+    ds, parity = labelled
+    run_id = registered_over_api(engineer, name="company-net", architecture=COMPANY_NET, dataset=ds,
+                                 keys=sorted(parity), run_config={"epochs": 1, "lr": 0.01, "seed": 5})
+    weights = save({k: v.contiguous() for k, v in build_model(COMPANY_NET).state_dict().items()})
+    check = upload_over_api(engineer, "company-net", run_id, weights)
+    assert check.status_code == 202, check.content
+    run_job(Job.objects.get(pk=check.json()["id"]))  # the worker builds the module and registers the version
+    registered = engineer.get(check.json()["url"]).json()
+    assert registered["status"] == "registered", registered
+    uploaded = ModelVersion.objects.get(pk=registered["version"]["id"])
+    assert uploaded.metrics["module_names"] == {"names": ["input_norm", "hidden", "hidden.0", "hidden.1", "hidden.2",
+                                                          "classifier"], "count": 6}
+
+    message = _refused(dpo, _concept_body(parity, [{"model": "company-net", "layer": "hiden.1"}]),
+                       field="models[0].layer", code="unknown_layer")
+    assert f"{uploaded}: the model has no layer 'hiden.1'; its layers: input_norm, hidden, hidden.0, hidden.1" in message
+    named = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "company-net", "layer": "hidden.1"}]),
+                     format="json")
+    assert named.status_code == 201, named.content
+    assert [step["concept"]["layer"] for step in named.json()["plan"]] == ["hidden.1"]
+    # A version made from the upload (an unlearning's, a concept erasure's) has its modules.
+    child = registry.model_version_create(model=uploaded.model, artifact_sha256="1" * 64, parent=uploaded,
+                                          training_run=uploaded.training_run, status="retained")
+    assert "no layer 'head'" in _refused(dpo, _concept_body(parity, [{"model": "company-net", "version": child.version,
+                                                                      "layer": "head"}]),
+                                         field="models[0].layer", code="unknown_layer")
+
+    # Uploaded before upload checks recorded module names: accepted as before, the worker checks the layer.
+    older = factories.registered_model(name="company-older", architecture=COMPANY_NET)
+    factories.trained_version(older, ds, [(key, 0, 0) for key in sorted(parity)])
+    unchecked = dpo.post("/api/v1/concept-requests/", _concept_body(parity, [{"model": "company-older",
+                                                                              "layer": "hiden.1"}]), format="json")
+    assert unchecked.status_code == 201, unchecked.content
+
+
 def test_a_concept_outcome_that_did_not_pass_cannot_be_escalated_to_a_retrain(labelled):
     from deletion import decisions
     from deletion.concept_requests import concept_request_create

@@ -8,13 +8,16 @@ import pytest
 
 from workers.concept_layers import (
     ERASER_STORING_RECIPES,
+    MAX_RECORDED_MODULE_NAMES,
     MIN_RECORDS_PER_VALUE,
+    RECORDED_MODULE_NAMES,
     concept_erasure_refusal,
     default_representation_layer,
     fitting_split,
     labels_problem,
     layer_problem,
     module_names,
+    recorded_module_names,
 )
 
 MLP = {"name": "mlp", "config": {"in_features": 8, "num_classes": 3, "hidden": [16, 12]}}
@@ -89,6 +92,63 @@ def test_a_layer_the_model_lacks_is_named_with_the_layers_it_has():
     for unknown in ({"name": "entry_point", "config": {"entry_point": "acme.net"}},
                     {"name": "transformers", "config": {"hf_config": {"model_type": "bert"}}}, None):
         assert module_names(unknown) is None and layer_problem(unknown, "anything.at.all") is None
+
+
+COMPANY_NET = {"name": "entry_point",
+               "config": {"entry_point": "company-tabular", "config": {"in_features": 30, "num_classes": 2, "hidden": 16}}}
+
+
+def test_the_entry_point_upload_check_records_the_names_of_the_module_it_built():
+    from safetensors.torch import save
+
+    from workers.model_families.entry_points import EntryPointModules
+    from workers.training.architectures import build_model
+
+    built = build_model(COMPANY_NET)
+    weights = save({k: v.contiguous() for k, v in built.state_dict().items()})
+    checked = EntryPointModules().check_upload(weights, architecture=COMPANY_NET, task="classification",
+                                               run_config={"epochs": 1, "lr": 0.01, "seed": 5})
+    names = ["input_norm", "hidden", "hidden.0", "hidden.1", "hidden.2", "classifier"]
+    assert [n for n, _ in built.named_modules() if n] == names  # the company's module, as the factory builds it
+    assert checked.extra[RECORDED_MODULE_NAMES] == {"names": names, "count": 6}
+
+
+def test_the_recorded_names_are_the_first_two_thousand_with_how_many_there_are():
+    assert recorded_module_names([]) == {"names": [], "count": 0}
+    many = recorded_module_names(f"blocks.{i}" for i in range(MAX_RECORDED_MODULE_NAMES + 500))
+    assert many["count"] == MAX_RECORDED_MODULE_NAMES + 500 and len(many["names"]) == MAX_RECORDED_MODULE_NAMES
+    assert many["names"][0] == "blocks.0" and many["names"][-1] == f"blocks.{MAX_RECORDED_MODULE_NAMES - 1}"
+    company = {"name": "entry_point", "config": {"entry_point": "acme.net"}}
+    # Capped: a name past the first 2,000 may exist, so nothing is refused (the worker checks it).
+    assert layer_problem(company, f"blocks.{MAX_RECORDED_MODULE_NAMES + 10}", many) is None
+    assert layer_problem(company, "no.such.module", many) is None
+
+
+def test_a_company_model_is_checked_against_its_recorded_names_and_a_large_one_names_the_nearest():
+    from workers.training.transformers_models import build_transformers_model
+
+    company = {"name": "entry_point", "config": {"entry_point": "acme.net"}}
+    small = recorded_module_names(["input_norm", "hidden", "hidden.0", "hidden.1", "hidden.2", "classifier"])
+    assert layer_problem(company, "hidden.1", small) is None and layer_problem(company, "", small) is None
+    assert layer_problem(company, "hiden.1", small) == ("the model has no layer 'hiden.1'; its layers: input_norm, "
+                                                        "hidden, hidden.0, hidden.1, hidden.2, classifier")
+    assert layer_problem(company, "anything", None) is None  # nothing recorded (an older upload): as before
+    # A transformers model (built on the meta device, as the upload check builds one): only the nearest names.
+    bert = build_transformers_model({"model_type": "bert", "vocab_size": 300, "hidden_size": 16,
+                                     "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 32,
+                                     "max_position_embeddings": 64, "num_labels": 2},
+                                    "sequence_classification", meta=True)
+    recorded = recorded_module_names(n for n, _ in bert.named_modules() if n)
+    assert recorded["count"] > 60 and layer_problem(company, "bert.encoder.layer.3.output", recorded) is None
+    typo = layer_problem(company, "bert.encoder.layer.1.outptu", recorded)
+    assert typo.startswith(f"the model has no layer 'bert.encoder.layer.1.outptu'; the nearest of its "
+                           f"{recorded['count']} modules: bert.encoder.layer.1.output")
+    past_the_end = layer_problem(company, "bert.encoder.layer.7", recorded)
+    listed = past_the_end.split(" modules: ")[1].split(", ")
+    assert {f"bert.encoder.layer.{i}" for i in range(4)} <= set(listed) and len(listed) <= 10
+    assert all(name in recorded["names"] for name in listed)
+    nowhere = layer_problem(company, "zzz", recorded)
+    assert nowhere.endswith("modules: bert, dropout, classifier")  # no name alike: the top-level modules
 
 
 def test_models_without_erasable_representations_are_refused_in_words():

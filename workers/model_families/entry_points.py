@@ -19,7 +19,9 @@ What runs where:
 - The web process reads that metadata only (at registration and at upload, with the upload's
   safetensors structure): it never imports the company's package and never builds the module.
 - Building the module and checking that the weights fit it runs in a worker job
-  (workers.upload_checks), which stores and registers the version only when they fit.
+  (workers.upload_checks), which stores and registers the version only when they fit, and records
+  the module's names on the version (its metrics' ``module_names``: the first 2,000 and their
+  count), from which a concept request's ``layer`` is checked at intake.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from workers.concept_layers import RECORDED_MODULE_NAMES, recorded_module_names
 from workers.model_families.base import CheckedUpload, ModelFamily, UploadRefused
 
 if TYPE_CHECKING:  # the web process loads the families without torch
@@ -174,5 +177,8 @@ class EntryPointModules(ModelFamily, name="entry_point"):
         except ValueError as exc:
             raise UploadRefused(f"the training run's configuration does not fit the plain recipe: {exc}",
                                 code="invalid_run_config") from None
+        # Its module names, for the web side, which cannot build it, to check a concept request's layer.
+        modules = recorded_module_names(n for n, _ in module.named_modules() if n)
         return CheckedUpload(blobs={"weights": tensors}, recipe="plain", recipe_config=recipe_config,
-                             architecture=dict(architecture), extra={"entry_point": entry_point_provenance(name)})
+                             architecture=dict(architecture),
+                             extra={"entry_point": entry_point_provenance(name), RECORDED_MODULE_NAMES: modules})
