@@ -49,6 +49,7 @@ from deletion.planning import (
     replay_plan,
     request_scope,
     s3t_kept_data,
+    shadow_evidence_shortfall,
 )
 from deletion.transitions import S, actor_name, transition
 from deletion.workflow import advance, announce
@@ -112,7 +113,8 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             # Said before the method runs: where the audit cannot confirm erasure, the request will
             # wait for the DPO's decision whatever the method achieves.
             "audit_cannot_confirm": audit_cannot_confirm(guarantee_class=guarantee, model_kind=evidence_kind,
-                                                         records=len(record_ids)),
+                                                         records=len(record_ids))
+                                    or shadow_evidence_shortfall(version=version, method=method),
             # Declared now, before any score is seen; the audit job's config carries the margins.
             "equivalence_test": equivalence_test_plan(version=version, model_kind=evidence_kind,
                                                       records=len(record_ids)),

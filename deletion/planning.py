@@ -176,6 +176,34 @@ def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] 
     return None
 
 
+def shadow_evidence_shortfall(*, version: ModelVersion, method: str) -> str | None:
+    """For a method that reads the lineage's shadow models (oracle matching, DMM: ``needs`` holds
+    ``shadow_references``): why its audit cannot PASS with the shadow models ``version``'s lineage has
+    now, in words for the plan, or None. The method reads the lowest half of the pair numbers
+    (workers.unlearning.references.shadow_split, the configs' default share) and the audit judges
+    with the other pairs only, each giving one shadow model without any given record, where an
+    approximate PASS needs the shadow policy's minimum (audits.runner.min_out_shadows): so such a
+    method needs about four times that minimum in shadow models where another needs two times."""
+    spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None
+    if spec is None or "shadow_references" not in spec.needs:
+        return None
+    from audits.runner import min_out_shadows
+    from workers.runners.shadow import shadow_runs
+
+    shadows = len(shadow_runs(version=version))
+    pairs, minimum = shadows // 2, min_out_shadows(version)
+    if pairs < 2:
+        return (f"this model has {shadows} shadow model(s): {method} needs at least 2 complementary pairs (its job "
+                f"refuses fewer), and for its audit to PASS at least {2 * (2 * minimum - 1)}; train them first")
+    read = max(1, pairs // 2)
+    if pairs - read >= minimum:
+        return None
+    return (f"this audit cannot confirm erasure here: {method} reads the shadow models of {read} of this model's "
+            f"{pairs} shadow pairs and the audit judges with the other {pairs - read}, which give {pairs - read} shadow "
+            f"model(s) without each record where an approximate PASS needs {minimum}; expect INCONCLUSIVE and a "
+            f"decision by the DPO, unless the model is given at least {2 * (2 * minimum - 1)} shadow models first")
+
+
 def approximate_alternatives(*, version: ModelVersion, planned: str, record_ids: list[int]) -> tuple[list[dict], dict]:
     """For a step whose planned method is approximate: the other approximate methods of the model's
     task that can unlearn ``record_ids`` from ``version`` (the DPO may choose one instead), each with
@@ -191,9 +219,11 @@ def approximate_alternatives(*, version: ModelVersion, planned: str, record_ids:
             not_offered[name] = refusal
             continue
         card = method_card(name)
+        shortfall = shadow_evidence_shortfall(version=version, method=name)
         offered.append({**card, "estimated_seconds": estimated_cost(model_id=version.model_id, method=name),
+                        "audit_cannot_confirm": shortfall,
                         "why": f"Another approximate method for this model. Applies to: {card['applies_to']}. "
-                               f"Cost: {card['cost']}."})
+                               f"Cost: {card['cost']}." + (f" Note: {shortfall}." if shortfall else "")})
     return offered, not_offered
 
 

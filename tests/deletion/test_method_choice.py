@@ -79,6 +79,9 @@ def test_one_persons_records_refuse_the_whole_class_method_at_planning_and_offer
     assert offered["dmm"]["applies_to"] == dmm.applies_to and offered["dmm"]["cost"] == dmm.cost
     assert offered["dmm"]["needs"] == ["shadow_references"] and offered["dmm"]["guarantee_class"] == "approximate"
     assert offered["finetune"]["applies_to"] == "every classification model"
+    # A method that reads shadow models says up front what the model's shadow models allow (none here).
+    assert "this model has 0 shadow model(s): dmm needs at least 2 complementary pairs" in offered["dmm"]["why"]
+    assert offered["oracle_matching"]["audit_cannot_confirm"] and offered["finetune"]["audit_cannot_confirm"] is None
     assert set(step["not_offered"]) == set(WHOLE_CLASS_ONLY)
     # No language-model or regression method is offered for a classifier.
     assert not {a for a in offered if METHOD_SPECS.get(a).task != CLASSIFICATION}
@@ -122,3 +125,25 @@ def test_a_whole_class_is_planned_with_the_policys_whole_class_method(breast_can
     assert (step["method"], step["guarantee_class"]) == (WHOLE_CLASS_ONLY[0], "approximate")
     assert step["policy_method_refused"] is None and step["method_info"]["whole_class_only"] is True
     assert step["records"] == len(by_label[1]) == DataRecord.objects.filter(id__in=step["record_ids"]).count()
+
+
+@pytest.mark.parametrize("shadows,expected", [
+    (32, "reads the shadow models of 8 of this model's 16 shadow pairs and the audit judges with the other 8, which "
+         "give 8 shadow model(s) without each record where an approximate PASS needs 16"),
+    (62, None),
+    (3, "this model has 3 shadow model(s)"),
+])
+def test_a_method_that_reads_shadow_models_says_when_the_audit_keeps_too_few(breast_cancer_model, monkeypatch,
+                                                                              shadows, expected):
+    """Oracle matching and DMM read half the shadow pairs and the audit judges with the others: with the
+    platform's default 32 shadow models that leaves 8 without each record where an approximate PASS needs
+    16, so the plan says the audit cannot confirm erasure (62 are enough); other methods say nothing."""
+    import workers.runners.shadow
+    from deletion.planning import shadow_evidence_shortfall
+
+    _, _, version, _ = breast_cancer_model
+    monkeypatch.setattr(workers.runners.shadow, "shadow_runs", lambda version: [object()] * shadows)
+    for method in ("oracle_matching", "dmm"):
+        said = shadow_evidence_shortfall(version=version, method=method)
+        assert (said is None) if expected is None else (expected in said), said
+    assert shadow_evidence_shortfall(version=version, method="finetune") is None

@@ -191,17 +191,21 @@ for _spec in (
                applies_to="classifiers with shadow models (at least 2 complementary pairs) and batches keyed by "
                           "record",
                cost="one forward pass of half the shadow models over the forget set, then 25 epochs over the "
-                    "forget set paired with a 512-record retain sample: about a fine-tune's time. The shadow "
-                    "models that trained on a forgotten record (half of them) are purged and trained again after "
-                    "the deletion, as for every method",
+                    "forget set paired with a 512-record retain sample: about a fine-tune's time. Its shadows: it "
+                    "reads half the shadow pairs and the audit judges with the others, so for the audit's 16 "
+                    "shadow models without each record the model needs 62 (twice what another method's audit "
+                    "needs); every one that trained on a forgotten record is purged and trained again after the "
+                    "deletion (with several records, nearly all): the extra half is this method's cost",
                needs=("shadow_references",)),
     MethodSpec("dmm", CLASSIFIER, "approximate", "workers.unlearning.dmm",
                applies_to="classifiers with shadow models (at least 2 complementary pairs, 4 models for the "
                           "method) and batches keyed by record",
                cost="one forward pass of half the shadow models over the forget set and a 512-record retain "
                     "sample, a least-squares fit per pair held out (seconds), then 25 epochs of matching: about "
-                    "a fine-tune's time. More shadow models (subset runs) improve the datamodels; they and "
-                    "their retraining after each purge cost one training of the model on half its data each",
+                    "a fine-tune's time. Its shadows: it reads half the shadow pairs and the audit judges with the "
+                    "others, so the model needs 62 shadow models for the audit's 16 without each record (twice what "
+                    "another method's audit needs); more subset runs improve the datamodels; each, and its "
+                    "retraining after a purge of a record it held, costs one training on half the data",
                needs=("shadow_references",)),
     # Needs no label: for data whose labels the company no longer has.
     MethodSpec("laf", CLASSIFIER, "approximate", "workers.unlearning.laf",
