@@ -145,7 +145,11 @@ def _recipe_of(version: ModelVersion) -> str:
     return uploaded.get("name") or version.model.training_recipe
 
 
-def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] | None = None) -> str | None:
+_LOOK_UP = object()  # method_refusal's ``eraser`` when the caller has not looked it up
+
+
+def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] | None = None,
+                   eraser=_LOOK_UP) -> str | None:
     """Why the approximate ``method`` cannot unlearn ``record_ids`` from ``version``, in words for
     the plan and the DPO, or None when it can: it is no method for models of this task, the model's
     family refuses approximate methods, the recipe's storage would lose the weights it changes
@@ -161,9 +165,10 @@ def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] 
         fitting = ", ".join(approximate_methods_for(model.task)) or "none"
         return (f"{method!r} unlearns {spec.task.replace('_', ' ')} models, not {model.task.replace('_', ' ')}; "
                 f"for this model: {fitting}")
+    if eraser is _LOOK_UP:  # a concept eraser (deletion.concept_erasers); a caller asking for many methods passes it
+        eraser = carried_eraser(version)
     refused = approximate_method_refusal(method, model.architecture) or changed_weights_refusal(
-        method=method, recipe=_recipe_of(version)) or eraser_refusal(
-        carried_eraser(version), method=method, record_ids=record_ids)  # a concept eraser (deletion.concept_erasers)
+        method=method, recipe=_recipe_of(version)) or eraser_refusal(eraser, method=method, record_ids=record_ids)
     if refused:
         return refused
     if spec.whole_class_only and record_ids is not None:
@@ -211,10 +216,11 @@ def approximate_alternatives(*, version: ModelVersion, planned: str, record_ids:
     whole-class-only method on a forget set that is not one class, a recipe that would lose the
     change). Methods that need shadow models are offered; the job says if the lineage has too few."""
     offered, not_offered = [], {}
+    eraser = carried_eraser(version)  # looked up once for every method
     for name in approximate_methods_for(version.model.task):
         if name == planned:
             continue
-        refusal = method_refusal(version=version, method=name, record_ids=record_ids)
+        refusal = method_refusal(version=version, method=name, record_ids=record_ids, eraser=eraser)
         if refusal:
             not_offered[name] = refusal
             continue
