@@ -163,6 +163,10 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     configs = json.loads(args.method_config)
     if args.setting == "mixed":
+        whole_class = [m for m in methods if METHOD_SPECS.get(m).whole_class_only]
+        if whole_class:  # the mixed setting forgets 10 scattered noise images, never a whole class
+            raise SystemExit(f"--setting mixed forgets scattered records: {', '.join(whole_class)} forget(s) whole "
+                             "classes only; leave them out")
         run_mixed(args, methods, configs)
         return
     recipe_config = {"architecture": {"name": "mlp", "config": {"in_features": 784, "num_classes": 10,
