@@ -26,7 +26,7 @@ from deletion.concept_erasers import carried_eraser
 from deletion.deadlines import due_date
 from deletion.intake import _body_fingerprint, _same_body_or_conflict
 from deletion.models import DeletionRequest, LegalGround, ModelOutcome, RequestKind
-from deletion.planning import _recipe_of, estimated_cost, method_card
+from deletion.planning import _recipe_of, estimated_cost, method_card, one_job_per_chain
 from deletion.transitions import S, actor_name, transition
 from foundation.access.models import ApiToken
 from foundation.errors import ValidationFailed
@@ -173,6 +173,14 @@ def concept_targets(body: dict[str, Any], dataset: Dataset) -> list[dict[str, An
                                    "representations of the labelled records are not what it serves",
                                    field=f"models[{index}]", code="dataset_mismatch")
         targets.append({"version": version, "layer": layer or default_representation_layer(model.architecture)})
+    # Each job starts from its version's current source: two versions on one unlearning chain would both be
+    # erased from its newest version, the second on top of the first's eraser.
+    for kept, covered in one_job_per_chain([t["version"] for t in targets]).items():
+        if covered:
+            head = next(t["version"] for t in targets if t["version"].id == kept)
+            others = ", ".join(str(v) for v in covered)
+            raise ValidationFailed(f"{others} and {head} are on one unlearning chain: a concept job starts from the "
+                                   f"chain's newest version, so name only {head}", field="models", code="same_chain")
     return targets
 
 

@@ -263,3 +263,13 @@ def test_the_report_speaks_of_the_eraser_as_the_method_the_dpo_chose_leaves_it()
     assert outcome.method == "dp_bounded"
     note = concept_eraser_note(outcome)
     assert "stays in the version" in note and "no longer erases" not in note, note
+
+
+def test_a_concept_request_naming_two_versions_of_one_chain_is_refused(api_client_for):
+    """Each concept job starts from its version's current source: naming a version and its unlearning result
+    would erase the attribute twice from the newest one, the second eraser on top of the first."""
+    _, trained, erased, _ = _concept_version("leace")
+    message = _refused(api_client_for("dpo"), _concept_body(PARITY, [{"model": "digits-mlp", "version": trained.version},
+                                                                     {"model": "digits-mlp", "version": erased.version}]),
+                       field="models", code="same_chain")
+    assert f"{trained} and {erased} are on one unlearning chain" in message and f"name only {erased}" in message
