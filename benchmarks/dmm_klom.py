@@ -20,6 +20,8 @@ retain accuracy after DMM.
 
     python benchmarks/dmm_klom.py --seeds 5
     python benchmarks/dmm_klom.py --seeds 5 --pairs 32 --configs '[{"epochs": 50, "retain_sample": 4096}]'
+    python benchmarks/dmm_klom.py --seeds 5 --configs \
+        '[{"lr": 0.03, "epochs": 25}, {"lr": 0.03, "epochs": 25, "cross_effect_prior": "label_similarity"}]'
 
 ``--diagnose POOL`` asks where the prediction's error comes from instead (no DMM runs): per seed it
 trains POOL fresh subset runs (complementary halves), 8 half-data runs without any forget record
@@ -32,6 +34,15 @@ also after a linear density calibration fitted on never-seen digits with wrong l
 against the 16 half runs: both are non-members there), and when no forget record is in the runs
 (the 8 runs without the forget set). These runs are analysis only: DMM reads only the shadow
 models it is given.
+
+(3) Other forms of the datamodel, each fitted on every block of 16 half runs of the pool (8 pairs, as
+many as DMM reads) and anchored on the originals like DMM's: per forget target, its own mask plus
+aggregate regressors that are not penalised: the count of the other forget records in the run (``+
+count``), the count of those with the same (wrong) label (``+ same-label count``), both without the
+per-record cross terms (``counts only``); and the per-record cross terms shrunk towards a prior mean
+that the label and input similarity set (``label-similarity prior``: a pooled fit over the forget
+targets of how much a forget record with the same label moves a target, growing with the cosine of
+their inputs; on the label's logit and on the other classes apart) instead of towards zero.
 
     python benchmarks/dmm_klom.py --seeds 5 --diagnose 128
 
@@ -50,13 +61,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audits.checks.klom import klom  # noqa: E402
 from tests.workers.unlearning.shadow_models import pair_masks, train_mlps  # noqa: E402
 from tests.workers.unlearning.test_dmm import BINS, KLOM_CONFIG, RECORDS, RUNS, Setting, accuracy  # noqa: E402
-from workers.unlearning.dmm import DatamodelMatchingConfig, datamodel_fit, label_margins  # noqa: E402
+from workers.unlearning.dmm import (  # noqa: E402
+    CROSS_EFFECT_PRIORS,
+    DatamodelMatchingConfig,
+    datamodel_fit,
+    label_margins,
+    label_similarity_prior,
+)
 from workers.unlearning.references import (  # noqa: E402
     centred_logits,
     inclusion_masks,
@@ -69,13 +87,16 @@ from workers.unlearning.references import (  # noqa: E402
 def predicted_margins(setting: Setting, config: dict) -> np.ndarray:
     """(originals, forget records) margins of the datamodels' predictions, computed as DMM computes
     its forget targets (the original's centred logits less the forget records' summed coefficients)."""
-    ridge = DatamodelMatchingConfig(**{k: v for k, v in config.items() if k in ("ridge", "shadow_share")})
-    split = shadow_split(setting.references, ridge.shadow_share)
+    fit = DatamodelMatchingConfig(**{k: v for k, v in config.items()
+                                     if k in ("ridge", "shadow_share", "cross_effect_prior")})
+    split = shadow_split(setting.references, fit.shadow_share)
     keys = [setting.records.record_keys[i] for i in setting.forget.tolist()]
     inputs, labels = setting.inputs[setting.forget], setting.targets[setting.forget]
     masks = inclusion_masks(split.method, keys)
     outputs = reference_outputs(split.method, inputs, device=torch.device("cpu"))
-    effect = datamodel_fit(masks, outputs, ridge=ridge.ridge, self_index=torch.arange(len(keys))).removal_effect()
+    prior = CROSS_EFFECT_PRIORS[fit.cross_effect_prior](masks, outputs, labels, inputs)
+    effect = datamodel_fit(masks, outputs, ridge=fit.ridge, self_index=torch.arange(len(keys)),
+                           prior=prior).removal_effect()
     return np.stack([label_margins(model_outputs(m, inputs, device=torch.device("cpu")) - effect, labels).numpy()
                      for m in setting.originals])
 
@@ -106,6 +127,64 @@ def never_seen_digits(data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(images[order] / 16.0, dtype=torch.float32), (torch.tensor(labels[order]) + shift) % 10
 
 
+def aggregate_regressors(masks: Tensor, labels: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per forget target, regressors that count the other forget records in a run: name -> (values
+    (runs, targets), the value with every forget record included (targets,)). ``masks`` (runs, forget
+    records), ``labels`` the forget records' (wrong) labels."""
+    others = 1 - torch.eye(len(labels), dtype=torch.float64)
+    same_label = (labels[:, None] == labels[None, :]).double() * others
+    return {"count": (masks.double() @ others, others.sum(dim=0)),
+            "same-label count": (masks.double() @ same_label, same_label.sum(dim=0))}
+
+
+def structured_removal_effect(masks: Tensor, outputs: Tensor, aggregates: list[tuple[Tensor, Tensor]], *,
+                              ridge: float | None) -> Tensor:
+    """(targets, classes) removal effect of datamodels of the forget records' outputs (runs, targets,
+    classes), target t being forget record t: regressors its own mask, the ``aggregates`` (see
+    :func:`aggregate_regressors`; not penalised) and, unless ``ridge`` is None, the other forget records'
+    masks with ``datamodel_fit``'s penalty. The effect is the fit with every record included less with none;
+    a regressor that never varies gets weight 0."""
+    records = masks.shape[1]
+    x_all = masks.double()
+    effect = torch.empty(records, outputs.shape[2], dtype=torch.float64)
+    for t in range(records):
+        masks_read = x_all if ridge is not None else x_all[:, t : t + 1]
+        x = torch.cat([masks_read, *[values[:, t : t + 1] for values, _ in aggregates]], dim=1)
+        full = torch.cat([torch.ones(masks_read.shape[1], dtype=torch.float64),
+                          *[included[t : t + 1] for _, included in aggregates]])
+        xc, yc = x - x.mean(dim=0), outputs[:, t].double() - outputs[:, t].double().mean(dim=0)
+        gram = xc.T @ xc
+        penalty = torch.zeros(len(full), dtype=torch.float64)
+        if ridge is not None:
+            penalty[:records] = ridge * gram.diagonal()[:records].mean()
+            penalty[t] = 0.0
+        varies = gram.diagonal() > 0  # a target without same-label partners has a count that stays 0
+        system = (gram + torch.diag(penalty))[varies][:, varies]
+        effect[t] = full[varies] @ torch.linalg.lstsq(system, (xc.T @ yc)[varies]).solution
+    return effect
+
+
+def datamodel_forms(masks: Tensor, outputs: Tensor, labels: Tensor, inputs: Tensor) -> dict[str, Tensor]:
+    """Removal effects (forget records, classes) of the datamodel forms the diagnosis compares, fitted on
+    the forget records' ``masks`` (runs, records) and ``outputs`` (runs, records, classes)."""
+    ridge = DatamodelMatchingConfig().ridge
+    aggregates = aggregate_regressors(masks, labels)
+    return {
+        "paper (DMM's)": datamodel_fit(masks, outputs, ridge=ridge,
+                                      self_index=torch.arange(masks.shape[1])).removal_effect(),
+        "+ count": structured_removal_effect(masks, outputs, [aggregates["count"]], ridge=ridge),
+        "+ same-label count": structured_removal_effect(masks, outputs, [aggregates["same-label count"]],
+                                                        ridge=ridge),
+        "counts only": structured_removal_effect(masks, outputs, list(aggregates.values()), ridge=None),
+        "label-similarity prior": datamodel_fit(
+            masks, outputs, ridge=ridge, self_index=torch.arange(masks.shape[1]),
+            prior=label_similarity_prior(masks, outputs, labels, inputs)).removal_effect(),
+    }
+
+
+DRAW_RUNS = 16  # half runs per draw in the comparison of forms: 8 pairs, as many as DMM reads on the fixture
+
+
 def diagnose(seed: int, pool: int) -> dict:
     """Where DMM's prediction error on one fixture seed comes from (see the module docstring)."""
     setting = Setting(data_seed=seed, model_seed=seed + 1)
@@ -125,12 +204,14 @@ def diagnose(seed: int, pool: int) -> dict:
         originals = [centred_logits(m(inputs)).double() for m in setting.originals]
     ridge = DatamodelMatchingConfig().ridge
 
-    def anchored(rows: slice, masks: torch.Tensor) -> dict:
-        effect = datamodel_fit(masks[:, forget], outputs[rows], ridge=ridge,
-                               self_index=torch.arange(len(forget))).removal_effect()
+    def scored(effect: Tensor) -> dict:
         predicted = np.stack([label_margins(o - effect, labels).numpy() for o in originals])
         return {"predicted_ratio": klom(predicted, reference, bins=BINS).percentiles["p50"] / floor,
                 "prediction_rms_error": rms_distance(predicted.mean(axis=0), retrained_mean)}
+
+    def anchored(rows: slice, masks: torch.Tensor) -> dict:
+        return scored(datamodel_fit(masks[:, forget], outputs[rows], ridge=ridge,
+                                    self_index=torch.arange(len(forget))).removal_effect())
 
     row: dict = {"seed": seed, "floor_p50": floor, "pool": pool, "ridge": ridge, "datamodels": [], "denser": []}
     runs = 16
@@ -161,6 +242,11 @@ def diagnose(seed: int, pool: int) -> dict:
         "records": len(seen_labels), "slope": float(slope), "intercept": float(intercept),
         "calibrated_out_run_rms_error": rms_distance(slope * half_out + intercept, retrained_mean),
     }
+    row["forms"] = {}
+    for first in range(0, pool - DRAW_RUNS + 1, DRAW_RUNS):
+        rows = slice(first, first + DRAW_RUNS)
+        for name, effect in datamodel_forms(halves[rows][:, forget], outputs[rows], labels, inputs).items():
+            row["forms"].setdefault(name, []).append(scored(effect))
     return row
 
 
@@ -180,6 +266,25 @@ def print_diagnosis(rows: list[dict], seeds: int, pool: int) -> None:
         print(f"| {row['seed']} | {row['floor_p50']:.2f} | {cells} | {out['other_forget_records_in_half']:.2f} "
               f"({calibration['slope']:.2f}, {calibration['calibrated_out_run_rms_error']:.2f}) | "
               f"{out['no_forget_record']:.2f} |")
+    forms = list(rows[0]["forms"])
+    draws = len(rows[0]["forms"][forms[0]])
+    print(f"\n# Datamodel forms, each fitted on the {draws} blocks of {DRAW_RUNS} half runs of the pool: median "
+          f"predicted / floor over the blocks (blocks within 1.5x; mean RMS error in nats)\n")
+    print("| seed | " + " | ".join(forms) + " |")
+    print("|---|" + "---|" * len(forms))
+    for row in rows:
+        cells = []
+        for name in forms:
+            ratios = [d["predicted_ratio"] for d in row["forms"][name]]
+            errors = [d["prediction_rms_error"] for d in row["forms"][name]]
+            cells.append(f"{statistics.median(ratios):.2f} ({sum(r <= 1.5 for r in ratios)}/{len(ratios)}; "
+                         f"{np.mean(errors):.2f})")
+        print(f"| {row['seed']} | " + " | ".join(cells) + " |")
+    every = {name: [d for row in rows for d in row["forms"][name]] for name in forms}
+    print("| all | " + " | ".join(
+        f"{statistics.median(d['predicted_ratio'] for d in every[name]):.2f} "
+        f"({sum(d['predicted_ratio'] <= 1.5 for d in every[name])}/{len(every[name])}; "
+        f"{np.mean([d['prediction_rms_error'] for d in every[name]]):.2f})" for name in forms) + " |")
     print(json.dumps({"benchmark": "dmm_klom_diagnosis", "seeds": seeds, "pool": pool, "rows": rows}))
 
 

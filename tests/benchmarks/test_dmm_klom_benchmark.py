@@ -1,11 +1,15 @@
-"""benchmarks/dmm_klom.py's error analysis (``--diagnose``): its two pure measures on hand-made numbers."""
+"""benchmarks/dmm_klom.py's error analysis (``--diagnose``): its pure measures and the datamodel forms it
+compares, on hand-made numbers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tests.benchmarks.loading import loaded_benchmark
+from tests.workers.unlearning.shadow_models import pair_masks
+from workers.unlearning.dmm import datamodel_fit
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +29,25 @@ def test_out_run_means_average_each_record_over_the_runs_without_it(bench) -> No
 def test_rms_distance_is_the_root_mean_square_per_record_difference(bench) -> None:
     assert bench.rms_distance(np.array([0.0, 3.0]), np.array([4.0, 3.0])) == pytest.approx(8**0.5)
     assert bench.rms_distance(np.array([-2.0, 1.0]), np.array([-2.0, 1.0])) == 0.0
+
+
+def test_aggregate_regressors_count_the_other_forget_records_in_each_run(bench) -> None:
+    masks = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # 2 runs, 3 forget records
+    aggregates = bench.aggregate_regressors(masks, torch.tensor([0, 0, 1]))
+    count, everything = aggregates["count"]
+    assert count.tolist() == [[1.0, 1.0, 2.0], [2.0, 1.0, 1.0]] and everything.tolist() == [2.0, 2.0, 2.0]
+    same, everything = aggregates["same-label count"]
+    assert same.tolist() == [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]] and everything.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_structured_fit_is_dmms_without_aggregates_and_recovers_a_count_effect(bench) -> None:
+    masks = pair_masks(6, 16, seed=0).double()  # 32 runs, 6 forget records
+    noisy = torch.randn(32, 6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(bench.structured_removal_effect(masks, noisy, [], ridge=1.0),
+                          datamodel_fit(masks, noisy, ridge=1.0, self_index=torch.arange(6)).removal_effect())
+    # Each target: 4 for its own record, 0.5 for every other forget record in the run.
+    others = masks.sum(dim=1, keepdim=True) - masks
+    outputs = (0.5 + 4 * masks + 0.5 * others).unsqueeze(2)
+    aggregates = bench.aggregate_regressors(masks, torch.arange(6))
+    effect = bench.structured_removal_effect(masks, outputs, [aggregates["count"]], ridge=None)
+    assert torch.allclose(effect, torch.full((6, 1), 4 + 0.5 * 5, dtype=torch.float64))

@@ -36,7 +36,12 @@ shrunk towards zero and that joint effect is lost; the prediction's error falls 
 (mean over the seeds) at 16 half-data runs to 2.5 at 128. Denser subsets (40 runs at 80% of the
 records, 80 at 90%) did worse (4.3-6.6: fewer out-runs per record, and most other forget records
 in each), and a linear density calibration fitted on never-seen digits (slope 1.01-1.14) did not
-lower the error (3.5-6.6 against 3.3-6.1).
+lower the error (3.5-6.6 against 3.3-6.1). Structured datamodels do not resolve it either
+(``--diagnose``, README): adding the count of the other forget records in a run as a regressor
+extrapolates that count from about 10 +- 2 to 0 and multiplies the error (about 11 nats RMS); a
+prior that the cross effects shrink towards, set by the labels and the input similarity
+(``cross_effect_prior="label_similarity"``), measured close to the plain ridge, so the default stays
+the plain ridge (``zero``). The details name the prior used.
 
 The datamodels' quality is reported as the linear datamodeling score (LDS, Park et al. 2023): per
 target example, the Spearman correlation across held-out shadow models between predicted and actual
@@ -50,6 +55,7 @@ regressors, regularisation, LDS), ``extrapolation``, ``derived_copies``, ``final
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,16 +84,22 @@ class DatamodelMatchingConfig(OutputMatchingConfig):
     platform has tens, fewer than the forget records of a larger request. Plain ridge then spreads
     each record's effect over every column and shrinks it by about models / records; penalising the
     cross effects and not the self effect keeps a memorised record's own effect (the one that
-    matters) whole while the noisy cross effects shrink."""
+    matters) whole while the noisy cross effects shrink. ``cross_effect_prior``: what the cross
+    effects shrink towards (``CROSS_EFFECT_PRIORS``): ``zero`` (the plain ridge above) or
+    ``label_similarity`` (:func:`label_similarity_prior`)."""
 
     ridge: float = 1.0
     min_shadow_models: int = 4
+    cross_effect_prior: str = "zero"
 
     def validate(self) -> None:
         super().validate()
         require_range(self, "ridge", 0.0, 1e6)
         if self.min_shadow_models < 2:
             raise ConfigError(f"DatamodelMatchingConfig.min_shadow_models must be >= 2, got {self.min_shadow_models}")
+        if self.cross_effect_prior not in CROSS_EFFECT_PRIORS:
+            raise ConfigError(f"DatamodelMatchingConfig.cross_effect_prior must be one of {sorted(CROSS_EFFECT_PRIORS)}, "
+                              f"got {self.cross_effect_prior!r}")
 
 
 @dataclass(frozen=True)
@@ -107,14 +119,16 @@ class Datamodels:
         return self.weights.sum(dim=0)
 
 
-def datamodel_fit(masks: Tensor, outputs: Tensor, *, ridge: float, self_index: Tensor | None = None) -> Datamodels:
+def datamodel_fit(masks: Tensor, outputs: Tensor, *, ridge: float, self_index: Tensor | None = None,
+                  prior: Tensor | None = None) -> Datamodels:
     """Ridge regression of ``outputs`` (models, T, C) on inclusion ``masks`` (models, F).
 
     With X the centred masks and G = X'X, each target's coefficients solve
-    (G + ridge * mean(diag G) * P) beta = X'y, where the penalty P is 1 on every regressor except the
-    target's own record (``self_index[t]``, the column of target t, or -1 for a target that is no
-    regressor), which is not penalised: a record's effect on its own output is the one expected to be
-    large, the others' small. A regressor that never varies gets weight 0."""
+    (G + ridge * mean(diag G) * P) beta = X'y + ridge * mean(diag G) * P mu, where the penalty P is 1 on
+    every regressor except the target's own record (``self_index[t]``, the column of target t, or -1
+    for a target that is no regressor), which is not penalised: a record's effect on its own output is
+    the one expected to be large, the others' small. The penalised coefficients shrink towards
+    ``prior`` mu (F, T, C), or towards zero without one. A regressor that never varies gets weight 0."""
     x = masks.double()
     targets = outputs.shape[1]
     y = outputs.double()
@@ -133,7 +147,10 @@ def datamodel_fit(masks: Tensor, outputs: Tensor, *, ridge: float, self_index: T
         if column >= 0:
             penalty[column] = 0.0
         system = (gram + torch.diag(penalty))[varies][:, varies]
-        rhs = moment[varies][:, chosen].reshape(int(varies.sum()), -1)
+        rhs = moment[varies][:, chosen]
+        if prior is not None:
+            rhs = rhs + penalty[varies].view(-1, 1, 1) * prior.double()[varies][:, chosen]
+        rhs = rhs.reshape(int(varies.sum()), -1)
         solved = torch.linalg.lstsq(system, rhs).solution
         weights[varies.nonzero().flatten().unsqueeze(1), chosen.nonzero().flatten()] = solved.reshape(
             int(varies.sum()), int(chosen.sum()), y.shape[2])
@@ -141,16 +158,65 @@ def datamodel_fit(masks: Tensor, outputs: Tensor, *, ridge: float, self_index: T
     return Datamodels(weights=weights, intercept=intercept)
 
 
+PriorOf = Callable[[Tensor, Tensor], Tensor | None]  # (masks, outputs) of the models fitted on -> prior or None
+
+
 def cross_validated_predictions(masks: Tensor, outputs: Tensor, groups: Tensor, *, ridge: float,
-                                self_index: Tensor | None = None) -> Tensor:
+                                self_index: Tensor | None = None, prior_of: PriorOf | None = None) -> Tensor:
     """(models, T, C): each model's outputs predicted by datamodels fitted without its group (a shadow
-    pair: the two models of a pair have complementary masks, so one would reveal the other)."""
+    pair: the two models of a pair have complementary masks, so one would reveal the other). A prior
+    that is estimated from the models (``prior_of``) is estimated without the held-out group too."""
     predicted = torch.empty_like(outputs, dtype=torch.float64)
     for group in torch.unique(groups):
         held = groups == group
-        fitted = datamodel_fit(masks[~held], outputs[~held], ridge=ridge, self_index=self_index)
+        prior = prior_of(masks[~held], outputs[~held]) if prior_of is not None else None
+        fitted = datamodel_fit(masks[~held], outputs[~held], ridge=ridge, self_index=self_index, prior=prior)
         predicted[held] = fitted.predict(masks[held])
     return predicted
+
+
+def label_similarity_prior(masks: Tensor, outputs: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
+    """(F, T, C) prior mean of the forget records' effects on each other, for :func:`datamodel_fit`.
+
+    ``masks`` (models, F) of the forget records, ``outputs`` (models, T, C) with targets 0..F-1 the
+    forget records themselves (the rest, a retain sample, get a zero prior), ``labels`` (F,) their
+    labels, ``inputs`` (F, ...) their inputs. Forget record j's effect on forget record t's class c is
+    theta1 + theta2 * cos(x_j, x_t) where j and t carry the same label, 0 otherwise (the input cosine of
+    the flattened inputs); one theta for the label's logit, one for the other classes, each fitted by
+    least squares on all forget targets at once, with every target's intercept and own mask partialled
+    out. Why: with tens of models each half-data run holds about half the other forget records, and a
+    mislabelled record moves another with the same wrong label, the more the closer their inputs
+    (README, "DMM's KLoM over seeds")."""
+    x, y = masks.double(), outputs.double()
+    records, classes = x.shape[1], y.shape[2]
+    flat = inputs[:records].reshape(records, -1).double()
+    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    same_label = (labels[:records, None] == labels[None, :records]).double() * (1 - torch.eye(records, dtype=torch.float64))
+    features = torch.stack([same_label, same_label * (flat @ flat.T)])  # (2, j, t)
+    counted = torch.einsum("mj,kjt->mtk", x, features)  # per model and target: features summed over included j
+    is_label = torch.zeros(records, classes, dtype=torch.bool)
+    is_label[torch.arange(records), labels[:records].long()] = True
+    regressors, responses = [], []
+    for t in range(records):
+        design = torch.stack([torch.ones(len(x), dtype=torch.float64), x[:, t]], dim=1)
+        annihilator = torch.eye(len(x), dtype=torch.float64) - design @ torch.linalg.pinv(design)
+        regressors.append(annihilator @ counted[:, t])
+        responses.append(annihilator @ y[:, t])
+    regressors, responses = torch.stack(regressors), torch.stack(responses)  # (t, m, 2), (t, m, C)
+    prior = torch.zeros(records, y.shape[1], classes, dtype=torch.float64)
+    for role in (True, False):
+        t_index, c_index = (is_label == role).nonzero(as_tuple=True)
+        design = regressors[t_index].reshape(-1, 2)
+        theta = torch.linalg.lstsq(design, responses[t_index, :, c_index].reshape(-1, 1)).solution.flatten()
+        prior[:, t_index, c_index] = torch.einsum("k,kjn->jn", theta, features[:, :, t_index])
+    return prior
+
+
+# What the datamodels' cross effects shrink towards: (masks, outputs, labels, inputs) -> prior or None.
+CROSS_EFFECT_PRIORS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor], Tensor | None]] = {
+    "zero": lambda masks, outputs, labels, inputs: None,
+    "label_similarity": label_similarity_prior,
+}
 
 
 def linear_datamodeling_score(predicted: Tensor, actual: Tensor) -> np.ndarray:
@@ -201,11 +267,18 @@ class DatamodelMatching(OutputMatchingMethod, name="dmm"):
         run.progress("reading the shadow models", 0.0)
         # Forget record t is regressor t: its own effect is not penalised (datamodel_fit).
         own = torch.cat([torch.arange(cut), torch.full((len(examples.keys) - cut,), -1)])
-        datamodels = datamodel_fit(masks, outputs, ridge=config.ridge, self_index=own)
+        labels = examples.labels
+        prior_form = CROSS_EFFECT_PRIORS[config.cross_effect_prior]
+
+        def prior_of(fit_masks: Tensor, fit_outputs: Tensor) -> Tensor | None:
+            return prior_form(fit_masks, fit_outputs, labels, examples.inputs)
+
+        datamodels = datamodel_fit(masks, outputs, ridge=config.ridge, self_index=own,
+                                   prior=prior_of(masks, outputs))
         predicted = original - datamodels.removal_effect()
         groups = torch.tensor([r.pair for r in shadows])
-        held_out = cross_validated_predictions(masks, outputs, groups, ridge=config.ridge, self_index=own)
-        labels = examples.labels
+        held_out = cross_validated_predictions(masks, outputs, groups, ridge=config.ridge, self_index=own,
+                                               prior_of=prior_of)
         lds = linear_datamodeling_score(
             torch.stack([label_margins(held_out[m], labels) for m in range(len(shadows))]).unsqueeze(2),
             torch.stack([label_margins(outputs[m], labels) for m in range(len(shadows))]).unsqueeze(2))
@@ -217,6 +290,7 @@ class DatamodelMatching(OutputMatchingMethod, name="dmm"):
             "datamodels": {
                 "shadow_models": len(shadows), "regressors": cut, "targets": len(examples.keys),
                 "classes": int(outputs.shape[2]), "ridge": config.ridge, "self_effect_penalised": False,
+                "cross_effect_prior": config.cross_effect_prior,
                 "fitted_on": "inclusion masks of the forget records in the method's shadow models (random halves)",
                 "lds": {
                     "output": "the label's margin (KLoM's), from the per-class predictions",

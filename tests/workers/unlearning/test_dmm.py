@@ -39,11 +39,13 @@ from torch.utils.data import DataLoader
 from audits.checks.klom import klom, margins
 from tests.workers.unlearning.shadow_models import pair_masks, shadow_references, train_mlps
 from tests.workers.unlearning.test_method_harness import TensorRecords
-from workers.unlearning.base import METHODS
+from workers.unlearning.base import METHODS, ConfigError
 from workers.unlearning.dmm import (
+    DatamodelMatchingConfig,
     cross_validated_predictions,
     datamodel_fit,
     label_margins,
+    label_similarity_prior,
     linear_datamodeling_score,
 )
 from workers.unlearning.methods import load_all_methods
@@ -75,6 +77,30 @@ def test_datamodel_fit_recovers_known_effects_and_spares_the_self_effect() -> No
     assert shrunk.weights[3:, 0, 0].abs().max() < 0.1
     predicted = cross_validated_predictions(masks, outputs, torch.arange(32) // 2, ridge=0.0)
     assert torch.allclose(predicted, outputs, atol=1e-6)
+
+
+def test_the_label_similarity_prior_is_exact_where_the_cross_effects_follow_it() -> None:
+    masks = pair_masks(6, 16, seed=1).double()  # 32 models, 6 forget records
+    labels = torch.tensor([0, 0, 1, 1, 0, 1, 0])  # the forget records' and one retain target's
+    inputs = torch.rand(7, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    unit = inputs[:6] / inputs[:6].norm(dim=1, keepdim=True)
+    same = (labels[:6, None] == labels[None, :6]).double() * (1 - torch.eye(6, dtype=torch.float64))
+    cross = 1.0 * same + 2.0 * same * (unit @ unit.T)  # forget record j's (rows) effect on t's label logit
+    label_logit = torch.cat([3 * masks + masks @ cross, masks.sum(dim=1, keepdim=True)], dim=1)
+    outputs = torch.stack([label_logit, -0.5 * label_logit], dim=2)  # the other class moves by -0.5 times
+    outputs = torch.where(labels.view(1, 7, 1) == 0, outputs, outputs.flip(2))  # the label's logit at its class
+    prior = label_similarity_prior(masks, outputs, labels, inputs)
+    assert prior[:, 6].abs().max() == 0  # the retain target's cross effects keep the zero prior
+    expected = 3 + cross.sum(dim=0)
+    # Under a heavy penalty the cross effects stay at the prior, or shrink to zero without one.
+    own, rows = torch.tensor([0, 1, 2, 3, 4, 5, -1]), torch.arange(6)
+    held = datamodel_fit(masks, outputs, ridge=100.0, self_index=own, prior=prior).removal_effect()
+    assert torch.allclose(held[rows, labels[:6]], expected, atol=1e-6)
+    assert torch.allclose(held[rows, 1 - labels[:6]], -0.5 * expected, atol=1e-6)
+    shrunk = datamodel_fit(masks, outputs, ridge=100.0, self_index=own).removal_effect()
+    assert (shrunk[rows, labels[:6]] - expected).abs().max() > 1.0
+    with pytest.raises(ConfigError, match="cross_effect_prior"):
+        DatamodelMatchingConfig(cross_effect_prior="hierarchical").validate()
 
 
 def test_lds_is_one_for_a_perfect_ranking_and_nan_without_variation() -> None:
