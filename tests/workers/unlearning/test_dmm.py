@@ -13,7 +13,8 @@ The issue's figure (DMM within 1.5x of the floor, do-nothing above 2x) is not he
 DMM's median measured 1.57x the floor (3.05 against 1.95 nats, 5 bins) and do-nothing's 5.9x, so the
 test holds DMM within 2x and do-nothing above 4x. This fixture (seed 0) is the most favourable of
 the five that benchmarks/dmm_klom.py runs: over seeds 0-4 DMM measured 1.57, 5.05, 6.91, 4.23 and
-5.56x the floor (do-nothing 4.9-8.6x). What limits it is the datamodels' prediction, not the
+5.56x the floor (do-nothing 4.9-8.6x); re-measured on 2026-12-07 in a rebuilt environment, 1.44, 5.63,
+5.94, 4.01 and 5.15x (a median over 5 bins and 8 runs moves that much with small changes in the models). What limits it is the datamodels' prediction, not the
 fine-tune or the retain sample: the predicted outputs themselves (as if matched exactly) measure
 1.17-3.68x and sit 3.7-4.9 nats RMS from the retrained models' mean margin per record, where the
 retrained runs spread 1.3-1.8; 50 matching epochs on the whole retain set gave 1.19, 4.82, 6.14, 2.77
