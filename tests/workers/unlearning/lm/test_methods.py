@@ -39,7 +39,7 @@ METHOD_CASES = [
     # +2.2 nats, the old fixed 1.5-nat bound held on one CPU and not on another). Its stated bound
     # is relative (None): retain rises no more than forget does. It stops once the forget texts
     # are as unlikely as unseen ones (target: the held-out texts' loss, given as the job gives them).
-    MethodCase("gradient_ascent", {"lr": 1e-4, "epochs": 100}, None, "GradientAscentConfig"),
+    MethodCase("gradient_ascent", {"lr": 3e-4, "epochs": 100}, None, "GradientAscentConfig"),
     MethodCase(
         "grad_diff", {"lr": 1e-3, "epochs": 20, "retain_weight": 2.0}, 0.5, "GradDiffConfig"
     ),
