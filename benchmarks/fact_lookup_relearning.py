@@ -25,7 +25,21 @@ records plus the kept ones (the paper's relearning batch without the Pile); meas
 half: answer-token NLL and top-1 answer accuracy, and recovery ``(after unlearning - after
 relearning) / (after unlearning - memorised)`` of that NLL.
 
+``--world facts`` (the hypothesis that the records above are memorised as sequences, with no
+lookup for the localisation to find): ``--people`` people, each with a city, a sport and an employer
+(12 one-word values each), every fact a word-level text through templates of its attribute
+("resident NAME lives in Lima", "citizen NAME resides within Lima", "neighbour NAME hometown is
+Lima"); a ``--width``-wide GPT-2 trained on the first two templates of every known person and the
+third of every second kept person, so that the forgotten people's third template, never trained,
+is answered only by a lookup (``world`` in each row: the kept people's accuracy on a template never
+trained for them). ``--forget`` people are unlearned on the first two templates, relearning uses
+half of them, the other half is measured on those templates and on the third (keys ending in
+``_other_template``: the paper's other prompt formats); the target is the answer NLL of
+``--held-out`` strangers. The method runs unchanged with ``specific_share`` set to
+``--specific-share`` (its default 0.25 counts these template words as record-specific).
+
     nice -n 10 python benchmarks/fact_lookup_relearning.py --seeds 0 1 2 3 4 --layers 2 4
+    nice -n 10 python benchmarks/fact_lookup_relearning.py --world facts --seeds 0 1 2 3 --layers 4
 
 Prints one line per run, a summary per layer count; the last line is one JSON object.
 """
@@ -114,17 +128,29 @@ def one_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any) 
     for marked in (held_b, measured_b):
         mark_answers(marked, retain_b)
     model = memorised(forget + retain, tokenizer, n_layer=n_layer, seed=seed, steps=args.memorise_steps)
+    return compare(model, forget_b, retain_b, held_b, relearn_b, {"": measured_b}, seed=seed, n_layer=n_layer,
+                   args=args)
+
+
+def compare(model: Any, forget_b: list[dict[str, Any]], retain_b: list[dict[str, Any]],
+            held_b: list[dict[str, Any]], relearn_b: list[dict[str, Any]], measured: dict[str, list[dict[str, Any]]],
+            *, seed: int, n_layer: int, args: argparse.Namespace, config: dict[str, Any] | None = None,
+            extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every localisation unlearns ``forget_b`` from ``model`` (at each of its rates, one kept by
+    :func:`pick_trial`), then is relearned on ``relearn_b``; one row each. ``held_b`` (answers
+    marked) sets the forgetting target; ``measured`` names the marked batches measured (the key is
+    the suffix of the row's measurement keys, "" for the main set); ``config`` adds method settings."""
     target = answer_token_nll(model, held_b)
-    memorised_nll = answer_token_nll(model, measured_b)
+    memorised_nll = {name: answer_token_nll(model, b) for name, b in measured.items()}
     rows = []
     for localisation in LOCALISATIONS:
         trials, models = [], []
         for lr in args.rate.get(localisation, args.lrs):
-            config = {"lr": lr, "epochs": args.max_epochs, "localisation": localisation, "seed": seed}
+            settings = {"lr": lr, "epochs": args.max_epochs, "localisation": localisation, "seed": seed, **(config or {})}
             if args.protocol == "stop_at_target":
-                config["stop_at_answer_nll"] = target
+                settings["stop_at_answer_nll"] = target
             t0 = time.perf_counter()
-            unlearned, result = METHODS.get("fact_lookup")(config).unlearn(model, forget_b, retain_b)
+            unlearned, result = METHODS.get("fact_lookup")(settings).unlearn(model, forget_b, retain_b)
             trials.append({"lr": lr, "steps": result.steps, "unlearning_s": time.perf_counter() - t0,
                            "reached_target": result.details["answer_token_nll_after"] >= target,
                            "forget_answer_nll": result.details["answer_token_nll_after"],
@@ -132,7 +158,6 @@ def one_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any) 
             models.append((unlearned, result))
         chosen = pick_trial(trials)
         unlearned, result = models[chosen]
-        after_unlearning = answer_token_nll(unlearned, measured_b)
         attacked = {steps: relearned(unlearned, relearn_b, retain_b, steps=steps, lr=args.relearn_lr, seed=seed)
                     for steps in args.relearn_steps}
         row = {
@@ -142,19 +167,156 @@ def one_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any) 
             **trials[chosen],
             "answer_target": target,
             "held_out_nll": average_token_nll(unlearned, held_b),
-            "measured_answer_nll": {"memorised": memorised_nll, "unlearned": after_unlearning,
-                                    **{f"relearned_{k}": answer_token_nll(m, measured_b) for k, m in attacked.items()}},
-            "measured_answer_accuracy": {"memorised": answer_token_accuracy(model, measured_b),
-                                         "unlearned": answer_token_accuracy(unlearned, measured_b),
-                                         **{f"relearned_{k}": answer_token_accuracy(m, measured_b)
-                                            for k, m in attacked.items()}},
-            "recovery": {str(k): recovery(memorised_nll, after_unlearning, answer_token_nll(m, measured_b))
-                         for k, m in attacked.items()},
-            "trials": trials,
+            **(extra or {}),
         }
+        if extra is not None:
+            row["localisation_extraction_layer"] = result.details["localisation_extraction_layer"]
+        for name, measured_b in measured.items():
+            after_unlearning = answer_token_nll(unlearned, measured_b)
+            relearned_nll = {k: answer_token_nll(m, measured_b) for k, m in attacked.items()}
+            row.update({
+                f"measured_answer_nll{name}": {"memorised": memorised_nll[name], "unlearned": after_unlearning,
+                                               **{f"relearned_{k}": v for k, v in relearned_nll.items()}},
+                f"measured_answer_accuracy{name}": {"memorised": answer_token_accuracy(model, measured_b),
+                                                    "unlearned": answer_token_accuracy(unlearned, measured_b),
+                                                    **{f"relearned_{k}": answer_token_accuracy(m, measured_b)
+                                                       for k, m in attacked.items()}},
+                f"recovery{name}": {str(k): recovery(memorised_nll[name], after_unlearning, v)
+                                    for k, v in relearned_nll.items()},
+            })
+        row["trials"] = trials
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
+
+
+# --world facts: people with attributes stated through several templates, each a word-level text
+# "<w1> FIRST LAST <w2> <w3> VALUE" whose template words are its own, so that a position's bigram is
+# template (shared by a template's texts) or record-specific (the name, the word after it, the value).
+ATTRIBUTES = {
+    "city": ["Paris", "Lagos", "Lima", "Oslo", "Quito", "Dakar", "Hanoi", "Perth", "Turin", "Porto", "Cairo", "Delhi"],
+    "sport": ["tennis", "rugby", "chess", "rowing", "judo", "hockey", "golf", "polo", "squash", "karate", "fencing",
+              "curling"],
+    "employer": ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Cyberdyne", "Tyrell",
+                 "Soylent", "Wonka"],
+}
+# Per attribute, its templates; the last one is never in the unlearning loss nor the relearning batch
+# (the paper's other prompt formats), and is trained only for the people who teach it.
+TEMPLATES = {
+    "city": [("resident", "lives", "in"), ("citizen", "resides", "within"), ("neighbour", "hometown", "is")],
+    "sport": [("athlete", "plays", "sport"), ("player", "enjoys", "playing"), ("fan", "favourite", "game")],
+    "employer": [("worker", "works", "at"), ("employee", "employed", "by"), ("staff", "job", "with")],
+}
+
+
+def fact_world(count: int, seed: int) -> list[tuple[str, dict[str, str]]]:
+    """``count`` distinct people (first and last name, two tokens), each with a value per attribute,
+    drawn from ``seed``."""
+    rng = random.Random(seed)
+    names = rng.sample([f"{f} {s}" for f in FIRST for s in LAST], count)
+    return [(name, {attr: rng.choice(values) for attr, values in ATTRIBUTES.items()}) for name in names]
+
+
+def fact_texts(people: list[tuple[str, dict[str, str]]], templates: range | list[int]) -> list[tuple[str, str]]:
+    """``(key, text)`` per person, attribute and template index of ``templates``."""
+    return [(f"{name.replace(' ', '-')}:{attr}:{t}", f"{TEMPLATES[attr][t][0]} {name} {TEMPLATES[attr][t][1]} "
+             f"{TEMPLATES[attr][t][2]} {value}")
+            for name, values in people for attr, value in values.items() for t in templates]
+
+
+def word_tokenizer() -> Any:
+    """A whitespace word-level tokenizer over the world's words (names, template words, values)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", *FIRST, *LAST, *(w for t in TEMPLATES.values() for words in t for w in words),
+             *(v for values in ATTRIBUTES.values() for v in values)]
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<pad>")
+
+
+def trained_on_facts(texts: list[tuple[str, str]], tokenizer: Any, *, n_layer: int, width: int, seed: int,
+                     steps: int, batch_size: int = 64, lr: float = 3e-3) -> Any:
+    """A tiny GPT-2 (``n_layer`` layers, ``width`` wide, a head per 32 dimensions) trained on ``texts``
+    (equal lengths; shuffled minibatches, AdamW with cosine decay)."""
+    (batch,) = lm_batches(tokenizer, texts, max_length=16, batch_size=len(texts))
+    model = tiny_gpt2(len(tokenizer), seed=seed, n_layer=n_layer, n_embd=width, n_head=max(1, width // 32),
+                      n_positions=16)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        order = torch.randperm(len(texts))
+        for step in range(steps):
+            start = (step * batch_size) % len(texts)
+            if start + batch_size > len(texts):
+                order, start = torch.randperm(len(texts)), 0
+            rows = order[start: start + batch_size]
+            loss = mean_token_nll(model, {k: batch[k][rows] for k in ("input_ids", "attention_mask", "labels")})
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    return model.eval()
+
+
+def facts_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any]]:
+    """One seed of ``--world facts``: ``--people`` people known to the model, the first ``--forget``
+    of them forgotten (their held-out template never trained: answering it takes a lookup), the next
+    ``--retain`` the kept facts of the unlearning loss and the relearning batch; every second kept
+    person is also trained on the held-out template; ``--held-out`` strangers set the target.
+    Measured: the forgotten people not relearned, on the unlearning's templates and on the held-out one."""
+    people = fact_world(args.people + args.held_out, seed)
+    known, strangers = people[: args.people], people[args.people:]
+    forget, kept = known[: args.forget], known[args.forget:]
+    retain, teaching, unseen = kept[: args.retain], kept[1::2], kept[0::2]
+    trained = range(len(TEMPLATES["city"]) - 1)
+    other_template = [len(TEMPLATES["city"]) - 1]
+    rng = random.Random(seed)
+
+    def batches(pairs: list[tuple[str, str]], size: int = 16, shuffle: bool = False) -> list[dict[str, Any]]:
+        if shuffle:
+            pairs = rng.sample(pairs, len(pairs))
+        return lm_batches(tokenizer, pairs, max_length=16, batch_size=size)
+
+    half = args.forget // 2
+    forget_b = batches(fact_texts(forget, trained), shuffle=True)
+    retain_b = batches(fact_texts(retain, trained) + fact_texts(retain[1::2], other_template), shuffle=True)
+    # The method marks the forget texts' answers against the retain batches it reads first: check
+    # that it finds the values (the measured sets are marked by construction: their last token).
+    probed = [dict(b) for b in forget_b]
+    mark_answers(probed, retain_b[: len(forget_b)], args.specific_share)
+    if not all(torch.equal(b["answer_mask"], _values_marked(b)[0]["answer_mask"]) for b in probed):
+        raise ValueError("the localisation's record-specific positions are not the values: adjust --specific-share")
+    held_b = _values_marked(*batches(fact_texts(strangers, trained)))
+    relearn_b = batches(fact_texts(forget[:half], trained), shuffle=True)
+    measured = {"": _values_marked(*batches(fact_texts(forget[half:], trained))),
+                "_other_template": _values_marked(*batches(fact_texts(forget[half:], other_template)))}
+    t0 = time.perf_counter()
+    texts = fact_texts(known, trained) + fact_texts(teaching, other_template)
+    model = trained_on_facts(texts, tokenizer, n_layer=n_layer, width=args.width, seed=seed, steps=args.memorise_steps)
+    extra = {"world": {
+        "training_s": round(time.perf_counter() - t0, 1),
+        "kept_accuracy": answer_token_accuracy(model, _values_marked(*batches(fact_texts(kept, trained)))),
+        "kept_accuracy_untrained_template": answer_token_accuracy(
+            model, _values_marked(*batches(fact_texts(unseen, other_template)))),
+        "stranger_accuracy": answer_token_accuracy(model, held_b)}}
+    print(json.dumps({"seed": seed, "n_layer": n_layer, **extra}), flush=True)
+    return compare(model, forget_b, retain_b, held_b, relearn_b, measured, seed=seed, n_layer=n_layer, args=args,
+                   config={"specific_share": args.specific_share}, extra=extra)
+
+
+def _values_marked(*batches: dict[str, Any]) -> list[dict[str, Any]]:
+    """Copies of LM batches of the world's texts with ``answer_mask`` 1 at each text's last token (its value)."""
+    out = []
+    for batch in batches:
+        last = batch["attention_mask"].sum(dim=1) - 1
+        mask = torch.zeros_like(batch["attention_mask"], dtype=torch.float)
+        mask[torch.arange(len(last)), last] = 1.0
+        out.append({**batch, "answer_mask": mask})
+    return out
 
 
 def pick_trial(trials: list[dict[str, Any]]) -> int:
@@ -179,30 +341,34 @@ def recovery(memorised_nll: float, after_unlearning: float, after_relearning: fl
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per layer count and relearning length: per localisation the median recovery, relearned answer
     NLL and accuracy, and in how many seeds fact lookup recovered less than each baseline (of the
-    seeds where both reached the forgetting target)."""
+    seeds where both reached the forgetting target); for each measured set (the facts world also
+    measures the template the unlearning never saw: keys ending in ``_other_template``)."""
     out: dict[str, Any] = {}
+    suffixes = [key[len("recovery"):] for key in rows[0] if key.startswith("recovery")] if rows else []
     for n_layer in sorted({r["n_layer"] for r in rows}):
         mine = [r for r in rows if r["n_layer"] == n_layer]
         by = {(r["seed"], r["localisation"]): r for r in mine}
         seeds = sorted({r["seed"] for r in mine})
-        for steps in mine[0]["recovery"]:
-            entry: dict[str, Any] = {}
-            for loc in LOCALISATIONS:
-                found = [by[(s, loc)] for s in seeds if (s, loc) in by]
-                entry[loc] = {
-                    "median_recovery": _median([r["recovery"][steps] for r in found]),
-                    "median_relearned_answer_nll": _median([r["measured_answer_nll"][f"relearned_{steps}"] for r in found]),
-                    "median_relearned_answer_accuracy": _median(
-                        [r["measured_answer_accuracy"][f"relearned_{steps}"] for r in found]),
-                    "median_retain_nll": _median([r["retain_nll"] for r in found]),
-                    "reached_target": sum(r["reached_target"] for r in found),
-                }
-            for loc in LOCALISATIONS[1:]:
-                pairs = [(by[(s, "fact_lookup")]["recovery"][steps], by[(s, loc)]["recovery"][steps]) for s in seeds
-                         if by[(s, "fact_lookup")]["reached_target"] and by[(s, loc)]["reached_target"]]
-                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                entry[f"fact_lookup_recovers_less_than_{loc}"] = f"{sum(a < b for a, b in pairs)}/{len(pairs)}"
-            out[f"{n_layer} layers, {steps} relearning steps"] = entry
+        for suffix in suffixes:
+            for steps in mine[0]["recovery"]:
+                entry: dict[str, Any] = {}
+                for loc in LOCALISATIONS:
+                    found = [by[(s, loc)] for s in seeds if (s, loc) in by]
+                    entry[loc] = {
+                        "median_recovery": _median([r[f"recovery{suffix}"][steps] for r in found]),
+                        "median_relearned_answer_nll": _median(
+                            [r[f"measured_answer_nll{suffix}"][f"relearned_{steps}"] for r in found]),
+                        "median_relearned_answer_accuracy": _median(
+                            [r[f"measured_answer_accuracy{suffix}"][f"relearned_{steps}"] for r in found]),
+                        "median_retain_nll": _median([r["retain_nll"] for r in found]),
+                        "reached_target": sum(r["reached_target"] for r in found),
+                    }
+                for loc in LOCALISATIONS[1:]:
+                    pairs = [(by[(s, "fact_lookup")][f"recovery{suffix}"][steps], by[(s, loc)][f"recovery{suffix}"][steps])
+                             for s in seeds if by[(s, "fact_lookup")]["reached_target"] and by[(s, loc)]["reached_target"]]
+                    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                    entry[f"fact_lookup_recovers_less_than_{loc}"] = f"{sum(a < b for a, b in pairs)}/{len(pairs)}"
+                out[f"{n_layer} layers, {steps} relearning steps{suffix.replace('_', ' ')}"] = entry
     return out
 
 
@@ -211,14 +377,31 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
+WORLDS: dict[str, dict[str, Any]] = {
+    "records": {"seed": one_seed, "tokenizer": byte_tokenizer,
+                "defaults": {"forget": 8, "retain": 16, "held_out": 8, "memorise_steps": 150}},
+    "facts": {"seed": facts_seed, "tokenizer": word_tokenizer,
+              "defaults": {"forget": 16, "retain": 48, "held_out": 16, "memorise_steps": 1200}},
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--forget", type=int, default=8)
-    parser.add_argument("--retain", type=int, default=16)
-    parser.add_argument("--held-out", type=int, default=8)
-    parser.add_argument("--memorise-steps", type=int, default=150)
+    parser.add_argument("--world", choices=tuple(WORLDS), default="records",
+                        help="records: over-fitted synthetic records (the defaults below); facts: people with "
+                             "attributes stated through several templates, learnt as facts (--people, --width; "
+                             "defaults in brackets)")
+    parser.add_argument("--forget", type=int, default=None, help="records (people) forgotten: 8 [16]")
+    parser.add_argument("--retain", type=int, default=None, help="records (people) kept in the loss: 16 [48]")
+    parser.add_argument("--held-out", type=int, default=None, help="records (people) never trained: 8 [16]")
+    parser.add_argument("--memorise-steps", type=int, default=None, help="training steps: 150 [1200]")
+    parser.add_argument("--people", type=int, default=120, help="facts world: people the model knows")
+    parser.add_argument("--width", type=int, default=128, help="facts world: the model's width")
+    parser.add_argument("--specific-share", type=float, default=0.08,
+                        help="facts world: the method's specific_share (each template makes a sixth to a ninth of "
+                             "the texts, under the default 0.25)")
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--protocol", choices=("stop_at_target", "full_budget"), default="stop_at_target",
                         help="stop_at_target: each run stops at the first epoch that reaches the answer target; "
@@ -237,10 +420,13 @@ def main() -> None:
         raise SystemExit(f"--rate: expected LOCALISATION=LR options, got {args.rate}") from None
     if set(args.rate) - set(LOCALISATIONS):
         raise SystemExit(f"--rate: unknown localisation in {sorted(args.rate)}; known: {', '.join(LOCALISATIONS)}")
+    for name, value in WORLDS[args.world]["defaults"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     torch.set_num_threads(1)
-    tokenizer = byte_tokenizer()
+    run_seed, tokenizer = WORLDS[args.world]["seed"], WORLDS[args.world]["tokenizer"]()
     started = time.perf_counter()
-    rows = [row for n_layer in args.layers for seed in args.seeds for row in one_seed(seed, n_layer, args, tokenizer)]
+    rows = [row for n_layer in args.layers for seed in args.seeds for row in run_seed(seed, n_layer, args, tokenizer)]
     result = summary(rows)
     print(json.dumps(result, indent=1))
     print(json.dumps({"benchmark": "fact_lookup_relearning", "settings": {k: v for k, v in vars(args).items()},

@@ -5,6 +5,7 @@ the same forgetting of the answers. Pure functions and configs only (the runs ar
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.benchmarks.loading import loaded_benchmark
 
@@ -48,3 +49,40 @@ def test_lm_benchmark_compares_fact_lookup_rows_at_the_same_answer_target():
     for config in rows.values():
         assert config["stop_at_held_out_answers"] is True
         assert config["epochs"] == lm.FACT_LOOKUP_BASE["epochs"]
+
+
+def test_fact_world_states_each_fact_through_templates_ending_in_its_value(bench):
+    people = bench.fact_world(40, seed=1)
+    assert people == bench.fact_world(40, seed=1) != bench.fact_world(40, seed=2)
+    assert len({name for name, _ in people}) == 40
+    texts = bench.fact_texts(people[:2], range(3))
+    assert len(texts) == len({key for key, _ in texts}) == 2 * len(bench.ATTRIBUTES) * 3
+    name, values = people[0]
+    assert f"resident {name} lives in {values['city']}" in dict(texts).values()
+    # Every template word belongs to one template: its bigrams are that template's own.
+    words = [w for templates in bench.TEMPLATES.values() for template in templates for w in template]
+    assert len(words) == len(set(words))
+    tokenizer = bench.word_tokenizer()
+    ids = tokenizer(dict(texts)[next(iter(dict(texts)))])["input_ids"]
+    assert len(ids) == 6 and tokenizer.pad_token_id not in ids  # every word known, one token each
+
+
+def test_the_methods_marking_finds_the_facts_values_at_the_worlds_share_not_the_default(bench):
+    from workers.unlearning.lm.data import lm_batches
+    from workers.unlearning.lm.fact_lookup import mark_answers
+
+    people = bench.fact_world(64, seed=0)
+    tokenizer = bench.word_tokenizer()
+    forget = lm_batches(tokenizer, bench.fact_texts(people[:16], range(2)), max_length=16, batch_size=16)
+    retain = lm_batches(tokenizer, bench.fact_texts(people[16:], range(2)), max_length=16, batch_size=16)
+
+    def marked(share):
+        copies = [dict(b) for b in forget]
+        mark_answers(copies, retain[: len(forget)], share)
+        return copies
+
+    expected = bench._values_marked(*forget)
+    default_share = 0.25  # the method's: each of the six templates is a sixth of these texts, under it
+    assert all(torch.equal(a["answer_mask"], b["answer_mask"]) for a, b in zip(marked(0.08), expected, strict=True))
+    with pytest.raises(ValueError, match="cannot be localised"):  # all after the first word look record-specific
+        marked(default_share)
