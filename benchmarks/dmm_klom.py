@@ -67,7 +67,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audits.checks.klom import klom  # noqa: E402
 from tests.workers.unlearning.shadow_models import pair_masks, train_mlps  # noqa: E402
-from tests.workers.unlearning.test_dmm import BINS, KLOM_CONFIG, RECORDS, RUNS, Setting, accuracy  # noqa: E402
+from tests.workers.unlearning.test_dmm import (  # noqa: E402
+    BINS,
+    FORGET,
+    KLOM_CONFIG,
+    RECORDS,
+    RUNS,
+    Setting,
+    accuracy,
+)
 from workers.unlearning.dmm import (  # noqa: E402
     CROSS_EFFECT_PRIORS,
     DatamodelMatchingConfig,
@@ -288,8 +296,8 @@ def print_diagnosis(rows: list[dict], seeds: int, pool: int) -> None:
     print(json.dumps({"benchmark": "dmm_klom_diagnosis", "seeds": seeds, "pool": pool, "rows": rows}))
 
 
-def one_seed(seed: int, pairs: int, configs: list[dict]) -> dict:
-    setting = Setting(data_seed=seed, model_seed=seed + 1, pairs=pairs)
+def one_seed(seed: int, pairs: int, configs: list[dict], forget_set: str = "random", forget: int = FORGET) -> dict:
+    setting = Setting(data_seed=seed, model_seed=seed + 1, pairs=pairs, forget_set=forget_set, forget=forget)
     retrained = setting.forget_margins(setting.retrained[:RUNS])
     reference = setting.forget_margins(setting.retrained[RUNS:])
     floor = klom(retrained, reference, bins=BINS).percentiles["p50"]
@@ -323,6 +331,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=16, help="shadow pairs (the method reads half of them)")
     parser.add_argument("--configs", default=json.dumps([KLOM_CONFIG]), help="JSON list of DMM configs")
+    parser.add_argument("--forget-set", choices=("random", "distinct"), default="random",
+                        help="the fixture's forget set: random records, or one per class with one shared shift of "
+                             "the label (no two share a true class or a wrong label)")
+    parser.add_argument("--forget", type=int, default=FORGET, help="how many records are forgotten")
     parser.add_argument("--diagnose", type=int, default=0, metavar="POOL",
                         help="instead of DMM runs: the error analysis on POOL fresh subset runs (even, >= 16)")
     args = parser.parse_args()
@@ -339,9 +351,10 @@ def main() -> None:
     configs = json.loads(args.configs)
     rows = []
     for seed in range(args.seeds):
-        rows.append(one_seed(seed, args.pairs, configs))
+        rows.append(one_seed(seed, args.pairs, configs, args.forget_set, args.forget))
         print(f"seed {seed} done", file=sys.stderr, flush=True)
-    print(f"# DMM forget-set KLoM (median over 20 memorised records, {BINS} bins, {RUNS} runs a side) as a multiple "
+    print(f"# DMM forget-set KLoM (median over {args.forget} memorised records, {args.forget_set}, {BINS} bins, {RUNS} "
+          f"runs a side) as a multiple "
           f"of the retrain floor; {args.pairs} shadow pairs ({args.pairs // 2} read by the method)\n")
     print("| seed | floor (nats) | nothing / floor | config | dmm / floor | predicted / floor | prediction RMS error "
           "(retrained spread) | LDS forget | retain acc |")
@@ -357,7 +370,8 @@ def main() -> None:
         summary[json.dumps(config)] = {"median_dmm_ratio": statistics.median(ratios),
                                        "seeds_within_1_5x": sum(r <= 1.5 for r in ratios),
                                        "seeds_within_2x": sum(r <= 2 for r in ratios)}
-    print(json.dumps({"benchmark": "dmm_klom", "seeds": args.seeds, "pairs": args.pairs, "summary": summary,
+    print(json.dumps({"benchmark": "dmm_klom", "seeds": args.seeds, "pairs": args.pairs, "forget_set": args.forget_set,
+                      "forget": args.forget, "summary": summary,
                       "rows": rows}))
 
 
