@@ -106,11 +106,11 @@ def eraser_refusal(eraser: CarriedEraser | None, *, method: str, record_ids: lis
     return None
 
 
-def concept_eraser_plan(*, version: ModelVersion, method: str, record_ids: list[int]) -> dict | None:
-    """What a person's plan step says of the concept eraser ``version``'s unlearning source serves (None
-    when it serves none): the eraser, how many of the erased records it was fitted on, and what ``method``
-    does with it (``kept`` True only for a method that changes the weights around it)."""
-    eraser = carried_eraser(version)
+def concept_eraser_plan(eraser: CarriedEraser | None, *, method: str, record_ids: list[int]) -> dict | None:
+    """What a person's plan step says of ``eraser``, the concept eraser its version's unlearning source
+    serves (:func:`carried_eraser`; None when it serves none): the eraser, how many of the erased records it
+    was fitted on, and what ``method`` does with it (``kept`` True only for a method that changes the
+    weights around it)."""
     if eraser is None:
         return None
     spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None

@@ -14,7 +14,12 @@ from django.utils import timezone
 from audits.checks.evidence import evidence_kind_of
 from audits.checks.registry import audit_cannot_confirm
 from audits.runner import older_copies_purge
-from deletion.concept_erasers import ERASER_DROP, concept_eraser_plan, held_only_by_eraser
+from deletion.concept_erasers import (
+    ERASER_DROP,
+    carried_eraser,
+    concept_eraser_plan,
+    held_only_by_eraser,
+)
 from deletion.concept_requests import concept_job_config
 from deletion.deadlines import CCPA_DAYS, GDPR_LIKE, GDPR_MAX_EXTENSION_MONTHS, add_months
 from deletion.external_retrain import (
@@ -96,11 +101,12 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
         # Where the policy allows approximate methods: the others that apply to this model and forget set.
         approximate, not_offered = (approximate_alternatives(version=version, planned=method, record_ids=record_ids)
                                     if guarantee == "approximate" or policy_refused else ([], {}))
-        eraser = concept_eraser_plan(version=version, method=method, record_ids=record_ids)
+        carried = carried_eraser(version)
+        eraser = concept_eraser_plan(carried, method=method, record_ids=record_ids)
         alternatives = alternatives + dp_alternatives + approximate
         if eraser is not None:  # what each method the DPO may choose instead would do with the eraser
             alternatives = [{**alternative, "concept_eraser": concept_eraser_plan(
-                version=version, method=alternative["method"], record_ids=record_ids)} for alternative in alternatives]
+                carried, method=alternative["method"], record_ids=record_ids)} for alternative in alternatives]
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "model_kind": model_kind, "method": method, "guarantee_class": guarantee,

@@ -289,18 +289,9 @@ def _model_entry(outcome) -> dict:
             verdict["notes"] += flag_notes(audit)
         # U-LiRA, the challenge score and KLoM over the method's runs on the shadows (approximate results).
         verdict["notes"] += ulira_notes(audit.get("unlearning_lira"))
-    derived = derived_model_note(outcome)
-    if derived:
-        verdict["notes"].append(derived)
-    keep_out = keep_out_note(outcome)
-    if keep_out:
-        verdict["notes"].append(keep_out)
-    eraser = concept_eraser_note(outcome)
-    if eraser:
-        verdict["notes"].append(eraser)
-    chain = chain_note_of(outcome)
-    if chain:
-        verdict["notes"].append(chain)
+    # What became of a derived model, a keep-out transfer model, a concept eraser, the chain's other versions.
+    verdict["notes"] += [note for note in (derived_model_note(outcome), keep_out_note(outcome),
+                                           concept_eraser_note(outcome), chain_note_of(outcome)) if note]
     roc = audit.get("roc") or {}
     roc_curves = []
     if len(roc.get("fpr", [])) >= 2:
@@ -358,8 +349,7 @@ def derived_model_note(outcome) -> str:
     details = (((outcome.job.result or {}).get("unlearning") or {}).get("details") or {}) if outcome.job else {}
     parent = details.get("derived_from")
     if not parent:
-        step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
-        parent = step.get("derived_from")
+        parent = _plan_step(outcome).get("derived_from")
         if not parent:
             return ""
         return (f"Derived model ({parent['kind'].replace('_', ' ')} {parent['model']} v{parent['version']}): it is "
@@ -373,11 +363,16 @@ def derived_model_note(outcome) -> str:
             f"{details.get('class_cap')} (a child promises at most what its new parent does).")
 
 
+def _plan_step(outcome) -> dict:
+    """The request's plan step for ``outcome``'s model version ({} if it has none)."""
+    return next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+
+
 def concept_eraser_note(outcome) -> str:
     """For a version that served a concept eraser (deletion.concept_erasers): what the plan said became of
     it (kept, or not carried into the new version and why), in the plan step's words for the method that
     ran (the step's own, or the alternative the DPO chose); "" for other models."""
-    step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
+    step = _plan_step(outcome)
     if step and outcome.method != step.get("method"):
         step = next((a for a in step.get("alternatives") or [] if a["method"] == outcome.method), step)
     eraser = step.get("concept_eraser")
@@ -387,8 +382,7 @@ def concept_eraser_note(outcome) -> str:
 def chain_note_of(outcome) -> str:
     """For a step that unlearned for other versions of its unlearning chain too (deletion.planning.
     one_job_per_chain): which, in the plan's words; "" otherwise."""
-    step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
-    covers = step.get("covers_versions")
+    covers = _plan_step(outcome).get("covers_versions")
     return f"Same chain: {covers['summary']}" if covers else ""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from foundation.errors import Conflict, ValidationFailed
 from models_registry import services as registry
 from models_registry.models import Dataset, ModelVersion, RegisteredModel, VersionStatus
+from workers.concept_layers import RECORDED_MODULE_NAMES
 from workers.jobs import job_cancel, job_create
 from workers.models import Job, JobKind
 from workers.runners.storage import artifact_store
@@ -222,12 +223,16 @@ def uploaded_version_store(*, model: RegisteredModel, training_run, family, chec
             raise ValidationFailed(f"an upload of training run {training_run.id}'s membership began while the "
                                    "version was stored; upload the weights again once it is complete",
                                    field="training_run", code="membership_incomplete")
-        # Shadow models and retrains read the procedure from here (the run row keeps what the company recorded).
+        # Shadow models and retrains read the procedure from here (the run row keeps what the company recorded),
+        # and a concept request's layer is checked against the module names the check built, where it recorded
+        # them (workers.concept_layers.recorded_module_names).
+        names = checked.extra.get(RECORDED_MODULE_NAMES)
+        modules = {RECORDED_MODULE_NAMES: names} if names else {}
         version = registry.model_version_create(
             model=model, artifact_sha256=ref.artifact_id, training_run=training_run, status=VersionStatus.RETAINED,
             parent=parent, guarantee_class=guarantee_class,  # an external retrain (deletion.external_retrain)
             metrics={"uploaded_recipe": {"name": checked.recipe, "config": checked.recipe_config,
-                                         "family": family.name}})
+                                         "family": family.name}, **modules})
         registry.stored_artifact_register(sha256=ref.artifact_id, kind="weights", model_version=version,
                                           training_run=training_run, size_bytes=size_bytes,
                                           label=f"uploaded weights of {version}", origin_version=version)

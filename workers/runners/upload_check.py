@@ -58,7 +58,6 @@ def _check_and_register(job: Job, data: bytes, progress) -> dict[str, Any]:
                 return {"skipped": "result already recorded", "version": locked.result_version_id}
             version = uploaded_version_store(model=model, training_run=run, family=family, checked=checked,
                                              size_bytes=len(data))
-            _module_names_record(version, checked)
             Job.objects.filter(pk=job.pk).update(result_version=version)
     except UploadRefused as exc:
         return {"refused": {"code": exc.code, "message": str(exc)}}
@@ -66,15 +65,3 @@ def _check_and_register(job: Job, data: bytes, progress) -> dict[str, Any]:
         return {"refused": {"code": exc.code, "message": exc.message}}
     return {"version": version.id, "artifact": version.artifact_sha256}
 
-
-def _module_names_record(version, checked) -> None:
-    """Keep the names of the modules the check built (workers.concept_layers.recorded_module_names)
-    on the version's metrics, where the web side, which cannot build the module, checks a concept
-    request's layer against them."""
-    from models_registry.models import ModelVersion
-    from workers.concept_layers import RECORDED_MODULE_NAMES
-
-    names = checked.extra.get(RECORDED_MODULE_NAMES)
-    if names:
-        version.metrics = {**(version.metrics or {}), RECORDED_MODULE_NAMES: names}
-        ModelVersion.objects.filter(pk=version.pk).update(metrics=version.metrics)
