@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from audits.checks.evidence import DEFAULT_MIN_UTILITY_RATIO
 from audits.checks.lm_memorisation import (
     FactCompletion,
     LMRecordMemorisation,
@@ -327,7 +328,8 @@ def _summary(measurements: Sequence[TextMeasurement]) -> dict[str, float | None]
 def language_model_evidence(*, original: Any, unlearned: Any, train_records: Sequence[tuple[str, str]],
                             held_out: Sequence[tuple[str, str]], forget_keys: Sequence[str],
                             guard_key: bytes | None, seed: int, device: str, progress: Any,
-                            min_references: int = TWINS_PER_RECORD) -> dict[str, Any]:
+                            min_references: int = TWINS_PER_RECORD,
+                            min_utility_ratio: float = DEFAULT_MIN_UTILITY_RATIO) -> dict[str, Any]:
     """Measure an LM unlearning outcome. In: the original and new runs (``load_run``), the
     dataset's training and held-out records as ``(key, text)``, the forgotten keys, the guard's
     hashing key (for a guarded new version), a seed for the samples, the device and a progress
@@ -337,7 +339,7 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
     check that applies to a language model, run on the measurements. ``min_references``: the fewest
     held-out records of its format a forgotten record must be compared with (the LM audit's own
     minimum, setting ``AUDIT_LM_MIN_REFERENCES``); as many are drawn, and at least
-    :data:`TWINS_PER_RECORD`."""
+    :data:`TWINS_PER_RECORD`. ``min_utility_ratio``: the perplexity bar the plan declared."""
     from audits.checks.evidence import LanguageModelEvidence, UtilityFigures
     from audits.checks.registry import run_checks
     from audits.checks.verdict import SuppressionBound
@@ -387,7 +389,8 @@ def language_model_evidence(*, original: Any, unlearned: Any, train_records: Seq
         memorisation=tuple(forget_after[i].memorisation for _, i in measured),
         reference_memorisation=tuple(ref_after[key].memorisation for key, _ in measured),
         utility=UtilityFigures(metric="perplexity", retain=ppl_after["retain"], test=ppl_after["test"],
-                               original_retain=ppl_before["retain"], original_test=ppl_before["test"]),
+                               original_retain=ppl_before["retain"], original_test=ppl_before["test"],
+                               min_ratio=min_utility_ratio),
         reference_record_ids=tuple(key for key, _ in forgotten),
         references_per_record=tuple(len(twins[key]) for key, _ in forgotten), min_references=int(min_references),
     ))

@@ -209,12 +209,14 @@ def run_audit_job(job: Job, progress) -> dict:
     unlearned = load_run(store, new.artifact_sha256)
     if unlearned.tokenizer is not None:
         checks, audit, suppression = _language_model_evidence(original, unlearned, dataset, forget_keys,
-                                                              seed=new.id, device=device, progress=progress)
+                                                              seed=new.id, device=device, progress=progress,
+                                                              min_utility_ratio=min_utility_ratio(job))
     else:
         shadows, procedure = reference_models_for(job, source=source, new=new)
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
                                              device=device, progress=progress,
                                              equivalence=(job.config or {}).get("equivalence"),
+                                             min_utility_ratio=min_utility_ratio(job),
                                              shadows=shadows, procedure=procedure,
                                              unlearning=_ulira_method(job, new),
                                              measure_forget_references=_no_forget_references_for_regression
@@ -245,6 +247,14 @@ def run_audit_job(job: Job, progress) -> dict:
                             "records_scored": len(forget_keys), "records": len(records)}
     return _conclude(job, source, new, records, checks, audit, suppression, store=store, device=device,
                      started=started, progress=progress)
+
+
+def min_utility_ratio(job: Job) -> float:
+    """The utility check's bar the plan declared for this audit (the audit job's config
+    ``utility.min_ratio``, deletion.workflow), or the platform default for a job planned without one."""
+    from audits.checks.evidence import DEFAULT_MIN_UTILITY_RATIO
+
+    return float(((job.config or {}).get("utility") or {}).get("min_ratio", DEFAULT_MIN_UTILITY_RATIO))
 
 
 def dp_bound_audit(job: Job) -> dict:
@@ -457,11 +467,13 @@ def _ulira_method(job: Job, new: ModelVersion) -> dict | None:
 
 
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress,
-                         equivalence: dict | None = None, shadows=None, procedure=None, unlearning: dict | None = None,
+                         equivalence: dict | None = None, min_utility_ratio: float | None = None, shadows=None,
+                         procedure=None, unlearning: dict | None = None,
                          measure_forget_references=None):
     """Score the unlearned, original and shadow models on the forgotten records, a retain sample
     and held-out records; run every registered check that applies to a classifier on the scores,
-    the equivalence test within the margins the plan declared (the audit job's config); with
+    the equivalence test within the margins the plan declared (the audit job's config), utility
+    against the bar it declared (``min_utility_ratio``; None: the platform default); with
     ``unlearning`` (an approximate result's method), U-LiRA on the shadows that held the records;
     with ``measure_forget_references`` (audits.forget_references.forget_reference_figures, the
     audit job bound), the references and controls of the representation and relearning checks."""
@@ -573,7 +585,8 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         attack_nonmember_scores=attacked_test, attack_signal=signal, retain_scores=r_after,
         original_retain_scores=r_before, nonmember_scores=t_after, original_nonmember_scores=t_before,
         utility=UtilityFigures(metric="rmse" if regression else "accuracy", retain=retain_acc_after, test=test_acc_after,
-                               original_retain=retain_acc_before, original_test=test_acc_before),
+                               original_retain=retain_acc_before, original_test=test_acc_before,
+                               **({} if min_utility_ratio is None else {"min_ratio": min_utility_ratio})),
         nonmember_null_scores=t_after_z, original_nonmember_null_scores=t_before_z,
         shadow_procedure=procedure, raw_confidences=raw_confidences,
         out_shadow_counts=(~np.array(shadow_in, dtype=bool)).sum(axis=0) if shadow_in else None,
@@ -640,9 +653,11 @@ def _canary_evidence(original, keys, canary_ds, shadow_scores, shadow_in, shadow
                           original_nonmember_null_scores=t_before_z)
 
 
-def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed, device, progress):
+def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed, device, progress,
+                             min_utility_ratio: float):
     """Memorisation of the forgotten records before and after (through the guard for a guarded
-    version) against held-out records of the same format, perplexity, the guard's bound."""
+    version) against held-out records of the same format, perplexity against the declared bar,
+    the guard's bound."""
     from audits.lm_evidence import language_model_evidence
     from workers.data_sources import dataset_split
     from workers.training.lm import record_texts
@@ -659,7 +674,8 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
     evidence = language_model_evidence(original=original, unlearned=unlearned, train_records=train,
                                        held_out=held_out, forget_keys=forget_keys, guard_key=guard_key,
                                        seed=seed, device=device, progress=progress.scaled(5, 75),
-                                       min_references=settings.AUDIT_LM_MIN_REFERENCES)
+                                       min_references=settings.AUDIT_LM_MIN_REFERENCES,
+                                       min_utility_ratio=min_utility_ratio)
     audit = {"shadow_models": 0, "records": len(forget_keys), "language_model": evidence["section"]}
     return evidence["checks"], audit, evidence["suppression"]
 

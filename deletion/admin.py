@@ -404,6 +404,8 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             # A derived child: its parent, the parent's new version it was re-derived from, the class cap.
             "derived": derived_model_note(outcome),
             "audit": audit_summary(getattr(outcome, "audit", None)),
+            # The utility check against the plan's bar: a version can erase the records and lose accuracy.
+            "utility": selectors.outcome_utility(outcome),
             "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,

@@ -6,7 +6,7 @@ import logging
 
 from django.db.models import Q
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -23,7 +23,13 @@ from deletion.models import (
     RejectionGround,
     RequestStatus,
 )
-from deletion.selectors import DECISIONS, deployments_pending, request_timeline, requests_awaiting
+from deletion.selectors import (
+    DECISIONS,
+    deployments_pending,
+    outcome_utility,
+    request_timeline,
+    requests_awaiting,
+)
 from deletion.throttling import IntakeThrottle
 from deletion.webhooks import webhook_register
 from foundation.access.authentication import HasRole, role_of
@@ -450,10 +456,22 @@ class PendingDeploymentOut(serializers.Serializer):
     new_artifact_sha256 = serializers.CharField(source="new_version.artifact_sha256")
     guarantee_class = serializers.CharField()
     verdict = serializers.CharField()
+    # What the new version costs in utility (the audit's utility check against the plan's declared bar),
+    # and the verdict's warnings: a version can erase the records and still lose accuracy.
+    utility = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
     confirm_url = serializers.SerializerMethodField()
 
     def get_confirm_url(self, outcome) -> str:
         return f"/api/v1/deletion-requests/{outcome.request.public_id}/confirm-deployment/"
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_utility(self, outcome) -> dict | None:
+        return outcome_utility(outcome)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_warnings(self, outcome) -> list[str]:
+        return [str(w) for w in ((outcome.audit or {}).get("verdict") or {}).get("warnings") or []]
 
 
 class PendingDeploymentsApi(APIView):

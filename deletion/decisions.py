@@ -55,6 +55,7 @@ from deletion.planning import (
     request_scope,
     s3t_kept_data,
     shadow_evidence_shortfall,
+    utility_bar_plan,
 )
 from deletion.transitions import S, actor_name, transition
 from deletion.workflow import advance, announce
@@ -124,6 +125,8 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
             # Declared now, before any score is seen; the audit job's config carries the margins.
             "equivalence_test": equivalence_test_plan(version=version, model_kind=evidence_kind,
                                                       records=len(record_ids)),
+            # The utility check's bar, declared now too.
+            "utility_bar": utility_bar_plan(version=version, model_kind=model_kind),
             # The independent replay of an exact result: when it runs and what it costs.
             "replay": replay_plan(version=version, method=method),
             "kept_data": kept_data,

@@ -487,6 +487,30 @@ def equivalence_test_plan(*, version: ModelVersion, model_kind: str, records: in
     return equivalence_plan(margins, records=records)
 
 
+# The utility metric each kind of model is audited on, as the plan and the report name it.
+UTILITY_METRIC_WORDS = {"classifier": "accuracy", "regressor": "root mean squared error (inverted)",
+                        "language_model": "perplexity (inverted)"}
+
+
+def utility_bar_plan(*, version: ModelVersion, model_kind: str) -> dict:
+    """The utility check's bar, declared here, before the method runs: the model's
+    ``unlearning_policy.min_utility_ratio`` or the platform default, the retain and test utility
+    of the new version as a share of the original's. The audit job carries ``min_ratio`` into its
+    config (deletion.workflow); the check warns below it (it never decides erasure), and the
+    serving side's deployment list shows its figures before anyone deploys."""
+    from audits.checks.evidence import DEFAULT_MIN_UTILITY_RATIO
+
+    ratio = (version.model.unlearning_policy or {}).get("min_utility_ratio")
+    declared_by = (f"the policy of model {version.model.name}" if ratio is not None else "the platform default")
+    ratio = float(DEFAULT_MIN_UTILITY_RATIO if ratio is None else ratio)
+    metric = UTILITY_METRIC_WORDS.get(model_kind, "utility")
+    return {"min_ratio": ratio, "declared_by": declared_by, "metric": metric,
+            "statement": (f"Utility bar ({declared_by}): the new version's {metric} on kept and held-out records "
+                          f"at least {ratio:.0%} of the original's; below it the audit warns beside its verdict "
+                          "(utility does not decide erasure) and the serving side sees the figures before "
+                          "deploying.")}
+
+
 def replay_plan(*, version: ModelVersion, method: str) -> dict | None:
     """When the audit replays ``method``'s result bit for bit and what that costs (declared with the
     method in the catalogue), or None for a method without a replay. A replay on request runs

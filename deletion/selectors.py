@@ -124,6 +124,17 @@ def requests_awaiting(*, decision: str) -> QuerySet[DeletionRequest]:
     return requests_open().filter(pk__in=waiting)
 
 
+def outcome_utility(outcome: ModelOutcome) -> dict | None:
+    """The audit's utility check on ``outcome``'s new version, for whoever deploys it: the verdict
+    (PASS or FAIL against the bar the plan declared), the retain and test ratios to the original
+    (1 = as good), the bar, the metric and the check's reason; None where the audit ran none."""
+    check = next((c for c in (outcome.audit or {}).get("checks") or [] if c.get("check") == "utility"), None)
+    if check is None:
+        return None
+    return {key: check.get(key) for key in ("verdict", "metric", "retain_ratio", "test_ratio", "min_ratio", "retain",
+                                            "test", "original_retain", "original_test", "reason")}
+
+
 def deployments_pending() -> QuerySet[ModelOutcome]:
     """New versions that passed their audit (or whose residual risk two DPO users accepted) and wait for the serving
     side to deploy them and confirm: the most urgent request first."""

@@ -20,6 +20,7 @@ from deletion.models import (
 )
 from deletion.notices import notice_send, recipients_notify
 from deletion.planning import request_end_state, request_scope, request_subjects
+from deletion.selectors import outcome_utility
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
@@ -123,11 +124,13 @@ def on_job_finished(*, job_id: int) -> None:
 
 def declared_for_audit(outcome: ModelOutcome) -> dict:
     """What the request's plan declared for this outcome's audit before anything ran, for the audit
-    job's config: the equivalence test's margins (``{"equivalence": ...}``), or nothing for a plan
-    that declared none."""
+    job's config: the equivalence test's margins (``{"equivalence": ...}``) and the utility bar
+    (``{"utility": {"min_ratio": ...}}``), each left out where the plan declared none."""
     step = next((p for p in outcome.request.plan or [] if p["model_version_id"] == outcome.model_version_id), {})
     declared = (step.get("equivalence_test") or {}).get("declared")
-    return {"equivalence": declared} if declared else {}
+    bar = step.get("utility_bar")
+    return {**({"equivalence": declared} if declared else {}),
+            **({"utility": {"min_ratio": bar["min_ratio"], "declared_by": bar["declared_by"]}} if bar else {})}
 
 
 def announce(outcome: ModelOutcome) -> None:
@@ -142,9 +145,12 @@ def announce(outcome: ModelOutcome) -> None:
         webhooks_notify(request=outcome.request, event="outcome.awaiting_decision",
                         model_version=outcome.model_version_id, verdict=outcome.verdict, decision=DECISIONS_OPEN)
     elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
+        utility = outcome_utility(outcome)
         webhooks_notify(request=outcome.request, event="deployment.requested", audience="serving",
                         model=outcome.model_version.model.name, model_version=outcome.model_version_id,
-                        new_version=outcome.new_version_id, verdict=outcome.verdict)
+                        new_version=outcome.new_version_id, verdict=outcome.verdict,
+                        **({"utility": {k: utility[k] for k in ("verdict", "metric", "retain_ratio", "test_ratio",
+                                                                "min_ratio")}} if utility else {}))
 
 
 def advance(request: DeletionRequest) -> None:

@@ -166,6 +166,10 @@ POLICY_FIELDS = {
     # option, deletion.planning); without them the platform's DP_MAX_EPSILON / DP_MAX_DELTA. delta < 1.
     "dp_max_epsilon": float,
     "dp_max_delta": float,
+    # The utility bar (> 0, at most 1): the unlearned version's retain and test utility as a ratio of
+    # the original's (accuracy; perplexity and a regressor's RMSE inverted, so 1 = as good), declared
+    # in the plan before any audit; without it the platform default (audits.checks.evidence).
+    "min_utility_ratio": float,
 }
 
 # ``unlearning_policy.external_retrain``: ``webhook`` (required), the id of the webhook endpoint of the
@@ -234,6 +238,9 @@ def unlearning_policy_validate(*, policy: dict[str, Any], task: str | None = Non
             )
         if expected is int and value < 0:
             raise ValidationFailed(f"unlearning_policy.{key} must be >= 0", field=f"unlearning_policy.{key}")
+    if policy.get("min_utility_ratio", 0) > 1:
+        raise ValidationFailed("unlearning_policy.min_utility_ratio must be at most 1 (the unlearned model's utility "
+                               "as a share of the original's, e.g. 0.95)", field="unlearning_policy.min_utility_ratio")
     if policy.get("dp_max_delta", 0) >= 1:
         raise ValidationFailed("unlearning_policy.dp_max_delta must be below 1", field="unlearning_policy.dp_max_delta")
     if "external_retrain" in policy:

@@ -39,16 +39,24 @@ def evidence_kind_of(model_kind: str) -> ModelKind:
     return EVIDENCE_KIND_OF_MODEL[model_kind]
 
 
+# The utility check's bar when no policy declares one: five per cent relative loss (the ratio of the
+# unlearned model's metric to the original's, 1 = as good). A model's policy declares its own
+# (``unlearning_policy.min_utility_ratio``); the plan states it before any score is seen.
+DEFAULT_MIN_UTILITY_RATIO = 0.95
+
+
 @dataclass(frozen=True)
 class UtilityFigures:
-    """One utility metric (``"accuracy"`` or ``"perplexity"``) of the unlearned and the original
-    model on the retain and the test set: the arguments of the utility check."""
+    """One utility metric (``"accuracy"``, ``"perplexity"``, ``"rmse"``) of the unlearned and the
+    original model on the retain and the test set, and the bar the plan declared: the arguments of
+    the utility check."""
 
     metric: str
     retain: float
     test: float
     original_retain: float
     original_test: float
+    min_ratio: float = DEFAULT_MIN_UTILITY_RATIO
 
 
 # eq=False: the fields hold arrays, whose == is element-wise.

@@ -18,15 +18,16 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from audits.checks.evidence import Evidence
+from audits.checks.evidence import DEFAULT_MIN_UTILITY_RATIO, Evidence
 from audits.checks.registry import CheckSpec, register_check
 from audits.checks.result import CheckResult, Verdict, fmt
 
 UtilityMetric = Literal["accuracy", "perplexity", "rmse", "mae"]
 # Lower is better: the ratio is original / unlearned (perplexity, a regression model's errors).
 LOWER_IS_BETTER = ("perplexity", "rmse", "mae")
-# Five per cent relative loss: an example default; the policy that declares it goes in the job.
-DEFAULT_MIN_RATIO = 0.95
+# Five per cent relative loss where the model's policy declares no bar (audits.checks.evidence); the
+# plan declares the bar before any score is seen and the audit job carries it.
+DEFAULT_MIN_RATIO = DEFAULT_MIN_UTILITY_RATIO
 
 
 def perplexity(token_nll: ArrayLike) -> float:
@@ -98,6 +99,8 @@ def utility(
         "original_retain": original_retain,
         "original_test": original_test,
     }
+    if not 0 < min_ratio <= 1:
+        raise ValueError(f"min_ratio must be in (0, 1] (1 = no loss allowed), got {min_ratio}")
     for name, value in values.items():
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite non-negative number, got {value}")

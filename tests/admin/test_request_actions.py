@@ -393,3 +393,31 @@ def test_two_dpo_users_accept_a_residual_risk_on_the_request_page(client_for, ca
     outcome = request.outcomes.get()
     assert outcome.risk_acceptance["confirmed_by"] == "user:dora" and outcome.status == "awaiting_deployment"
     assert "residual risk accepted by user:alice and user:dora" in second.get(page_url(request)).content.decode()
+
+
+def test_the_page_states_the_utility_bar_and_a_passed_version_below_it(client_for, trained, monkeypatch):
+    from audits.checks.utility import utility
+    from tests.admin import conftest
+
+    trained["model"].unlearning_policy = {"min_utility_ratio": 0.9}
+    trained["model"].save(update_fields=["unlearning_policy"])
+    request = make_request()
+    alice = client_for("alice")
+    version = trained["version"].id
+    planned = alice.get(page_url(request)).content.decode()
+    assert f'id="dp-utility-bar-{version}">Utility bar (the policy of model churn)' in planned
+    assert "accuracy on kept and held-out records at least 90% of the original" in planned
+    post(alice, request, "approve")
+    below = utility(retain=0.80, test=0.78, original_retain=0.99, original_test=0.95, min_ratio=0.9).to_dict()
+    monkeypatch.setattr(conftest, "AUDIT", {**conftest.AUDIT, "checks": [below]})
+    finish_job(request.outcomes.get(), trained, verdict="PASS")
+    page = alice.get(page_url(request)).content.decode()
+    assert f'id="dp-utility-fail-{version}"' in page
+    assert "accuracy retain ratio 0.808, test ratio 0.821 (bar 0.90)" in page
+    # A passed version within the bar shows no such line.
+    other = make_request(email="p1@example.org")
+    post(alice, other, "approve")
+    monkeypatch.setattr(conftest, "AUDIT", {**conftest.AUDIT, "checks": [
+        utility(retain=0.98, test=0.94, original_retain=0.99, original_test=0.95, min_ratio=0.9).to_dict()]})
+    finish_job(other.outcomes.get(), trained, verdict="PASS")
+    assert "dp-utility-fail" not in alice.get(page_url(other)).content.decode()

@@ -103,6 +103,7 @@ def test_an_approximate_deletion_is_tested_for_equivalence_and_the_original_fail
     _run(outcome.job)
     outcome.refresh_from_db()
     assert outcome.audit_job.config["equivalence"] == plan["declared"]  # carried, not chosen later
+    assert outcome.audit_job.config["utility"] == {"min_ratio": 0.95, "declared_by": "the platform default"}
     _run(outcome.audit_job)
     outcome.refresh_from_db()
 
@@ -124,7 +125,12 @@ def test_an_approximate_deletion_is_tested_for_equivalence_and_the_original_fail
                                      parent=original)
     audit = _run(job_create(kind=JobKind.AUDIT, registered_model=model, source_version=original,
                             forget_record_ids=outcome.record_ids, guarantee_class="approximate", enqueue=False,
-                            config={"audited_version": unchanged.id, **declared_for_audit(outcome)}))
+                            config={"audited_version": unchanged.id, **declared_for_audit(outcome),
+                                    # A bar no loss meets but the unchanged weights: the runner reads it.
+                                    "utility": {"min_ratio": 1.0, "declared_by": "this test"}}))
+    kept = _check(audit.result["audit"], "utility")
+    assert (kept["verdict"], kept["min_ratio"], kept["retain_ratio"]) == ("PASS", 1.0, 1.0)
+    assert _check(outcome.audit, "utility")["min_ratio"] == 0.95
     tost = _check(audit.result["audit"], "equivalence_tost")
     assert (tost["verdict"], tost["side"]) == ("FAIL", "member"), tost["reason"]
     assert tost["outcome"]["ci_low"] > DEFAULT_MARGIN
