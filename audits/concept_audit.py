@@ -74,7 +74,7 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
                     "original_linear_auc": check.original_linear_auc,
                     "original_nonlinear_auc": check.original_nonlinear_auc, "tolerance": check.tolerance,
                     "holds_against": check.holds_against, "method": producer.method,
-                    "nonlinear_decides": beyond_linear},
+                    "nonlinear_decides": beyond_linear, "chance": check.to_dict()["chance"]},
         "checks": [check.to_dict()],
         "verdict": {**verdict.to_dict(), "notes": notes},
         "purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,

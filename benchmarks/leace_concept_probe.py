@@ -3,8 +3,9 @@
 Per seed: a one-hidden-layer MLP (64 units) is trained on all 1,797 digits to classify them; each concept
 method of ``--methods`` (``leace``, ``pef_coupling``) is fitted on the hidden layer's output of ``--fit``
 digits and the concept probe (audits/checks/concept_probe.py: 5-fold out-of-fold AUC, linear and MLP) runs
-on the other digits, before and after erasure, with the digit accuracy of the erased classifier (the
-coupling is given each digit's parity at inference, as it needs). The verdict is the check's as the audit
+on the other digits, before and after erasure (with the AUC's spread at chance over 20 shuffles of the
+attribute, Hanley-McNeil's figure and the permutation p-value), with the digit accuracy of the erased
+classifier (the coupling is given each digit's parity at inference, as it needs). The verdict is the check's as the audit
 runs it: the MLP probe decides too for pef_coupling. The last stdout line is one JSON object.
 
     python benchmarks/leace_concept_probe.py --seeds 5 --fit 1200 --methods leace,pef_coupling
@@ -62,6 +63,8 @@ def one_seed(seed: int, fit_count: int, method: str = "leace", cells: int = 16) 
                     for name, m in (("digit_accuracy_before", model), ("digit_accuracy_after", erased))}
     return {"linear_before": probe.original_linear_auc, "linear_after": probe.linear_auc,
             "mlp_before": probe.original_nonlinear_auc, "mlp_after": probe.nonlinear_auc,
+            "chance_rms": probe.chance.rms_distance, "chance_max": probe.chance.max_distance,
+            "hanley_mcneil": probe.chance.hanley_mcneil, "p_value": probe.chance.linear_p_value,
             "verdict": probe.verdict.value, **accuracy}
 
 
@@ -77,12 +80,14 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown concept method(s) {', '.join(unknown)}; known: leace, pef_coupling")
     runs = {method: [one_seed(seed, args.fit, method, args.cells) for seed in range(args.seeds)] for method in methods}
-    print("| method | seed | linear AUC before -> after | MLP AUC before -> after | verdict | digit accuracy before -> after |")
-    print("|---|---|---|---|---|---|")
+    print("| method | seed | linear AUC before -> after | MLP AUC before -> after | chance spread: shuffled RMS "
+          "(farthest; Hanley-McNeil) | permutation p | verdict | digit accuracy before -> after |")
+    print("|---|---|---|---|---|---|---|---|")
     for method, method_runs in runs.items():
         for seed, r in enumerate(method_runs):
             print(f"| {method} | {seed} | {r['linear_before']:.3f} -> {r['linear_after']:.3f} | {r['mlp_before']:.3f} "
-                  f"-> {r['mlp_after']:.3f} | {r['verdict']} | {r['digit_accuracy_before']:.3f} -> "
+                  f"-> {r['mlp_after']:.3f} | {r['chance_rms']:.3f} ({r['chance_max']:.3f}; {r['hanley_mcneil']:.3f}) | "
+                  f"{r['p_value']:.3f} | {r['verdict']} | {r['digit_accuracy_before']:.3f} -> "
                   f"{r['digit_accuracy_after']:.3f} |")
     numeric = [k for k in next(iter(runs.values()))[0] if k != "verdict"]
     summary = {method: {"mean": {k: mean(r[k] for r in method_runs) for k in numeric},

@@ -521,7 +521,27 @@ def _concept_metrics(audit: dict) -> list[dict]:
          "before": _num(concept.get("original_linear_auc")), "after": _num(concept["linear_auc"]),
          "reference": None, "result": "PASS" if linear_passed else "not at chance"},
         nonlinear,
+        *_chance_spread_metric(concept),
     ]
+
+
+def _chance_spread_metric(concept: dict) -> list[dict]:
+    """How far the linear probe's AUC strays from chance with the attribute shuffled (audits.checks.concept_probe's
+    ``chance``): the spread against the most the tolerance allows (half of it), with the observed AUC's
+    permutation p-value; [] for an audit recorded before the probe measured it."""
+    chance = concept.get("chance")
+    if not chance:
+        return []
+    enough = 2 * float(chance["noise"]) <= float(concept["tolerance"])
+    return [{"name": "Linear probe AUC with the attribute shuffled: spread at chance",
+             "description": f"Root mean square distance from 0.5 of the linear probe's AUC refitted on "
+                            f"{chance['shuffles']} shuffles of the attribute (after; the farthest "
+                            f"{float(chance['max_distance']):.3f}; Hanley-McNeil's standard error "
+                            f"{float(chance['hanley_mcneil']):.3f} is its floor). Twice the spread must be within the "
+                            f"tolerance, so the reference is half of it. Permutation p-value of the linear AUC's "
+                            f"distance from chance: {float(chance['linear_p_value']):.3f} (shown, not deciding)",
+             "before": None, "after": _num(chance["rms_distance"]), "reference": float(concept["tolerance"]) / 2,
+             "result": "enough records" if enough else "too few records"}]
 
 
 def _kept_data_metric(job) -> list[dict]:

@@ -122,7 +122,12 @@ def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_o
     linear, mlp = figures["Linear probe AUC (decides)"], figures["Non-linear (MLP) probe AUC (shown, not counted)"]
     assert abs(linear["after"] - 0.5) <= 0.1 < abs(linear["before"] - 0.5) and linear["result"] == "PASS"
     assert mlp["after"] is not None and figures["concept_probe"]["result"] == "PASS"
+    # The chance spread the too-few-records gate compared, measured on shuffles of the attribute.
+    spread = figures["Linear probe AUC with the attribute shuffled: spread at chance"]
+    assert spread["before"] is None and 0 < spread["after"] <= spread["reference"] == 0.05
+    assert spread["result"] == "enough records" and "Permutation p-value" in spread["description"]
     text = rendered_text(data, tmp_path / "concept.pdf")
+    assert "spread at chance" in text
     assert "Concept-erasure report" in text
     assert "This is a concept erasure, not an erasure of anyone's personal data" in text
     assert "erasure confirmed against the probes its method names" in text and "Erasure report" not in text

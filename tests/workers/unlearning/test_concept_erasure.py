@@ -17,9 +17,12 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from audits.checks.concept_probe import (
+    CHANCE_SHUFFLES,
     chance_auc_standard_error,
     concept_probe,
     distance_from_chance,
+    permutation_p_value,
+    shuffled_aucs,
 )
 from audits.checks.registry import audit_cannot_confirm
 from audits.checks.result import Verdict
@@ -78,7 +81,9 @@ def test_leace_brings_a_linear_probe_to_chance_and_shows_the_non_linear_probe(ca
     with capsys.disabled():
         print(f"\nLEACE on digits' parity: linear probe AUC {probe.original_linear_auc:.3f} -> "
               f"{probe.linear_auc:.3f}; MLP probe AUC {probe.original_nonlinear_auc:.3f} -> "
-              f"{probe.nonlinear_auc:.3f}")
+              f"{probe.nonlinear_auc:.3f}; shuffled linear AUC's RMS distance from chance "
+              f"{probe.chance.rms_distance:.3f} (Hanley-McNeil {probe.chance.hanley_mcneil:.3f}), "
+              f"permutation p {probe.chance.linear_p_value:.3f}")
     assert probe.original_linear_auc > 0.9  # parity was linearly decodable: the check had power
     assert probe.verdict == Verdict.PASS, probe.reason
     assert distance_from_chance(probe.linear_auc) <= 0.1
@@ -97,13 +102,41 @@ def test_the_probe_fails_on_representations_that_still_hold_the_attribute():
     features, parity = layer_outputs(model, LAYER, parity_batches(inputs[:500], digits[:500]))
     probe = concept_probe(representations=features.numpy(), attribute=parity.numpy())
     assert probe.verdict == Verdict.FAIL and probe.linear_auc > 0.9
+    # No shuffle of the attribute comes near 0.9: the smallest permutation p-value there is.
+    assert probe.chance.linear_p_value == pytest.approx(1 / (CHANCE_SHUFFLES + 1))
+    assert f"permutation p = {1 / (CHANCE_SHUFFLES + 1):.3g}" in probe.reason
     assert final_verdict(guarantee_class="concept_erased", checks=[probe]).verdict == Verdict.FAIL
     rng = np.random.default_rng(0)
+    # A tolerance of 0.2: on these 300 records a refitted probe's AUC at chance strays by about 0.056 (RMS
+    # over shuffles of the attribute), too much for 0.1, and the too-few-records gate would speak first.
     no_power = concept_probe(representations=rng.normal(size=(300, 4)), attribute=rng.integers(0, 2, 300),
-                             original_representations=rng.normal(size=(300, 4)))
+                             original_representations=rng.normal(size=(300, 4)), tolerance=0.2)
     assert no_power.verdict == Verdict.INCONCLUSIVE and "before erasure" in no_power.reason
     too_few = concept_probe(representations=features.numpy()[:60], attribute=parity.numpy()[:60])
     assert too_few.verdict == Verdict.INCONCLUSIVE and "too few records" in too_few.reason
+
+
+def test_too_few_records_is_judged_by_the_shuffled_probes_spread_not_by_a_formula():
+    # 160 records whose 32 features hold nothing of the attribute. Hanley & McNeil's standard error of an
+    # AUC at chance (0.046) would call them enough for the 0.1 tolerance (twice it is 0.092), but a probe
+    # refitted per fold strays farther: over shuffles of the attribute its out-of-fold AUC's RMS distance
+    # from 0.5 is above 0.05 (0.066 to 0.089 for six draws of such records), so the check cannot tell.
+    rng = np.random.default_rng(0)
+    representations, attribute = rng.normal(size=(160, 32)), np.arange(160) % 2
+    probe = concept_probe(representations=representations, attribute=attribute, seed=3)
+    chance = probe.chance
+    assert 2 * chance.hanley_mcneil <= probe.tolerance < 2 * chance.rms_distance
+    assert probe.verdict == Verdict.INCONCLUSIVE and "too few records" in probe.reason, probe.reason
+    assert chance.noise == chance.rms_distance and chance.shuffles == CHANCE_SHUFFLES
+    distances = [distance_from_chance(auc) for auc in chance.shuffled_linear_aucs]
+    assert chance.max_distance == max(distances) and len(distances) == CHANCE_SHUFFLES
+    assert chance.linear_p_value == permutation_p_value(distance_from_chance(probe.linear_auc), np.array(distances))
+    assert "shuffles of the attribute" in probe.rule and "Hanley-McNeil" in probe.rule
+    # The shuffles are drawn from the check's seed: the same seed, the same first shuffles.
+    first = shuffled_aucs(representations, attribute, kind="linear", shuffles=2, seed=3)
+    assert tuple(first) == chance.shuffled_linear_aucs[:2]
+    # The p-value counts the observed AUC among the shuffles: (1 + 2 at least as far) / (3 + 1).
+    assert permutation_p_value(0.05, np.array([0.01, 0.05, 0.2])) == pytest.approx(0.75)
 
 
 def test_the_eraser_is_stored_as_safetensors_beside_unchanged_weights():
@@ -159,6 +192,10 @@ def test_bad_input_is_refused_by_name():
         concept_probe(representations=np.zeros((4, 2)), attribute=np.array([0, 1, 0, 1]), tolerance=0.7)
     with pytest.raises(ValueError, match="at least 5 records"):
         concept_probe(representations=np.zeros((4, 2)), attribute=np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="chance_shuffles"):
+        concept_probe(representations=np.zeros((10, 2)), attribute=np.arange(10) % 2, chance_shuffles=0)
+    with pytest.raises(ValueError, match="at least one shuffled distance"):
+        permutation_p_value(0.1, np.array([]))
 
 
 def test_concept_erasure_is_its_own_class_and_never_a_persons_erasure():
