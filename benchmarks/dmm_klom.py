@@ -22,6 +22,7 @@ retain accuracy after DMM.
     python benchmarks/dmm_klom.py --seeds 5 --pairs 32 --configs '[{"epochs": 50, "retain_sample": 4096}]'
     python benchmarks/dmm_klom.py --seeds 5 --configs \
         '[{"lr": 0.03, "epochs": 25}, {"lr": 0.03, "epochs": 25, "cross_effect_prior": "label_similarity"}]'
+    python benchmarks/dmm_klom.py --seeds 5 --first-seed 5 --forget-set distinct --forget 10  # seeds 5-9
 
 ``--diagnose POOL`` asks where the prediction's error comes from instead (no DMM runs): per seed it
 trains POOL fresh subset runs (complementary halves), 8 half-data runs without any forget record
@@ -329,6 +330,9 @@ def one_seed(seed: int, pairs: int, configs: list[dict], forget_set: str = "rand
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first fixture seed: seeds first-seed .. first-seed + seeds - 1 (a confirmation on "
+                             "seeds a config was not chosen on)")
     parser.add_argument("--pairs", type=int, default=16, help="shadow pairs (the method reads half of them)")
     parser.add_argument("--configs", default=json.dumps([KLOM_CONFIG]), help="JSON list of DMM configs")
     parser.add_argument("--forget-set", choices=("random", "distinct"), default="random",
@@ -343,14 +347,14 @@ def main() -> None:
         if args.diagnose < 16 or args.diagnose % 2:
             parser.error(f"--diagnose must be an even number of subset runs >= 16, got {args.diagnose}")
         rows = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(diagnose(seed, args.diagnose))
             print(f"seed {seed} done", file=sys.stderr, flush=True)
         print_diagnosis(rows, args.seeds, args.diagnose)
         return
     configs = json.loads(args.configs)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rows.append(one_seed(seed, args.pairs, configs, args.forget_set, args.forget))
         print(f"seed {seed} done", file=sys.stderr, flush=True)
     print(f"# DMM forget-set KLoM (median over {args.forget} memorised records, {args.forget_set}, {BINS} bins, {RUNS} "
@@ -370,8 +374,8 @@ def main() -> None:
         summary[json.dumps(config)] = {"median_dmm_ratio": statistics.median(ratios),
                                        "seeds_within_1_5x": sum(r <= 1.5 for r in ratios),
                                        "seeds_within_2x": sum(r <= 2 for r in ratios)}
-    print(json.dumps({"benchmark": "dmm_klom", "seeds": args.seeds, "pairs": args.pairs, "forget_set": args.forget_set,
-                      "forget": args.forget, "summary": summary,
+    print(json.dumps({"benchmark": "dmm_klom", "seeds": args.seeds, "first_seed": args.first_seed,
+                      "pairs": args.pairs, "forget_set": args.forget_set, "forget": args.forget, "summary": summary,
                       "rows": rows}))
 
 
