@@ -27,6 +27,8 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
 
     from audits.checks.concept_probe import concept_probe
     from audits.checks.verdict import final_verdict
+    from audits.concept_utility import concept_task_utility
+    from audits.runner import min_utility_ratio
     from workers.concept_layers import fitting_split
     from workers.runners.concept import concept_of, labelled_batches
     from workers.runners.storage import artifact_store
@@ -53,7 +55,12 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
     check = concept_probe(representations=after.numpy(), attribute=attribute.numpy(),
                           original_representations=before.numpy(), seed=int(concept["seed"]),
                           nonlinear_decides=beyond_linear, holds_against=holds_against)
-    verdict = final_verdict(guarantee_class="concept_erased", checks=[check])
+    # What the erasure costs the model's own task (warns beside the verdict, never decides it).
+    task_check, task_utility = concept_task_utility(
+        original=original.model, erased=erased.model, dataset=Dataset.objects.get(pk=concept["dataset_id"]),
+        labels=labels, probe=probe, needs_attribute=beyond_linear, min_ratio=min_utility_ratio(job), device=device)
+    checks = [check, *([task_check] if task_check is not None else [])]
+    verdict = final_verdict(guarantee_class="concept_erased", checks=checks)
     notes = [*verdict.notes,
              f"Concept erasure of the attribute {concept['attribute']!r} from layer {layer!r}: a linear probe's AUC "
              f"{check.linear_auc:.3f} after erasure (before {check.original_linear_auc:.3f}), an MLP probe's "
@@ -63,7 +70,8 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
                 "inference: the served model refuses inputs without it." if beyond_linear else
                 "probe's figure is shown, not counted."),
              "This is a concept erasure, not the erasure of anyone's data: no record was erased and no copy was "
-             "purged; the records stay in the model's weights."]
+             "purged; the records stay in the model's weights.",
+             _task_note(task_utility, task_check)]
     values, counts = np.unique(attribute.numpy(), return_counts=True)
     audit = {
         "records": 0, "shadow_models": 0, "nothing_erased": True,
@@ -75,7 +83,8 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
                     "original_nonlinear_auc": check.original_nonlinear_auc, "tolerance": check.tolerance,
                     "holds_against": check.holds_against, "method": producer.method,
                     "nonlinear_decides": beyond_linear, "chance": check.to_dict()["chance"]},
-        "checks": [check.to_dict()],
+        "task_utility": task_utility,
+        "checks": [c.to_dict() for c in checks],
         "verdict": {**verdict.to_dict(), "notes": notes},
         "purged": [], "purge_deferred": [], "shadow_replenish_job": None, "older_copies_purged": None,
         "copies_remaining": None, "purge_waits_for_decision": False,
@@ -83,3 +92,17 @@ def concept_audit(job: Job, *, device: str = "cpu") -> dict:
     }
     audit = jsonable(audit)
     return {"device": device, "verdict": audit["verdict"]["verdict"], "purged": 0, "audit": audit}
+
+
+def _task_note(section: dict, check) -> str:
+    """The report's note on what the erasure cost the model's own task (audits.concept_utility)."""
+    if check is None:
+        return f"The model's own task was not measured: {section['not_run']}."
+    unit = "accuracy" if check.metric == "accuracy" else "root mean squared error"
+    figures = "; ".join(f"{section[side]['original']:.3f} -> {section[side]['erased']:.3f} on "
+                        f"{section[side]['records']:,} {what}" for side, what in (
+                            ("retain", "labelled probe records the model trained on"),
+                            ("test", "held-out records")))
+    return (f"The model's own task, {unit} before -> after the erasure: {figures}. Utility check "
+            f"{check.verdict.value} against the bar of {check.min_ratio:.0%} of the original (it warns, it does not "
+            "decide the concept verdict).")

@@ -500,10 +500,13 @@ def _request_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any
 
 
 def _scope_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
-    scope = report["scope"]
+    scope, concept = report["scope"], report.get("concept")
     story: list[Any] = [
         _p("2. What was in scope", styles["h1"]),
-        _p(f"The platform found {_plural(scope['records'], 'record')} of this person in "
+        _p(f"This request names no person and no record: it asks for the attribute {concept['attribute']!r} "
+           f"({concept['labelled_records']:,} labelled records of {concept['dataset']} define it) to be erased from "
+           f"{_plural(len(scope['model_versions']), 'model version')}." if concept else
+           f"The platform found {_plural(scope['records'], 'record')} of this person in "
            f"{_plural(len(scope['datasets']), 'dataset')}. "
            f"{_plural(len(scope['model_versions']), 'model version')} had been trained on them.",
            styles["body"]),
@@ -519,10 +522,14 @@ def _scope_section(report: dict[str, Any], styles: dict[str, Any]) -> list[Any]:
         rows = [[_p(h, styles["cell_bold"]) for h in ("Model", "Version", "Status when scoped")]]
         rows += [[_p(m["model"], styles["cell"]), _p(str(m["version"]), styles["cell"]),
                   _p(m["status"], styles["cell"])] for m in scope["model_versions"]]
-        story += [_p("Model versions trained on the records", styles["h2"]),
+        story += [_p("Model versions the attribute is erased from" if concept else
+                     "Model versions trained on the records", styles["h2"]),
                   _table(rows, [85 * mm, 30 * mm, TEXT_WIDTH - 115 * mm])]
     story += [_p("Copies deleted", styles["h2"])]
-    if scope["purged_artifacts"]:
+    if concept and not scope["purged_artifacts"]:
+        story.append(_p("None: no one's data was erased, so no copy holds anything to delete. The version that "
+                        "still uses the attribute is retired once the new one serves, not purged.", styles["body"]))
+    elif scope["purged_artifacts"]:
         rows = [[_p(h, styles["cell_bold"]) for h in ("What was deleted", "Fingerprint (sha256)")]]
         rows += [[_p(a["description"], styles["cell"]), _p(a["sha256"], styles["mono"])]
                  for a in scope["purged_artifacts"]]
@@ -587,8 +594,10 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
     ]
     if verdict["reasons"]:
         story += [_p("What decided it:", styles["body"]), _bullets(verdict["reasons"], styles["body"])]
+    concept = guarantee["guarantee_class"] == "concept_erased"
     if verdict["warnings"]:
-        story += [_p("Warnings. These concern the model's quality or other people's data, not this "
+        story += [_p("Warnings. These concern the model's quality, not the attribute's erasure:" if concept else
+                     "Warnings. These concern the model's quality or other people's data, not this "
                      "person's records:", styles["body"]), _bullets(verdict["warnings"], styles["body"])]
     if verdict.get("power"):
         story += [_p("How much the test could see (its power):", styles["body"]),
@@ -596,11 +605,15 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
     if verdict.get("false_fail"):
         story += [_p("How often such a result is wrong: " + verdict["false_fail"], styles["body"])]
     if verdict["notes"]:
-        story += [_p("Checks that did not count towards this result:", styles["body"]),
+        story += [_p("What the probes and the task measured, and what this result is not:" if concept else
+                     "Checks that did not count towards this result:", styles["body"]),
                   _bullets(verdict["notes"], styles["small"])]
     if entry["metrics"]:
         story += [CondPageBreak(40 * mm), _p("Measurements", styles["h2"]), _metrics_table(entry["metrics"], styles),
-                  _p("Before: the old model. After: the new model. Reference: the value to compare "
+                  _p("Before: the model before erasure. After: the model with the eraser. Reference: the value to "
+                     "compare with (chance, or the bar the check holds)." if guarantee["guarantee_class"] ==
+                     "concept_erased" else
+                     "Before: the old model. After: the new model. Reference: the value to compare "
                      "with (from models trained without the records, or the target).", styles["small"])]
     if entry.get("language_model"):
         story += _language_model_section(entry["language_model"], styles)

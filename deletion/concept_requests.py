@@ -26,7 +26,14 @@ from deletion.concept_erasers import carried_eraser
 from deletion.deadlines import due_date
 from deletion.intake import _body_fingerprint, _same_body_or_conflict
 from deletion.models import DeletionRequest, LegalGround, ModelOutcome, RequestKind
-from deletion.planning import _recipe_of, estimated_cost, method_card, one_job_per_chain
+from deletion.planning import (
+    _recipe_of,
+    estimated_cost,
+    method_card,
+    one_job_per_chain,
+    plan_model_kind,
+    utility_bar_plan,
+)
 from deletion.transitions import S, actor_name, transition
 from foundation.access.models import ApiToken
 from foundation.errors import ValidationFailed
@@ -221,6 +228,8 @@ def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> l
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
             "audit_cannot_confirm": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS],
             "equivalence_test": None, "replay": None, "kept_data": None, "dp_bound": None,
+            # What the erasure may cost the model's own task (the concept audit measures it; it only warns).
+            "utility_bar": utility_bar_plan(version=version, model_kind=plan_model_kind(version)),
             "alternatives": [], "not_offered": {},
             "method_config": {"layer": target["layer"], "seed": concept["seed"]},
             "concept": {

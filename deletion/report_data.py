@@ -522,7 +522,30 @@ def _concept_metrics(audit: dict) -> list[dict]:
          "reference": None, "result": "PASS" if linear_passed else "not at chance"},
         nonlinear,
         *_chance_spread_metric(concept),
+        *_task_utility_metrics(audit.get("task_utility")),
     ]
+
+
+def _task_utility_metrics(task: dict | None) -> list[dict]:
+    """What a concept erasure cost the model's own task (audits.concept_utility): accuracy (a regressor's RMSE)
+    before and after, on the probe records the model trained on and on held-out records, against the bar the
+    plan declared; [] for an audit that did not measure it."""
+    if not task or task.get("not_run"):
+        return []
+    rows = []
+    for side, what in (("retain", task["retain_records"]), ("test", task["test_records"])):
+        figures = task[side]
+        accuracy = figures["metric"] == "accuracy"
+        bar = figures["original"] * task["min_ratio"] if accuracy else figures["original"] / task["min_ratio"]
+        within = figures["erased"] >= bar if accuracy else figures["erased"] <= bar
+        rows.append({"name": f"Task {'accuracy' if accuracy else 'RMSE'}, "
+                             f"{'records it trained on' if side == 'retain' else 'held-out records'}",
+                     "description": f"The model's own task on {figures['records']:,} records: {what}. Reference: "
+                                    f"the bar, {task['min_ratio']:.0%} of the original's (utility warns, it does not "
+                                    "decide the concept verdict)",
+                     "before": _num(figures["original"]), "after": _num(figures["erased"]), "reference": _num(bar),
+                     "result": "within the bar" if within else "below the bar"})
+    return rows
 
 
 def _chance_spread_metric(concept: dict) -> list[dict]:
@@ -675,8 +698,11 @@ def report_data(*, request: DeletionRequest) -> dict:
         "scope": {
             "records": int(scope.get("records", 0)),
             "datasets": datasets,
+            # The status the plan recorded when the request was scoped (a version retired or purged since
+            # reads as it was then); a plan step without one falls back to the version's status now.
             "model_versions": [{"model": o.model_version.model.name, "version": o.model_version.version,
-                                "status": o.model_version.status} for o in outcomes],
+                                "status": str(_plan_step(o).get("status") or o.model_version.status)}
+                               for o in outcomes],
             "purged_artifacts": purged,
         },
         "model_versions": [_model_entry(o) for o in outcomes],

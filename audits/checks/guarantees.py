@@ -134,7 +134,7 @@ GUARANTEE_TEXTS: dict[str, GuaranteeText] = {
     "concept_erased": GuaranteeText(
         name="concept_erased",
         title="Concept erased (an attribute, not a person's data)",
-        action="concept erasure: an attribute, never a person's erasure",
+        action="an eraser in one layer, the weights unchanged; no record removed",
         promises=(
             "The model can no longer use the named attribute through any linear read-out of the erased "
             "layer: a linear probe trained to predict the attribute from that layer's output does no "

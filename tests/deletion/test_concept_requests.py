@@ -100,6 +100,16 @@ def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_o
     run_job(audit)
     [outcome] = dpo.get(f"/api/v1/deletion-requests/{state['id']}/").json()["outcomes"]
     assert (outcome["verdict"], outcome["status"]) == ("PASS", "awaiting_deployment"), outcome
+    # What the erasure cost the model's own task, measured and shown to whoever deploys it (it only warns).
+    task = Job.objects.get(pk=audit.id).result["audit"]["task_utility"]
+    assert task["retain"]["records"] > 0 and task["test"]["records"] > 0 and task["min_ratio"] == 0.95
+    assert "outside its training split" in task["test_records"]
+    [pending] = engineer.get("/api/v1/deployments/pending/").json()
+    assert pending["utility"]["metric"] == "accuracy" and pending["utility"]["min_ratio"] == 0.95
+    assert pending["utility"]["retain_ratio"] == pytest.approx(task["retain"]["erased"] / task["retain"]["original"])
+    print(f"concept erasure's task accuracy: training probe records {task['retain']['original']:.3f} -> "
+          f"{task['retain']['erased']:.3f}, held-out {task['test']['original']:.3f} -> {task['test']['erased']:.3f} "
+          f"(utility {pending['utility']['verdict']})")
     assert dpo.post(f"/api/v1/deletion-requests/{state['id']}/confirm-deployment/",
                     {"new_version_id": new.id}, format="json").status_code == 200
     # The version that still uses the attribute is retired (out of later requests' scope), not purged.
@@ -115,6 +125,9 @@ def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_o
     data = report.json
     assert data["concept"]["attribute"] == "digit parity"
     assert data["subject_reference"].startswith("none") and data["scope"]["records"] == 0
+    # The status the version had when scoped (it is retired now that the erased one serves).
+    [scoped] = data["scope"]["model_versions"]
+    assert scoped["status"] == step["status"] != "retired"
     [entry] = data["model_versions"]
     assert entry["guarantee"]["guarantee_class"] == "concept_erased" and entry["verdict"]["verdict"] == "PASS"
     # The linear probe decided at chance; the MLP probe's figure is printed beside it.
@@ -128,6 +141,9 @@ def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_o
     assert spread["result"] == "enough records" and "Permutation p-value" in spread["description"]
     text = rendered_text(data, tmp_path / "concept.pdf")
     assert "spread at chance" in text
+    assert "The model's own task, accuracy before -> after the erasure" in text
+    assert "Task accuracy, held-out records" in text and "not the attribute's erasure" in text
+    assert "This request names no person and no record" in text and "of this person" not in text
     assert "Concept-erasure report" in text
     assert "This is a concept erasure, not an erasure of anyone's personal data" in text
     assert "erasure confirmed against the probes its method names" in text and "Erasure report" not in text
@@ -323,6 +339,11 @@ def test_a_pef_coupling_request_holds_against_the_mlp_probe_and_its_model_needs_
     print(f"pef_coupling concept probe: linear AUC {figures['original_linear_auc']:.3f} -> {figures['linear_auc']:.3f}, "
           f"MLP AUC {figures['original_nonlinear_auc']:.3f} -> {figures['nonlinear_auc']:.3f}")
     assert figures["nonlinear_decides"] and figures["method"] == "pef_coupling"
+    # Its task is measured on labelled records only, each given its attribute (the model refuses inputs without).
+    task = Job.objects.get(pk=audit.id).result["audit"]["task_utility"]
+    assert "each given its attribute" in task["test_records"] and task["test"]["records"] > 0
+    print(f"pef_coupling task accuracy: {task['retain']['original']:.3f} -> {task['retain']['erased']:.3f}, "
+          f"held-out {task['test']['original']:.3f} -> {task['test']['erased']:.3f}")
     [outcome] = dpo.get(f"/api/v1/deletion-requests/{state['id']}/").json()["outcomes"]
     assert (outcome["verdict"], outcome["status"]) == ("PASS", "awaiting_deployment"), outcome
     assert dpo.post(f"/api/v1/deletion-requests/{state['id']}/confirm-deployment/",
