@@ -154,8 +154,20 @@ class DeletionRequestOut(serializers.Serializer):
         help_text="a concept request's {attribute, dataset, labelled_records, values, models, reason, holds_against, "
                   "not_a_persons_erasure} (never the labels); null for an erasure request")
 
+    report = serializers.SerializerMethodField(
+        help_text="the signed report once there is one: {id, url, pdf_url, created_at} (the reports API decides who "
+                  "may read it); null before")
+
     def get_concept(self, obj) -> dict | None:
         return concept_entry(obj)
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_report(self, obj) -> dict | None:
+        report = obj.reports.order_by("-created_at", "-id").first()
+        if report is None:
+            return None
+        return {"id": report.id, "url": f"/api/v1/reports/{report.id}/", "pdf_url": f"/api/v1/reports/{report.id}/pdf/",
+                "created_at": report.created_at.isoformat()}
 
     def get_subject(self, obj) -> str | None:
         return obj.subject.reference if obj.subject else None

@@ -120,6 +120,11 @@ def test_a_concept_request_goes_from_the_api_to_a_signed_report_that_erases_no_o
     assert done["status"] == "COMPLETED", done
 
     report = Report.objects.get(request__public_id=state["id"])
+    # The request links its signed report (null before there is one).
+    assert state["report"] is None and done["report"]["id"] == report.id
+    fetched = dpo.get(done["report"]["pdf_url"])
+    assert fetched.status_code == 200 and b"".join(fetched.streaming_content if fetched.streaming else
+                                                    [fetched.content]).startswith(b"%PDF")
     checked = pdfsig(Path(report.pdf_path), request.getfixturevalue("nss_db"))
     assert "Signature is Valid." in checked and "Certificate is Trusted." in checked, checked
     data = report.json
