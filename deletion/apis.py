@@ -36,6 +36,7 @@ from foundation.access.authentication import HasRole, role_of
 from foundation.access.models import ApiToken
 from foundation.errors import NotFound, ValidationFailed
 from models_registry.apis import StrictSerializer
+from models_registry.models import VersionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -472,7 +473,15 @@ class PendingDeploymentOut(serializers.Serializer):
     # and the verdict's warnings: a version can erase the records and still lose accuracy.
     utility = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
+    # What serves now: the versions to take out of service when the new one goes in (the scoped version
+    # may be a newer one of the chain that never served, e.g. an earlier request's result not yet deployed).
+    serving_versions = serializers.SerializerMethodField()
     confirm_url = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_serving_versions(self, outcome) -> list[int]:
+        return sorted(outcome.model_version.model.versions.filter(status=VersionStatus.SERVING)
+                      .values_list("version", flat=True))
 
     def get_confirm_url(self, outcome) -> str:
         return f"/api/v1/deletion-requests/{outcome.request.public_id}/confirm-deployment/"

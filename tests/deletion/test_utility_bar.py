@@ -79,6 +79,7 @@ def test_the_policys_bar_is_declared_carried_and_shown_to_the_serving_side(api_c
     # Erasure passed, so the version goes to the serving side, with what it costs in utility.
     [pending] = serving.get("/api/v1/deployments/pending/").json()
     assert pending["new_version_id"] == new.id and pending["verdict"] == "PASS"
+    assert pending["serving_versions"] == [trained["version"].version]  # what the new version replaces
     figures = pending["utility"]
     assert (figures["verdict"], figures["min_ratio"], figures["metric"]) == ("FAIL", 0.9, "accuracy")
     assert figures["retain_ratio"] == pytest.approx(0.80 / 0.99) and figures["test_ratio"] == pytest.approx(0.78 / 0.95)
