@@ -28,6 +28,7 @@ from models_registry.keystore import keystore
 from models_registry.models import (
     ArtifactKind,
     ArtifactStatus,
+    ConceptFitRecord,
     DataRecord,
     ModelVersion,
     StoredArtifact,
@@ -198,7 +199,12 @@ def run_audit_job(job: Job, progress) -> dict:
     source = new.parent
     dataset = source.training_run.datasets.get()
     records = list(DataRecord.objects.filter(id__in=job.forget_record_ids, dataset=dataset).order_by("id"))
-    forget_keys = [r.external_key for r in records]
+    # The per-record statistics score the records the weights were trained on; those the planned version held
+    # only through its concept eraser (a labelled test record that fitted it) are covered by the eraser's fate
+    # and the lineage (``eraser_only_records``), and, like every record of the request, used as nothing else.
+    eraser_only = eraser_only_record_ids(job, records)
+    forget_keys = [r.external_key for r in records if r.id not in eraser_only]
+    erased_keys = frozenset(r.external_key for r in records)
     store = artifact_store()
     device = str(select_device())
     progress("loading models", 0.02)
@@ -210,7 +216,8 @@ def run_audit_job(job: Job, progress) -> dict:
     if unlearned.tokenizer is not None:
         checks, audit, suppression = _language_model_evidence(original, unlearned, dataset, forget_keys,
                                                               seed=new.id, device=device, progress=progress,
-                                                              min_utility_ratio=min_utility_ratio(job))
+                                                              min_utility_ratio=min_utility_ratio(job),
+                                                              erased_keys=erased_keys)
     else:
         shadows, procedure = reference_models_for(job, source=source, new=new)
         checks, audit = _classifier_evidence(original, unlearned, source, dataset, forget_keys, seed=new.id,
@@ -221,8 +228,13 @@ def run_audit_job(job: Job, progress) -> dict:
                                              unlearning=_ulira_method(job, new),
                                              measure_forget_references=_no_forget_references_for_regression
                                              if source.model.task == "regression" and job.guarantee_class == "approximate"
-                                             else partial(forget_reference_figures, job, source=source, new=new))
+                                             else partial(forget_reference_figures, job, source=source, new=new),
+                                             erased_keys=erased_keys)
         suppression = None
+    if eraser_only:
+        audit = {**audit, "eraser_only_records": eraser_only_section(
+            job, new=new, unlearned=unlearned, record_ids=eraser_only, scored=len(forget_keys),
+            total=len(records))}
     if original_erasers_detached:
         audit = {**audit, "original_erasers_detached": {
             "layers": original_erasers_detached,
@@ -231,13 +243,13 @@ def run_audit_job(job: Job, progress) -> dict:
     if job.guarantee_class == "exact":
         progress("replaying the exact deletion", 0.75)
         replay = exact_replay_outcome(job=job, source=source, new=new, original=original, unlearned=unlearned,
-                                      dataset=dataset, forget_keys=forget_keys, store=store, device=device)
+                                      dataset=dataset, forget_keys=sorted(erased_keys), store=store, device=device)
         checks = [*checks, replay_check(replay)]
         audit = {**audit, "replay": replay}
         flagged = flagged_record_keys(checks)
         if flagged and unlearned.tokenizer is None:
             progress("investigating the sanity check's flags", 0.78)
-            audit["flag_investigation"] = _investigate(flagged, unlearned, dataset, device)
+            audit["flag_investigation"] = _investigate(flagged, unlearned, dataset, device, erased_keys)
     if derived_version(source):
         # A derived child may hold records of its parent's dataset through the lineage: its lineage
         # proof and purge cover every record of the request, not only those of its own dataset.
@@ -356,7 +368,7 @@ def exact_replay_outcome(*, job: Job, source: ModelVersion, new: ModelVersion, o
     return jsonable(outcome.to_dict())
 
 
-def _investigate(flagged: list[str], unlearned, dataset, device: str) -> dict:
+def _investigate(flagged: list[str], unlearned, dataset, device: str, erased_keys: frozenset[str]) -> dict:
     from audits.investigation import investigate_flags
     from workers.canaries import with_canaries
     from workers.data_sources import dataset_split
@@ -364,7 +376,59 @@ def _investigate(flagged: list[str], unlearned, dataset, device: str) -> dict:
     return jsonable(investigate_flags(
         flagged_keys=flagged, dataset=dataset, kept_keys=[row.record_key for row in unlearned.membership],
         model=unlearned.model, train=with_canaries(dataset_split(dataset, "train"), dataset),
-        test=dataset_split(dataset, "test"), device=device))
+        test=held_out_split(dataset_split(dataset, "test"), erased_keys), device=device))
+
+
+def held_out_split(test, erased_keys: frozenset[str]):
+    """The test split ``test`` as the audit's held-out (non-member) records: without the request's own records
+    (``erased_keys``), which a concept eraser may have been fitted on while outside the training data; a record a
+    person asked to erase is not used as anything."""
+    return test.without(erased_keys) if erased_keys & set(test.record_keys) else test
+
+
+def eraser_only_record_ids(job: Job, records: list[DataRecord]) -> set[int]:
+    """The ids of those of ``records`` that the version the plan unlearned (the audit job's ``source_version``)
+    held only through its concept eraser's fitting records (scoping's ``concept_eraser`` lineage,
+    models_registry.models.ConceptFitRecord), as the plan found them (deletion.concept_erasers): its weights were
+    never trained on them, so no per-record statistic can score them on the weights."""
+    ids = [r.id for r in records]
+    fitted = set(ConceptFitRecord.objects.filter(version_id=job.source_version_id, record_id__in=ids)
+                 .values_list("record_id", flat=True)) if job.source_version_id else set()
+    if not fitted:
+        return set()
+    held_otherwise = {p.record_id for v in selectors.records_scope(record_ids=fitted).all_versions
+                      if v.version_id == job.source_version_id for p in v.placements if p.via != "concept_eraser"}
+    return fitted - held_otherwise
+
+
+def eraser_only_section(job: Job, *, new: ModelVersion, unlearned, record_ids: set[int], scored: int,
+                        total: int) -> dict:
+    """The audit's account of the records held only by a concept eraser (:func:`eraser_only_record_ids`): how
+    many, how many of the request's records were scored on the weights instead, and what became of them: whether
+    ``new`` still serves an eraser fitted on them (its lineage rows; a method that keeps the eraser passes them
+    on) and the eraser layers its model serves."""
+    import torch
+
+    from workers.unlearning.concept_erasure import erased_layers
+
+    producer = Job.objects.filter(result_version=new, kind=JobKind.UNLEARN).only("method").first()
+    method = producer.method if producer is not None else None
+    kept = ConceptFitRecord.objects.filter(version=new, record_id__in=record_ids).exists()
+    layers = sorted(erased_layers(unlearned.model)) if isinstance(unlearned.model, torch.nn.Module) else []
+    planned = job.source_version
+    what = (f"{len(record_ids)} of the {total} erased records were held by {planned} only through its concept "
+            "eraser, which was fitted on them, never by its weights: the per-record statistics score only the records the "
+            f"weights were trained on ({f'{scored} scored on the weights' if scored else 'none scored on the weights'}),"
+            " and none of the request's records was used as a held-out record.")
+    if kept:
+        fate = (f" {new} still serves an eraser fitted on them ({method or 'its method'} kept it): it is still "
+                "derived from their data, and the lineage says so.")
+    else:
+        fate = (f" {new} serves no eraser fitted on them ({method or 'its method'} did not carry it over), so "
+                "nothing of it holds their data; the lineage proof covers them.")
+    return {"records": len(record_ids), "scored_on_weights": scored, "eraser_of": str(planned),
+            "method": method, "new_version_eraser_fitted_on_them": kept, "new_version_eraser_layers": layers,
+            "summary": what + fate}
 
 
 def shadow_procedure_of(version: ModelVersion):
@@ -469,14 +533,16 @@ def _ulira_method(job: Job, new: ModelVersion) -> dict | None:
 def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, seed, device, progress,
                          equivalence: dict | None = None, min_utility_ratio: float | None = None, shadows=None,
                          procedure=None, unlearning: dict | None = None,
-                         measure_forget_references=None):
+                         measure_forget_references=None, erased_keys: frozenset[str] = frozenset()):
     """Score the unlearned, original and shadow models on the forgotten records, a retain sample
     and held-out records; run every registered check that applies to a classifier on the scores,
     the equivalence test within the margins the plan declared (the audit job's config), utility
     against the bar it declared (``min_utility_ratio``; None: the platform default); with
     ``unlearning`` (an approximate result's method), U-LiRA on the shadows that held the records;
     with ``measure_forget_references`` (audits.forget_references.forget_reference_figures, the
-    audit job bound), the references and controls of the representation and relearning checks."""
+    audit job bound), the references and controls of the representation and relearning checks. ``erased_keys``:
+    every record of the request (``forget_keys`` are those of them scored on the weights), none of which is
+    sampled as a kept or held-out record."""
     from audits.checks.equivalence import DeclaredMargins
     from audits.checks.evidence import ClassifierEvidence, UtilityFigures
     from audits.checks.membership import fit_shadow_reference
@@ -493,12 +559,13 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
     store = artifact_store()
     # The run's planted canaries are records of its membership (and of its shadows'): read with the split.
     train = with_canaries(dataset_split(dataset, "train"), dataset)
-    test = dataset_split(dataset, "test")
+    test = held_out_split(dataset_split(dataset, "test"), erased_keys)
     # Canaries planted in training (never forget records): the pipeline's power, beside the records' own;
     # never in the retain sample, whose figures are of the company's records.
     canary_keys = canary_record_keys(source)
     planted = set(canary_keys)
-    member_keys = [row.record_key for row in unlearned.membership if row.record_key not in planted]
+    member_keys = [row.record_key for row in unlearned.membership
+                   if row.record_key not in planted and row.record_key not in erased_keys]
     retain_keys = _sample(member_keys, RETAIN_SAMPLE, seed=seed)
     test_keys = _sample(list(test.record_keys), TEST_SAMPLE, seed=seed)
     forget_ds, retain_ds, test_ds = train.subset(forget_keys), train.subset(retain_keys), test.subset(test_keys)
@@ -603,7 +670,8 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
         "records": len(forget_keys),
         "metrics": {
             **(_regression_metrics(original, unlearned, forget_ds, retain_ds, test_ds, device) if regression else {
-                "forget_accuracy": {"original": forget_acc_before, "unlearned": forget_acc_after},
+                # None when no record of the request was scored on the weights (all held only by an eraser).
+                "forget_accuracy": {"original": forget_acc_before, "unlearned": forget_acc_after} if forget_keys else None,
                 "retain_accuracy": {"original": retain_acc_before, "unlearned": retain_acc_after},
                 "test_accuracy": {"original": test_acc_before, "unlearned": test_acc_after}}),
             "retain_sample": len(retain_keys), "test_sample": len(test_keys),
@@ -624,7 +692,8 @@ def _classifier_evidence(original, unlearned, source, dataset, forget_keys, *, s
 
 def _regression_metrics(original, unlearned, forget_ds, retain_ds, test_ds, device: str) -> dict:
     """A regression model's MAE and RMSE on the forgotten, kept and held-out records, before and after."""
-    sets = {"forget": forget_ds, "retain": retain_ds, "test": test_ds}
+    sets = {name: records for name, records in (("forget", forget_ds), ("retain", retain_ds), ("test", test_ds))
+            if len(records)}
     before, after = _regression_errors(original.model, sets, device), _regression_errors(unlearned.model, sets, device)
     return {key: {"original": before[key], "unlearned": after[key]} for key in before}
 
@@ -654,7 +723,7 @@ def _canary_evidence(original, keys, canary_ds, shadow_scores, shadow_in, shadow
 
 
 def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed, device, progress,
-                             min_utility_ratio: float):
+                             min_utility_ratio: float, erased_keys: frozenset[str] = frozenset()):
     """Memorisation of the forgotten records before and after (through the guard for a guarded
     version) against held-out records of the same format, perplexity against the declared bar,
     the guard's bound."""
@@ -668,7 +737,7 @@ def _language_model_evidence(original, unlearned, dataset, forget_keys, *, seed,
 
         guard_key = keystore().data_key(unlearned.guard.key_ref)[:GUARD_KEY_BYTES]
     train = record_texts(dataset_split(dataset, "train"))
-    held_out = record_texts(dataset_split(dataset, "test"))
+    held_out = record_texts(held_out_split(dataset_split(dataset, "test"), erased_keys))
     from django.conf import settings
 
     evidence = language_model_evidence(original=original, unlearned=unlearned, train_records=train,

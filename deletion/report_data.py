@@ -376,7 +376,10 @@ def concept_eraser_note(outcome) -> str:
     if step and outcome.method != step.get("method"):
         step = next((a for a in step.get("alternatives") or [] if a["method"] == outcome.method), step)
     eraser = step.get("concept_eraser")
-    return f"Concept eraser: {eraser['summary']}" if eraser else ""
+    note = f"Concept eraser: {eraser['summary']}" if eraser else ""
+    # The audit's account of records only the eraser held: how many were scored on the weights instead, their fate.
+    held = ((outcome.audit or {}).get("eraser_only_records") or {}).get("summary")
+    return f"{note} {held}".strip() if held else note
 
 
 def chain_note_of(outcome) -> str:
