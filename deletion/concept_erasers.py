@@ -52,10 +52,15 @@ class CarriedEraser:
 
 def carried_eraser(version: ModelVersion) -> CarriedEraser | None:
     """The concept eraser that the version an unlearning job of ``version`` starts from
-    (models_registry.selectors.current_source) serves, or None: walks up its unlearning chain to the
+    (models_registry.selectors.current_source) serves, or None (:func:`eraser_served_by`)."""
+    return eraser_served_by(current_source(version))
+
+
+def eraser_served_by(version: ModelVersion) -> CarriedEraser | None:
+    """The concept eraser ``version`` itself serves, or None: walks up its unlearning chain to the
     concept job that made the eraser; a version computed from scratch or re-derived on the way
     (retrain, redistill, ...) carries none."""
-    current = current_source(version)
+    current = version
     while current is not None:
         job = Job.objects.filter(result_version=current).only("method", "config").first()
         spec = METHOD_SPECS.get(job.method) if job is not None and job.method in METHOD_SPECS else None
@@ -104,6 +109,31 @@ def eraser_refusal(eraser: CarriedEraser | None, *, method: str, record_ids: lis
         return (f"the model serves {eraser.describe()}, fitted on {fitted} of these records; {method!r} changes "
                 "the weights and keeps the eraser, which would stay derived from them")
     return None
+
+
+def eraser_lost_on_the_chain(versions: list[ModelVersion], *, record_ids: list[int]) -> dict | None:
+    """The plan step's note where the version its job starts from (``current_source`` of ``versions[0]``, the
+    step's version; the others are those the step covers) carries no eraser but one of ``versions`` serves
+    one: an earlier unlearning job computed the newer version of the chain without it (a retrain, not yet
+    audited or deployed), so whatever method runs, the new version will not erase the attribute either.
+    None where no version of the step serves an eraser the source lacks."""
+    source = current_source(versions[0])
+    if carried_eraser(versions[0]) is not None:
+        return None
+    served = next(filter(None, (eraser_served_by(v) for v in versions if v.id != source.id)), None)
+    if served is None:
+        return None
+    made = Job.objects.filter(result_version=source).only("method").first()
+    by = f"an earlier {made.method} computed without it" if made is not None else "it was computed without it"
+    fitted = len(served.fit_record_ids & set(record_ids))
+    summary = (f"{served.made_by} serves {served.describe()}, fitted on {fitted} of the erased records, but this "
+               f"step's job starts from {source}, the chain's newest version ({by}, not yet deployed): whichever "
+               f"method runs, the new version will not erase {served.attribute!r}. It is not refitted here: a refit "
+               "is a concept erasure of its own; to erase the attribute again, file a concept request on the new "
+               "version with the same labels less the erased records.")
+    return {"made_by_version_id": served.made_by.id, "made_by": str(served.made_by), "method": served.method,
+            "attribute": served.attribute, "needs_attribute_at_inference": served.class_conditional,
+            "fitted_on_erased_records": fitted, "kept": False, "lost_before": str(source), "summary": summary}
 
 
 def concept_eraser_plan(eraser: CarriedEraser | None, *, method: str, record_ids: list[int]) -> dict | None:

@@ -18,6 +18,7 @@ from deletion.concept_erasers import (
     ERASER_DROP,
     carried_eraser,
     concept_eraser_plan,
+    eraser_lost_on_the_chain,
     held_only_by_eraser,
 )
 from deletion.concept_requests import concept_job_config
@@ -58,7 +59,7 @@ from deletion.planning import (
     utility_bar_plan,
 )
 from deletion.transitions import S, actor_name, transition
-from deletion.workflow import advance, announce
+from deletion.workflow import REQUEST_FAILED_NEXT, advance, announce
 from foundation.errors import Conflict, NotFound, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, VersionStatus
@@ -104,10 +105,14 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
                                     if guarantee == "approximate" or policy_refused else ([], {}))
         carried = carried_eraser(version)
         eraser = concept_eraser_plan(carried, method=method, record_ids=record_ids)
+        # An eraser the step's versions serve that the chain's newest version (the job's start) already lacks.
+        lost = None if carried else eraser_lost_on_the_chain([version, *chains[version.id]], record_ids=record_ids)
         alternatives = alternatives + dp_alternatives + approximate
         if eraser is not None:  # what each method the DPO may choose instead would do with the eraser
             alternatives = [{**alternative, "concept_eraser": concept_eraser_plan(
                 carried, method=alternative["method"], record_ids=record_ids)} for alternative in alternatives]
+        elif lost is not None:  # lost whichever method runs
+            eraser, alternatives = lost, [{**alternative, "concept_eraser": lost} for alternative in alternatives]
         plan.append({
             "model_version_id": version.id, "model": version.model.name, "version": version.version,
             "status": version.status, "model_kind": model_kind, "method": method, "guarantee_class": guarantee,
@@ -428,7 +433,8 @@ def outcome_escalate(*, request: DeletionRequest, actor, model_version_id: int,
         # The failed version may still hold the records: it is destroyed, not kept as a base.
         purged = version_purge(version=failed)
         ledger_append(event_type="version.purged", actor=actor_name(actor), request=str(request.public_id),
-                      model_version=failed.id, reason="audit failed", artifacts=[p["sha256"] for p in purged])
+                      model_version=failed.id, reason=f"audit {outcome.verdict or 'failed'}, escalated",
+                      artifacts=[p["sha256"] for p in purged])
     # The failed attempt stays on the record (and in the report): what was tried, what its audit
     # found, who escalated it and which files of it were destroyed.
     outcome.attempts = [*outcome.attempts, {
@@ -539,6 +545,14 @@ def _outcome_locked(request: DeletionRequest, **version: int) -> ModelOutcome:
         (field, version_id), = version.items()
         relation = "is not a result of" if field == "new_version_id" else "is not affected by"
         raise NotFound(f"model version {version_id} {relation} this request")
+    # Locked after the outcome, as _back_to_executing and the workers do: an ended request (failed,
+    # completed, closed, rejected, cancelled) takes no more decisions, whatever its outcomes say; a
+    # retrain or a deployment decided on it would run for a request nobody follows any more.
+    status = DeletionRequest.objects.select_for_update().values_list("status", flat=True).get(pk=request.pk)
+    if status not in OPEN_STATES:
+        raise Conflict(f"this request is {status}: it has ended and takes no more decisions"
+                       + (f" ({REQUEST_FAILED_NEXT})" if status == S.FAILED else ""),
+                       code="request_ended", details={"status": status})
     return outcome
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.db.models import Avg
 
 from audits.checks.equivalence import DEFAULT_MARGIN, DeclaredMargins, equivalence_plan
+from audits.checks.evidence import evidence_kind_of
 from audits.checks.registry import check_spec
 from audits.checks.verdict import planned_alpha_share
 from deletion.concept_erasers import carried_eraser, eraser_refusal
@@ -20,7 +21,7 @@ from models_registry import selectors
 from models_registry.models import ModelVersion, Task
 from workers.artifact_manifests import ArtifactError
 from workers.model_families.base import approximate_method_refusal
-from workers.models import Job, JobStatus
+from workers.models import Job, JobKind, JobStatus
 from workers.runners.storage import artifact_manifest
 from workers.training_catalogue import changed_weights_refusal
 from workers.unlearning.catalogue import (
@@ -182,21 +183,37 @@ def method_refusal(*, version: ModelVersion, method: str, record_ids: list[int] 
 
 
 def shadow_evidence_shortfall(*, version: ModelVersion, method: str) -> str | None:
-    """For a method that reads the lineage's shadow models (oracle matching, DMM: ``needs`` holds
-    ``shadow_references``): why its audit cannot PASS with the shadow models ``version``'s lineage has
-    now, in words for the plan, or None. The method reads the lowest half of the pair numbers
-    (workers.unlearning.references.shadow_split, the configs' default share) and the audit judges
-    with the other pairs only, each giving one shadow model without any given record, where an
-    approximate PASS needs the shadow policy's minimum (audits.runner.min_out_shadows): so such a
-    method needs about four times that minimum in shadow models where another needs two times."""
+    """Why the audit of an approximate ``method``'s result cannot PASS with the shadow models
+    ``version``'s lineage has now, in words for the plan, or None. An approximate classifier (or
+    regressor: its evidence is a classifier's) PASSes only when every forgotten record is absent from
+    at least the shadow policy's minimum of shadow models (audits.runner.min_out_shadows); the shadows
+    come in complementary pairs, so each record is absent from one of each pair: it takes twice the
+    minimum. A method that reads the lineage's shadow models (oracle matching, DMM: ``needs`` holds
+    ``shadow_references``) reads the lowest half of the pair numbers (workers.unlearning.references.
+    shadow_split, the configs' default share) and the audit judges with the other pairs only: such a
+    method needs about four times the minimum. None for an exact method (its verdict rests on the
+    lineage and the replay), a guard's class and a language model (audit_cannot_confirm says why those
+    cannot PASS), and a method the catalogue does not know."""
     spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None
-    if spec is None or "shadow_references" not in spec.needs:
+    if spec is None or spec.guarantee_class != "approximate":
+        return None
+    reads_shadows = "shadow_references" in spec.needs
+    if not reads_shadows and evidence_kind_of(plan_model_kind(version)) != "classifier":
         return None
     from audits.runner import min_out_shadows
     from workers.runners.shadow import shadow_runs
 
     shadows = len(shadow_runs(version=version))
     pairs, minimum = shadows // 2, min_out_shadows(version)
+    if not reads_shadows:
+        if pairs >= minimum:
+            return None
+        has = ("this model has no shadow models" if shadows == 0 else
+               f"this model's {shadows} shadow model(s) (complementary pairs, each record absent from one of each "
+               f"pair) give each record {pairs}")
+        return (f"this audit cannot confirm erasure here: its per-record test needs {minimum} shadow models without "
+                f"each forgotten record, and {has}; expect INCONCLUSIVE and a decision by the DPO, unless the model "
+                f"is given at least {2 * minimum} shadow models first")
     if pairs < 2:
         return (f"this model has {shadows} shadow model(s): {method} needs at least 2 complementary pairs (its job "
                 f"refuses fewer), and for its audit to PASS at least {2 * (2 * minimum - 1)}; train them first")
@@ -214,7 +231,9 @@ def approximate_alternatives(*, version: ModelVersion, planned: str, record_ids:
     task that can unlearn ``record_ids`` from ``version`` (the DPO may choose one instead), each with
     where it applies and what it costs, and ``not_offered``: method -> why not, for the rest (a
     whole-class-only method on a forget set that is not one class, a recipe that would lose the
-    change). Methods that need shadow models are offered; the job says if the lineage has too few."""
+    change). Methods that need shadow models are offered; the job says if the lineage has too few. Each
+    offered method's ``audit_cannot_confirm`` says when the lineage's shadow models leave its audit
+    short of a PASS (:func:`shadow_evidence_shortfall`)."""
     offered, not_offered = [], {}
     eraser = carried_eraser(version)  # looked up once for every method
     for name in approximate_methods_for(version.model.task):
@@ -454,9 +473,14 @@ def dp_bound_plan(*, version: ModelVersion, records: int) -> tuple[dict | None, 
 
 
 def estimated_cost(*, model_id: int, method: str) -> float | None:
-    """Mean wall seconds of past successful jobs of this model and method (None without history)."""
-    mean = Job.objects.filter(registered_model_id=model_id, method=method, status=JobStatus.SUCCEEDED).aggregate(
-        mean=Avg("wall_seconds"))["mean"]
+    """Mean wall seconds of past successful jobs of this model and method; for a method that trains
+    afresh from the recipe (``from_scratch``: retrain, ...) without such history, of the model's
+    training jobs (it is one more training); None without either."""
+    done = Job.objects.filter(registered_model_id=model_id, status=JobStatus.SUCCEEDED, wall_seconds__isnull=False)
+    mean = done.filter(method=method).aggregate(mean=Avg("wall_seconds"))["mean"]
+    spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None
+    if mean is None and spec is not None and spec.from_scratch:
+        mean = done.filter(kind=JobKind.TRAIN).aggregate(mean=Avg("wall_seconds"))["mean"]
     return round(mean, 1) if mean is not None else None
 
 

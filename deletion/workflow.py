@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from deletion import report_data
 from deletion.models import (
+    OPEN_STATES,
     DeletionRequest,
     ModelOutcome,
     NoticeKind,
@@ -24,12 +25,12 @@ from deletion.selectors import outcome_utility
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
-from models_registry.models import ModelVersion
+from models_registry.models import ModelVersion, VersionStatus
 from models_registry.selectors import current_source, unlearning_path
 from models_registry.services import identifiers_suppress
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
-from workers.purge import request_data_erase
+from workers.purge import request_data_erase, version_purge
 from workers.unlearning.catalogue import counts_as_erasure
 
 
@@ -114,6 +115,8 @@ def on_job_finished(*, job_id: int) -> None:
             ledger_append(event_type="audit.finished", actor="worker", request=str(outcome.request.public_id),
                           job=job.id, model_version=outcome.new_version_id, verdict=outcome.verdict,
                           status=job.status)
+            if outcome.request.status == S.FAILED:  # its audit ended after the request failed
+                undecidable_result_purge(outcome)
             advance(outcome.request)
             announce(outcome)
     elif job.kind == JobKind.REPORT and job.status != JobStatus.SUCCEEDED and job.deletion_request_id:
@@ -137,7 +140,10 @@ def announce(outcome: ModelOutcome) -> None:
     """Webhooks for outcome states no request transition announces: a failed audit (the request
     stays AUDITING until the DPO escalates or withdraws) and a new version ready for the serving
     side to deploy and confirm (POST .../confirm-deployment/ with new_version_id). ``outcome.request``
-    is current: advance refreshed it."""
+    is current: advance refreshed it. Nothing for an ended request: it takes no decision or
+    deployment any more (a FAILED one's failure says what the DPO can do)."""
+    if outcome.request.status not in OPEN_STATES:
+        return
     if outcome.status == OutcomeStatus.AUDIT_FAILED:
         webhooks_notify(request=outcome.request, event="outcome.audit_failed", model_version=outcome.model_version_id,
                         decision=DECISIONS_OPEN)
@@ -153,14 +159,38 @@ def announce(outcome: ModelOutcome) -> None:
                                                                 "min_ratio")}} if utility else {}))
 
 
+# Results that wait for the DPO's decision, which a FAILED request no longer takes, and those whose
+# audit job failed (never audited).
+UNDECIDABLE_ONCE_FAILED = (OutcomeStatus.AUDIT_FAILED, OutcomeStatus.AWAITING_DECISION, OutcomeStatus.FAILED)
+
+
+def undecidable_result_purge(outcome: ModelOutcome) -> None:
+    """For an outcome of a FAILED request whose result did not pass its audit (FAIL or INCONCLUSIVE,
+    or a guard) or was never audited (its audit job failed): destroy that result, as an escalation would. Nobody can decide on it any more, and
+    left in place it would stay the head of its model's unlearning chain, which the next request's
+    job would build on (the records it failed to forget included) or wait behind for good
+    (:func:`unsettled_source_reason`); the next request builds on the version the result came from."""
+    failed = outcome.new_version
+    if outcome.status not in UNDECIDABLE_ONCE_FAILED or failed is None or failed.status == VersionStatus.PURGED:
+        return
+    purged = version_purge(version=failed)
+    outcome.audit = {**outcome.audit, "purged": [*outcome.audit.get("purged", []), *purged]}
+    outcome.save(update_fields=["audit"])
+    ledger_append(event_type="version.purged", actor="platform", request=str(outcome.request.public_id),
+                  model_version=failed.id, artifacts=[p["sha256"] for p in purged],
+                  reason="its audit did not pass and the request failed: no decision can follow")
+
+
 def advance(request: DeletionRequest) -> None:
     """Move the request on from what its outcomes say: a failed job fails it, all unlearned ->
     AUDITING, all settled (confirmed, withdrawn, held) -> the report job."""
     request.refresh_from_db()
     statuses = {o.status for o in request.outcomes.all()}
     if OutcomeStatus.FAILED in statuses and request.status in (S.EXECUTING, S.AUDITING):
-        transition(request, (S.EXECUTING, S.AUDITING), S.FAILED, actor="platform", event="request.failed",
-                    failure="a job failed; see the jobs (the request can be retried by a new approval)")
+        request = transition(request, (S.EXECUTING, S.AUDITING), S.FAILED, actor="platform", event="request.failed",
+                             failure=f"a job failed; see the jobs. {REQUEST_FAILED_NEXT}")
+        for outcome in request.outcomes.select_for_update().filter(status__in=UNDECIDABLE_ONCE_FAILED):
+            undecidable_result_purge(outcome)
         return
     if request.status == S.EXECUTING and not statuses & {OutcomeStatus.EXECUTING, OutcomeStatus.PLANNED}:
         request = transition(request, (S.EXECUTING,), S.AUDITING, actor="platform", event="request.auditing")
@@ -173,6 +203,12 @@ def advance(request: DeletionRequest) -> None:
 
 
 DECISIONS_OPEN = "escalate, withdraw or accept the residual risk"
+# What the DPO can do once a job failed the request. A FAILED request has ended: it takes no
+# approval or decision again, and its records were not erased (that is the report's last step), so
+# the models still hold them and a new request for the same person or records scopes them afresh.
+REQUEST_FAILED_NEXT = ("This request has ended and takes no further decision or approval; its records were not "
+                       "erased and the models still hold them: file a new request for the same person or records, "
+                       "which is scoped and planned afresh")
 
 
 def request_finalize(*, request_id: int, progress=None) -> dict:

@@ -86,10 +86,12 @@ def test_an_approximate_deletion_is_tested_for_equivalence_and_the_original_fail
         "jurisdiction": "GDPR", "legal_ground": "art17_1_b", "channel": "test"})
     request = decisions.deletion_request_verify(request=request, actor="tests", evidence=EVIDENCE)
     [step] = request.plan
-    # Before the method runs: the margins are declared, the audit can confirm erasure, and the plan
-    # states the test's power for these 20 records at the assumed spread.
-    assert (step["method"], step["guarantee_class"], step["audit_cannot_confirm"]) == (
-        "finetune", "approximate", None)
+    # Before the method runs: the margins are declared, and the plan states the test's power for these
+    # 20 records at the assumed spread. It also says the audit cannot confirm erasure: 8 shadow models
+    # give each record 4 without it where the per-record test needs 16 (the INCONCLUSIVE found below).
+    assert (step["method"], step["guarantee_class"]) == ("finetune", "approximate")
+    assert "8 shadow model(s) (complementary pairs, each record absent from one of each pair) give each record 4" \
+        in step["audit_cannot_confirm"] and "at least 32 shadow models first" in step["audit_cannot_confirm"]
     plan = step["equivalence_test"]
     assert plan["declared"]["lower_margin"] == -DEFAULT_MARGIN and plan["declared"]["upper_margin"] == DEFAULT_MARGIN
     # At its share of the family-wise level (0.05 split between the five statistical checks a
@@ -117,6 +119,10 @@ def test_an_approximate_deletion_is_tested_for_equivalence_and_the_original_fail
     assert not any("no aggregate metric was tested" in r for r in reasons)
     # What keeps this deletion from a PASS (see the module docstring), said as it is.
     assert _check(outcome.audit, "membership_power")["verdict"] == "INCONCLUSIVE"
+    # and what the plan said before the method ran: 4 shadow models without each record, 16 needed.
+    shadow_policy = _check(outcome.audit, "shadow_policy")
+    assert (shadow_policy["verdict"], min(shadow_policy["out_per_record"]), shadow_policy["minimum"]) == (
+        "INCONCLUSIVE", 4, 16), shadow_policy
     assert outcome.verdict == "INCONCLUSIVE", reasons
     assert any(r.startswith("membership_power INCONCLUSIVE") for r in reasons)
 

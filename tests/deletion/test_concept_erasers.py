@@ -204,6 +204,62 @@ def test_an_approximate_method_that_keeps_a_leace_eraser_passes_its_lineage_on(a
     assert new.id in {step["model_version_id"] for step in _scoped(digits, [tested]).plan}
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_audit_scores_a_persons_trained_records_on_the_weights_and_accounts_for_eraser_only_ones(api_client_for):
+    """A person with a training record and a test-split record that fitted a LEACE eraser: the plan retrains.
+    Its audit scores the training record on the weights, never uses the test record (held only by the eraser) as
+    a held-out non-member, and says what became of it; before, it looked the test record up in the train split
+    (KeyError) and the request FAILED. A request for another test record alone (eraser_drop) is audited too."""
+    from deletion.models import RequestStatus
+    from deletion.report_data import concept_eraser_note
+    from models_registry.models import Dataset
+    from tests.flows import run_job
+    from workers.data_sources import dataset_split
+
+    _, parity, erased = _deployed_concept_version(api_client_for, method="leace")
+    fit, _ = fitting_split(parity, seed=0)
+    trained = next(key for key in sorted(fit) if not key.endswith(("0", "5")))
+    tested, alone = [key for key in sorted(fit) if key.endswith(("0", "5"))][:2]  # every fifth is a test record
+    digits = Dataset.objects.get(name="digits")
+    held_out = set(dataset_split(digits, "test").record_keys)
+    assert {tested, alone} <= held_out and trained not in held_out
+    request, only_eraser = _scoped(digits, [trained, tested]), _scoped(digits, [alone])
+    [step] = request.plan
+    assert (step["model_version_id"], step["records"], step["method"]) == (erased.id, 2, "retrain")
+    approved = decisions.deletion_request_approve(request=request, actor="alice")
+    run_job(Job.objects.get(kind=JobKind.UNLEARN, deletion_request=approved))
+    audit_job = Job.objects.get(kind=JobKind.AUDIT, deletion_request=approved)
+    assert sorted(audit_job.forget_record_ids) == sorted(
+        DataRecord.objects.filter(dataset=digits, external_key__in=[trained, tested]).values_list("id", flat=True))
+    audit = run_job(audit_job).result["audit"]
+    assert (audit["records"], audit["verdict"]["verdict"]) == (1, "PASS")  # scored on the weights: the trained one
+    # The held-out sample (the audit's non-members) is the test split less the person's test record.
+    assert audit["metrics"]["test_sample"] == len(held_out) - 1
+    section = audit["eraser_only_records"]
+    assert (section["records"], section["scored_on_weights"], section["method"]) == (1, 1, "retrain")
+    assert not section["new_version_eraser_fitted_on_them"] and section["new_version_eraser_layers"] == []
+    assert audit["lineage"]["new_version_holds_none"]
+    approved.refresh_from_db()
+    assert approved.status != RequestStatus.FAILED
+    [outcome] = approved.outcomes.all()
+    note = concept_eraser_note(outcome)  # the report's note: the plan's words, then the audit's figures
+    assert "no longer erases 'digit parity'" in note and "1 of the 2 erased records" in note, note
+    assert "1 scored on the weights" in note, note
+
+    # Every record of a request held only by the eraser (eraser_drop): nothing to score on the weights.
+    [step] = only_eraser.plan
+    assert (step["model_version_id"], step["method"]) == (erased.id, "eraser_drop")
+    dropped = decisions.deletion_request_approve(request=only_eraser, actor="alice")
+    run_job(Job.objects.get(kind=JobKind.UNLEARN, deletion_request=dropped))
+    audit = run_job(Job.objects.get(kind=JobKind.AUDIT, deletion_request=dropped)).result["audit"]
+    section = audit["eraser_only_records"]
+    assert (audit["records"], section["records"], section["scored_on_weights"]) == (0, 1, 0)
+    assert section["method"] == "eraser_drop" and not section["new_version_eraser_fitted_on_them"]
+    assert audit["metrics"]["test_sample"] == len(held_out) - 1
+    dropped.refresh_from_db()
+    assert dropped.status != RequestStatus.FAILED
+
+
 def test_an_erased_records_attribute_label_leaves_the_concept_request_and_its_jobs():
     # An attribute value (parity here; often a sensitive attribute) is data about the person: once the
     # record is erased, neither the concept request nor its job's config keeps it. Before, both did.
@@ -273,3 +329,25 @@ def test_a_concept_request_naming_two_versions_of_one_chain_is_refused(api_clien
                                                                      {"model": "digits-mlp", "version": erased.version}]),
                        field="models", code="same_chain")
     assert f"{trained} and {erased} are on one unlearning chain" in message and f"name only {erased}" in message
+
+
+def test_an_eraser_the_chains_newest_version_already_lost_is_said_whichever_method_runs():
+    """A retrain made the chain's newest version from the eraser's (not yet audited or deployed: an earlier
+    request still open or failed): a later request's job starts from that version, which has no eraser, so the
+    new version will not erase the attribute whatever the DPO chooses. The plan says so (it said nothing)."""
+    ds, trained, erased, fit = _concept_version("leace")
+    retrained = registry.model_version_create(model=erased.model, artifact_sha256="2" * 64,
+                                              training_run=trained.training_run, parent=erased)
+    Job.objects.create(kind=JobKind.UNLEARN, status=JobStatus.SUCCEEDED, registered_model=erased.model,
+                       source_version=erased, result_version=retrained, method="retrain", guarantee_class="exact")
+    [member] = sorted(set(MEMBERS) - fit)[:1]  # the eraser was not fitted on it
+    [step] = _scoped(ds, [member]).plan
+    assert step["model_version_id"] == retrained.id  # one step, on the chain's newest version
+    lost = step["concept_eraser"]
+    assert (lost["made_by_version_id"], lost["kept"], lost["fitted_on_erased_records"]) == (erased.id, False, 0)
+    assert lost["lost_before"] == str(retrained)
+    assert (f"{erased} serves the leace eraser of 'digit parity'" in lost["summary"]
+            and f"starts from {retrained}" in lost["summary"] and "an earlier retrain computed without it" in
+            lost["summary"] and "will not erase 'digit parity'" in lost["summary"])
+    assert all(alternative["concept_eraser"] == lost for alternative in step["alternatives"])
+    assert step["alternatives"], "the policy's finetune and the other approximate methods are offered"

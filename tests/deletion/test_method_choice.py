@@ -81,7 +81,14 @@ def test_one_persons_records_refuse_the_whole_class_method_at_planning_and_offer
     assert offered["finetune"]["applies_to"] == "every classification model"
     # A method that reads shadow models says up front what the model's shadow models allow (none here).
     assert "this model has 0 shadow model(s): dmm needs at least 2 complementary pairs" in offered["dmm"]["why"]
-    assert offered["oracle_matching"]["audit_cannot_confirm"] and offered["finetune"]["audit_cannot_confirm"] is None
+    assert offered["oracle_matching"]["audit_cannot_confirm"]
+    # Every approximate method's audit needs shadow models for its per-record test: none here, so each
+    # offered one says so too (twice the shadow policy's minimum would do for a method that reads none).
+    assert offered["finetune"]["audit_cannot_confirm"] == (
+        "this audit cannot confirm erasure here: its per-record test needs 16 shadow models without each forgotten "
+        "record, and this model has no shadow models; expect INCONCLUSIVE and a decision by the DPO, unless the "
+        "model is given at least 32 shadow models first")
+    assert offered["finetune"]["why"].endswith(f" Note: {offered['finetune']['audit_cannot_confirm']}.")
     assert set(step["not_offered"]) == set(WHOLE_CLASS_ONLY)
     # No language-model or regression method is offered for a classifier.
     assert not {a for a in offered if METHOD_SPECS.get(a).task != CLASSIFICATION}
@@ -127,17 +134,22 @@ def test_a_whole_class_is_planned_with_the_policys_whole_class_method(breast_can
     assert step["records"] == len(by_label[1]) == DataRecord.objects.filter(id__in=step["record_ids"]).count()
 
 
-@pytest.mark.parametrize("shadows,expected", [
+@pytest.mark.parametrize("shadows,expected,other", [
     (32, "reads the shadow models of 8 of this model's 16 shadow pairs and the audit judges with the other 8, which "
-         "give 8 shadow model(s) without each record where an approximate PASS needs 16"),
-    (62, None),
-    (3, "this model has 3 shadow model(s)"),
+         "give 8 shadow model(s) without each record where an approximate PASS needs 16", None),
+    (62, None, None),
+    (3, "this model has 3 shadow model(s)", "this model's 3 shadow model(s) (complementary pairs, each record absent "
+                                            "from one of each pair) give each record 1"),
+    (8, "reads the shadow models of 2 of this model's 4 shadow pairs", "give each record 4; expect INCONCLUSIVE and a decision by the DPO, "
+                                            "unless the model is given at least 32 shadow models first"),
+    (30, "reads the shadow models of 7", "give each record 15"),
 ])
 def test_a_method_that_reads_shadow_models_says_when_the_audit_keeps_too_few(breast_cancer_model, monkeypatch,
-                                                                              shadows, expected):
+                                                                              shadows, expected, other):
     """Oracle matching and DMM read half the shadow pairs and the audit judges with the others: with the
     platform's default 32 shadow models that leaves 8 without each record where an approximate PASS needs
-    16, so the plan says the audit cannot confirm erasure (62 are enough); other methods say nothing."""
+    16, so the plan says the audit cannot confirm erasure (62 are enough). Another approximate method
+    leaves the audit every pair, one shadow without each record per pair: it needs 32 (``other``)."""
     import workers.runners.shadow
     from deletion.planning import shadow_evidence_shortfall
 
@@ -146,4 +158,23 @@ def test_a_method_that_reads_shadow_models_says_when_the_audit_keeps_too_few(bre
     for method in ("oracle_matching", "dmm"):
         said = shadow_evidence_shortfall(version=version, method=method)
         assert (said is None) if expected is None else (expected in said), said
+    for method in ("finetune", "laf"):
+        said = shadow_evidence_shortfall(version=version, method=method)
+        assert (said is None) if other is None else (other in said), said
+    # Exact methods rest on the lineage and the replay, not on shadow models: never a note.
+    assert {shadow_evidence_shortfall(version=version, method=m) for m in ("retrain", "sisa", "s3t")} == {None}
+
+
+def test_the_models_own_minimum_of_out_shadows_counts(breast_cancer_model, monkeypatch):
+    """A policy that raises min_out_shadows (audits.runner.min_out_shadows) raises what the plan asks."""
+    import workers.runners.shadow
+    from deletion.planning import shadow_evidence_shortfall
+
+    _, model, version, _ = breast_cancer_model
+    monkeypatch.setattr(workers.runners.shadow, "shadow_runs", lambda version: [object()] * 32)
     assert shadow_evidence_shortfall(version=version, method="finetune") is None
+    model.unlearning_policy = {**(model.unlearning_policy or {}), "min_out_shadows": 20}
+    model.save(update_fields=["unlearning_policy"])
+    said = shadow_evidence_shortfall(version=version, method="finetune")
+    assert "needs 20 shadow models without each forgotten record" in said and "give each record 16" in said, said
+    assert "at least 40 shadow models first" in said
