@@ -33,6 +33,7 @@ def _task_figure(model, batches, *, device: str, attribute_at_inference: bool) -
     ``(keys, inputs, targets, attribute)`` batches; the attribute goes to class-conditional erasers."""
     import torch
 
+    from audits.runner import task_figure
     from workers.unlearning.concept_coupling import attribute_given
 
     model = model.to(device).eval()
@@ -48,11 +49,8 @@ def _task_figure(model, batches, *, device: str, attribute_at_inference: bool) -
             targets.append(target.numpy())
     if not outputs:
         return float("nan"), 0, "accuracy"
-    z, y = np.concatenate(outputs), np.concatenate(targets)
-    if np.issubdtype(y.dtype, np.floating):
-        predicted = z.reshape(len(y), -1)[:, 0]
-        return float(np.sqrt(np.mean((predicted - y) ** 2))), len(y), "rmse"
-    return float((z.argmax(-1) == y).mean()), len(y), "accuracy"
+    figure, metric = task_figure(np.concatenate(outputs), np.concatenate(targets))
+    return figure, sum(len(t) for t in targets), metric
 
 
 def _batches(dataset: Dataset, split: str, keys: list[str], labels: dict[str, int]) -> list:

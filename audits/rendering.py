@@ -611,8 +611,7 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
     if entry["metrics"]:
         story += [CondPageBreak(40 * mm), _p("Measurements", styles["h2"]), _metrics_table(entry["metrics"], styles),
                   _p("Before: the model before erasure. After: the model with the eraser. Reference: the value to "
-                     "compare with (chance, or the bar the check holds)." if guarantee["guarantee_class"] ==
-                     "concept_erased" else
+                     "compare with (chance, or the bar the check holds)." if concept else
                      "Before: the old model. After: the new model. Reference: the value to compare "
                      "with (from models trained without the records, or the target).", styles["small"])]
     if entry.get("language_model"):

@@ -70,12 +70,21 @@ def _scores_and_accuracy(model, dataset, device: str) -> tuple[np.ndarray, np.nd
     if not logits:
         return np.zeros(0), np.zeros(0), float("nan")
     z, y = np.concatenate(logits), np.concatenate(labels)
-    if np.issubdtype(y.dtype, np.floating):  # a regression model: one real output per record
+    figure, metric = task_figure(z, y)
+    if metric == "rmse":  # a regression model: one real output per record
         from audits.checks.signals import squared_error_signal
 
-        predicted = z.reshape(len(y), -1)[:, 0]
-        return squared_error_signal(predicted, y), y, float(np.sqrt(np.mean((predicted - y) ** 2)))
-    return logit_scaled_confidence(z, y), y, float((z.argmax(-1) == y).mean())
+        return squared_error_signal(z.reshape(len(y), -1)[:, 0], y), y, figure
+    return logit_scaled_confidence(z, y), y, figure
+
+
+def task_figure(outputs: np.ndarray, targets: np.ndarray) -> tuple[float, str]:
+    """``(figure, metric)`` of a model's ``outputs`` against ``targets``: a classifier's accuracy, or for
+    real targets (a regression model, one output per record) its root mean squared error."""
+    if np.issubdtype(targets.dtype, np.floating):
+        predicted = outputs.reshape(len(targets), -1)[:, 0]
+        return float(np.sqrt(np.mean((predicted - targets) ** 2))), "rmse"
+    return float((outputs.argmax(-1) == targets).mean()), "accuracy"
 
 
 # What a regression model's audit cannot run, and why (in its JSON and, for the references, its report).

@@ -166,7 +166,8 @@ class DeletionRequestOut(serializers.Serializer):
     def get_report(self, obj) -> dict | None:
         if obj.status not in (RequestStatus.COMPLETED, RequestStatus.CLOSED_RISK_ACCEPTED):
             return None  # the report job signs it as the request ends: no query before
-        report = obj.reports.order_by("-created_at", "-id").first()
+        # Prefetched with the request (_visible_requests): no query per request of a list.
+        report = max(obj.reports.all(), key=lambda r: (r.created_at, r.id), default=None)
         if report is None:
             return None
         return {"id": report.id, "url": f"/api/v1/reports/{report.id}/", "pdf_url": f"/api/v1/reports/{report.id}/pdf/",
@@ -193,7 +194,7 @@ class DeletionRequestOut(serializers.Serializer):
 
 def _visible_requests(request):
     queryset = DeletionRequest.objects.select_related("subject").prefetch_related(
-        "outcomes__model_version__model", "outcomes__job")
+        "outcomes__model_version__model", "outcomes__job", "reports")
     if role_of(request) == "intake":
         queryset = queryset.filter(created_by=request.user)  # intake sees only its own
     return queryset

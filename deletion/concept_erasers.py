@@ -113,13 +113,11 @@ def eraser_refusal(eraser: CarriedEraser | None, *, method: str, record_ids: lis
 
 def eraser_lost_on_the_chain(versions: list[ModelVersion], *, record_ids: list[int]) -> dict | None:
     """The plan step's note where the version its job starts from (``current_source`` of ``versions[0]``, the
-    step's version; the others are those the step covers) carries no eraser but one of ``versions`` serves
-    one: an earlier unlearning job computed the newer version of the chain without it (a retrain, not yet
-    audited or deployed), so whatever method runs, the new version will not erase the attribute either.
-    None where no version of the step serves an eraser the source lacks."""
+    step's version; the others are those the step covers) carries no eraser (the caller found
+    :func:`carried_eraser` None) but one of ``versions`` serves one: an earlier unlearning job computed the
+    newer version of the chain without it (a retrain, not yet audited or deployed), so whatever method runs,
+    the new version will not erase the attribute either. None where no version of the step serves one."""
     source = current_source(versions[0])
-    if carried_eraser(versions[0]) is not None:
-        return None
     served = next(filter(None, (eraser_served_by(v) for v in versions if v.id != source.id)), None)
     if served is None:
         return None
@@ -131,9 +129,14 @@ def eraser_lost_on_the_chain(versions: list[ModelVersion], *, record_ids: list[i
                f"method runs, the new version will not erase {served.attribute!r}. It is not refitted here: a refit "
                "is a concept erasure of its own; to erase the attribute again, file a concept request on the new "
                "version with the same labels less the erased records.")
-    return {"made_by_version_id": served.made_by.id, "made_by": str(served.made_by), "method": served.method,
-            "attribute": served.attribute, "needs_attribute_at_inference": served.class_conditional,
-            "fitted_on_erased_records": fitted, "kept": False, "lost_before": str(source), "summary": summary}
+    return {**_eraser_note(served, fitted=fitted, kept=False, summary=summary), "lost_before": str(source)}
+
+
+def _eraser_note(eraser: CarriedEraser, *, fitted: int, kept: bool, summary: str) -> dict:
+    """A plan step's ``concept_eraser`` entry: the eraser, how many erased records it was fitted on, its fate."""
+    return {"made_by_version_id": eraser.made_by.id, "made_by": str(eraser.made_by), "method": eraser.method,
+            "attribute": eraser.attribute, "needs_attribute_at_inference": eraser.class_conditional,
+            "fitted_on_erased_records": fitted, "kept": kept, "summary": summary}
 
 
 def concept_eraser_plan(eraser: CarriedEraser | None, *, method: str, record_ids: list[int]) -> dict | None:
@@ -156,6 +159,4 @@ def concept_eraser_plan(eraser: CarriedEraser | None, *, method: str, record_ids
                    f"{eraser.attribute!r}. It is not refitted here: a refit is a concept erasure of its own, "
                    "audited by the concept probe and reported as no one's erasure; to erase the attribute again, "
                    "file a concept request on the new version with the same labels less the erased records.")
-    return {"made_by_version_id": eraser.made_by.id, "made_by": str(eraser.made_by), "method": eraser.method,
-            "attribute": eraser.attribute, "needs_attribute_at_inference": eraser.class_conditional,
-            "fitted_on_erased_records": fitted, "kept": kept, "summary": summary}
+    return _eraser_note(eraser, fitted=fitted, kept=kept, summary=summary)
