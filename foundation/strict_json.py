@@ -8,7 +8,7 @@ artifact store and the method library all use it.
 - :func:`fields_once`: an ``object_pairs_hook`` refusing a field given twice (parsers disagree on
   which of two repeated fields wins).
 - :func:`jsonable`: numbers from numpy and tuples turned into plain JSON values, for results
-  stored in JSON columns.
+  stored in JSON columns (which refuse a NaN: it becomes the string ``"nan"``, as in a check's result).
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ def fields_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return row
 
 
+_NON_FINITE = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON values: numpy scalars as Python numbers (``.item()``), tuples as
-    lists, anything else JSON cannot hold as its ``str``."""
-    return json.loads(json.dumps(value, default=lambda item: item.item() if hasattr(item, "item") else str(item)))
+    lists, a NaN or infinite number as the string ``"nan"``, ``"inf"`` or ``"-inf"`` (the spelling
+    of ``audits.checks.result.json_safe``: PostgreSQL's JSON refuses the literals, so one undefined
+    figure failed the whole job's save), anything else JSON cannot hold as its ``str``."""
+    text = json.dumps(value, default=lambda item: item.item() if hasattr(item, "item") else str(item))
+    return json.loads(text, parse_constant=_NON_FINITE.__getitem__)

@@ -14,6 +14,7 @@ from audits.checks.guarantees import GUARANTEE_TEXTS, guarantee_text
 from audits.checks.population_attack import population_attack
 from audits.checks.result import CheckResult, Verdict, json_safe
 from audits.checks.verdict import LineageProof, final_verdict
+from foundation.strict_json import canonical_json, jsonable
 from tests.audits.checks.helpers import record_ids
 from workers.unlearning.base import GUARANTEE_CLASSES
 
@@ -33,6 +34,16 @@ def test_json_safe_converts_numpy_and_non_finite_values():
         "d": "PASS",
         "e": "-inf",
     }
+
+
+def test_jsonable_spells_non_finite_figures_as_json_safe_does():
+    """The audit runner and the workers store their own figures through ``jsonable``: a NaN literal
+    there failed the job's save (PostgreSQL's JSON refuses it), where a check's NaN was a string."""
+    data = {"lds": np.float64(np.nan), "worst": [np.inf, -math.inf, 0.5], "n": np.int64(3)}
+    stored = jsonable(data)
+    assert stored == json_safe(data) == {"lds": "nan", "worst": ["inf", "-inf", 0.5], "n": 3}
+    assert canonical_json(stored)  # no NaN literal left: the strict form accepts it
+    assert jsonable({"s": "NaN"}) == {"s": "NaN"}  # a string stays what it was
 
 
 @pytest.mark.parametrize(
