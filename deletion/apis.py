@@ -483,8 +483,11 @@ class PendingDeploymentOut(serializers.Serializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
     def get_serving_versions(self, outcome) -> list[int]:
-        return sorted(outcome.model_version.model.versions.filter(status=VersionStatus.SERVING)
-                      .values_list("version", flat=True))
+        model = outcome.model_version.model
+        serving = getattr(model, "serving", None)  # prefetched by deployments_pending
+        if serving is None:
+            serving = model.versions.filter(status=VersionStatus.SERVING)
+        return sorted(version.version for version in serving)
 
     def get_confirm_url(self, outcome) -> str:
         return f"/api/v1/deletion-requests/{outcome.request.public_id}/confirm-deployment/"

@@ -8,13 +8,14 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
 from audits.models import Report
 from deletion.models import OPEN_STATES, DeletionRequest, ModelOutcome, OutcomeStatus, RequestStatus
 from foundation.ledger.models import LedgerEvent
+from models_registry.models import ModelVersion, VersionStatus
 from workers.models import Job
 
 
@@ -140,6 +141,8 @@ def deployments_pending() -> QuerySet[ModelOutcome]:
     side to deploy them and confirm: the most urgent request first."""
     return (ModelOutcome.objects.filter(status=OutcomeStatus.AWAITING_DEPLOYMENT, request__status__in=OPEN_STATES)
             .select_related("request", "model_version__model", "new_version")
+            .prefetch_related(Prefetch("model_version__model__versions", to_attr="serving",
+                                       queryset=ModelVersion.objects.filter(status=VersionStatus.SERVING)))
             .order_by("request__due_at", "id"))
 
 
