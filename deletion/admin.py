@@ -250,10 +250,8 @@ def _confirm(http: HttpRequest, target: DeletionRequest, form: ConfirmDeployment
 
 
 def _escalate(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
-    escalate = getattr(decisions, "outcome_escalate", None)
-    if escalate is None:
-        raise Http404("escalation is not available")
-    return escalate(request=target, actor=http.user, model_version_id=form.cleaned_data["model_version_id"])
+    return decisions.outcome_escalate(request=target, actor=http.user,
+                                      model_version_id=form.cleaned_data["model_version_id"])
 
 
 def _accept_risk(http: HttpRequest, target: DeletionRequest, form: VersionReasonForm) -> DeletionRequest:
@@ -396,7 +394,6 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         estimates = [step.get("estimated_seconds") for step in plan]
         outcomes = selectors.request_outcomes(request=target)
         jobs = selectors.request_jobs(request=target)
-        escalation = hasattr(decisions, "outcome_escalate")
         rows = [{
             "outcome": outcome,
             "verdict_tone": VERDICT_TONE.get(outcome.verdict, "off"),
@@ -409,7 +406,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,
-            "can_escalate": can_act and escalation and outcome.status in decisions.DECIDABLE,
+            "can_escalate": can_act and outcome.status in decisions.DECIDABLE,
             # One DPO user records the acceptance and its reason; another one confirms it.
             "can_accept_risk": can_act and outcome.status in decisions.DECIDABLE
             and outcome.risk_acceptance.get("proposed_by") != decisions.actor_name(request.user),

@@ -80,16 +80,6 @@ def make_request(*, email: str = "p0@example.org", jurisdiction: str = "GDPR", s
     return request
 
 
-def report_model():
-    """audits.Report, or None while the audits app has none."""
-    from django.apps import apps
-
-    try:
-        return apps.get_model("audits", "Report")
-    except LookupError:
-        return None
-
-
 def make_report(request: DeletionRequest, pdf: bytes = b"%PDF-1.4\n% a stand-in for a signed report\n%%EOF\n"):
     """A Report row with its PDF in the report store (no signing: the admin only links to it)."""
     import hashlib
@@ -101,7 +91,9 @@ def make_report(request: DeletionRequest, pdf: bytes = b"%PDF-1.4\n% a stand-in 
     root = Path(settings.REPORT_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{sha256}.pdf").write_bytes(pdf)
-    return report_model().objects.create(
+    from audits.models import Report
+
+    return Report.objects.create(
         request=request, json={"request_id": str(request.public_id)}, pdf_sha256=sha256, pdf_path=f"{sha256}.pdf",
         ledger_seq=1, ledger_hash="0" * 64, signer="Test Signer", signature_profile="PAdES-B-T")
 

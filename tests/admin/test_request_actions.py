@@ -9,10 +9,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from deletion import decisions
 from deletion.models import DeletionRequest, RequestStatus
 from foundation.ledger.models import LedgerEvent
-from tests.admin.conftest import finish_job, make_report, make_request, report_model
+from tests.admin.conftest import finish_job, make_report, make_request
 from workers.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -218,20 +217,7 @@ def test_verdict_and_key_metrics_are_shown(client_for, trained):
         assert text in html, text
 
 
-def test_escalate_hidden_without_the_service(client_for, trained, monkeypatch):
-    request = make_request()
-    alice = client_for("alice")
-    post(alice, request, "approve")
-    finish_job(request.outcomes.get(), trained, verdict="FAIL")
-    monkeypatch.delattr(decisions, "outcome_escalate", raising=False)
-    html = alice.get(page_url(request)).content.decode()
-    assert 'dp-badge dp-bad">FAIL' in html and "Escalate" not in html
-    assert alice.post(act_url(request, "escalate"), {"model_version_id": trained["version"].id}).status_code == 404
-
-
 def test_escalate_after_an_audit_fail(client_for, trained):
-    if not hasattr(decisions, "outcome_escalate"):
-        pytest.skip("deletion.decisions.outcome_escalate does not exist yet")
     request = make_request()
     alice = client_for("alice")
     post(alice, request, "approve")
@@ -263,8 +249,6 @@ def test_progress_endpoint(client_for, trained):
 
 
 def test_report_button_when_a_report_exists(client_for, trained):
-    if report_model() is None:
-        pytest.skip("audits.Report does not exist yet: the lead wires reports; the page says 'No report yet'")
     request = make_request()
     assert "Download signed PDF" not in client_for("alice").get(page_url(request)).content.decode()
     report = make_report(request)
