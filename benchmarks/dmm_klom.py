@@ -24,6 +24,16 @@ retain accuracy after DMM.
         '[{"lr": 0.03, "epochs": 25}, {"lr": 0.03, "epochs": 25, "cross_effect_prior": "label_similarity"}]'
     python benchmarks/dmm_klom.py --seeds 5 --first-seed 5 --forget-set distinct --forget 10  # seeds 5-9
 
+``--floor-splits S`` (default 0: the single split above only) adds, beside each ratio, the same ratio
+with the floor averaged over splits (``audits.checks.klom.averaged_klom``): S random splits of the 16
+retrained runs into 8 and 8, each record's KLoM averaged over the splits before the median over the
+records; the floor sets one half against the other, ``nothing``, ``dmm`` and ``predicted`` their 8
+runs against the same reference halves. The same run counts a side as the single split and no extra
+training, with less of the reference's draw in the ratio. The JSON holds beside it the mean over the
+splits of each split's median (the other order of the two reductions).
+
+    python benchmarks/dmm_klom.py --seeds 5 --forget-set distinct --forget 10 --floor-splits 50
+
 ``--diagnose POOL`` asks where the prediction's error comes from instead (no DMM runs): per seed it
 trains POOL fresh subset runs (complementary halves), 8 half-data runs without any forget record
 and denser subset runs (40 at 80% of the records, 80 at 90%), then reports (1) the predictions' KLoM
@@ -66,7 +76,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audits.checks.klom import klom  # noqa: E402
+from audits.checks.klom import klom, klom_over_splits, random_splits  # noqa: E402
 from tests.workers.unlearning.shadow_models import pair_masks, train_mlps  # noqa: E402
 from tests.workers.unlearning.test_dmm import (  # noqa: E402
     BINS,
@@ -297,15 +307,42 @@ def print_diagnosis(rows: list[dict], seeds: int, pool: int) -> None:
     print(json.dumps({"benchmark": "dmm_klom_diagnosis", "seeds": seeds, "pool": pool, "rows": rows}))
 
 
-def one_seed(seed: int, pairs: int, configs: list[dict], forget_set: str = "random", forget: int = FORGET) -> dict:
+class SplitFloor:
+    """The floor averaged over ``splits`` random 8-vs-8 splits of the retrained runs' margins (runs,
+    records), and ratios to it (see the module docstring)."""
+
+    def __init__(self, retrained: np.ndarray, splits: int) -> None:
+        self.retrained = retrained
+        self.splits = random_splits(len(retrained), splits)
+        self.floor = klom_over_splits(None, retrained, self.splits, bins=BINS)  # (splits, records)
+
+    def ratios(self, margins: np.ndarray) -> dict[str, float]:
+        """``margins`` (8 runs, records) against the same reference halves: the median over records of
+        the per-split mean over the median of the floor's (``median_of_means``, the reported one), and
+        the mean over splits of each split's median over the mean of the floor's (``mean_of_medians``)."""
+        per_split = klom_over_splits(margins, self.retrained, self.splits, bins=BINS)
+        return {"median_of_means": float(np.median(per_split.mean(axis=0)) / np.median(self.floor.mean(axis=0))),
+                "mean_of_medians": float(np.median(per_split, axis=1).mean() / np.median(self.floor, axis=1).mean())}
+
+    def to_details(self) -> dict:
+        return {"splits": len(self.splits), "floor_p50": float(np.median(self.floor.mean(axis=0))),
+                "floor_p50_per_split": {"min": float(np.median(self.floor, axis=1).min()),
+                                        "max": float(np.median(self.floor, axis=1).max())}}
+
+
+def one_seed(seed: int, pairs: int, configs: list[dict], forget_set: str = "random", forget: int = FORGET,
+             floor_splits: int = 0) -> dict:
     setting = Setting(data_seed=seed, model_seed=seed + 1, pairs=pairs, forget_set=forget_set, forget=forget)
     retrained = setting.forget_margins(setting.retrained[:RUNS])
     reference = setting.forget_margins(setting.retrained[RUNS:])
     floor = klom(retrained, reference, bins=BINS).percentiles["p50"]
+    originals = setting.forget_margins(setting.originals)
     row: dict = {"seed": seed, "pairs": pairs, "floor_p50": floor,
-                 "nothing_ratio": klom(setting.forget_margins(setting.originals), reference,
-                                       bins=BINS).percentiles["p50"] / floor,
+                 "nothing_ratio": klom(originals, reference, bins=BINS).percentiles["p50"] / floor,
                  "retrained_spread": float(reference.std(axis=0).mean()), "configs": []}
+    averaged = SplitFloor(setting.forget_margins(setting.retrained), floor_splits) if floor_splits else None
+    if averaged:
+        row["averaged"] = {**averaged.to_details(), "nothing": averaged.ratios(originals)}
     retain = torch.ones(len(setting.targets), dtype=torch.bool)
     retain[setting.forget] = False
     for config in configs:
@@ -313,18 +350,44 @@ def one_seed(seed: int, pairs: int, configs: list[dict], forget_set: str = "rand
         runs = [setting.unlearn("dmm", config, model) for model in setting.originals]
         seconds = (time.perf_counter() - started) / len(runs)
         predicted = predicted_margins(setting, config)
+        unlearned = setting.forget_margins([m for m, _ in runs])
         row["configs"].append({
             "config": config,
-            "dmm_ratio": klom(setting.forget_margins([m for m, _ in runs]), reference,
-                              bins=BINS).percentiles["p50"] / floor,
+            "dmm_ratio": klom(unlearned, reference, bins=BINS).percentiles["p50"] / floor,
             "predicted_ratio": klom(predicted, reference, bins=BINS).percentiles["p50"] / floor,
             "prediction_rms_error": rms_distance(predicted.mean(axis=0), reference.mean(axis=0)),
             "lds_forget": runs[0][1]["datamodels"]["lds"]["forget"],
             "retain_accuracy": float(np.mean([accuracy(m, setting.inputs[retain], setting.targets[retain])
                                               for m, _ in runs])),
             "seconds_per_run": seconds,
+            **({"averaged": {"dmm": averaged.ratios(unlearned), "predicted": averaged.ratios(predicted)}}
+               if averaged else {}),
         })
     return row
+
+
+def print_averaged(rows: list[dict], configs: list[dict]) -> None:
+    """The single-split ratios beside the averaged-floor ones (median of the per-record means)."""
+    splits = rows[0]["averaged"]["splits"]
+    print(f"\n# The same ratios with the floor averaged over {splits} random splits of the 16 retrained runs "
+          f"(single split / averaged)\n")
+    print("| seed | floor (nats): single / averaged (one split's range) | nothing / floor | config | dmm / floor "
+          "| predicted / floor |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        mean = row["averaged"]
+        for c in row["configs"]:
+            print(f"| {row['seed']} | {row['floor_p50']:.2f} / {mean['floor_p50']:.2f} "
+                  f"({mean['floor_p50_per_split']['min']:.2f}-{mean['floor_p50_per_split']['max']:.2f}) | "
+                  f"{row['nothing_ratio']:.2f} / {mean['nothing']['median_of_means']:.2f} | {json.dumps(c['config'])} "
+                  f"| {c['dmm_ratio']:.2f} / {c['averaged']['dmm']['median_of_means']:.2f} "
+                  f"| {c['predicted_ratio']:.2f} / {c['averaged']['predicted']['median_of_means']:.2f} |")
+    nothing = [row["averaged"]["nothing"]["median_of_means"] for row in rows]
+    print(f"\nnothing / averaged floor: {min(nothing):.2f}-{max(nothing):.2f}")
+    for index, config in enumerate(configs):
+        ratios = [row["configs"][index]["averaged"]["dmm"]["median_of_means"] for row in rows]
+        print(f"{json.dumps(config)}: dmm / averaged floor within 1.5x on {sum(r <= 1.5 for r in ratios)} of "
+              f"{len(ratios)}, within 2x on {sum(r <= 2 for r in ratios)}")
 
 
 def main() -> None:
@@ -339,6 +402,9 @@ def main() -> None:
                         help="the fixture's forget set: random records, or one per class with one shared shift of "
                              "the label (no two share a true class or a wrong label)")
     parser.add_argument("--forget", type=int, default=FORGET, help="how many records are forgotten")
+    parser.add_argument("--floor-splits", type=int, default=0, metavar="S",
+                        help="also report each ratio against the floor averaged over S random 8-vs-8 splits of the "
+                             "retrained runs (0: the single split only)")
     parser.add_argument("--diagnose", type=int, default=0, metavar="POOL",
                         help="instead of DMM runs: the error analysis on POOL fresh subset runs (even, >= 16)")
     args = parser.parse_args()
@@ -355,7 +421,7 @@ def main() -> None:
     configs = json.loads(args.configs)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        rows.append(one_seed(seed, args.pairs, configs, args.forget_set, args.forget))
+        rows.append(one_seed(seed, args.pairs, configs, args.forget_set, args.forget, args.floor_splits))
         print(f"seed {seed} done", file=sys.stderr, flush=True)
     print(f"# DMM forget-set KLoM (median over {args.forget} memorised records, {args.forget_set}, {BINS} bins, {RUNS} "
           f"runs a side) as a multiple "
@@ -374,6 +440,14 @@ def main() -> None:
         summary[json.dumps(config)] = {"median_dmm_ratio": statistics.median(ratios),
                                        "seeds_within_1_5x": sum(r <= 1.5 for r in ratios),
                                        "seeds_within_2x": sum(r <= 2 for r in ratios)}
+        if args.floor_splits:
+            averaged = [row["configs"][index]["averaged"]["dmm"]["median_of_means"] for row in rows]
+            summary[json.dumps(config)]["averaged_floor"] = {
+                "median_dmm_ratio": statistics.median(averaged),
+                "seeds_within_1_5x": sum(r <= 1.5 for r in averaged),
+                "seeds_within_2x": sum(r <= 2 for r in averaged)}
+    if args.floor_splits:
+        print_averaged(rows, configs)
     print(json.dumps({"benchmark": "dmm_klom", "seeds": args.seeds, "first_seed": args.first_seed,
                       "pairs": args.pairs, "forget_set": args.forget_set, "forget": args.forget, "summary": summary,
                       "rows": rows}))

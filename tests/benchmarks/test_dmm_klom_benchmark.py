@@ -51,3 +51,16 @@ def test_structured_fit_is_dmms_without_aggregates_and_recovers_a_count_effect(b
     aggregates = bench.aggregate_regressors(masks, torch.arange(6))
     effect = bench.structured_removal_effect(masks, outputs, [aggregates["count"]], ridge=None)
     assert torch.allclose(effect, torch.full((6, 1), 4 + 0.5 * 5, dtype=torch.float64))
+
+
+def test_the_split_floor_averages_each_record_before_the_median(bench) -> None:
+    rng = np.random.default_rng(0)
+    retrained, shifted = rng.normal(0, 1, (16, 5)), rng.normal(3, 1, (8, 5))
+    averaged = bench.SplitFloor(retrained, 6)
+    floor, against = averaged.floor, bench.klom_over_splits(shifted, retrained, averaged.splits, bins=bench.BINS)
+    assert floor.shape == against.shape == (6, 5)
+    ratios = averaged.ratios(shifted)
+    assert ratios["median_of_means"] == pytest.approx(np.median(against.mean(axis=0)) / np.median(floor.mean(axis=0)))
+    assert ratios["mean_of_medians"] == pytest.approx(np.median(against, axis=1).mean() / np.median(floor, axis=1).mean())
+    assert ratios["median_of_means"] > 3  # margins 3 standard deviations off sit far above the floor
+    assert averaged.to_details()["splits"] == 6

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from audits.checks.klom import klom, klom_per_example, margins
+from audits.checks.klom import (
+    averaged_klom,
+    klom,
+    klom_over_splits,
+    klom_per_example,
+    margins,
+    random_splits,
+)
 
 
 def test_margin_is_correct_logit_minus_logsumexp_of_the_others():
@@ -29,3 +36,29 @@ def test_constant_margins_are_identical_distributions():
 def test_bad_inputs_are_refused(u, r):
     with pytest.raises(ValueError):
         klom_per_example(u, r)
+
+
+def test_the_averaged_floor_is_each_examples_mean_over_splits_of_the_retrained_runs():
+    rng = np.random.default_rng(1)
+    retrained, unlearned = rng.normal(0, 1, (8, 3)), rng.normal(2, 1, (4, 3))
+    splits = random_splits(8, 5, seed=3)
+    assert splits.shape == (5, 8) and all(sorted(order) == list(range(8)) for order in splits.tolist())
+    assert (random_splits(8, 5, seed=3) == splits).all()
+    floor = klom_over_splits(None, retrained, splits, bins=4)
+    first = splits[0]
+    np.testing.assert_allclose(floor[0], klom_per_example(retrained[first[:4]], retrained[first[4:]], bins=4))
+    against = klom_over_splits(unlearned, retrained, splits, bins=4)
+    np.testing.assert_allclose(against[2], klom_per_example(unlearned, retrained[splits[2][4:]], bins=4))
+    averaged = averaged_klom(unlearned, retrained, splits, bins=4)
+    np.testing.assert_allclose(averaged.per_example, against.mean(axis=0))
+    assert (averaged.unlearned_runs, averaged.retrained_runs, averaged.splits) == (4, 4, 5)
+    assert "averaged over 5 splits" in averaged.summary()
+    assert averaged_klom(None, retrained, splits, bins=4).unlearned_runs == 4
+
+
+@pytest.mark.parametrize("runs, splits", [(7, 3), (2, 3), (8, 0)])
+def test_splits_need_an_even_number_of_runs(runs, splits):
+    with pytest.raises(ValueError, match="even number"):
+        random_splits(runs, splits)
+    with pytest.raises(ValueError, match="orders of the retrained runs"):
+        klom_over_splits(None, np.zeros((8, 2)), np.zeros((3, 6), dtype=int))

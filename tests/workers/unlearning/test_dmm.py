@@ -7,21 +7,24 @@ set, all trained together as one batched MLP. The paper's qualitative claim: DMM
 sits near the retrained-vs-retrained floor where doing nothing is far above it.
 
 What is checked and why: KLoM's median over the forgotten records (with 8 runs a side the 95th
-percentile is one or two records, too noisy to hold a bound; it is printed). The claim is held on
-the ``distinct`` forget set: 10 mislabelled records, one per true class, all shifted to the label
-the same number of classes on, so that no two share a true class or a wrong label. There DMM measured
-1.12x the floor (do-nothing 4.9x) on the test's seed and, over seeds 0-4 (benchmarks/dmm_klom.py
---forget-set distinct --forget 10, 2026-12-07), 1.12, 1.26, 1.72, 3.64 and 1.61x (do-nothing
-4.8-8.6x): within the issue's 1.5x on 2 of 5 seeds and within 2x on 4 of 5, so the test holds 2x
-and do-nothing above 4x. On 10 random mislabelled records (wrong labels drawn per record, some
-shared) DMM measured 2.04, 4.77, 3.16, 2.07 and 2.05x (within 2x on none), and on the 20 random
-records of the ``setting`` fixture 1.44, 5.63, 5.94, 4.01 and 5.15x (1.57, 5.05, 6.91, 4.23, 5.56
-in an earlier environment). What limits it is the forget records' effects on each other: every
-half-data run holds about half of the other memorised records, the retrained model none, and those
-with the same label move each other most, which tens of runs cannot resolve (benchmarks/dmm_klom.py
---diagnose 128; structured datamodels did not help, README "DMM's KLoM over seeds"). Note that on the
-distinct set DMM lands nearer the floor than its own predictions (1.6-6.2x as if matched exactly):
-the 25 matching epochs stop short of the targets.
+percentile is one or two records, too noisy to hold a bound; it is printed), each record's KLoM
+averaged over 200 random 8-vs-8 splits of the 16 retrained runs (``averaged_klom``): the floor sets
+one half against the other, do-nothing and DMM their 8 runs against the same reference halves. One
+split is a noisy draw (its floor ranged 0.58-2.87 nats over seeds, 0.20-4.76 within one seed); the
+average estimates the same KLoM at the same run counts without it (1.77-2.08 nats over seeds 0-9).
+The claim is held on the ``distinct`` forget set: 10 mislabelled records, one per true class, all
+shifted to the label the same number of classes on, so that no two share a true class or a wrong
+label. Measured over seeds 0-9 (benchmarks/dmm_klom.py --forget-set distinct --forget 10
+--floor-splits 200, 2026-12-07): DMM at 1.74, 1.43, 1.50, 2.43, 2.04, 1.52, 1.69, 1.73, 3.30 and
+1.11x the floor, within the issue's 1.5x on 3 of 10 seeds and within 2x on 7; do-nothing 5.5-6.5x
+(its KLoM is saturated at ln(1/smoothing)). So the test holds 2x and do-nothing above 4x; on its
+seed the method's own batch order moves DMM between 1.8 and 2.1x (50 splits), close to the bound.
+On one split the test's seed read 1.12x: a favourable draw of the reference, not the method. No
+config tried reaches 1.5x robustly (README, "DMM's KLoM over seeds"): the datamodels' predictions,
+matched exactly, are within 1.5x on 3 of 10 seeds. On random forget sets (records that share wrong
+labels) DMM is further off: what limits it is the forget records' effects on each other (every
+half-data run holds about half of the other memorised records, the retrained model none), which
+tens of runs cannot resolve (benchmarks/dmm_klom.py --diagnose 128).
 The held-out linear datamodeling score on the forget records is 0.67-0.74 over the seeds.
 """
 
@@ -34,7 +37,7 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from audits.checks.klom import klom, margins
+from audits.checks.klom import averaged_klom, margins, random_splits
 from tests.workers.unlearning.shadow_models import pair_masks, shadow_references, train_mlps
 from tests.workers.unlearning.test_method_harness import TensorRecords
 from workers.unlearning.base import METHODS, ConfigError
@@ -56,6 +59,7 @@ load_all_methods()
 RECORDS, FORGET, PAIRS, RUNS, BINS = 700, 20, 16, 8, 5
 # The paper's matching step converges slowly on these very confident models at the default lr.
 KLOM_CONFIG = {"lr": 0.03, "epochs": 25}
+FLOOR_SPLITS = 200  # random splits of the retrained runs the claim's KLoM is averaged over
 
 
 # --- Pure maths on hand-made numbers --------------------------------------------------------
@@ -209,12 +213,11 @@ def accuracy(model: nn.Module, inputs: Tensor, targets: Tensor) -> float:
 
 def test_dmm_forget_klom_is_near_the_retrain_floor_where_doing_nothing_is_not(distinct: Setting) -> None:
     assert len(set(distinct.targets[distinct.forget].tolist())) == len(distinct.forget) == 10  # no shared wrong label
-    retrained = distinct.forget_margins(distinct.retrained[:RUNS])
-    reference = distinct.forget_margins(distinct.retrained[RUNS:])
-    floor = klom(retrained, reference, bins=BINS)
-    nothing = klom(distinct.forget_margins(distinct.originals), reference, bins=BINS)
+    retrained, splits = distinct.forget_margins(distinct.retrained), random_splits(2 * RUNS, FLOOR_SPLITS)
+    floor = averaged_klom(None, retrained, splits, bins=BINS)
+    nothing = averaged_klom(distinct.forget_margins(distinct.originals), retrained, splits, bins=BINS)
     runs = [distinct.unlearn("dmm", KLOM_CONFIG, model) for model in distinct.originals]
-    dmm = klom(distinct.forget_margins([model for model, _ in runs]), reference, bins=BINS)
+    dmm = averaged_klom(distinct.forget_margins([model for model, _ in runs]), retrained, splits, bins=BINS)
     print(f"\nfloor: {floor.summary()}\ndo-nothing: {nothing.summary()}\ndmm: {dmm.summary()}\n"
           f"held-out LDS on the forget records: {runs[0][1]['datamodels']['lds']['forget']:.3f}")
     assert nothing.percentiles["p50"] > 4 * floor.percentiles["p50"]
