@@ -664,6 +664,9 @@ def report_data(*, request: DeletionRequest) -> dict:
         if event["event"] == "data.erased":
             purged += [{"description": "dataset file holding the erased records", "sha256": sha}
                        for sha in event["data"].get("dataset_files_purged", [])]
+            purged += [{"description": f"{p['label'] or 'shadow model'} (an audit reference that still held the "
+                                       "records when they were erased; destroyed with the data)",
+                        "sha256": p["sha256"]} for p in event["data"].get("shadow_models_purged", [])]
             held_at_source.update({h["dataset"]: source_holding_sentence(h)
                                    for h in event["data"].get("source_still_holds", [])})
     scope = request.scope or {}

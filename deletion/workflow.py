@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audits.runner import shadow_models_replenish
 from deletion import report_data
 from deletion.models import (
     OPEN_STATES,
@@ -253,9 +254,14 @@ def _erase_request_data(request: DeletionRequest) -> None:
         return
     erased = request_data_erase(record_ids=to_erase, subjects=[] if held else request_subjects(request),
                                 reason=f"deletion request {request.public_id}")
+    # Shadow models that still held the records (e.g. trained after an audit's purge while they were still
+    # active; the report lists them): their sets are replenished from what the lineage holds now.
+    replenished = [shadow_models_replenish(version=version)
+                   for version in ModelVersion.objects.filter(id__in=erased["shadow_roots"]).order_by("id")]
     ledger_append(event_type="data.erased", actor="platform", request=str(request.public_id),
                   records=len(to_erase), dataset_files_purged=[p["sha256"] for p in erased["purged"]],
-                  source_still_holds=erased["source_still_holds"])
+                  shadow_models_purged=[{"sha256": p["sha256"], "label": p["label"]} for p in erased["shadow_models"]],
+                  shadow_replenish_jobs=replenished, source_still_holds=erased["source_still_holds"])
 
 
 def run_report_job(job: Job, progress) -> dict:

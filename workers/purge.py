@@ -140,12 +140,22 @@ def model_version_rollback(*, version: ModelVersion) -> ModelVersion:
 def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) -> dict:
     """Mark the records erased, put them and the subject on the suppression list, and rewrite the
     dataset files (caches, and source files kept in the artifact store) that still hold them.
-    Returns ``{"purged": the purged dataset files, "source_still_holds": per database source, the
-    erased records the company's data still holds}`` (workers.data_sources)."""
+    Shadow models that still hold them go too: one trained between an audit's purge and the request's
+    end, while the records were still active (a replenishing job), or one a job registered before the
+    records were erased. Returns ``{"purged": the purged dataset files, "shadow_models": the purged
+    shadow models, "shadow_roots": the versions whose shadow sets lost them (to be replenished),
+    "source_still_holds": per database source, the erased records the company's data still holds}``
+    (workers.data_sources)."""
     from workers.data_sources import source_file_rewrite, source_still_holds
 
     records = list(DataRecord.objects.filter(id__in=record_ids).select_related("dataset"))
-    caches = [a for a in selectors.artifacts_holding(record_ids=record_ids) if a.kind == ArtifactKind.DATASET_CACHE]
+    holding = selectors.artifacts_holding(record_ids=record_ids)
+    caches = [a for a in holding if a.kind == ArtifactKind.DATASET_CACHE]
+    shadows = list(StoredArtifact.objects.filter(id__in=[a.id for a in holding if a.kind == ArtifactKind.SHADOW_MODEL])
+                   .select_related("training_run").order_by("id"))
+    shadow_roots = sorted({int(a.training_run.config["shadow_of"]) for a in shadows
+                           if a.training_run_id and "shadow_of" in a.training_run.config})
+    shadows_purged = _purge_rows(artifact_store(), shadows)
     purged = []
     still_held = []
     by_dataset: dict[int, list[str]] = {}
@@ -184,4 +194,5 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
             subject_suppress(subject=subject, reason=reason)
         if not DataRecord.objects.filter(subject=subject, status="active").exists():
             keys.destroy(subject_key_ref(subject.reference, 0))
-    return {"purged": purged, "source_still_holds": still_held}
+    return {"purged": purged, "shadow_models": shadows_purged, "shadow_roots": shadow_roots,
+            "source_still_holds": still_held}

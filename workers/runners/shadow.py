@@ -10,6 +10,7 @@ selected; workers.training.keep_out_transfer)."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from functools import partial
 
 from django.db import transaction
@@ -20,9 +21,11 @@ from models_registry.models import (
     ArtifactKind,
     ArtifactStatus,
     DataRecord,
+    ExcludedRecord,
     ModelVersion,
     StoredArtifact,
     TrainingRun,
+    VersionStatus,
 )
 from models_registry.selectors import current_source, keep_out_selection_of, lineage_root
 from workers.jobs import JobDeferred
@@ -75,6 +78,32 @@ def shadow_references(*, version: ModelVersion) -> list:
     return references
 
 
+def shadow_keys(version: ModelVersion) -> list[str]:
+    """The records new shadow models of ``version``'s lineage may train on: its run's active records
+    without any that a version of the model not purged excludes. A version awaiting deployment
+    excludes its request's records, which stay active until the request's end erases them, and the
+    unlearning chain from the root breaks at the versions each purge destroys, so the chain's head
+    (``current_source``) alone missed them: a purge's replenishing job took in exactly the records
+    the purge was for (seen on the real stack)."""
+    excluded = ExcludedRecord.objects.filter(version__model=version.model).exclude(
+        version__status=VersionStatus.PURGED).values("record_id")
+    return sorted(DataRecord.objects.filter(memberships__run=version.training_run, status="active")
+                  .exclude(id__in=excluded).values_list("external_key", flat=True))
+
+
+@contextmanager
+def _file_gone_if_refused(store, sha256: str):
+    """A shadow the registry refuses (a record it trained on was erased meanwhile: ImportRejected)
+    leaves no file behind: the file holds the record and no row would ever name it for a purge."""
+    try:
+        yield
+    except Exception:
+        if (not StoredArtifact.objects.filter(sha256=sha256, status=ArtifactStatus.PRESENT).exists()
+                and store.exists(sha256)):
+            store.purge(sha256, include_parts=False)
+        raise
+
+
 def run_shadow_job(job: Job, progress) -> dict:
     from workers.artifacts import code_version
     from workers.canaries import with_canaries
@@ -97,9 +126,6 @@ def run_shadow_job(job: Job, progress) -> dict:
 
     run_row = version.training_run
     latest = current_source(version)
-    excluded = set(latest.excluded_records.values_list("record_id", flat=True))
-    keys = sorted(DataRecord.objects.filter(memberships__run=run_row, status="active")
-                  .exclude(id__in=excluded).values_list("external_key", flat=True))
     recipe_name = run_row.recipe
     base_config = {k: v for k, v in run_row.config.items() if k not in ("shadow_of", "shadow_index")}
     # A version trained elsewhere: its family's recipe with what the run recorded (set at upload).
@@ -117,12 +143,13 @@ def run_shadow_job(job: Job, progress) -> dict:
         if index in done:  # a re-run after a crash keeps the shadows already recorded
             continue
         config = {**base_config, "seed": 10_000 + index}
+        keys = shadow_keys(version)  # per shadow: a record erased meanwhile is not taken in again
         recipe = recipes.get(recipe_name)(config)
         shadow_progress = progress.scaled(100 * index / count, 100 / count)
         result = recipe.train_shadow(data, keys, half=partial(shadow_half, version_id=version.id, index=index),
                                      lineage=lineage, device=device, progress=shadow_progress)
         ref = recipe.save(store, result, extra={"shadow_of": version.artifact_sha256, "shadow_index": index})
-        with transaction.atomic():
+        with _file_gone_if_refused(store, ref.artifact_id), transaction.atomic():
             run = registry.training_run_start(
                 model=version.model, recipe=recipe_name,
                 config={**recipe.config.to_dict(), "shadow_of": version.id, "shadow_index": index},
