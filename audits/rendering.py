@@ -93,7 +93,8 @@ HEADLINES = {
                       "says so; the platform checked that declaration, audited the new version, and deleted "
                       "every older copy that held the records.",
     "concept_erased": "An attribute was erased from one layer of this model, against the kinds of probe its "
-                      "method's guarantee names (LEACE: linear read-outs only; see the limitations). This is not "
+                      "method's guarantee names (the first page and the limitations say which: LEACE linear read-outs "
+                      "only, the PEF-style coupling non-linear ones too). This is not "
                       "erasure of anyone's personal data.",
 }
 NOT_PASSED = {
@@ -334,8 +335,15 @@ def _overall(report: dict[str, Any]) -> tuple[str | None, str]:
         retried_sentence += (f" Nothing was deleted from the weights of {'; '.join(kept)}: trained with differential "
                              "privacy, it was kept on its privacy bound for this person's records (see its section), "
                              "which is a risk decision, not erasure.")
+    # Utility never decides a verdict, but a PASS that halved a model's accuracy must not read as "all well".
+    below_bar = [_model_name(e) for e in entries
+                 if any(m.get("name") == "utility" and m.get("result") == "FAIL" for m in e.get("metrics") or [])]
+    if below_bar:
+        retried_sentence += (f" Utility below the declared bar for: {'; '.join(below_bar)}: the new version's accuracy "
+                             "(or error) fell below the bar its plan declared (see its section); this warns, it does "
+                             "not change the result.")
     if worst == "PASS":
-        return worst, (f"All {_plural(len(entries), 'unlearned model version')} passed their checks. "
+        return worst, (f"All {_plural(len(entries), 'unlearned model version')} passed their audit. "
                        "What each result promises, and what it does not, is set out per model below."
                        + retried_sentence + settled)
     failed = [_model_name(e) for e in entries if e["verdict"]["verdict"] != "PASS"]

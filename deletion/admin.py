@@ -403,12 +403,13 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "audit": audit_summary(getattr(outcome, "audit", None)),
             # The utility check against the plan's bar: a version can erase the records and lose accuracy.
             "utility": selectors.outcome_utility(outcome),
-            "can_withdraw": can_act and outcome.status != OutcomeStatus.WITHDRAWN,
-            "can_confirm": can_act and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
+            # An ended request takes no more decisions (the services answer request_ended).
+            "can_withdraw": can_act and not ended and outcome.status != OutcomeStatus.WITHDRAWN,
+            "can_confirm": can_act and not ended and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,
-            "can_escalate": can_act and outcome.status in decisions.DECIDABLE,
+            "can_escalate": can_act and not ended and outcome.status in decisions.DECIDABLE,
             # One DPO user records the acceptance and its reason; another one confirms it.
-            "can_accept_risk": can_act and outcome.status in decisions.DECIDABLE
+            "can_accept_risk": can_act and not ended and outcome.status in decisions.DECIDABLE
             and outcome.risk_acceptance.get("proposed_by") != decisions.actor_name(request.user),
         } for outcome in outcomes]
         grounds = dict(RejectionGround.choices)
@@ -433,6 +434,7 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             # Notices to the person and to recipients of model copies: never the address or the text.
             "notices": list(target.notices.select_related("recipient").order_by("created_at", "id")),
             "can_act": can_act,
+            "ended": ended,
             "offer": {
                 "verify": can_act and target.status == S.RECEIVED,
                 "approve": can_act and target.status == S.SCOPED,

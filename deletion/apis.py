@@ -26,6 +26,7 @@ from deletion.models import (
 from deletion.selectors import (
     DECISIONS,
     deployments_pending,
+    outcome_deployment_warnings,
     outcome_utility,
     request_timeline,
     requests_awaiting,
@@ -498,7 +499,7 @@ class PendingDeploymentOut(serializers.Serializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_warnings(self, outcome) -> list[str]:
-        return [str(w) for w in ((outcome.audit or {}).get("verdict") or {}).get("warnings") or []]
+        return outcome_deployment_warnings(outcome)
 
 
 class PendingDeploymentsApi(APIView):

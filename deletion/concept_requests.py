@@ -61,7 +61,6 @@ from workers.unlearning.catalogue import (
     CONCEPT,
     LINEAR_PROBES_ONLY,
     METHOD_SPECS,
-    NOT_A_PERSONS_ERASURE,
 )
 
 CONCEPT_CLASS = "concept_erased"
@@ -84,6 +83,14 @@ def concept_method_of(concept: dict[str, Any]) -> str:
 def holds_against(method: str) -> str:
     """What ``method``'s guarantee holds against, as the catalogue declares it."""
     return METHOD_SPECS.get(method).holds_against
+
+
+def not_a_persons_erasure(method: str) -> str:
+    """Why a concept erasure by ``method`` never counts as a person's erasure, naming what its guarantee
+    holds against (the catalogue's sentence for the class speaks of linear read-outs: LEACE's only)."""
+    return (f"concept erasure is not erasure of anyone's data: it stops read-outs of an attribute by "
+            f"{holds_against(method)}, and the records stay in the weights (choose an exact or approximate "
+            "method to erase a person)")
 
 
 def beyond_linear_probes(method: str) -> bool:
@@ -226,7 +233,7 @@ def concept_plan(*, concept: dict[str, Any], targets: list[dict[str, Any]]) -> l
             "method_info": method_card(method), "holds_against": holds,
             "policy_method_refused": None, "records": 0, "record_ids": [],
             "estimated_seconds": estimated_cost(model_id=version.model_id, method=method),
-            "audit_cannot_confirm": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS],
+            "audit_cannot_confirm": not_a_persons_erasure(method),
             "equivalence_test": None, "replay": None, "kept_data": None, "dp_bound": None,
             # What the erasure may cost the model's own task (the concept audit measures it; it only warns).
             "utility_bar": utility_bar_plan(version=version, model_kind=plan_model_kind(version)),
@@ -322,7 +329,7 @@ def concept_entry(request: DeletionRequest) -> dict[str, Any] | None:
             "values": {str(v): n for v, n in label_counts(concept.get("labels") or {}).items()},
             "models": concept.get("models", []), "reason": concept.get("reason", ""),
             "method": concept_method_of(concept), "holds_against": holds_against(concept_method_of(concept)),
-            "not_a_persons_erasure": NOT_A_PERSONS_ERASURE[CONCEPT_CLASS]}
+            "not_a_persons_erasure": not_a_persons_erasure(concept_method_of(concept))}
 
 
 def concept_labels_drop(keys_by_dataset: dict[int, set[str]]) -> None:

@@ -136,6 +136,20 @@ def outcome_utility(outcome: ModelOutcome) -> dict | None:
                                             "test", "original_retain", "original_test", "reason")}
 
 
+def outcome_deployment_warnings(outcome: ModelOutcome) -> list[str]:
+    """What whoever deploys ``outcome``'s new version must know: the audit verdict's warnings, and, for a
+    class-conditional concept eraser (pef_coupling), that the version refuses every input served without
+    its attribute (the plan's step says so; without this line the serving side learns it from the error)."""
+    warnings = [str(w) for w in ((outcome.audit or {}).get("verdict") or {}).get("warnings") or []]
+    step = next((s for s in outcome.request.plan or [] if s.get("model_version_id") == outcome.model_version_id), {})
+    concept = step.get("concept") or {}
+    if concept.get("needs_attribute_at_inference"):
+        warnings.append(f"serving needs the attribute {concept.get('attribute')!r} of every input at inference: "
+                        f"the {step.get('method')} eraser is class-conditional and refuses inputs without it "
+                        "(AttributeNeeded)")
+    return warnings
+
+
 def deployments_pending() -> QuerySet[ModelOutcome]:
     """New versions that passed their audit (or whose residual risk two DPO users accepted) and wait for the serving
     side to deploy them and confirm: the most urgent request first."""
