@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from deletion.models import (
+    ENDED_STATES,
     DeletionRequest,
     RequestStatus,
 )
@@ -37,7 +38,11 @@ def transition(request: DeletionRequest, allowed_from: tuple[str, ...], to: str,
     changed = DeletionRequest.objects.filter(pk=request.pk, status__in=allowed_from).update(status=to, **fields)
     if changed != 1:
         current = DeletionRequest.objects.values_list("status", flat=True).get(pk=request.pk)
-        raise Conflict(f"cannot go from {current} to {to}", code="illegal_transition",
+        if current in ENDED_STATES:  # as the outcome decisions say it (deletion.decisions)
+            raise Conflict(f"this request is {current}: it has ended and takes no more decisions",
+                           code="request_ended", details={"status": current})
+        raise Conflict(f"this request is {current}; this step needs it {' or '.join(allowed_from)} "
+                       f"(it would move it to {to})", code="illegal_transition",
                        details={"status": current, "allowed_from": list(allowed_from)})
     ledger_write(draft)
     request.refresh_from_db()

@@ -202,8 +202,13 @@ def test_confirm_deployment_manually_completes(client_for, trained):
 def test_illegal_transition_is_shown_not_raised(client_for, trained):
     request = make_request()
     alice = client_for("alice")
+    post(alice, request, "approve")
+    assert post(alice, request, "approve") == [
+        "approve: this request is EXECUTING; this step needs it SCOPED (it would move it to APPROVED)"]
+    request = make_request(email="p1@example.org")
     post(alice, request, "cancel")
-    assert post(alice, request, "approve") == ["approve: cannot go from CANCELLED to APPROVED"]
+    assert post(alice, request, "approve") == [
+        "approve: this request is CANCELLED: it has ended and takes no more decisions"]
 
 
 def test_verdict_and_key_metrics_are_shown(client_for, trained):
