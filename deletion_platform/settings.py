@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from here: /api/docs/ works offline
     "foundation.ledger",
     "foundation.access",
     "models_registry",
@@ -109,6 +110,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and scripts under gunicorn (demo, docker) as under runserver: nothing else serves them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -158,7 +161,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# WhiteNoise serves the apps' static files where they are installed (no STATIC_ROOT, no collectstatic
+# step to forget; an empty STATIC_ROOT only made it warn on every request).
+WHITENOISE_USE_FINDERS = True
 
 # Artifacts (weights, checkpoints, reports) live in a content-addressed store under the data dir.
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
@@ -242,6 +247,11 @@ SPECTACULAR_SETTINGS = {
     # The schema describes the API; it holds no data, so it is public (schemathesis reads it too).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI from the installed drf-spectacular-sidecar, not a CDN: no third-party script on the
+    # admin's origin, and the page works where the platform cannot reach the internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ---------------------------------------------------------------- Celery
