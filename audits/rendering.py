@@ -578,7 +578,9 @@ def _model_section(entry: dict[str, Any], index: int, styles: dict[str, Any]) ->
         _facts([
             *([("Model kind", entry["model_kind"]["words"])] if entry.get("model_kind") else []),
             ("Guarantee", guarantee["title"]),
-            ("Method", entry["method"]),
+            ("Method", entry["method"] + (f" (chosen by {entry['method_choice']['chosen_by']} at approval; "
+                                          f"the plan proposed {entry['method_choice']['planned']})"
+                                          if entry.get("method_choice") else "")),
             ("New version", new_version),
             ("Status", OUTCOMES.get(entry["outcome"], entry["outcome"])),
             ("Old model fingerprint", _p(entry["old_artifact_sha256"], styles["mono"])),

@@ -45,6 +45,8 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
     ``reference`` says in words what the reference column is, ``guard`` is null or the verifier
     guard's calibrated bound ``{alpha, delta, n, leaks, threshold, upper_bound, certified,
     statement, redaction_rate, held_out_withheld_rate}``, ``notes`` are short sentences;
+  - ``method_choice`` (only where the DPO chose another method than the plan's at approval):
+    ``{planned, chosen, chosen_by, chosen_at, statement}``;
   - ``earlier_attempts`` (only when there were any): ``[{method, guarantee, new_version,
     new_artifact_sha256, verdict, metrics, escalated_at, escalated_by, purged_artifacts}]``: an
     attempt whose audit failed, which was escalated (to an exact retrain) and whose result was
@@ -404,6 +406,17 @@ class ModelVersionReport(TypedDict):
     attestation: NotRequired[Attestation]
     dp_bound: NotRequired[DPBound]
     forget_references: NotRequired[ForgetReferences]
+    method_choice: NotRequired[MethodChoice]
+
+
+class MethodChoice(TypedDict):
+    """The DPO chose, at approval, another method than the plan's (one the plan offered)."""
+
+    planned: Text
+    chosen: Text
+    chosen_by: Text
+    chosen_at: Text
+    statement: Text
 
 
 class ConceptEntry(TypedDict):

@@ -160,6 +160,20 @@ def flag_notes(audit: dict) -> list[str]:
     return notes
 
 
+def _method_choice(outcome, timeline: list[dict]) -> dict:
+    """``{"method_choice": ...}`` where the DPO chose another method than the plan's at approval (the
+    ledger's ``outcome.method_chosen``): what was planned, what ran instead and who chose it; else {}."""
+    event = next((e for e in timeline if e["event"] == "outcome.method_chosen"
+                  and e["data"].get("model_version") == outcome.model_version_id), None)
+    if event is None:
+        return {}
+    planned, chosen = event["data"]["planned"], event["data"]["chosen"]
+    return {"method_choice": {
+        "planned": planned, "chosen": chosen, "chosen_by": event["actor"], "chosen_at": event["at"],
+        "statement": f"The plan proposed {planned}; at approval {event['actor']} chose {chosen} instead, "
+                     "among the methods the plan offered for this model."}}
+
+
 def _event_time(timeline: list[dict], event: str) -> str | None:
     return next((e["at"] for e in timeline if e["event"] == event), None)
 
@@ -711,7 +725,7 @@ def report_data(*, request: DeletionRequest) -> dict:
                                for o in outcomes],
             "purged_artifacts": purged,
         },
-        "model_versions": [_model_entry(o) for o in outcomes],
+        "model_versions": [{**_model_entry(o), **_method_choice(o, timeline)} for o in outcomes],
         "end_state": {"status": str(end), "meaning": meanings[end]},
         "recipients_notified": recipients_notified(request=request),
         "limitations": list(CONCEPT_LIMITATIONS if concept is not None else STANDARD_LIMITATIONS)

@@ -147,3 +147,14 @@ def test_an_escalated_attempt_is_shown_with_its_failed_audit(tmp_path):
     attempt["new_version"], attempt["escalated_at"] = 4, "yesterday"
     with pytest.raises(ValueError, match=r"model_versions\[0\]\.earlier_attempts\[0\]\.escalated_at"):
         render_report_pdf(report)
+
+
+def test_a_method_the_dpo_chose_is_named_with_the_plans(tmp_path):
+    report = build_report()
+    entry = report["model_versions"][0]
+    entry["method_choice"] = {"planned": "finetune", "chosen": entry["method"], "chosen_by": "user:alice",
+                              "chosen_at": "2026-11-30T09:15:00+00:00",
+                              "statement": f"The plan proposed finetune; at approval user:alice chose {entry['method']} "
+                                           "instead, among the methods the plan offered for this model."}
+    text = " ".join(rendered_text(report, tmp_path / "chosen.pdf").split())
+    assert f"{entry['method']} (chosen by user:alice at approval; the plan proposed finetune)" in text

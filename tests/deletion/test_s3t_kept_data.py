@@ -158,6 +158,15 @@ def test_below_the_floor_the_plan_offers_retraining_the_adapters_and_the_dpo_can
     assert replay["ran"] and replay["comparison"]["identical"], replay
     [entry] = report_data(request=DeletionRequest.objects.get(pk=request.pk))["model_versions"]
     assert entry["method"] == "s3t_retrain"
+    # The report says the DPO chose it, and what the plan proposed (validated by the report's schema).
+    choice = entry["method_choice"]
+    assert (choice["planned"], choice["chosen"], choice["chosen_by"]) == ("s3t", "s3t_retrain", chosen["actor"])
+    assert "The plan proposed s3t" in choice["statement"]
+    from audits.report_schema import validate_report
+
+    validate_report({**report_data(request=DeletionRequest.objects.get(pk=request.pk)),
+                     "ledger_head": {"seq": 1, "hash": "0" * 64},
+                     "signer": {"name": "tests", "organisation": "tests", "certificate_sha256": "0" * 64}})
     assert "The served model again learned from every kept record" in entry["guarantee"]["promises"]
     row = next(m for m in entry["metrics"] if m["name"] == KEPT)
     assert (row["before"], row["after"]) == (total - 1, total - 1)
