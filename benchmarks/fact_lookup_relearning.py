@@ -38,8 +38,18 @@ half of them, the other half is measured on those templates and on the third (ke
 ``--held-out`` strangers. The method runs unchanged with ``specific_share`` set to
 ``--specific-share`` (its default 0.25 counts these template words as record-specific).
 
+``--world pretrained`` (the paper's setting: facts a pretrained model knows): SmolLM2-135M, not
+trained, and the country capitals it knows (its top-1 first answer token right under both templates
+"The capital of X is the city of Y" and "The capital of X is Y"); ``--forget`` of them unlearned and
+relearned on the first template, ``--retain`` kept on both, the other half of the forgotten measured
+on both (the second never in the forget loss). The target is the model's answer NLL on ``--held-out``
+capitals it knows under neither template: a fact it does not know, the same level as the other
+worlds' strangers (the capital under another country's prompt would ask for a confidently wrong
+model, not an ignorant one). The method runs unchanged at its default ``specific_share``.
+
     nice -n 10 python benchmarks/fact_lookup_relearning.py --seeds 0 1 2 3 4 --layers 2 4
     nice -n 10 python benchmarks/fact_lookup_relearning.py --world facts --seeds 0 1 2 3 --layers 4
+    nice -n 10 python benchmarks/fact_lookup_relearning.py --world pretrained --cache-dir DIR --seeds 0 1 2
 
 Prints one line per run, a summary per layer count; the last line is one JSON object.
 """
@@ -48,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import random
 import statistics
@@ -61,7 +72,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import workers.unlearning.lm  # noqa: E402,F401  (registers the methods)
-from workers.language_models import byte_tokenizer, tiny_gpt2  # noqa: E402
+from workers.language_models import byte_tokenizer, load_smollm2, tiny_gpt2  # noqa: E402
 from workers.unlearning.base import METHODS  # noqa: E402
 from workers.unlearning.lm.data import lm_batches  # noqa: E402
 from workers.unlearning.lm.fact_lookup import answer_token_accuracy, answer_token_nll, mark_answers  # noqa: E402
@@ -284,12 +295,7 @@ def facts_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any
     half = args.forget // 2
     forget_b = batches(fact_texts(forget, trained), shuffle=True)
     retain_b = batches(fact_texts(retain, trained) + fact_texts(retain[1::2], other_template), shuffle=True)
-    # The method marks the forget texts' answers against the retain batches it reads first: check
-    # that it finds the values (the measured sets are marked by construction: their last token).
-    probed = [dict(b) for b in forget_b]
-    mark_answers(probed, retain_b[: len(forget_b)], args.specific_share)
-    if not all(torch.equal(b["answer_mask"], _values_marked(b)[0]["answer_mask"]) for b in probed):
-        raise ValueError("the localisation's record-specific positions are not the values: adjust --specific-share")
+    _check_marking(_values_marked(*forget_b), retain_b, args.specific_share)
     held_b = _values_marked(*batches(fact_texts(strangers, trained)))
     relearn_b = batches(fact_texts(forget[:half], trained), shuffle=True)
     measured = {"": _values_marked(*batches(fact_texts(forget[half:], trained))),
@@ -308,15 +314,141 @@ def facts_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any
                    config={"specific_share": args.specific_share}, extra=extra)
 
 
-def _values_marked(*batches: dict[str, Any]) -> list[dict[str, Any]]:
-    """Copies of LM batches of the world's texts with ``answer_mask`` 1 at each text's last token (its value)."""
+def _values_marked(*batches: dict[str, Any], lengths: list[list[int]] | None = None) -> list[dict[str, Any]]:
+    """Copies of LM batches of the world's texts with ``answer_mask`` 1 at each text's last token (its value),
+    or at its last ``lengths[batch][row]`` tokens (an answer of several tokens)."""
     out = []
-    for batch in batches:
-        last = batch["attention_mask"].sum(dim=1) - 1
+    for index, batch in enumerate(batches):
+        end = batch["attention_mask"].sum(dim=1)
         mask = torch.zeros_like(batch["attention_mask"], dtype=torch.float)
-        mask[torch.arange(len(last)), last] = 1.0
+        for row, count in enumerate(lengths[index] if lengths else [1] * len(end)):
+            mask[row, int(end[row]) - count: int(end[row])] = 1.0
         out.append({**batch, "answer_mask": mask})
     return out
+
+
+# --world pretrained: facts a pretrained model knows (country capitals), the model not trained at all.
+# No country's name starts its capital's (the answer is not a copy of the subject); one capital per country.
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "China": "Beijing",
+    "Russia": "Moscow", "Egypt": "Cairo", "Canada": "Ottawa", "Australia": "Canberra", "Greece": "Athens",
+    "Portugal": "Lisbon", "Poland": "Warsaw", "Austria": "Vienna", "Ireland": "Dublin", "Norway": "Oslo",
+    "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen", "Hungary": "Budapest", "Turkey": "Ankara",
+    "India": "New Delhi", "Thailand": "Bangkok", "Kenya": "Nairobi", "Peru": "Lima", "Chile": "Santiago",
+    "Argentina": "Buenos Aires", "Cuba": "Havana", "Belgium": "Brussels", "Netherlands": "Amsterdam",
+    "Switzerland": "Bern", "Czech Republic": "Prague", "Iran": "Tehran", "Iraq": "Baghdad", "Syria": "Damascus",
+    "Lebanon": "Beirut", "Vietnam": "Hanoi", "Indonesia": "Jakarta", "Philippines": "Manila", "South Korea": "Seoul",
+    "Brazil": "Brasilia", "Colombia": "Bogota", "Venezuela": "Caracas", "Nigeria": "Abuja",
+    "Ethiopia": "Addis Ababa", "Morocco": "Rabat", "Ukraine": "Kyiv", "Romania": "Bucharest", "Bulgaria": "Sofia",
+    "Serbia": "Belgrade", "Croatia": "Zagreb", "Iceland": "Reykjavik", "Israel": "Jerusalem",
+    "Saudi Arabia": "Riyadh", "Pakistan": "Islamabad", "Afghanistan": "Kabul", "Nepal": "Kathmandu",
+    "Malaysia": "Kuala Lumpur", "New Zealand": "Wellington", "Scotland": "Edinburgh", "England": "London",
+    "Wales": "Cardiff", "Belarus": "Minsk", "Latvia": "Riga", "Lithuania": "Vilnius", "Estonia": "Tallinn",
+    "Slovakia": "Bratislava", "Slovenia": "Ljubljana", "Albania": "Tirana", "Georgia": "Tbilisi",
+    "Armenia": "Yerevan", "Azerbaijan": "Baku", "Kazakhstan": "Astana", "Uzbekistan": "Tashkent",
+    "Mongolia": "Ulaanbaatar", "Bangladesh": "Dhaka", "Sri Lanka": "Colombo", "Myanmar": "Naypyidaw",
+    "Cambodia": "Phnom Penh", "Laos": "Vientiane", "North Korea": "Pyongyang", "Taiwan": "Taipei", "Jordan": "Amman",
+    "Qatar": "Doha", "Oman": "Muscat", "Yemen": "Sanaa", "Libya": "Tripoli", "Tunisia": "Tunis",
+    "Algeria": "Algiers", "Sudan": "Khartoum", "Ghana": "Accra", "Senegal": "Dakar", "Uganda": "Kampala",
+    "Tanzania": "Dodoma", "Zimbabwe": "Harare", "Zambia": "Lusaka", "Angola": "Luanda", "South Africa": "Pretoria",
+    "Madagascar": "Antananarivo", "Somalia": "Mogadishu", "Rwanda": "Kigali", "Ecuador": "Quito", "Bolivia": "Sucre",
+    "Paraguay": "Asuncion", "Uruguay": "Montevideo", "Jamaica": "Kingston", "Costa Rica": "San Jose",
+    "Honduras": "Tegucigalpa", "Nicaragua": "Managua", "Haiti": "Port-au-Prince", "Malta": "Valletta",
+    "Cyprus": "Nicosia", "Moldova": "Chisinau", "Bosnia": "Sarajevo", "Montenegro": "Podgorica", "Fiji": "Suva",
+    "Bhutan": "Thimphu", "Mali": "Bamako", "Niger": "Niamey", "Chad": "N'Djamena", "Cameroon": "Yaounde",
+    "Namibia": "Windhoek", "Botswana": "Gaborone", "Mozambique": "Maputo", "Malawi": "Lilongwe",
+    "Tajikistan": "Dushanbe", "Kyrgyzstan": "Bishkek", "Turkmenistan": "Ashgabat", "Bahrain": "Manama",
+    "United States": "Washington", "Northern Ireland": "Belfast",
+}
+# The first template is unlearned and relearned; the second is never in the forget loss nor among the
+# relearned facts (the paper's other prompt formats), only among the kept ones. The first puts common
+# words between the country and the capital: in "The capital of X is Y" the bigram "is Y" is as rare as
+# "X is", so the method's subject run (its first run of record-specific tokens) would run on into the
+# capital and leave no answer.
+PRETRAINED_TEMPLATES = ("The capital of {country} is the city of {capital}", "The capital of {country} is {capital}")
+
+
+@functools.lru_cache(maxsize=1)
+def pretrained_model(cache_dir: str | None) -> tuple[Any, Any]:
+    """SmolLM2-135M and its tokenizer (:func:`load_smollm2`), loaded once per process; no run changes
+    it (the method and the relearning work on copies)."""
+    return load_smollm2(cache_dir)
+
+
+def capital_batches(tokenizer: Any, facts: list[tuple[str, str]], templates: range | list[int], size: int = 6,
+                    rng: random.Random | None = None) -> list[dict[str, Any]]:
+    """LM batches of ``(country, capital)`` facts, each through every template index of ``templates``
+    (shuffled by ``rng`` when given), their ``answer_mask`` on the capital's tokens. Raises
+    ``ValueError`` when a text does not end in the capital's own tokens (merged with the template)."""
+    items = [(f"{country}:{t}", PRETRAINED_TEMPLATES[t].format(country=country, capital=capital), capital)
+             for country, capital in facts for t in templates]
+    if rng is not None:
+        items = rng.sample(items, len(items))
+    lengths = []
+    for key, text, capital in items:
+        answer = tokenizer(" " + capital, add_special_tokens=False)["input_ids"]
+        if tokenizer(text)["input_ids"][-len(answer):] != answer:
+            raise ValueError(f"{key}: {text!r} does not end in its capital's tokens")
+        lengths.append(len(answer))
+    return _values_marked(*lm_batches(tokenizer, [(key, text) for key, text, _ in items], max_length=32,
+                                      batch_size=size),
+                          lengths=[lengths[i: i + size] for i in range(0, len(lengths), size)])
+
+
+@torch.no_grad()
+def first_answer_token_hits(model: Any, batches: list[dict[str, Any]]) -> list[bool]:
+    """Per text of answer-marked LM batches: is the answer's first token the model's top-1 prediction?"""
+    hits = []
+    for batch in batches:
+        predicted = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(dim=-1)
+        for row, mask in enumerate(batch["answer_mask"]):
+            first = int(mask.nonzero()[0])
+            hits.append(bool(predicted[row, first - 1] == batch["input_ids"][row, first]))
+    return hits
+
+
+def pretrained_seed(seed: int, n_layer: int, args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any]]:
+    """One seed of ``--world pretrained``: the capitals SmolLM2-135M knows (its top-1 first answer token
+    right under both templates) drawn into ``--forget`` forgotten (on the first template, one batch)
+    and ``--retain`` kept (on both, so that relearning on the first does not teach its wording as
+    what follows "is"); ``--held-out`` capitals it knows under neither set the target (a fact the
+    model does not know). Measured: the forgotten facts not relearned, on both templates."""
+    model, tokenizer = pretrained_model(args.cache_dir)
+    if n_layer != model.config.num_hidden_layers:
+        raise SystemExit(f"--world pretrained: the model has {model.config.num_hidden_layers} layers, not {n_layer}")
+    facts = sorted(CAPITALS.items())
+    hits = [first_answer_token_hits(model, capital_batches(tokenizer, facts, [t], size=32))
+            for t in range(len(PRETRAINED_TEMPLATES))]
+    known = [fact for fact, *hit in zip(facts, *hits, strict=True) if all(hit)]
+    unknown = [fact for fact, *hit in zip(facts, *hits, strict=True) if not any(hit)]
+    if len(known) < args.forget + args.retain or not unknown:
+        raise SystemExit(f"--world pretrained: {len(known)} capitals known and {len(unknown)} unknown, "
+                         f"{args.forget} + {args.retain} known asked")
+    rng = random.Random(seed)
+    known = rng.sample(known, len(known))
+    forget, retain = known[: args.forget], known[args.forget: args.forget + args.retain]
+    strangers = rng.sample(unknown, min(args.held_out, len(unknown)))
+    half = args.forget // 2
+    forget_b = capital_batches(tokenizer, forget, [0], size=len(forget))
+    retain_b = capital_batches(tokenizer, retain, range(len(PRETRAINED_TEMPLATES)), rng=rng)
+    _check_marking(forget_b, retain_b, args.specific_share)
+    measured = {"": capital_batches(tokenizer, forget[half:], [0]),
+                "_other_template": capital_batches(tokenizer, forget[half:], [1])}
+    extra = {"world": {"known": len(known), "unknown": len(unknown), "forget": [c for c, _ in forget],
+                       "held_out": [c for c, _ in strangers]}}
+    print(json.dumps({"seed": seed, "n_layer": n_layer, **extra}), flush=True)
+    return compare(model, forget_b, retain_b, capital_batches(tokenizer, strangers, [0], size=len(strangers)),
+                   capital_batches(tokenizer, forget[:half], [0]), measured, seed=seed, n_layer=n_layer, args=args,
+                   config={"specific_share": args.specific_share}, extra=extra)
+
+
+def _check_marking(forget_b: list[dict[str, Any]], retain_b: list[dict[str, Any]], share: float) -> None:
+    """The method marks the forget texts' answers against the retain batches it reads first: check that
+    it finds the answers the world marked (the measured sets are marked by construction)."""
+    probed = [dict(b) for b in forget_b]
+    mark_answers(probed, retain_b[: len(forget_b)], share)
+    if not all(torch.equal(a["answer_mask"], b["answer_mask"]) for a, b in zip(probed, forget_b, strict=True)):
+        raise ValueError("the localisation's record-specific positions are not the answers: adjust --specific-share")
 
 
 def pick_trial(trials: list[dict[str, Any]]) -> int:
@@ -377,40 +509,51 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
+TINY_DEFAULTS = {"layers": [2, 4], "lrs": [3e-4, 1e-3, 3e-3], "max_epochs": 60, "relearn_lr": 1e-3}
 WORLDS: dict[str, dict[str, Any]] = {
     "records": {"seed": one_seed, "tokenizer": byte_tokenizer,
-                "defaults": {"forget": 8, "retain": 16, "held_out": 8, "memorise_steps": 150}},
+                "defaults": {**TINY_DEFAULTS, "forget": 8, "retain": 16, "held_out": 8, "memorise_steps": 150}},
     "facts": {"seed": facts_seed, "tokenizer": word_tokenizer,
-              "defaults": {"forget": 16, "retain": 48, "held_out": 16, "memorise_steps": 1200}},
+              "defaults": {**TINY_DEFAULTS, "forget": 16, "retain": 48, "held_out": 16, "memorise_steps": 1200,
+                           "specific_share": 0.08}},
+    # The tokenizer is the model's own, loaded with it (pretrained_model).
+    "pretrained": {"seed": pretrained_seed, "tokenizer": lambda: None,
+                   "defaults": {"layers": [30], "lrs": [1e-5, 3e-5, 1e-4, 3e-4], "max_epochs": 15, "relearn_lr": 1e-5,
+                                "forget": 12, "retain": 24, "held_out": 16, "specific_share": 0.25}},
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--layers", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="the tiny models' layer counts: 2 4 [2 4; pretrained: its 30]")
     parser.add_argument("--world", choices=tuple(WORLDS), default="records",
                         help="records: over-fitted synthetic records (the defaults below); facts: people with "
                              "attributes stated through several templates, learnt as facts (--people, --width; "
-                             "defaults in brackets)")
-    parser.add_argument("--forget", type=int, default=None, help="records (people) forgotten: 8 [16]")
-    parser.add_argument("--retain", type=int, default=None, help="records (people) kept in the loss: 16 [48]")
-    parser.add_argument("--held-out", type=int, default=None, help="records (people) never trained: 8 [16]")
+                             "defaults in brackets); pretrained: country capitals SmolLM2-135M knows, no training "
+                             "(--cache-dir; defaults in braces)")
+    parser.add_argument("--forget", type=int, default=None, help="records (people, capitals) forgotten: 8 [16] {12}")
+    parser.add_argument("--retain", type=int, default=None, help="records (people, capitals) kept in the loss: 16 [48] {24}")
+    parser.add_argument("--held-out", type=int, default=None, help="records (people) never trained, capitals not known: 8 [16] {16}")
     parser.add_argument("--memorise-steps", type=int, default=None, help="training steps: 150 [1200]")
     parser.add_argument("--people", type=int, default=120, help="facts world: people the model knows")
     parser.add_argument("--width", type=int, default=128, help="facts world: the model's width")
-    parser.add_argument("--specific-share", type=float, default=0.08,
-                        help="facts world: the method's specific_share (each template makes a sixth to a ninth of "
-                             "the texts, under the default 0.25)")
-    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--cache-dir", default=None,
+                        help="pretrained world: SmolLM2's safetensors cache (default $DATA_DIR/models/...)")
+    parser.add_argument("--specific-share", type=float, default=None,
+                        help="facts and pretrained worlds: the method's specific_share, [0.08] (each template makes a "
+                             "sixth to a ninth of the texts, under the method's default 0.25) {0.25}")
+    parser.add_argument("--max-epochs", type=int, default=None, help="60 {15}")
     parser.add_argument("--protocol", choices=("stop_at_target", "full_budget"), default="stop_at_target",
                         help="stop_at_target: each run stops at the first epoch that reaches the answer target; "
                              "full_budget: every run trains all --max-epochs (the paper's 50 epochs), the rate "
                              "kept is the one that ends beyond the target with the lowest retain NLL")
     parser.add_argument("--relearn-steps", type=int, nargs="+", default=[5, 20])
-    parser.add_argument("--relearn-lr", type=float, default=1e-3)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
-                        help="learning rates tried per localisation (the one kept: pick_trial)")
+    parser.add_argument("--relearn-lr", type=float, default=None, help="1e-3 {1e-5}")
+    parser.add_argument("--lrs", type=float, nargs="+", default=None,
+                        help="learning rates tried per localisation (the one kept: pick_trial): 3e-4 1e-3 3e-3 "
+                             "{1e-5 3e-5 1e-4 3e-4}")
     parser.add_argument("--rate", nargs="+", default=[], metavar="LOCALISATION=LR",
                         help="one fixed rate for a localisation instead of the --lrs grid")
     args = parser.parse_args()
