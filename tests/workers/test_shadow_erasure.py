@@ -64,3 +64,25 @@ def test_erasing_a_requests_data_destroys_the_shadows_that_still_hold_it():
     assert _shadows_holding([record]) == [] and not artifact_store().exists(holding.sha256)
     assert StoredArtifact.objects.get(pk=holding.id).status == "purged"
     assert StoredArtifact.objects.filter(kind=ArtifactKind.SHADOW_MODEL, status="present").count() == 1
+
+
+def test_a_version_retrained_without_exclusions_still_keeps_its_records_out_of_new_shadows():
+    """The company's pipeline retrains into a run of its own that lacks the records (no exclusions are
+    recorded): its succeeded job's forget set keeps them out of the shadows replenished meanwhile."""
+    from models_registry.services import model_version_create
+    from workers.runners.shadow import shadow_keys
+
+    ds = factories.dataset()
+    factories.import_records(ds, [{"record_key": key, "content": key} for key in ("a", "b", "c")])
+    model = factories.registered_model(recipe="plain")
+    _, v1 = factories.trained_version(model, ds, [("a", 0, 0), ("b", 0, 0), ("c", 0, 0)])
+    assert shadow_keys(v1) == ["a", "b", "c"]
+    retrained = model_version_create(model=model, artifact_sha256="7" * 64, training_run=None, parent=v1)
+    erased = DataRecord.objects.get(dataset=ds, external_key="b")
+    job = job_create(kind="unlearn", registered_model=model, source_version=v1, method="external_retrain",
+                     forget_record_ids=[erased.id], enqueue=False)
+    assert shadow_keys(v1) == ["a", "b", "c"]  # not yet: the job has not made its version
+    Job.objects.filter(pk=job.pk).update(status="succeeded", result_version=retrained)
+    assert shadow_keys(v1) == ["a", "c"]
+    ModelVersion.objects.filter(pk=retrained.pk).update(status="purged")  # a destroyed result counts no more
+    assert shadow_keys(v1) == ["a", "b", "c"]

@@ -84,9 +84,15 @@ def shadow_keys(version: ModelVersion) -> list[str]:
     excludes its request's records, which stay active until the request's end erases them, and the
     unlearning chain from the root breaks at the versions each purge destroys, so the chain's head
     (``current_source``) alone missed them: a purge's replenishing job took in exactly the records
-    the purge was for (seen on the real stack)."""
-    excluded = ExcludedRecord.objects.filter(version__model=version.model).exclude(
-        version__status=VersionStatus.PURGED).values("record_id")
+    the purge was for (seen on the real stack). The records an unlearning job erased into a version not
+    purged count too: a version the company's pipeline retrained has a run of its own without them, not
+    exclusions (deletion.external_retrain)."""
+    excluded = set(ExcludedRecord.objects.filter(version__model=version.model).exclude(
+        version__status=VersionStatus.PURGED).values_list("record_id", flat=True))
+    for forgotten in (Job.objects.filter(kind="unlearn", registered_model=version.model, status="succeeded",
+                                         result_version__isnull=False)
+                      .exclude(result_version__status=VersionStatus.PURGED).values_list("forget_record_ids", flat=True)):
+        excluded.update(forgotten or [])
     return sorted(DataRecord.objects.filter(memberships__run=version.training_run, status="active")
                   .exclude(id__in=excluded).values_list("external_key", flat=True))
 
