@@ -61,6 +61,7 @@ from workers.unlearning.catalogue import (
     CONCEPT,
     LINEAR_PROBES_ONLY,
     METHOD_SPECS,
+    concept_not_a_persons_erasure,
 )
 
 CONCEPT_CLASS = "concept_erased"
@@ -87,10 +88,8 @@ def holds_against(method: str) -> str:
 
 def not_a_persons_erasure(method: str) -> str:
     """Why a concept erasure by ``method`` never counts as a person's erasure, naming what its guarantee
-    holds against (the catalogue's sentence for the class speaks of linear read-outs: LEACE's only)."""
-    return (f"concept erasure is not erasure of anyone's data: it stops read-outs of an attribute by "
-            f"{holds_against(method)}, and the records stay in the weights (choose an exact or approximate "
-            "method to erase a person)")
+    holds against (the catalogue's sentence for the class names LEACE's linear probes)."""
+    return concept_not_a_persons_erasure(holds_against(method))
 
 
 def beyond_linear_probes(method: str) -> bool:

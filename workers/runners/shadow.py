@@ -99,8 +99,9 @@ def shadow_keys(version: ModelVersion) -> list[str]:
 
 @contextmanager
 def _file_gone_if_refused(store, sha256: str):
-    """A shadow the registry refuses (a record it trained on was erased meanwhile: ImportRejected)
-    leaves no file behind: the file holds the record and no row would ever name it for a purge."""
+    """A shadow whose registration fails (the registry refuses it when a record it trained on was erased
+    meanwhile: ImportRejected) leaves no file behind: the file holds the records and no row would ever
+    name it for a purge."""
     try:
         yield
     except Exception:

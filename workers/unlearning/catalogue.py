@@ -24,16 +24,15 @@ GUARANTEE_CLASSES = ("exact", "dp_bounded", "approximate", "suppressed", "exact_
 # From the strongest promise to the weakest: a model derived from another promises at most what the
 # version it was re-derived from promises (weakest_guarantee).
 GUARANTEE_STRENGTH = ("exact", "exact_attested", "dp_bounded", "approximate", "suppressed", "concept_erased")
-# The classes that never count as erasure of a person's data, whatever their audit says, and why in the
-# plan's words (audits.checks.registry.audit_cannot_confirm): the weights still hold the data
-# (suppressed), or what was erased is an attribute, not anyone's records (concept_erased).
-NOT_A_PERSONS_ERASURE: dict[str, str] = {
-    "suppressed": ("suppression is not erasure: the weights keep the data, so the DPO decides whether to "
-                   "accept it (or choose an exact method)"),
-    "concept_erased": ("concept erasure is not erasure of anyone's data: it stops linear read-outs of an "
-                       "attribute, and the records stay in the weights (choose an exact or approximate method "
-                       "to erase a person)"),
-}
+
+
+def concept_not_a_persons_erasure(holds_against: str) -> str:
+    """Why a concept erasure never counts as a person's erasure, naming the probes its method's guarantee
+    holds against (``MethodSpec.holds_against``; deletion.concept_requests gives each method's)."""
+    return (f"concept erasure is not erasure of anyone's data: it stops read-outs of an attribute by "
+            f"{holds_against}, and the records stay in the weights (choose an exact or approximate method to "
+            "erase a person)")
+
 
 CLASSIFICATION = "classification"
 LANGUAGE_MODELING = "language_modeling"
@@ -52,6 +51,16 @@ CONCEPT = "concept"  # a model, batches of (keys, inputs, attribute labels) -> t
 # What LEACE's guarantee holds against; a concept method that holds beyond it is class-conditional (its
 # eraser needs each input's attribute at inference, and its non-linear probe decides too).
 LINEAR_PROBES_ONLY = "linear probes only"
+
+# The classes that never count as erasure of a person's data, whatever their audit says, and why in the
+# plan's words (audits.checks.registry.audit_cannot_confirm): the weights still hold the data
+# (suppressed), or what was erased is an attribute, not anyone's records (concept_erased).
+NOT_A_PERSONS_ERASURE: dict[str, str] = {
+    "suppressed": ("suppression is not erasure: the weights keep the data, so the DPO decides whether to "
+                   "accept it (or choose an exact method)"),
+    "concept_erased": concept_not_a_persons_erasure(LINEAR_PROBES_ONLY),  # the class's floor: LEACE's
+}
+
 REGRESSOR = "regressor"  # as CLASSIFIER, but the module predicts one real number per input (MSE-trained)
 # The task of the models a policy may name a method of each kind for; None: the planner picks
 # methods of that kind, never a policy.
