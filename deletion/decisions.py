@@ -47,6 +47,7 @@ from deletion.planning import (
     dp_bound_plan,
     equivalence_test_plan,
     estimated_cost,
+    exact_alternative,
     method_card,
     one_job_per_chain,
     plan_method,
@@ -107,7 +108,9 @@ def deletion_request_scope(*, request: DeletionRequest, actor) -> DeletionReques
         eraser = concept_eraser_plan(carried, method=method, record_ids=record_ids)
         # An eraser the step's versions serve that the chain's newest version (the job's start) already lacks.
         lost = None if carried else eraser_lost_on_the_chain([version, *chains[version.id]], record_ids=record_ids)
-        alternatives = alternatives + dp_alternatives + approximate
+        # Where the plan is not exact: the exact method an escalation would run, offered now.
+        exact = exact_alternative(version=version, method=method, guarantee_class=guarantee)
+        alternatives = alternatives + dp_alternatives + approximate + exact
         if eraser is not None:  # what each method the DPO may choose instead would do with the eraser
             alternatives = [{**alternative, "concept_eraser": concept_eraser_plan(
                 carried, method=alternative["method"], record_ids=record_ids)} for alternative in alternatives]

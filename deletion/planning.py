@@ -18,7 +18,7 @@ from deletion.models import (
     RequestStatus,
 )
 from models_registry import selectors
-from models_registry.models import ModelVersion, Task
+from models_registry.models import ModelVersion, Task, VersionStatus
 from workers.artifact_manifests import ArtifactError
 from workers.model_families.base import approximate_method_refusal
 from workers.models import Job, JobKind, JobStatus
@@ -250,6 +250,47 @@ def approximate_alternatives(*, version: ModelVersion, planned: str, record_ids:
                         "why": f"Another approximate method for this model. Applies to: {card['applies_to']}. "
                                f"Cost: {card['cost']}." + (f" Note: {shortfall}." if shortfall else "")})
     return offered, not_offered
+
+
+# The classes of a plan's step that get the exact method offered beside them at approval.
+OFFERS_EXACT_INSTEAD = ("approximate", "dp_bounded", "suppressed")
+
+
+def exact_alternative(*, version: ModelVersion, method: str, guarantee_class: str) -> list[dict]:
+    """For a step whose plan is not exact: the exact method an escalation would run, offered at
+    approval (the DPO who reads "expect INCONCLUSIVE" need not run the method, wait for its audit and
+    then escalate): the company's own pipeline where the model's policy declares an external retrain
+    that can serve now, else the platform's retrain. Nothing for a step that is exact or attested
+    already (or a concept erasure: no record to retrain without), a derived model (its method
+    re-derives it from its parent; it is not retrained on its own) or a purged version."""
+    spec = METHOD_SPECS.get(method) if method in METHOD_SPECS else None
+    if (guarantee_class not in OFFERS_EXACT_INSTEAD or (spec is not None and spec.rederives)
+            or version.status == VersionStatus.PURGED):
+        return []
+    from deletion.external_retrain import (
+        EXTERNAL_RETRAIN,
+        GUARANTEE_CLASS,
+        external_retrain_policy,
+        external_retrain_problem,
+    )
+
+    section = external_retrain_policy(version.model)
+    if method != EXTERNAL_RETRAIN and section and not external_retrain_problem(section, version.model.architecture or {}):
+        attested = section.get("attested_by") or "the company's ML team"
+        return [{"method": EXTERNAL_RETRAIN, "guarantee_class": GUARANTEE_CLASS, "audit_cannot_confirm": None,
+                 "estimated_seconds": None,
+                 "why": (f"Exact instead: the company's own pipeline retrains the model without the records (a signed "
+                         f"job goes to its webhook; {attested} attests the retrain) and uploads the new version, "
+                         f"which is audited like any result; what an escalation after a failed audit would run.")}]
+    if method == "retrain":
+        return []
+    card = method_card("retrain")
+    return [{**card, "audit_cannot_confirm": None,
+             "estimated_seconds": estimated_cost(model_id=version.model_id, method="retrain"),
+             "why": (f"Exact instead: retrain the model from scratch without the records; its audit rests on the "
+                     f"lineage and a replay, not on shadow models, so it confirms erasure where an approximate "
+                     f"method's audit may not. Cost: {card['cost']}; what an escalation after a failed audit "
+                     f"would run.")}]
 
 
 def policy_method_refused(*, version: ModelVersion, record_ids: list[int]) -> str | None:

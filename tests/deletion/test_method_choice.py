@@ -178,3 +178,68 @@ def test_the_models_own_minimum_of_out_shadows_counts(breast_cancer_model, monke
     said = shadow_evidence_shortfall(version=version, method="finetune")
     assert "needs 20 shadow models without each forgotten record" in said and "give each record 16" in said, said
     assert "at least 40 shadow models first" in said
+
+
+def test_an_approximate_step_offers_the_exact_method_an_escalation_would_run(breast_cancer_model, api_client_for,
+                                                                            client):
+    """A step whose audit cannot confirm erasure ("expect INCONCLUSIVE") offers the exact retrain at
+    approval: the DPO need not run the approximate method, wait for its audit and then escalate."""
+    import json
+
+    from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from foundation.ledger.models import LedgerEvent
+
+    dataset, model, version, by_label = breast_cancer_model
+    model.unlearning_policy = {"approximate_method": "finetune"}
+    model.save(update_fields=["unlearning_policy"])
+    request = _scoped(dataset, by_label[0][:1])
+    [step] = request.plan
+    assert (step["method"], step["guarantee_class"]) == ("finetune", "approximate")
+    assert "this audit cannot confirm erasure here" in step["audit_cannot_confirm"]  # and it says: choose an exact one
+    offered = {a["method"]: a for a in step["alternatives"]}
+    retrain = offered["retrain"]
+    assert (retrain["guarantee_class"], retrain["audit_cannot_confirm"]) == ("exact", None)
+    assert retrain["cost"] == "one more full training of the model" and retrain["why"].startswith("Exact instead")
+    assert "external_retrain" not in offered  # the model declares no pipeline of its own
+
+    call_command("setup_roles", stdout=io.StringIO())
+    bob = User.objects.create_user("bob", "bob@example.org", is_staff=True)
+    bob.groups.add(Group.objects.get(name="dpo"))
+    client.force_login(bob)
+    html = client.get(reverse("admin:deletion_deletionrequest_change", args=[request.pk])).content.decode()
+    assert '<option value="retrain">retrain (exact)</option>' in html
+
+    dpo = api_client_for("dpo", name="alice")
+    approved = dpo.post(f"/api/v1/deletion-requests/{request.public_id}/approve/",
+                        {"methods": [{"model_version_id": version.id, "method": "retrain"}]}, format="json")
+    assert approved.status_code == 200, approved.json()
+    outcome = request.outcomes.get()
+    assert (outcome.method, outcome.guarantee_class, outcome.job.method) == ("retrain", "exact", "retrain")
+    [chosen] = [e for e in map(json.loads, LedgerEvent.objects.values_list("payload", flat=True))
+                if e["type"] == "outcome.method_chosen"]
+    assert (chosen["data"]["planned"], chosen["data"]["chosen"]) == ("finetune", "retrain")
+
+
+def test_a_model_with_its_own_pipeline_is_offered_that_pipeline_as_the_exact_method(breast_cancer_model,
+                                                                                    api_client_for):
+    """Where the policy declares an external retrain for escalations, the approximate step offers it (the
+    escalation's method) instead of the platform's retrain; a section that cannot serve offers the retrain."""
+    dataset, model, version, by_label = breast_cancer_model
+    engineer = api_client_for("ml_engineer", name="company-pipeline")
+    hook = engineer.post("/api/v1/webhooks/", {"url": "http://127.0.0.1:9/retrain"}, format="json").json()
+    section = {"webhook": hook["id"], "attested_by": "ML platform team (J. Doe)", "use": "escalation"}
+    model.unlearning_policy = {"approximate_method": "finetune", "external_retrain": section}
+    model.save(update_fields=["unlearning_policy"])
+    [step] = _scoped(dataset, by_label[0][:1]).plan
+    offered = {a["method"]: a for a in step["alternatives"]}
+    assert offered["external_retrain"]["guarantee_class"] == "exact_attested" and "retrain" not in offered
+    assert "ML platform team (J. Doe) attests the retrain" in offered["external_retrain"]["why"]
+
+    model.unlearning_policy = {"approximate_method": "finetune", "external_retrain": {**section, "webhook": 999999}}
+    model.save(update_fields=["unlearning_policy"])
+    [step] = _scoped(dataset, by_label[0][1:2]).plan
+    assert {"retrain"} <= {a["method"] for a in step["alternatives"]} and not any(
+        a["method"] == "external_retrain" for a in step["alternatives"])
