@@ -22,7 +22,7 @@ from deletion.models import (
 )
 from deletion.notices import notice_send, recipients_notify
 from deletion.planning import request_end_state, request_scope, request_subjects
-from deletion.selectors import outcome_utility
+from deletion.selectors import outcome_deployment_warnings, outcome_utility
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
@@ -153,9 +153,11 @@ def announce(outcome: ModelOutcome) -> None:
                         model_version=outcome.model_version_id, verdict=outcome.verdict, decision=DECISIONS_OPEN)
     elif outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT:
         utility = outcome_utility(outcome)
+        # The same warnings the pending-deployments list gives (a coupling eraser's attribute need, ...).
         webhooks_notify(request=outcome.request, event="deployment.requested", audience="serving",
                         model=outcome.model_version.model.name, model_version=outcome.model_version_id,
                         new_version=outcome.new_version_id, verdict=outcome.verdict,
+                        warnings=outcome_deployment_warnings(outcome),
                         **({"utility": {k: utility[k] for k in ("verdict", "metric", "retain_ratio", "test_ratio",
                                                                 "min_ratio")}} if utility else {}))
 

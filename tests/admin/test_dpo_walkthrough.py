@@ -83,9 +83,19 @@ def test_the_serving_side_is_told_that_a_coupling_version_needs_the_attribute(ap
     new = model_version_create(model=outcome.model_version.model, artifact_sha256="9" * 64, training_run=None,
                                parent=outcome.model_version)
     ModelOutcome.objects.filter(pk=outcome.pk).update(status="awaiting_deployment", new_version=new, verdict="PASS")
-    [pending] = api_client_for("ml_engineer").get("/api/v1/deployments/pending/").json()
+    serving = api_client_for("ml_engineer")
+    [pending] = serving.get("/api/v1/deployments/pending/").json()
     assert any("serving needs the attribute 'digit parity' of every input at inference" in w
                for w in pending["warnings"]), pending["warnings"]
+    # The serving side's webhook says it too (its deployment.requested carries the same warnings).
+    from deletion.models import WebhookDelivery
+    from deletion.workflow import announce
+
+    made = serving.post("/api/v1/webhooks/", {"url": "https://serving.example.org/hook"}, format="json")
+    assert made.status_code == 201, made.json()
+    announce(ModelOutcome.objects.select_related("request").get(pk=outcome.pk))
+    [hook] = WebhookDelivery.objects.filter(event__event="deployment.requested")
+    assert hook.event["warnings"] == pending["warnings"]
 
 
 def test_the_first_page_warns_when_a_passed_version_fell_below_its_utility_bar(tmp_path):
