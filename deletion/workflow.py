@@ -26,12 +26,17 @@ from deletion.selectors import outcome_deployment_warnings, outcome_utility
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
-from models_registry.models import ModelVersion, VersionStatus
-from models_registry.selectors import current_source, unlearning_path
+from models_registry.models import DataRecord, ModelVersion, RecordStatus, VersionStatus
+from models_registry.selectors import artifacts_holding, current_source, unlearning_path
 from models_registry.services import identifiers_suppress
 from workers.jobs import job_create
 from workers.models import Job, JobKind, JobStatus
-from workers.purge import request_data_erase, version_purge
+from workers.purge import (
+    request_data_erase,
+    shadow_models_holding,
+    shadow_models_purge,
+    version_purge,
+)
 from workers.unlearning.catalogue import counts_as_erasure
 
 
@@ -264,6 +269,30 @@ def _erase_request_data(request: DeletionRequest) -> None:
                   records=len(to_erase), dataset_files_purged=[p["sha256"] for p in erased["purged"]],
                   shadow_models_purged=[{"sha256": p["sha256"], "label": p["label"]} for p in erased["shadow_models"]],
                   shadow_replenish_jobs=replenished, source_still_holds=erased["source_still_holds"])
+
+
+@transaction.atomic
+def erased_shadows_purge(*, actor: str, dry_run: bool = False) -> dict:
+    """Shadow models that still hold records already erased: a data folder from before request erasures
+    destroyed them (before d0bf208, a purge's replacement shadows could train on another request's
+    records while they were still active) holds such shadows, and an audit that reruns a method on
+    them fails (``KeyError: record key(s) not in this dataset``). They are destroyed like the request's
+    erasure destroys them, their sets replenished from what each lineage holds now, and the ledger says
+    so. ``dry_run``: list them only. Returns ``{"erased_records", "shadow_models": [{sha256, label}],
+    "purged": bool, "replenish_jobs": [job ids]}``."""
+    erased = list(DataRecord.objects.filter(status=RecordStatus.ERASED).values_list("id", flat=True))
+    shadows = shadow_models_holding(artifacts_holding(record_ids=erased))
+    found = {"erased_records": len(erased), "shadow_models": [{"sha256": a.sha256, "label": a.label} for a in shadows],
+             "purged": False, "replenish_jobs": []}
+    if dry_run or not shadows:
+        return found
+    purged, roots = shadow_models_purge(shadows)
+    replenished = [shadow_models_replenish(version=version)
+                   for version in ModelVersion.objects.filter(id__in=roots).order_by("id")]
+    ledger_append(event_type="shadow_models.purged", actor=actor, reason="they held records already erased",
+                  shadow_models_purged=[{"sha256": p["sha256"], "label": p["label"]} for p in purged],
+                  shadow_replenish_jobs=replenished)
+    return {**found, "purged": True, "replenish_jobs": replenished}
 
 
 def run_report_job(job: Job, progress) -> dict:

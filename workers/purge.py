@@ -136,6 +136,20 @@ def model_version_rollback(*, version: ModelVersion) -> ModelVersion:
     return version
 
 
+def shadow_models_holding(holding: list) -> list[StoredArtifact]:
+    """The shadow models among ``holding`` (artifact refs, selectors.artifacts_holding), as rows."""
+    return list(StoredArtifact.objects.filter(id__in=[a.id for a in holding if a.kind == ArtifactKind.SHADOW_MODEL])
+                .select_related("training_run").order_by("id"))
+
+
+def shadow_models_purge(shadows: list[StoredArtifact]) -> tuple[list[dict], list[int]]:
+    """Destroy ``shadows`` (:func:`_purge_rows`). Returns the purged entries and the ids of the versions
+    whose shadow sets lost them (their roots, ``shadow_of``: the caller replenishes those sets)."""
+    roots = sorted({int(a.training_run.config["shadow_of"]) for a in shadows
+                    if a.training_run_id and "shadow_of" in a.training_run.config})
+    return _purge_rows(artifact_store(), shadows), roots
+
+
 @transaction.atomic
 def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) -> dict:
     """Mark the records erased, put them and the subject on the suppression list, and rewrite the
@@ -151,11 +165,7 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
     records = list(DataRecord.objects.filter(id__in=record_ids).select_related("dataset"))
     holding = selectors.artifacts_holding(record_ids=record_ids)
     caches = [a for a in holding if a.kind == ArtifactKind.DATASET_CACHE]
-    shadows = list(StoredArtifact.objects.filter(id__in=[a.id for a in holding if a.kind == ArtifactKind.SHADOW_MODEL])
-                   .select_related("training_run").order_by("id"))
-    shadow_roots = sorted({int(a.training_run.config["shadow_of"]) for a in shadows
-                           if a.training_run_id and "shadow_of" in a.training_run.config})
-    shadows_purged = _purge_rows(artifact_store(), shadows)
+    shadows_purged, shadow_roots = shadow_models_purge(shadow_models_holding(holding))
     purged = []
     still_held = []
     by_dataset: dict[int, list[str]] = {}
