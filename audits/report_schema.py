@@ -54,7 +54,10 @@ nothing the data do not. Field by field (``?`` marks a key that may be left out)
     ``language_model`` as above, ``purged_artifacts`` as in ``scope``.
 
   - ``risk_acceptance`` (only when erasure was not confirmed and the residual risk accepted):
-    ``{reason, proposed_by, proposed_at, confirmed_by, confirmed_at}``: two DPO users.
+    ``{reason, proposed_by, proposed_at, confirmed_by, confirmed_at, proposed_by_person?,
+    confirmed_by_person?}``: two DPO users. ``*_by`` is the path each took (``user:alice``, or
+    ``user:alice via api:console(dpo)`` for a token bound to its user); ``*_by_person`` the person
+    (``user:alice``), two different ones; reports made before tokens named people have no persons.
   - ``attestation`` (only for a version the company's own pipeline retrained, class
     ``exact_attested``): ``{attested_by, pipeline, job_sent, uploaded, records_declared,
     request_records_checked, erased_before_checked, erased_found, reference_models, statement}``:
@@ -317,6 +320,8 @@ class RiskAcceptance(TypedDict):
     proposed_at: Timestamp
     confirmed_by: Text
     confirmed_at: Timestamp
+    proposed_by_person: NotRequired[Text]  # reports since 2026-12-07 (two people, not two API tokens)
+    confirmed_by_person: NotRequired[Text]
 
 
 class Attestation(TypedDict):

@@ -84,13 +84,24 @@ def byo_stack(*, name: str, port: int) -> Iterator[Clients]:
         _wait_http(f"http://127.0.0.1:{port}")
         sessions = []
         for role, user in (("ml_engineer", f"{name}-engineer"), ("dpo", f"{name}-alice"), ("dpo", f"{name}-bob")):
-            _, token = api_token_create(name=user, role=role)
+            # The DPOs' tokens are bound to two DPO users: accepting a residual risk takes two people.
+            holder = _role_user(user, role) if role == "dpo" else None
+            _, token = api_token_create(name=user, role=role, user=holder)
             session = requests.Session()
             session.headers["Authorization"] = f"Bearer {token}"
             sessions.append(session)
         yield Clients(api=f"http://127.0.0.1:{port}/api/v1", engineer=sessions[0], dpos=(sessions[1], sessions[2]))
     finally:
         stop_stack(*stack)
+
+
+def _role_user(username: str, role: str) -> str:
+    """A staff user ``username`` in ``role``'s group (made where there is none): the person a token is bound to."""
+    from django.contrib.auth.models import Group, User
+
+    user, _ = User.objects.get_or_create(username=username, defaults={"is_staff": True})
+    user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return username
 
 
 def jobs_settled(timeout_s: float = 600) -> float:
@@ -190,7 +201,8 @@ def erasure_to_signed_report(clients: Clients, model: CompanyModel, timeout_s: f
                 for dpo in (alice, bob):
                     dpo.post(f"{base}{request_id}/accept-risk/", json={
                         "model_version_id": outcome["model_version_id"],
-                        "reason": f"{outcome['verdict']} {outcome['guarantee_class']} result; benchmark"}, timeout=60)
+                        "reason": f"{outcome['verdict']} {outcome['guarantee_class']} result; benchmark"},
+                        timeout=60).raise_for_status()
             if outcome["status"] == "awaiting_deployment":
                 clients.engineer.post(f"{base}{request_id}/confirm-deployment/",
                                       json={"new_version_id": outcome["new_version_id"]}, timeout=60)

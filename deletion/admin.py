@@ -408,9 +408,9 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "can_confirm": can_act and not ended and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,
             "can_escalate": can_act and not ended and outcome.status in decisions.DECIDABLE,
-            # One DPO user records the acceptance and its reason; another one confirms it.
+            # One DPO user records the acceptance and its reason; another person confirms it.
             "can_accept_risk": can_act and not ended and outcome.status in decisions.DECIDABLE
-            and outcome.risk_acceptance.get("proposed_by") != decisions.actor_name(request.user),
+            and decisions.risk_acceptance_proposer(outcome.risk_acceptance) != decisions.actor_person(request.user),
         } for outcome in outcomes]
         grounds = dict(RejectionGround.choices)
         tone, deadline_text = deadline_badge(target)

@@ -106,8 +106,10 @@ class OutcomeOut(serializers.Serializer):
                   "sanity-check flag found in the kept data (an exact copy, or a near-duplicate in the model's "
                   "representation); the DPO may add them to the scope with a new request")
     risk_acceptance = serializers.JSONField(
-        help_text="{reason, proposed_by, proposed_at, confirmed_by?, confirmed_at?}: the residual risk of a "
-                  "result that did not pass, accepted by two DPO users ({} when none)")
+        help_text="{reason, proposed_by, proposed_by_person, proposed_at, confirmed_by?, confirmed_by_person?, "
+                  "confirmed_at?}: the residual risk of a result that did not pass, accepted by two DPO users, two "
+                  "different people ({} when none); *_by is the path (user:alice, or user:alice via api:<token>(dpo)), "
+                  "*_by_person the person (absent in acceptances recorded before tokens named their users)")
     external_retrain = serializers.SerializerMethodField(
         help_text="{id, status, attested_by, sent_at, expires_at, uploaded_at, new_version_id, membership_check, "
                   "refusal, ...}: the latest job sent to the company's own pipeline for this outcome (null when none)")
@@ -415,7 +417,9 @@ def _accept_risk(target, actor, data):
                                          reason=data["reason"])
 
 
-# POST twice, by two DPO users: the first records the acceptance and its reason, the second confirms.
+# POST twice, by two DPO users: the first records the acceptance and its reason, the second confirms. Two
+# people: a token bound to no user is refused (403 person_required), the same person twice is a 409
+# (second_dpo_required), whether through the admin or a token bound to them.
 AcceptRiskApi = _action(AcceptRiskIn, _accept_risk)
 ApproveApi = _action(ApproveIn, _approve)
 RejectApi = _action(RejectIn, _reject)

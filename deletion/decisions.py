@@ -59,9 +59,9 @@ from deletion.planning import (
     shadow_evidence_shortfall,
     utility_bar_plan,
 )
-from deletion.transitions import S, actor_name, transition
+from deletion.transitions import S, actor_name, actor_person, transition
 from deletion.workflow import REQUEST_FAILED_NEXT, advance, announce
-from foundation.errors import Conflict, NotFound, ValidationFailed
+from foundation.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from foundation.ledger.services import ledger_append
 from models_registry.models import ModelVersion, VersionStatus
 from workers.jobs import job_cancel, job_create, versions_audited, versions_held
@@ -359,27 +359,42 @@ DECIDABLE = (OutcomeStatus.AUDIT_FAILED, OutcomeStatus.AWAITING_DECISION)
 def outcome_risk_accept(*, request: DeletionRequest, actor, model_version_id: int, reason: str) -> DeletionRequest:
     """Accept the residual risk of a result whose audit did not pass: erasure is not confirmed for
     this model, and the request will end CLOSED_RISK_ACCEPTED, never COMPLETED. Two DPO users
-    decide: the first call records the acceptance with its reason, a second call by another user
-    confirms it. Confirmed, the older copies that still hold the records are purged (they waited
-    for this decision) and the new version goes to the serving side like a passed one."""
+    decide: the first call records the acceptance with its reason, a second call by another person
+    confirms it. People are counted, not paths (deletion.transitions.actor_person): a user in the
+    admin and an API token bound to that user are one person, and a token bound to no one
+    (PermissionDenied, ``person_required``) takes no part. Confirmed, the older copies that still
+    hold the records are purged (they waited for this decision) and the new version goes to the
+    serving side like a passed one."""
+    who, now = actor_name(actor), timezone.now().isoformat()
+    person = actor_person(actor)
+    if person is None:
+        raise PermissionDenied(
+            f"{who} is bound to no person, and accepting a residual risk takes two DPO users (people, not API "
+            "tokens): decide in the admin as your DPO user, or with a token bound to you (python manage.py "
+            "create_api_token --role dpo --name <name> --user <your username>)",
+            code="person_required", details={"actor": who})
     outcome = _outcome_locked(request, model_version_id=model_version_id)
     if outcome.status not in DECIDABLE:
         raise Conflict(f"only the risk of an audit that did not pass can be accepted (this outcome is "
                        f"{outcome.status})", code="illegal_transition")
-    who, now = actor_name(actor), timezone.now().isoformat()
     accepted = dict(outcome.risk_acceptance)
-    if not accepted:
+    proposer = risk_acceptance_proposer(accepted)
+    if proposer is None:  # nothing proposed yet, or only by a token of no one (before tokens named people)
         if not reason.strip():
             raise ValidationFailed("a reason is required", field="reason")
-        outcome.risk_acceptance = {"reason": reason.strip(), "proposed_by": who, "proposed_at": now}
+        replaced = {"replaces_proposal_by": accepted["proposed_by"]} if accepted else {}
+        outcome.risk_acceptance = {"reason": reason.strip(), "proposed_by": who, "proposed_by_person": person,
+                                   "proposed_at": now}
         outcome.save(update_fields=["risk_acceptance"])
         ledger_append(event_type="outcome.risk_acceptance_proposed", actor=who, request=str(request.public_id),
-                      model_version=model_version_id, verdict=outcome.verdict, reason=reason.strip())
+                      model_version=model_version_id, verdict=outcome.verdict, reason=reason.strip(), person=person,
+                      **replaced)
         return request
-    if accepted["proposed_by"] == who:
-        raise Conflict(f"{who} proposed accepting this risk; a second DPO user must confirm it",
-                       code="second_dpo_required")
-    accepted.update(confirmed_by=who, confirmed_at=now)
+    if proposer == person:
+        paths = "" if who == accepted["proposed_by"] else f" (as {accepted['proposed_by']}, now as {who}: one person)"
+        raise Conflict(f"{person} proposed accepting this risk{paths}; a second DPO user must confirm it",
+                       code="second_dpo_required", details={"person": person})
+    accepted.update(proposed_by_person=proposer, confirmed_by=who, confirmed_by_person=person, confirmed_at=now)
     outcome.risk_acceptance = accepted
     purge = {}
     if outcome.new_version is not None:
@@ -393,10 +408,23 @@ def outcome_risk_accept(*, request: DeletionRequest, actor, model_version_id: in
     outcome.save(update_fields=["risk_acceptance", "audit", "status"])
     ledger_append(event_type="outcome.risk_accepted", actor=who, request=str(request.public_id),
                   model_version=model_version_id, verdict=outcome.verdict, reason=accepted["reason"],
-                  proposed_by=accepted["proposed_by"], confirmed_by=who,
+                  proposed_by=accepted["proposed_by"], confirmed_by=who, proposed_by_person=proposer,
+                  confirmed_by_person=person,
                   artifacts_purged=[p["sha256"] for p in purge.get("purged", [])])
     announce(outcome)
     return _advanced(request)
+
+
+def risk_acceptance_proposer(accepted: dict) -> str | None:
+    """The person who proposed a risk acceptance, or None when nothing was proposed or the proposal
+    names no one. Proposals recorded before people were stored name theirs only in the actor:
+    ``user:<username>`` is a person, an API token's name (``api:...``) is nobody."""
+    if not accepted:
+        return None
+    if "proposed_by_person" in accepted:
+        return accepted["proposed_by_person"]
+    proposed_by = accepted.get("proposed_by", "")
+    return proposed_by if proposed_by.startswith("user:") else None
 
 
 @transaction.atomic

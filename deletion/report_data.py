@@ -343,8 +343,10 @@ def _model_entry(outcome) -> dict:
     if outcome.attempts:
         entry["earlier_attempts"] = [_attempt_entry(a) for a in outcome.attempts]
     if outcome.risk_acceptance.get("confirmed_by"):
+        # The people who decided, where stored (not in acceptances recorded before tokens named them).
         entry["risk_acceptance"] = {key: str(outcome.risk_acceptance[key]) for key in (
-            "reason", "proposed_by", "proposed_at", "confirmed_by", "confirmed_at")}
+            "reason", "proposed_by", "proposed_at", "confirmed_by", "confirmed_at",
+            "proposed_by_person", "confirmed_by_person") if key in outcome.risk_acceptance}
     attestation = attestation_entry(outcome, verdict["verdict"])
     if attestation:
         entry["attestation"] = attestation

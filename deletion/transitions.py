@@ -21,10 +21,26 @@ S = RequestStatus
 
 
 def actor_name(client) -> str:
+    """Who acted and by which path, as the ledger records it: ``platform``; ``user:<username>`` (the
+    admin, or a username given by code); ``api:<token name>(<role>)`` for a service client's token;
+    ``user:<username> via api:<token name>(<role>)`` for a token bound to its user."""
     if client is None:
         return "platform"
     if isinstance(client, ApiToken):
-        return f"api:{client.name}({client.role})"
+        token = f"api:{client.name}({client.role})"
+        return f"user:{client.user.get_username()} via {token}" if client.user_id else token
+    return f"user:{getattr(client, 'username', client)}"
+
+
+def actor_person(client) -> str | None:
+    """The person behind an actor, as ``user:<username>``: a user is themself, a token bound to a
+    user is that user (the admin and that token are one person); a token bound to no one (a
+    service client) and the platform are nobody (None). Rules that need distinct people compare
+    this, never :func:`actor_name`."""
+    if client is None:
+        return None
+    if isinstance(client, ApiToken):
+        return f"user:{client.user.get_username()}" if client.user_id else None
     return f"user:{getattr(client, 'username', client)}"
 
 

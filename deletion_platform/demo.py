@@ -272,11 +272,10 @@ def _run(args, port: int, started_demo: float) -> int:
 
     say("\n== 4. API clients")
     _, intake_token = api_token_create(name="web-form", role="intake")
-    _, dpo_token = api_token_create(name="dpo-console", role="dpo")
-    _, second_dpo_token = api_token_create(name="dpo-second", role="dpo")
+    dpo_token, second_dpo_token = dpo_tokens()
     _, serving_token = api_token_create(name="serving-side", role="ml_engineer")
-    say("  tokens created for: web-form (intake), dpo-console and dpo-second (two DPO users: accepting a "
-        "residual risk takes both), serving-side (ml_engineer)")
+    say("  tokens created for: web-form (intake), dpo-console and dpo-second (held by the DPO users dpo and "
+        "dpo2: accepting a residual risk takes two people), serving-side (ml_engineer)")
     student = _distil_student(base, serving_token, parent=versions[bc_model.name], dataset=datasets["breast_cancer"],
                               run_id=run_id)
 
@@ -364,10 +363,10 @@ def _run(args, port: int, started_demo: float) -> int:
             ok = ok and ended == state["status"]
         ok = ok and state["status"] in ("COMPLETED", "CLOSED_RISK_ACCEPTED")
 
-    password = _dpo_login()
+    logins = ", ".join(f"{username} / {_dpo_login(username)}" for _, username in DPO_CONSOLES)
     say(f"\n== Done in {time.perf_counter() - started_demo:.0f} s. {'Every request ended as its evidence supports, its report says so, and every PDF verifies.' if ok else 'SOMETHING FAILED (see above).'}")
     say("  Browse: make serve, then http://127.0.0.1:8000/admin/ "
-        f"(DPO login: dpo / {password}); API docs at /api/docs/")
+        f"(DPO logins: {logins}); API docs at /api/docs/")
     return 0 if ok else 1
 
 
@@ -548,12 +547,30 @@ def _wait_http(base: str, timeout: float = 60) -> None:
             time.sleep(0.3)
 
 
-def _dpo_login() -> str:
-    """A staff user 'dpo' in the dpo group; its password is generated once and kept under DATA_DIR."""
+# The DPO consoles' API tokens and the DPO users who hold them: accepting a residual risk takes two
+# people, and the platform counts the user a token is bound to, never the token.
+DPO_CONSOLES = (("dpo-console", "dpo"), ("dpo-second", "dpo2"))
+
+
+def dpo_tokens() -> tuple[str, ...]:
+    """One API token per DPO console, each bound to its own DPO user (a login made by
+    :func:`_dpo_login`). Returns the tokens, in DPO_CONSOLES' order."""
+    from foundation.access.authentication import api_token_create
+
+    tokens = []
+    for token_name, username in DPO_CONSOLES:
+        _dpo_login(username)
+        tokens.append(api_token_create(name=token_name, role="dpo", user=username)[1])
+    return tuple(tokens)
+
+
+def _dpo_login(username: str = "dpo") -> str:
+    """A staff user ``username`` in the dpo group; its password is generated once and kept under
+    DATA_DIR (secrets/<username>_password)."""
     from django.conf import settings
     from django.contrib.auth.models import Group, User
 
-    path = Path(settings.DATA_DIR) / "secrets" / "dpo_password"
+    path = Path(settings.DATA_DIR) / "secrets" / f"{username}_password"
     if path.exists():
         password = path.read_text().strip()
     else:
@@ -561,8 +578,8 @@ def _dpo_login() -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(password)
         path.chmod(0o600)
-    user, _ = User.objects.get_or_create(username="dpo", defaults={"is_staff": True})
-    user.is_staff = True
+    user, _ = User.objects.get_or_create(username=username, defaults={"is_staff": True})
+    user.is_staff = user.is_active = True
     user.set_password(password)
     user.save()
     group, _ = Group.objects.get_or_create(name="dpo")

@@ -27,11 +27,13 @@ import time
 import uuid
 
 from deletion_platform.demo import (
+    DPO_CONSOLES,
     _dpo_login,
     _follow,
     _free_port,
     _version_number,
     _wait_http,
+    dpo_tokens,
     prepare_platform,
     say,
     start_stack,
@@ -137,10 +139,10 @@ def _run(args, port: int, started: float) -> int:
 
     say("\n== 4. API clients")
     _, intake_token = api_token_create(name="web-form", role="intake")
-    _, dpo_token = api_token_create(name="dpo-console", role="dpo")
-    _, second_dpo_token = api_token_create(name="dpo-second", role="dpo")
+    dpo_token, second_dpo_token = dpo_tokens()
     _, serving_token = api_token_create(name="serving-side", role="ml_engineer")
-    say("  tokens created for: web-form (intake), dpo-console and dpo-second (dpo), serving-side (ml_engineer)")
+    say("  tokens created for: web-form (intake), dpo-console and dpo-second (dpo, held by the DPO users dpo and "
+        "dpo2), serving-side (ml_engineer)")
 
     person = _person_in_every_model(dataset, set.intersection(*member_sets))
     say(f"\n== 5. A deletion request over HTTP for a person with {person['records']} record(s) in the models")
@@ -184,11 +186,11 @@ def _run(args, port: int, started: float) -> int:
         ended = report.json.get("end_state", {}).get("status")
         say(f"  report's first page: {ended}")
         ok = ok and not problems and ended == state["status"]
-    password = _dpo_login()
+    logins = ", ".join(f"{username} / {_dpo_login(username)}" for _, username in DPO_CONSOLES)
     say(f"\n== Done in {time.perf_counter() - started:.0f} s. "
         + ("The request ended as its evidence supports, its report says so, and its PDF verifies." if ok
            else "SOMETHING FAILED (see above)."))
-    say(f"  Browse: make serve, then http://127.0.0.1:8000/admin/ (DPO login: dpo / {password})")
+    say(f"  Browse: make serve, then http://127.0.0.1:8000/admin/ (DPO logins: {logins})")
     return 0 if ok else 1
 
 

@@ -44,11 +44,12 @@ def platform_arguments(parser: argparse.ArgumentParser, *, second_dpo: bool = Fa
                         help="the platform (PLATFORM_URL)")
     parser.add_argument("--engineer-token", default=env("PLATFORM_ENGINEER_TOKEN"),
                         help="an ml_engineer API token (PLATFORM_ENGINEER_TOKEN)")
-    parser.add_argument("--dpo-token", default=env("PLATFORM_DPO_TOKEN"), help="a dpo API token (PLATFORM_DPO_TOKEN)")
+    parser.add_argument("--dpo-token", default=env("PLATFORM_DPO_TOKEN"),
+                        help="a dpo API token (PLATFORM_DPO_TOKEN), bound to its DPO user where it accepts a risk")
     if second_dpo:
         parser.add_argument("--second-dpo-token", default=env("PLATFORM_SECOND_DPO_TOKEN"),
                             help="a second DPO user's token (PLATFORM_SECOND_DPO_TOKEN): accepting a residual "
-                                 "risk takes two")
+                                 "risk takes two people, so each token is bound to its own DPO user")
     parser.add_argument("--small", action="store_true", help="tiny data and models (seconds, for tests)")
     parser.add_argument("--out", type=Path, default=Path("example-output"), help="where the signed report is saved")
     parser.add_argument("--tag", default=uuid.uuid4().hex[:6], help="suffix of this run's names (default: random)")
@@ -59,7 +60,8 @@ def required_tokens(parser: argparse.ArgumentParser, args: argparse.Namespace) -
                if hasattr(args, name) and not getattr(args, name)]
     if missing:
         parser.error("missing API token(s): " + ", ".join("--" + name.replace("_", "-") for name in missing)
-                     + " (python manage.py create_api_token --role ml_engineer|dpo --name ...)")
+                     + " (python manage.py create_api_token --role ml_engineer|dpo --name ...; a DPO's token "
+                       "--user <their username>)")
 
 
 def job_done(client: PlatformClient, job: dict, *, poll: float = 0.5, timeout: float = 1800) -> dict:
@@ -87,7 +89,8 @@ class Ending:
 
 class ErasureDesk:
     """The DPO's console and the serving side, each with its own API token. ``second_dpo_token``: a
-    second DPO user, needed only to accept a residual risk (two users must)."""
+    second DPO user's, needed only to accept a residual risk (two people must: the platform counts
+    the users the two tokens are bound to, and refuses a token bound to no one)."""
 
     def __init__(self, url: str, *, dpo_token: str, serving_token: str, second_dpo_token: str | None = None,
                  poll: float = 0.5) -> None:
@@ -176,7 +179,8 @@ class ErasureDesk:
         body = {"model_version_id": outcome["model_version_id"]}
         if outcome["verdict"] == "INCONCLUSIVE" and risk_reason:
             if self.second_dpo is None:
-                raise SystemExit("accepting a residual risk takes two DPO users: give a second DPO token")
+                raise SystemExit("accepting a residual risk takes two DPO users: give a second DPO token, "
+                                 "bound to another DPO user than the first")
             accepted = outcome["risk_acceptance"]
             if not accepted.get("proposed_by"):
                 say(f"  two DPO users accept the residual risk on {outcome['model']}: {risk_reason}")

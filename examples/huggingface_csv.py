@@ -6,6 +6,9 @@ the Trainer drew; then one customer asks to be erased.
     python examples/huggingface_csv.py --url http://127.0.0.1:8000 --csv tickets.csv \\
         --engineer-token "$ENGINEER" --dpo-token "$DPO" --second-dpo-token "$DPO2"
 
+(``$DPO`` and ``$DPO2``: tokens bound to two different DPO users, ``create_api_token --user``: the
+fine-tuned result's residual risk is accepted by two people, which two tokens of one person are not.)
+
 The data: synthetic support tickets (billing or delivery) written by synthetic customers, their
 e-mail addresses and customer numbers in the text, written to ``--csv``. The model: a two-layer
 BERT-style classifier from a config, with a WordPiece tokenizer trained on the tickets (nothing is

@@ -40,13 +40,19 @@ def _isolated_stores(request, tmp_path):
 
 @pytest.fixture
 def api_client_for(db):
-    """``api_client_for("dpo")`` -> an APIClient authenticated with a fresh token of that role."""
+    """``api_client_for("dpo")`` -> an APIClient authenticated with a fresh token of that role, a
+    service client's (bound to no one). ``user="alice"``: the token is bound to that user (created,
+    active and in the role's staff group, where there is none), the person decisions count; its
+    name is then the user's unless ``name`` is given."""
     from rest_framework.test import APIClient
 
     from foundation.access.authentication import api_token_create
+    from tests.factories import staff_user
 
-    def make(role: str, name: str | None = None) -> APIClient:
-        _, token = api_token_create(name=name or f"{role}-client", role=role)
+    def make(role: str, name: str | None = None, *, user: str | None = None) -> APIClient:
+        if user is not None:
+            staff_user(user, role=role)
+        _, token = api_token_create(name=name or user or f"{role}-client", role=role, user=user)
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         client.token_value = token

@@ -57,3 +57,14 @@ def trained_version(model: RegisteredModel, ds: Dataset, keys_with_shards: list[
         model=model, artifact_sha256="0" * 64, training_run=run, status=status
     )
     return run, version
+
+
+def staff_user(username: str, *, role: str):
+    """The user ``username`` (created where there is none: staff, in ``role``'s group where the
+    role has one): a person, e.g. one an API token is bound to."""
+    from django.contrib.auth.models import Group, User
+
+    user, _ = User.objects.get_or_create(username=username, defaults={"is_staff": True})
+    if role in ("dpo", "ml_engineer", "auditor"):
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user

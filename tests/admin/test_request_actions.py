@@ -384,6 +384,39 @@ def test_two_dpo_users_accept_a_residual_risk_on_the_request_page(client_for, ca
     assert "residual risk accepted by user:alice and user:dora" in second.get(page_url(request)).content.decode()
 
 
+def test_a_dpo_in_the_admin_and_her_own_api_token_are_one_person(client_for, cast, trained, api_client_for):
+    """The walkthrough's gap: alice proposed in the admin and confirmed with a DPO token. A token
+    bound to alice is alice: refused; a token bound to another DPO user confirms."""
+    request = make_request()
+    alice = client_for("alice")
+    post(alice, request, "approve")
+    finish_job(request.outcomes.get(), trained, verdict="INCONCLUSIVE")
+    version_id = trained["version"].id
+    post(alice, request, "accept_risk", {"model_version_id": version_id, "reason": "too costly"})
+    url = f"/api/v1/deletion-requests/{request.public_id}/accept-risk/"
+    own_token = api_client_for("dpo", name="dpo-console", user="alice")
+    refused = own_token.post(url, {"model_version_id": version_id}, format="json")
+    assert refused.status_code == 409, refused.content
+    assert refused.json()["error"]["code"] == "second_dpo_required"
+    assert refused.json()["error"]["message"].startswith(
+        "user:alice proposed accepting this risk (as user:alice, now as user:alice via api:dpo-console(dpo): one person)")
+    assert request.outcomes.get().status == "awaiting_decision"
+    # A token held by nobody is no second DPO either.
+    unbound = api_client_for("dpo", name="dpo-second").post(url, {"model_version_id": version_id}, format="json")
+    assert unbound.status_code == 403 and unbound.json()["error"]["code"] == "person_required"
+
+    dora_token = api_client_for("dpo", name="dpo-second", user="dora")
+    assert dora_token.post(url, {"model_version_id": version_id}, format="json").status_code == 200
+    outcome = request.outcomes.get()
+    assert outcome.status == "awaiting_deployment"
+    assert (outcome.risk_acceptance["proposed_by_person"], outcome.risk_acceptance["confirmed_by_person"]) == (
+        "user:alice", "user:dora")
+    assert ("residual risk accepted by user:alice and user:dora via api:dpo-second(dpo)"
+            in alice.get(page_url(request)).content.decode())
+    accepted = LedgerEvent.objects.get(request_ref=request.public_id, payload__contains='"outcome.risk_accepted"')
+    assert json.loads(accepted.payload)["data"]["confirmed_by_person"] == "user:dora"
+
+
 def test_the_page_states_the_utility_bar_and_a_passed_version_below_it(client_for, trained, monkeypatch):
     from audits.checks.utility import utility
     from tests.admin import conftest

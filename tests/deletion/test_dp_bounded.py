@@ -106,7 +106,7 @@ def test_the_plan_shows_the_bound_the_dpo_chooses_it_and_only_a_written_risk_acc
     assert f'id="dp-dp-bound-{version.id}"' in html and "(k = 2)" in html and "limits epsilon &lt;= 20" in html
     assert "not_pretrained_on_records: private (recipe)" in html and '<option value="dp_bounded">' in html
 
-    dpo = api_client_for("dpo", name="alice")
+    dpo = api_client_for("dpo", user="alice")
     approved = dpo.post(f"/api/v1/deletion-requests/{request.public_id}/approve/",
                         {"methods": [{"model_version_id": version.id, "method": "dp_bounded"}]}, format="json")
     assert approved.status_code == 200, approved.json()
@@ -128,7 +128,7 @@ def test_the_plan_shows_the_bound_the_dpo_chooses_it_and_only_a_written_risk_acc
     url = f"/api/v1/deletion-requests/{request.public_id}/accept-risk/"
     body = {"model_version_id": version.id, "reason": "DP-SGD bound accepted; a retrain is disproportionate"}
     assert dpo.post(url, body, format="json").status_code == 200
-    assert api_client_for("dpo", name="bob").post(url, body, format="json").status_code == 200
+    assert api_client_for("dpo", user="bob").post(url, body, format="json").status_code == 200
     outcome.refresh_from_db()
     assert outcome.status == "confirmed" and outcome.new_version is None
     _run_report_job(str(request.public_id))

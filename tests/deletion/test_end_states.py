@@ -40,8 +40,9 @@ def _audited(dpo, trained, verdict: str, **unlearned_with) -> tuple[str, object]
 
 @pytest.fixture
 def inconclusive(api_client_for, trained):
-    """A request whose one model's audit came back INCONCLUSIVE. Returns (dpo client, request id, new version)."""
-    dpo = api_client_for("dpo", name="alice")
+    """A request whose one model's audit came back INCONCLUSIVE. Returns (dpo client, request id, new version):
+    the client's token is bound to the DPO user alice."""
+    dpo = api_client_for("dpo", user="alice")
     request_id, new = _audited(dpo, trained, "INCONCLUSIVE")
     return dpo, request_id, new
 
@@ -72,11 +73,14 @@ def test_accepting_the_risk_takes_two_dpo_users_and_ends_closed_not_completed(in
     outcome = ModelOutcome.objects.get()
     assert outcome.status == "awaiting_decision" and "confirmed_by" not in outcome.risk_acceptance
 
-    bob = api_client_for("dpo", name="bob")
+    bob = api_client_for("dpo", user="bob")
     confirmed = bob.post(url, body, format="json").json()
     assert confirmed["outcomes"][0]["status"] == "awaiting_deployment"
-    assert confirmed["outcomes"][0]["risk_acceptance"]["proposed_by"] == "api:alice(dpo)"
-    assert confirmed["outcomes"][0]["risk_acceptance"]["confirmed_by"] == "api:bob(dpo)"
+    # The path each took and the person behind it.
+    assert confirmed["outcomes"][0]["risk_acceptance"] == {
+        **confirmed["outcomes"][0]["risk_acceptance"], "proposed_by": "user:alice via api:alice(dpo)",
+        "proposed_by_person": "user:alice", "confirmed_by": "user:bob via api:bob(dpo)",
+        "confirmed_by_person": "user:bob"}
     events = [e["event"] for e in confirmed["timeline"]]
     assert events[-2:] == ["outcome.risk_acceptance_proposed", "outcome.risk_accepted"]
 
@@ -90,13 +94,80 @@ def test_accepting_the_risk_takes_two_dpo_users_and_ends_closed_not_completed(in
     assert data["end_state"]["meaning"].startswith("Erasure is NOT confirmed")
     [entry] = data["model_versions"]
     assert entry["risk_acceptance"]["reason"] == body["reason"]
+    assert (entry["risk_acceptance"]["proposed_by_person"], entry["risk_acceptance"]["confirmed_by_person"]) == (
+        "user:alice", "user:bob")
     # The report's first page and section 1 say what the status says, never "completed".
     text = _pdf_text(data, tmp_path)
     assert "How the request ended: closed with the residual risk accepted, erasure NOT confirmed" in text
-    assert ("erasure not confirmed; accepted by api:alice(dpo) and api:bob(dpo) on" in text
+    assert ("erasure not confirmed; accepted by user:alice via api:alice(dpo) and user:bob via api:bob(dpo) on" in text
             and body["reason"] in text)
     assert "The request was closed (erasure not confirmed for every model) within the legal deadline" in text
     assert "The request was completed" not in text
+
+
+def test_a_token_bound_to_no_person_takes_no_part_in_accepting_a_risk(inconclusive, api_client_for, trained):
+    """A service client's token (bound to no user) can be nobody's proposal and nobody's
+    confirmation: it is refused with what to do instead, and nothing is recorded."""
+    alice, request_id, _ = inconclusive
+    url = f"/api/v1/deletion-requests/{request_id}/accept-risk/"
+    body = {"model_version_id": trained["version"].id, "reason": "approximate result; retraining costs too much"}
+    console = api_client_for("dpo", name="dpo-console")
+    refused = console.post(url, body, format="json")
+    assert refused.status_code == 403, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "person_required" and error["message"].startswith("api:dpo-console(dpo) is bound to no person")
+    assert "create_api_token --role dpo --name <name> --user <your username>" in error["message"]
+    assert ModelOutcome.objects.get().risk_acceptance == {}
+    assert alice.post(url, body, format="json").status_code == 200
+    refused = console.post(url, body, format="json")  # nor can it be the second DPO
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "person_required"
+    outcome = ModelOutcome.objects.get()
+    assert outcome.status == "awaiting_decision" and "confirmed_by" not in outcome.risk_acceptance
+
+
+def test_two_tokens_bound_to_one_person_are_one_dpo(inconclusive, api_client_for, trained):
+    alice, request_id, _ = inconclusive
+    url = f"/api/v1/deletion-requests/{request_id}/accept-risk/"
+    body = {"model_version_id": trained["version"].id, "reason": "approximate result; retraining costs too much"}
+    assert alice.post(url, body, format="json").status_code == 200
+    laptop = api_client_for("dpo", name="alice-laptop", user="alice")
+    again = laptop.post(url, body, format="json")
+    assert again.status_code == 409, again.content
+    error = again.json()["error"]
+    assert error["code"] == "second_dpo_required" and error["details"] == {"person": "user:alice"}
+    assert error["message"] == ("user:alice proposed accepting this risk (as user:alice via api:alice(dpo), now as "
+                                "user:alice via api:alice-laptop(dpo): one person); a second DPO user must confirm it")
+    assert "confirmed_by" not in ModelOutcome.objects.get().risk_acceptance
+
+
+def test_an_acceptance_recorded_before_tokens_named_people(inconclusive, api_client_for, trained, tmp_path):
+    """Rows from before: a proposal by a user (``user:alice``) names its person, one by a token
+    (``api:...``) names nobody and is proposed again by the next DPO user; a confirmed acceptance
+    without persons still goes into the report and its PDF as it was."""
+    from deletion.report_data import report_data
+
+    alice, request_id, new = inconclusive
+    url = f"/api/v1/deletion-requests/{request_id}/accept-risk/"
+    body = {"model_version_id": trained["version"].id, "reason": "approximate result; retraining costs too much"}
+    old = {"reason": "decided before", "proposed_by": "user:alice", "proposed_at": "2026-12-01T10:00:00+00:00"}
+    ModelOutcome.objects.update(risk_acceptance=old)
+    assert alice.post(url, body, format="json").json()["error"]["code"] == "second_dpo_required"
+    ModelOutcome.objects.update(risk_acceptance={**old, "proposed_by": "api:dpo-console(dpo)"})
+    assert alice.post(url, body, format="json").status_code == 200  # a new proposal, hers
+    outcome = ModelOutcome.objects.get()
+    assert outcome.risk_acceptance["proposed_by_person"] == "user:alice" and "confirmed_by" not in outcome.risk_acceptance
+    proposed = LedgerEvent.objects.filter(payload__contains='"outcome.risk_acceptance_proposed"').get()
+    assert '"replaces_proposal_by":"api:dpo-console(dpo)"' in proposed.payload.replace(" ", "")
+
+    ModelOutcome.objects.update(risk_acceptance={
+        **old, "proposed_by": "api:alice(dpo)", "confirmed_by": "api:bob(dpo)",
+        "confirmed_at": "2026-12-01T11:00:00+00:00"}, status="awaiting_deployment")
+    api_client_for("ml_engineer").post(f"/api/v1/deletion-requests/{request_id}/confirm-deployment/",
+                                       {"new_version_id": new.id}, format="json")
+    _run_report_job(request_id)
+    data = report_data(request=DeletionRequest.objects.get())
+    assert "proposed_by_person" not in data["model_versions"][0]["risk_acceptance"]
+    assert "erasure not confirmed; accepted by api:alice(dpo) and api:bob(dpo) on" in _pdf_text(data, tmp_path)
 
 
 def _pdf_text(data: dict, tmp_path) -> str:
@@ -117,7 +188,7 @@ def _pdf_text(data: dict, tmp_path) -> str:
 def test_a_passed_result_cannot_have_its_risk_accepted(api_client_for, trained):
     from deletion.report_data import NO_REPLAY_NOTE, report_data
 
-    dpo = api_client_for("dpo")
+    dpo = api_client_for("dpo", user="alice")
     request_id, new = _audited(dpo, trained, "PASS")
     # No replay ran for this audit: the report says what the exact verdict rests on.
     assert NO_REPLAY_NOTE in report_data(request=DeletionRequest.objects.get())["model_versions"][0]["verdict"]["notes"]
@@ -146,7 +217,7 @@ def test_a_guard_that_holds_its_bound_is_suppression_not_erasure(api_client_for,
     data, so the request waits for the DPO, and accepting suppression closes it, never COMPLETED."""
     from deletion.report_data import report_data
 
-    alice, bob = api_client_for("dpo", name="alice"), api_client_for("dpo", name="bob")
+    alice, bob = api_client_for("dpo", user="alice"), api_client_for("dpo", user="bob")
     request_id, guarded = _audited(alice, trained, "PASS", method="verifier_guard", guarantee_class="suppressed")
     outcome = ModelOutcome.objects.get()
     assert (outcome.verdict, outcome.status) == ("PASS", "awaiting_decision")

@@ -57,7 +57,7 @@ def _failed_request(dpo, versions):
 
 
 def test_a_failed_request_refuses_every_decision_with_its_status(api_client_for, three_models):
-    dpo = api_client_for("dpo", name="alice")
+    dpo = api_client_for("dpo", user="alice")
     request_id, new = _failed_request(dpo, three_models)
     jobs_before = Job.objects.count()
     url = f"/api/v1/deletion-requests/{request_id}"

@@ -169,7 +169,7 @@ def test_completion_says_per_model_what_was_done_and_art19_recipients_are_told(a
 
 
 def test_a_closed_risk_accepted_completion_says_the_model_may_still_hold_influence(api_client_for, trained):
-    alice, bob = api_client_for("dpo", name="alice"), api_client_for("dpo", name="bob")
+    alice, bob = api_client_for("dpo", user="alice"), api_client_for("dpo", user="bob")
     request_id, new = _audited(alice, trained, "INCONCLUSIVE")
     # The person gave an address and asked for German (set on the row: the helper's intake gave none).
     DeletionRequest.objects.update(**notices.contact_sealed(public_id=request_id, contact={"email": ADDRESS}),

@@ -66,6 +66,9 @@ def test_a_database_filled_by_the_demo_before_the_layers_migrates_and_its_ledger
     migrated = _manage(demo_database, tmp_path, "migrate", "--noinput")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     assert "Applying deletion.0014_ledger_and_tokens_move_down... OK" in migrated.stdout
+    # Tokens gained the person who holds them: the demo's three tokens stay, bound to no one.
+    assert "Applying access.0002_apitoken_user... OK" in migrated.stdout
+    assert _query(demo_database, "SELECT count(*) FROM deletion_apitoken WHERE user_id IS NULL") == [(3,)]
 
     # Same tables, same rows, same head.
     after = {table: _query(demo_database, f"SELECT count(*) FROM {table}")[0][0] for table in before}

@@ -19,6 +19,7 @@ import pytest
 from foundation.access.authentication import api_token_create
 from tests.audits.conftest import dev_identity, nss_db, pdfsig  # noqa: F401 (fixtures)
 from tests.company_sources import second_database
+from tests.factories import staff_user
 from tests.workers.test_mlflow import MlflowServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -98,11 +99,15 @@ def _web_side_like_the_worker(_isolated_stores, _isolated_keystore, settings, pl
 
 def token_options(*, second_dpo: bool = False) -> list[str]:
     """The company's API clients, as the examples' options: its ML platform (ml_engineer, also its serving
-    side) and its DPO users (a second one where a residual risk is accepted: that takes two)."""
+    side) and its DPO users' consoles, each token bound to its user (a second one where a residual risk is
+    accepted: that takes two people)."""
+    dpos = ("alice", "bob") if second_dpo else ("alice",)
+    for dpo in dpos:
+        staff_user(dpo, role="dpo")
     options = ["--engineer-token", api_token_create(name="acme-ml-platform", role="ml_engineer")[1],
-               "--dpo-token", api_token_create(name="alice", role="dpo")[1]]
+               "--dpo-token", api_token_create(name="alice-console", role="dpo", user="alice")[1]]
     if second_dpo:
-        options += ["--second-dpo-token", api_token_create(name="bob", role="dpo")[1]]
+        options += ["--second-dpo-token", api_token_create(name="bob-console", role="dpo", user="bob")[1]]
     return options
 
 
@@ -170,7 +175,9 @@ def test_a_hugging_face_classifier_trained_with_the_trainer_on_a_csv(live_server
     assert "finetune (approximate)" in output and "two DPO users accept the residual risk" in output, output
     [entry] = _signed_report(tmp_path / "out", nss_db)["model_versions"]
     accepted = entry["risk_acceptance"]
-    assert "alice" in accepted["proposed_by"] and "bob" in accepted["confirmed_by"], accepted
+    assert (accepted["proposed_by"], accepted["confirmed_by"]) == ("user:alice via api:alice-console(dpo)",
+                                                                   "user:bob via api:bob-console(dpo)"), accepted
+    assert (accepted["proposed_by_person"], accepted["confirmed_by_person"]) == ("user:alice", "user:bob"), accepted
 
 
 def test_a_model_kept_in_mlflow(live_server, platform_worker, mlflow_server, tmp_path, nss_db):  # noqa: F811

@@ -126,7 +126,7 @@ def _outcomes(request_id: str) -> dict[str, ModelOutcome]:
 def _risk_accepted(api_client_for, request_id: str, outcome: ModelOutcome) -> None:
     """Two DPO users accept the residual risk of a result that did not pass, in writing."""
     for dpo in ("alice", "bob"):
-        accepted = api_client_for("dpo", name=dpo).post(
+        accepted = api_client_for("dpo", user=dpo).post(
             f"/api/v1/deletion-requests/{request_id}/accept-risk/",
             {"model_version_id": outcome.model_version_id,
              "reason": f"{outcome.verdict} approximate result of an uploaded model; accepted for the test"},

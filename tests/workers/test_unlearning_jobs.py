@@ -83,7 +83,7 @@ def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_cl
     if outcome.verdict == "INCONCLUSIVE":  # the per-record sanity check flagged a record: the DPO decides
         assert outcome.status == "awaiting_decision" and not outcome.audit["purged"]
         for name in ("alice", "bob"):
-            api_client_for("dpo", name=name).post(
+            api_client_for("dpo", user=name).post(
                 f"/api/v1/deletion-requests/{request_id}/accept-risk/",
                 {"model_version_id": version.id, "reason": "exact SISA retrain; sanity check flagged"}, format="json")
         outcome.refresh_from_db()
