@@ -54,6 +54,7 @@ from deletion.models import (
     Jurisdiction,
     OutcomeStatus,
     RejectionGround,
+    RequestKind,
     RequestStatus,
 )
 from deletion.planning import MODEL_KIND_WORDS
@@ -118,13 +119,28 @@ AUDIT_METRICS = {
 }
 
 
+# A concept erasure's audit (audits.concept_audit): the probes' AUC for the attribute, before -> after.
+CONCEPT_METRICS = {
+    "linear_auc": "linear probe's AUC for the attribute (0.5: chance)",
+    "nonlinear_auc": "MLP probe's AUC for the attribute (0.5: chance)",
+}
+TASK_SIDES = {"retain": "on labelled records it trained on", "test": "on held-out records"}
+
+
 def audit_summary(audit: Any) -> dict[str, Any]:
     """The key figures of an outcome's audit (the JSON the audit job writes): accuracy before and
-    after, each check's verdict, the verdict's rule. Empty lists where the audit has not run."""
+    after (for a concept erasure: the probes' AUC for the attribute and the model's own task), each
+    check's verdict, the verdict's rule. Empty lists where the audit has not run."""
     audit = audit if isinstance(audit, dict) else {}
     metrics = audit.get("metrics") or {}
     rows = [(label, metrics[key].get("original"), metrics[key].get("unlearned"))
             for key, label in AUDIT_METRICS.items() if isinstance(metrics.get(key), dict)]
+    concept = audit.get("concept") if isinstance(audit.get("concept"), dict) else {}
+    rows += [(label, concept.get(f"original_{key}"), concept.get(key)) for key, label in CONCEPT_METRICS.items()
+             if key in concept]
+    task = audit.get("task_utility") if isinstance(audit.get("task_utility"), dict) else {}
+    rows += [(f"the model's own task, {task[side].get('metric', 'accuracy')} {label}", task[side].get("original"),
+              task[side].get("erased")) for side, label in TASK_SIDES.items() if isinstance(task.get(side), dict)]
     checks = [(str(check.get("check", "check")), str(check.get("verdict", "")))
               for check in audit.get("checks", []) if isinstance(check, dict)]
     verdict = audit.get("verdict") if isinstance(audit.get("verdict"), dict) else {}
@@ -407,7 +423,9 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "can_withdraw": can_act and not ended and outcome.status != OutcomeStatus.WITHDRAWN,
             "can_confirm": can_act and not ended and outcome.status == OutcomeStatus.AWAITING_DEPLOYMENT
             and outcome.new_version_id is not None,
-            "can_escalate": can_act and not ended and outcome.status in decisions.DECIDABLE,
+            # A concept erasure names no record to retrain without: it has no exact method to escalate to.
+            "can_escalate": can_act and not ended and outcome.status in decisions.DECIDABLE
+            and target.kind != RequestKind.CONCEPT,
             # One DPO user records the acceptance and its reason; another person confirms it.
             "can_accept_risk": can_act and not ended and outcome.status in decisions.DECIDABLE
             and decisions.risk_acceptance_proposer(outcome.risk_acceptance) != decisions.actor_person(request.user),

@@ -156,10 +156,10 @@ class OutcomeStatus(models.TextChoices):
     HELD = "held", "Legal hold (not erased)"
     EXECUTING = "executing"
     AUDITING = "auditing"
-    AWAITING_DEPLOYMENT = "awaiting_deployment"
+    AWAITING_DEPLOYMENT = "awaiting_deployment", "Awaiting deployment"
     CONFIRMED = "confirmed"
     WITHDRAWN = "withdrawn", "Withdrawn from serving (Art. 18)"
-    AUDIT_FAILED = "audit_failed"
+    AUDIT_FAILED = "audit_failed", "Audit failed"
     # The audit could not confirm erasure (INCONCLUSIVE): the DPO escalates, withdraws the model
     # or accepts the residual risk (two DPO users); the older copies wait for that decision.
     AWAITING_DECISION = "awaiting_decision", "Audit inconclusive: awaiting the DPO's decision"

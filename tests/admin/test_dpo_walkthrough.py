@@ -108,3 +108,29 @@ def test_the_first_page_warns_when_a_passed_version_fell_below_its_utility_bar(t
                              "reference": 0.95, "result": "FAIL"})
     first = rendered_text(report, tmp_path / "report.pdf").split("How the request ended")[0]
     assert f"Utility below the declared bar for: {entry['model']}, version {entry['version']}" in first
+
+
+def test_a_concept_outcome_shows_its_probes_and_task_and_offers_no_escalation(client_for, cast, labelled):  # noqa: F811
+    """A concept request's row showed no figure (its audit has probe AUCs, not accuracies on erased
+    records) and offered "Escalate: exact retrain", which the service refuses for a concept erasure."""
+    from deletion.admin import audit_summary
+
+    _, parity = labelled
+    request, _ = concept_request_create(client=None, body=_concept_body(parity, [{"model": "digits-mlp"}]))
+    request = decisions.deletion_request_approve(request=request, actor="tests")
+    outcome = request.outcomes.get()
+    audit = {"concept": {"linear_auc": 0.531, "original_linear_auc": 0.973, "nonlinear_auc": 0.993,
+                         "original_nonlinear_auc": 0.998},
+             "task_utility": {"retain": {"original": 0.998, "erased": 0.467, "metric": "accuracy"},
+                              "test": {"original": 0.95, "erased": 0.45, "metric": "accuracy"}},
+             "checks": [{"check": "concept_probe", "verdict": "FAIL"}],
+             "verdict": {"verdict": "FAIL", "rule": "both probes at chance"}}
+    assert audit_summary(audit)["metrics"] == [
+        ("linear probe's AUC for the attribute (0.5: chance)", 0.973, 0.531),
+        ("MLP probe's AUC for the attribute (0.5: chance)", 0.998, 0.993),
+        ("the model's own task, accuracy on labelled records it trained on", 0.998, 0.467),
+        ("the model's own task, accuracy on held-out records", 0.95, 0.45)]
+    ModelOutcome.objects.filter(pk=outcome.pk).update(status="audit_failed", verdict="FAIL", audit=audit)
+    html = page(client_for("alice"), request)
+    assert "linear probe&#x27;s AUC for the attribute" in html and "0.973 → 0.531" in html
+    assert "Escalate: exact retrain" not in html and "Accept the residual risk" in html
