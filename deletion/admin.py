@@ -456,7 +456,8 @@ class DeletionRequestAdmin(admin.ModelAdmin):
             "offer": {
                 "verify": can_act and target.status == S.RECEIVED,
                 "approve": can_act and target.status == S.SCOPED,
-                "reject": can_act and target.status in UNDECIDED,
+                # A concept request is the company's own decision: cancelled, never refused under Art. 17(3).
+                "reject": can_act and target.status in UNDECIDED and target.kind != RequestKind.CONCEPT,
                 "cancel": can_act and target.status in UNDECIDED,
                 "extend": can_act and not ended and target.extended_at is None,
             },

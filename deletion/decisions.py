@@ -299,6 +299,11 @@ def _unlearning_job_for(request: DeletionRequest, version: ModelVersion, step: d
 
 @transaction.atomic
 def deletion_request_reject(*, request: DeletionRequest, actor, ground: str, reason: str) -> DeletionRequest:
+    """Refuse a person's request on a ground the jurisdiction allows (GDPR Art. 17(3), CCPA §1798.105(d));
+    the person is told why. A concept request is no person's: it is cancelled, not refused."""
+    if request.kind == RequestKind.CONCEPT:
+        raise Conflict("a concept request is the company's own decision, not a person's request: there is no "
+                       "person to refuse and no Art. 17(3) ground applies; cancel it instead", code="concept_request")
     allowed = REJECTIONS_BY_JURISDICTION[request.jurisdiction]
     if ground not in allowed:
         raise ValidationFailed(f"{ground!r} is not a ground for refusal under {request.jurisdiction}; "

@@ -285,6 +285,35 @@ def test_a_layer_a_company_module_lacks_is_refused_at_intake_from_the_names_its_
     assert unchecked.status_code == 201, unchecked.content
 
 
+def test_a_concept_request_is_cancelled_not_refused_under_art17_3(api_client_for, labelled, client):
+    """No person asked: there is no one to refuse and no Art. 17(3) ground applies. The API refuses a
+    refusal with what to do instead; the admin offers Cancel, not Reject."""
+    import io
+
+    from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from deletion.concept_requests import concept_request_create
+
+    _, parity = labelled
+    filed, _ = concept_request_create(client=None, body=_concept_body(parity, [{"model": "digits-mlp"}]))
+    dpo = api_client_for("dpo")
+    refused = dpo.post(f"/api/v1/deletion-requests/{filed.public_id}/reject/",
+                       {"ground": "art17_3_b", "reason": "we still need it"}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "concept_request", refused.content
+    assert "cancel it instead" in refused.json()["error"]["message"]
+    call_command("setup_roles", stdout=io.StringIO())
+    bob = User.objects.create_user("bob", "bob@example.org", is_staff=True)
+    bob.groups.add(Group.objects.get(name="dpo"))
+    client.force_login(bob)
+    html = client.get(reverse("admin:deletion_deletionrequest_change", args=[filed.pk])).content.decode()
+    assert 'id="dp-reject"' not in html and 'id="dp-cancel-reason"' in html
+    cancelled = dpo.post(f"/api/v1/deletion-requests/{filed.public_id}/cancel/", {"reason": "decided otherwise"},
+                         format="json")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED", cancelled.content
+
+
 def test_a_concept_outcome_that_did_not_pass_cannot_be_escalated_to_a_retrain(labelled):
     from deletion import decisions
     from deletion.concept_requests import concept_request_create
