@@ -458,12 +458,29 @@ def training_membership_import_file(*, run: TrainingRun, dataset: Dataset, sourc
     return training_membership_import(run=run, dataset=dataset, rows=membership_rows_from_file(source, fmt))
 
 
+# pg_advisory_xact_lock key that serialises record erasures against membership imports ("ERAS").
+ERASURE_LOCK_KEY = 0x45524153
+
+
+def erasure_lock(*, exclusive: bool) -> None:
+    """Take the erasure lock until the current transaction ends: ``exclusive`` for an erasure (from
+    before it reads what holds the records to its commit), shared for a membership import (imports do
+    not wait for each other). Without it an import whose transaction overlapped an erasure's read the
+    records as still active and committed a run trained on them after the erasure had listed the
+    copies to destroy (a shadow model registered while a request's data was erased)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)" if exclusive else "SELECT pg_advisory_xact_lock_shared(%s)",
+                       [ERASURE_LOCK_KEY])
+
+
 def training_membership_import(
     *, run: TrainingRun, dataset: Dataset, rows: Iterable[tuple[int, str, int, int, int]]
 ) -> ImportResult:
     """Load membership rows ``(line, record_key, shard, slice, position)`` for one run and one
-    dataset. Unknown, repeated, erased or suppressed record keys reject the whole import."""
+    dataset. Unknown, repeated, erased or suppressed record keys reject the whole import; an erasure
+    under way is waited for (:func:`erasure_lock`), so its records are read as erased."""
     with transaction.atomic():
+        erasure_lock(exclusive=False)
         return _membership_import(run, dataset, rows)
 
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from foundation.errors import Conflict
 from models_registry import selectors
+from models_registry.importing import erasure_lock
 from models_registry.keystore import keystore, subject_key_ref
 from models_registry.models import (
     ArtifactKind,
@@ -162,6 +163,9 @@ def request_data_erase(*, record_ids: list[int], subjects: list, reason: str) ->
     (workers.data_sources)."""
     from workers.data_sources import source_file_rewrite, source_still_holds
 
+    # Before reading what holds the records: a membership import (a shadow model registering) waits
+    # for this transaction and then reads the records as erased.
+    erasure_lock(exclusive=True)
     records = list(DataRecord.objects.filter(id__in=record_ids).select_related("dataset"))
     holding = selectors.artifacts_holding(record_ids=record_ids)
     caches = [a for a in holding if a.kind == ArtifactKind.DATASET_CACHE]
