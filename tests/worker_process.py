@@ -57,6 +57,12 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> WorkerProcess:
+        """Start the worker and wait until it is ready to take tasks."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> WorkerProcess:
+        """Start the worker process without waiting for it: it boots (torch, Django, the broker
+        connection: seconds) while the test does other work; :meth:`wait_ready` before relying on it."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -66,6 +72,11 @@ class WorkerProcess:
              "--loglevel", "INFO"],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
+        """Wait until the launched worker logs that it is ready (it fails the test if the process
+        exits first or ``timeout`` seconds pass)."""
         deadline = time.monotonic() + timeout
         while b"ready." not in self.log_path.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:

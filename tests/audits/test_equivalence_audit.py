@@ -64,6 +64,12 @@ def test_an_approximate_deletion_is_tested_for_equivalence_and_the_original_fail
 
     from workers.datasets.reference import materialise_reference, plant_canaries
 
+    # U-LiRA (the fine-tune re-run on each of the 8 shadow models: more than half of this test's time,
+    # and up to its 90-s budget under load) is not what this test is about and nothing here reads it;
+    # tests/audits/test_ulira_audit.py runs it on the audit path. Turned off by its setting (0 shadows),
+    # which the audit reports as such.
+    settings.AUDIT_ULIRA_MAX_SHADOWS = 0
+
     # The audit's samples and the shadow models' halves are seeded by version ids, which a database
     # sequence hands out across tests: start it where a run of this test alone does, so the test is
     # the same in make test. (With another split this fine-tune's difference was 0.56: equivalence

@@ -12,6 +12,7 @@ from deletion.models import DeletionRequest, ModelOutcome
 from models_registry import selectors
 from models_registry.models import DataRecord, ModelVersion, StoredArtifact, TrainingMembership
 from tests import factories
+from tests.flows import run_job
 from tests.worker_process import WorkerProcess, wait_for
 from workers.jobs import job_create, jobs_sweep_stale
 from workers.models import Job
@@ -128,24 +129,33 @@ def test_sisa_deletion_through_the_api_on_a_worker(celery_worker_process, api_cl
 
 def test_killed_worker_finishes_the_job_exactly_once(transactional_db, tmp_path, settings):
     settings.JOB_STALE_AFTER_SECONDS = 3
-    worker = WorkerProcess(tmp_path / "w1.log").start()
+    # The worker boots (seconds of imports) while the source version trains here: the job under test
+    # is the unlearning job below, which the worker runs and is killed in.
+    worker = WorkerProcess(tmp_path / "w1.log").launch()
     try:
         dataset = reference_dataset_register(name="breast_cancer")
         model = factories.registered_model(name="bc-plain-kill")
         # Long enough that the first progress write (after HEARTBEAT_SECONDS = 5 s) comes mid-job on
-        # a quiet machine too: with 60 epochs the retrain finished in ~5 s, before the kill.
-        source = _train(model, dataset, {"architecture": MLP, "epochs": 200, "seed": 1})
+        # a quiet machine too: with 60 epochs the retrain finished in ~5 s, before the kill. (The
+        # retrain repeats the source's recipe config, so the source trains 200 epochs too.)
+        source = run_job(model_train(model=model, dataset=dataset, enqueue=False,
+                                     recipe_config={"architecture": MLP, "epochs": 200, "seed": 1})).result_version
+        worker.wait_ready()
         record = DataRecord.objects.filter(dataset=dataset, split="train").first()
         job = job_create(kind="unlearn", registered_model=model, source_version=source, method="retrain",
                          guarantee_class="exact", forget_record_ids=[record.id])
         wait_for(lambda: Job.objects.get(pk=job.pk).progress_percent > 5, timeout=120, message="the job to run")
         worker.kill()  # SIGKILL mid-job
+        killed_at = time.monotonic()
         assert Job.objects.get(pk=job.pk).status == "running"
     finally:
         worker.stop()
-    time.sleep(settings.JOB_STALE_AFTER_SECONDS + 1)
-    second = WorkerProcess(tmp_path / "w2.log").start()
+    # The second worker boots while the dead worker's heartbeat goes stale; the sweep runs no sooner
+    # than JOB_STALE_AFTER_SECONDS + 1 after the kill, as a sweeper would see it.
+    second = WorkerProcess(tmp_path / "w2.log").launch()
     try:
+        time.sleep(max(0.0, killed_at + settings.JOB_STALE_AFTER_SECONDS + 1 - time.monotonic()))
+        second.wait_ready()
         assert jobs_sweep_stale() == [job.pk]
         wait_for(lambda: Job.objects.get(pk=job.pk).status in ("succeeded", "failed"), timeout=300,
                  message="the re-run")

