@@ -106,3 +106,23 @@ def test_the_token_of_a_user_who_left_its_role_stops_working(api_client_for):
     User.objects.get(username="dana").groups.clear()  # moved to another team
     response = client.get("/api/v1/deletion-requests/")
     assert response.status_code == 401 and "no longer in the dpo group" in response.json()["error"]["message"]
+
+
+def test_create_staff_user_makes_a_person_in_a_role_who_can_hold_a_token():
+    from django.contrib.auth.models import User
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    call_command("create_staff_user", "--username", "alice", "--role", "dpo", "--password-stdin",
+                 stdin=io.StringIO("s3cret-Passw0rd\n"), stdout=out)
+    alice = User.objects.get(username="alice")
+    assert alice.is_staff and alice.check_password("s3cret-Passw0rd") and not alice.is_superuser
+    assert alice.has_perm("deletion.change_deletionrequest")  # the dpo group with its permissions
+    assert out.getvalue().strip() == "created staff user alice in the dpo group"
+    call_command("create_staff_user", "--username", "bob", "--role", "dpo", stdout=(out := io.StringIO()))
+    assert not User.objects.get(username="bob").has_usable_password() and "changepassword bob" in out.getvalue()
+    call_command("create_api_token", "--role", "dpo", "--name", "bob-console", "--user", "bob",
+                 stdout=io.StringIO(), stderr=io.StringIO())
+    assert ApiToken.objects.get(name="bob-console").user.username == "bob"
+    with pytest.raises(CommandError, match="user 'alice' exists already"):
+        call_command("create_staff_user", "--username", "alice", "--role", "auditor", stdout=io.StringIO())
