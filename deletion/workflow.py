@@ -26,6 +26,7 @@ from deletion.selectors import outcome_deployment_warnings, outcome_utility
 from deletion.transitions import S, transition
 from deletion.webhooks import webhooks_notify
 from foundation.ledger.services import ledger_append
+from models_registry.importing import erasure_lock
 from models_registry.models import DataRecord, ModelVersion, RecordStatus, VersionStatus
 from models_registry.selectors import artifacts_holding, current_source, unlearning_path
 from models_registry.services import identifiers_suppress
@@ -280,6 +281,8 @@ def erased_shadows_purge(*, actor: str, dry_run: bool = False) -> dict:
     erasure destroys them, their sets replenished from what each lineage holds now, and the ledger says
     so. ``dry_run``: list them only. Returns ``{"erased_records", "shadow_models": [{sha256, label}],
     "purged": bool, "replenish_jobs": [job ids]}``."""
+    if not dry_run:
+        erasure_lock(exclusive=True)  # as a request's erasure: no shadow registers meanwhile
     erased = list(DataRecord.objects.filter(status=RecordStatus.ERASED).values_list("id", flat=True))
     shadows = shadow_models_holding(artifacts_holding(record_ids=erased))
     found = {"erased_records": len(erased), "shadow_models": [{"sha256": a.sha256, "label": a.label} for a in shadows],
