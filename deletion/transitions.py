@@ -26,10 +26,11 @@ def actor_name(client) -> str:
     ``user:<username> via api:<token name>(<role>)`` for a token bound to its user."""
     if client is None:
         return "platform"
+    person = actor_person(client)
     if isinstance(client, ApiToken):
         token = f"api:{client.name}({client.role})"
-        return f"user:{client.user.get_username()} via {token}" if client.user_id else token
-    return f"user:{getattr(client, 'username', client)}"
+        return f"{person} via {token}" if person else token
+    return person
 
 
 def actor_person(client) -> str | None:

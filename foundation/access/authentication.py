@@ -42,7 +42,7 @@ def _token_holder(username: str, role: str):
     holder = users.objects.filter(**{users.USERNAME_FIELD: username}).first()
     if holder is None:
         raise ValidationFailed(f"there is no user {username!r} to hold the token: create the user first "
-                               "(python manage.py createsuperuser, or the admin's Users page)", field="user")
+                               "(python manage.py create_staff_user, or the admin's Users page)", field="user")
     if not holder.is_active:
         raise ValidationFailed(f"user {username!r} is inactive: a token held by them would not work", field="user")
     if not holds_role(holder, role):

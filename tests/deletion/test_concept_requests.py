@@ -290,7 +290,6 @@ def test_a_concept_request_is_cancelled_not_refused_under_art17_3(api_client_for
     refusal with what to do instead; the admin offers Cancel, not Reject."""
     import io
 
-    from django.contrib.auth.models import Group, User
     from django.core.management import call_command
     from django.urls import reverse
 
@@ -304,9 +303,7 @@ def test_a_concept_request_is_cancelled_not_refused_under_art17_3(api_client_for
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "concept_request", refused.content
     assert "cancel it instead" in refused.json()["error"]["message"]
     call_command("setup_roles", stdout=io.StringIO())
-    bob = User.objects.create_user("bob", "bob@example.org", is_staff=True)
-    bob.groups.add(Group.objects.get(name="dpo"))
-    client.force_login(bob)
+    client.force_login(factories.staff_user("bob", role="dpo"))
     html = client.get(reverse("admin:deletion_deletionrequest_change", args=[filed.pk])).content.decode()
     assert 'id="dp-reject"' not in html and 'id="dp-cancel-reason"' in html
     cancelled = dpo.post(f"/api/v1/deletion-requests/{filed.public_id}/cancel/", {"reason": "decided otherwise"},

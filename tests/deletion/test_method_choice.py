@@ -186,7 +186,6 @@ def test_an_approximate_step_offers_the_exact_method_an_escalation_would_run(bre
     approval: the DPO need not run the approximate method, wait for its audit and then escalate."""
     import json
 
-    from django.contrib.auth.models import Group, User
     from django.core.management import call_command
     from django.urls import reverse
 
@@ -206,9 +205,7 @@ def test_an_approximate_step_offers_the_exact_method_an_escalation_would_run(bre
     assert "external_retrain" not in offered  # the model declares no pipeline of its own
 
     call_command("setup_roles", stdout=io.StringIO())
-    bob = User.objects.create_user("bob", "bob@example.org", is_staff=True)
-    bob.groups.add(Group.objects.get(name="dpo"))
-    client.force_login(bob)
+    client.force_login(factories.staff_user("bob", role="dpo"))
     html = client.get(reverse("admin:deletion_deletionrequest_change", args=[request.pk])).content.decode()
     assert '<option value="retrain">retrain (exact)</option>' in html
 

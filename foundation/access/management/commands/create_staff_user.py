@@ -4,10 +4,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from foundation.access.models import Role
-from foundation.access.roles import roles_setup
-
-STAFF_ROLES = (Role.DPO, Role.ML_ENGINEER, Role.AUDITOR)
+from foundation.access.roles import ROLE_PERMISSIONS, roles_setup
 
 
 class Command(BaseCommand):
@@ -18,7 +15,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--username", required=True)
-        parser.add_argument("--role", required=True, choices=[str(r) for r in STAFF_ROLES])
+        parser.add_argument("--role", required=True, choices=[str(r) for r in ROLE_PERMISSIONS])
         parser.add_argument("--email", default="")
         parser.add_argument("--password-stdin", action="store_true",
                             help="read the password from standard input (one line)")
